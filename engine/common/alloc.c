@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+#include "alloc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef IOVT_USE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+
+iovt_arena_t iovt_arena_create(void)
+{
+	unsigned arena = 0;
+	size_t sz = sizeof(arena);
+	if (mallctl("arenas.create", &arena, &sz, NULL, 0) != 0)
+		return 0;
+	return arena;
+}
+
+static int flags_for(iovt_arena_t arena)
+{
+	return arena ? (MALLOCX_ARENA(arena) | MALLOCX_TCACHE_NONE) : 0;
+}
+
+void *iovt_alloc(iovt_arena_t arena, size_t size)
+{
+	return mallocx(size, flags_for(arena));
+}
+
+void *iovt_zalloc(iovt_arena_t arena, size_t size)
+{
+	return mallocx(size, flags_for(arena) | MALLOCX_ZERO);
+}
+
+void *iovt_zalloc_aligned(iovt_arena_t arena, size_t size, size_t align)
+{
+	return mallocx(size, flags_for(arena) | MALLOCX_ZERO | MALLOCX_ALIGN(align));
+}
+
+void iovt_free(iovt_arena_t arena, void *p, size_t size)
+{
+	if (p)
+		sdallocx(p, size, flags_for(arena));
+}
+
+size_t iovt_alloc_usable(size_t size)
+{
+	return nallocx(size, 0);
+}
+#else
+iovt_arena_t iovt_arena_create(void)
+{
+	return 0;
+}
+
+void *iovt_alloc(iovt_arena_t arena, size_t size)
+{
+	(void)arena;
+	return malloc(size);
+}
+
+void *iovt_zalloc(iovt_arena_t arena, size_t size)
+{
+	(void)arena;
+	return calloc(1, size);
+}
+
+void *iovt_zalloc_aligned(iovt_arena_t arena, size_t size, size_t align)
+{
+	(void)arena;
+	void *p = NULL;
+	if (posix_memalign(&p, align, size) != 0)
+		return NULL;
+	memset(p, 0, size);
+	return p;
+}
+
+void iovt_free(iovt_arena_t arena, void *p, size_t size)
+{
+	(void)arena;
+	(void)size;
+	free(p);
+}
+
+size_t iovt_alloc_usable(size_t size)
+{
+	return size;
+}
+#endif

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Engine memory. Hot objects (tree nodes, extents) come from jemalloc arenas
+ * of their own, one per shard, without the thread cache so that a call_rcu
+ * thread freeing them does not hoard them. Build with -Dallocator=malloc to
+ * route everything through plain malloc/free (sanitizer builds: mallocx
+ * bypasses ASan's interceptors).
+ */
+#ifndef IOVT_COMMON_ALLOC_H
+#define IOVT_COMMON_ALLOC_H
+
+#include <stddef.h>
+
+/* An arena handle; 0 is the default arena. */
+typedef unsigned iovt_arena_t;
+
+/* Creates a new arena (or returns 0 when arenas are not available). */
+iovt_arena_t iovt_arena_create(void);
+
+void *iovt_alloc(iovt_arena_t arena, size_t size);
+void *iovt_zalloc(iovt_arena_t arena, size_t size);
+/* Aligned to `align` (a power of two); zeroed. */
+void *iovt_zalloc_aligned(iovt_arena_t arena, size_t size, size_t align);
+void iovt_free(iovt_arena_t arena, void *p, size_t size);
+/* Usable size of an allocation, as the allocator rounds it (for memory accounting). */
+size_t iovt_alloc_usable(size_t size);
+
+#endif

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* A growable array of one element type; scratch buffers reused across fences. */
+#ifndef IOVT_COMMON_VEC_H
+#define IOVT_COMMON_VEC_H
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define VEC(type)            \
+	struct {             \
+		type *v;     \
+		size_t n;    \
+		size_t cap;  \
+	}
+
+/* Makes room for one more element; 0 or -ENOMEM. */
+#define vec_reserve1(vec)                                                              \
+	((vec)->n < (vec)->cap ? 0 : vec_grow_((void **)&(vec)->v, &(vec)->cap, sizeof(*(vec)->v)))
+
+#define vec_push(vec, val) (vec_reserve1(vec) ? -ENOMEM : ((vec)->v[(vec)->n++] = (val), 0))
+#define vec_clear(vec) ((vec)->n = 0)
+#define vec_free(vec) (free((vec)->v), (vec)->v = NULL, (vec)->n = (vec)->cap = 0)
+
+static inline int vec_grow_(void **v, size_t *cap, size_t elem)
+{
+	size_t ncap = *cap ? *cap * 2 : 64;
+	void *p = realloc(*v, ncap * elem);
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = ncap;
+	return 0;
+}
+
+#endif

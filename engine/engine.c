@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: MIT */
+/* Composition: the engine object, guest RAM, threads and statistics. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rcu.h"
+#include "engine_internal.h"
+#include "guest/guest_ram.h"
+
+#define DEFAULT_WALK_BUDGET (1ull << 24)
+#define DEFAULT_MAX_EXTENTS (1ull << 22)
+#define DEFAULT_HOST_WIDTH 48u
+
+static __thread bool thread_registered;
+
+void iovt_thread_register(void)
+{
+	if (!thread_registered) {
+		urcu_memb_register_thread();
+		thread_registered = true;
+	}
+}
+
+void iovt_thread_unregister(void)
+{
+	if (thread_registered) {
+		urcu_memb_unregister_thread();
+		thread_registered = false;
+	}
+}
+
+int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
+{
+	struct iovt_engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	if (cfg)
+		e->cfg = *cfg;
+	if (!e->cfg.walk_budget)
+		e->cfg.walk_budget = DEFAULT_WALK_BUDGET;
+	if (!e->cfg.max_extents_per_domain)
+		e->cfg.max_extents_per_domain = DEFAULT_MAX_EXTENTS;
+	if (!e->cfg.host_addr_width)
+		e->cfg.host_addr_width = DEFAULT_HOST_WIDTH;
+	if (e->cfg.host_addr_width < 32 || e->cfg.host_addr_width > 52) {
+		free(e);
+		return -EINVAL;
+	}
+	pthread_mutex_init(&e->control_lock, NULL);
+	CDS_INIT_LIST_HEAD(&e->domain_list);
+	cds_wfcq_init(&e->dirty_head, &e->dirty_tail);
+	e->ram = guest_ram_create();
+	e->domains = cds_lfht_new_flavor(64, 64, 0, CDS_LFHT_AUTO_RESIZE, &urcu_memb_flavor, NULL);
+	if (!e->ram || !e->domains) {
+		if (e->ram)
+			guest_ram_destroy(e->ram);
+		if (e->domains)
+			cds_lfht_destroy(e->domains, NULL);
+		free(e);
+		return -ENOMEM;
+	}
+	*out = e;
+	return 0;
+}
+
+void engine_free_domain(struct iovt_domain *d); /* domain.c */
+
+void iovt_engine_destroy(struct iovt_engine *e)
+{
+	struct iovt_domain *d, *tmp;
+
+	if (!e)
+		return;
+	cds_list_for_each_entry_safe(d, tmp, &e->domain_list, link) {
+		cds_lfht_del(e->domains, &d->hnode);
+		cds_list_del(&d->link);
+		engine_free_domain(d);
+	}
+	iovt_synchronize_rcu();
+	cds_lfht_destroy(e->domains, NULL);
+	guest_ram_destroy(e->ram);
+	sync_scratch_free(&e->scratch);
+	pthread_mutex_destroy(&e->control_lock);
+	free(e);
+}
+
+int iovt_guest_ram_add(struct iovt_engine *e, uint64_t gpa, uint64_t size, void *hva,
+		       uint32_t *region_id)
+{
+	pthread_mutex_lock(&e->control_lock);
+	int rc = guest_ram_add(e->ram, gpa, size, hva, region_id);
+	pthread_mutex_unlock(&e->control_lock);
+	return rc;
+}
+
+int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa)
+{
+	pthread_mutex_lock(&e->control_lock);
+	int rc = guest_ram_remove(e->ram, gpa);
+	pthread_mutex_unlock(&e->control_lock);
+	return rc;
+}
+
+static uint64_t ld(const _Atomic uint64_t *p)
+{
+	return atomic_load_explicit(p, memory_order_relaxed);
+}
+
+static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->invalidations = ld(&c->invalidations);
+	out->psi = ld(&c->psi);
+	out->dsi = ld(&c->dsi);
+	out->global = ld(&c->global);
+	out->fences = ld(&c->fences);
+	out->ranges_coalesced = ld(&c->ranges);
+	out->ptes_walked = ld(&c->ptes);
+	out->map_calls = ld(&c->map_calls);
+	out->unmap_calls = ld(&c->unmap_calls);
+	out->raw_unmap_calls = ld(&c->raw_unmap_calls);
+	out->pages_mapped = ld(&c->pages_mapped);
+	out->pages_unmapped = ld(&c->pages_unmapped);
+	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
+		out->errors[k] = ld(&c->errors[k]);
+}
+
+static uint64_t domain_extents(struct iovt_domain *d)
+{
+	struct shadow_tree *t = iovt_rcu_dereference(d->tree);
+	return t ? shadow_tree_count(t) : 0;
+}
+
+void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
+{
+	struct cds_lfht_iter it;
+	struct cds_lfht_node *node;
+
+	snapshot(&e->stats, out);
+	iovt_rcu_read_lock();
+	cds_lfht_for_each(e->domains, &it, node)
+		out->extents += domain_extents(caa_container_of(node, struct iovt_domain, hnode));
+	iovt_rcu_read_unlock();
+}
+
+void iovt_domain_stats_get(struct iovt_domain *d, struct iovt_stats *out)
+{
+	snapshot(&d->stats, out);
+	iovt_rcu_read_lock();
+	out->extents = domain_extents(d);
+	iovt_rcu_read_unlock();
+}
+
+const char *iovt_err_kind_name(enum iovt_err_kind k)
+{
+	static const char *const names[IOVT_ERR_KIND_COUNT] = {
+		[IOVT_ERR_UNKNOWN_DOMAIN] = "unknown_domain",
+		[IOVT_ERR_BAD_INVALIDATION] = "bad_invalidation",
+		[IOVT_ERR_PT_RESERVED] = "pt_reserved",
+		[IOVT_ERR_PT_LARGE_PAGE] = "pt_large_page",
+		[IOVT_ERR_PT_OUTSIDE_RAM] = "pt_outside_ram",
+		[IOVT_ERR_PT_LOOP] = "pt_loop",
+		[IOVT_ERR_WALK_BUDGET] = "walk_budget",
+		[IOVT_ERR_LEAF_OUTSIDE_RAM] = "leaf_outside_ram",
+		[IOVT_ERR_EXTENT_CAP] = "extent_cap",
+		[IOVT_ERR_SINK_MAP] = "sink_map",
+		[IOVT_ERR_SINK_UNMAP] = "sink_unmap",
+	};
+	return (unsigned)k < IOVT_ERR_KIND_COUNT ? names[k] : "?";
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guest-physical memory map: RAM regions (GPA range -> host address),
+ * with holes between them. Knows nothing of the tree or sinks.
+ *
+ * Readers (the walker, GPA->HVA translation) look regions up lock-free under
+ * RCU: the region array is immutable once published; add/remove copy it,
+ * publish the copy and free the old one after a grace period. Writers
+ * serialise on a mutex (RAM hot-plug is rare).
+ */
+#ifndef IOVT_GUEST_RAM_H
+#define IOVT_GUEST_RAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define GUEST_RAM_MAX_REGIONS 256u
+
+struct guest_ram_region {
+	uint64_t gpa;    /* first byte, 4 KiB aligned */
+	uint64_t size;   /* bytes, 4 KiB multiple, > 0 */
+	uint64_t hva;    /* host address of gpa */
+	uint32_t id;     /* stable id, unique for the life of the map */
+};
+
+struct guest_ram;
+
+struct guest_ram *guest_ram_create(void);
+void guest_ram_destroy(struct guest_ram *ram); /* no concurrent users */
+
+/* Adds a region. -EINVAL (unaligned, zero size, wraps), -EEXIST (overlaps a
+ * region), -ENOSPC (GUEST_RAM_MAX_REGIONS), -ENOMEM. *id_out may be NULL. */
+int guest_ram_add(struct guest_ram *ram, uint64_t gpa, uint64_t size, void *hva, uint32_t *id_out);
+
+/* Removes the region starting exactly at gpa. -ENOENT if none. */
+int guest_ram_remove(struct guest_ram *ram, uint64_t gpa);
+
+/* Copies the region containing gpa into *out. Returns false in a hole.
+ * Caller inside an RCU read-side section, or not racing writers. */
+bool guest_ram_find(const struct guest_ram *ram, uint64_t gpa, struct guest_ram_region *out);
+
+/* Reads the naturally aligned 8-byte word at gpa (the guest may be writing
+ * it concurrently: a relaxed atomic load). -EFAULT when gpa is in a hole.
+ * Caller inside an RCU read-side section. */
+int guest_ram_read_u64(const struct guest_ram *ram, uint64_t gpa, uint64_t *val);
+
+#endif

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A bounded walker of Intel VT-d second-level page tables (legacy mode
+ * second-level translation; the same entry format is used by scalable-mode
+ * second-level tables), written from the VT-d specification, chapter 9
+ * ("Translation structure formats"). Knows nothing of the tree or sinks: it
+ * yields leaves in IOVA order, and spans it could not translate.
+ *
+ * Entry format (64 bit): bit 0 R, bit 1 W, bit 7 PS (large page, in PDPE and
+ * PDE only), bits 12..HAW-1 address. An entry is present when R or W is set.
+ * The effective permission of a leaf is the AND of R/W over the walk.
+ *
+ * What is an error (the span under the entry is reported as an error span,
+ * which the caller treats as not mapped, and counted by kind):
+ *  - a table or leaf address with bits at or above the host address width
+ *    set, bit 7 set in a PML5E/PML4E, or the address bits below a large
+ *    page's alignment set (reserved bits): VTD_ERR_RESERVED
+ *  - PS set where the domain does not allow that page size: VTD_ERR_LARGE_PAGE
+ *  - a table pointer into a hole of guest RAM: VTD_ERR_TABLE_OUTSIDE_RAM
+ *  - a table that is its own ancestor on the current walk path: VTD_ERR_LOOP
+ *  - the per-walk entry budget spent: the rest of the range is one error span
+ *    of kind VTD_ERR_BUDGET, and the walk stops.
+ * A leaf whose target lies outside RAM is not the walker's business: it is
+ * yielded, and the caller finds out when translating GPA->HVA.
+ *
+ * Bounded work: at most `budget` entries are read, each at most once per
+ * path; depth is bounded by the level count.
+ */
+#ifndef IOVT_GUEST_VTD_WALK_H
+#define IOVT_GUEST_VTD_WALK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "guest_ram.h"
+
+#define VTD_PTE_R (1ull << 0)
+#define VTD_PTE_W (1ull << 1)
+#define VTD_PTE_PS (1ull << 7)
+
+enum vtd_error {
+	VTD_ERR_RESERVED,
+	VTD_ERR_LARGE_PAGE,
+	VTD_ERR_TABLE_OUTSIDE_RAM,
+	VTD_ERR_LOOP,
+	VTD_ERR_BUDGET,
+	VTD_ERR_BAD_WIDTH, /* address width not 39/48/57, or range beyond it */
+	VTD_ERR_COUNT
+};
+
+struct vtd_walk_params {
+	uint64_t root_gpa;  /* the domain's second-level page-table pointer (4 KiB aligned) */
+	unsigned addr_width;/* adjusted guest address width: 39, 48 or 57 (3, 4, 5 levels) */
+	unsigned host_width;/* HAW: address bits an entry may use (e.g. 46); 0 means 52 */
+	bool allow_2m;      /* PS in a PDE allowed (SLLPS bit 0) */
+	bool allow_1g;      /* PS in a PDPE allowed (SLLPS bit 1) */
+	uint64_t first;     /* first IOVA of the range (inclusive) */
+	uint64_t last;      /* last IOVA of the range (inclusive) */
+	uint64_t budget;    /* max entries read; 0 means unlimited */
+};
+
+struct vtd_leaf {
+	uint64_t iova;  /* aligned to size */
+	uint64_t size;  /* 4 KiB, 2 MiB or 1 GiB */
+	uint64_t gpa;   /* aligned to size */
+	uint32_t perm;  /* IOVT_PERM_R | IOVT_PERM_W (effective) */
+};
+
+struct vtd_walk_stats {
+	uint64_t entries_read;
+	uint64_t leaves;
+	uint64_t errors[VTD_ERR_COUNT];
+};
+
+struct vtd_walk_ops {
+	/* A present leaf overlapping [first, last]; yielded whole (not clipped),
+	 * in ascending IOVA order. Return nonzero to stop the walk. */
+	int (*leaf)(void *arg, const struct vtd_leaf *leaf);
+	/* A span [iova, iova+size) (clipped to the range) that could not be
+	 * translated, with the reason. May be NULL. Return nonzero to stop. */
+	int (*error)(void *arg, uint64_t iova, uint64_t size, enum vtd_error why);
+};
+
+/*
+ * Walks [p->first, p->last]. Leaves and error spans arrive interleaved in
+ * IOVA order; anything not reported is not present. Stats are added to
+ * *stats (which the caller zeroes). Returns 0, a visitor's nonzero value,
+ * or -EINVAL for bad parameters (nothing walked, VTD_ERR_BAD_WIDTH counted).
+ * Caller inside an RCU read-side section (guest RAM lookups).
+ */
+int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
+	     const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats);
+
+const char *vtd_error_name(enum vtd_error e);
+
+#endif

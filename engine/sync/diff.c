@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Diff: the shadow's extents against the guest's runs over one window, into
+ * a plan of UNMAP groups and MAP pieces (see sync.h for the rule).
+ *
+ * Both inputs are sorted and each run is maximal, so an unchanged extent lies
+ * inside exactly one run at the same offset: one forward pass over each list
+ * decides every extent, and a second pass cuts the runs around the kept ones.
+ */
+#include "sync/sync.h"
+
+static uint64_t end_of(const struct iovt_extent *e)
+{
+	return e->iova + e->size;
+}
+
+/* Does run r still map every page of extent o exactly as o says? */
+static bool still_mapped(const struct iovt_extent *r, const struct iovt_extent *o)
+{
+	uint64_t off = o->iova - r->iova;
+	return r->iova <= o->iova && end_of(o) <= end_of(r) && r->hva + off == o->hva &&
+	       r->gpa + off == o->gpa && r->perm == o->perm && r->region == o->region;
+}
+
+int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool multi_unmap,
+		bool *group_open)
+{
+	size_t ri = run_from;
+	size_t nkept = 0;
+
+	/* Pass 1: keep or remove each old extent; group removals into UNMAPs. */
+	for (size_t oi = old_from; oi < s->old.n; oi++) {
+		const struct iovt_extent *o = &s->old.v[oi];
+		while (ri < s->runs.n && end_of(&s->runs.v[ri]) <= o->iova)
+			ri++;
+		if (ri < s->runs.n && still_mapped(&s->runs.v[ri], o)) {
+			/* Kept: compact it to the front of the window's old[] (already visited). */
+			s->old.v[old_from + nkept++] = *o;
+			*group_open = false;
+			continue;
+		}
+		uint64_t pages = o->size >> IOVT_PAGE_SHIFT;
+		if (multi_unmap && *group_open) {
+			struct plan_unmap *g = &s->unmaps.v[s->unmaps.n - 1];
+			g->last = end_of(o) - 1;
+			g->pages += pages;
+		} else {
+			struct plan_unmap g = { .first = o->iova, .last = end_of(o) - 1, .pages = pages };
+			if (vec_push(&s->unmaps, g))
+				return -ENOMEM;
+			*group_open = true;
+		}
+	}
+
+	/* Pass 2: every run minus the kept extents inside it, one MAP per piece. */
+	size_t ki = old_from, kend = old_from + nkept;
+	for (size_t r = run_from; r < s->runs.n; r++) {
+		const struct iovt_extent *run = &s->runs.v[r];
+		uint64_t cursor = run->iova;
+		while (cursor < end_of(run)) {
+			while (ki < kend && end_of(&s->old.v[ki]) <= cursor)
+				ki++;
+			uint64_t stop = end_of(run);
+			if (ki < kend && s->old.v[ki].iova < stop)
+				stop = s->old.v[ki].iova;
+			if (stop > cursor) {
+				uint64_t off = cursor - run->iova;
+				struct iovt_extent m = *run;
+				m.iova = cursor;
+				m.size = stop - cursor;
+				m.hva += off;
+				m.gpa += off;
+				if (vec_push(&s->maps, m))
+					return -ENOMEM;
+			}
+			if (ki < kend && s->old.v[ki].iova < end_of(run))
+				cursor = end_of(&s->old.v[ki]);
+			else
+				cursor = end_of(run);
+		}
+	}
+	s->old.n = old_from; /* the window's extents are consumed */
+	return 0;
+}

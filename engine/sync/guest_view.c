@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/* Guest view: walk a window of the guest's VT-d table and fold the leaves
+ * into runs (maximal stretches one sink MAP could carry). */
+#include <errno.h>
+
+#include "common/rcu.h"
+#include "sync/sync.h"
+
+struct view_walk {
+	const struct sync_target *t;
+	struct sync_scratch *s;
+	struct sync_stats *st;
+	uint64_t first, last;
+	int err;
+};
+
+static int walk_error_to_errno(enum vtd_error why)
+{
+	switch (why) {
+	case VTD_ERR_LOOP:
+		return -ELOOP;
+	case VTD_ERR_BUDGET:
+		return -E2BIG;
+	default:
+		return -EFAULT;
+	}
+}
+
+static enum iovt_err_kind walk_error_kind(enum vtd_error why)
+{
+	switch (why) {
+	case VTD_ERR_RESERVED:
+		return IOVT_ERR_PT_RESERVED;
+	case VTD_ERR_LARGE_PAGE:
+		return IOVT_ERR_PT_LARGE_PAGE;
+	case VTD_ERR_TABLE_OUTSIDE_RAM:
+		return IOVT_ERR_PT_OUTSIDE_RAM;
+	case VTD_ERR_LOOP:
+		return IOVT_ERR_PT_LOOP;
+	case VTD_ERR_BUDGET:
+		return IOVT_ERR_WALK_BUDGET;
+	default:
+		return IOVT_ERR_BAD_INVALIDATION;
+	}
+}
+
+static void note_error(struct view_walk *w, int err)
+{
+	if (!w->err)
+		w->err = err;
+}
+
+/* Appends one piece, extending the last run when it continues it. */
+static int push_piece(struct sync_scratch *s, const struct iovt_extent *p)
+{
+	if (s->runs.n) {
+		struct iovt_extent *last = &s->runs.v[s->runs.n - 1];
+		if (run_continues(last, p)) {
+			last->size += p->size;
+			return 0;
+		}
+	}
+	return vec_push(&s->runs, *p);
+}
+
+static int on_leaf(void *arg, const struct vtd_leaf *leaf)
+{
+	struct view_walk *w = arg;
+	uint64_t iova = leaf->iova, end = leaf->iova + leaf->size; /* end exclusive */
+
+	/* Clip to the window: what lies outside belongs to other extents. */
+	if (iova < w->first)
+		iova = w->first;
+	if (end - 1 > w->last)
+		end = w->last + 1;
+
+	/* Split at guest RAM region boundaries; parts in holes are not mapped. */
+	while (iova < end) {
+		uint64_t gpa = leaf->gpa + (iova - leaf->iova);
+		struct guest_ram_region r;
+		if (!guest_ram_find(w->t->ram, gpa, &r)) {
+			w->st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM]++;
+			note_error(w, -EFAULT);
+			iova += IOVT_PAGE_SIZE;
+			continue;
+		}
+		uint64_t avail = r.gpa + r.size - gpa;
+		uint64_t len = end - iova < avail ? end - iova : avail;
+		struct iovt_extent p = {
+			.iova = iova,
+			.size = len,
+			.gpa = gpa,
+			.hva = r.hva + (gpa - r.gpa),
+			.perm = leaf->perm,
+			.region = r.id,
+		};
+		if (push_piece(w->s, &p))
+			return -ENOMEM;
+		iova += len;
+	}
+	return 0;
+}
+
+static int on_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
+{
+	struct view_walk *w = arg;
+	(void)iova;
+	(void)size;
+	w->st->errors[walk_error_kind(why)]++;
+	note_error(w, walk_error_to_errno(why));
+	return 0; /* the span is simply not mapped; go on */
+}
+
+int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
+		    struct sync_scratch *s, struct sync_stats *st, int *walk_err)
+{
+	static const struct vtd_walk_ops ops = { .leaf = on_leaf, .error = on_error };
+	struct view_walk w = { .t = t, .s = s, .st = st, .first = first, .last = last };
+	struct vtd_walk_params p = t->walk;
+	struct vtd_walk_stats ws = { 0 };
+	size_t runs_before = s->runs.n;
+
+	p.first = first;
+	p.last = last;
+	iovt_rcu_read_lock();
+	int rc = vtd_walk(t->ram, &p, &ops, &w, &ws);
+	iovt_rcu_read_unlock();
+	st->ptes += ws.entries_read;
+	if (rc == -EINVAL) {
+		st->errors[IOVT_ERR_BAD_INVALIDATION]++;
+		note_error(&w, -EINVAL);
+		s->runs.n = runs_before; /* nothing trustworthy was seen */
+	} else if (rc < 0) {
+		return rc; /* -ENOMEM from a visitor */
+	}
+	if (w.err && walk_err && !*walk_err)
+		*walk_err = w.err;
+	return 0;
+}

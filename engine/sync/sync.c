@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/* Orchestration of one domain's sync: ranges → windows → view → diff → apply. */
+#include <errno.h>
+
+#include "common/probes.h"
+#include "sync/sync.h"
+
+void sync_scratch_free(struct sync_scratch *s)
+{
+	vec_free(&s->windows);
+	vec_free(&s->runs);
+	vec_free(&s->old);
+	vec_free(&s->unmaps);
+	vec_free(&s->maps);
+}
+
+static int push_old(void *arg, const struct iovt_extent *e)
+{
+	struct sync_scratch *s = arg;
+	return vec_push(&s->old, *e) ? -ENOMEM : 0;
+}
+
+static int any_extent(void *arg, const struct iovt_extent *e)
+{
+	(void)arg;
+	(void)e;
+	return 1;
+}
+
+/*
+ * Grows each range to the whole extents at its ends (a sink mapping is
+ * changed whole or not at all, so its survivors must be seen) and merges
+ * ranges that then overlap or touch.
+ */
+static int build_windows(const struct sync_target *t, const struct range *ranges, size_t n,
+			 struct sync_scratch *s)
+{
+	vec_clear(&s->windows);
+	for (size_t i = 0; i < n; i++) {
+		struct range w = ranges[i];
+		struct iovt_extent e;
+		if (shadow_tree_lookup(t->tree, w.first, &e))
+			w.first = e.iova;
+		if (shadow_tree_lookup(t->tree, w.last, &e))
+			w.last = e.iova + e.size - 1;
+		if (s->windows.n) {
+			struct range *prev = &s->windows.v[s->windows.n - 1];
+			if (prev->last + 1 >= w.first) {
+				if (w.last > prev->last)
+					prev->last = w.last;
+				continue;
+			}
+		}
+		if (vec_push(&s->windows, w))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t n,
+		struct sync_scratch *s, struct sync_stats *st, struct range_set *retry)
+{
+	bool multi = t->sink->caps.flags & IOVT_SINK_MULTI_UNMAP;
+	bool group_open = false;
+	int walk_err = 0;
+	int rc = build_windows(t, ranges, n, s);
+	if (rc)
+		return rc;
+
+	for (size_t k = 0; k < s->windows.n; k++) {
+		const struct range *w = &s->windows.v[k];
+		/* An UNMAP group may span the gap only if no extent lives there. */
+		if (k > 0 && group_open &&
+		    shadow_tree_iterate(t->tree, s->windows.v[k - 1].last + 1, w->first - 1,
+					any_extent, NULL))
+			group_open = false;
+
+		IOVT_PROBE2(window, w->first, w->last);
+		vec_clear(&s->runs);
+		vec_clear(&s->old);
+		rc = guest_view_runs(t, w->first, w->last, s, st, &walk_err);
+		if (!rc)
+			rc = shadow_tree_iterate(t->tree, w->first, w->last, push_old, s);
+		if (!rc)
+			rc = diff_window(s, 0, 0, multi, &group_open);
+		if (rc) {
+			/* Out of memory mid-plan: apply nothing of it, retry it all. */
+			for (size_t j = 0; j < n; j++)
+				range_set_add(retry, ranges[j].first, ranges[j].last);
+			vec_clear(&s->unmaps);
+			vec_clear(&s->maps);
+			return rc;
+		}
+		st->windows++;
+	}
+	rc = apply_plan(t, s, st, retry);
+	return rc ? rc : walk_err;
+}
+
+static int push_unmap_each(void *arg, const struct iovt_extent *e)
+{
+	struct sync_scratch *s = arg;
+	struct plan_unmap g = { e->iova, e->iova + e->size - 1, e->size >> IOVT_PAGE_SHIFT };
+	return vec_push(&s->unmaps, g) ? -ENOMEM : 0;
+}
+
+int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
+{
+	const struct iovt_sink *sink = t->sink;
+	uint64_t top = t->walk.addr_width >= 64 ? UINT64_MAX : (1ull << t->walk.addr_width) - 1;
+
+	if (shadow_tree_count(t->tree) == 0)
+		return 0;
+	if ((sink->caps.flags & IOVT_SINK_UNMAP_ALL) && sink->ops->unmap_all) {
+		uint64_t done = 0, pages = 0;
+		int rc = sink->ops->unmap_all(sink->ctx, &done);
+		st->unmap_calls++;
+		if (rc) {
+			st->errors[IOVT_ERR_SINK_UNMAP]++;
+			return rc;
+		}
+		shadow_tree_remove_range(t->tree, 0, top, NULL, NULL);
+		pages = done >> IOVT_PAGE_SHIFT;
+		st->pages_unmapped += pages;
+		return 0;
+	}
+
+	struct sync_scratch s = { 0 };
+	struct range_set retry;
+	int rc;
+	range_set_init(&retry, 0);
+	if (sink->caps.flags & IOVT_SINK_MULTI_UNMAP) {
+		/* Everything in one call from the first extent to the last: it
+		 * bisects nothing. */
+		rc = shadow_tree_iterate(t->tree, 0, top, push_unmap_each, &s);
+		if (!rc && s.unmaps.n > 1) {
+			s.unmaps.v[0].last = s.unmaps.v[s.unmaps.n - 1].last;
+			for (size_t i = 1; i < s.unmaps.n; i++)
+				s.unmaps.v[0].pages += s.unmaps.v[i].pages;
+			s.unmaps.n = 1;
+		}
+	} else {
+		rc = shadow_tree_iterate(t->tree, 0, top, push_unmap_each, &s);
+	}
+	if (!rc)
+		rc = apply_plan(t, &s, st, &retry);
+	sync_scratch_free(&s);
+	range_set_free(&retry);
+	return rc;
+}

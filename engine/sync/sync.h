@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The synchronisation stages for one domain with a MAP sink:
+ *
+ *   ranges (coalesced) ─► windows (grown to whole extents, merged)
+ *     ─► guest view: walk each window, leaves → runs        (guest_view.c)
+ *     ─► diff: runs vs shadow extents → plan of calls        (diff.c)
+ *     ─► apply: UNMAPs, then MAPs; tree follows each success (apply.c)
+ *
+ * A "run" is a maximal stretch of the guest view that one sink MAP could
+ * carry: IOVA-contiguous, host-contiguous, one permission, one RAM region.
+ * The plan is the stable minimum (see iovt_model.h's oracle): an extent whose
+ * every page still maps the same is kept; every other extent in a window is
+ * removed whole; removed extents with no kept extent between them share one
+ * UNMAP when the sink allows; each run minus the kept extents is one MAP per
+ * piece.
+ *
+ * Single writer: the caller holds the engine's control lock, so the tree is
+ * read here without an RCU read-side section (only this thread changes it).
+ */
+#ifndef IOVT_SYNC_SYNC_H
+#define IOVT_SYNC_SYNC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "iovt.h"
+#include "common/vec.h"
+#include "guest/guest_ram.h"
+#include "guest/vtd_walk.h"
+#include "sync/coalesce.h"
+#include "tree/shadow_tree.h"
+
+struct sync_stats {
+	uint64_t windows;
+	uint64_t ptes;
+	uint64_t map_calls, unmap_calls;
+	uint64_t pages_mapped, pages_unmapped;
+	uint64_t errors[IOVT_ERR_KIND_COUNT];
+};
+
+/* Everything the stages need to know about one domain and its sink. */
+struct sync_target {
+	const struct guest_ram *ram;
+	struct shadow_tree *tree;
+	const struct iovt_sink *sink;
+	struct vtd_walk_params walk; /* root, widths, page sizes, budget; range set per window */
+	uint64_t max_extents;
+};
+
+struct plan_unmap {
+	uint64_t first, last; /* inclusive; begins and ends on extent boundaries */
+	uint64_t pages;
+};
+
+/* Scratch vectors reused from fence to fence (one set per engine). */
+struct sync_scratch {
+	VEC(struct range) windows;
+	VEC(struct iovt_extent) runs;
+	VEC(struct iovt_extent) old;
+	VEC(struct plan_unmap) unmaps;
+	VEC(struct iovt_extent) maps;
+};
+
+void sync_scratch_free(struct sync_scratch *s);
+
+/*
+ * Makes the sink and the shadow tree equal to the guest view over `ranges`
+ * (sorted, disjoint). Spans whose calls failed are added to `retry`.
+ * Returns 0 or the first error (walk errors: -EFAULT, -ELOOP, -E2BIG;
+ * sink errors as the sink returned them; -ENOMEM).
+ */
+int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t n,
+		struct sync_scratch *s, struct sync_stats *st, struct range_set *retry);
+
+/* Removes everything the sink holds (detach, domain destroy). */
+int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st);
+
+/* Stage entry points (used by sync_ranges and by unit tests). */
+
+/* Appends the runs of the guest view over [first, last] to s->runs. */
+int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
+		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
+
+/* Can `b` extend run `a` as one sink mapping? */
+static inline bool run_continues(const struct iovt_extent *a, const struct iovt_extent *b)
+{
+	return a->iova + a->size == b->iova && a->hva + a->size == b->hva &&
+	       a->gpa + a->size == b->gpa && a->perm == b->perm && a->region == b->region;
+}
+
+/*
+ * Diff of one window: old extents s->old[old_from..] against s->runs[run_from..]
+ * (both sorted, covering the window); appends UNMAP groups and MAP pieces.
+ * *group_open says whether the last UNMAP group may still grow (no kept
+ * extent since); updated on return.
+ */
+int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool multi_unmap,
+		bool *group_open);
+
+/* Executes s->unmaps then s->maps against the sink, updating the tree. */
+int apply_plan(const struct sync_target *t, struct sync_scratch *s, struct sync_stats *st,
+	       struct range_set *retry);
+
+#endif

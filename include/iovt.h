@@ -1,0 +1,331 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iovt — an IOVA tracking engine for virtual IOMMUs (Intel VT-d).
+ *
+ * A guest programs a VT-d second-level page table and sends invalidations
+ * (PSI: page-selective, DSI: domain-selective, global) that do not say what
+ * changed. A host-side IOVA map (a VFIO container, an iommufd IOAS, a DPDK
+ * IOVA-VA map) needs exact MAP and UNMAP events: never a MAP over a mapping
+ * (VFIO: -EEXIST), never an UNMAP that bisects one (-EINVAL). iovt keeps, per
+ * domain, what it has told the domain's MAP sink (the shadow tree), walks the
+ * guest table over each invalidated range, diffs, and sends the smallest batch
+ * of sink calls that makes the sink equal to the guest view. UNMAP-only
+ * notifiers (device IOTLBs) get the raw, possibly oversized, range and cost
+ * no tree at all.
+ *
+ *   guest RAM map ──► domain (DID, table root, width) ──► notifiers ──► sinks
+ *   invalidate(PSI/DSI/global) ... fence ──► walk ► diff ► batch ► sink calls
+ *   iovt_translate(domain, iova): lock-free lookup in the shadow tree
+ *
+ * Conventions
+ *  - Every function that can fail returns 0 (or a count) on success and a
+ *    negative errno on failure; every rejected input also bumps a counter in
+ *    struct iovt_stats.
+ *  - Addresses and sizes are bytes; IOVAs and GPAs are 4 KiB aligned where
+ *    the text says so.
+ *  - Threads: any thread that calls iovt_translate() must be registered with
+ *    iovt_thread_register() (liburcu memb flavor readers). Other calls note
+ *    their own rules; "engine lock" means they serialise on one engine-wide
+ *    control mutex and may be called from any thread.
+ */
+#ifndef IOVT_H
+#define IOVT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IOVT_PAGE_SHIFT 12
+#define IOVT_PAGE_SIZE (1ull << IOVT_PAGE_SHIFT)
+
+/* Access permissions, as VT-d R/W bits. */
+#define IOVT_PERM_R 1u
+#define IOVT_PERM_W 2u
+#define IOVT_PERM_RW 3u
+
+/*
+ * One mapping as a sink holds it: IOVA range -> guest-physical and host
+ * address, with permissions. `region` is the guest RAM region the target lies
+ * in (a sink mapping never crosses regions).
+ */
+struct iovt_extent {
+	uint64_t iova;   /* first byte, 4 KiB aligned */
+	uint64_t size;   /* bytes, 4 KiB multiple */
+	uint64_t gpa;    /* guest-physical address of iova */
+	uint64_t hva;    /* host virtual address of iova */
+	uint32_t perm;   /* IOVT_PERM_* */
+	uint32_t region; /* guest RAM region id */
+};
+
+struct iovt_engine;
+struct iovt_domain;
+struct iovt_notifier;
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+
+/*
+ * Registers / unregisters the calling thread as an RCU reader. Required
+ * before iovt_translate() on that thread; idempotent per thread.
+ */
+void iovt_thread_register(void);
+void iovt_thread_unregister(void);
+
+/* ------------------------------------------------------------------------ */
+/* Engine                                                                    */
+
+struct iovt_config {
+	/* Max page-table entries read by one walk (hostile tables). 0: default
+	 * 1<<24. A walk that spends it reports -E2BIG and unmaps what it could
+	 * not see. */
+	uint64_t walk_budget;
+	/* Max extents one domain's shadow may hold. 0: default 1<<22. */
+	uint64_t max_extents_per_domain;
+	/* Host address width for reserved-bit checks (VT-d HAW). 0: 48. */
+	unsigned host_addr_width;
+};
+
+/*
+ * Creates an engine. `cfg` may be NULL for defaults.
+ * Errors: -ENOMEM, -EINVAL (bad config).
+ */
+int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out);
+
+/*
+ * Destroys the engine: detaches every notifier (sinks are not called),
+ * frees every domain. No other call on this engine may run concurrently.
+ */
+void iovt_engine_destroy(struct iovt_engine *e);
+
+/* ------------------------------------------------------------------------ */
+/* Guest memory                                                              */
+
+/*
+ * Declares guest RAM: [gpa, gpa+size) is backed by host memory at hva.
+ * gpa and size 4 KiB aligned. Page tables are read from it; sink mappings
+ * target it. Engine lock. Errors: -EINVAL, -EEXIST (overlap), -ENOSPC,
+ * -ENOMEM. *region_id (may be NULL) gets the region's id.
+ */
+int iovt_guest_ram_add(struct iovt_engine *e, uint64_t gpa, uint64_t size, void *hva,
+		       uint32_t *region_id);
+
+/* Removes the region that starts at gpa. Engine lock. -ENOENT. The caller
+ * first invalidates every domain that maps it (a guest hot-unplug does). */
+int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa);
+
+/* ------------------------------------------------------------------------ */
+/* Domains                                                                   */
+
+struct iovt_domain_config {
+	uint16_t did;        /* VT-d domain id, unique within the engine */
+	uint64_t root_gpa;   /* second-level page-table pointer (4 KiB aligned) */
+	unsigned addr_width; /* 39, 48 or 57 (3, 4 or 5 level tables) */
+	bool allow_2m;       /* the vIOMMU reports 2 MiB second-level pages */
+	bool allow_1g;       /* ... and 1 GiB pages */
+};
+
+/*
+ * Creates a domain. Engine lock. Errors: -EINVAL (width, alignment),
+ * -EEXIST (did in use), -ENOMEM.
+ */
+int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *cfg,
+		       struct iovt_domain **out);
+
+/*
+ * Points the domain at a new table root (the guest rewrote the context
+ * entry). Takes effect at the next fence, as a DSI. Engine lock.
+ */
+int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa);
+
+/*
+ * Destroys the domain: every MAP sink is told to unmap everything it holds
+ * (one call where the sink allows it), then notifiers are dropped. Engine lock.
+ * Returns the first sink error (the domain is destroyed all the same).
+ */
+int iovt_domain_destroy(struct iovt_domain *d);
+
+/* The domain with that DID, or NULL. Lock-free. */
+struct iovt_domain *iovt_domain_lookup(struct iovt_engine *e, uint16_t did);
+
+/* ------------------------------------------------------------------------ */
+/* Sinks                                                                     */
+
+/* Sink capability flags. */
+#define IOVT_SINK_MULTI_UNMAP (1u << 0)   /* one UNMAP may cover several whole mappings (and gaps) */
+#define IOVT_SINK_UNMAP_ALL (1u << 1)     /* unmap_all() exists */
+#define IOVT_SINK_UNMAP_EMPTY_ERR (1u << 2) /* UNMAP of an empty range fails (-ENOENT, iommufd) */
+#define IOVT_SINK_PARTIAL_UNMAP (1u << 3) /* a failed UNMAP may have removed part of its range */
+
+struct iovt_sink_caps {
+	uint32_t flags;        /* IOVT_SINK_* */
+	uint32_t max_mappings; /* 0: unlimited (VFIO type1 default: 65535) */
+	uint64_t page_sizes;   /* bitmap of supported page sizes (bit n: 2^n bytes); 0: 4 KiB */
+};
+
+/*
+ * A sink: the host-side IOVA map the engine keeps equal to the guest view.
+ * Called from whichever thread applies the batch (the fence caller today);
+ * calls for one domain never run concurrently.
+ *
+ * map():   create one mapping. 0, or a negative errno: nothing was mapped.
+ * unmap(): remove every mapping inside [iova, iova+size). 0, or a negative
+ *          errno. *unmapped gets the bytes really removed, also on failure
+ *          (a sink without IOVT_SINK_PARTIAL_UNMAP sets 0 on failure).
+ * unmap_all(): remove everything (optional, IOVT_SINK_UNMAP_ALL).
+ * For an UNMAP-only notifier, only unmap() is called, with the raw
+ * invalidated range, which may cover nothing that was mapped.
+ */
+struct iovt_sink_ops {
+	int (*map)(void *ctx, const struct iovt_extent *m);
+	int (*unmap)(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped);
+	int (*unmap_all)(void *ctx, uint64_t *unmapped);
+	void (*destroy)(void *ctx); /* optional: called when the sink is freed */
+};
+
+struct iovt_sink {
+	const struct iovt_sink_ops *ops;
+	void *ctx;
+	struct iovt_sink_caps caps;
+	const char *name;
+};
+
+/*
+ * The callback sink: each sink call becomes one event for `fn`, the shape of
+ * QEMU's IOMMU notifiers. A MAP event carries the whole extent; an UNMAP event
+ * carries iova and size (it may cover several earlier MAPs, and gaps, when
+ * caps->flags has IOVT_SINK_MULTI_UNMAP; otherwise exactly one). fn returns 0
+ * or a negative errno (then the call failed and nothing changed).
+ * Fills *out; the notifier that takes it frees its context on detach.
+ * caps NULL: multi-unmap, no limit. Errors: -EINVAL, -ENOMEM.
+ */
+enum iovt_event_type { IOVT_EVENT_MAP, IOVT_EVENT_UNMAP };
+struct iovt_event {
+	enum iovt_event_type type;
+	struct iovt_extent extent;
+};
+typedef int (*iovt_event_fn)(void *arg, const struct iovt_event *ev);
+int iovt_callback_sink_init(struct iovt_sink *out, iovt_event_fn fn, void *arg,
+			    const struct iovt_sink_caps *caps);
+
+/* ------------------------------------------------------------------------ */
+/* Notifiers                                                                 */
+
+#define IOVT_NOTIFY_MAP (1u << 0)
+#define IOVT_NOTIFY_UNMAP (1u << 1)
+#define IOVT_NOTIFY_DEVIOTLB_UNMAP (1u << 2)
+#define IOVT_NOTIFY_IOTLB_EVENTS (IOVT_NOTIFY_MAP | IOVT_NOTIFY_UNMAP)
+
+/*
+ * Attaches a device's notifier to a domain.
+ *  - flags IOVT_NOTIFY_IOTLB_EVENTS (MAP|UNMAP): an accurate shadow. The
+ *    engine keeps the domain's tree for it and replays the current guest view
+ *    into the sink now (walk + MAP), so the sink starts equal to the guest.
+ *    One per domain (-EBUSY otherwise): the tree is the record of what that
+ *    one sink holds.
+ *  - IOVT_NOTIFY_UNMAP or IOVT_NOTIFY_DEVIOTLB_UNMAP alone: the raw
+ *    invalidated ranges go to the sink's unmap(), no tree, no walk.
+ * MAP without UNMAP is -EINVAL. The notifier owns `sink` (copied) until
+ * detach. Engine lock. Errors: -EINVAL, -EBUSY, -ENOMEM, or the replay's
+ * first sink error (then the notifier is attached and its record is what
+ * the sink took).
+ */
+int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iovt_sink *sink,
+			 struct iovt_notifier **out);
+
+/*
+ * Detaches: a MAP notifier's sink is told to unmap all it holds first.
+ * Engine lock. Returns the first sink error (detached all the same).
+ */
+int iovt_notifier_detach(struct iovt_notifier *n);
+
+/* ------------------------------------------------------------------------ */
+/* Invalidations and fences                                                  */
+
+/*
+ * Page-selective invalidation: the 2^am-page block aligned on 2^am pages that
+ * contains addr. am 0..IOVT_PSI_MAX_AM; ih (invalidation hint: only leaves
+ * changed) is accepted and counted, and does not narrow the work.
+ * Errors: -ENOENT (unknown DID), -EINVAL (am too large, addr beyond the
+ * domain's width). The invalidation is pending until the next fence.
+ */
+#define IOVT_PSI_MAX_AM 52u
+int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsigned am, bool ih);
+
+/* Domain-selective invalidation: everything in the domain. -ENOENT. */
+int iovt_invalidate_dsi(struct iovt_engine *e, uint16_t did);
+
+/* Global invalidation: every domain. */
+int iovt_invalidate_global(struct iovt_engine *e);
+
+/*
+ * The VT-d invalidation wait: applies every invalidation posted before this
+ * call to every sink, then returns. After it returns the guest may reuse the
+ * IOVAs it unmapped. Coalescing happens here: pending ranges of one domain
+ * are merged, a DSI subsumes them. Serialised with other fences.
+ * Returns 0, or the first error met (a walk error, a sink error); the
+ * engine's record stays equal to what each sink holds, and ranges whose
+ * calls failed stay pending and are retried by the next fence.
+ */
+int iovt_fence(struct iovt_engine *e);
+
+/* ------------------------------------------------------------------------ */
+/* Translation (emulated devices)                                            */
+
+/*
+ * Finds the mapping covering iova in the domain's shadow (what its MAP sink
+ * holds). Lock-free and wait-free: an RCU read-side section and a few
+ * dependent loads; safe against concurrent fences. On a hit, copies the
+ * covering extent into *out and returns 0; -ENOENT on a miss, -ENODEV when
+ * the domain keeps no tree (no MAP notifier). The thread must be registered.
+ */
+int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+
+enum iovt_err_kind {
+	IOVT_ERR_UNKNOWN_DOMAIN,   /* invalidation for a DID not created */
+	IOVT_ERR_BAD_INVALIDATION, /* am too large, address beyond the width */
+	IOVT_ERR_PT_RESERVED,      /* reserved bit set in a table entry */
+	IOVT_ERR_PT_LARGE_PAGE,    /* large page where the level or domain forbids it */
+	IOVT_ERR_PT_OUTSIDE_RAM,   /* table pointer into a hole of guest RAM */
+	IOVT_ERR_PT_LOOP,          /* a table is its own ancestor */
+	IOVT_ERR_WALK_BUDGET,      /* walk budget spent */
+	IOVT_ERR_LEAF_OUTSIDE_RAM, /* a leaf targets a hole of guest RAM */
+	IOVT_ERR_EXTENT_CAP,       /* domain's extent cap reached */
+	IOVT_ERR_SINK_MAP,         /* a sink refused a MAP */
+	IOVT_ERR_SINK_UNMAP,       /* a sink refused an UNMAP */
+	IOVT_ERR_KIND_COUNT
+};
+
+struct iovt_stats {
+	uint64_t invalidations;   /* PSI + DSI + global accepted */
+	uint64_t psi, dsi, global;
+	uint64_t fences;
+	uint64_t ranges_coalesced; /* ranges walked after coalescing */
+	uint64_t ptes_walked;      /* page-table entries read */
+	uint64_t map_calls;        /* sink map() calls */
+	uint64_t unmap_calls;      /* sink unmap()/unmap_all() calls (MAP notifiers) */
+	uint64_t raw_unmap_calls;  /* unmap() calls to UNMAP-only notifiers */
+	uint64_t pages_mapped;     /* 4 KiB pages mapped / unmapped through sinks */
+	uint64_t pages_unmapped;
+	uint64_t extents;          /* extents in shadows now */
+	uint64_t errors[IOVT_ERR_KIND_COUNT];
+};
+
+/* Snapshot of the engine's totals. Any thread; racy but each field atomic. */
+void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out);
+/* Snapshot of one domain's counters. */
+void iovt_domain_stats_get(struct iovt_domain *d, struct iovt_stats *out);
+/* A short name for an error kind ("pt_loop", ...). */
+const char *iovt_err_kind_name(enum iovt_err_kind k);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds iovt three ways and runs the tests:
+#   build/release  gcc, jemalloc         every test at full size
+#   build/asan     clang, ASan+UBSan     every test (plain malloc)
+#   build/tsan     clang, TSan           the suites that run threads (plain malloc)
+# Ends with the line "N passed, N failed" summed over all builds.
+# Usage: scripts/test.sh [release|asan|tsan ...]   (default: all three)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/install-deps.sh || { echo "install-deps failed"; echo "0 passed, 1 failed"; exit 1; }
+
+builds=("$@"); [ ${#builds[@]} -eq 0 ] && builds=(release asan tsan)
+export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stats=1 ${TSAN_OPTIONS:-}"
+export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1 ${UBSAN_OPTIONS:-}"
+
+total_pass=0; total_fail=0
+count() { # testlog.json -> "pass fail"
+  python3 - "$1" <<'PY'
+import json, sys
+p = f = 0
+try:
+    for line in open(sys.argv[1]):
+        line = line.strip()
+        if not line: continue
+        r = json.loads(line)
+        if r.get('result') in ('OK', 'EXPECTEDFAIL'): p += 1
+        elif r.get('result') == 'SKIP': pass
+        else: f += 1
+except FileNotFoundError:
+    f = 1
+print(p, f)
+PY
+}
+
+for b in "${builds[@]}"; do
+  dir="build/$b"
+  case $b in
+    release) setup=(-Dbuildtype=debugoptimized); env=(); suites=() ;;
+    asan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false -Dallocator=malloc)
+             env=(CC=clang-14 CXX=clang++-14); suites=() ;;
+    tsan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=thread -Db_lundef=false -Dallocator=malloc)
+             env=(CC=clang-14 CXX=clang++-14); suites=(--suite tsan) ;;
+    *) echo "unknown build $b"; exit 2 ;;
+  esac
+  echo "=== build $b ==="
+  mkdir -p build
+  if [ ! -f "$dir/build.ninja" ]; then
+    env "${env[@]}" meson setup "$dir" "${setup[@]}" >"$dir.setup.log" 2>&1 || true
+  fi
+  if ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
+    tail -40 "$dir.build.log" 2>/dev/null || cat "$dir.setup.log"
+    echo "build $b: FAILED"; total_fail=$((total_fail + 1)); continue
+  fi
+  rm -f "$dir/meson-logs/testlog.json"
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}" 2>&1 | grep -vE '^\s*$' | tail -60
+  read -r p f < <(count "$dir/meson-logs/testlog.json")
+  echo "build $b: $p passed, $f failed"
+  total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+done
+
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
