@@ -50,8 +50,11 @@ void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st)
 /* Queues the domain for the next fence, once. */
 void domain_mark_dirty(struct iovt_domain *d)
 {
-	if (!atomic_exchange_explicit(&d->queued, 1, memory_order_acq_rel))
+	if (!atomic_exchange_explicit(&d->queued, 1, memory_order_acq_rel)) {
+		/* enqueue does not clear `next`: a node dequeued before must be reset. */
+		cds_wfcq_node_init(&d->dirty);
 		cds_wfcq_enqueue(&d->engine->dirty_head, &d->engine->dirty_tail, &d->dirty);
+	}
 }
 
 /* Takes the domain off the dirty queue (control lock: no fence runs). */
@@ -67,8 +70,10 @@ void domain_unqueue(struct iovt_domain *d)
 	cds_wfcq_init(&h, &t);
 	cds_wfcq_splice_blocking(&h, &t, &e->dirty_head, &e->dirty_tail);
 	while ((node = cds_wfcq_dequeue_blocking(&h, &t))) {
-		if (node != &d->dirty)
+		if (node != &d->dirty) {
+			cds_wfcq_node_init(node);
 			cds_wfcq_enqueue(&e->dirty_head, &e->dirty_tail, node);
+		}
 	}
 	cds_wfcq_destroy(&h, &t);
 	atomic_store(&d->queued, 0);
@@ -112,8 +117,8 @@ int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsi
 		uint64_t last = first + (span - 1);
 		if (last > domain_top(d) || last < first)
 			last = domain_top(d);
-		if (addr & (span - 1) & ~(IOVT_PAGE_SIZE - 1))
-			STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1); /* served as the aligned block */
+		/* Address bits below the mask are ignored, as the hardware does:
+		 * an unaligned PSI is served as the aligned block containing addr. */
 		IOVT_PROBE3(psi, did, first, last);
 		STAT_ADD(d, invalidations, 1);
 		STAT_ADD(d, psi, 1);

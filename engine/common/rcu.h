@@ -15,13 +15,6 @@
 #ifndef IOVT_COMMON_RCU_H
 #define IOVT_COMMON_RCU_H
 
-#ifndef _LGPL_SOURCE
-#define _LGPL_SOURCE /* inline read-side fast paths */
-#endif
-#include <urcu/urcu-memb.h>
-#include <urcu/pointer.h>
-#include <urcu/compiler.h>
-
 #if defined(__SANITIZE_THREAD__)
 #define IOVT_TSAN 1
 #elif defined(__has_feature)
@@ -29,6 +22,16 @@
 #define IOVT_TSAN 1
 #endif
 #endif
+
+/* Inline read-side fast paths, except under TSan: inlined, liburcu's own
+ * stores (the grace-period futex) would be instrumented in our objects,
+ * where the called_from_lib suppressions cannot reach them. */
+#if !defined(_LGPL_SOURCE) && !defined(IOVT_TSAN)
+#define _LGPL_SOURCE
+#endif
+#include <urcu/urcu-memb.h>
+#include <urcu/pointer.h>
+#include <urcu/compiler.h>
 
 #ifdef IOVT_TSAN
 void __tsan_acquire(void *addr);

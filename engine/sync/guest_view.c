@@ -12,6 +12,8 @@ struct view_walk {
 	struct sync_stats *st;
 	uint64_t first, last;
 	int err;
+	struct guest_ram_region region; /* the last one found: leaves cluster */
+	bool have_region;
 };
 
 static int walk_error_to_errno(enum vtd_error why)
@@ -77,13 +79,16 @@ static int on_leaf(void *arg, const struct vtd_leaf *leaf)
 	/* Split at guest RAM region boundaries; parts in holes are not mapped. */
 	while (iova < end) {
 		uint64_t gpa = leaf->gpa + (iova - leaf->iova);
-		struct guest_ram_region r;
-		if (!guest_ram_find(w->t->ram, gpa, &r)) {
+		struct guest_ram_region *rr = &w->region;
+		if (!(w->have_region && gpa - rr->gpa < rr->size))
+			w->have_region = guest_ram_find(w->t->ram, gpa, rr);
+		if (!w->have_region) {
 			w->st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM]++;
 			note_error(w, -EFAULT);
 			iova += IOVT_PAGE_SIZE;
 			continue;
 		}
+		const struct guest_ram_region r = *rr;
 		uint64_t avail = r.gpa + r.size - gpa;
 		uint64_t len = end - iova < avail ? end - iova : avail;
 		struct iovt_extent p = {

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* The storm driver's results: one record per scenario and side (engine,
+ * later a baseline), written as JSON and as a readable table. */
+#ifndef IOVT_BENCH_REPORT_H
+#define IOVT_BENCH_REPORT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+struct side_result {
+	uint64_t invalidations;
+	uint64_t fences;
+	uint64_t ranges;        /* ranges walked after coalescing */
+	uint64_t ptes_walked;
+	uint64_t sink_calls;    /* map_calls + unmap_calls */
+	uint64_t map_calls, unmap_calls;
+	uint64_t oracle_min_calls;
+	uint64_t rejected_calls;
+	uint64_t mismatches;    /* model sink vs guest view differences at fences */
+	uint64_t errors;
+	double wall_s;          /* whole scenario, judges included */
+	double engine_s;        /* inside iovt_* calls only */
+	double cpu_s;
+	uint64_t est_sink_ns;   /* model sink's charged per-call cost */
+};
+
+struct scenario_result {
+	const char *name;
+	const char *what;
+	struct side_result engine;
+};
+
+/* Writes {"machine": {...}, "scenarios": [...]}. Returns 0 or -errno. */
+int report_write_json(const char *path, const struct scenario_result *r, int n);
+void report_print_table(FILE *out, const struct scenario_result *r, int n);
+
+#endif

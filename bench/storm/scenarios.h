@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/* The storm scenarios: each models what a real guest does to its vIOMMU. */
+#ifndef IOVT_BENCH_SCENARIOS_H
+#define IOVT_BENCH_SCENARIOS_H
+
+#include "report.h"
+
+struct scenario {
+	const char *name;
+	const char *what;
+	/* Runs at `scale` (1.0: the default size, seconds); fills *out except
+	 * wall/cpu time. Returns 0, or nonzero when a judge failed. */
+	int (*run)(double scale, struct side_result *out);
+};
+
+extern const struct scenario scenarios[]; /* ends with a zeroed entry */
+
+#endif

@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: MIT */
+/* Guest RAM map: an immutable sorted region array, published under RCU. */
+#include "guest_ram.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/rcu.h"
+
+struct region_set {
+	struct rcu_head rcu;
+	uint32_t n;
+	struct guest_ram_region r[]; /* sorted by gpa, disjoint */
+};
+
+struct guest_ram {
+	struct region_set *cur; /* RCU; never NULL */
+	pthread_mutex_t lock;   /* serialises writers */
+	uint32_t next_id;
+};
+
+static size_t set_bytes(uint32_t n)
+{
+	return sizeof(struct region_set) + (size_t)n * sizeof(struct guest_ram_region);
+}
+
+static struct region_set *set_alloc(uint32_t n)
+{
+	struct region_set *s = iovt_zalloc(0, set_bytes(n));
+	if (s)
+		s->n = n;
+	return s;
+}
+
+static void set_free(struct region_set *s)
+{
+	iovt_free(0, s, set_bytes(s->n));
+}
+
+static void set_free_rcu(struct rcu_head *h)
+{
+	iovt_rcu_callback_enter();
+	set_free(caa_container_of(h, struct region_set, rcu));
+}
+
+struct guest_ram *guest_ram_create(void)
+{
+	struct guest_ram *ram = iovt_zalloc(0, sizeof(*ram));
+	if (!ram)
+		return NULL;
+	ram->cur = set_alloc(0);
+	if (!ram->cur) {
+		iovt_free(0, ram, sizeof(*ram));
+		return NULL;
+	}
+	pthread_mutex_init(&ram->lock, NULL);
+	ram->next_id = 1; /* 0 stays free as "no region" for callers */
+	return ram;
+}
+
+void guest_ram_destroy(struct guest_ram *ram)
+{
+	if (!ram)
+		return;
+	set_free(ram->cur);
+	pthread_mutex_destroy(&ram->lock);
+	iovt_free(0, ram, sizeof(*ram));
+}
+
+/* Index of the last region with gpa <= addr, or -1. */
+static long set_search(const struct region_set *s, uint64_t addr)
+{
+	long lo = 0, hi = (long)s->n - 1, ans = -1;
+	while (lo <= hi) {
+		long mid = lo + (hi - lo) / 2;
+		if (s->r[mid].gpa <= addr) {
+			ans = mid;
+			lo = mid + 1;
+		} else {
+			hi = mid - 1;
+		}
+	}
+	return ans;
+}
+
+/* Publishes `next` and retires the current set after a grace period. */
+static void publish(struct guest_ram *ram, struct region_set *next)
+{
+	struct region_set *old = ram->cur;
+	iovt_rcu_assign(ram->cur, next);
+	iovt_call_rcu(&old->rcu, set_free_rcu);
+}
+
+int guest_ram_add(struct guest_ram *ram, uint64_t gpa, uint64_t size, void *hva, uint32_t *id_out)
+{
+	if (!size || (gpa | size) & 0xfff || gpa + size - 1 < gpa)
+		return -EINVAL;
+	/* gpa + size == 0 (a region ending exactly at 2^64) is allowed. */
+	uint64_t last = gpa + size - 1;
+	pthread_mutex_lock(&ram->lock);
+	struct region_set *s = ram->cur;
+	int rc = 0;
+	long i = set_search(s, last);
+	if (i >= 0 && s->r[i].gpa + (s->r[i].size - 1) >= gpa) {
+		rc = -EEXIST;
+		goto out;
+	}
+	if (s->n >= GUEST_RAM_MAX_REGIONS) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	struct region_set *n = set_alloc(s->n + 1);
+	if (!n) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	size_t at = (size_t)(i + 1);
+	memcpy(n->r, s->r, at * sizeof(n->r[0]));
+	n->r[at] = (struct guest_ram_region){ gpa, size, (uint64_t)(uintptr_t)hva, ram->next_id++ };
+	memcpy(n->r + at + 1, s->r + at, (s->n - at) * sizeof(n->r[0]));
+	if (id_out)
+		*id_out = n->r[at].id;
+	publish(ram, n);
+out:
+	pthread_mutex_unlock(&ram->lock);
+	return rc;
+}
+
+int guest_ram_remove(struct guest_ram *ram, uint64_t gpa)
+{
+	pthread_mutex_lock(&ram->lock);
+	struct region_set *s = ram->cur;
+	int rc = 0;
+	long i = set_search(s, gpa);
+	if (i < 0 || s->r[i].gpa != gpa) {
+		rc = -ENOENT;
+		goto out;
+	}
+	struct region_set *n = set_alloc(s->n - 1);
+	if (!n) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	memcpy(n->r, s->r, (size_t)i * sizeof(n->r[0]));
+	memcpy(n->r + i, s->r + i + 1, (s->n - (size_t)i - 1) * sizeof(n->r[0]));
+	publish(ram, n);
+out:
+	pthread_mutex_unlock(&ram->lock);
+	return rc;
+}
+
+bool guest_ram_find(const struct guest_ram *ram, uint64_t gpa, struct guest_ram_region *out)
+{
+	const struct region_set *s = iovt_rcu_dereference(((struct guest_ram *)ram)->cur);
+	long i = set_search(s, gpa);
+	if (i < 0 || gpa - s->r[i].gpa >= s->r[i].size)
+		return false;
+	*out = s->r[i];
+	return true;
+}
+
+int guest_ram_read_u64(const struct guest_ram *ram, uint64_t gpa, uint64_t *val)
+{
+	struct guest_ram_region r;
+	if (gpa & 7)
+		return -EINVAL;
+	if (!guest_ram_find(ram, gpa, &r))
+		return -EFAULT;
+	const uint64_t *p = (const uint64_t *)(uintptr_t)(r.hva + (gpa - r.gpa));
+	*val = __atomic_load_n(p, __ATOMIC_RELAXED);
+	return 0;
+}

@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * VT-d second-level page-table walker (VT-d spec ch. 9, second-level paging
+ * entries). Recursive, depth <= 5. The hot loop is the PTE scan: one relaxed
+ * load, one test against the running permission (which skips non-present
+ * entries and subtrees the path already denies), and the leaf callback.
+ * Guest RAM is looked up once per table, never per entry.
+ */
+#include "vtd_walk.h"
+
+#include <errno.h>
+#include <stddef.h>
+
+#define LEVEL_SHIFT(l) (12u + 9u * ((l) - 1u)) /* IOVA bits mapped by one entry at level l */
+
+struct walk {
+	const struct guest_ram *ram;
+	const struct vtd_walk_ops *ops;
+	void *arg;
+	struct vtd_walk_stats *st;
+	uint64_t first, last;
+	uint64_t addr_mask; /* entry address bits 12..HAW-1 */
+	uint64_t rsv_hi;    /* address bits HAW..51: reserved in every entry */
+	uint64_t left;      /* entries we may still read */
+	uint64_t path[6];   /* table GPA by level, for loop detection */
+	unsigned top;       /* root level */
+	bool allow_2m, allow_1g;
+	bool stopped;
+	int rc;
+};
+
+static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Reports [lo, hi] clipped to the range. Returns nonzero when the walk stops. */
+static int report(struct walk *w, uint64_t lo, uint64_t hi, enum vtd_error why)
+{
+	lo = max_u64(lo, w->first);
+	hi = min_u64(hi, w->last);
+	w->st->errors[why]++;
+	if (w->ops->error) {
+		int rc = w->ops->error(w->arg, lo, hi - lo + 1, why);
+		if (rc) {
+			w->rc = rc;
+			w->stopped = true;
+		}
+	}
+	return w->stopped;
+}
+
+static int walk_table(struct walk *w, unsigned level, const uint64_t *t, uint64_t base, uint32_t perm);
+
+/*
+ * Enters the table at tgpa, which maps [base, base + 2^(shift of level+1)).
+ * Failures are reported over that whole span: nothing under it is knowable.
+ */
+static int enter(struct walk *w, unsigned level, uint64_t tgpa, uint64_t base, uint32_t perm)
+{
+	uint64_t span_last = base + ((1ull << (LEVEL_SHIFT(level) + 9)) - 1);
+	for (unsigned l = level + 1; l <= w->top; l++)
+		if (w->path[l] == tgpa)
+			return report(w, base, span_last, VTD_ERR_LOOP);
+	struct guest_ram_region r;
+	/* Tables are 4 KiB aligned and regions 4 KiB granular: one lookup covers the page. */
+	if (!guest_ram_find(w->ram, tgpa, &r))
+		return report(w, base, span_last, VTD_ERR_TABLE_OUTSIDE_RAM);
+	w->path[level] = tgpa;
+	return walk_table(w, level, (const uint64_t *)(uintptr_t)(r.hva + (tgpa - r.gpa)), base, perm);
+}
+
+static int walk_table(struct walk *w, unsigned level, const uint64_t *t, uint64_t base, uint32_t perm)
+{
+	const unsigned shift = LEVEL_SHIFT(level);
+	const uint64_t span_last = base + ((1ull << (shift + 9)) - 1);
+	unsigned i = (unsigned)((max_u64(w->first, base) >> shift) & 511);
+	const unsigned end = (unsigned)((min_u64(w->last, span_last) >> shift) & 511);
+	const uint64_t esize = 1ull << shift;
+	/* The budget lives in a register here; w->left is synced around recursion. */
+	uint64_t left = w->left;
+	int stop = 0;
+
+	for (; i <= end; i++) {
+		if (__builtin_expect(left == 0, 0)) {
+			/* The rest of the range, not just this table: the walk ends here. */
+			report(w, base + (uint64_t)i * esize, w->last, VTD_ERR_BUDGET);
+			w->stopped = true;
+			stop = 1;
+			break;
+		}
+		left--;
+		const uint64_t e = __atomic_load_n(&t[i], __ATOMIC_RELAXED);
+		/* Not present, or the path already denies everything this entry could grant. */
+		if (!(e & perm))
+			continue;
+		const uint64_t iova = base + (uint64_t)i * esize;
+		const uint32_t p = perm & (uint32_t)e & (VTD_PTE_R | VTD_PTE_W);
+
+		if (level == 1) {
+			if (__builtin_expect(e & w->rsv_hi, 0)) {
+				if ((stop = report(w, iova, iova + esize - 1, VTD_ERR_RESERVED)))
+					break;
+				continue;
+			}
+		} else {
+			enum vtd_error why = VTD_ERR_COUNT;
+			if (e & w->rsv_hi)
+				why = VTD_ERR_RESERVED;
+			else if (e & VTD_PTE_PS) {
+				if (level >= 4)
+					why = VTD_ERR_RESERVED; /* PS is reserved in PML4E/PML5E */
+				else if (!(level == 3 ? w->allow_1g : w->allow_2m))
+					why = VTD_ERR_LARGE_PAGE;
+				else if (e & (esize - 1) & w->addr_mask)
+					why = VTD_ERR_RESERVED; /* address bits below the large page's alignment */
+			}
+			if (why != VTD_ERR_COUNT) {
+				if ((stop = report(w, iova, iova + esize - 1, why)))
+					break;
+				continue;
+			}
+			if (!(e & VTD_PTE_PS)) {
+				w->left = left;
+				stop = enter(w, level - 1, e & w->addr_mask, iova, p);
+				left = w->left;
+				if (stop)
+					break;
+				continue;
+			}
+		}
+		const struct vtd_leaf leaf = { iova, esize, e & w->addr_mask, p };
+		w->st->leaves++;
+		int rc = w->ops->leaf(w->arg, &leaf);
+		if (rc) {
+			w->rc = rc;
+			w->stopped = true;
+			stop = 1;
+			break;
+		}
+	}
+	w->left = left;
+	return stop;
+}
+
+int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
+	     const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
+{
+	unsigned haw = p->host_width ? p->host_width : 52;
+	unsigned levels = p->addr_width == 39 ? 3 : p->addr_width == 48 ? 4 : p->addr_width == 57 ? 5 : 0;
+	if (!levels || haw < 12 || haw > 52 || p->first > p->last ||
+	    (p->last >> p->addr_width) != 0 || (p->root_gpa & 0xfff) || !ops || !ops->leaf) {
+		stats->errors[VTD_ERR_BAD_WIDTH]++;
+		return -EINVAL;
+	}
+	struct walk w = {
+		.ram = ram,
+		.ops = ops,
+		.arg = arg,
+		.st = stats,
+		.first = p->first,
+		.last = p->last,
+		.addr_mask = ((1ull << haw) - 1) & ~0xfffull,
+		.rsv_hi = ((1ull << 52) - 1) & ~((1ull << haw) - 1),
+		.left = p->budget ? p->budget : UINT64_MAX,
+		.top = levels,
+		.allow_2m = p->allow_2m,
+		.allow_1g = p->allow_1g,
+	};
+	for (unsigned l = 0; l < 6; l++)
+		w.path[l] = UINT64_MAX; /* never a table address: it is not 4 KiB aligned */
+	enter(&w, levels, p->root_gpa, 0, VTD_PTE_R | VTD_PTE_W);
+	stats->entries_read += (p->budget ? p->budget : UINT64_MAX) - w.left;
+	return w.rc;
+}
+
+const char *vtd_error_name(enum vtd_error e)
+{
+	static const char *const names[VTD_ERR_COUNT] = {
+		[VTD_ERR_RESERVED] = "reserved-bits",
+		[VTD_ERR_LARGE_PAGE] = "large-page",
+		[VTD_ERR_TABLE_OUTSIDE_RAM] = "table-outside-ram",
+		[VTD_ERR_LOOP] = "loop",
+		[VTD_ERR_BUDGET] = "budget",
+		[VTD_ERR_BAD_WIDTH] = "bad-width",
+	};
+	return (unsigned)e < VTD_ERR_COUNT ? names[e] : "unknown";
+}

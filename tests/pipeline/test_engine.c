@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine: the public API end to end with the callback sink: attach replays,
+ * UNMAP-only notifiers get raw ranges and cost no tree, translate, bad input
+ * counted, set_root, detach and destroy unmap everything.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "check.h"
+#include "guestsim.h"
+#include "iovt.h"
+
+CHECK_SEED_STORAGE;
+
+#define K 0x1000ull
+#define M2 0x200000ull
+
+struct log {
+	unsigned maps, unmaps;
+	uint64_t mapped_pages;
+	struct iovt_event last;
+	int fail_next; /* errno to return once */
+};
+
+static int record(void *arg, const struct iovt_event *ev)
+{
+	struct log *l = arg;
+	if (l->fail_next) {
+		int rc = l->fail_next;
+		l->fail_next = 0;
+		return rc;
+	}
+	l->last = *ev;
+	if (ev->type == IOVT_EVENT_MAP) {
+		l->maps++;
+		l->mapped_pages += ev->extent.size / K;
+	} else {
+		l->unmaps++;
+	}
+	return 0;
+}
+
+int main(void)
+{
+	struct guestsim *gs = gs_create(1, 256 * M2, 32 * M2);
+	CHECK(gs);
+	const struct gs_region *r = gs_region(gs, 0);
+	struct iovt_engine *e;
+	CHECK(iovt_engine_create(NULL, &e) == 0);
+	iovt_thread_register();
+	uint32_t rid;
+	CHECK(iovt_guest_ram_add(e, r->gpa, r->size, r->hva, &rid) == 0);
+	CHECK(iovt_guest_ram_add(e, r->gpa, K, r->hva, NULL) == -EEXIST);
+
+	struct gs_domain *gd = gs_domain_create(gs, 48, true, true);
+	struct iovt_domain *d;
+	struct iovt_domain_config dc = { .did = 7, .root_gpa = gs_domain_root(gd), .addr_width = 48,
+					 .allow_2m = true, .allow_1g = true };
+	CHECK(iovt_domain_create(e, &dc, &d) == 0);
+	CHECK(iovt_domain_create(e, &dc, &d) == -EEXIST);
+	dc.addr_width = 40;
+	CHECK(iovt_domain_create(e, &dc, &d) == -EINVAL);
+	CHECK(iovt_domain_lookup(e, 7) != NULL);
+	CHECK(iovt_domain_lookup(e, 8) == NULL);
+
+	/* The guest mapped things before the device attached: replay maps them. */
+	CHECK(gs_map(gd, 0x100000, 0x200000, 16 * K, IOVT_PERM_RW, 0) == 0);
+	struct iovt_extent x;
+	CHECK(iovt_translate(d, 0x100000, &x) == -ENODEV); /* no MAP notifier: no tree */
+	struct log map_log = { 0 }, raw_log = { 0 };
+	struct iovt_sink sink, raw;
+	CHECK(iovt_callback_sink_init(&sink, record, &map_log, NULL) == 0);
+	CHECK(iovt_callback_sink_init(&raw, record, &raw_log, NULL) == 0);
+	struct iovt_notifier *mn, *rn, *dup;
+	CHECK(iovt_notifier_attach(d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &mn) == 0);
+	CHECK_EQ(map_log.maps, 1);
+	CHECK_EQ(map_log.last.extent.size, 16 * K);
+	CHECK_EQ(map_log.last.extent.hva, (uint64_t)(uintptr_t)r->hva + 0x200000);
+	CHECK(iovt_notifier_attach(d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &dup) == -EBUSY);
+	CHECK(iovt_notifier_attach(d, IOVT_NOTIFY_MAP, &sink, &dup) == -EINVAL);
+	CHECK(iovt_notifier_attach(d, IOVT_NOTIFY_DEVIOTLB_UNMAP, &raw, &rn) == 0);
+
+	/* translate: hit anywhere inside, miss outside. */
+	CHECK(iovt_translate(d, 0x100000 + 5 * K + 123, &x) == 0);
+	CHECK_EQ(x.iova, 0x100000);
+	CHECK_EQ(x.gpa, 0x200000);
+	CHECK_EQ(x.perm, IOVT_PERM_RW);
+	CHECK_EQ(x.region, rid);
+	CHECK(iovt_translate(d, 0x100000 + 16 * K, &x) == -ENOENT);
+
+	/* An oversized PSI: the raw notifier gets the whole block, the MAP sink
+	 * only what changed. */
+	CHECK(gs_map(gd, 0x100000 + 16 * K, 0x200000 + 16 * K, K, IOVT_PERM_RW, 0) == 0);
+	CHECK(iovt_invalidate_psi(e, 7, 0x100000, 9, false) == 0);
+	CHECK(iovt_fence(e) == 0);
+	CHECK_EQ(map_log.maps, 2);
+	CHECK_EQ(map_log.last.extent.iova, 0x100000 + 16 * K);
+	CHECK_EQ(raw_log.unmaps, 1);
+	CHECK_EQ(raw_log.last.extent.iova, 0);
+	CHECK_EQ(raw_log.last.extent.size, M2);
+
+	/* Bad input: counted, rejected, nothing queued. */
+	struct iovt_stats st;
+	CHECK(iovt_invalidate_psi(e, 99, 0, 0, false) == -ENOENT);
+	CHECK(iovt_invalidate_dsi(e, 99) == -ENOENT);
+	CHECK(iovt_invalidate_psi(e, 7, 0, IOVT_PSI_MAX_AM + 1, false) == -EINVAL);
+	CHECK(iovt_invalidate_psi(e, 7, 1ull << 48, 0, false) == -EINVAL);
+	iovt_stats_get(e, &st);
+	CHECK_EQ(st.errors[IOVT_ERR_UNKNOWN_DOMAIN], 2);
+	CHECK_EQ(st.errors[IOVT_ERR_BAD_INVALIDATION], 2);
+	CHECK(strcmp(iovt_err_kind_name(IOVT_ERR_PT_LOOP), "pt_loop") == 0);
+
+	/* A failing sink: the record stays what the sink holds, the fence
+	 * reports, and the next fence retries. */
+	CHECK(gs_unmap(gd, 0x100000, 17 * K) == 0);
+	CHECK(iovt_invalidate_psi(e, 7, 0x100000, 5, true) == 0);
+	map_log.fail_next = -EIO;
+	CHECK(iovt_fence(e) == -EIO);
+	CHECK(iovt_translate(d, 0x100000, &x) == 0); /* still held by the sink */
+	CHECK(iovt_fence(e) == 0);                    /* retried */
+	CHECK(iovt_translate(d, 0x100000, &x) == -ENOENT);
+	CHECK_EQ(map_log.unmaps, 1);                  /* both mappings in one UNMAP */
+
+	/* A new root is a DSI: everything under the old one goes. */
+	CHECK(gs_map(gd, 0x300000, 0x400000, M2, IOVT_PERM_R, 0) == 0);
+	CHECK(iovt_invalidate_dsi(e, 7) == 0);
+	CHECK(iovt_fence(e) == 0);
+	CHECK(iovt_translate(d, 0x300000 + K, &x) == 0);
+	CHECK_EQ(x.perm, IOVT_PERM_R);
+	struct gs_domain *empty = gs_domain_create(gs, 48, true, true);
+	CHECK(iovt_domain_set_root(d, gs_domain_root(empty)) == 0);
+	unsigned unmaps_before = map_log.unmaps;
+	CHECK(iovt_fence(e) == 0);
+	CHECK_EQ(map_log.unmaps, unmaps_before + 1);
+	CHECK(iovt_translate(d, 0x300000 + K, &x) == -ENOENT);
+
+	/* Detach unmaps what the sink holds; destroy of an empty domain calls nothing. */
+	CHECK(iovt_domain_set_root(d, gs_domain_root(gd)) == 0);
+	CHECK(iovt_fence(e) == 0);
+	CHECK(iovt_translate(d, 0x300000, &x) == 0);
+	unmaps_before = map_log.unmaps;
+	CHECK(iovt_notifier_detach(mn) == 0);
+	CHECK_EQ(map_log.unmaps, unmaps_before + 1);
+	CHECK(iovt_translate(d, 0x300000, &x) == -ENODEV);
+	CHECK(iovt_notifier_detach(rn) == 0);
+	iovt_domain_stats_get(d, &st);
+	CHECK_EQ(st.psi, 2);
+	CHECK_EQ(st.dsi, 1);
+	CHECK_EQ(st.fences, 0); /* fences are engine-wide */
+	CHECK(iovt_domain_destroy(d) == 0);
+	CHECK(iovt_domain_lookup(e, 7) == NULL);
+	iovt_stats_get(e, &st);
+	CHECK(st.fences >= 6);
+	iovt_engine_destroy(e);
+	iovt_thread_unregister();
+	gs_destroy(gs);
+	printf("engine: ok\n");
+	return 0;
+}

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Model test: >= 1M random mixed operations on a shadow tree and on a plain
+ * reference (a sorted array of extents), compared after every operation and
+ * in full periodically. IOVT_SEED reproduces a run; IOVT_TEST_SCALE scales
+ * the operation count (sanitizer runs).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "check.h"
+#include "common/alloc.h"
+#include "tree/shadow_tree.h"
+
+CHECK_SEED_STORAGE;
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TSAN_BUILD 1
+#endif
+#endif
+#ifdef __SANITIZE_THREAD__
+#define TSAN_BUILD 1
+#endif
+
+#define K4 0x1000ull
+#define M2 0x200000ull
+#define G1 0x40000000ull
+#define AW 48
+#define HOT (16 * G1) /* most traffic lands here, so overlaps are frequent */
+
+static uint64_t rs;
+static uint64_t rnd(void) /* xorshift64* */
+{
+	rs ^= rs >> 12;
+	rs ^= rs << 25;
+	rs ^= rs >> 27;
+	return rs * 0x2545F4914F6CDD1Dull;
+}
+static uint64_t below(uint64_t n) { return n ? rnd() % n : 0; }
+
+/* ---- the reference ---- */
+static struct iovt_extent *mv;
+static size_t mn, mcap;
+
+/* Index of the first model extent ending at or after a. */
+static size_t m_lower(uint64_t a)
+{
+	size_t lo = 0, hi = mn;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (mv[mid].iova + mv[mid].size - 1 < a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static bool m_overlaps(uint64_t first, uint64_t last)
+{
+	size_t i = m_lower(first);
+	return i < mn && mv[i].iova <= last;
+}
+
+static void m_insert(const struct iovt_extent *e)
+{
+	if (mn == mcap) {
+		mcap = mcap ? 2 * mcap : 1024;
+		mv = realloc(mv, mcap * sizeof(*mv));
+		CHECK(mv);
+	}
+	size_t i = m_lower(e->iova);
+	memmove(&mv[i + 1], &mv[i], (mn - i) * sizeof(*mv));
+	mv[i] = *e;
+	mn++;
+}
+
+static bool same(const struct iovt_extent *a, const struct iovt_extent *b)
+{
+	return a->iova == b->iova && a->size == b->size && a->gpa == b->gpa &&
+	       a->hva == b->hva && a->perm == b->perm && a->region == b->region;
+}
+
+/* ---- collecting visitor ---- */
+struct coll {
+	struct iovt_extent *v;
+	size_t n, cap, stop_at;
+};
+
+static int collect(void *arg, const struct iovt_extent *e)
+{
+	struct coll *c = arg;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? 2 * c->cap : 256;
+		c->v = realloc(c->v, c->cap * sizeof(*c->v));
+		CHECK(c->v);
+	}
+	c->v[c->n++] = *e;
+	return c->stop_at && c->n == c->stop_at ? 9 : 0;
+}
+
+/* ---- random inputs ---- */
+static uint64_t rand_addr(void)
+{
+	if (below(100) < 88)
+		return below(HOT);
+	return below(1ull << AW);
+}
+
+static struct iovt_extent rand_extent(void)
+{
+	struct iovt_extent e = { 0 };
+	unsigned k = (unsigned)below(100);
+	uint64_t a = rand_addr() & ~(K4 - 1);
+	if (k < 55) {
+		e.size = (1 + below(8)) * K4;
+	} else if (k < 70) {
+		e.size = (1 + below(3)) * M2;
+		if (below(2))
+			a &= ~(M2 - 1);
+	} else if (k < 80) {
+		e.size = (1 + below(1024)) * K4;
+	} else if (k < 86) {
+		e.size = (1 + below(2)) * G1;
+		a &= ~(G1 - 1);
+	} else if (k < 97) {
+		e.size = (1 + below(1u << 19)) * K4 + (below(2) ? G1 : 0); /* odd, large */
+	} else {
+		e.size = (1 + below((1ull << 32) - 1)) * K4; /* up to 16 TiB */
+		a = below(1ull << AW) & ~(K4 - 1);
+	}
+	if (a + e.size > (1ull << AW))
+		a = (1ull << AW) - e.size;
+	e.iova = a;
+	e.gpa = rnd() & ~(K4 - 1);
+	e.hva = rnd();
+	e.perm = (uint32_t)below(4);
+	e.region = (uint32_t)below(1u << 24);
+	return e;
+}
+
+/* Full comparison of tree and model. */
+static void compare_all(struct shadow_tree *t, struct coll *c)
+{
+	c->n = 0;
+	c->stop_at = 0;
+	CHECK_EQ(shadow_tree_iterate(t, 0, ~0ull, collect, c), 0);
+	CHECK_EQ(c->n, mn);
+	for (size_t i = 0; i < mn; i++)
+		CHECK(same(&c->v[i], &mv[i]));
+	CHECK_EQ(shadow_tree_count(t), mn);
+	CHECK(shadow_tree_memory_bytes(t) >= mn * iovt_alloc_usable(48) + 4096);
+}
+
+int main(void)
+{
+	uint64_t seed = check_pick_seed("tree-model");
+	rs = seed * 0x9E3779B97F4A7C15ull + 1;
+	double scale = check_scale();
+#ifdef TSAN_BUILD
+	/* single-threaded: TSan checks nothing here and runs ~60x slower */
+	if (!getenv("IOVT_TEST_SCALE"))
+		scale = 0.05;
+#endif
+	long ops = (long)(1000000 * scale);
+	if (ops < 1000)
+		ops = 1000;
+	struct shadow_tree *t = shadow_tree_create(AW);
+	CHECK(t);
+	struct coll c = { 0 };
+	long n_ins = 0, n_eexist = 0, n_rm = 0, n_hit = 0;
+
+	for (long op = 0; op < ops; op++) {
+		unsigned k = (unsigned)below(100);
+		unsigned pins = mn < 1500 ? 40 : 20; /* keep the model near ~1.5k */
+		if (k < pins) {
+			struct iovt_extent e = rand_extent();
+			int want = m_overlaps(e.iova, e.iova + e.size - 1) ? -EEXIST : 0;
+			int rc = shadow_tree_insert(t, &e);
+			CHECK_EQ(rc, want);
+			if (rc == 0) {
+				m_insert(&e);
+				n_ins++;
+				struct iovt_extent o;
+				CHECK(shadow_tree_lookup(t, e.iova + e.size - 1, &o) && same(&o, &e));
+			} else {
+				n_eexist++;
+			}
+		} else if (k < pins + 3) {
+			struct iovt_extent e = rand_extent(); /* invalid ones */
+			switch (below(4)) {
+			case 0: e.size = 0; break;
+			case 1: e.iova |= 1 + below(K4 - 1); break;
+			case 2: e.size += 1 + below(K4 - 1); break;
+			default: e.iova = (1ull << AW) - K4 * below(4); e.size += 4 * K4; break;
+			}
+			CHECK_EQ(shadow_tree_insert(t, &e), -EINVAL);
+		} else if (k < pins + 28) {
+			uint64_t first = rand_addr(), len;
+			unsigned s = (unsigned)below(1000);
+			len = s < 700 ? below(8 * K4) : s < 990 ? below(64 * M2)
+				: s < 998 ? below(4 * G1) : below(1ull << AW);
+			uint64_t last = first + len > first ? first + len : ~0ull;
+			if (mn && below(3) == 0) { /* aim at an extent's edge */
+				struct iovt_extent *m = &mv[below(mn)];
+				first = last = below(2) ? m->iova : m->iova + m->size - 1;
+			}
+			c.n = 0;
+			long r = shadow_tree_remove_range(t, first, last, collect, &c);
+			size_t i = m_lower(first), j = i;
+			while (j < mn && mv[j].iova <= last)
+				j++;
+			CHECK_EQ(r, j - i);
+			CHECK_EQ(c.n, j - i);
+			for (size_t q = 0; q < c.n; q++)
+				CHECK(same(&c.v[q], &mv[i + q]));
+			if (j > i)
+				memmove(&mv[i], &mv[j], (mn - j) * sizeof(*mv));
+			mn -= j - i;
+			n_rm += r;
+		} else if (k < pins + 50) {
+			uint64_t a;
+			if (mn && below(2)) {
+				struct iovt_extent *m = &mv[below(mn)];
+				unsigned w = (unsigned)below(4);
+				a = w == 0 ? m->iova : w == 1 ? m->iova + m->size - 1
+					: w == 2 ? m->iova - 1 : m->iova + below(m->size);
+			} else {
+				a = rand_addr();
+			}
+			struct iovt_extent o;
+			bool h = shadow_tree_lookup(t, a, &o);
+			size_t i = m_lower(a);
+			bool want = i < mn && mv[i].iova <= a;
+			CHECK_EQ(h, want);
+			if (h) {
+				CHECK(same(&o, &mv[i]));
+				n_hit++;
+			}
+		} else {
+			uint64_t first = rand_addr(), len = below(8) ? below(64 * M2) : below(1ull << AW);
+			uint64_t last = first + len > first ? first + len : ~0ull;
+			c.n = 0;
+			c.stop_at = below(4) == 0 ? 1 + below(4) : 0;
+			int rc = shadow_tree_iterate(t, first, last, collect, &c);
+			size_t i = m_lower(first), j = i;
+			while (j < mn && mv[j].iova <= last)
+				j++;
+			size_t want = j - i;
+			if (c.stop_at && want >= c.stop_at) {
+				CHECK_EQ(rc, 9);
+				want = c.stop_at;
+			} else {
+				CHECK_EQ(rc, 0);
+			}
+			CHECK_EQ(c.n, want);
+			for (size_t q = 0; q < c.n; q++)
+				CHECK(same(&c.v[q], &mv[i + q]));
+			c.stop_at = 0;
+		}
+		CHECK_EQ(shadow_tree_count(t), mn);
+		if (op % 25000 == 0)
+			compare_all(t, &c);
+	}
+	compare_all(t, &c);
+	printf("tree-model: %ld ops, %ld inserted, %ld rejected overlaps, %ld removed, %ld hits, %zu left\n",
+	       ops, n_ins, n_eexist, n_rm, n_hit, mn);
+	CHECK(n_ins > ops / 10 && n_eexist > ops / 100 && n_rm > ops / 20);
+	CHECK_EQ(shadow_tree_remove_range(t, 0, ~0ull, NULL, NULL), mn);
+	CHECK_EQ(shadow_tree_count(t), 0);
+	shadow_tree_destroy(t);
+	free(mv);
+	free(c.v);
+	return 0;
+}
