@@ -39,7 +39,8 @@ for b in "${builds[@]}"; do
   case $b in
     release) setup=(-Dbuildtype=debugoptimized); env=(); suites=() ;;
     asan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false -Dallocator=malloc)
-             env=(CC=clang-14 CXX=clang++-14); suites=() ;;
+             env=(CC=clang-14 CXX=clang++-14); suites=()
+             export IOVT_TEST_SCALE=${IOVT_TEST_SCALE:-0.1} ;;
     tsan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=thread -Db_lundef=false -Dallocator=malloc)
              env=(CC=clang-14 CXX=clang++-14); suites=(--suite tsan) ;;
     *) echo "unknown build $b"; exit 2 ;;
