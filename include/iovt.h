@@ -296,7 +296,7 @@ enum iovt_err_kind {
 	IOVT_ERR_PT_LOOP,          /* a table is its own ancestor */
 	IOVT_ERR_WALK_BUDGET,      /* walk budget spent */
 	IOVT_ERR_LEAF_OUTSIDE_RAM, /* a leaf targets a hole of guest RAM */
-	IOVT_ERR_EXTENT_CAP,       /* domain's extent cap reached */
+	IOVT_ERR_EXTENT_CAP,       /* extent cap reached (engine config or sink max_mappings): MAP not sent */
 	IOVT_ERR_SINK_MAP,         /* a sink refused a MAP */
 	IOVT_ERR_SINK_UNMAP,       /* a sink refused an UNMAP */
 	IOVT_ERR_KIND_COUNT

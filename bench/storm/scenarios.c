@@ -76,7 +76,7 @@ static int run_strict_dma(double scale, struct side_result *out)
 	uint64_t data_pages = world_region_data_size(w, 1) / K;
 	struct { uint64_t iova, pages; } inflight[DEPTH] = { 0 };
 	int head = 0;
-	uint64_t requests = scaled(scale, 20000);
+	uint64_t requests = scaled(scale, 100000);
 
 	for (uint64_t r = 0; r < requests; r++) {
 		/* Complete the oldest request first (a queue of DEPTH in flight). */
@@ -117,7 +117,7 @@ static int run_map4k_psi2m(double scale, struct side_result *out)
 		return -1;
 	uint64_t rgpa, rsize;
 	world_region(w, 1, &rgpa, &rsize);
-	uint64_t blocks = scaled(scale, 24);
+	uint64_t blocks = scaled(scale, 64);
 	for (uint64_t b = 0; b < blocks; b++) {
 		uint64_t iova = 0x100000000ull + (b % 8) * M2;
 		uint64_t gpa = rgpa + (b % 64) * M2;
@@ -152,7 +152,7 @@ static int run_dsi_unchanged(double scale, struct side_result *out)
 	world_map(w, 0, 0x200000000ull, rgpa, 64ull << 20, IOVT_PERM_R, 0);
 	world_dsi(w, 0);
 	world_fence(w);
-	uint64_t dsis = scaled(scale, 200);
+	uint64_t dsis = scaled(scale, 500);
 	for (uint64_t i = 0; i < dsis; i++) {
 		world_dsi(w, 0);
 		world_fence(w);

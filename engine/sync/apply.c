@@ -37,17 +37,38 @@ static int first_hit(void *arg, const struct iovt_extent *e)
 	return 1;
 }
 
-/* Removes from the tree the whole extents inside [first, first+bytes). */
-static uint64_t forget_prefix(struct shadow_tree *tree, uint64_t first, uint64_t bytes)
+/*
+ * A partial UNMAP removed a prefix, in IOVA order, of the whole extents of
+ * the group [first, last] and reported their bytes (the sum of their sizes,
+ * as iommufd's `length` and iovt.h's *unmapped: gaps are not counted). A
+ * multi-unmap group may span gaps, so the prefix is found by walking the
+ * group's extents and adding their sizes, not by treating the bytes as a
+ * span from `first` (which would stop at the first gap and leave in the
+ * record extents the sink no longer holds).
+ */
+struct prefix_walk {
+	uint64_t budget; /* bytes reported removed, not yet matched to extents */
+	uint64_t end;    /* one past the last whole extent of the prefix; 0: none */
+};
+
+static int prefix_step(void *arg, const struct iovt_extent *e)
 {
-	uint64_t pages = 0, at = first;
-	struct iovt_extent e;
-	while (at < first + bytes && shadow_tree_lookup(tree, at, &e)) {
-		if (e.iova + e.size > first + bytes)
-			break;
-		shadow_tree_remove_range(tree, e.iova, e.iova + e.size - 1, count_removed, &pages);
-		at = e.iova + e.size;
-	}
+	struct prefix_walk *p = arg;
+	if (e->size > p->budget)
+		return 1;
+	p->budget -= e->size;
+	p->end = e->iova + e->size;
+	return p->budget == 0;
+}
+
+static uint64_t forget_prefix(struct shadow_tree *tree, uint64_t first, uint64_t last,
+			      uint64_t bytes)
+{
+	struct prefix_walk p = { bytes, 0 };
+	uint64_t pages = 0;
+	shadow_tree_iterate(tree, first, last, prefix_step, &p);
+	if (p.end)
+		shadow_tree_remove_range(tree, first, p.end - 1, count_removed, &pages);
 	return pages;
 }
 
@@ -74,7 +95,7 @@ static int apply_unmaps(const struct sync_target *t, struct sync_scratch *s,
 		st->errors[IOVT_ERR_SINK_UNMAP]++;
 		note(first_err, rc);
 		if ((sink->caps.flags & IOVT_SINK_PARTIAL_UNMAP) && done)
-			st->pages_unmapped += forget_prefix(t->tree, g->first, done);
+			st->pages_unmapped += forget_prefix(t->tree, g->first, g->last, done);
 		if (range_set_add(retry, g->first, g->last))
 			note(first_err, -ENOMEM);
 	}
@@ -85,6 +106,10 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 		       struct range_set *retry, int *first_err, bool check_overlap)
 {
 	const struct iovt_sink *sink = t->sink;
+	/* The sink's own limit too: a MAP it would refuse (-ENOSPC) is not sent. */
+	uint64_t limit = t->max_extents;
+	if (sink->caps.max_mappings && (!limit || sink->caps.max_mappings < limit))
+		limit = sink->caps.max_mappings;
 
 	for (size_t i = 0; i < s->maps.n; i++) {
 		const struct iovt_extent *m = &s->maps.v[i];
@@ -93,7 +118,7 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 			range_set_add(retry, m->iova, last);
 			continue;
 		}
-		if (t->max_extents && shadow_tree_count(t->tree) >= t->max_extents) {
+		if (limit && shadow_tree_count(t->tree) >= limit) {
 			st->errors[IOVT_ERR_EXTENT_CAP]++;
 			note(first_err, -ENOSPC);
 			range_set_add(retry, m->iova, last);

@@ -112,7 +112,7 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 	if (shadow_tree_count(t->tree) == 0)
 		return 0;
 	if ((sink->caps.flags & IOVT_SINK_UNMAP_ALL) && sink->ops->unmap_all) {
-		uint64_t done = 0, pages = 0;
+		uint64_t done = 0;
 		int rc = sink->ops->unmap_all(sink->ctx, &done);
 		st->unmap_calls++;
 		if (rc) {
@@ -120,27 +120,21 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 			return rc;
 		}
 		shadow_tree_remove_range(t->tree, 0, top, NULL, NULL);
-		pages = done >> IOVT_PAGE_SHIFT;
-		st->pages_unmapped += pages;
+		st->pages_unmapped += done >> IOVT_PAGE_SHIFT;
 		return 0;
 	}
 
 	struct sync_scratch s = { 0 };
 	struct range_set retry;
-	int rc;
 	range_set_init(&retry, 0);
-	if (sink->caps.flags & IOVT_SINK_MULTI_UNMAP) {
-		/* Everything in one call from the first extent to the last: it
-		 * bisects nothing. */
-		rc = shadow_tree_iterate(t->tree, 0, top, push_unmap_each, &s);
-		if (!rc && s.unmaps.n > 1) {
-			s.unmaps.v[0].last = s.unmaps.v[s.unmaps.n - 1].last;
-			for (size_t i = 1; i < s.unmaps.n; i++)
-				s.unmaps.v[0].pages += s.unmaps.v[i].pages;
-			s.unmaps.n = 1;
-		}
-	} else {
-		rc = shadow_tree_iterate(t->tree, 0, top, push_unmap_each, &s);
+	int rc = shadow_tree_iterate(t->tree, 0, top, push_unmap_each, &s);
+	if (!rc && (sink->caps.flags & IOVT_SINK_MULTI_UNMAP) && s.unmaps.n > 1) {
+		/* One call from the first extent to the last: it bisects nothing. */
+		struct plan_unmap *all = &s.unmaps.v[0];
+		all->last = s.unmaps.v[s.unmaps.n - 1].last;
+		for (size_t i = 1; i < s.unmaps.n; i++)
+			all->pages += s.unmaps.v[i].pages;
+		s.unmaps.n = 1;
 	}
 	if (!rc)
 		rc = apply_plan(t, &s, st, &retry);

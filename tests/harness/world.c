@@ -415,7 +415,7 @@ uint64_t world_full_check(struct world *w)
 		/* Every guest page is in the sink (above); now nothing more. */
 		if (ms.bytes_mapped / K > gs_truth_pages(d->gs)) {
 			report(w, "full check: did %u sink holds %" PRIu64 " pages, guest %" PRIu64,
-			       d->did, ms.bytes_mapped / K, gs_truth_pages(d->gs));
+			       d->did, (uint64_t)(ms.bytes_mapped / K), (uint64_t)gs_truth_pages(d->gs));
 			a.bad++;
 		}
 		bad += a.bad;

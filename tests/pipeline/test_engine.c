@@ -122,6 +122,35 @@ int main(void)
 	CHECK(iovt_translate(d, 0x100000, &x) == -ENOENT);
 	CHECK_EQ(map_log.unmaps, 1);                  /* both mappings in one UNMAP */
 
+	/* The sink's max_mappings is honoured: a MAP past it is not sent, it is
+	 * counted and retried, and the fence reports -ENOSPC. */
+	{
+		struct gs_domain *g2 = gs_domain_create(gs, 39, true, false);
+		struct iovt_domain *d2;
+		struct iovt_domain_config c2 = { .did = 9, .root_gpa = gs_domain_root(g2), .addr_width = 39 };
+		struct log l2 = { 0 };
+		struct iovt_sink s2;
+		struct iovt_sink_caps caps = { .flags = IOVT_SINK_MULTI_UNMAP, .max_mappings = 2 };
+		struct iovt_notifier *n2;
+		CHECK(iovt_domain_create(e, &c2, &d2) == 0);
+		CHECK(iovt_callback_sink_init(&s2, record, &l2, &caps) == 0);
+		CHECK(iovt_notifier_attach(d2, IOVT_NOTIFY_IOTLB_EVENTS, &s2, &n2) == 0);
+		for (int i = 0; i < 3; i++)
+			CHECK(gs_map(g2, 0x10000 + i * 2 * K, 0x20000 + i * 3 * K, K, IOVT_PERM_RW, 0) == 0);
+		CHECK(iovt_invalidate_dsi(e, 9) == 0);
+		CHECK(iovt_fence(e) == -ENOSPC);
+		CHECK_EQ(l2.maps, 2);
+		iovt_domain_stats_get(d2, &st);
+		CHECK_EQ(st.errors[IOVT_ERR_EXTENT_CAP], 1);
+		CHECK_EQ(st.extents, 2);
+		CHECK(gs_unmap(g2, 0x10000, K) == 0);
+		CHECK(iovt_invalidate_psi(e, 9, 0x10000, 0, true) == 0);
+		CHECK(iovt_fence(e) == 0); /* room again: the retried MAP goes through */
+		CHECK_EQ(l2.maps, 3);
+		CHECK(iovt_domain_destroy(d2) == 0);
+		CHECK_EQ(l2.unmaps, 2); /* the PSI's, then everything in one call */
+	}
+
 	/* A new root is a DSI: everything under the old one goes. */
 	CHECK(gs_map(gd, 0x300000, 0x400000, M2, IOVT_PERM_R, 0) == 0);
 	CHECK(iovt_invalidate_dsi(e, 7) == 0);
@@ -151,7 +180,7 @@ int main(void)
 	CHECK(iovt_domain_destroy(d) == 0);
 	CHECK(iovt_domain_lookup(e, 7) == NULL);
 	iovt_stats_get(e, &st);
-	CHECK(st.fences >= 6);
+	CHECK(st.fences >= 8);
 	iovt_engine_destroy(e);
 	iovt_thread_unregister();
 	gs_destroy(gs);
