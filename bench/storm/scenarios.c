@@ -17,9 +17,10 @@ static uint64_t scaled(double scale, uint64_t n)
 	return v ? v : 1;
 }
 
-static struct world_config base_config(void)
+static struct world_config base_config(bool baseline)
 {
 	return (struct world_config){
+		.baseline = baseline,
 		.domains = 1, .addr_width = 48, .allow_2m = true, .allow_1g = true,
 		.regions = 2, .region_size = G1, .flavor = IOVT_MODEL_TYPE1,
 		.multi_unmap = true, .max_mappings = 65535, .unmap_cost_ns = 14000,
@@ -27,8 +28,8 @@ static struct world_config base_config(void)
 	};
 }
 
-/* Folds the engine's counters and the judges' verdicts into *out. */
-static int finish(struct world *w, struct side_result *out)
+/* Folds the engine's counters and the judges' verdicts into *out; destroys w. */
+int scenario_finish(struct world *w, struct side_result *out)
 {
 	struct iovt_stats st;
 	struct world_totals t;
@@ -63,9 +64,9 @@ static int finish(struct world *w, struct side_result *out)
  * unmap of the whole request, a PSI with ih=1 and a wait. IOVAs are
  * allocated top-down below 4 GiB and reused heavily.
  */
-static int run_strict_dma(double scale, struct side_result *out)
+static int run_strict_dma(double scale, bool baseline, struct side_result *out)
 {
-	struct world_config cfg = base_config();
+	struct world_config cfg = base_config(baseline);
 	struct world *w;
 	uint64_t s = 0x5eed1ull;
 	if (world_create(&cfg, &w))
@@ -104,14 +105,14 @@ static int run_strict_dma(double scale, struct side_result *out)
 		inflight[head].pages = pages;
 		head = (head + 1) % DEPTH;
 	}
-	return finish(w, out);
+	return scenario_finish(w, out);
 }
 
 /* Memory mapped in 4 KiB pieces, each invalidated by a 2 MiB PSI (am=9)
  * and a wait; then the whole block unmapped under one 2 MiB PSI. */
-static int run_map4k_psi2m(double scale, struct side_result *out)
+static int run_map4k_psi2m(double scale, bool baseline, struct side_result *out)
 {
-	struct world_config cfg = base_config();
+	struct world_config cfg = base_config(baseline);
 	struct world *w;
 	if (world_create(&cfg, &w))
 		return -1;
@@ -130,14 +131,14 @@ static int run_map4k_psi2m(double scale, struct side_result *out)
 		world_psi(w, 0, iova, 9, true);
 		world_fence(w);
 	}
-	return finish(w, out);
+	return scenario_finish(w, out);
 }
 
 /* DSIs on a large domain that did not change: every one walks it all and
  * must send nothing. */
-static int run_dsi_unchanged(double scale, struct side_result *out)
+static int run_dsi_unchanged(double scale, bool baseline, struct side_result *out)
 {
-	struct world_config cfg = base_config();
+	struct world_config cfg = base_config(baseline);
 	struct world *w;
 	uint64_t s = 0xd51ull;
 	if (world_create(&cfg, &w))
@@ -157,7 +158,196 @@ static int run_dsi_unchanged(double scale, struct side_result *out)
 		world_dsi(w, 0);
 		world_fence(w);
 	}
-	return finish(w, out);
+	return scenario_finish(w, out);
+}
+
+/*
+ * Linux lazy mode: maps are invalidated one by one (caching mode), but unmaps
+ * go to a per-CPU flush queue of 256 entries and are invalidated together
+ * (PSIs enlarged to a power of two, or a DSI when the queue overflowed),
+ * then one wait.
+ */
+static int run_lazy(double scale, bool baseline, struct side_result *out)
+{
+	struct world_config cfg = base_config(baseline);
+	struct world *w;
+	uint64_t s = 0x1a27ull;
+	if (world_create(&cfg, &w))
+		return -1;
+	enum { SLOTS = 1024, QUEUE = 256 };
+	uint64_t rgpa, rsize;
+	world_region(w, 1, &rgpa, &rsize);
+	uint64_t data_pages = world_region_data_size(w, 1) / K;
+	struct { uint64_t iova, pages; } queue[QUEUE];
+	int queued = 0;
+	uint64_t requests = scaled(scale, 100000);
+	for (uint64_t r = 0; r < requests; r++) {
+		uint64_t iova = (4ull << 30) - ((r % SLOTS) + 1) * 32 * K;
+		uint64_t pages = 1 + gs_rand(&s) % 32;
+		world_map(w, 0, iova, rgpa + (gs_rand(&s) % (data_pages - 32)) * K, pages * K,
+			  IOVT_PERM_RW, 0);
+		world_invalidate_range(w, 0, iova, pages * K, 5, false);
+		world_fence(w);
+		world_unmap(w, 0, iova, pages * K);
+		queue[queued].iova = iova;
+		queue[queued].pages = pages;
+		if (++queued == QUEUE) {
+			if (gs_rand(&s) % 8 == 0) {
+				world_dsi(w, 0); /* the flush fell back to a DSI */
+			} else {
+				for (int i = 0; i < queued; i++)
+					world_invalidate_range(w, 0, queue[i].iova, queue[i].pages * K, 5, true);
+			}
+			world_fence(w);
+			queued = 0;
+		}
+	}
+	return scenario_finish(w, out);
+}
+
+/* DPDK in the guest: a few hugepage mappings made once, then DSIs that
+ * change nothing (DPDK's vfio calls on a guest that re-attaches). */
+static int run_dpdk_guest(double scale, bool baseline, struct side_result *out)
+{
+	struct world_config cfg = base_config(baseline);
+	struct world *w;
+	if (world_create(&cfg, &w))
+		return -1;
+	uint64_t rgpa, rsize;
+	world_region(w, 1, &rgpa, &rsize);
+	for (uint64_t i = 0; i < 8; i++)
+		world_map(w, 0, 0x100000000ull + i * 32 * M2, rgpa + i * 16 * M2, 16 * M2, IOVT_PERM_RW, 0);
+	world_dsi(w, 0);
+	world_fence(w);
+	uint64_t dsis = scaled(scale, 20000);
+	for (uint64_t i = 0; i < dsis; i++) {
+		world_dsi(w, 0);
+		world_fence(w);
+	}
+	return scenario_finish(w, out);
+}
+
+/* Guest reboot / domain switch: a large populated domain is torn down (all
+ * entries cleared, one DSI), then rebuilt (one DSI). */
+static int run_domain_switch(double scale, bool baseline, struct side_result *out)
+{
+	struct world_config cfg = base_config(baseline);
+	struct world *w;
+	uint64_t s = 0xb007ull;
+	if (world_create(&cfg, &w))
+		return -1;
+	uint64_t rgpa, rsize;
+	world_region(w, 1, &rgpa, &rsize);
+	uint64_t data_pages = world_region_data_size(w, 1) / K;
+	uint64_t rounds = scaled(scale, 20);
+	for (uint64_t r = 0; r < rounds; r++) {
+		for (uint64_t i = 0; i < 8192; i++)
+			world_map(w, 0, 0xc0000000ull + i * 2 * K, rgpa + (gs_rand(&s) % data_pages) * K, K,
+				  IOVT_PERM_RW, 0);
+		world_map(w, 0, 0x400000000ull, rgpa, 256 * M2, IOVT_PERM_RW, 0);
+		world_dsi(w, 0);
+		world_fence(w);
+		world_unmap(w, 0, 0xc0000000ull, 8192 * 2 * K); /* the guest clears its tables */
+		world_unmap(w, 0, 0x400000000ull, 256 * M2);
+		world_dsi(w, 0);
+		world_fence(w);
+	}
+	return scenario_finish(w, out);
+}
+
+/* Permission churn: buffers flip between read-only and read-write, one PSI
+ * and a wait per flip. */
+static int run_perm_churn(double scale, bool baseline, struct side_result *out)
+{
+	struct world_config cfg = base_config(baseline);
+	struct world *w;
+	uint64_t s = 0x9e3ull;
+	if (world_create(&cfg, &w))
+		return -1;
+	uint64_t rgpa, rsize;
+	world_region(w, 1, &rgpa, &rsize);
+	for (uint64_t b = 0; b < 256; b++)
+		world_map(w, 0, 0x80000000ull + b * 16 * K, rgpa + b * 16 * K, 16 * K, IOVT_PERM_RW, 0);
+	world_dsi(w, 0);
+	world_fence(w);
+	uint64_t flips = scaled(scale, 50000);
+	for (uint64_t i = 0; i < flips; i++) {
+		uint64_t b = gs_rand(&s) % 256, p = gs_rand(&s) % 16, n = 1 + gs_rand(&s) % (16 - p);
+		uint32_t perm = gs_rand(&s) % 2 ? IOVT_PERM_R : IOVT_PERM_RW;
+		uint64_t iova = 0x80000000ull + b * 16 * K + p * K;
+		world_map(w, 0, iova, rgpa + b * 16 * K + p * K, n * K, perm, 0);
+		world_invalidate_range(w, 0, iova, n * K, 5, false);
+		world_fence(w);
+	}
+	return scenario_finish(w, out);
+}
+
+/* Many domains: 32 devices in their own domains, strict-mode traffic
+ * round-robin, a global invalidation now and then. */
+static int run_many_domains(double scale, bool baseline, struct side_result *out)
+{
+	struct world_config cfg = base_config(baseline);
+	struct world *w;
+	uint64_t s = 0x32dull;
+	cfg.domains = 32;
+	if (world_create(&cfg, &w))
+		return -1;
+	uint64_t rgpa, rsize;
+	world_region(w, 1, &rgpa, &rsize);
+	uint64_t data_pages = world_region_data_size(w, 1) / K;
+	uint64_t requests = scaled(scale, 50000);
+	for (uint64_t r = 0; r < requests; r++) {
+		unsigned d = (unsigned)(r % 32);
+		uint64_t iova = (4ull << 30) - ((r / 32) % 64 + 1) * 32 * K;
+		uint64_t pages = 1 + gs_rand(&s) % 32;
+		world_unmap(w, d, iova, 32 * K);
+		world_map(w, d, iova, rgpa + (gs_rand(&s) % (data_pages - 32)) * K, pages * K,
+			  IOVT_PERM_RW, 0);
+		world_invalidate_range(w, d, iova, 32 * K, 5, false);
+		if (r % 4096 == 4095)
+			world_global(w);
+		world_fence(w);
+	}
+	return scenario_finish(w, out);
+}
+
+/* A hostile flood: PSIs of every size over unmapped space, PSIs for unknown
+ * domains and beyond the width, DSIs by the thousand: no sink call at all. */
+static int run_hostile_flood(double scale, bool baseline, struct side_result *out)
+{
+	struct world_config cfg = base_config(baseline);
+	struct world *w;
+	uint64_t s = 0xbadull;
+	if (world_create(&cfg, &w))
+		return -1;
+	uint64_t rgpa, rsize;
+	world_region(w, 1, &rgpa, &rsize);
+	world_map(w, 0, 0x10000000ull, rgpa, 4 * M2, IOVT_PERM_RW, 0);
+	world_dsi(w, 0);
+	world_fence(w);
+	uint64_t n = scaled(scale, 200000);
+	for (uint64_t i = 0; i < n; i++) {
+		switch (gs_rand(&s) % 4) {
+		case 0:
+			world_psi(w, 0, (0x20000000ull + (gs_rand(&s) % (1ull << 20)) * K) & ((1ull << 48) - 1),
+				  (unsigned)(gs_rand(&s) % 10), gs_rand(&s) % 2);
+			break;
+		case 1:
+			world_psi(w, 0, gs_rand(&s), (unsigned)(gs_rand(&s) % 64), false); /* often invalid */
+			break;
+		case 2:
+			if (world_engine(w))
+				iovt_invalidate_psi(world_engine(w), 999, 0, 0, false); /* unknown domain */
+			break;
+		default:
+			world_dsi(w, 0);
+			break;
+		}
+		if (i % 1024 == 1023)
+			world_fence(w);
+	}
+	world_fence(w);
+	return scenario_finish(w, out);
 }
 
 const struct scenario scenarios[] = {
@@ -166,5 +356,13 @@ const struct scenario scenarios[] = {
 	{ "map4k-psi2m", "4 KiB maps each invalidated by a 2 MiB PSI, unmapped in 2 MiB", run_map4k_psi2m },
 	{ "dsi-unchanged", "repeated DSIs on a large unchanged domain (must send nothing)",
 	  run_dsi_unchanged },
+	{ "lazy", "Linux lazy mode: per-map PSIs, unmaps flushed 256 at a time (PSIs or a DSI)", run_lazy },
+	{ "dpdk-guest", "DPDK in the guest: a few hugepage mappings, then DSIs that change nothing",
+	  run_dpdk_guest },
+	{ "domain-switch", "guest reboot: a large domain torn down and rebuilt under DSIs", run_domain_switch },
+	{ "perm-churn", "buffers flipping between R and RW, a PSI and a wait per flip", run_perm_churn },
+	{ "many-domains", "32 domains with strict traffic round-robin, global invalidations", run_many_domains },
+	{ "hostile-flood", "PSIs over unmapped space, invalid and unknown-domain PSIs, DSI floods",
+	  run_hostile_flood },
 	{ 0 },
 };

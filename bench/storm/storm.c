@@ -66,7 +66,7 @@ int main(int argc, char **argv)
 		r->name = sc->name;
 		r->what = sc->what;
 		double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
-		int rc = sc->run(scale, &r->engine);
+		int rc = sc->run(scale, false, &r->engine);
 		r->engine.wall_s = now_s(CLOCK_MONOTONIC) - w0;
 		r->engine.cpu_s = now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
 		if (rc) {

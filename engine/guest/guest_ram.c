@@ -162,6 +162,20 @@ bool guest_ram_find(const struct guest_ram *ram, uint64_t gpa, struct guest_ram_
 	return true;
 }
 
+bool guest_ram_find_next(const struct guest_ram *ram, uint64_t gpa, struct guest_ram_region *out)
+{
+	const struct region_set *s = iovt_rcu_dereference(((struct guest_ram *)ram)->cur);
+	long i = set_search(s, gpa);
+	if (i >= 0 && gpa - s->r[i].gpa < s->r[i].size) {
+		*out = s->r[i];
+		return true;
+	}
+	if ((size_t)(i + 1) >= s->n)
+		return false;
+	*out = s->r[i + 1];
+	return true;
+}
+
 int guest_ram_read_u64(const struct guest_ram *ram, uint64_t gpa, uint64_t *val)
 {
 	struct guest_ram_region r;

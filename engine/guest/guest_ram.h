@@ -39,6 +39,12 @@ int guest_ram_remove(struct guest_ram *ram, uint64_t gpa);
  * Caller inside an RCU read-side section, or not racing writers. */
 bool guest_ram_find(const struct guest_ram *ram, uint64_t gpa, struct guest_ram_region *out);
 
+/* Copies the first region that ends after gpa (the one containing it, else
+ * the next one above) into *out; false when no RAM lies at or above gpa.
+ * Lets a caller skip a hole in one step instead of page by page.
+ * Caller inside an RCU read-side section, or not racing writers. */
+bool guest_ram_find_next(const struct guest_ram *ram, uint64_t gpa, struct guest_ram_region *out);
+
 /* Reads the naturally aligned 8-byte word at gpa (the guest may be writing
  * it concurrently: a relaxed atomic load). -EFAULT when gpa is in a hole.
  * Caller inside an RCU read-side section. */

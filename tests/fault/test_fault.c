@@ -105,6 +105,7 @@ static void check_record(struct fw *w, const char *when)
 		int rc = iovt_translate(w->d, iova, &t);
 		bool held = iovt_model_sink_find(w->model, iova, &m);
 		CHECK(rc == 0 || rc == -ENOENT);
+		/* FAULT_DEBUG=1: list what both sides hold, to read a failure. */
 		if (getenv("FAULT_DEBUG") && (rc == 0 || held) && (iova & 0x3fff) == 0)
 			fprintf(stderr, "  0x%" PRIx64 ": record %s device %s\n", iova,
 				rc ? "-" : "hit", held ? "hit" : "-");
@@ -156,7 +157,6 @@ static int fence_judged(struct fw *w)
 	int first = fault_sink_take_mark(w->fs, &injected);
 	struct fault_stats fst;
 	fault_sink_stats(w->fs, &fst);
-	(void)fst;
 	CHECK_EQ((int64_t)rc, (int64_t)first);
 	uint64_t m, u;
 	fw_counters(w, &m, &u);
@@ -480,7 +480,7 @@ static void random_run(uint64_t seed, bool partial, bool multi, enum iovt_model_
 	fw_init(&w, flavor, multi, partial, area, seed);
 	uint64_t s = seed;
 	attach(&w, 0);
-	uint64_t nfences = (uint64_t)(3000 * check_scale());
+	uint64_t nfences = (uint64_t)(10000 * check_scale());
 	uint64_t edits = 0, last_gpa = 0;
 	double p = 0.1;
 	for (uint64_t f = 0; f < nfences; f++) {

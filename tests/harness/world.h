@@ -30,6 +30,7 @@ struct world_config {
 	uint64_t unmap_cost_ns;  /* model sink charge per UNMAP */
 	bool judge;              /* run the checks at every fence */
 	bool full_check_every_fence;
+	bool baseline;           /* drive the QEMU-style baseline instead of the engine */
 };
 
 struct world_totals {
