@@ -7,6 +7,7 @@
 #include "common/rcu.h"
 #include "engine_internal.h"
 #include "guest/guest_ram.h"
+#include "tree/shadow_tree.h"
 
 #define DEFAULT_WALK_BUDGET (1ull << 24)
 #define DEFAULT_MAX_EXTENTS (1ull << 22)
@@ -126,10 +127,14 @@ static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
 		out->errors[k] = ld(&c->errors[k]);
 }
 
-static uint64_t domain_extents(struct iovt_domain *d)
+/* Adds the domain's shadow size to *out (caller in a read-side section). */
+static void add_shadow(struct iovt_domain *d, struct iovt_stats *out)
 {
 	struct shadow_tree *t = iovt_rcu_dereference(d->tree);
-	return t ? shadow_tree_count(t) : 0;
+	if (t) {
+		out->extents += shadow_tree_count(t);
+		out->shadow_bytes += shadow_tree_memory_bytes(t);
+	}
 }
 
 void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
@@ -140,7 +145,7 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 	snapshot(&e->stats, out);
 	iovt_rcu_read_lock();
 	cds_lfht_for_each(e->domains, &it, node)
-		out->extents += domain_extents(caa_container_of(node, struct iovt_domain, hnode));
+		add_shadow(caa_container_of(node, struct iovt_domain, hnode), out);
 	iovt_rcu_read_unlock();
 }
 
@@ -148,7 +153,7 @@ void iovt_domain_stats_get(struct iovt_domain *d, struct iovt_stats *out)
 {
 	snapshot(&d->stats, out);
 	iovt_rcu_read_lock();
-	out->extents = domain_extents(d);
+	add_shadow(d, out);
 	iovt_rcu_read_unlock();
 }
 

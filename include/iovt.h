@@ -314,6 +314,7 @@ struct iovt_stats {
 	uint64_t pages_mapped;     /* 4 KiB pages mapped / unmapped through sinks */
 	uint64_t pages_unmapped;
 	uint64_t extents;          /* extents in shadows now */
+	uint64_t shadow_bytes;     /* memory the shadows hold now (tables + extents) */
 	uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The storm driver's results: one record per scenario and side (engine,
- * later a baseline), written as JSON and as a readable table. */
+ * and the QEMU-style baseline), written as JSON and as readable tables. */
 #ifndef IOVT_BENCH_REPORT_H
 #define IOVT_BENCH_REPORT_H
 
@@ -22,12 +22,17 @@ struct side_result {
 	double engine_s;        /* inside iovt_* calls only */
 	double cpu_s;
 	uint64_t est_sink_ns;   /* model sink's charged per-call cost */
+	uint64_t peak_rss_bytes;   /* process peak RSS at the end of this side's run */
+	uint64_t bytes_per_extent; /* mirror structure per extent (baseline; engine 0: not exported) */
+	uint64_t latency_p50_ns;   /* first invalidation after a fence -> fence return */
+	uint64_t latency_p99_ns;
 };
 
 struct scenario_result {
 	const char *name;
 	const char *what;
 	struct side_result engine;
+	struct side_result baseline; /* the QEMU-style baseline (bench/baseline), same scenario */
 };
 
 /* Writes {"machine": {...}, "scenarios": [...]}. Returns 0 or -errno. */

@@ -8,9 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "guestsim.h"
+#ifdef IOVT_WORLD_BASELINE
+#include "baseline.h"
+#endif
 
 #define K 0x1000ull
 #define MAX_DOMAINS 64
@@ -25,6 +29,7 @@ struct wdomain {
 	struct gs_domain *gs;
 	struct iovt_domain *dom;
 	struct iovt_notifier *notifier;
+	struct baseline *bl; /* baseline mode */
 	struct iovt_model_sink *model;
 	uint16_t did;
 	struct touched touched;
@@ -41,6 +46,18 @@ struct world {
 	struct iovt_extent *snap; /* scratch for `before` */
 	size_t snap_cap;
 	int reported;
+	/* The sinks' state before this epoch's changes (judges): taken at the
+	 * fence (engine) or at the epoch's first invalidation (baseline, which
+	 * changes the sinks when an invalidation is posted). */
+	bool pre_taken;
+	struct pre_range { size_t n; uint64_t lo, hi; } pre[MAX_DOMAINS];
+	struct iovt_extent *before[MAX_DOMAINS];
+	uint64_t globals;    /* baseline mode: global invalidations */
+	/* latency */
+	uint64_t lat_start;  /* first invalidation of the epoch, 0: none */
+	uint64_t lat_judge;  /* judge time inside the epoch, subtracted */
+	uint64_t *lat;
+	size_t nlat, caplat;
 };
 
 static uint64_t now_ns(void)
@@ -49,6 +66,44 @@ static uint64_t now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+#ifdef IOVT_WORLD_BASELINE
+/* Baseline mode: the guest's own guest_ram, one model sink and one baseline
+ * per domain; no engine. */
+static int create_baseline(struct world *w)
+{
+	const struct world_config *cfg = &w->cfg;
+	struct guest_ram *ram = gs_guest_ram(w->gs);
+	if (!ram)
+		return -ENOMEM;
+	for (unsigned i = 0; i < cfg->regions; i++) {
+		struct guest_ram_region r;
+		if (!guest_ram_find(ram, gs_region(w->gs, i)->gpa, &r))
+			return -EINVAL;
+		w->region_id[i] = r.id;
+	}
+	for (unsigned i = 0; i < cfg->domains; i++) {
+		struct wdomain *d = &w->d[i];
+		d->did = (uint16_t)(i + 1);
+		d->gs = gs_domain_create(w->gs, cfg->addr_width, cfg->allow_2m, cfg->allow_1g);
+		if (!d->gs)
+			return -ENOMEM;
+		struct iovt_model_config mc = {
+			.flavor = cfg->flavor, .max_mappings = cfg->max_mappings,
+			.multi_unmap = cfg->multi_unmap, .unmap_cost_ns = cfg->unmap_cost_ns,
+			.map_cost_ns = cfg->map_cost_ns,
+		};
+		struct baseline_config bc = {
+			.ram = ram, .root_gpa = gs_domain_root(d->gs), .addr_width = cfg->addr_width,
+			.allow_2m = cfg->allow_2m, .allow_1g = cfg->allow_1g,
+		};
+		int rc = iovt_model_sink_create(&mc, &d->model, &bc.sink);
+		if (rc || (rc = baseline_create(&bc, &d->bl)))
+			return rc;
+	}
+	return 0;
+}
+#endif
 
 int world_create(const struct world_config *cfg, struct world **out)
 {
@@ -60,7 +115,23 @@ int world_create(const struct world_config *cfg, struct world **out)
 	w->cfg = *cfg;
 	uint64_t table = cfg->region_size / 4 < TABLE_BYTES ? cfg->region_size / 4 : TABLE_BYTES;
 	w->gs = gs_create(cfg->regions, cfg->region_size, table);
-	if (!w->gs || iovt_engine_create(NULL, &w->engine))
+	if (!w->gs)
+		goto fail;
+	if (cfg->baseline) {
+#ifdef IOVT_WORLD_BASELINE
+		int rc = create_baseline(w);
+		if (rc) {
+			world_destroy(w);
+			return rc;
+		}
+		*out = w;
+		return 0;
+#else
+		world_destroy(w);
+		return -ENOTSUP;
+#endif
+	}
+	if (iovt_engine_create(NULL, &w->engine))
 		goto fail;
 	for (unsigned i = 0; i < cfg->regions; i++) {
 		const struct gs_region *r = gs_region(w->gs, i);
@@ -82,6 +153,7 @@ int world_create(const struct world_config *cfg, struct world **out)
 		struct iovt_model_config mc = {
 			.flavor = cfg->flavor, .max_mappings = cfg->max_mappings,
 			.multi_unmap = cfg->multi_unmap, .unmap_cost_ns = cfg->unmap_cost_ns,
+			.map_cost_ns = cfg->map_cost_ns,
 		};
 		struct iovt_sink sink;
 		if (iovt_model_sink_create(&mc, &d->model, &sink) ||
@@ -102,6 +174,11 @@ void world_destroy(struct world *w)
 	if (w->engine)
 		iovt_engine_destroy(w->engine);
 	for (unsigned i = 0; i < MAX_DOMAINS; i++) {
+#ifdef IOVT_WORLD_BASELINE
+		if (w->d[i].bl)
+			baseline_destroy(w->d[i].bl);
+#endif
+		free(w->before[i]);
 		if (w->d[i].model)
 			iovt_model_sink_destroy(w->d[i].model);
 		free(w->d[i].touched.r);
@@ -109,6 +186,7 @@ void world_destroy(struct world *w)
 	if (w->gs)
 		gs_destroy(w->gs);
 	free(w->snap);
+	free(w->lat);
 	free(w);
 }
 
@@ -116,6 +194,37 @@ struct iovt_engine *world_engine(struct world *w) { return w->engine; }
 uint16_t world_did(const struct world *w, unsigned dom) { return w->d[dom].did; }
 struct iovt_domain *world_domain(struct world *w, unsigned dom) { return w->d[dom].dom; }
 struct iovt_model_sink *world_model(struct world *w, unsigned dom) { return w->d[dom].model; }
+struct baseline *world_baseline(struct world *w, unsigned dom) { return w->d[dom].bl; }
+
+void world_stats(struct world *w, struct iovt_stats *out)
+{
+	if (w->engine) {
+		iovt_stats_get(w->engine, out);
+		return;
+	}
+	memset(out, 0, sizeof(*out));
+#ifdef IOVT_WORLD_BASELINE
+	for (unsigned i = 0; i < w->cfg.domains; i++) {
+		struct iovt_stats s;
+		baseline_stats_get(w->d[i].bl, &s);
+		out->invalidations += s.invalidations;
+		out->psi += s.psi;
+		out->dsi += s.dsi;
+		out->ranges_coalesced += s.ranges_coalesced;
+		out->ptes_walked += s.ptes_walked;
+		out->map_calls += s.map_calls;
+		out->unmap_calls += s.unmap_calls;
+		out->pages_mapped += s.pages_mapped;
+		out->pages_unmapped += s.pages_unmapped;
+		out->extents += s.extents;
+		for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
+			out->errors[k] += s.errors[k];
+	}
+#endif
+	out->invalidations += w->globals;
+	out->global = w->globals;
+	out->fences = w->t.fences;
+}
 
 void world_region(const struct world *w, unsigned i, uint64_t *gpa, uint64_t *size)
 {
@@ -164,18 +273,63 @@ int world_unmap(struct world *w, unsigned dom, uint64_t iova, uint64_t size)
 		rc_;                                    \
 	})
 
+static void take_pre(struct world *w);
+
+/* Before an invalidation: the judges' `before` (baseline mode: the sinks are
+ * about to change), then the latency clock. */
+static void pre_inval(struct world *w)
+{
+	if (w->engine == NULL && w->cfg.judge && !w->pre_taken) {
+		uint64_t t0 = now_ns();
+		take_pre(w);
+		if (w->lat_start)
+			w->lat_judge += now_ns() - t0;
+	}
+	if (!w->lat_start)
+		w->lat_start = now_ns();
+}
+
 int world_psi(struct world *w, unsigned dom, uint64_t addr, unsigned am, bool ih)
 {
+	pre_inval(w);
+#ifdef IOVT_WORLD_BASELINE
+	if (!w->engine)
+		return TIMED(w, baseline_invalidate_psi(w->d[dom].bl, addr, am));
+#endif
 	return TIMED(w, iovt_invalidate_psi(w->engine, w->d[dom].did, addr, am, ih));
 }
 
 int world_dsi(struct world *w, unsigned dom)
 {
+	pre_inval(w);
+#ifdef IOVT_WORLD_BASELINE
+	if (!w->engine)
+		return TIMED(w, baseline_invalidate_dsi(w->d[dom].bl, false));
+#endif
 	return TIMED(w, iovt_invalidate_dsi(w->engine, w->d[dom].did));
 }
 
+#ifdef IOVT_WORLD_BASELINE
+static int baseline_global(struct world *w)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < w->cfg.domains; i++) {
+		int r = baseline_invalidate_dsi(w->d[i].bl, true);
+		if (r && !rc)
+			rc = r;
+	}
+	w->globals++;
+	return rc;
+}
+#endif
+
 int world_global(struct world *w)
 {
+	pre_inval(w);
+#ifdef IOVT_WORLD_BASELINE
+	if (!w->engine)
+		return TIMED(w, baseline_global(w));
+#endif
 	return TIMED(w, iovt_invalidate_global(w->engine));
 }
 
@@ -287,35 +441,86 @@ static int cmp_range(const void *a, const void *b)
 	return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
-int world_fence(struct world *w)
+/* The sinks' state before, over the hull of what the guest touched (the
+ * touched ranges get sorted). Baseline mode takes it at the epoch's first
+ * invalidation: ranges the guest touches after that, in the same epoch, are
+ * judged against the truth all the same, but the oracle's `before` does not
+ * cover them (none of the storm scenarios does that). */
+static void take_pre(struct world *w)
 {
-	int failures = 0;
-	struct { size_t n; uint64_t lo, hi; } pre[MAX_DOMAINS];
-	struct iovt_extent *before[MAX_DOMAINS] = { 0 };
-
-	/* The sink's state before, over the hull of what the guest touched. */
-	for (unsigned i = 0; w->cfg.judge && i < w->cfg.domains; i++) {
+	for (unsigned i = 0; i < w->cfg.domains; i++) {
 		struct wdomain *d = &w->d[i];
-		pre[i].n = 0;
+		w->pre[i].n = 0;
+		free(w->before[i]);
+		w->before[i] = NULL;
 		if (!d->touched.n)
 			continue;
 		qsort(d->touched.r, d->touched.n, sizeof(*d->touched.r), cmp_range);
-		pre[i].lo = d->touched.r[0][0];
-		pre[i].hi = 0;
+		w->pre[i].lo = d->touched.r[0][0];
+		w->pre[i].hi = 0;
 		for (size_t k = 0; k < d->touched.n; k++)
-			if (d->touched.r[k][1] > pre[i].hi)
-				pre[i].hi = d->touched.r[k][1];
-		pre[i].n = snapshot(w, d, pre[i].lo, pre[i].hi);
-		before[i] = malloc((pre[i].n + 1) * sizeof(struct iovt_extent));
-		memcpy(before[i], w->snap, pre[i].n * sizeof(struct iovt_extent));
+			if (d->touched.r[k][1] > w->pre[i].hi)
+				w->pre[i].hi = d->touched.r[k][1];
+		w->pre[i].n = snapshot(w, d, w->pre[i].lo, w->pre[i].hi);
+		w->before[i] = malloc((w->pre[i].n + 1) * sizeof(struct iovt_extent));
+		if (!w->before[i])
+			abort();
+		memcpy(w->before[i], w->snap, w->pre[i].n * sizeof(struct iovt_extent));
+	}
+	w->pre_taken = true;
+}
+
+static void lat_sample(struct world *w, uint64_t ns)
+{
+	if (w->nlat == w->caplat) {
+		w->caplat = w->caplat ? w->caplat * 2 : 1024;
+		w->lat = realloc(w->lat, w->caplat * sizeof(*w->lat));
+		if (!w->lat)
+			abort();
+	}
+	w->lat[w->nlat++] = ns;
+}
+
+static int fence_sinks(struct world *w)
+{
+#ifdef IOVT_WORLD_BASELINE
+	if (!w->engine) {
+		int rc = 0;
+		for (unsigned i = 0; i < w->cfg.domains; i++) {
+			int r = baseline_fence(w->d[i].bl);
+			if (r && !rc)
+				rc = r;
+		}
+		return rc;
+	}
+#endif
+	return iovt_fence(w->engine);
+}
+
+int world_fence(struct world *w)
+{
+	int failures = 0;
+	struct pre_range *pre = w->pre;
+	struct iovt_extent **before = w->before;
+
+	if (w->cfg.judge && !w->pre_taken) {
+		uint64_t t0 = now_ns();
+		take_pre(w);
+		if (w->lat_start)
+			w->lat_judge += now_ns() - t0;
 	}
 
-	int rc = TIMED(w, iovt_fence(w->engine));
+	int rc = TIMED(w, fence_sinks(w));
+	if (w->lat_start) {
+		uint64_t span = now_ns() - w->lat_start;
+		lat_sample(w, span > w->lat_judge ? span - w->lat_judge : 0);
+	}
+	w->lat_start = w->lat_judge = 0;
 	w->t.fences++;
 	if (rc) {
 		w->t.fence_errors++;
 		struct iovt_stats st;
-		iovt_stats_get(w->engine, &st);
+		world_stats(w, &st);
 		report(w, "fence returned %d", rc);
 		for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
 			if (st.errors[k])
@@ -344,7 +549,7 @@ int world_fence(struct world *w)
 			}
 			w->t.oracle_min_calls += res.min_calls;
 			w->t.calls_judged += delta;
-			if (res.min_calls != delta) {
+			if (res.min_calls != delta && w->engine) { /* baseline: recorded only */
 				w->t.oracle_excess++;
 				report(w, "did %u fence %" PRIu64 ": %" PRIu64 " calls, oracle %" PRIu64
 					  " (%" PRIu64 " unmaps + %" PRIu64 " maps)",
@@ -361,7 +566,10 @@ int world_fence(struct world *w)
 		}
 		d->touched.n = 0;
 		free(before[i]);
+		before[i] = NULL;
+		pre[i].n = 0;
 	}
+	w->pre_taken = false;
 	/* Totals from the models; a rejected call is a failed judgement. */
 	uint64_t rejected_before = w->t.rejected_calls;
 	w->t.map_calls = w->t.unmap_calls = w->t.rejected_calls = w->t.charged_ns = 0;
@@ -424,7 +632,42 @@ uint64_t world_full_check(struct world *w)
 	return bad;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 void world_totals(const struct world *w, struct world_totals *out)
 {
 	*out = w->t;
+	out->latency_samples = w->nlat;
+	if (w->nlat) {
+		uint64_t *v = malloc(w->nlat * sizeof(*v));
+		if (v) {
+			memcpy(v, w->lat, w->nlat * sizeof(*v));
+			qsort(v, w->nlat, sizeof(*v), cmp_u64);
+			out->latency_p50_ns = v[(w->nlat - 1) / 2];
+			out->latency_p99_ns = v[(w->nlat - 1) * 99 / 100];
+			out->latency_max_ns = v[w->nlat - 1];
+			free(v);
+		}
+	}
+	struct rusage ru;
+	if (!getrusage(RUSAGE_SELF, &ru))
+		out->peak_rss_bytes = (uint64_t)ru.ru_maxrss * 1024;
+	if (w->engine) {
+		/* The shadows as they stand now (tables + extents). */
+		struct iovt_stats st;
+		iovt_stats_get(w->engine, &st);
+		out->shadow_bytes = st.shadow_bytes;
+		out->bytes_per_extent = st.extents ? st.shadow_bytes / st.extents : 0;
+	}
+#ifdef IOVT_WORLD_BASELINE
+	if (!w->engine) {
+		for (unsigned i = 0; i < w->cfg.domains; i++)
+			out->shadow_bytes += baseline_tree_bytes(w->d[i].bl);
+		out->bytes_per_extent = baseline_bytes_per_extent();
+	}
+#endif
 }

@@ -28,9 +28,17 @@ struct world_config {
 	bool multi_unmap;
 	uint32_t max_mappings;   /* model sink limit; 0: 65535 */
 	uint64_t unmap_cost_ns;  /* model sink charge per UNMAP */
+	uint64_t map_cost_ns;    /* model sink charge per MAP (0: none) */
 	bool judge;              /* run the checks at every fence */
 	bool full_check_every_fence;
-	bool baseline;           /* drive the QEMU-style baseline instead of the engine */
+	/* Drive the QEMU-style baseline (bench/baseline) instead of the engine:
+	 * one baseline per domain on the same model sinks; invalidations are
+	 * processed when posted, the fence is a no-op. The judges still check
+	 * the sinks (mismatches, rejected calls); the oracle's minimum is only
+	 * recorded (oracle_min_calls vs calls_judged), never a failure.
+	 * Only in worlds built with IOVT_WORLD_BASELINE (the storm driver's);
+	 * elsewhere world_create returns -ENOTSUP. */
+	bool baseline;
 };
 
 struct world_totals {
@@ -44,6 +52,19 @@ struct world_totals {
 	uint64_t charged_ns;
 	uint64_t fence_errors;
 	uint64_t engine_ns;               /* time spent inside iovt_* calls (judges excluded) */
+	/* Invalidation-to-fence latency: per fence that had invalidations, from
+	 * the first invalidation posted after the previous fence to the fence's
+	 * return (judges excluded). Percentiles over every sample. */
+	uint64_t latency_samples;
+	uint64_t latency_p50_ns, latency_p99_ns, latency_max_ns;
+	/* Process peak RSS (getrusage ru_maxrss) when world_totals is called: a
+	 * process-wide high-water mark, not this world's own. */
+	uint64_t peak_rss_bytes;
+	/* The structure that mirrors the sinks: bytes now and per extent.
+	 * Baseline: GTree node + DMAMap malloc chunk per entry. Engine: 0 (the
+	 * shadow tree's memory is not exported by the public API). */
+	uint64_t shadow_bytes;
+	uint64_t bytes_per_extent;
 };
 
 struct world;
@@ -51,7 +72,14 @@ struct world;
 int world_create(const struct world_config *cfg, struct world **out);
 void world_destroy(struct world *w);
 
+/* NULL in baseline mode (as world_domain). */
 struct iovt_engine *world_engine(struct world *w);
+/* The baseline of domain dom (baseline mode), else NULL. */
+struct baseline;
+struct baseline *world_baseline(struct world *w, unsigned dom);
+/* Counters for either mode: the engine's iovt_stats_get, or the sum over the
+ * baselines (ranges_coalesced = walks, fences = world fences). */
+void world_stats(struct world *w, struct iovt_stats *out);
 uint16_t world_did(const struct world *w, unsigned dom);
 struct iovt_domain *world_domain(struct world *w, unsigned dom);
 /* Guest RAM region i (for choosing data GPAs). Table pages live at the end of region 0. */
@@ -65,7 +93,7 @@ int world_map(struct world *w, unsigned dom, uint64_t iova, uint64_t gpa, uint64
 	      uint32_t perm, uint64_t policy);
 int world_unmap(struct world *w, unsigned dom, uint64_t iova, uint64_t size);
 
-/* Invalidations, straight to the engine. */
+/* Invalidations, straight to the engine (or the baseline, processed now). */
 int world_psi(struct world *w, unsigned dom, uint64_t addr, unsigned am, bool ih);
 int world_dsi(struct world *w, unsigned dom);
 int world_global(struct world *w);

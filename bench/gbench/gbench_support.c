@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+#include "gbench_support.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/rcu.h"
+#include "engine_internal.h"
+#include "guestsim.h"
+
+#define K4 0x1000ull
+#define G1 (1ull << 30)
+
+struct gb_world {
+	struct guestsim *gs;
+	struct gs_domain *gd;
+	struct iovt_engine *e;
+	struct iovt_domain *d;
+	struct iovt_notifier *n;
+	enum gb_layout layout;
+	uint64_t sink_calls;
+};
+
+static int count_event(void *arg, const struct iovt_event *ev)
+{
+	(void)ev;
+	((struct gb_world *)arg)->sink_calls++;
+	return 0;
+}
+
+uint64_t gb_leaf_iova(struct gb_world *w, uint64_t i)
+{
+	return GB_IOVA_BASE + i * (w->layout == GB_SPARSE_8K ? 2 * K4 : K4);
+}
+
+struct gb_world *gb_world_create(uint64_t n, enum gb_layout layout)
+{
+	struct gb_world *w = calloc(1, sizeof(*w));
+	uint64_t *perm = NULL;
+	if (!w)
+		return NULL;
+	w->layout = layout;
+	/* one 1 GiB region; the last 64 MiB hold the page tables */
+	w->gs = gs_create(1, G1, 64ull << 20);
+	if (!w->gs)
+		goto fail;
+	uint64_t data_pages = gs_region_data_size(w->gs, 0) / K4;
+	if (n > data_pages) {
+		fprintf(stderr, "gbench: %llu leaves > %llu data pages\n", (unsigned long long)n,
+			(unsigned long long)data_pages);
+		goto fail;
+	}
+	w->gd = gs_domain_create(w->gs, 48, true, true);
+	if (!w->gd)
+		goto fail;
+	if (layout == GB_SCATTER_GPA) {
+		uint64_t s = 0x6be1c4ull;
+		perm = malloc(n * sizeof(*perm));
+		if (!perm)
+			goto fail;
+		for (uint64_t i = 0; i < n; i++)
+			perm[i] = i;
+		for (uint64_t i = n - 1; i > 0; i--) {
+			uint64_t j = gs_rand_below(&s, i + 1), x = perm[i];
+			perm[i] = perm[j];
+			perm[j] = x;
+		}
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t gpa = (perm ? perm[i] : i) * K4;
+		if (gs_map(w->gd, gb_leaf_iova(w, i), gpa, K4, IOVT_PERM_RW, GS_LEAF_4K)) {
+			fprintf(stderr, "gbench: gs_map failed at leaf %llu\n", (unsigned long long)i);
+			goto fail;
+		}
+	}
+	free(perm);
+	perm = NULL;
+	if (iovt_engine_create(NULL, &w->e))
+		goto fail;
+	for (unsigned i = 0; i < gs_region_count(w->gs); i++) {
+		const struct gs_region *r = gs_region(w->gs, i);
+		if (iovt_guest_ram_add(w->e, r->gpa, r->size, r->hva, NULL))
+			goto fail;
+	}
+	struct iovt_domain_config dc = { .did = 1, .root_gpa = gs_domain_root(w->gd),
+					 .addr_width = 48, .allow_2m = true, .allow_1g = true };
+	if (iovt_domain_create(w->e, &dc, &w->d))
+		goto fail;
+	struct iovt_sink sink;
+	if (iovt_callback_sink_init(&sink, count_event, w, NULL))
+		goto fail;
+	if (iovt_notifier_attach(w->d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &w->n)) {
+		fprintf(stderr, "gbench: notifier attach (replay) failed\n");
+		goto fail;
+	}
+	return w;
+fail:
+	free(perm);
+	gb_world_destroy(w);
+	return NULL;
+}
+
+void gb_world_destroy(struct gb_world *w)
+{
+	if (!w)
+		return;
+	if (w->e)
+		iovt_engine_destroy(w->e);
+	gs_destroy(w->gs);
+	free(w);
+}
+
+struct iovt_engine *gb_engine(struct gb_world *w) { return w->e; }
+struct iovt_domain *gb_domain(struct gb_world *w) { return w->d; }
+uint16_t gb_did(struct gb_world *w) { return w->d->did; }
+uint64_t gb_sink_calls(struct gb_world *w) { return w->sink_calls; }
+
+struct shadow_tree *gb_domain_tree(struct iovt_domain *d)
+{
+	return iovt_rcu_dereference(d->tree);
+}
+
+void gb_rcu_read_lock(void) { iovt_rcu_read_lock(); }
+void gb_rcu_read_unlock(void) { iovt_rcu_read_unlock(); }

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * C side of iovt-gbench: builds the worlds (guestsim guest + engine + a
+ * counting callback sink) so that the C++ benchmark file needs only iovt.h
+ * and this header. Also reaches the domain's shadow tree (engine-private
+ * struct) for the concurrent-writer benchmarks.
+ */
+#ifndef IOVT_GBENCH_SUPPORT_H
+#define IOVT_GBENCH_SUPPORT_H
+
+#include <stdint.h>
+
+#include "iovt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct shadow_tree;
+struct gb_world;
+
+enum gb_layout {
+	GB_SPARSE_8K,   /* leaf i: iova BASE + i*8 KiB (a gap after each: n extents) */
+	GB_CONTIG,      /* leaf i: iova BASE + i*4 KiB -> gpa i*4 KiB (merges into few extents) */
+	GB_SCATTER_GPA, /* leaf i: iova BASE + i*4 KiB -> a shuffled gpa (n extents) */
+};
+
+#define GB_IOVA_BASE (1ull << 32)
+/* Where the background writers insert/remove: far from the guest's leaves. */
+#define GB_WRITER_BASE (1ull << 40)
+
+/* A guest domain with n 4 KiB leaves (forced 4 KiB PTEs), an engine, one
+ * MAP|UNMAP notifier (replayed at attach). NULL on failure (message printed). */
+struct gb_world *gb_world_create(uint64_t n, enum gb_layout layout);
+void gb_world_destroy(struct gb_world *w);
+struct iovt_engine *gb_engine(struct gb_world *w);
+struct iovt_domain *gb_domain(struct gb_world *w);
+uint16_t gb_did(struct gb_world *w);
+uint64_t gb_leaf_iova(struct gb_world *w, uint64_t i);
+/* Sink calls seen since the world was created (replay included). */
+uint64_t gb_sink_calls(struct gb_world *w);
+
+/* The domain's shadow tree (NULL without a MAP notifier). */
+struct shadow_tree *gb_domain_tree(struct iovt_domain *d);
+
+/* RCU read side for raw shadow_tree_lookup. */
+void gb_rcu_read_lock(void);
+void gb_rcu_read_unlock(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
