@@ -33,6 +33,24 @@ static struct world_config base_config(bool baseline)
 	};
 }
 
+/* Guest RAM region 1's data area: where the scenarios' buffers live. */
+struct data_area {
+	uint64_t gpa;   /* first byte */
+	uint64_t pages; /* 4 KiB pages usable for data */
+};
+
+/* Creates the world for cfg and finds its data area; NULL on failure. */
+static struct world *scenario_world(const struct world_config *cfg, struct data_area *data)
+{
+	struct world *w;
+	uint64_t size;
+	if (world_create(cfg, &w))
+		return NULL;
+	world_region(w, 1, &data->gpa, &size);
+	data->pages = world_region_data_size(w, 1) / K;
+	return w;
+}
+
 /* Folds the engine's counters and the judges' verdicts into *out; destroys w. */
 int scenario_finish(struct world *w, struct side_result *out)
 {
@@ -76,14 +94,12 @@ int scenario_finish(struct world *w, struct side_result *out)
 static int run_strict_dma(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
 	uint64_t s = 0x5eed1ull;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
 	enum { SLOTS = 64, SLOT_PAGES = 32, DEPTH = 16 };
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
-	uint64_t data_pages = world_region_data_size(w, 1) / K;
 	struct { uint64_t iova, pages; } inflight[DEPTH] = { 0 };
 	int head = 0;
 	uint64_t requests = scaled(scale, 100000);
@@ -99,12 +115,12 @@ static int run_strict_dma(double scale, bool baseline, struct side_result *out)
 		uint64_t iova = (4ull << 30) - (slot + 1) * SLOT_PAGES * K;
 		uint64_t pages = 1 + gs_rand(&s) % 32;
 		/* Physical pieces in descending order, 1-8 pages each. */
-		uint64_t off = 0, gpage = gs_rand(&s) % (data_pages - 64) + 32;
+		uint64_t off = 0, gpage = gs_rand(&s) % (data.pages - 64) + 32;
 		while (off < pages) {
 			uint64_t len = 1 + gs_rand(&s) % 8;
 			if (len > pages - off)
 				len = pages - off;
-			world_map(w, 0, iova + off * K, rgpa + gpage * K, len * K, IOVT_PERM_RW, 0);
+			world_map(w, 0, iova + off * K, data.gpa + gpage * K, len * K, IOVT_PERM_RW, 0);
 			off += len;
 			gpage = gpage > 40 ? gpage - len - gs_rand(&s) % 4 : gpage + 64;
 		}
@@ -122,15 +138,14 @@ static int run_strict_dma(double scale, bool baseline, struct side_result *out)
 static int run_map4k_psi2m(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
 	uint64_t blocks = scaled(scale, 64);
 	for (uint64_t b = 0; b < blocks; b++) {
 		uint64_t iova = 0x100000000ull + (b % 8) * M2;
-		uint64_t gpa = rgpa + (b % 64) * M2;
+		uint64_t gpa = data.gpa + (b % 64) * M2;
 		for (uint64_t p = 0; p < 512; p++) {
 			world_map(w, 0, iova + p * K, gpa + p * K, K, IOVT_PERM_RW, K);
 			world_psi(w, 0, iova, 9, false);
@@ -148,18 +163,16 @@ static int run_map4k_psi2m(double scale, bool baseline, struct side_result *out)
 static int run_dsi_unchanged(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
 	uint64_t s = 0xd51ull;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
-	uint64_t data_pages = world_region_data_size(w, 1) / K;
 	/* 16384 scattered 4 KiB mappings and 64 MiB in 2 MiB pages. */
 	for (uint64_t i = 0; i < 16384; i++)
-		world_map(w, 0, 0x10000000ull + i * K, rgpa + (gs_rand(&s) % data_pages) * K, K,
+		world_map(w, 0, 0x10000000ull + i * K, data.gpa + (gs_rand(&s) % data.pages) * K, K,
 			  IOVT_PERM_RW, 0);
-	world_map(w, 0, 0x200000000ull, rgpa, 64ull << 20, IOVT_PERM_R, 0);
+	world_map(w, 0, 0x200000000ull, data.gpa, 64ull << 20, IOVT_PERM_R, 0);
 	world_dsi(w, 0);
 	world_fence(w);
 	uint64_t dsis = scaled(scale, 500);
@@ -179,14 +192,12 @@ static int run_dsi_unchanged(double scale, bool baseline, struct side_result *ou
 static int run_lazy(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
 	uint64_t s = 0x1a27ull;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
 	enum { SLOTS = 1024, QUEUE = 256 };
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
-	uint64_t data_pages = world_region_data_size(w, 1) / K;
 	struct { uint64_t iova, pages; } queue[QUEUE];
 	int queued = 0;
 	uint64_t requests = scaled(scale, 100000);
@@ -194,7 +205,7 @@ static int run_lazy(double scale, bool baseline, struct side_result *out)
 		/* IOVAs are not reused before their flush: a queue's worth of slots apart. */
 		uint64_t iova = (4ull << 30) - ((r % SLOTS) + 1) * 32 * K;
 		uint64_t pages = 1 + gs_rand(&s) % 32;
-		world_map(w, 0, iova, rgpa + (gs_rand(&s) % (data_pages - 32)) * K, pages * K,
+		world_map(w, 0, iova, data.gpa + (gs_rand(&s) % (data.pages - 32)) * K, pages * K,
 			  IOVT_PERM_RW, 0);
 		world_invalidate_range(w, 0, iova, pages * K, 5, false);
 		world_fence(w);
@@ -226,13 +237,12 @@ static int run_lazy(double scale, bool baseline, struct side_result *out)
 static int run_dpdk_guest(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
 	for (uint64_t i = 0; i < 8; i++)
-		world_map(w, 0, 0x100000000ull + i * 32 * M2, rgpa + i * 16 * M2, 16 * M2, IOVT_PERM_RW, 0);
+		world_map(w, 0, 0x100000000ull + i * 32 * M2, data.gpa + i * 16 * M2, 16 * M2, IOVT_PERM_RW, 0);
 	world_dsi(w, 0);
 	world_fence(w);
 	uint64_t dsis = scaled(scale, 20000);
@@ -248,19 +258,17 @@ static int run_dpdk_guest(double scale, bool baseline, struct side_result *out)
 static int run_domain_switch(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
 	uint64_t s = 0xb007ull;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
-	uint64_t data_pages = world_region_data_size(w, 1) / K;
 	uint64_t rounds = scaled(scale, 20);
 	for (uint64_t r = 0; r < rounds; r++) {
 		for (uint64_t i = 0; i < 8192; i++)
-			world_map(w, 0, 0xc0000000ull + i * 2 * K, rgpa + (gs_rand(&s) % data_pages) * K, K,
+			world_map(w, 0, 0xc0000000ull + i * 2 * K, data.gpa + (gs_rand(&s) % data.pages) * K, K,
 				  IOVT_PERM_RW, 0);
-		world_map(w, 0, 0x400000000ull, rgpa, 256 * M2, IOVT_PERM_RW, 0);
+		world_map(w, 0, 0x400000000ull, data.gpa, 256 * M2, IOVT_PERM_RW, 0);
 		world_dsi(w, 0);
 		world_fence(w);
 		world_unmap(w, 0, 0xc0000000ull, 8192 * 2 * K); /* the guest clears its tables */
@@ -276,14 +284,13 @@ static int run_domain_switch(double scale, bool baseline, struct side_result *ou
 static int run_perm_churn(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
 	uint64_t s = 0x9e3ull;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
 	for (uint64_t b = 0; b < 256; b++)
-		world_map(w, 0, 0x80000000ull + b * 16 * K, rgpa + b * 16 * K, 16 * K, IOVT_PERM_RW, 0);
+		world_map(w, 0, 0x80000000ull + b * 16 * K, data.gpa + b * 16 * K, 16 * K, IOVT_PERM_RW, 0);
 	world_dsi(w, 0);
 	world_fence(w);
 	uint64_t flips = scaled(scale, 50000);
@@ -291,7 +298,7 @@ static int run_perm_churn(double scale, bool baseline, struct side_result *out)
 		uint64_t b = gs_rand(&s) % 256, p = gs_rand(&s) % 16, n = 1 + gs_rand(&s) % (16 - p);
 		uint32_t perm = gs_rand(&s) % 2 ? IOVT_PERM_R : IOVT_PERM_RW;
 		uint64_t iova = 0x80000000ull + b * 16 * K + p * K;
-		world_map(w, 0, iova, rgpa + b * 16 * K + p * K, n * K, perm, 0);
+		world_map(w, 0, iova, data.gpa + b * 16 * K + p * K, n * K, perm, 0);
 		world_invalidate_range(w, 0, iova, n * K, 5, false);
 		world_fence(w);
 	}
@@ -303,21 +310,19 @@ static int run_perm_churn(double scale, bool baseline, struct side_result *out)
 static int run_many_domains(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
 	uint64_t s = 0x32dull;
 	cfg.domains = 32;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
-	uint64_t data_pages = world_region_data_size(w, 1) / K;
 	uint64_t requests = scaled(scale, 50000);
 	for (uint64_t r = 0; r < requests; r++) {
 		unsigned d = (unsigned)(r % 32);
 		uint64_t iova = (4ull << 30) - ((r / 32) % 64 + 1) * 32 * K;
 		uint64_t pages = 1 + gs_rand(&s) % 32;
 		world_unmap(w, d, iova, 32 * K);
-		world_map(w, d, iova, rgpa + (gs_rand(&s) % (data_pages - 32)) * K, pages * K,
+		world_map(w, d, iova, data.gpa + (gs_rand(&s) % (data.pages - 32)) * K, pages * K,
 			  IOVT_PERM_RW, 0);
 		world_invalidate_range(w, d, iova, 32 * K, 5, false);
 		if (r % 4096 == 4095)
@@ -332,13 +337,12 @@ static int run_many_domains(double scale, bool baseline, struct side_result *out
 static int run_hostile_flood(double scale, bool baseline, struct side_result *out)
 {
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
 	uint64_t s = 0xbadull;
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
-	uint64_t rgpa, rsize;
-	world_region(w, 1, &rgpa, &rsize);
-	world_map(w, 0, 0x10000000ull, rgpa, 4 * M2, IOVT_PERM_RW, 0);
+	world_map(w, 0, 0x10000000ull, data.gpa, 4 * M2, IOVT_PERM_RW, 0);
 	world_dsi(w, 0);
 	world_fence(w);
 	uint64_t n = scaled(scale, 200000);
@@ -377,6 +381,7 @@ struct producer {
 	unsigned dom;
 	bool baseline;
 	uint64_t requests, seed;
+	const struct data_area *data;
 	pthread_mutex_t *guest_lock;
 	int errors;
 };
@@ -384,9 +389,8 @@ struct producer {
 static void *producer_main(void *arg)
 {
 	struct producer *p = arg;
-	uint64_t s = p->seed, rgpa, rsize;
-	world_region(p->w, 1, &rgpa, &rsize);
-	uint64_t data_pages = world_region_data_size(p->w, 1) / K;
+	uint64_t s = p->seed;
+	const struct data_area data = *p->data;
 	struct iovt_engine *e = world_engine(p->w);
 	struct baseline *b = p->baseline ? world_baseline(p->w, p->dom) : NULL;
 	uint16_t did = world_did(p->w, p->dom);
@@ -396,7 +400,7 @@ static void *producer_main(void *arg)
 		uint64_t pages = 1 + gs_rand(&s) % 32;
 		pthread_mutex_lock(p->guest_lock);
 		world_unmap(p->w, p->dom, iova, 32 * K);
-		world_map(p->w, p->dom, iova, rgpa + (gs_rand(&s) % (data_pages - 32)) * K, pages * K,
+		world_map(p->w, p->dom, iova, data.gpa + (gs_rand(&s) % (data.pages - 32)) * K, pages * K,
 			  IOVT_PERM_RW, 0);
 		pthread_mutex_unlock(p->guest_lock);
 		int rc = b ? baseline_invalidate_psi(b, iova, 5) : iovt_invalidate_psi(e, did, iova, 5, false);
@@ -412,18 +416,20 @@ static int run_multi_producer(double scale, bool baseline, struct side_result *o
 {
 	enum { PRODUCERS = 4 };
 	struct world_config cfg = base_config(baseline);
-	struct world *w;
 	pthread_mutex_t guest_lock = PTHREAD_MUTEX_INITIALIZER;
 	cfg.domains = PRODUCERS;
 	cfg.judge = false; /* judged once at the end: the per-fence judges are single-threaded */
-	if (world_create(&cfg, &w))
+	struct data_area data;
+	struct world *w = scenario_world(&cfg, &data);
+	if (!w)
 		return -1;
 	struct producer p[PRODUCERS];
 	pthread_t th[PRODUCERS];
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (unsigned i = 0; i < PRODUCERS; i++) {
-		p[i] = (struct producer){ w, i, baseline, scaled(scale, 25000), 0x4d50ull + i, &guest_lock, 0 };
+		p[i] = (struct producer){ w, i, baseline, scaled(scale, 25000), 0x4d50ull + i, &data,
+					  &guest_lock, 0 };
 		pthread_create(&th[i], NULL, producer_main, &p[i]);
 	}
 	int errors = 0;
