@@ -3,17 +3,10 @@
 #include <string.h>
 
 #include "check.h"
+#include "guestsim.h" /* gs_rand */
 #include "sync/coalesce.h"
 
 CHECK_SEED_STORAGE;
-
-static uint64_t rng(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
 
 static void check_sorted_disjoint(const struct range_set *s)
 {
@@ -63,9 +56,9 @@ static void random_cases(uint64_t seed)
 		struct range_set s;
 		range_set_init(&s, 1u << 20);
 		memset(want, 0, sizeof(want));
-		int adds = 1 + (int)(rng(&seed) % 40);
+		int adds = 1 + (int)(gs_rand(&seed) % 40);
 		for (int i = 0; i < adds; i++) {
-			uint64_t a = rng(&seed) % PAGES, len = 1 + rng(&seed) % 64;
+			uint64_t a = gs_rand(&seed) % PAGES, len = 1 + gs_rand(&seed) % 64;
 			if (a + len > PAGES)
 				len = PAGES - a;
 			memset(&want[a], 1, len);
