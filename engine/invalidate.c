@@ -84,19 +84,20 @@ static void engine_error(struct iovt_engine *e, enum iovt_err_kind k)
 	atomic_fetch_add_explicit(&e->stats.errors[k], 1, memory_order_relaxed);
 }
 
-/* Adds [first, last] (or everything) to the domain's pending set. */
-static int post(struct iovt_domain *d, uint64_t first, uint64_t last, bool all)
+/*
+ * Adds [first, last] (or everything) to the domain's pending set. Never
+ * fails: an allocation failure inside the set widens it to a DSI, so an
+ * invalidation is never lost.
+ */
+static void post(struct iovt_domain *d, uint64_t first, uint64_t last, bool all)
 {
-	int rc = 0;
 	pthread_mutex_lock(&d->pending_lock);
 	if (all)
 		range_set_add_all(&d->pending);
 	else
-		rc = range_set_add(&d->pending, first, last); /* -ENOMEM became `all` */
+		range_set_add(&d->pending, first, last);
 	pthread_mutex_unlock(&d->pending_lock);
 	domain_mark_dirty(d);
-	(void)rc; /* never lost: an allocation failure widened it to a DSI */
-	return 0;
 }
 
 int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsigned am, bool ih)
@@ -122,7 +123,7 @@ int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsi
 		IOVT_PROBE3(psi, did, first, last);
 		STAT_ADD(d, invalidations, 1);
 		STAT_ADD(d, psi, 1);
-		rc = post(d, first, last, false);
+		post(d, first, last, false);
 	}
 	iovt_rcu_read_unlock();
 	return rc;
@@ -140,7 +141,7 @@ int iovt_invalidate_dsi(struct iovt_engine *e, uint16_t did)
 		IOVT_PROBE1(dsi, did);
 		STAT_ADD(d, invalidations, 1);
 		STAT_ADD(d, dsi, 1);
-		rc = post(d, 0, 0, true);
+		post(d, 0, 0, true);
 	}
 	iovt_rcu_read_unlock();
 	return rc;
