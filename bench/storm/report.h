@@ -19,7 +19,9 @@ struct side_result {
 	uint64_t mismatches;    /* model sink vs guest view differences at fences */
 	uint64_t errors;
 	double wall_s;          /* whole scenario, judges included */
-	double engine_s;        /* inside iovt_* calls only */
+	double engine_s;        /* inside iovt_* calls only (sink calls included) */
+	double sink_s;          /* of which inside the model sink */
+	double own_s;           /* engine_s - sink_s: the side's own CPU; 0 where not measurable */
 	double cpu_s;
 	uint64_t est_sink_ns;   /* model sink's charged per-call cost */
 	uint64_t peak_rss_bytes;   /* process peak RSS at the end of this side's run */

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,15 @@ struct touched {
 	size_t n, cap;
 };
 
+/* A sink that times the model sink it wraps, so that the engine's (or the
+ * baseline's) own CPU time can be told from the sink's. */
+struct timed_sink {
+	struct iovt_sink inner;
+	_Atomic uint64_t *ns;
+};
+
 struct wdomain {
+	struct timed_sink timed;
 	struct gs_domain *gs;
 	struct iovt_domain *dom;
 	struct iovt_notifier *notifier;
@@ -37,6 +46,7 @@ struct wdomain {
 };
 
 struct world {
+	_Atomic uint64_t sink_ns; /* time inside the model sinks (all threads) */
 	struct world_config cfg;
 	struct guestsim *gs;
 	struct iovt_engine *engine;
@@ -65,6 +75,47 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+
+static int timed_map(void *ctx, const struct iovt_extent *m)
+{
+	struct timed_sink *t = ctx;
+	uint64_t t0 = now_ns();
+	int rc = t->inner.ops->map(t->inner.ctx, m);
+	atomic_fetch_add_explicit(t->ns, now_ns() - t0, memory_order_relaxed);
+	return rc;
+}
+
+static int timed_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	struct timed_sink *t = ctx;
+	uint64_t t0 = now_ns();
+	int rc = t->inner.ops->unmap(t->inner.ctx, iova, size, unmapped);
+	atomic_fetch_add_explicit(t->ns, now_ns() - t0, memory_order_relaxed);
+	return rc;
+}
+
+static int timed_unmap_all(void *ctx, uint64_t *unmapped)
+{
+	struct timed_sink *t = ctx;
+	uint64_t t0 = now_ns();
+	int rc = t->inner.ops->unmap_all(t->inner.ctx, unmapped);
+	atomic_fetch_add_explicit(t->ns, now_ns() - t0, memory_order_relaxed);
+	return rc;
+}
+
+static const struct iovt_sink_ops timed_ops = {
+	.map = timed_map, .unmap = timed_unmap, .unmap_all = timed_unmap_all,
+};
+
+/* Wraps *sink (a model sink) in d's timer; returns the sink to hand out. */
+static struct iovt_sink timed(struct world *w, struct wdomain *d, const struct iovt_sink *sink)
+{
+	d->timed.inner = *sink;
+	d->timed.ns = &w->sink_ns;
+	return (struct iovt_sink){ .ops = &timed_ops, .ctx = &d->timed, .caps = sink->caps,
+				   .name = sink->name };
 }
 
 #ifdef IOVT_WORLD_BASELINE
@@ -97,8 +148,12 @@ static int create_baseline(struct world *w)
 			.ram = ram, .root_gpa = gs_domain_root(d->gs), .addr_width = cfg->addr_width,
 			.allow_2m = cfg->allow_2m, .allow_1g = cfg->allow_1g,
 		};
-		int rc = iovt_model_sink_create(&mc, &d->model, &bc.sink);
-		if (rc || (rc = baseline_create(&bc, &d->bl)))
+		struct iovt_sink model;
+		int rc = iovt_model_sink_create(&mc, &d->model, &model);
+		if (rc)
+			return rc;
+		bc.sink = timed(w, d, &model);
+		if ((rc = baseline_create(&bc, &d->bl)))
 			return rc;
 	}
 	return 0;
@@ -155,9 +210,11 @@ int world_create(const struct world_config *cfg, struct world **out)
 			.multi_unmap = cfg->multi_unmap, .unmap_cost_ns = cfg->unmap_cost_ns,
 			.map_cost_ns = cfg->map_cost_ns,
 		};
-		struct iovt_sink sink;
-		if (iovt_model_sink_create(&mc, &d->model, &sink) ||
-		    iovt_notifier_attach(d->dom, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &d->notifier))
+		struct iovt_sink model, sink;
+		if (iovt_model_sink_create(&mc, &d->model, &model))
+			goto fail;
+		sink = timed(w, d, &model);
+		if (iovt_notifier_attach(d->dom, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &d->notifier))
 			goto fail;
 	}
 	*out = w;
@@ -641,6 +698,7 @@ static int cmp_u64(const void *a, const void *b)
 void world_totals(const struct world *w, struct world_totals *out)
 {
 	*out = w->t;
+	out->sink_ns = atomic_load_explicit((_Atomic uint64_t *)&w->sink_ns, memory_order_relaxed);
 	out->latency_samples = w->nlat;
 	if (w->nlat) {
 		uint64_t *v = malloc(w->nlat * sizeof(*v));

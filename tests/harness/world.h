@@ -52,6 +52,7 @@ struct world_totals {
 	uint64_t charged_ns;
 	uint64_t fence_errors;
 	uint64_t engine_ns;               /* time spent inside iovt_* calls (judges excluded) */
+	uint64_t sink_ns;                 /* of which inside the model sinks' calls */
 	/* Invalidation-to-fence latency: per fence that had invalidations, from
 	 * the first invalidation posted after the previous fence to the fence's
 	 * return (judges excluded). Percentiles over every sample. */
