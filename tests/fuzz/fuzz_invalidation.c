@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_input.h"
 #include "guestsim.h"
 #include "iovt.h"
 #include "iovt_model.h"
@@ -28,19 +29,6 @@
 #define K 0x1000ull
 #define M2 0x200000ull
 #define NDOM 3u
-
-struct reader {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint64_t take(struct reader *r, unsigned bytes)
-{
-	uint64_t v = 0;
-	for (unsigned i = 0; i < bytes; i++)
-		v = (v << 8) | (r->n ? (r->n--, *r->p++) : 0);
-	return v;
-}
 
 struct dom {
 	uint16_t did;

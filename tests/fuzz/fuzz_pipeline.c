@@ -11,23 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "fuzz_input.h"
 #include "world.h"
 
 #define K 0x1000ull
 #define M2 0x200000ull
-
-struct reader {
-	const uint8_t *p;
-	size_t n;
-};
-
-static unsigned take(struct reader *r, unsigned bits)
-{
-	unsigned v = 0;
-	for (unsigned i = 0; i < (bits + 7) / 8; i++)
-		v = (v << 8) | (r->n ? (r->n--, *r->p++) : 0);
-	return v & ((1u << bits) - 1);
-}
 
 static struct world *w;
 
@@ -51,18 +39,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned nedits = 0;
 
 	while (r.n) {
-		unsigned op = take(&r, 3);
-		unsigned dom = take(&r, 1);
-		uint64_t iova = 0x40000000ull + (uint64_t)take(&r, 12) * K; /* 16 MiB window */
-		uint64_t pages = 1 + take(&r, 9);
+		unsigned op = take_bits(&r, 3);
+		unsigned dom = take_bits(&r, 1);
+		uint64_t iova = 0x40000000ull + (uint64_t)take_bits(&r, 12) * K; /* 16 MiB window */
+		uint64_t pages = 1 + take_bits(&r, 9);
 		switch (op) {
 		case 0: case 1: case 2: { /* map */
-			unsigned reg = take(&r, 1);
-			uint64_t gpage = take(&r, 12) % (rsize[reg] / K);
+			unsigned reg = take_bits(&r, 1);
+			uint64_t gpage = take_bits(&r, 12) % (rsize[reg] / K);
 			if ((gpage + pages) * K > rsize[reg])
 				pages = rsize[reg] / K - gpage;
-			uint64_t policy = take(&r, 2) == 0 ? K : 0;
-			unsigned perm = 1 + take(&r, 2) % 3;
+			uint64_t policy = take_bits(&r, 2) == 0 ? K : 0;
+			unsigned perm = 1 + take_bits(&r, 2) % 3;
 			if (pages && world_map(w, dom, iova, rgpa[reg] + gpage * K, pages * K, perm, policy))
 				abort();
 			break;
@@ -72,10 +60,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			break;
 		case 5: /* an extra, possibly oversized PSI */
-			world_psi(w, dom, iova, take(&r, 4), take(&r, 1));
+			world_psi(w, dom, iova, take_bits(&r, 4), take_bits(&r, 1));
 			continue;
 		case 6: /* DSI or global */
-			if (take(&r, 1))
+			if (take_bits(&r, 1))
 				world_dsi(w, dom);
 			else
 				world_global(w);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_input.h"
 #include "guestsim.h"
 
 #define K 0x1000ull
@@ -25,19 +26,6 @@
 
 static struct guestsim *gs;
 static uint64_t tables[NTABLES];
-
-struct reader {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint64_t take(struct reader *r, unsigned bytes)
-{
-	uint64_t v = 0;
-	for (unsigned i = 0; i < bytes; i++)
-		v = (v << 8) | (r->n ? (r->n--, *r->p++) : 0);
-	return v;
-}
 
 struct check {
 	uint64_t first, last;
