@@ -8,10 +8,6 @@
 #include "engine_internal.h"
 #include "tree/shadow_tree.h"
 
-void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
-void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
-void domain_mark_dirty(struct iovt_domain *d);
-void domain_unqueue(struct iovt_domain *d);
 
 static int match_did(struct cds_lfht_node *node, const void *key)
 {

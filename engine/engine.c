@@ -65,8 +65,6 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 	return 0;
 }
 
-void engine_free_domain(struct iovt_domain *d); /* domain.c */
-
 void iovt_engine_destroy(struct iovt_engine *e)
 {
 	struct iovt_domain *d, *tmp;

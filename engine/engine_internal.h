@@ -66,6 +66,14 @@ struct iovt_engine {
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 };
 
+/* Shared between the composition's files (domain.c, invalidate.c, engine.c). */
+uint64_t domain_top(const struct iovt_domain *d);            /* last IOVA of the width */
+void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
+void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
+void domain_mark_dirty(struct iovt_domain *d);               /* queue for the next fence */
+void domain_unqueue(struct iovt_domain *d);                  /* control lock held */
+void engine_free_domain(struct iovt_domain *d);              /* unlinked; no sink called */
+
 #define STAT_ADD(d, field, v)                                                               \
 	do {                                                                                \
 		atomic_fetch_add_explicit(&(d)->stats.field, (v), memory_order_relaxed);     \

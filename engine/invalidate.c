@@ -13,8 +13,6 @@
 #include "common/rcu.h"
 #include "engine_internal.h"
 
-uint64_t domain_top(const struct iovt_domain *d);
-
 void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
 {
 	struct iovt_engine *e = d->engine;
