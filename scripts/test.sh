@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds iovt three ways and runs the tests:
-#   build/release  gcc, jemalloc         every test at full size
-#   build/asan     clang, ASan+UBSan     every test (plain malloc)
-#   build/tsan     clang, TSan           the suites that run threads (plain malloc)
+#   build/release  gcc, jemalloc, DPDK   every test at full size, the `dpdk` suite too
+#   build/asan     clang, ASan+UBSan     every test (plain malloc, no DPDK: wfcqueue intake)
+#   build/tsan     clang, TSan           the suites that run threads (plain malloc, no DPDK)
 # Ends with the line "N passed, N failed" summed over all builds.
 # Usage: scripts/test.sh [release|asan|tsan ...]   (default: all three)
 set -uo pipefail
@@ -37,11 +37,11 @@ PY
 for b in "${builds[@]}"; do
   dir="build/$b"
   case $b in
-    release) setup=(-Dbuildtype=debugoptimized); env=(); suites=() ;;
-    asan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false -Dallocator=malloc)
+    release) setup=(-Dbuildtype=debugoptimized -Ddpdk=enabled); env=(); suites=() ;;
+    asan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false -Dallocator=malloc -Ddpdk=disabled)
              env=(CC=clang-14 CXX=clang++-14); suites=()
              export IOVT_TEST_SCALE=${IOVT_TEST_SCALE:-0.1} ;;
-    tsan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=thread -Db_lundef=false -Dallocator=malloc)
+    tsan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=thread -Db_lundef=false -Dallocator=malloc -Ddpdk=disabled)
              env=(CC=clang-14 CXX=clang++-14); suites=(--suite tsan) ;;
     *) echo "unknown build $b"; exit 2 ;;
   esac
