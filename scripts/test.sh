@@ -3,14 +3,16 @@
 #   build/release  gcc, jemalloc, DPDK   every test at full size, the `dpdk` suite too
 #   build/asan     clang, ASan+UBSan     every test (plain malloc, no DPDK: wfcqueue intake)
 #   build/tsan     clang, TSan           the suites that run threads (plain malloc, no DPDK)
+#   vfio           scripts/vfio-guest-test.sh: the real sinks against a real kernel in a QEMU
+#                  guest; 1 passed / 1 failed / nothing when it says skipped
 # Ends with the line "N passed, N failed" summed over all builds.
-# Usage: scripts/test.sh [release|asan|tsan ...]   (default: all three)
+# Usage: scripts/test.sh [release|asan|tsan|vfio ...]   (default: all four)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/install-deps.sh || { echo "install-deps failed"; echo "0 passed, 1 failed"; exit 1; }
 
-builds=("$@"); [ ${#builds[@]} -eq 0 ] && builds=(release asan tsan)
+builds=("$@"); [ ${#builds[@]} -eq 0 ] && builds=(release asan tsan vfio)
 export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stats=1 ${TSAN_OPTIONS:-}"
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1 ${UBSAN_OPTIONS:-}"
@@ -43,6 +45,17 @@ for b in "${builds[@]}"; do
              export IOVT_TEST_SCALE=${IOVT_TEST_SCALE:-0.1} ;;
     tsan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=thread -Db_lundef=false -Dallocator=malloc -Ddpdk=disabled)
              env=(CC=clang-14 CXX=clang++-14); suites=(--suite tsan) ;;
+    vfio)    echo "=== vfio (guest) ==="
+             vlog=build/vfio-guest-test.log; mkdir -p build
+             bash scripts/vfio-guest-test.sh >"$vlog" 2>&1
+             grep -E '^(vfio-guest: cost|iovt-vfio-guest: scenario .*FAILED)' "$vlog" | tail -20
+             vline=$(tail -1 "$vlog"); echo "$vline"
+             case $vline in
+               "vfio-guest: passed"*) total_pass=$((total_pass + 1)) ;;
+               "vfio-guest: skipped"*) ;;
+               *) tail -30 "$vlog"; total_fail=$((total_fail + 1)) ;;
+             esac
+             continue ;;
     *) echo "unknown build $b"; exit 2 ;;
   esac
   echo "=== build $b ==="

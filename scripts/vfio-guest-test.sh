@@ -15,7 +15,7 @@
 #
 # Environment:
 #   IOVT_VFIO_CACHE     cache dir (default ${XDG_CACHE_HOME:-$HOME/.cache}/iovt-vfio-guest)
-#   IOVT_VFIO_SCALE     workload scale for the guest binary (default 1)
+#   IOVT_VFIO_SCALE     workload scale for the guest binary (default 5: ~100k calls)
 #   IOVT_VFIO_IOMMUFD   0: skip the iommufd boot (and the kernel build)
 #   IOVT_VFIO_TIMEOUT   seconds per guest boot (default 900)
 # Usage: scripts/vfio-guest-test.sh [--kernel-only]   (--kernel-only: build/cache the iommufd kernel, exit)
@@ -24,7 +24,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 t_start=$(date +%s)
 CACHE=${IOVT_VFIO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iovt-vfio-guest}
-SCALE=${IOVT_VFIO_SCALE:-1}
+SCALE=${IOVT_VFIO_SCALE:-5}
 TIMEOUT=${IOVT_VFIO_TIMEOUT:-900}
 BUILD=${IOVT_VFIO_BUILD:-$root/build/vfio-guest}
 mkdir -p "$CACHE" || { echo "vfio-guest: skipped: cannot create $CACHE"; exit 0; }
