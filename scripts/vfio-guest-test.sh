@@ -58,7 +58,10 @@ fetch_deb() { # name
   mkdir -p "$d"
   f=$(ls "$d/$1"_*.deb 2>/dev/null | sort -V | tail -1)
   if [ -z "$f" ]; then
-    (cd "$d" && apt-get download "$1" >"$CACHE/download.log" 2>&1) || return 1
+    # Stale apt lists name versions the mirror dropped: refresh once and retry.
+    (cd "$d" && apt-get download "$1" >"$CACHE/download.log" 2>&1) ||
+      { $SUDO apt-get update -q >/dev/null 2>&1; (cd "$d" && apt-get download "$1" >>"$CACHE/download.log" 2>&1); } ||
+      return 1
     f=$(ls "$d/$1"_*.deb 2>/dev/null | sort -V | tail -1)
   fi
   [ -n "$f" ] && echo "$f"

@@ -127,12 +127,15 @@ static int dpdk_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmappe
 		return rc;
 	uint64_t last = iova + size - 1;
 	uint32_t i = lower(s, iova), j = i;
-	if (i < s->n && s->v[i].iova < iova)
-		return vfio_cnt_errno(&s->base, -EINVAL), -EINVAL; /* bisects its head */
 	while (j < s->n && s->v[j].iova <= last)
 		j++;
-	if (j > i && s->v[j - 1].iova + s->v[j - 1].size - 1 > last)
-		return vfio_cnt_errno(&s->base, -EINVAL), -EINVAL; /* bisects its tail */
+	/* A mapping across either end would be bisected: refused, as type1 would. */
+	if ((i < s->n && s->v[i].iova < iova) ||
+	    (j > i && s->v[j - 1].iova + s->v[j - 1].size - 1 > last)) {
+		vfio_cnt_add(&s->base.cnt->refused, 1);
+		vfio_cnt_errno(&s->base, -EINVAL);
+		return -EINVAL;
+	}
 	return dpdk_unmap_span(s, i, j, unmapped, &c->unmap_calls, &c->unmap_errors, &c->unmap_ns);
 }
 

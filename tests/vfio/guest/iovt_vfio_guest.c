@@ -382,7 +382,6 @@ struct result {
 static bool rig_finish(struct rig *r, const char *sink, const char *name, uint64_t t0,
 		       struct result *out)
 {
-	struct iovt_vfio_sink_counters before = r->cnt;
 	struct ext_list l = { .r = r };
 	iovt_thread_register();
 	gs_truth_for_each(r->gd, truth_page, &l);
@@ -441,7 +440,6 @@ static bool rig_finish(struct rig *r, const char *sink, const char *name, uint64
 	out->map_ns = c->map_ns;
 	out->unmap_ns = c->unmap_ns + c->unmap_all_ns;
 	out->ok = !r->bad;
-	(void)before;
 	say("scenario %s/%s %s: %" PRIu64 " calls (map %" PRIu64 ", unmap %" PRIu64
 	    ", unmap-all %" PRIu64 "), %" PRIu64 " rejected, %" PRIu64 " refused, %" PRIu64
 	    " fences, %zu extents / %" PRIu64 " KiB at the end, %" PRIu64 " probes; map %.1f us/call,"
