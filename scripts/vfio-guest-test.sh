@@ -5,7 +5,7 @@
 # `iovt-vfio-guest` (tests/vfio/guest/) inside it:
 #   boot 1: Debian's 6.12 kernel (CONFIG_IOMMUFD off)   -> VFIO type1 sink
 #   boot 2: a 6.12 kernel built here with CONFIG_IOMMUFD -> iommufd sink
-#           (built once from Debian's linux-source-6.12, ~12 min on 2 cores,
+#           (built once from Debian's linux-source-6.12, ~20 min on 2 cores,
 #           cached outside the repo, keyed by a hash of its configuration)
 # The last line is the verdict:
 #   vfio-guest: passed: N scenarios, N calls, 0 rejected
@@ -101,7 +101,7 @@ iommufd_kernel() { # prints the bzImage path; builds it when not cached
   if [ -f "$out/bzImage" ]; then echo "$out/bzImage"; return 0; fi
   need_pkgs bison flex bc libelf-dev libssl-dev make gcc || return 1
   t0=$(date +%s)
-  log "building the iommufd guest kernel (linux-source-6.12 $ver, once; ~12 min on 2 cores)"
+  log "building the iommufd guest kernel (linux-source-6.12 $ver, once; ~20 min on 2 cores)"
   deb=$(fetch_deb linux-source-6.12) || return 1
   src="$out/src"
   rm -rf "$src" "$out/x"; mkdir -p "$src" "$out/x"
