@@ -59,6 +59,7 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 	CDS_INIT_LIST_HEAD(&d->notifiers);
 	cds_wfcq_node_init(&d->dirty);
 	cds_lfht_node_init(&d->hnode);
+	pthread_mutex_init(&d->sync_lock, NULL);
 	pthread_mutex_init(&d->pending_lock, NULL);
 	range_set_init(&d->pending, 0);
 	range_set_init(&d->retry, 0);
@@ -72,6 +73,8 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 		pthread_mutex_unlock(&e->control_lock);
 		range_set_free(&d->pending);
 		range_set_free(&d->retry);
+		pthread_mutex_destroy(&d->sync_lock);
+		pthread_mutex_destroy(&d->pending_lock);
 		free(d);
 		return -EEXIST;
 	}
@@ -86,11 +89,10 @@ int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa)
 	if (root_gpa & (IOVT_PAGE_SIZE - 1))
 		return -EINVAL;
 	pthread_mutex_lock(&d->engine->control_lock);
-	pthread_mutex_lock(&d->pending_lock);
+	pthread_mutex_lock(&d->sync_lock);
 	d->root_gpa = root_gpa;
-	range_set_add_all(&d->pending);
-	pthread_mutex_unlock(&d->pending_lock);
-	domain_mark_dirty(d);
+	pthread_mutex_unlock(&d->sync_lock);
+	domain_add_pending(d, 0, 0, true);
 	pthread_mutex_unlock(&d->engine->control_lock);
 	return 0;
 }
@@ -119,10 +121,11 @@ void engine_free_domain(struct iovt_domain *d)
 	range_set_free(&d->pending);
 	range_set_free(&d->retry);
 	pthread_mutex_destroy(&d->pending_lock);
+	pthread_mutex_destroy(&d->sync_lock);
 	free(d);
 }
 
-/* Tells the MAP sink to drop everything, then retires the tree. Control lock. */
+/* Tells the MAP sink to drop everything, then retires the tree. Control and sync locks. */
 static int retire_map_notifier(struct iovt_domain *d)
 {
 	struct sync_target t;
@@ -146,15 +149,19 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	int rc = 0;
 
 	pthread_mutex_lock(&e->control_lock);
+	pthread_mutex_lock(&d->sync_lock);
 	if (d->map_notifier)
 		rc = retire_map_notifier(d);
+	d->dead = true; /* a drainer that still finds it syncs nothing */
+	pthread_mutex_unlock(&d->sync_lock);
 	iovt_rcu_read_lock();
 	cds_lfht_del(e->domains, &d->hnode);
 	iovt_rcu_read_unlock();
+	atomic_fetch_add_explicit(&e->domain_gen, 1, memory_order_release);
 	cds_list_del(&d->link);
 	pthread_mutex_unlock(&e->control_lock);
 
-	/* A producer that found the domain before it left the table may still
+	/* A drainer that found the domain before it left the table may still
 	 * queue it; after the grace period nobody can, so unqueue then. */
 	iovt_synchronize_rcu();
 	pthread_mutex_lock(&e->control_lock);
@@ -182,19 +189,23 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 	n->sink = *sink;
 
 	pthread_mutex_lock(&e->control_lock);
+	pthread_mutex_lock(&d->sync_lock);
 	if (!wants_map) {
 		cds_list_add_tail(&n->link, &d->notifiers);
+		pthread_mutex_unlock(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		*out = n;
 		return 0;
 	}
 	if (d->map_notifier) {
+		pthread_mutex_unlock(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		free(n);
 		return -EBUSY;
 	}
 	struct shadow_tree *tree = shadow_tree_create(d->addr_width);
 	if (!tree) {
+		pthread_mutex_unlock(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		free(n);
 		return -ENOMEM;
@@ -211,6 +222,7 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 	domain_fold_stats(d, &st);
 	if (!range_set_empty(&d->retry))
 		domain_mark_dirty(d);
+	pthread_mutex_unlock(&d->sync_lock);
 	pthread_mutex_unlock(&e->control_lock);
 	*out = n;
 	return rc;
@@ -222,6 +234,7 @@ int iovt_notifier_detach(struct iovt_notifier *n)
 	int rc = 0;
 
 	pthread_mutex_lock(&d->engine->control_lock);
+	pthread_mutex_lock(&d->sync_lock);
 	if (n == d->map_notifier) {
 		rc = retire_map_notifier(d);
 		range_set_clear(&d->retry);
@@ -229,6 +242,7 @@ int iovt_notifier_detach(struct iovt_notifier *n)
 		cds_list_del(&n->link);
 		free_notifier(n);
 	}
+	pthread_mutex_unlock(&d->sync_lock);
 	pthread_mutex_unlock(&d->engine->control_lock);
 	return rc;
 }

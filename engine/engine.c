@@ -6,6 +6,7 @@
 
 #include "common/rcu.h"
 #include "engine_internal.h"
+#include "iovt_dpdk.h"
 #include "guest/guest_ram.h"
 #include "tree/shadow_tree.h"
 
@@ -14,6 +15,7 @@
 #define DEFAULT_HOST_WIDTH 48u
 
 static __thread bool thread_registered;
+static _Atomic uint64_t last_engine_id;
 
 void iovt_thread_register(void)
 {
@@ -49,7 +51,9 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 		return -EINVAL;
 	}
 	pthread_mutex_init(&e->control_lock, NULL);
+	e->id = atomic_fetch_add(&last_engine_id, 1) + 1;
 	CDS_INIT_LIST_HEAD(&e->domain_list);
+	range_set_init(&e->todo, 0);
 	cds_wfcq_init(&e->dirty_head, &e->dirty_tail);
 	e->ram = guest_ram_create();
 	e->domains = cds_lfht_new_flavor(64, 64, 0, CDS_LFHT_AUTO_RESIZE, &urcu_memb_flavor, NULL);
@@ -71,6 +75,9 @@ void iovt_engine_destroy(struct iovt_engine *e)
 
 	if (!e)
 		return;
+	iovt_workers_stop(e);
+	iovt_dpdk_pollers_stop(e);
+	engine_destroy_queues(e);
 	cds_list_for_each_entry_safe(d, tmp, &e->domain_list, link) {
 		cds_lfht_del(e->domains, &d->hnode);
 		cds_list_del(&d->link);
@@ -80,6 +87,7 @@ void iovt_engine_destroy(struct iovt_engine *e)
 	cds_lfht_destroy(e->domains, NULL);
 	guest_ram_destroy(e->ram);
 	sync_scratch_free(&e->scratch);
+	range_set_free(&e->todo);
 	pthread_mutex_destroy(&e->control_lock);
 	free(e);
 }
@@ -121,6 +129,10 @@ static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
 	out->raw_unmap_calls = ld(&c->raw_unmap_calls);
 	out->pages_mapped = ld(&c->pages_mapped);
 	out->pages_unmapped = ld(&c->pages_unmapped);
+	out->queue_items = ld(&c->queue_items);
+	out->queue_full_waits = ld(&c->queue_full_waits);
+	out->fences_inline = ld(&c->fences_inline);
+	out->fences_drained = ld(&c->fences_drained);
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
 		out->errors[k] = ld(&c->errors[k]);
 }

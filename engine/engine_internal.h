@@ -4,13 +4,17 @@
 #define IOVT_ENGINE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
+
+#include "common/rcu.h"
 
 #include <urcu/list.h>
 #include <urcu/rculfhash.h>
 #include <urcu/wfcqueue.h>
 
 #include "iovt.h"
+#include "intake/ring.h"
 #include "sync/sync.h"
 
 /* Counters, updated with relaxed atomics so that a snapshot needs no lock. */
@@ -18,6 +22,7 @@ struct stat_counters {
 	_Atomic uint64_t invalidations, psi, dsi, global, fences;
 	_Atomic uint64_t ranges, ptes, map_calls, unmap_calls, raw_unmap_calls;
 	_Atomic uint64_t pages_mapped, pages_unmapped;
+	_Atomic uint64_t queue_items, queue_full_waits, fences_inline, fences_drained;
 	_Atomic uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 
@@ -47,15 +52,74 @@ struct iovt_domain {
 	struct iovt_notifier *map_notifier;
 	struct cds_list_head notifiers; /* UNMAP-only ones */
 
-	pthread_mutex_t pending_lock;   /* producers vs the fence */
+	/* Lock order: engine control_lock > a queue's draining flag > sync_lock
+	 * > pending_lock. Producers take none of them. */
+	pthread_mutex_t sync_lock;      /* the one thread syncing: tree, sink, retry */
+	pthread_mutex_t pending_lock;   /* drainers adding vs the sync taking */
 	struct range_set pending;
-	struct range_set retry;         /* failed spans, owned by the fence */
+	struct range_set retry;         /* failed spans (sync_lock) */
+	bool dead;                      /* destroyed: syncs skip it (sync_lock) */
 
 	struct stat_counters stats;
 };
 
+/* What a queue's drainer needs; used only by the holder of the queue's flag. */
+struct drain_state {
+	struct sync_scratch scratch;
+	struct range_set todo;
+	VEC(uint16_t) touched;          /* DIDs posted to since the last fence */
+	uint64_t touched_bits[65536 / 64];
+	bool touched_all;               /* a global invalidation: every domain */
+	bool draining_inline;           /* the producer drains at its own fence */
+};
+
+struct iovt_queue {
+	struct iovt_engine *engine;
+	struct intake_ring *ring;
+	unsigned group;
+	bool handoff;
+	bool implicit;                  /* a thread's queue for iovt_invalidate_* */
+
+	/* Producer side: the one posting thread. */
+	alignas(64) uint64_t fences_posted;
+	uint64_t posted_since_check;
+	uint64_t width_gen;             /* e->domain_gen when the cache was filled */
+	uint16_t width_did;
+	unsigned width;                 /* 0: cache empty */
+
+	/* Shared. */
+	alignas(64) _Atomic int draining;      /* the drain flag: one drainer at a time */
+	_Atomic uint64_t fences_done;          /* tickets 1..fences_done have completed */
+	_Atomic uint32_t done_word;            /* futex word: bumps with fences_done */
+	_Atomic uint32_t waiters;              /* threads asleep on done_word */
+	_Atomic int err;                       /* a fence error no fence call returned yet */
+
+	alignas(64) struct drain_state drain;  /* the flag holder's */
+};
+
+/* The engine's queues: an array replaced whole on create/destroy (rare), so
+ * drainers iterate a stable snapshot under RCU. */
+struct queue_table {
+	struct rcu_head rcu;
+	unsigned n;
+	struct iovt_queue *q[];
+};
+
+#define IOVT_MAX_WORKERS 64
+
+struct worker {
+	alignas(64) _Atomic uint32_t seq;      /* bumped by kicks; futex word */
+	_Atomic uint32_t sleeping;
+	pthread_t thread;
+	struct iovt_engine *engine;
+	unsigned idx, count;           /* worker idx of count */
+};
+
 struct iovt_engine {
-	pthread_mutex_t control_lock;   /* control calls and fences */
+	pthread_mutex_t control_lock;   /* control calls and iovt_fence */
+	uint64_t id;                    /* unique in the process: keys thread-local caches */
+	_Atomic uint64_t domain_gen;    /* bumped when a domain goes away */
+	struct queue_table *queues;     /* every iovt_queue: RCU, replaced whole (control lock) */
 	struct iovt_config cfg;
 	struct guest_ram *ram;
 	struct cds_lfht *domains;
@@ -63,7 +127,13 @@ struct iovt_engine {
 	struct cds_wfcq_head dirty_head;
 	struct cds_wfcq_tail dirty_tail;
 	struct sync_scratch scratch;    /* control lock */
+	struct range_set todo;          /* control lock */
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
+
+	struct dpdk_pollers *dpdk_pollers; /* engine/dpdk/lcores.c (control lock) */
+	_Atomic unsigned nworkers;      /* running engine workers (kicks read it) */
+	_Atomic bool workers_stop;
+	struct worker workers[IOVT_MAX_WORKERS];
 };
 
 /* Shared between the composition's files (domain.c, invalidate.c, engine.c). */
@@ -73,6 +143,21 @@ void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
 void domain_mark_dirty(struct iovt_domain *d);               /* queue for the next fence */
 void domain_unqueue(struct iovt_domain *d);                  /* control lock held */
 void engine_free_domain(struct iovt_domain *d);              /* unlinked; no sink called */
+
+/* Intake (engine/intake/). */
+void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
+int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+		bool *retry_left);
+bool queue_try_drain_begin(struct iovt_queue *q);
+void queue_drain_end(struct iovt_queue *q);
+unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag held */
+void queue_kick(struct iovt_queue *q);                          /* wake its worker */
+void engine_destroy_queues(struct iovt_engine *e);
+int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
+struct iovt_queue *thread_queue(struct iovt_engine *e);         /* the implicit queue */
+
+#define ENGINE_STAT_ADD(e, field, v) \
+	atomic_fetch_add_explicit(&(e)->stats.field, (v), memory_order_relaxed)
 
 #define STAT_ADD(d, field, v)                                                               \
 	do {                                                                                \

@@ -1,15 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Intake of invalidations and the fence that applies them.
- *
- * Producers (vCPU threads) only touch the target domain's pending set under
- * its own lock, and push the domain once onto the engine's wait-free dirty
- * queue (liburcu wfcqueue). The fence takes the control lock, splices the
- * dirty queue and syncs each domain found there.
+ * The simple intake (iovt_invalidate_*, iovt_fence) on top of the queues:
+ * each calling thread posts to its own implicit queue, and iovt_fence drains
+ * every queue and syncs every dirty domain (engine/intake/drain.c).
  */
 #include <errno.h>
 
-#include "common/probes.h"
 #include "common/rcu.h"
 #include "engine_internal.h"
 
@@ -45,9 +41,11 @@ void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st)
 			STAT_ADD(d, errors[k], st->errors[k]);
 }
 
-/* Queues the domain for the next fence, once. */
+/* Queues the domain for the next iovt_fence, once. */
 void domain_mark_dirty(struct iovt_domain *d)
 {
+	if (atomic_load_explicit(&d->queued, memory_order_relaxed))
+		return;
 	if (!atomic_exchange_explicit(&d->queued, 1, memory_order_acq_rel)) {
 		/* enqueue does not clear `next`: a node dequeued before must be reset. */
 		cds_wfcq_node_init(&d->dirty);
@@ -55,7 +53,7 @@ void domain_mark_dirty(struct iovt_domain *d)
 	}
 }
 
-/* Takes the domain off the dirty queue (control lock: no fence runs). */
+/* Takes the domain off the dirty queue (control lock: no iovt_fence runs). */
 void domain_unqueue(struct iovt_domain *d)
 {
 	struct iovt_engine *e = d->engine;
@@ -77,171 +75,71 @@ void domain_unqueue(struct iovt_domain *d)
 	atomic_store(&d->queued, 0);
 }
 
-static void engine_error(struct iovt_engine *e, enum iovt_err_kind k)
+/*
+ * Without memory for the thread's queue, the invalidation goes straight to
+ * the domain's pending set (a drainer's lock, briefly): never lost.
+ */
+static int post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 {
-	atomic_fetch_add_explicit(&e->stats.errors[k], 1, memory_order_relaxed);
+	int rc = 0;
+	iovt_rcu_read_lock();
+	struct iovt_domain *d = iovt_domain_lookup(e, v->did);
+	if (v->kind == IOVT_INVAL_GLOBAL) {
+		struct cds_lfht_iter it;
+		struct cds_lfht_node *node;
+		ENGINE_STAT_ADD(e, invalidations, 1);
+		ENGINE_STAT_ADD(e, global, 1);
+		cds_lfht_for_each(e->domains, &it, node)
+			domain_add_pending(caa_container_of(node, struct iovt_domain, hnode), 0, 0, true);
+	} else if (!d) {
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_UNKNOWN_DOMAIN], 1);
+		rc = -ENOENT;
+	} else if (v->kind == IOVT_INVAL_DSI) {
+		STAT_ADD(d, invalidations, 1);
+		STAT_ADD(d, dsi, 1);
+		domain_add_pending(d, 0, 0, true);
+	} else if (v->am > IOVT_PSI_MAX_AM || v->addr > domain_top(d)) {
+		STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1);
+		rc = -EINVAL;
+	} else {
+		uint64_t span = IOVT_PAGE_SIZE << v->am;
+		uint64_t first = v->addr & ~(span - 1), last = first + (span - 1);
+		if (last > domain_top(d) || last < first)
+			last = domain_top(d);
+		STAT_ADD(d, invalidations, 1);
+		STAT_ADD(d, psi, 1);
+		domain_add_pending(d, first, last, false);
+	}
+	iovt_rcu_read_unlock();
+	return rc;
 }
 
-/*
- * Adds [first, last] (or everything) to the domain's pending set. Never
- * fails: an allocation failure inside the set widens it to a DSI, so an
- * invalidation is never lost.
- */
-static void post(struct iovt_domain *d, uint64_t first, uint64_t last, bool all)
+static int post_one(struct iovt_engine *e, const struct iovt_inval *v)
 {
-	pthread_mutex_lock(&d->pending_lock);
-	if (all)
-		range_set_add_all(&d->pending);
-	else
-		range_set_add(&d->pending, first, last);
-	pthread_mutex_unlock(&d->pending_lock);
-	domain_mark_dirty(d);
+	struct iovt_queue *q = thread_queue(e);
+	return q ? iovt_queue_post(q, v, 1) : post_direct(e, v);
 }
 
 int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsigned am, bool ih)
 {
-	(void)ih;
-	iovt_rcu_read_lock();
-	struct iovt_domain *d = iovt_domain_lookup(e, did);
-	int rc = 0;
-	if (!d) {
-		engine_error(e, IOVT_ERR_UNKNOWN_DOMAIN);
-		rc = -ENOENT;
-	} else if (am > IOVT_PSI_MAX_AM || addr > domain_top(d)) {
-		STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1);
-		rc = -EINVAL;
-	} else {
-		uint64_t span = IOVT_PAGE_SIZE << am;
-		uint64_t first = addr & ~(span - 1);
-		uint64_t last = first + (span - 1);
-		if (last > domain_top(d) || last < first)
-			last = domain_top(d);
-		/* Address bits below the mask are ignored, as the hardware does:
-		 * an unaligned PSI is served as the aligned block containing addr. */
-		IOVT_PROBE3(psi, did, first, last);
-		STAT_ADD(d, invalidations, 1);
-		STAT_ADD(d, psi, 1);
-		post(d, first, last, false);
-	}
-	iovt_rcu_read_unlock();
-	return rc;
+	struct iovt_inval v = { .addr = addr, .did = did, .kind = IOVT_INVAL_PSI,
+				.am = am > 255 ? 255 : (uint8_t)am, .ih = ih };
+	return post_one(e, &v);
 }
 
 int iovt_invalidate_dsi(struct iovt_engine *e, uint16_t did)
 {
-	iovt_rcu_read_lock();
-	struct iovt_domain *d = iovt_domain_lookup(e, did);
-	int rc = 0;
-	if (!d) {
-		engine_error(e, IOVT_ERR_UNKNOWN_DOMAIN);
-		rc = -ENOENT;
-	} else {
-		IOVT_PROBE1(dsi, did);
-		STAT_ADD(d, invalidations, 1);
-		STAT_ADD(d, dsi, 1);
-		post(d, 0, 0, true);
-	}
-	iovt_rcu_read_unlock();
-	return rc;
+	struct iovt_inval v = { .did = did, .kind = IOVT_INVAL_DSI };
+	return post_one(e, &v);
 }
 
 int iovt_invalidate_global(struct iovt_engine *e)
 {
-	struct cds_lfht_iter it;
-	struct cds_lfht_node *node;
-
-	atomic_fetch_add_explicit(&e->stats.invalidations, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&e->stats.global, 1, memory_order_relaxed);
-	iovt_rcu_read_lock();
-	cds_lfht_for_each(e->domains, &it, node)
-		post(caa_container_of(node, struct iovt_domain, hnode), 0, 0, true);
-	iovt_rcu_read_unlock();
-	return 0;
-}
-
-/* Sends the raw (coalesced, possibly oversized) ranges to UNMAP-only notifiers. */
-static int notify_raw(struct iovt_domain *d, const struct range_set *todo)
-{
-	struct iovt_notifier *n;
-	struct range all = { 0, domain_top(d) };
-	const struct range *r = todo->all ? &all : todo->r;
-	size_t nr = todo->all ? 1 : todo->n;
-	int first_err = 0;
-
-	cds_list_for_each_entry(n, &d->notifiers, link) {
-		for (size_t i = 0; i < nr; i++) {
-			uint64_t done = 0;
-			int rc = n->sink.ops->unmap(n->sink.ctx, r[i].first, r[i].last - r[i].first + 1,
-						    &done);
-			STAT_ADD(d, raw_unmap_calls, 1);
-			if (rc && !first_err)
-				first_err = rc;
-		}
-	}
-	return first_err;
-}
-
-/* Syncs one domain's pending work. Control lock held. */
-static int sync_domain(struct iovt_domain *d, struct range_set *todo)
-{
-	struct iovt_engine *e = d->engine;
-	int rc = 0;
-
-	atomic_store_explicit(&d->queued, 0, memory_order_release);
-	pthread_mutex_lock(&d->pending_lock);
-	range_set_take(todo, &d->pending);
-	pthread_mutex_unlock(&d->pending_lock);
-
-	/* Spans that failed last time are retried with the new work. */
-	if (d->retry.all)
-		range_set_add_all(todo);
-	for (size_t i = 0; i < d->retry.n && !todo->all; i++)
-		range_set_add(todo, d->retry.r[i].first, d->retry.r[i].last);
-	range_set_clear(&d->retry);
-	if (range_set_empty(todo))
-		return 0;
-
-	rc = notify_raw(d, todo);
-	if (d->map_notifier) {
-		struct sync_target t;
-		struct sync_stats st = { 0 };
-		struct range all = { 0, domain_top(d) };
-		domain_sync_target(d, &t);
-		int src = todo->all ? sync_ranges(&t, &all, 1, &e->scratch, &st, &d->retry)
-				    : sync_ranges(&t, todo->r, todo->n, &e->scratch, &st, &d->retry);
-		domain_fold_stats(d, &st);
-		if (src && !rc)
-			rc = src;
-		if (!range_set_empty(&d->retry))
-			domain_mark_dirty(d); /* the next fence retries */
-	}
-	range_set_clear(todo);
-	return rc;
+	struct iovt_inval v = { .kind = IOVT_INVAL_GLOBAL };
+	return post_one(e, &v);
 }
 
 int iovt_fence(struct iovt_engine *e)
 {
-	struct cds_wfcq_head h;
-	struct cds_wfcq_tail t;
-	struct cds_wfcq_node *node;
-	struct range_set todo;
-	int first_err = 0;
-
-	range_set_init(&todo, 0);
-	pthread_mutex_lock(&e->control_lock);
-	atomic_fetch_add_explicit(&e->stats.fences, 1, memory_order_relaxed);
-	IOVT_PROBE1(fence_begin, 0);
-	cds_wfcq_init(&h, &t);
-	cds_wfcq_splice_blocking(&h, &t, &e->dirty_head, &e->dirty_tail);
-	while ((node = cds_wfcq_dequeue_blocking(&h, &t))) {
-		struct iovt_domain *d = caa_container_of(node, struct iovt_domain, dirty);
-		int rc = sync_domain(d, &todo);
-		if (rc && !first_err)
-			first_err = rc;
-	}
-	cds_wfcq_destroy(&h, &t);
-	IOVT_PROBE1(fence_end, first_err);
-	pthread_mutex_unlock(&e->control_lock);
-	range_set_free(&todo);
-	return first_err;
+	return engine_fence_all(e);
 }

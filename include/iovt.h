@@ -23,7 +23,8 @@
  *    struct iovt_stats.
  *  - Addresses and sizes are bytes; IOVAs and GPAs are 4 KiB aligned where
  *    the text says so.
- *  - Threads: any thread that calls iovt_translate() must be registered with
+ *  - Threads: every thread that calls into an engine (translate, post,
+ *    fence, poll, control calls) must be registered with
  *    iovt_thread_register() (liburcu memb flavor readers). Other calls note
  *    their own rules; "engine lock" means they serialise on one engine-wide
  *    control mutex and may be called from any thread.
@@ -246,6 +247,11 @@ int iovt_notifier_detach(struct iovt_notifier *n);
 /* Invalidations and fences                                                  */
 
 /*
+ * The simple intake: these post to the calling thread's own implicit queue
+ * (created on its first post, freed with the engine), so concurrent callers
+ * never share a lock; iovt_fence() then applies everything. The thread must
+ * be registered (iovt_thread_register).
+ *
  * Page-selective invalidation: the 2^am-page block aligned on 2^am pages that
  * contains addr. am 0..IOVT_PSI_MAX_AM; ih (invalidation hint: only leaves
  * changed) is accepted and counted, and does not narrow the work.
@@ -262,15 +268,140 @@ int iovt_invalidate_dsi(struct iovt_engine *e, uint16_t did);
 int iovt_invalidate_global(struct iovt_engine *e);
 
 /*
- * The VT-d invalidation wait: applies every invalidation posted before this
- * call to every sink, then returns. After it returns the guest may reuse the
- * IOVAs it unmapped. Coalescing happens here: pending ranges of one domain
- * are merged, a DSI subsumes them. Serialised with other fences.
+ * The VT-d invalidation wait, engine-wide: applies every invalidation posted
+ * before this call — on every queue, implicit or not — to every sink, then
+ * returns. After it returns the guest may reuse the IOVAs it unmapped.
+ * Coalescing happens here: pending ranges of one domain are merged, a DSI
+ * subsumes them. Serialised with other iovt_fence calls (engine lock); runs
+ * concurrently with queue fences and workers. Registered thread.
  * Returns 0, or the first error met (a walk error, a sink error); the
  * engine's record stays equal to what each sink holds, and ranges whose
  * calls failed stay pending and are retried by the next fence.
  */
 int iovt_fence(struct iovt_engine *e);
+
+/* ------------------------------------------------------------------------ */
+/* Intake queues, workers and polling                                        */
+/*
+ * The scalable intake. Each producer (a vCPU thread, a DPDK lcore, a VMM
+ * I/O thread) owns one queue and posts invalidations and fences to it
+ * without taking any lock another thread holds: a liburcu wfcqueue of item
+ * chunks, or a DPDK rte_ring when built with DPDK. Queues are drained by
+ *  - the posting thread itself at a fence, when no one else is draining it
+ *    ("inline": a PSI + fence costs no hand-off, the vCPU's common case);
+ *  - engine worker threads (iovt_workers_start), or
+ *  - the host's own loop calling iovt_poll() (a DPDK lcore, an I/O thread).
+ * A drainer moves items into per-domain pending sets — so PSIs for one
+ * domain from every queue coalesce — and at a fence applies the domains the
+ * queue touched since its previous fence.
+ *
+ * Ordering: one queue's invalidations apply in the order posted; a fence
+ * completes only once everything posted before it on that queue has reached
+ * every sink. Nothing is ordered across queues except by iovt_fence()
+ * (everything, everywhere). A full queue blocks the poster (it helps drain,
+ * or waits for the drainer); an invalidation is never dropped; each wait
+ * is counted (iovt_stats.queue_full_waits).
+ */
+
+struct iovt_queue;
+
+enum iovt_inval_kind { IOVT_INVAL_PSI = 1, IOVT_INVAL_DSI, IOVT_INVAL_GLOBAL };
+
+/* One invalidation, as iovt_invalidate_psi/_dsi/_global take them. 16 bytes. */
+struct iovt_inval {
+	uint64_t addr;  /* PSI: an address in the block */
+	uint16_t did;   /* PSI, DSI */
+	uint8_t kind;   /* enum iovt_inval_kind */
+	uint8_t am;     /* PSI: mask order, 0..IOVT_PSI_MAX_AM */
+	uint8_t ih;     /* PSI: invalidation hint (counted, does not narrow the work) */
+	uint8_t pad[3];
+};
+
+enum iovt_queue_backend {
+	IOVT_QUEUE_DEFAULT = 0, /* rte_ring when built with DPDK, else wfcq */
+	IOVT_QUEUE_WFCQ,        /* liburcu wfcqueue of 32-item chunks */
+	IOVT_QUEUE_RTE_RING,    /* DPDK rte_ring (SP/SC, 16-byte elements); -ENOTSUP without DPDK */
+};
+
+struct iovt_queue_config {
+	unsigned capacity;  /* items; 0: 4096 */
+	unsigned group;     /* drained by worker / poller number group % n */
+	enum iovt_queue_backend backend;
+	/* Fences never drain on the posting thread: they wake the queue's worker
+	 * and sleep until it is done (for hosts whose posting threads must not
+	 * run sink calls). Default: drain inline when no one else is. */
+	bool handoff;
+};
+
+/*
+ * Creates a queue for one producer thread. cfg may be NULL. Engine lock.
+ * Errors: -EINVAL, -ENOTSUP (backend), -ENOMEM.
+ */
+int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg,
+		      struct iovt_queue **out);
+
+/*
+ * Destroys a queue: what it still holds is moved to the domains' pending
+ * sets (applied by the next fence), fences in it complete. Engine lock; the
+ * producer must not post concurrently.
+ */
+void iovt_queue_destroy(struct iovt_queue *q);
+
+/*
+ * Posts n invalidations (a burst: one ring operation per up to 32). Only the
+ * queue's producer thread may post; it must be registered
+ * (iovt_thread_register). Each item is checked first: an unknown DID
+ * (-ENOENT, unknown_domain) or a bad PSI (-EINVAL, bad_invalidation) is
+ * counted and skipped, the others are posted. Returns 0 or the first
+ * error. Blocks while the queue is full.
+ */
+int iovt_queue_post(struct iovt_queue *q, const struct iovt_inval *v, unsigned n);
+
+/* One PSI / one DSI: iovt_queue_post of one item. */
+int iovt_queue_psi(struct iovt_queue *q, uint16_t did, uint64_t addr, unsigned am, bool ih);
+int iovt_queue_dsi(struct iovt_queue *q, uint16_t did);
+
+/*
+ * The VT-d invalidation wait for this queue: returns once everything posted
+ * before it on q has reached every sink. Drains inline when no one else is
+ * draining q (unless cfg.handoff). Producer thread only.
+ * Returns 0, or the first error met by the fences of q completed since the
+ * previous fence call returned (walk and sink errors, as iovt_fence).
+ */
+int iovt_queue_fence(struct iovt_queue *q);
+
+/*
+ * The same in two halves, for hosts that complete the guest's wait
+ * descriptor asynchronously: post a fence, get its ticket; it is applied by
+ * a worker, a poller, or a later iovt_queue_fence_wait. Producer thread.
+ */
+uint64_t iovt_queue_fence_post(struct iovt_queue *q);
+/* Has the fence with this ticket completed? Any thread; lock-free. */
+bool iovt_queue_fence_done(const struct iovt_queue *q, uint64_t ticket);
+/* Waits for it (draining inline when allowed); result as iovt_queue_fence. */
+int iovt_queue_fence_wait(struct iovt_queue *q, uint64_t ticket);
+
+/*
+ * Starts n engine worker threads (1..64). Worker i drains the queues whose
+ * group % n == i; a worker sleeps when its queues are quiet and is woken by
+ * an asynchronous fence, a hand-off fence or a queue past half full (plain
+ * PSIs are left to coalesce until a fence). Engine lock. Errors: -EINVAL,
+ * -EBUSY (already running, or pollers active), -EAGAIN (thread creation).
+ */
+int iovt_workers_start(struct iovt_engine *e, unsigned n);
+
+/* Stops and joins the worker threads (their queues are left as they are). Engine lock. */
+void iovt_workers_stop(struct iovt_engine *e);
+
+/*
+ * Host-driven draining: drains up to `budget` items from the queues whose
+ * group % npollers == poller (skipping any another thread is draining),
+ * applying fences it meets. Returns the items processed (0: nothing to do).
+ * Call it from the host's loop (a DPDK lcore, a VMM I/O thread; registered
+ * with iovt_thread_register); pollers with distinct `poller` run
+ * concurrently. Do not combine with iovt_workers_start on the same queues.
+ */
+unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, unsigned budget);
 
 /* ------------------------------------------------------------------------ */
 /* Translation (emulated devices)                                            */
@@ -315,6 +446,10 @@ struct iovt_stats {
 	uint64_t pages_unmapped;
 	uint64_t extents;          /* extents in shadows now */
 	uint64_t shadow_bytes;     /* memory the shadows hold now (tables + extents) */
+	uint64_t queue_items;      /* items drained from intake queues (invalidations + fences) */
+	uint64_t queue_full_waits; /* posts that found their queue full and waited */
+	uint64_t fences_inline;    /* queue fences applied by the posting thread itself */
+	uint64_t fences_drained;   /* queue fences applied by a worker, a poller or iovt_fence */
 	uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 

@@ -25,4 +25,14 @@ void iovt_free(iovt_arena_t arena, void *p, size_t size);
 /* Usable size of an allocation, as the allocator rounds it (for memory accounting). */
 size_t iovt_alloc_usable(size_t size);
 
+/*
+ * aligned_alloc() with the size rounded up to a multiple of `align`, as C11
+ * requires (glibc tolerates any size, ASan does not). Freed with free().
+ */
+#include <stdlib.h>
+static inline void *iovt_aligned_alloc(size_t align, size_t size)
+{
+	return aligned_alloc(align, (size + align - 1) & ~(align - 1));
+}
+
 #endif

@@ -228,7 +228,7 @@ struct shadow_tree *shadow_tree_create(unsigned addr_width)
 	if (addr_width < 21 || addr_width > 64)
 		return NULL;
 	pthread_once(&g_arena_once, arenas_init);
-	struct shadow_tree *t = aligned_alloc(64, sizeof(*t));
+	struct shadow_tree *t = iovt_aligned_alloc(64, sizeof(*t));
 	if (!t)
 		return NULL;
 	memset(t, 0, sizeof(*t));

@@ -1,0 +1,367 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The producer's side of a queue: checking and posting items, fences and
+ * waiting for them, and each thread's implicit queue for iovt_invalidate_*.
+ *
+ * A producer touches only its own queue: the ring (single producer), its own
+ * counters, and — read-only — the engine's domain generation and the worker
+ * it may wake. It takes no lock another producer or a drainer holds.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/futex.h"
+#include "common/probes.h"
+#include "common/rcu.h"
+#include "engine_internal.h"
+
+#define DEFAULT_CAPACITY 4096u
+#define MAX_CAPACITY (1u << 24)
+#define SPINS_BEFORE_SLEEP 2000u
+
+static void queue_table_free_rcu(struct rcu_head *h)
+{
+	iovt_rcu_callback_enter();
+	free(caa_container_of(h, struct queue_table, rcu));
+}
+
+/* Publishes a copy of the table with `add` added or `drop` removed. Control lock. */
+static int queue_table_replace(struct iovt_engine *e, struct iovt_queue *add, struct iovt_queue *drop)
+{
+	struct queue_table *old = e->queues;
+	unsigned n = old ? old->n : 0;
+	struct queue_table *t = malloc(sizeof(*t) + (n + 1) * sizeof(t->q[0]));
+	if (!t)
+		return -ENOMEM;
+	t->n = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (old->q[i] != drop)
+			t->q[t->n++] = old->q[i];
+	if (add)
+		t->q[t->n++] = add;
+	iovt_rcu_assign(e->queues, t);
+	if (old)
+		iovt_call_rcu(&old->rcu, queue_table_free_rcu);
+	return 0;
+}
+
+int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg,
+		      struct iovt_queue **out)
+{
+	struct iovt_queue_config c = cfg ? *cfg : (struct iovt_queue_config){ 0 };
+	if (!c.capacity)
+		c.capacity = DEFAULT_CAPACITY;
+	if (c.capacity < 2 || c.capacity > MAX_CAPACITY)
+		return -EINVAL;
+	enum iovt_queue_backend b = c.backend;
+	if (b == IOVT_QUEUE_DEFAULT)
+#ifdef IOVT_HAVE_DPDK
+		b = IOVT_QUEUE_RTE_RING;
+#else
+		b = IOVT_QUEUE_WFCQ;
+#endif
+
+	struct iovt_queue *q = iovt_aligned_alloc(64, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	memset(q, 0, sizeof(*q));
+	switch (b) {
+	case IOVT_QUEUE_WFCQ:
+		q->ring = intake_ring_wfcq_create(c.capacity);
+		break;
+	case IOVT_QUEUE_RTE_RING:
+#ifdef IOVT_HAVE_DPDK
+		q->ring = intake_ring_rte_create(c.capacity);
+		break;
+#else
+		free(q);
+		return -ENOTSUP;
+#endif
+	default:
+		free(q);
+		return -EINVAL;
+	}
+	if (!q->ring) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->engine = e;
+	q->group = c.group;
+	q->handoff = c.handoff;
+	range_set_init(&q->drain.todo, 0);
+
+	pthread_mutex_lock(&e->control_lock);
+	int rc = queue_table_replace(e, q, NULL);
+	pthread_mutex_unlock(&e->control_lock);
+	if (rc) {
+		q->ring->ops->destroy(q->ring);
+		range_set_free(&q->drain.todo);
+		free(q);
+		return rc;
+	}
+	*out = q;
+	return 0;
+}
+
+static void queue_free(struct iovt_queue *q)
+{
+	q->ring->ops->destroy(q->ring);
+	sync_scratch_free(&q->drain.scratch);
+	range_set_free(&q->drain.todo);
+	vec_free(&q->drain.touched);
+	free(q);
+}
+
+void iovt_queue_destroy(struct iovt_queue *q)
+{
+	struct iovt_engine *e = q->engine;
+
+	pthread_mutex_lock(&e->control_lock);
+	while (queue_table_replace(e, NULL, q))
+		sched_yield(); /* a table of n - 1 pointers: memory comes back */
+	/* Leftovers go to the domains' pending sets; fences in it complete. */
+	while (!queue_try_drain_begin(q))
+		sched_yield();
+	queue_drain(q, UINT_MAX);
+	queue_drain_end(q);
+	pthread_mutex_unlock(&e->control_lock);
+	/* A poller that found q on the list before it left may still hold it. */
+	iovt_synchronize_rcu();
+	while (atomic_load(&q->draining))
+		sched_yield();
+	queue_free(q);
+}
+
+void engine_destroy_queues(struct iovt_engine *e)
+{
+	struct queue_table *t = e->queues;
+	if (!t)
+		return;
+	for (unsigned i = 0; i < t->n; i++)
+		queue_free(t->q[i]);
+	e->queues = NULL;
+	free(t); /* the engine's last grace period has passed (iovt_engine_destroy) */
+}
+
+/* The domain's address width, cached per queue until a domain goes away. 0: unknown. */
+static unsigned domain_width(struct iovt_queue *q, uint16_t did)
+{
+	struct iovt_engine *e = q->engine;
+	uint64_t gen = atomic_load_explicit(&e->domain_gen, memory_order_acquire);
+	if (q->width && q->width_did == did && q->width_gen == gen)
+		return q->width;
+	struct iovt_domain *d = iovt_domain_lookup(e, did);
+	unsigned w = d ? d->addr_width : 0;
+	if (w) {
+		q->width = w;
+		q->width_did = did;
+		q->width_gen = gen;
+	}
+	return w;
+}
+
+static void count_bad(struct iovt_engine *e, uint16_t did)
+{
+	iovt_rcu_read_lock();
+	struct iovt_domain *d = iovt_domain_lookup(e, did);
+	if (d)
+		STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1);
+	else
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_INVALIDATION], 1);
+	iovt_rcu_read_unlock();
+}
+
+/* Checks one invalidation and encodes it. 0, -ENOENT or -EINVAL (counted). */
+static int encode(struct iovt_queue *q, const struct iovt_inval *v, struct intake_item *it)
+{
+	struct iovt_engine *e = q->engine;
+	unsigned w;
+
+	switch (v->kind) {
+	case IOVT_INVAL_PSI:
+	case IOVT_INVAL_DSI:
+		if (!(w = domain_width(q, v->did))) {
+			ENGINE_STAT_ADD(e, errors[IOVT_ERR_UNKNOWN_DOMAIN], 1);
+			return -ENOENT;
+		}
+		if (v->kind == IOVT_INVAL_DSI) {
+			IOVT_PROBE1(dsi, v->did);
+			*it = (struct intake_item){ .did = v->did, .kind = ITEM_DSI };
+			return 0;
+		}
+		if (v->am > IOVT_PSI_MAX_AM || v->addr > (1ull << w) - 1) {
+			count_bad(e, v->did);
+			return -EINVAL;
+		}
+		/* Address bits below the mask are ignored, as the hardware does:
+		 * an unaligned PSI is served as the aligned block containing addr. */
+		uint64_t span = IOVT_PAGE_SIZE << v->am; /* 0 (wrapped) at am 52: everything */
+		*it = (struct intake_item){ .arg = v->addr & ~(span - 1), .did = v->did,
+					    .kind = ITEM_PSI, .am = v->am };
+		IOVT_PROBE3(psi, v->did, it->arg, v->am);
+		return 0;
+	case IOVT_INVAL_GLOBAL:
+		ENGINE_STAT_ADD(e, invalidations, 1);
+		ENGINE_STAT_ADD(e, global, 1);
+		*it = (struct intake_item){ .kind = ITEM_GLOBAL };
+		return 0;
+	default:
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_INVALIDATION], 1);
+		return -EINVAL;
+	}
+}
+
+/* Pushes every item, waiting (and helping) while the ring is full. */
+static void push_all(struct iovt_queue *q, const struct intake_item *it, unsigned n)
+{
+	struct intake_ring *r = q->ring;
+	unsigned done = r->ops->push(r, it, n);
+
+	if (done < n) {
+		ENGINE_STAT_ADD(q->engine, queue_full_waits, 1);
+		queue_kick(q);
+		for (unsigned spins = 0; done < n; spins++) {
+			if (!q->handoff && queue_try_drain_begin(q)) {
+				queue_drain(q, r->capacity);
+				queue_drain_end(q);
+			} else if (spins < SPINS_BEFORE_SLEEP) {
+				cpu_relax();
+			} else {
+				queue_kick(q);
+				sched_yield();
+			}
+			done += r->ops->push(r, it + done, n - done);
+		}
+	}
+	/* Past half full, wake the worker so that the ring keeps room; below
+	 * that, plain invalidations wait for a fence (the coalescing window). */
+	q->posted_since_check += n;
+	if (q->posted_since_check >= r->capacity / 4) {
+		q->posted_since_check = 0;
+		if (r->ops->count(r) > r->capacity / 2)
+			queue_kick(q);
+	}
+}
+
+int iovt_queue_post(struct iovt_queue *q, const struct iovt_inval *v, unsigned n)
+{
+	struct intake_item buf[32];
+	unsigned k = 0;
+	int first_err = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		int rc = encode(q, &v[i], &buf[k]);
+		if (rc) {
+			if (!first_err)
+				first_err = rc;
+			continue;
+		}
+		if (++k == 32) {
+			push_all(q, buf, k);
+			k = 0;
+		}
+	}
+	if (k)
+		push_all(q, buf, k);
+	return first_err;
+}
+
+int iovt_queue_psi(struct iovt_queue *q, uint16_t did, uint64_t addr, unsigned am, bool ih)
+{
+	struct iovt_inval v = { .addr = addr, .did = did, .kind = IOVT_INVAL_PSI,
+				.am = am > 255 ? 255 : (uint8_t)am, .ih = ih };
+	return iovt_queue_post(q, &v, 1);
+}
+
+int iovt_queue_dsi(struct iovt_queue *q, uint16_t did)
+{
+	struct iovt_inval v = { .did = did, .kind = IOVT_INVAL_DSI };
+	return iovt_queue_post(q, &v, 1);
+}
+
+static uint64_t post_fence(struct iovt_queue *q)
+{
+	struct intake_item it = { .arg = ++q->fences_posted, .kind = ITEM_FENCE };
+	push_all(q, &it, 1);
+	return it.arg;
+}
+
+bool iovt_queue_fence_done(const struct iovt_queue *q, uint64_t ticket)
+{
+	return atomic_load_explicit(&q->fences_done, memory_order_acquire) >= ticket;
+}
+
+/*
+ * Waits for a ticket. Draining inline when the flag is free is both the
+ * fast path (the vCPU's PSI + wait: no hand-off, no wakeup) and what keeps
+ * a fence from waiting on a worker that is asleep or busy elsewhere.
+ */
+static int wait_ticket(struct iovt_queue *q, uint64_t ticket, bool may_drain)
+{
+	if (!may_drain)
+		queue_kick(q);
+	for (unsigned spins = 0; !iovt_queue_fence_done(q, ticket); spins++) {
+		if (may_drain && queue_try_drain_begin(q)) {
+			q->drain.draining_inline = true;
+			queue_drain(q, UINT_MAX);
+			q->drain.draining_inline = false;
+			queue_drain_end(q);
+			continue;
+		}
+		if (spins < SPINS_BEFORE_SLEEP) {
+			cpu_relax();
+			continue;
+		}
+		uint32_t word = atomic_load_explicit(&q->done_word, memory_order_seq_cst);
+		atomic_fetch_add_explicit(&q->waiters, 1, memory_order_seq_cst);
+		if (!iovt_queue_fence_done(q, ticket))
+			futex_wait_for(&q->done_word, word, 1000000);
+		atomic_fetch_sub_explicit(&q->waiters, 1, memory_order_relaxed);
+	}
+	return atomic_exchange_explicit(&q->err, 0, memory_order_acq_rel);
+}
+
+int iovt_queue_fence(struct iovt_queue *q)
+{
+	return wait_ticket(q, post_fence(q), !q->handoff);
+}
+
+uint64_t iovt_queue_fence_post(struct iovt_queue *q)
+{
+	uint64_t t = post_fence(q);
+	queue_kick(q);
+	return t;
+}
+
+int iovt_queue_fence_wait(struct iovt_queue *q, uint64_t ticket)
+{
+	return wait_ticket(q, ticket, !q->handoff);
+}
+
+/* Each thread's implicit queue per engine, found through a small cache.
+ * Engine ids are never reused, so a stale entry can never match. */
+#define THREAD_QUEUES 4
+static __thread struct {
+	uint64_t engine_id;
+	struct iovt_queue *q;
+} thread_queues[THREAD_QUEUES];
+static __thread unsigned thread_queue_next;
+
+struct iovt_queue *thread_queue(struct iovt_engine *e)
+{
+	for (unsigned i = 0; i < THREAD_QUEUES; i++)
+		if (thread_queues[i].engine_id == e->id)
+			return thread_queues[i].q;
+	struct iovt_queue *q;
+	if (iovt_queue_create(e, NULL, &q))
+		return NULL;
+	q->implicit = true;
+	unsigned slot = thread_queue_next++ % THREAD_QUEUES;
+	thread_queues[slot].engine_id = e->id;
+	thread_queues[slot].q = q;
+	return q;
+}

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Who drains queues besides their producers: engine worker threads, and
+ * the host's own loop through iovt_poll (DPDK lcores: engine/dpdk/lcores.c).
+ *
+ * A worker sleeps on its own futex word when its queues are quiet. Producers
+ * wake it only when there is something a fence-less drain would not do on
+ * its own: an asynchronous or hand-off fence, or a ring past half full.
+ * The wake is an eventcount: the producer bumps `seq` after its push and
+ * reads `sleeping`; the worker sets `sleeping` and re-reads `seq` before it
+ * sleeps on it (both sequentially consistent, so one of them sees the other).
+ */
+#include <errno.h>
+#include <pthread.h>
+
+#include "common/futex.h"
+#include "common/rcu.h"
+#include "engine_internal.h"
+
+#define WORKER_BUDGET 1024u
+#define IDLE_SLEEP_NS (50 * 1000 * 1000L)
+
+void queue_kick(struct iovt_queue *q)
+{
+	struct iovt_engine *e = q->engine;
+	unsigned n = atomic_load_explicit(&e->nworkers, memory_order_acquire);
+	if (!n)
+		return;
+	struct worker *w = &e->workers[q->group % n];
+	atomic_fetch_add_explicit(&w->seq, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&w->sleeping, memory_order_seq_cst))
+		futex_wake_all(&w->seq);
+}
+
+unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, unsigned budget)
+{
+	unsigned total = 0;
+
+	if (!npollers || poller >= npollers || !budget)
+		return 0;
+	iovt_rcu_read_lock();
+	struct queue_table *qt = iovt_rcu_dereference(e->queues);
+	for (unsigned qi = 0; qt && qi < qt->n; qi++) {
+		struct iovt_queue *q = qt->q[qi];
+		if (q->group % npollers != poller || !q->ring->ops->count(q->ring))
+			continue;
+		if (!queue_try_drain_begin(q))
+			continue; /* its producer (or iovt_fence) is on it */
+		total += queue_drain(q, budget - total);
+		queue_drain_end(q);
+		if (total >= budget)
+			break;
+	}
+	iovt_rcu_read_unlock();
+	return total;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct iovt_engine *e = w->engine;
+	unsigned n = w->count;
+
+	iovt_thread_register();
+	while (!atomic_load_explicit(&e->workers_stop, memory_order_acquire)) {
+		uint32_t seq = atomic_load_explicit(&w->seq, memory_order_seq_cst);
+		if (iovt_poll(e, w->idx, n, WORKER_BUDGET))
+			continue;
+		atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&w->seq, memory_order_seq_cst) == seq &&
+		    !atomic_load_explicit(&e->workers_stop, memory_order_acquire))
+			futex_wait_for(&w->seq, seq, IDLE_SLEEP_NS);
+		atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+	}
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void join_workers(struct iovt_engine *e, unsigned n)
+{
+	atomic_store_explicit(&e->workers_stop, true, memory_order_release);
+	for (unsigned i = 0; i < n; i++) {
+		atomic_fetch_add_explicit(&e->workers[i].seq, 1, memory_order_seq_cst);
+		futex_wake_all(&e->workers[i].seq);
+	}
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(e->workers[i].thread, NULL);
+}
+
+int iovt_workers_start(struct iovt_engine *e, unsigned n)
+{
+	if (!n || n > IOVT_MAX_WORKERS)
+		return -EINVAL;
+	pthread_mutex_lock(&e->control_lock);
+	if (atomic_load(&e->nworkers)) {
+		pthread_mutex_unlock(&e->control_lock);
+		return -EBUSY;
+	}
+	atomic_store(&e->workers_stop, false);
+	for (unsigned i = 0; i < n; i++) {
+		struct worker *w = &e->workers[i];
+		atomic_store(&w->seq, 0);
+		atomic_store(&w->sleeping, 0);
+		w->engine = e;
+		w->idx = i;
+		w->count = n;
+		if (pthread_create(&w->thread, NULL, worker_main, w)) {
+			join_workers(e, i);
+			pthread_mutex_unlock(&e->control_lock);
+			return -EAGAIN;
+		}
+	}
+	atomic_store_explicit(&e->nworkers, n, memory_order_release);
+	pthread_mutex_unlock(&e->control_lock);
+	return 0;
+}
+
+void iovt_workers_stop(struct iovt_engine *e)
+{
+	pthread_mutex_lock(&e->control_lock);
+	unsigned n = atomic_load(&e->nworkers);
+	if (n) {
+		join_workers(e, n);
+		atomic_store_explicit(&e->nworkers, 0, memory_order_release);
+	}
+	pthread_mutex_unlock(&e->control_lock);
+}
