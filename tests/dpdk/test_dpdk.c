@@ -1,0 +1,458 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dpdk: iovt on DPDK lcores (include/iovt_dpdk.h) with rte_ring queues.
+ *
+ * EAL without hugepages or devices, four lcores on the first two CPUs this
+ * process may use: lcore 0 (main) and 2 on the first are producers, lcores 1
+ * and 3 on the second run iovt_dpdk_pollers_start's pollers (poller 0 and 1
+ * of 2).
+ *
+ *  - iovt_dpdk_pollers_start errors: n = 0, no ids, the main lcore, a lcore
+ *    EAL does not run (-EINVAL); one lcore twice, started twice, a lcore
+ *    another engine's poller keeps busy (-EBUSY, nothing left running);
+ *    iovt_workers_start while pollers run (-EBUSY); stop, start again.
+ *  - Two producers, each with its own IOVT_QUEUE_RTE_RING queue (the main
+ *    lcore's may drain inline, group 0; lcore 2's is hand-off, group 1), edit
+ *    their own IOVA slice of one shared domain of a simulated guest (every
+ *    guestsim call under one mutex), post PSIs and DSIs (single and in
+ *    bursts) and fence in three ways: iovt_queue_fence, fence_post + polling
+ *    fence_done, fence_post + fence_wait. After each fence the model sink
+ *    (read under the recorder's mutex), the engine's record (translate) and
+ *    the guest truth agree over the range the producer edited (every 16th
+ *    fence: its whole slice). The slices are 16 MiB apart, so no sink
+ *    mapping ever spans both.
+ *  - At the end: pollers stopped, iovt_fence, everything equal, the
+ *    domain's PSI + DSI counts equal what was posted (nothing lost), the
+ *    model rejected nothing.
+ * A unique --file-prefix per run and --no-shconf keep parallel runs apart;
+ * the runtime directory EAL makes is removed after rte_eal_cleanup.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_pause.h>
+
+#include "check.h"
+#include "guestsim.h"
+#include "iovt.h"
+#include "iovt_dpdk.h"
+#include "iovt_model.h"
+
+CHECK_SEED_STORAGE;
+
+#define K 0x1000ull
+#define M1 0x100000ull
+#define NPROD 2
+#define SLICE (16 * M1)      /* producer i edits IOVAs [i * 2 * SLICE, + SLICE) */
+#define GPA_SPAN (64 * M1)   /* producer i maps to gpa i * GPA_SPAN + offset (+ ALT) */
+#define ALT (16 * M1)
+#define FULL_CHECK_EVERY 16
+
+/* ------------------------------------------------------------------------ */
+/* A model sink behind a mutex, so a producer may read it while a poller
+ * lcore calls it. */
+
+struct rec {
+	pthread_mutex_t lock;
+	struct iovt_model_sink *model;
+	struct iovt_sink inner;
+	uint64_t calls;
+};
+
+static int rec_map(void *ctx, const struct iovt_extent *m)
+{
+	struct rec *r = ctx;
+	pthread_mutex_lock(&r->lock);
+	r->calls++;
+	int rc = r->inner.ops->map(r->inner.ctx, m);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static int rec_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	struct rec *r = ctx;
+	pthread_mutex_lock(&r->lock);
+	r->calls++;
+	int rc = r->inner.ops->unmap(r->inner.ctx, iova, size, unmapped);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static int rec_unmap_all(void *ctx, uint64_t *unmapped)
+{
+	struct rec *r = ctx;
+	pthread_mutex_lock(&r->lock);
+	r->calls++;
+	int rc = r->inner.ops->unmap_all(r->inner.ctx, unmapped);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static const struct iovt_sink_ops rec_ops = {
+	.map = rec_map,
+	.unmap = rec_unmap,
+	.unmap_all = rec_unmap_all,
+};
+
+/* ------------------------------------------------------------------------ */
+
+static struct guestsim *gs;
+static struct gs_domain *gd;
+static pthread_mutex_t gs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct iovt_engine *eng;
+static struct iovt_domain *dom;
+static struct rec rec = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static uint64_t ram_hva;
+static uint64_t seed;
+static const uint16_t DID = 5;
+
+struct producer {
+	unsigned idx;
+	struct iovt_queue *q;
+	unsigned iters;
+	uint64_t psis, dsis, fences, checks, full_checks, async_polls;
+	uint64_t lo, hi; /* the slice */
+};
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Model sink, engine record and guest truth agree on [lo, hi). */
+static void check_range(uint64_t lo, uint64_t hi)
+{
+	for (uint64_t a = lo & ~(K - 1); a < hi; a += K) {
+		uint64_t gpa;
+		uint32_t perm;
+		pthread_mutex_lock(&gs_lock);
+		bool mapped = gs_truth_lookup(gd, a, &gpa, &perm);
+		pthread_mutex_unlock(&gs_lock);
+		struct iovt_extent m, t;
+		pthread_mutex_lock(&rec.lock);
+		bool held = iovt_model_sink_find(rec.model, a, &m);
+		pthread_mutex_unlock(&rec.lock);
+		int rc = iovt_translate(dom, a, &t);
+		if (mapped != held || held != (rc == 0))
+			fprintf(stderr, "dpdk: lcore %u iova 0x%" PRIx64 ": guest %d sink %d record %d\n",
+				rte_lcore_id(), a, mapped, held, rc == 0);
+		CHECK(mapped == held);
+		CHECK(held == (rc == 0));
+		if (!held)
+			continue;
+		CHECK_EQ(m.gpa + (a - m.iova), gpa);
+		CHECK_EQ(m.perm, perm);
+		CHECK_EQ(m.hva + (a - m.iova), ram_hva + gpa);
+		CHECK(t.iova <= a && a - t.iova < t.size);
+		CHECK_EQ(t.gpa + (a - t.iova), gpa);
+		CHECK_EQ(t.perm, perm);
+	}
+}
+
+static struct iovt_inval psi_for(uint64_t iova, uint64_t size)
+{
+	uint64_t first = iova >> 12, last = (iova + size - 1) >> 12;
+	unsigned am = 0;
+	while ((first >> am) != (last >> am))
+		am++;
+	return (struct iovt_inval){ .addr = (first >> am) << (12 + am), .did = DID,
+				    .kind = IOVT_INVAL_PSI, .am = (uint8_t)am };
+}
+
+static int producer_main(void *arg)
+{
+	struct producer *p = arg;
+	uint64_t s = seed + (p->idx + 1) * 0x9e3779b97f4a7c15ull;
+	uint64_t gbase = p->idx * GPA_SPAN;
+
+	iovt_thread_register();
+	for (unsigned it = 0; it < p->iters; it++) {
+		struct iovt_inval v[8];
+		unsigned nv = 0;
+		unsigned nedits = 1 + (unsigned)gs_rand_below(&s, 6);
+		bool burst = gs_rand_below(&s, 2);
+		uint64_t lo = UINT64_MAX, hi = 0;
+		for (unsigned i = 0; i < nedits; i++) {
+			uint64_t off = gs_rand_below(&s, SLICE / K) * K;
+			uint64_t size = (1 + gs_rand_below(&s, 48)) * K;
+			if (off + size > SLICE)
+				size = SLICE - off;
+			uint64_t iova = p->lo + off;
+			pthread_mutex_lock(&gs_lock);
+			if (gs_rand_below(&s, 3) == 0) {
+				CHECK(gs_unmap(gd, iova, size) == 0);
+			} else {
+				uint64_t gpa = gbase + off + (gs_rand_below(&s, 2) ? ALT : 0);
+				uint32_t perm = 1 + (uint32_t)gs_rand_below(&s, 3);
+				CHECK(gs_map(gd, iova, gpa, size, perm, GS_LEAF_4K) == 0);
+			}
+			pthread_mutex_unlock(&gs_lock);
+			lo = iova < lo ? iova : lo;
+			hi = iova + size > hi ? iova + size : hi;
+			if (gs_rand_below(&s, 64) == 0) {
+				v[nv] = (struct iovt_inval){ .did = DID, .kind = IOVT_INVAL_DSI };
+				p->dsis++;
+			} else {
+				v[nv] = psi_for(iova, size);
+				p->psis++;
+			}
+			if (burst) {
+				nv++;
+			} else {
+				CHECK_EQ(iovt_queue_post(p->q, v, 1), 0);
+			}
+		}
+		if (burst)
+			CHECK_EQ(iovt_queue_post(p->q, v, nv), 0);
+
+		switch (gs_rand_below(&s, 3)) {
+		case 0:
+			CHECK_EQ(iovt_queue_fence(p->q), 0);
+			break;
+		case 1: {
+			/* Asynchronous: complete the guest's wait descriptor when a
+			 * poller lcore is done with it. */
+			uint64_t t = iovt_queue_fence_post(p->q);
+			double end = now() + 60;
+			for (unsigned spins = 0; !iovt_queue_fence_done(p->q, t); spins++) {
+				if (spins % 1024 == 1023) {
+					CHECK(now() < end);
+					sched_yield();
+				}
+				rte_pause();
+			}
+			p->async_polls++;
+			break;
+		}
+		default: {
+			uint64_t t = iovt_queue_fence_post(p->q);
+			CHECK_EQ(iovt_queue_fence_wait(p->q, t), 0);
+			CHECK(iovt_queue_fence_done(p->q, t));
+		}
+		}
+		p->fences++;
+		if (it % FULL_CHECK_EVERY == FULL_CHECK_EVERY - 1) {
+			check_range(p->lo, p->hi);
+			p->full_checks++;
+		} else {
+			check_range(lo, hi);
+		}
+		p->checks++;
+	}
+	iovt_thread_unregister();
+	return 0;
+}
+
+/* Removes the runtime directory EAL made for this prefix (files, then itself). */
+static void remove_runtime_dir(const char *prefix)
+{
+	const char *bases[3] = { "/var/run/dpdk", NULL, "/tmp/dpdk" };
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	char xbase[PATH_MAX];
+	if (xdg) {
+		snprintf(xbase, sizeof(xbase), "%s/dpdk", xdg);
+		bases[1] = xbase;
+	}
+	for (unsigned b = 0; b < 3; b++) {
+		if (!bases[b])
+			continue;
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s/%s", bases[b], prefix);
+		DIR *dp = opendir(dir);
+		if (!dp)
+			continue;
+		struct dirent *de;
+		while ((de = readdir(dp))) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			char f[PATH_MAX + 256];
+			snprintf(f, sizeof(f), "%s/%s", dir, de->d_name);
+			unlink(f);
+		}
+		closedir(dp);
+		rmdir(dir);
+	}
+}
+
+static char prefix[64];
+
+/* Also on a failed CHECK (exit): no leftovers under /var/run/dpdk. */
+static void cleanup_at_exit(void)
+{
+	remove_runtime_dir(prefix);
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	seed = check_pick_seed("dpdk");
+	CHECK(iovt_dpdk_available());
+
+	char fp[96], lcores[96];
+	snprintf(prefix, sizeof(prefix), "iovt-test-dpdk-%d", (int)getpid());
+	atexit(cleanup_at_exit);
+	snprintf(fp, sizeof(fp), "--file-prefix=%s", prefix);
+	/* Producers on the first CPU we may use, pollers on the second (or all
+	 * on one CPU where there is only one). */
+	cpu_set_t cs;
+	int cpu[2] = { 0, 0 }, ncpu = 0;
+	CHECK(sched_getaffinity(0, sizeof(cs), &cs) == 0);
+	for (int c = 0; c < CPU_SETSIZE && ncpu < 2; c++)
+		if (CPU_ISSET(c, &cs))
+			cpu[ncpu++] = c;
+	CHECK(ncpu >= 1);
+	if (ncpu == 1)
+		cpu[1] = cpu[0];
+	snprintf(lcores, sizeof(lcores), "--lcores=0@%d,1@%d,2@%d,3@%d", cpu[0], cpu[1], cpu[0],
+		 cpu[1]);
+	char *eal[] = { argv[0], "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
+			"--log-level=error", lcores, fp, NULL };
+	int eal_argc = (int)(sizeof(eal) / sizeof(eal[0])) - 1;
+	int rc = rte_eal_init(eal_argc, eal);
+	if (rc < 0)
+		fprintf(stderr, "dpdk: rte_eal_init: %s\n", strerror(rte_errno));
+	CHECK(rc >= 0);
+	CHECK_EQ(rte_get_main_lcore(), 0);
+	CHECK_EQ(rte_lcore_count(), 4);
+	iovt_thread_register();
+
+	gs = gs_create(1, 256 * M1, 32 * M1);
+	CHECK(gs);
+	const struct gs_region *r = gs_region(gs, 0);
+	ram_hva = (uint64_t)(uintptr_t)r->hva;
+	CHECK(NPROD * GPA_SPAN <= gs_region_data_size(gs, 0));
+	CHECK(iovt_engine_create(NULL, &eng) == 0);
+	CHECK(iovt_guest_ram_add(eng, r->gpa, r->size, r->hva, NULL) == 0);
+	/* 4 KiB leaves only: guestsim never frees a table page a poller may walk. */
+	gd = gs_domain_create(gs, 48, false, false);
+	CHECK(gd);
+	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(gd), .addr_width = 48 };
+	CHECK(iovt_domain_create(eng, &dc, &dom) == 0);
+	struct iovt_model_config mc = { .flavor = IOVT_MODEL_TYPE1, .multi_unmap = true };
+	CHECK(iovt_model_sink_create(&mc, &rec.model, &rec.inner) == 0);
+	struct iovt_sink sink = { .ops = &rec_ops, .ctx = &rec, .caps = rec.inner.caps,
+				  .name = "locked-model" };
+	struct iovt_notifier *n;
+	CHECK(iovt_notifier_attach(dom, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &n) == 0);
+
+	/* pollers_start errors. */
+	const unsigned lc_pollers[2] = { 1, 3 };
+	const unsigned lc_main[1] = { 0 }, lc_off[1] = { 7 }, lc_big[1] = { RTE_MAX_LCORE + 5 };
+	const unsigned lc_mixed[2] = { 1, 0 };
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_pollers, 0), -EINVAL);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, NULL, 1), -EINVAL);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_main, 1), -EINVAL);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_off, 1), -EINVAL);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_big, 1), -EINVAL);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_mixed, 2), -EINVAL);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_pollers, 65), -EINVAL);
+	CHECK_EQ(rte_eal_get_lcore_state(1), WAIT); /* a refusal launched nothing */
+	iovt_dpdk_pollers_stop(eng); /* none: nothing to do */
+
+	/* The same lcore twice: the second launch fails, the first is stopped. */
+	const unsigned lc_dup[2] = { 1, 1 };
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_dup, 2), -EBUSY);
+	CHECK_EQ(rte_eal_get_lcore_state(1), WAIT);
+
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_pollers, 2), 0);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_pollers, 2), -EBUSY);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, &lc_pollers[0], 1), -EBUSY);
+	CHECK_EQ(iovt_workers_start(eng, 1), -EBUSY); /* not combined with pollers */
+	{
+		/* Another engine: lcore 1 is busy with the first one's poller;
+		 * lcore 2 is free. */
+		struct iovt_engine *e2;
+		CHECK(iovt_engine_create(NULL, &e2) == 0);
+		const unsigned lc2[1] = { 2 };
+		CHECK_EQ(iovt_dpdk_pollers_start(e2, &lc_pollers[0], 1), -EBUSY);
+		CHECK_EQ(rte_eal_get_lcore_state(2), WAIT);
+		CHECK_EQ(iovt_dpdk_pollers_start(e2, lc2, 1), 0);
+		CHECK(rte_eal_get_lcore_state(2) != WAIT);
+		iovt_dpdk_pollers_stop(e2);
+		CHECK_EQ(rte_eal_get_lcore_state(2), WAIT);
+		iovt_engine_destroy(e2); /* stops pollers too (none now) */
+	}
+	iovt_dpdk_pollers_stop(eng);
+	CHECK_EQ(rte_eal_get_lcore_state(1), WAIT);
+	CHECK_EQ(rte_eal_get_lcore_state(3), WAIT);
+	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_pollers, 2), 0); /* again */
+
+	/* The producers' queues. */
+	struct producer pr[NPROD];
+	double scale = check_scale();
+	for (unsigned i = 0; i < NPROD; i++) {
+		struct iovt_queue_config qc = { .capacity = 64, .group = i,
+						.backend = IOVT_QUEUE_RTE_RING, .handoff = i == 1 };
+		pr[i] = (struct producer){ .idx = i, .iters = (unsigned)(6000 * scale),
+					   .lo = i * 2 * SLICE, .hi = i * 2 * SLICE + SLICE };
+		CHECK(iovt_queue_create(eng, &qc, &pr[i].q) == 0);
+	}
+	struct iovt_stats e0;
+	iovt_stats_get(eng, &e0);
+	double t0 = now();
+	CHECK_EQ(rte_eal_remote_launch(producer_main, &pr[1], 2), 0);
+	CHECK_EQ(producer_main(&pr[0]), 0);
+	CHECK_EQ(rte_eal_wait_lcore(2), 0);
+	double t1 = now();
+	iovt_dpdk_pollers_stop(eng);
+
+	/* Everything applied, nothing lost. */
+	CHECK_EQ(iovt_fence(eng), 0);
+	uint64_t psis = 0, dsis = 0, fences = 0, checks = 0, fulls = 0, asyncs = 0;
+	for (unsigned i = 0; i < NPROD; i++) {
+		psis += pr[i].psis, dsis += pr[i].dsis, fences += pr[i].fences;
+		checks += pr[i].checks, fulls += pr[i].full_checks, asyncs += pr[i].async_polls;
+		CHECK_EQ(pr[i].checks, pr[i].iters);
+		check_range(pr[i].lo, pr[i].hi);
+	}
+	check_range(0, 4 * SLICE);
+	CHECK_EQ(gs_truth_check(gd), 0);
+	struct iovt_stats st, e1;
+	iovt_domain_stats_get(dom, &st);
+	iovt_stats_get(eng, &e1);
+	CHECK_EQ(st.psi, psis);
+	CHECK_EQ(st.dsi, dsis);
+	CHECK_EQ(st.psi + st.dsi, psis + dsis); /* 0 lost invalidations */
+	CHECK_EQ(st.extents, iovt_model_sink_count(rec.model));
+	struct iovt_model_stats ms;
+	iovt_model_sink_stats(rec.model, &ms);
+	CHECK_EQ(ms.rejected_calls, 0);
+	uint64_t inl = e1.fences_inline - e0.fences_inline, drn = e1.fences_drained - e0.fences_drained;
+	CHECK_EQ(inl + drn, fences);
+	CHECK(drn > 0); /* the hand-off queue's fences all went to a poller */
+	CHECK(drn >= pr[1].fences);
+	printf("dpdk: %u producers (main lcore, lcore 2), 2 poller lcores: %" PRIu64 " PSIs, %" PRIu64
+	       " DSIs, %" PRIu64 " fences (%" PRIu64 " inline, %" PRIu64 " by pollers, %" PRIu64
+	       " async), %" PRIu64 " checks (%" PRIu64 " whole slice); %" PRIu64 " sink calls, %" PRIu64
+	       " full waits, %.2f s\n",
+	       NPROD, psis, dsis, fences, inl, drn, asyncs, checks, fulls, rec.calls,
+	       e1.queue_full_waits - e0.queue_full_waits, t1 - t0);
+
+	for (unsigned i = 0; i < NPROD; i++)
+		iovt_queue_destroy(pr[i].q);
+	iovt_engine_destroy(eng);
+	iovt_model_sink_destroy(rec.model);
+	gs_destroy(gs);
+	iovt_thread_unregister();
+	CHECK_EQ(rte_eal_cleanup(), 0);
+	printf("dpdk: ok\n");
+	return 0;
+}

@@ -1,0 +1,1105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * intake: the per-producer queues of include/iovt.h ("Intake queues, workers
+ * and polling"), per backend (wfcq always; rte_ring when built with DPDK,
+ * else -ENOTSUP).
+ *
+ *   test_intake queue    single-threaded: posted order and fence tickets
+ *                        (drained step by step with iovt_poll budgets), the
+ *                        exact sink call sequence, capacity (exactly
+ *                        `capacity` items fit: the next one waits), create
+ *                        errors, validation (counted, skipped, the rest
+ *                        posted), bursts past capacity with inline help,
+ *                        poller groups, destroy with pending items.
+ *   test_intake threads  workers (start/stop errors, restart, hand-off and
+ *                        asynchronous fences applied by the worker), a full
+ *                        hand-off queue waiting on a worker and on a slow
+ *                        poller thread, and two producers (a hand-off queue
+ *                        and an inline-capable one) against two poller
+ *                        threads, then against two workers, with random
+ *                        fences (sync, async + fence_done, post + wait),
+ *                        each checking its domain against the guest truth
+ *                        after every fence; nothing lost (PSI/DSI counts).
+ *
+ * Every domain's MAP sink is a model sink (VFIO type1 rules, rejects
+ * anything wrong) behind a recorder that logs each call under a mutex, so a
+ * test thread may read the model while a drainer thread calls it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "guestsim.h"
+#include "iovt.h"
+#include "iovt_dpdk.h"
+#include "iovt_model.h"
+
+CHECK_SEED_STORAGE;
+
+#define K 0x1000ull
+#define M1 0x100000ull
+#define NDOM 4
+#define DOM_SPAN (32 * M1) /* guest RAM per domain: gpa = base + iova (+ ALT) */
+#define ALT (16 * M1)
+#define AREA (16 * M1)     /* IOVAs [0, AREA) of each domain */
+#define MAX_EVENTS 8192
+
+/* ------------------------------------------------------------------------ */
+/* A recording wrapper around a model sink                                   */
+
+struct rec_event {
+	enum iovt_event_type type;
+	uint64_t iova, size, gpa;
+	uint32_t perm;
+};
+
+struct rec {
+	pthread_mutex_t lock;
+	struct iovt_model_sink *model;
+	struct iovt_sink inner;
+	struct rec_event ev[MAX_EVENTS];
+	unsigned nev;
+	uint64_t calls;
+};
+
+static int rec_map(void *ctx, const struct iovt_extent *m)
+{
+	struct rec *r = ctx;
+	pthread_mutex_lock(&r->lock);
+	if (r->nev < MAX_EVENTS)
+		r->ev[r->nev++] = (struct rec_event){ IOVT_EVENT_MAP, m->iova, m->size, m->gpa, m->perm };
+	r->calls++;
+	int rc = r->inner.ops->map(r->inner.ctx, m);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static int rec_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	struct rec *r = ctx;
+	pthread_mutex_lock(&r->lock);
+	if (r->nev < MAX_EVENTS)
+		r->ev[r->nev++] = (struct rec_event){ IOVT_EVENT_UNMAP, iova, size, 0, 0 };
+	r->calls++;
+	int rc = r->inner.ops->unmap(r->inner.ctx, iova, size, unmapped);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static int rec_unmap_all(void *ctx, uint64_t *unmapped)
+{
+	struct rec *r = ctx;
+	pthread_mutex_lock(&r->lock);
+	if (r->nev < MAX_EVENTS)
+		r->ev[r->nev++] = (struct rec_event){ IOVT_EVENT_UNMAP, 0, UINT64_MAX, 0, 0 };
+	r->calls++;
+	int rc = r->inner.ops->unmap_all(r->inner.ctx, unmapped);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static const struct iovt_sink_ops rec_ops = {
+	.map = rec_map,
+	.unmap = rec_unmap,
+	.unmap_all = rec_unmap_all,
+};
+
+static unsigned rec_count(struct rec *r)
+{
+	pthread_mutex_lock(&r->lock);
+	unsigned n = r->nev;
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+static struct rec_event rec_get(struct rec *r, unsigned i)
+{
+	pthread_mutex_lock(&r->lock);
+	CHECK(i < r->nev);
+	struct rec_event ev = r->ev[i];
+	pthread_mutex_unlock(&r->lock);
+	return ev;
+}
+
+static bool rec_find(struct rec *r, uint64_t iova, struct iovt_extent *out)
+{
+	pthread_mutex_lock(&r->lock);
+	bool held = iovt_model_sink_find(r->model, iova, out);
+	pthread_mutex_unlock(&r->lock);
+	return held;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A world: one simulated guest, an engine, NDOM domains                     */
+
+struct wdom {
+	struct gs_domain *gd;
+	struct iovt_domain *d;
+	struct iovt_notifier *n;
+	struct rec *rec;
+	uint16_t did;
+	uint64_t base;
+};
+
+struct world {
+	struct guestsim *gs;
+	struct iovt_engine *e;
+	uint64_t ram_hva;
+	struct wdom dom[NDOM];
+};
+
+static pthread_mutex_t gs_lock = PTHREAD_MUTEX_INITIALIZER; /* guestsim is not thread-safe */
+static uint64_t seed;
+
+static void world_create(struct world *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->gs = gs_create(1, 256 * M1, 32 * M1);
+	CHECK(w->gs);
+	const struct gs_region *r = gs_region(w->gs, 0);
+	w->ram_hva = (uint64_t)(uintptr_t)r->hva;
+	CHECK(iovt_engine_create(NULL, &w->e) == 0);
+	CHECK(iovt_guest_ram_add(w->e, r->gpa, r->size, r->hva, NULL) == 0);
+	CHECK(NDOM * DOM_SPAN <= gs_region_data_size(w->gs, 0));
+	for (unsigned i = 0; i < NDOM; i++) {
+		struct wdom *wd = &w->dom[i];
+		wd->did = (uint16_t)(1 + i);
+		wd->base = i * DOM_SPAN;
+		/* 4 KiB leaves only: guestsim then never frees a table page that
+		 * a drainer thread may be walking. */
+		wd->gd = gs_domain_create(w->gs, 48, false, false);
+		CHECK(wd->gd);
+		struct iovt_domain_config dc = { .did = wd->did, .root_gpa = gs_domain_root(wd->gd),
+						 .addr_width = 48 };
+		CHECK(iovt_domain_create(w->e, &dc, &wd->d) == 0);
+		wd->rec = calloc(1, sizeof(*wd->rec));
+		CHECK(wd->rec);
+		pthread_mutex_init(&wd->rec->lock, NULL);
+		struct iovt_model_config mc = { .flavor = IOVT_MODEL_TYPE1, .multi_unmap = true };
+		CHECK(iovt_model_sink_create(&mc, &wd->rec->model, &wd->rec->inner) == 0);
+		struct iovt_sink s = { .ops = &rec_ops, .ctx = wd->rec, .caps = wd->rec->inner.caps,
+				       .name = "rec-model" };
+		CHECK(iovt_notifier_attach(wd->d, IOVT_NOTIFY_IOTLB_EVENTS, &s, &wd->n) == 0);
+		CHECK_EQ(rec_count(wd->rec), 0); /* an empty guest: the replay maps nothing */
+	}
+}
+
+static void world_destroy(struct world *w)
+{
+	iovt_engine_destroy(w->e);
+	for (unsigned i = 0; i < NDOM; i++) {
+		struct iovt_model_stats ms;
+		iovt_model_sink_stats(w->dom[i].rec->model, &ms);
+		CHECK_EQ(ms.rejected_calls, 0);
+		iovt_model_sink_destroy(w->dom[i].rec->model);
+		pthread_mutex_destroy(&w->dom[i].rec->lock);
+		free(w->dom[i].rec);
+	}
+	gs_destroy(w->gs);
+}
+
+static void gmap(struct wdom *wd, uint64_t iova, uint64_t size, uint64_t gpa, uint32_t perm)
+{
+	pthread_mutex_lock(&gs_lock);
+	CHECK(gs_map(wd->gd, iova, gpa, size, perm, GS_LEAF_4K) == 0);
+	pthread_mutex_unlock(&gs_lock);
+}
+
+static void gunmap(struct wdom *wd, uint64_t iova, uint64_t size)
+{
+	pthread_mutex_lock(&gs_lock);
+	CHECK(gs_unmap(wd->gd, iova, size) == 0);
+	pthread_mutex_unlock(&gs_lock);
+}
+
+/* The smallest PSI block covering [iova, iova+size). */
+static void psi_block(uint64_t iova, uint64_t size, uint64_t *addr, unsigned *am)
+{
+	uint64_t first = iova >> 12, last = (iova + size - 1) >> 12;
+	unsigned a = 0;
+	while ((first >> a) != (last >> a))
+		a++;
+	*addr = (first >> a) << (12 + a);
+	*am = a;
+}
+
+static int qpsi(struct iovt_queue *q, const struct wdom *wd, uint64_t iova, uint64_t size)
+{
+	uint64_t addr;
+	unsigned am;
+	psi_block(iova, size, &addr, &am);
+	return iovt_queue_psi(q, wd->did, addr, am, false);
+}
+
+/* Model sink, engine record (translate) and guest truth agree on [lo, hi). */
+static void check_range(struct world *w, struct wdom *wd, uint64_t lo, uint64_t hi)
+{
+	for (uint64_t a = lo & ~(K - 1); a < hi; a += K) {
+		uint64_t gpa;
+		uint32_t perm;
+		pthread_mutex_lock(&gs_lock);
+		bool mapped = gs_truth_lookup(wd->gd, a, &gpa, &perm);
+		pthread_mutex_unlock(&gs_lock);
+		struct iovt_extent m, t;
+		bool held = rec_find(wd->rec, a, &m);
+		int rc = iovt_translate(wd->d, a, &t);
+		if (mapped != held || held != (rc == 0))
+			fprintf(stderr, "intake: did %u iova 0x%" PRIx64 ": guest %d sink %d record %d\n",
+				wd->did, a, mapped, held, rc == 0);
+		CHECK(mapped == held);
+		CHECK(held == (rc == 0));
+		if (!held)
+			continue;
+		CHECK_EQ(m.gpa + (a - m.iova), gpa);
+		CHECK_EQ(m.perm, perm);
+		CHECK_EQ(m.hva + (a - m.iova), w->ram_hva + gpa);
+		CHECK(t.iova <= a && a - t.iova < t.size);
+		CHECK_EQ(t.gpa + (a - t.iova), gpa);
+		CHECK_EQ(t.perm, perm);
+	}
+}
+
+static void check_event(struct rec *r, unsigned i, enum iovt_event_type type, uint64_t iova,
+			uint64_t size, uint64_t gpa, uint32_t perm)
+{
+	struct rec_event ev = rec_get(r, i);
+	if (ev.type != type || ev.iova != iova || ev.size != size ||
+	    (type == IOVT_EVENT_MAP && (ev.gpa != gpa || ev.perm != perm)))
+		fprintf(stderr, "intake: event %u: %s 0x%" PRIx64 "+0x%" PRIx64 " gpa 0x%" PRIx64
+			" perm %u; expected %s 0x%" PRIx64 "+0x%" PRIx64 " gpa 0x%" PRIx64 " perm %u\n",
+			i, ev.type == IOVT_EVENT_MAP ? "MAP" : "UNMAP", ev.iova, ev.size, ev.gpa,
+			ev.perm, type == IOVT_EVENT_MAP ? "MAP" : "UNMAP", iova, size, gpa, perm);
+	CHECK_EQ(ev.type, type);
+	CHECK_EQ(ev.iova, iova);
+	CHECK_EQ(ev.size, size);
+	if (type == IOVT_EVENT_MAP) {
+		CHECK_EQ(ev.gpa, gpa);
+		CHECK_EQ(ev.perm, perm);
+	}
+}
+
+static struct iovt_stats stats(struct world *w)
+{
+	struct iovt_stats st;
+	iovt_stats_get(w->e, &st);
+	return st;
+}
+
+static struct iovt_stats dstats(struct wdom *wd)
+{
+	struct iovt_stats st;
+	iovt_domain_stats_get(wd->d, &st);
+	return st;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Waits (without draining) for a ticket that another thread applies. */
+static void await_ticket(struct iovt_queue *q, uint64_t t)
+{
+	double end = now() + 30;
+	while (!iovt_queue_fence_done(q, t)) {
+		CHECK(now() < end);
+		sched_yield();
+	}
+}
+
+static const char *backend_name(enum iovt_queue_backend b)
+{
+	return b == IOVT_QUEUE_WFCQ ? "wfcq" : b == IOVT_QUEUE_RTE_RING ? "rte_ring" : "default";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Single-threaded: order, tickets, call sequence                            */
+
+static void test_order(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[0];
+	struct rec *r = wd->rec;
+	struct iovt_queue *q;
+	struct iovt_queue_config qc = { .capacity = 64, .backend = b };
+	CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+
+	/* Two PSIs, each followed by a fence, drained two items at a time:
+	 * the first fence completes with only the first range applied. */
+	uint64_t A = 1 * M1, B = 2 * M1;
+	gmap(wd, A, 16 * K, wd->base + A, IOVT_PERM_RW);
+	gmap(wd, B, 8 * K, wd->base + B, IOVT_PERM_R);
+	CHECK(qpsi(q, wd, A, 16 * K) == 0);
+	uint64_t t1 = iovt_queue_fence_post(q);
+	CHECK(qpsi(q, wd, B, 8 * K) == 0);
+	uint64_t t2 = iovt_queue_fence_post(q);
+	CHECK_EQ(t1, 1);
+	CHECK_EQ(t2, 2);
+	CHECK(!iovt_queue_fence_done(q, t1) && !iovt_queue_fence_done(q, t2));
+	CHECK_EQ(rec_count(r), 0); /* nothing applied before a drain */
+	struct iovt_stats s0 = stats(&w);
+	CHECK_EQ(iovt_poll(w.e, 0, 1, 2), 2);
+	CHECK(iovt_queue_fence_done(q, t1));
+	CHECK(!iovt_queue_fence_done(q, t2));
+	CHECK_EQ(rec_count(r), 1);
+	check_event(r, 0, IOVT_EVENT_MAP, A, 16 * K, wd->base + A, IOVT_PERM_RW);
+	struct iovt_extent x;
+	CHECK(iovt_translate(wd->d, B, &x) == -ENOENT); /* B's PSI is after the fence */
+	CHECK_EQ(iovt_poll(w.e, 0, 1, 64), 2);
+	CHECK(iovt_queue_fence_done(q, t2));
+	CHECK_EQ(rec_count(r), 2);
+	check_event(r, 1, IOVT_EVENT_MAP, B, 8 * K, wd->base + B, IOVT_PERM_R);
+	CHECK_EQ(iovt_poll(w.e, 0, 1, 64), 0); /* idle */
+	CHECK_EQ(iovt_queue_fence_wait(q, t2), 0); /* already done: returns at once */
+	struct iovt_stats s1 = stats(&w);
+	CHECK_EQ(s1.fences_drained - s0.fences_drained, 2);
+	CHECK_EQ(s1.fences_inline - s0.fences_inline, 0);
+	CHECK_EQ(s1.queue_items - s0.queue_items, 4);
+	CHECK_EQ(s1.psi - s0.psi, 2);
+	check_range(&w, wd, 0, 4 * M1);
+
+	/* map, PSI, unmap, PSI, remap, PSI, fence: the sink gets the final state
+	 * in one MAP, the fence runs inline on the posting thread. */
+	uint64_t C = 4 * M1;
+	unsigned n0 = rec_count(r);
+	gmap(wd, C, 32 * K, wd->base + C, IOVT_PERM_RW);
+	CHECK(qpsi(q, wd, C, 32 * K) == 0);
+	gunmap(wd, C, 32 * K);
+	CHECK(qpsi(q, wd, C, 32 * K) == 0);
+	gmap(wd, C, 32 * K, wd->base + C + ALT, IOVT_PERM_R);
+	CHECK(qpsi(q, wd, C, 32 * K) == 0);
+	s0 = stats(&w);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	s1 = stats(&w);
+	CHECK_EQ(s1.fences_inline - s0.fences_inline, 1);
+	CHECK_EQ(s1.fences_drained - s0.fences_drained, 0);
+	CHECK_EQ(s1.psi - s0.psi, 3);
+	CHECK_EQ(rec_count(r), n0 + 1);
+	check_event(r, n0, IOVT_EVENT_MAP, C, 32 * K, wd->base + C + ALT, IOVT_PERM_R);
+	check_range(&w, wd, C - M1, C + M1);
+
+	/* The same edits with a fence after each: MAP, UNMAP, MAP; then a remap
+	 * over present entries: UNMAP, MAP. */
+	uint64_t D = 8 * M1;
+	n0 = rec_count(r);
+	gmap(wd, D, 4 * K, wd->base + D, IOVT_PERM_RW);
+	CHECK(qpsi(q, wd, D, 4 * K) == 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	gunmap(wd, D, 4 * K);
+	CHECK(qpsi(q, wd, D, 4 * K) == 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	check_range(&w, wd, D, D + 4 * K);
+	gmap(wd, D, 4 * K, wd->base + D + ALT, IOVT_PERM_RW);
+	CHECK(qpsi(q, wd, D, 4 * K) == 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	gmap(wd, D, 4 * K, wd->base + D, IOVT_PERM_W);
+	CHECK(qpsi(q, wd, D, 4 * K) == 0);
+	uint64_t t = iovt_queue_fence_post(q);
+	CHECK(!iovt_queue_fence_done(q, t));
+	CHECK_EQ(iovt_queue_fence_wait(q, t), 0); /* drains inline */
+	CHECK(iovt_queue_fence_done(q, t));
+	CHECK_EQ(rec_count(r), n0 + 5);
+	check_event(r, n0 + 0, IOVT_EVENT_MAP, D, 4 * K, wd->base + D, IOVT_PERM_RW);
+	check_event(r, n0 + 1, IOVT_EVENT_UNMAP, D, 4 * K, 0, 0);
+	check_event(r, n0 + 2, IOVT_EVENT_MAP, D, 4 * K, wd->base + D + ALT, IOVT_PERM_RW);
+	check_event(r, n0 + 3, IOVT_EVENT_UNMAP, D, 4 * K, 0, 0);
+	check_event(r, n0 + 4, IOVT_EVENT_MAP, D, 4 * K, wd->base + D, IOVT_PERM_W);
+	check_range(&w, wd, D - M1, D + M1);
+
+	/* A DSI and a global invalidation go through the queue too. */
+	struct iovt_inval v[2] = { { .did = wd->did, .kind = IOVT_INVAL_DSI },
+				   { .kind = IOVT_INVAL_GLOBAL } };
+	gunmap(wd, A, 16 * K);
+	s0 = stats(&w);
+	CHECK_EQ(iovt_queue_post(q, v, 2), 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	s1 = stats(&w);
+	CHECK_EQ(s1.dsi - s0.dsi, 1);
+	CHECK_EQ(s1.global - s0.global, 1);
+	check_range(&w, wd, 0, AREA);
+	CHECK(iovt_translate(wd->d, A, &x) == -ENOENT);
+	/* Tickets keep counting; a ticket not yet posted is not done. */
+	CHECK(!iovt_queue_fence_done(q, iovt_queue_fence_post(q) + 1));
+	CHECK_EQ(iovt_fence(w.e), 0);
+
+	iovt_queue_destroy(q);
+	world_destroy(&w);
+	printf("intake: %s: posted order, tickets and sink call sequence ok\n", backend_name(b));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Capacity and create errors                                                */
+
+/* Posts `n` PSIs for domain 0's page 0 (one burst call). */
+static void post_psis(struct iovt_queue *q, const struct wdom *wd, unsigned n)
+{
+	static struct iovt_inval v[4096];
+	while (n) {
+		unsigned m = n < 4096 ? n : 4096;
+		for (unsigned i = 0; i < m; i++)
+			v[i] = (struct iovt_inval){ .addr = (i % 64) * K, .did = wd->did,
+						    .kind = IOVT_INVAL_PSI };
+		CHECK_EQ(iovt_queue_post(q, v, m), 0);
+		n -= m;
+	}
+}
+
+static void test_capacity(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[0];
+	struct iovt_queue *q;
+
+	/* Create errors. */
+	struct iovt_queue_config bad[] = {
+		{ .capacity = 1, .backend = b },
+		{ .capacity = (1u << 24) + 1, .backend = b },
+		{ .capacity = UINT32_MAX, .backend = b },
+		{ .capacity = 16, .backend = (enum iovt_queue_backend)7 },
+	};
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		q = (struct iovt_queue *)&bad; /* must stay untouched on error */
+		CHECK_EQ(iovt_queue_create(w.e, &bad[i], &q), -EINVAL);
+		CHECK(q == (struct iovt_queue *)&bad);
+	}
+
+	/* Exactly `capacity` items fit without a wait (no rounding up or
+	 * down, whatever the backend); one more finds the queue full, and the
+	 * poster (no one else drains it) drains it itself. */
+	static const unsigned caps[] = { 2, 3, 31, 32, 33, 64, 100, 1000, 0 /* 4096 */, 5000 };
+	uint64_t waits = 0;
+	for (unsigned i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+		unsigned c = caps[i] ? caps[i] : 4096;
+		struct iovt_queue_config qc = { .capacity = caps[i], .backend = b };
+		CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+		struct iovt_stats s0 = dstats(wd), e0 = stats(&w);
+		post_psis(q, wd, c);
+		struct iovt_stats e1 = stats(&w);
+		CHECK_EQ(e1.queue_full_waits - e0.queue_full_waits, 0);
+		CHECK_EQ(e1.queue_items - e0.queue_items, 0); /* nothing drained yet */
+		post_psis(q, wd, 1);
+		e1 = stats(&w);
+		CHECK_EQ(e1.queue_full_waits - e0.queue_full_waits, 1);
+		CHECK_EQ(e1.queue_items - e0.queue_items, c); /* the poster drained them */
+		/* Full again: a burst of c + 1 waits once (its first push fills it). */
+		post_psis(q, wd, c - 1);
+		e1 = stats(&w);
+		CHECK_EQ(e1.queue_full_waits - e0.queue_full_waits, 1);
+		post_psis(q, wd, 2);
+		e1 = stats(&w);
+		CHECK_EQ(e1.queue_full_waits - e0.queue_full_waits, 2);
+		/* 2 items in it now: the fence item finds a queue of 2 full. */
+		CHECK_EQ(iovt_queue_fence(q), 0);
+		e1 = stats(&w);
+		CHECK_EQ(e1.queue_full_waits - e0.queue_full_waits, c == 2 ? 3 : 2);
+		waits += c == 2 ? 3 : 2;
+		struct iovt_stats s1 = dstats(wd);
+		CHECK_EQ(s1.psi - s0.psi, 2 * c + 2);
+		iovt_queue_destroy(q);
+	}
+	/* The largest capacity is accepted (wfcq allocates chunks as it fills;
+	 * rte_ring allocates it whole, so only at its smaller sizes). */
+	if (b == IOVT_QUEUE_WFCQ) {
+		struct iovt_queue_config qc = { .capacity = 1u << 24, .backend = b };
+		CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+		post_psis(q, wd, 5000);
+		CHECK_EQ(iovt_queue_fence(q), 0);
+		iovt_queue_destroy(q);
+	}
+	CHECK_EQ(stats(&w).queue_full_waits, waits);
+	world_destroy(&w);
+	printf("intake: %s: capacity exact, create errors ok\n", backend_name(b));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validation                                                                */
+
+static void test_validation(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[0];
+	struct iovt_queue *q;
+	struct iovt_queue_config qc = { .capacity = 16, .backend = b };
+	CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+
+	uint64_t A = 3 * M1, B = 5 * M1;
+	gmap(wd, A, 4 * K, wd->base + A, IOVT_PERM_RW);
+	gmap(wd, B, 2 * K, wd->base + B, IOVT_PERM_RW);
+	struct iovt_inval v[] = {
+		{ .addr = A, .did = wd->did, .kind = IOVT_INVAL_PSI, .am = 2 },           /* good */
+		{ .addr = A, .did = 99, .kind = IOVT_INVAL_PSI },                         /* -ENOENT */
+		{ .addr = A, .did = wd->did, .kind = IOVT_INVAL_PSI, .am = 53 },          /* -EINVAL */
+		{ .addr = 1ull << 48, .did = wd->did, .kind = IOVT_INVAL_PSI },           /* -EINVAL */
+		{ .did = 98, .kind = IOVT_INVAL_DSI },                                    /* -ENOENT */
+		{ .did = wd->did, .kind = 0 },                                            /* -EINVAL */
+		{ .addr = B + K, .did = wd->did, .kind = IOVT_INVAL_PSI, .am = 1, .ih = 1 }, /* good */
+		{ .addr = (1ull << 48) - K, .did = wd->did, .kind = IOVT_INVAL_PSI, .am = 0 }, /* good */
+	};
+	struct iovt_stats e0 = stats(&w), d0 = dstats(wd);
+	CHECK_EQ(iovt_queue_post(q, v, sizeof(v) / sizeof(v[0])), -ENOENT); /* the first error */
+	struct iovt_stats e1 = stats(&w), d1 = dstats(wd);
+	CHECK_EQ(e1.errors[IOVT_ERR_UNKNOWN_DOMAIN] - e0.errors[IOVT_ERR_UNKNOWN_DOMAIN], 2);
+	CHECK_EQ(e1.errors[IOVT_ERR_BAD_INVALIDATION] - e0.errors[IOVT_ERR_BAD_INVALIDATION], 3);
+	/* The bad PSIs of a known domain are also the domain's. */
+	CHECK_EQ(d1.errors[IOVT_ERR_BAD_INVALIDATION] - d0.errors[IOVT_ERR_BAD_INVALIDATION], 2);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	d1 = dstats(wd);
+	e1 = stats(&w);
+	CHECK_EQ(d1.psi - d0.psi, 3); /* the good ones were posted */
+	CHECK_EQ(d1.invalidations - d0.invalidations, 3);
+	CHECK_EQ(e1.queue_items - e0.queue_items, 4); /* 3 PSIs + the fence */
+	check_range(&w, wd, A - M1, B + M1);
+	struct iovt_extent x;
+	CHECK(iovt_translate(wd->d, A, &x) == 0 && x.size == 4 * K);
+	CHECK(iovt_translate(wd->d, B, &x) == 0 && x.size == 2 * K);
+
+	/* The first error in post order is the one returned. */
+	struct iovt_inval v2[] = {
+		{ .addr = A, .did = wd->did, .kind = IOVT_INVAL_PSI, .am = 200 },
+		{ .addr = A, .did = 77, .kind = IOVT_INVAL_PSI },
+	};
+	CHECK_EQ(iovt_queue_post(q, v2, 2), -EINVAL);
+	CHECK_EQ(iovt_queue_psi(q, wd->did, 0, 1000, false), -EINVAL); /* am past 255 too */
+	CHECK_EQ(iovt_queue_psi(q, wd->did, 0, IOVT_PSI_MAX_AM + 1, false), -EINVAL);
+	CHECK_EQ(iovt_queue_dsi(q, 4242), -ENOENT);
+	CHECK_EQ(iovt_queue_post(q, v, 0), 0);
+	/* am = max: the whole domain, accepted. */
+	gunmap(wd, A, 4 * K);
+	CHECK_EQ(iovt_queue_psi(q, wd->did, (1ull << 48) - K, IOVT_PSI_MAX_AM, false), 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	check_range(&w, wd, A - M1, B + M1);
+	CHECK(iovt_translate(wd->d, A, &x) == -ENOENT);
+	e1 = stats(&w);
+	CHECK_EQ(e1.errors[IOVT_ERR_UNKNOWN_DOMAIN] - e0.errors[IOVT_ERR_UNKNOWN_DOMAIN], 4);
+	CHECK_EQ(e1.errors[IOVT_ERR_BAD_INVALIDATION] - e0.errors[IOVT_ERR_BAD_INVALIDATION], 6);
+	d1 = dstats(wd);
+	CHECK_EQ(d1.psi - d0.psi, 4);
+
+	/* A domain destroyed between post and drain: skipped and counted. */
+	struct wdom *wd3 = &w.dom[3];
+	CHECK_EQ(iovt_queue_psi(q, wd3->did, 0, 0, false), 0);
+	CHECK_EQ(iovt_domain_destroy(wd3->d), 0);
+	struct iovt_stats e2 = stats(&w);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	CHECK_EQ(stats(&w).errors[IOVT_ERR_UNKNOWN_DOMAIN] - e2.errors[IOVT_ERR_UNKNOWN_DOMAIN], 1);
+	CHECK_EQ(iovt_queue_psi(q, wd3->did, 0, 0, false), -ENOENT); /* the width cache saw it go */
+
+	iovt_queue_destroy(q);
+	world_destroy(&w);
+	printf("intake: %s: validation counted, good items posted\n", backend_name(b));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bursts past capacity, helped inline                                       */
+
+static void test_burst_inline(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[1];
+	struct iovt_queue *q;
+	struct iovt_queue_config qc = { .capacity = 16, .backend = b };
+	CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+	uint64_t s = seed ^ 0xb0b;
+
+	enum { N = 1000 };
+	static struct iovt_inval v[N];
+	unsigned psis = 0, dsis = 0;
+	for (unsigned i = 0; i < N; i++) {
+		uint64_t iova = gs_rand_below(&s, AREA / K) * K;
+		uint64_t size = (1 + gs_rand_below(&s, 8)) * K;
+		if (iova + size > AREA)
+			size = AREA - iova;
+		if (gs_rand_below(&s, 4))
+			gmap(wd, iova, size, wd->base + iova + (gs_rand_below(&s, 2) ? ALT : 0),
+			     1 + (uint32_t)gs_rand_below(&s, 3));
+		else
+			gunmap(wd, iova, size);
+		if (i % 97 == 50) {
+			v[i] = (struct iovt_inval){ .did = wd->did, .kind = IOVT_INVAL_DSI };
+			dsis++;
+		} else {
+			uint64_t addr;
+			unsigned am;
+			psi_block(iova, size, &addr, &am);
+			v[i] = (struct iovt_inval){ .addr = addr, .did = wd->did, .kind = IOVT_INVAL_PSI,
+						    .am = (uint8_t)am };
+			psis++;
+		}
+	}
+	/* A fence posted before the burst is applied while the poster helps. */
+	uint64_t t = iovt_queue_fence_post(q);
+	struct iovt_stats e0 = stats(&w), d0 = dstats(wd);
+	CHECK_EQ(iovt_queue_post(q, v, N), 0);
+	CHECK(iovt_queue_fence_done(q, t));
+	struct iovt_stats e1 = stats(&w);
+	CHECK(e1.queue_full_waits - e0.queue_full_waits >= N / 32);
+	/* The helping poster is the posting thread: its fence is an inline one. */
+	CHECK_EQ(e1.fences_inline - e0.fences_inline, 1);
+	CHECK_EQ(e1.fences_drained - e0.fences_drained, 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	struct iovt_stats d1 = dstats(wd);
+	CHECK_EQ(d1.psi - d0.psi, psis);
+	CHECK_EQ(d1.dsi - d0.dsi, dsis);
+	check_range(&w, wd, 0, AREA);
+	pthread_mutex_lock(&gs_lock);
+	CHECK_EQ(gs_truth_check(wd->gd), 0);
+	pthread_mutex_unlock(&gs_lock);
+	iovt_queue_destroy(q);
+	world_destroy(&w);
+	printf("intake: %s: burst of %u into 16 slots: %" PRIu64 " full waits, nothing lost\n",
+	       backend_name(b), N, e1.queue_full_waits - e0.queue_full_waits);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Poller groups, host-driven                                                */
+
+static void test_poll_groups(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct iovt_queue *q[NDOM];
+	uint64_t t[NDOM];
+
+	for (unsigned i = 0; i < NDOM; i++) {
+		struct iovt_queue_config qc = { .capacity = 32, .group = i, .backend = b };
+		CHECK(iovt_queue_create(w.e, &qc, &q[i]) == 0);
+	}
+	/* Arguments that select nothing drain nothing. */
+	CHECK_EQ(iovt_poll(w.e, 0, 1, 100), 0);
+	for (unsigned i = 0; i < NDOM; i++) {
+		struct wdom *wd = &w.dom[i];
+		gmap(wd, M1, 8 * K, wd->base + M1, IOVT_PERM_RW);
+		CHECK(qpsi(q[i], wd, M1, 8 * K) == 0);
+		t[i] = iovt_queue_fence_post(q[i]);
+	}
+	CHECK_EQ(iovt_poll(w.e, 2, 2, 100), 0);
+	CHECK_EQ(iovt_poll(w.e, 0, 0, 100), 0);
+	CHECK_EQ(iovt_poll(w.e, 0, 2, 0), 0);
+
+	/* Poller 0 of 2: groups 0 and 2 only. */
+	CHECK_EQ(iovt_poll(w.e, 0, 2, 100), 4);
+	for (unsigned i = 0; i < NDOM; i++) {
+		bool mine = i % 2 == 0;
+		CHECK(iovt_queue_fence_done(q[i], t[i]) == mine);
+		struct iovt_extent x;
+		CHECK(rec_find(w.dom[i].rec, M1, &x) == mine);
+		CHECK_EQ(rec_count(w.dom[i].rec), mine ? 1 : 0);
+	}
+	CHECK_EQ(iovt_poll(w.e, 0, 2, 100), 0);
+	/* Poller 1 of 2, one item at a time: the budget is honoured. */
+	CHECK_EQ(iovt_poll(w.e, 1, 2, 1), 1);
+	CHECK(!iovt_queue_fence_done(q[1], t[1]) || !iovt_queue_fence_done(q[3], t[3]));
+	CHECK_EQ(iovt_poll(w.e, 1, 2, 100), 3);
+	CHECK_EQ(iovt_poll(w.e, 1, 2, 100), 0);
+	for (unsigned i = 0; i < NDOM; i++) {
+		CHECK(iovt_queue_fence_done(q[i], t[i]));
+		check_range(&w, &w.dom[i], 0, 2 * M1);
+	}
+	/* Four pollers: poller 3 sees only group 3. */
+	for (unsigned i = 0; i < NDOM; i++) {
+		CHECK(qpsi(q[i], &w.dom[i], 0, K) == 0);
+		t[i] = iovt_queue_fence_post(q[i]);
+	}
+	CHECK_EQ(iovt_poll(w.e, 3, 4, 100), 2);
+	CHECK(iovt_queue_fence_done(q[3], t[3]));
+	CHECK(!iovt_queue_fence_done(q[0], t[0]));
+	/* iovt_fence drains every queue and completes their fences. */
+	struct iovt_stats e0 = stats(&w);
+	CHECK_EQ(iovt_fence(w.e), 0);
+	for (unsigned i = 0; i < NDOM; i++)
+		CHECK(iovt_queue_fence_done(q[i], t[i]));
+	CHECK_EQ(stats(&w).fences_drained - e0.fences_drained, 3);
+	CHECK_EQ(iovt_poll(w.e, 0, 1, 100), 0);
+	for (unsigned i = 0; i < NDOM; i++)
+		iovt_queue_destroy(q[i]);
+	world_destroy(&w);
+	printf("intake: %s: poller groups ok\n", backend_name(b));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Destroy with pending items                                                */
+
+static void test_destroy_pending(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[2];
+	struct iovt_queue *q;
+	struct iovt_queue_config qc = { .capacity = 64, .backend = b };
+	CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+
+	uint64_t A = 1 * M1, B = 6 * M1;
+	gmap(wd, A, 8 * K, wd->base + A, IOVT_PERM_RW);
+	gmap(wd, B, 8 * K, wd->base + B, IOVT_PERM_RW);
+	CHECK(qpsi(q, wd, A, 8 * K) == 0);
+	uint64_t t = iovt_queue_fence_post(q);
+	CHECK_EQ(t, 1);
+	CHECK(qpsi(q, wd, B, 8 * K) == 0);
+	CHECK_EQ(rec_count(wd->rec), 0);
+	struct iovt_stats e0 = stats(&w), d0 = dstats(wd);
+	iovt_queue_destroy(q);
+	/* The fence in it completed: A is at the sink. */
+	struct iovt_extent x;
+	CHECK(rec_find(wd->rec, A, &x));
+	CHECK_EQ(stats(&w).fences_drained - e0.fences_drained, 1);
+	/* B went to the pending set: the next iovt_fence applies it. */
+	CHECK_EQ(iovt_fence(w.e), 0);
+	CHECK(rec_find(wd->rec, B, &x));
+	struct iovt_stats d1 = dstats(wd);
+	CHECK_EQ(d1.psi - d0.psi, 2);
+	check_range(&w, wd, 0, AREA);
+
+	/* Many items and no fence at all. */
+	CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+	for (unsigned i = 0; i < 40; i++) {
+		uint64_t iova = 8 * M1 + i * 2 * K;
+		gmap(wd, iova, K, wd->base + iova, IOVT_PERM_R);
+		CHECK(qpsi(q, wd, iova, K) == 0);
+	}
+	iovt_queue_destroy(q);
+	CHECK_EQ(iovt_fence(w.e), 0);
+	check_range(&w, wd, 0, AREA);
+	CHECK_EQ(dstats(wd).psi - d0.psi, 42);
+	world_destroy(&w);
+	printf("intake: %s: destroy with pending items loses nothing\n", backend_name(b));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads: workers                                                          */
+
+static void test_workers(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[0];
+
+	CHECK_EQ(iovt_workers_start(w.e, 0), -EINVAL);
+	CHECK_EQ(iovt_workers_start(w.e, 65), -EINVAL);
+	iovt_workers_stop(w.e); /* none running: nothing to do */
+	CHECK_EQ(iovt_workers_start(w.e, 2), 0);
+	CHECK_EQ(iovt_workers_start(w.e, 1), -EBUSY);
+	CHECK_EQ(iovt_workers_start(w.e, 2), -EBUSY);
+
+	struct iovt_queue *qh, *qa;
+	struct iovt_queue_config hc = { .capacity = 64, .group = 1, .backend = b, .handoff = true };
+	struct iovt_queue_config ac = { .capacity = 64, .group = 0, .backend = b };
+	CHECK(iovt_queue_create(w.e, &hc, &qh) == 0);
+	CHECK(iovt_queue_create(w.e, &ac, &qa) == 0);
+
+	for (unsigned round = 0; round < 2; round++) {
+		/* A hand-off fence: applied by the worker, never inline. */
+		uint64_t iova = (1 + round) * M1;
+		gmap(wd, iova, 4 * K, wd->base + iova, IOVT_PERM_RW);
+		CHECK(qpsi(qh, wd, iova, 4 * K) == 0);
+		struct iovt_stats e0 = stats(&w);
+		CHECK_EQ(iovt_queue_fence(qh), 0);
+		struct iovt_stats e1 = stats(&w);
+		CHECK_EQ(e1.fences_drained - e0.fences_drained, 1);
+		CHECK_EQ(e1.fences_inline - e0.fences_inline, 0);
+		check_range(&w, wd, iova, iova + 8 * K);
+
+		/* Hand-off, in two halves. */
+		gunmap(wd, iova, K);
+		CHECK(qpsi(qh, wd, iova, K) == 0);
+		uint64_t t = iovt_queue_fence_post(qh);
+		CHECK_EQ(iovt_queue_fence_wait(qh, t), 0);
+		CHECK(iovt_queue_fence_done(qh, t));
+		check_range(&w, wd, iova, iova + 8 * K);
+
+		/* An asynchronous fence on a queue that may drain inline: nobody
+		 * waits, the worker applies it. */
+		gmap(wd, iova + 16 * K, 2 * K, wd->base + iova, IOVT_PERM_R);
+		CHECK(qpsi(qa, wd, iova + 16 * K, 2 * K) == 0);
+		e0 = stats(&w);
+		t = iovt_queue_fence_post(qa);
+		await_ticket(qa, t);
+		e1 = stats(&w);
+		CHECK_EQ(e1.fences_drained - e0.fences_drained, 1);
+		CHECK_EQ(e1.fences_inline - e0.fences_inline, 0);
+		check_range(&w, wd, iova, iova + 32 * K);
+
+		/* Stop, then start again with another count. */
+		iovt_workers_stop(w.e);
+		iovt_workers_stop(w.e);
+		CHECK_EQ(iovt_workers_start(w.e, round == 0 ? 1 : 3), 0);
+	}
+
+	/* A full hand-off queue waits on its worker: capacity 8, bursts of 50. */
+	struct iovt_queue *qs;
+	struct iovt_queue_config sc = { .capacity = 8, .group = 2, .backend = b, .handoff = true };
+	CHECK(iovt_queue_create(w.e, &sc, &qs) == 0);
+	struct iovt_stats e0 = stats(&w), d0 = dstats(wd);
+	unsigned n = 3000;
+	post_psis(qs, wd, n);
+	CHECK_EQ(iovt_queue_fence(qs), 0);
+	struct iovt_stats e1 = stats(&w), d1 = dstats(wd);
+	CHECK(e1.queue_full_waits - e0.queue_full_waits > 0);
+	CHECK_EQ(d1.psi - d0.psi, n);
+	CHECK_EQ(e1.fences_inline - e0.fences_inline, 0);
+	printf("intake: %s: workers: %u PSIs into a hand-off queue of 8: %" PRIu64 " full waits\n",
+	       backend_name(b), n, e1.queue_full_waits - e0.queue_full_waits);
+
+	iovt_workers_stop(w.e);
+	iovt_queue_destroy(qs);
+	iovt_queue_destroy(qh);
+	iovt_queue_destroy(qa);
+	CHECK_EQ(iovt_fence(w.e), 0);
+	check_range(&w, wd, 0, AREA);
+	/* Workers still running at engine destroy are stopped by it. */
+	CHECK_EQ(iovt_workers_start(w.e, 2), 0);
+	world_destroy(&w);
+	printf("intake: %s: workers ok\n", backend_name(b));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads: host pollers and producers                                       */
+
+struct pollers {
+	struct iovt_engine *e;
+	unsigned idx, n;
+	unsigned sleep_us, budget;
+	atomic_int *stop;
+	uint64_t items, polls;
+};
+
+static void *poller_main(void *arg)
+{
+	struct pollers *p = arg;
+	iovt_thread_register();
+	while (!atomic_load_explicit(p->stop, memory_order_acquire)) {
+		unsigned got = iovt_poll(p->e, p->idx, p->n, p->budget);
+		p->items += got;
+		p->polls++;
+		if (p->sleep_us)
+			usleep(p->sleep_us);
+		else if (!got)
+			sched_yield();
+	}
+	iovt_thread_unregister();
+	return NULL;
+}
+
+struct producer {
+	struct world *w;
+	struct wdom *wd;
+	struct iovt_queue *q;
+	unsigned iters;
+	uint64_t psis, dsis, fences, checks;
+};
+
+static void *producer_main(void *arg)
+{
+	struct producer *p = arg;
+	struct wdom *wd = p->wd;
+	uint64_t s = seed + wd->did * 0x51ed27ull;
+	iovt_thread_register();
+	for (unsigned it = 0; it < p->iters; it++) {
+		unsigned nedits = 1 + (unsigned)gs_rand_below(&s, 4);
+		uint64_t lo = UINT64_MAX, hi = 0;
+		for (unsigned i = 0; i < nedits; i++) {
+			uint64_t iova = gs_rand_below(&s, AREA / K) * K;
+			uint64_t size = (1 + gs_rand_below(&s, 32)) * K;
+			if (iova + size > AREA)
+				size = AREA - iova;
+			if (gs_rand_below(&s, 3) == 0)
+				gunmap(wd, iova, size);
+			else
+				gmap(wd, iova, size, wd->base + iova + (gs_rand_below(&s, 2) ? ALT : 0),
+				     1 + (uint32_t)gs_rand_below(&s, 3));
+			lo = iova < lo ? iova : lo;
+			hi = iova + size > hi ? iova + size : hi;
+			if (gs_rand_below(&s, 50) == 0) {
+				CHECK_EQ(iovt_queue_dsi(p->q, wd->did), 0);
+				p->dsis++;
+			} else {
+				CHECK_EQ(qpsi(p->q, wd, iova, size), 0);
+				p->psis++;
+			}
+		}
+		switch (gs_rand_below(&s, 3)) {
+		case 0:
+			CHECK_EQ(iovt_queue_fence(p->q), 0);
+			break;
+		case 1: {
+			uint64_t t = iovt_queue_fence_post(p->q);
+			await_ticket(p->q, t); /* completed by a poller */
+			break;
+		}
+		default: {
+			uint64_t t = iovt_queue_fence_post(p->q);
+			CHECK_EQ(iovt_queue_fence_wait(p->q, t), 0);
+			CHECK(iovt_queue_fence_done(p->q, t));
+		}
+		}
+		p->fences++;
+		check_range(p->w, wd, lo, hi);
+		p->checks++;
+	}
+	iovt_thread_unregister();
+	return NULL;
+}
+
+/*
+ * Two producers (a hand-off queue in group 0, an inline-capable one in group
+ * 1) on domains wd[0] and wd[1], against two poller threads (poller 0 and 1
+ * of 2) or two engine workers.
+ */
+static void run_producers(struct world *w, enum iovt_queue_backend b, struct wdom *wd,
+			  bool workers)
+{
+	atomic_int stop = 0;
+	struct pollers pl[2];
+	pthread_t pt[2], prt[2];
+	if (workers) {
+		CHECK_EQ(iovt_workers_start(w->e, 2), 0);
+	} else {
+		for (unsigned i = 0; i < 2; i++) {
+			pl[i] = (struct pollers){ .e = w->e, .idx = i, .n = 2, .budget = 64,
+						  .stop = &stop };
+			CHECK(pthread_create(&pt[i], NULL, poller_main, &pl[i]) == 0);
+		}
+	}
+	struct producer pr[2];
+	struct iovt_stats d0[2];
+	unsigned iters = (unsigned)(1500 * check_scale());
+	for (unsigned i = 0; i < 2; i++) {
+		struct iovt_queue_config qc = { .capacity = 32, .group = i, .backend = b,
+						.handoff = i == 0 };
+		pr[i] = (struct producer){ .w = w, .wd = &wd[i], .iters = iters };
+		CHECK(iovt_queue_create(w->e, &qc, &pr[i].q) == 0);
+		d0[i] = dstats(&wd[i]);
+	}
+	struct iovt_stats e0 = stats(w);
+	for (unsigned i = 0; i < 2; i++)
+		CHECK(pthread_create(&prt[i], NULL, producer_main, &pr[i]) == 0);
+	for (unsigned i = 0; i < 2; i++)
+		pthread_join(prt[i], NULL);
+	if (workers) {
+		iovt_workers_stop(w->e);
+	} else {
+		atomic_store(&stop, 1);
+		for (unsigned i = 0; i < 2; i++)
+			pthread_join(pt[i], NULL);
+		CHECK(pl[0].items > 0 && pl[1].items > 0);
+	}
+	struct iovt_stats e1 = stats(w);
+	CHECK_EQ(iovt_fence(w->e), 0);
+	uint64_t fences = 0;
+	for (unsigned i = 0; i < 2; i++) {
+		struct iovt_stats d = dstats(&wd[i]);
+		CHECK_EQ(d.psi - d0[i].psi, pr[i].psis); /* nothing lost */
+		CHECK_EQ(d.dsi - d0[i].dsi, pr[i].dsis);
+		CHECK_EQ(pr[i].checks, iters);
+		fences += pr[i].fences;
+		check_range(w, &wd[i], 0, AREA);
+		pthread_mutex_lock(&gs_lock);
+		CHECK_EQ(gs_truth_check(wd[i].gd), 0);
+		pthread_mutex_unlock(&gs_lock);
+		iovt_queue_destroy(pr[i].q);
+	}
+	uint64_t inl = e1.fences_inline - e0.fences_inline;
+	uint64_t drn = e1.fences_drained - e0.fences_drained;
+	CHECK_EQ(inl + drn, fences);
+	CHECK(drn >= pr[0].fences); /* every hand-off fence went to a drainer */
+	printf("intake: %s: 2 producers x %u rounds, 2 %s: %" PRIu64 " fences (%" PRIu64
+	       " inline, %" PRIu64 " drained)\n",
+	       backend_name(b), iters, workers ? "workers" : "pollers", fences, inl, drn);
+}
+
+static void test_pollers(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	atomic_int stop = 0;
+
+	/* A slow poller behind a small hand-off queue: the poster waits. */
+	{
+		struct iovt_queue *q;
+		struct iovt_queue_config qc = { .capacity = 8, .backend = b, .handoff = true };
+		CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+		struct pollers p = { .e = w.e, .idx = 0, .n = 1, .sleep_us = 100, .budget = 4,
+				     .stop = &stop };
+		pthread_t th;
+		CHECK(pthread_create(&th, NULL, poller_main, &p) == 0);
+		struct iovt_stats e0 = stats(&w), d0 = dstats(&w.dom[0]);
+		post_psis(q, &w.dom[0], 400);
+		CHECK_EQ(iovt_queue_fence(q), 0); /* hand-off: the poller applies it */
+		struct iovt_stats e1 = stats(&w), d1 = dstats(&w.dom[0]);
+		atomic_store(&stop, 1);
+		pthread_join(th, NULL);
+		CHECK(e1.queue_full_waits - e0.queue_full_waits > 0);
+		CHECK_EQ(d1.psi - d0.psi, 400);
+		CHECK_EQ(e1.fences_drained - e0.fences_drained, 1);
+		CHECK_EQ(e1.fences_inline - e0.fences_inline, 0);
+		CHECK_EQ(p.items, 401);
+		iovt_queue_destroy(q);
+		printf("intake: %s: slow poller: 400 PSIs into 8 slots, %" PRIu64 " full waits\n",
+		       backend_name(b), e1.queue_full_waits - e0.queue_full_waits);
+	}
+
+	run_producers(&w, b, &w.dom[2], false);
+	run_producers(&w, b, &w.dom[0], true);
+	world_destroy(&w);
+}
+
+/* ------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+	const char *what = argc > 1 ? argv[1] : "all";
+	bool single = !strcmp(what, "queue") || !strcmp(what, "all");
+	bool threads = !strcmp(what, "threads") || !strcmp(what, "all");
+	CHECK(single || threads);
+	seed = check_pick_seed("intake");
+	iovt_thread_register();
+
+	enum iovt_queue_backend backends[2] = { IOVT_QUEUE_WFCQ, IOVT_QUEUE_RTE_RING };
+	unsigned nb = 1;
+	if (iovt_dpdk_available()) {
+		nb = 2;
+	} else {
+		struct iovt_engine *e;
+		struct iovt_queue *q = NULL;
+		CHECK(iovt_engine_create(NULL, &e) == 0);
+		struct iovt_queue_config qc = { .backend = IOVT_QUEUE_RTE_RING };
+		CHECK_EQ(iovt_queue_create(e, &qc, &q), -ENOTSUP);
+		CHECK(q == NULL);
+		qc.backend = IOVT_QUEUE_DEFAULT; /* wfcq without DPDK */
+		CHECK_EQ(iovt_queue_create(e, &qc, &q), 0);
+		iovt_queue_destroy(q);
+		iovt_engine_destroy(e);
+		printf("intake: no DPDK: rte_ring backend is -ENOTSUP\n");
+	}
+	for (unsigned i = 0; i < nb; i++) {
+		if (single) {
+			test_order(backends[i]);
+			test_capacity(backends[i]);
+			test_validation(backends[i]);
+			test_burst_inline(backends[i]);
+			test_poll_groups(backends[i]);
+			test_destroy_pending(backends[i]);
+		}
+		if (threads) {
+			test_workers(backends[i]);
+			test_pollers(backends[i]);
+		}
+	}
+	if (single)
+		test_order(IOVT_QUEUE_DEFAULT);
+	iovt_thread_unregister();
+	printf("intake: ok\n");
+	return 0;
+}
