@@ -329,7 +329,9 @@ struct iovt_queue_config {
 	enum iovt_queue_backend backend;
 	/* Fences never drain on the posting thread: they wake the queue's worker
 	 * and sleep until it is done (for hosts whose posting threads must not
-	 * run sink calls). Default: drain inline when no one else is. */
+	 * run sink calls). Default: drain inline when no one else is. A
+	 * hand-off queue needs a drainer — workers, a poller, or iovt_fence
+	 * from another thread — or its fences and a full queue wait forever. */
 	bool handoff;
 };
 
@@ -342,8 +344,8 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 
 /*
  * Destroys a queue: what it still holds is moved to the domains' pending
- * sets (applied by the next fence), fences in it complete. Engine lock; the
- * producer must not post concurrently.
+ * sets (applied by the next fence), fences in it complete (counted in
+ * fences_drained). Engine lock; the producer must not post concurrently.
  */
 void iovt_queue_destroy(struct iovt_queue *q);
 
@@ -449,7 +451,7 @@ struct iovt_stats {
 	uint64_t queue_items;      /* items drained from intake queues (invalidations + fences) */
 	uint64_t queue_full_waits; /* posts that found their queue full and waited */
 	uint64_t fences_inline;    /* queue fences applied by the posting thread itself */
-	uint64_t fences_drained;   /* queue fences applied by a worker, a poller or iovt_fence */
+	uint64_t fences_drained;   /* queue fences applied by a worker, a poller, iovt_fence or queue destroy */
 	uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 

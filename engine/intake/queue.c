@@ -154,8 +154,10 @@ static unsigned domain_width(struct iovt_queue *q, uint16_t did)
 	uint64_t gen = atomic_load_explicit(&e->domain_gen, memory_order_acquire);
 	if (q->width && q->width_did == did && q->width_gen == gen)
 		return q->width;
+	iovt_rcu_read_lock(); /* d may be freed as soon as we leave it */
 	struct iovt_domain *d = iovt_domain_lookup(e, did);
 	unsigned w = d ? d->addr_width : 0;
+	iovt_rcu_read_unlock();
 	if (w) {
 		q->width = w;
 		q->width_did = did;
@@ -226,7 +228,9 @@ static void push_all(struct iovt_queue *q, const struct intake_item *it, unsigne
 		queue_kick(q);
 		for (unsigned spins = 0; done < n; spins++) {
 			if (!q->handoff && queue_try_drain_begin(q)) {
+				q->drain.draining_inline = true; /* fences met: the poster's own */
 				queue_drain(q, r->capacity);
+				q->drain.draining_inline = false;
 				queue_drain_end(q);
 			} else if (spins < SPINS_BEFORE_SLEEP) {
 				cpu_relax();

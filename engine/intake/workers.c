@@ -92,7 +92,7 @@ int iovt_workers_start(struct iovt_engine *e, unsigned n)
 	if (!n || n > IOVT_MAX_WORKERS)
 		return -EINVAL;
 	pthread_mutex_lock(&e->control_lock);
-	if (atomic_load(&e->nworkers)) {
+	if (atomic_load(&e->nworkers) || e->dpdk_pollers) {
 		pthread_mutex_unlock(&e->control_lock);
 		return -EBUSY;
 	}
