@@ -248,7 +248,8 @@ int iovt_notifier_detach(struct iovt_notifier *n);
 
 /*
  * The simple intake: these post to the calling thread's own implicit queue
- * (created on its first post, freed with the engine), so concurrent callers
+ * (created on its first post, freed with the engine: a host whose threads
+ * come and go should give them explicit queues), so concurrent callers
  * never share a lock; iovt_fence() then applies everything. The thread must
  * be registered (iovt_thread_register).
  *
