@@ -52,6 +52,7 @@
 #include "iovt.h"
 #include "iovt_dpdk.h"
 #include "iovt_model.h"
+#include "locked_model.h"
 
 CHECK_SEED_STORAGE;
 
@@ -63,62 +64,12 @@ CHECK_SEED_STORAGE;
 #define ALT (16 * M1)
 #define FULL_CHECK_EVERY 16
 
-/* ------------------------------------------------------------------------ */
-/* A model sink behind a mutex, so a producer may read it while a poller
- * lcore calls it. */
-
-struct rec {
-	pthread_mutex_t lock;
-	struct iovt_model_sink *model;
-	struct iovt_sink inner;
-	uint64_t calls;
-};
-
-static int rec_map(void *ctx, const struct iovt_extent *m)
-{
-	struct rec *r = ctx;
-	pthread_mutex_lock(&r->lock);
-	r->calls++;
-	int rc = r->inner.ops->map(r->inner.ctx, m);
-	pthread_mutex_unlock(&r->lock);
-	return rc;
-}
-
-static int rec_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
-{
-	struct rec *r = ctx;
-	pthread_mutex_lock(&r->lock);
-	r->calls++;
-	int rc = r->inner.ops->unmap(r->inner.ctx, iova, size, unmapped);
-	pthread_mutex_unlock(&r->lock);
-	return rc;
-}
-
-static int rec_unmap_all(void *ctx, uint64_t *unmapped)
-{
-	struct rec *r = ctx;
-	pthread_mutex_lock(&r->lock);
-	r->calls++;
-	int rc = r->inner.ops->unmap_all(r->inner.ctx, unmapped);
-	pthread_mutex_unlock(&r->lock);
-	return rc;
-}
-
-static const struct iovt_sink_ops rec_ops = {
-	.map = rec_map,
-	.unmap = rec_unmap,
-	.unmap_all = rec_unmap_all,
-};
-
-/* ------------------------------------------------------------------------ */
-
 static struct guestsim *gs;
 static struct gs_domain *gd;
 static pthread_mutex_t gs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct iovt_engine *eng;
 static struct iovt_domain *dom;
-static struct rec rec = { .lock = PTHREAD_MUTEX_INITIALIZER };
-static uint64_t ram_hva;
+static struct locked_model rec; /* the domain's model sink, read by the producers */
 static uint64_t seed;
 static const uint16_t DID = 5;
 
@@ -140,41 +91,10 @@ static double now(void)
 /* Model sink, engine record and guest truth agree on [lo, hi). */
 static void check_range(uint64_t lo, uint64_t hi)
 {
-	for (uint64_t a = lo & ~(K - 1); a < hi; a += K) {
-		uint64_t gpa;
-		uint32_t perm;
-		pthread_mutex_lock(&gs_lock);
-		bool mapped = gs_truth_lookup(gd, a, &gpa, &perm);
-		pthread_mutex_unlock(&gs_lock);
-		struct iovt_extent m, t;
-		pthread_mutex_lock(&rec.lock);
-		bool held = iovt_model_sink_find(rec.model, a, &m);
-		pthread_mutex_unlock(&rec.lock);
-		int rc = iovt_translate(dom, a, &t);
-		if (mapped != held || held != (rc == 0))
-			fprintf(stderr, "dpdk: lcore %u iova 0x%" PRIx64 ": guest %d sink %d record %d\n",
-				rte_lcore_id(), a, mapped, held, rc == 0);
-		CHECK(mapped == held);
-		CHECK(held == (rc == 0));
-		if (!held)
-			continue;
-		CHECK_EQ(m.gpa + (a - m.iova), gpa);
-		CHECK_EQ(m.perm, perm);
-		CHECK_EQ(m.hva + (a - m.iova), ram_hva + gpa);
-		CHECK(t.iova <= a && a - t.iova < t.size);
-		CHECK_EQ(t.gpa + (a - t.iova), gpa);
-		CHECK_EQ(t.perm, perm);
-	}
-}
-
-static struct iovt_inval psi_for(uint64_t iova, uint64_t size)
-{
-	uint64_t first = iova >> 12, last = (iova + size - 1) >> 12;
-	unsigned am = 0;
-	while ((first >> am) != (last >> am))
-		am++;
-	return (struct iovt_inval){ .addr = (first >> am) << (12 + am), .did = DID,
-				    .kind = IOVT_INVAL_PSI, .am = (uint8_t)am };
+	struct agree_target t = { gs, gd, &gs_lock, &rec, dom };
+	char who[32];
+	snprintf(who, sizeof(who), "dpdk: lcore %u", rte_lcore_id());
+	agree_check(&t, lo, hi, who);
 }
 
 static int producer_main(void *arg)
@@ -211,7 +131,7 @@ static int producer_main(void *arg)
 				v[nv] = (struct iovt_inval){ .did = DID, .kind = IOVT_INVAL_DSI };
 				p->dsis++;
 			} else {
-				v[nv] = psi_for(iova, size);
+				v[nv] = psi_covering(DID, iova, size);
 				p->psis++;
 			}
 			if (burst) {
@@ -337,7 +257,6 @@ int main(int argc, char **argv)
 	gs = gs_create(1, 256 * M1, 32 * M1);
 	CHECK(gs);
 	const struct gs_region *r = gs_region(gs, 0);
-	ram_hva = (uint64_t)(uintptr_t)r->hva;
 	CHECK(NPROD * GPA_SPAN <= gs_region_data_size(gs, 0));
 	CHECK(iovt_engine_create(NULL, &eng) == 0);
 	CHECK(iovt_guest_ram_add(eng, r->gpa, r->size, r->hva, NULL) == 0);
@@ -347,9 +266,8 @@ int main(int argc, char **argv)
 	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(gd), .addr_width = 48 };
 	CHECK(iovt_domain_create(eng, &dc, &dom) == 0);
 	struct iovt_model_config mc = { .flavor = IOVT_MODEL_TYPE1, .multi_unmap = true };
-	CHECK(iovt_model_sink_create(&mc, &rec.model, &rec.inner) == 0);
-	struct iovt_sink sink = { .ops = &rec_ops, .ctx = &rec, .caps = rec.inner.caps,
-				  .name = "locked-model" };
+	struct iovt_sink sink;
+	locked_model_init(&rec, &mc, 0, &sink);
 	struct iovt_notifier *n;
 	CHECK(iovt_notifier_attach(dom, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &n) == 0);
 
@@ -431,10 +349,7 @@ int main(int argc, char **argv)
 	CHECK_EQ(st.psi, psis);
 	CHECK_EQ(st.dsi, dsis);
 	CHECK_EQ(st.psi + st.dsi, psis + dsis); /* 0 lost invalidations */
-	CHECK_EQ(st.extents, iovt_model_sink_count(rec.model));
-	struct iovt_model_stats ms;
-	iovt_model_sink_stats(rec.model, &ms);
-	CHECK_EQ(ms.rejected_calls, 0);
+	CHECK_EQ(st.extents, locked_model_count(&rec));
 	uint64_t inl = e1.fences_inline - e0.fences_inline, drn = e1.fences_drained - e0.fences_drained;
 	CHECK_EQ(inl + drn, fences);
 	CHECK(drn > 0); /* the hand-off queue's fences all went to a poller */
@@ -443,13 +358,13 @@ int main(int argc, char **argv)
 	       " DSIs, %" PRIu64 " fences (%" PRIu64 " inline, %" PRIu64 " by pollers, %" PRIu64
 	       " async), %" PRIu64 " checks (%" PRIu64 " whole slice); %" PRIu64 " sink calls, %" PRIu64
 	       " full waits, %.2f s\n",
-	       NPROD, psis, dsis, fences, inl, drn, asyncs, checks, fulls, rec.calls,
+	       NPROD, psis, dsis, fences, inl, drn, asyncs, checks, fulls, locked_model_calls(&rec),
 	       e1.queue_full_waits - e0.queue_full_waits, t1 - t0);
 
 	for (unsigned i = 0; i < NPROD; i++)
 		iovt_queue_destroy(pr[i].q);
 	iovt_engine_destroy(eng);
-	iovt_model_sink_destroy(rec.model);
+	locked_model_fini(&rec); /* checks it rejected nothing */
 	gs_destroy(gs);
 	iovt_thread_unregister();
 	CHECK_EQ(rte_eal_cleanup(), 0);

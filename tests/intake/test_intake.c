@@ -40,6 +40,7 @@
 #include "iovt.h"
 #include "iovt_dpdk.h"
 #include "iovt_model.h"
+#include "locked_model.h"
 
 CHECK_SEED_STORAGE;
 
@@ -49,92 +50,7 @@ CHECK_SEED_STORAGE;
 #define DOM_SPAN (32 * M1) /* guest RAM per domain: gpa = base + iova (+ ALT) */
 #define ALT (16 * M1)
 #define AREA (16 * M1)     /* IOVAs [0, AREA) of each domain */
-#define MAX_EVENTS 8192
-
-/* ------------------------------------------------------------------------ */
-/* A recording wrapper around a model sink                                   */
-
-struct rec_event {
-	enum iovt_event_type type;
-	uint64_t iova, size, gpa;
-	uint32_t perm;
-};
-
-struct rec {
-	pthread_mutex_t lock;
-	struct iovt_model_sink *model;
-	struct iovt_sink inner;
-	struct rec_event ev[MAX_EVENTS];
-	unsigned nev;
-	uint64_t calls;
-};
-
-static int rec_map(void *ctx, const struct iovt_extent *m)
-{
-	struct rec *r = ctx;
-	pthread_mutex_lock(&r->lock);
-	if (r->nev < MAX_EVENTS)
-		r->ev[r->nev++] = (struct rec_event){ IOVT_EVENT_MAP, m->iova, m->size, m->gpa, m->perm };
-	r->calls++;
-	int rc = r->inner.ops->map(r->inner.ctx, m);
-	pthread_mutex_unlock(&r->lock);
-	return rc;
-}
-
-static int rec_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
-{
-	struct rec *r = ctx;
-	pthread_mutex_lock(&r->lock);
-	if (r->nev < MAX_EVENTS)
-		r->ev[r->nev++] = (struct rec_event){ IOVT_EVENT_UNMAP, iova, size, 0, 0 };
-	r->calls++;
-	int rc = r->inner.ops->unmap(r->inner.ctx, iova, size, unmapped);
-	pthread_mutex_unlock(&r->lock);
-	return rc;
-}
-
-static int rec_unmap_all(void *ctx, uint64_t *unmapped)
-{
-	struct rec *r = ctx;
-	pthread_mutex_lock(&r->lock);
-	if (r->nev < MAX_EVENTS)
-		r->ev[r->nev++] = (struct rec_event){ IOVT_EVENT_UNMAP, 0, UINT64_MAX, 0, 0 };
-	r->calls++;
-	int rc = r->inner.ops->unmap_all(r->inner.ctx, unmapped);
-	pthread_mutex_unlock(&r->lock);
-	return rc;
-}
-
-static const struct iovt_sink_ops rec_ops = {
-	.map = rec_map,
-	.unmap = rec_unmap,
-	.unmap_all = rec_unmap_all,
-};
-
-static unsigned rec_count(struct rec *r)
-{
-	pthread_mutex_lock(&r->lock);
-	unsigned n = r->nev;
-	pthread_mutex_unlock(&r->lock);
-	return n;
-}
-
-static struct rec_event rec_get(struct rec *r, unsigned i)
-{
-	pthread_mutex_lock(&r->lock);
-	CHECK(i < r->nev);
-	struct rec_event ev = r->ev[i];
-	pthread_mutex_unlock(&r->lock);
-	return ev;
-}
-
-static bool rec_find(struct rec *r, uint64_t iova, struct iovt_extent *out)
-{
-	pthread_mutex_lock(&r->lock);
-	bool held = iovt_model_sink_find(r->model, iova, out);
-	pthread_mutex_unlock(&r->lock);
-	return held;
-}
+#define MAX_EVENTS 8192 /* calls logged per domain */
 
 /* ------------------------------------------------------------------------ */
 /* A world: one simulated guest, an engine, NDOM domains                     */
@@ -143,7 +59,7 @@ struct wdom {
 	struct gs_domain *gd;
 	struct iovt_domain *d;
 	struct iovt_notifier *n;
-	struct rec *rec;
+	struct locked_model *rec; /* the domain's model sink, logging its calls */
 	uint16_t did;
 	uint64_t base;
 };
@@ -151,7 +67,6 @@ struct wdom {
 struct world {
 	struct guestsim *gs;
 	struct iovt_engine *e;
-	uint64_t ram_hva;
 	struct wdom dom[NDOM];
 };
 
@@ -164,7 +79,6 @@ static void world_create(struct world *w)
 	w->gs = gs_create(1, 256 * M1, 32 * M1);
 	CHECK(w->gs);
 	const struct gs_region *r = gs_region(w->gs, 0);
-	w->ram_hva = (uint64_t)(uintptr_t)r->hva;
 	CHECK(iovt_engine_create(NULL, &w->e) == 0);
 	CHECK(iovt_guest_ram_add(w->e, r->gpa, r->size, r->hva, NULL) == 0);
 	CHECK(NDOM * DOM_SPAN <= gs_region_data_size(w->gs, 0));
@@ -181,13 +95,11 @@ static void world_create(struct world *w)
 		CHECK(iovt_domain_create(w->e, &dc, &wd->d) == 0);
 		wd->rec = calloc(1, sizeof(*wd->rec));
 		CHECK(wd->rec);
-		pthread_mutex_init(&wd->rec->lock, NULL);
 		struct iovt_model_config mc = { .flavor = IOVT_MODEL_TYPE1, .multi_unmap = true };
-		CHECK(iovt_model_sink_create(&mc, &wd->rec->model, &wd->rec->inner) == 0);
-		struct iovt_sink s = { .ops = &rec_ops, .ctx = wd->rec, .caps = wd->rec->inner.caps,
-				       .name = "rec-model" };
+		struct iovt_sink s;
+		locked_model_init(wd->rec, &mc, MAX_EVENTS, &s);
 		CHECK(iovt_notifier_attach(wd->d, IOVT_NOTIFY_IOTLB_EVENTS, &s, &wd->n) == 0);
-		CHECK_EQ(rec_count(wd->rec), 0); /* an empty guest: the replay maps nothing */
+		CHECK_EQ(locked_model_events(wd->rec), 0); /* an empty guest: the replay maps nothing */
 	}
 }
 
@@ -195,11 +107,7 @@ static void world_destroy(struct world *w)
 {
 	iovt_engine_destroy(w->e);
 	for (unsigned i = 0; i < NDOM; i++) {
-		struct iovt_model_stats ms;
-		iovt_model_sink_stats(w->dom[i].rec->model, &ms);
-		CHECK_EQ(ms.rejected_calls, 0);
-		iovt_model_sink_destroy(w->dom[i].rec->model);
-		pthread_mutex_destroy(&w->dom[i].rec->lock);
+		locked_model_fini(w->dom[i].rec); /* checks it rejected nothing */
 		free(w->dom[i].rec);
 	}
 	gs_destroy(w->gs);
@@ -219,57 +127,25 @@ static void gunmap(struct wdom *wd, uint64_t iova, uint64_t size)
 	pthread_mutex_unlock(&gs_lock);
 }
 
-/* The smallest PSI block covering [iova, iova+size). */
-static void psi_block(uint64_t iova, uint64_t size, uint64_t *addr, unsigned *am)
-{
-	uint64_t first = iova >> 12, last = (iova + size - 1) >> 12;
-	unsigned a = 0;
-	while ((first >> a) != (last >> a))
-		a++;
-	*addr = (first >> a) << (12 + a);
-	*am = a;
-}
-
 static int qpsi(struct iovt_queue *q, const struct wdom *wd, uint64_t iova, uint64_t size)
 {
-	uint64_t addr;
-	unsigned am;
-	psi_block(iova, size, &addr, &am);
-	return iovt_queue_psi(q, wd->did, addr, am, false);
+	struct iovt_inval v = psi_covering(wd->did, iova, size);
+	return iovt_queue_post(q, &v, 1);
 }
 
 /* Model sink, engine record (translate) and guest truth agree on [lo, hi). */
 static void check_range(struct world *w, struct wdom *wd, uint64_t lo, uint64_t hi)
 {
-	for (uint64_t a = lo & ~(K - 1); a < hi; a += K) {
-		uint64_t gpa;
-		uint32_t perm;
-		pthread_mutex_lock(&gs_lock);
-		bool mapped = gs_truth_lookup(wd->gd, a, &gpa, &perm);
-		pthread_mutex_unlock(&gs_lock);
-		struct iovt_extent m, t;
-		bool held = rec_find(wd->rec, a, &m);
-		int rc = iovt_translate(wd->d, a, &t);
-		if (mapped != held || held != (rc == 0))
-			fprintf(stderr, "intake: did %u iova 0x%" PRIx64 ": guest %d sink %d record %d\n",
-				wd->did, a, mapped, held, rc == 0);
-		CHECK(mapped == held);
-		CHECK(held == (rc == 0));
-		if (!held)
-			continue;
-		CHECK_EQ(m.gpa + (a - m.iova), gpa);
-		CHECK_EQ(m.perm, perm);
-		CHECK_EQ(m.hva + (a - m.iova), w->ram_hva + gpa);
-		CHECK(t.iova <= a && a - t.iova < t.size);
-		CHECK_EQ(t.gpa + (a - t.iova), gpa);
-		CHECK_EQ(t.perm, perm);
-	}
+	struct agree_target t = { w->gs, wd->gd, &gs_lock, wd->rec, wd->d };
+	char who[32];
+	snprintf(who, sizeof(who), "intake: did %u", wd->did);
+	agree_check(&t, lo, hi, who);
 }
 
-static void check_event(struct rec *r, unsigned i, enum iovt_event_type type, uint64_t iova,
+static void check_event(struct locked_model *r, unsigned i, enum iovt_event_type type, uint64_t iova,
 			uint64_t size, uint64_t gpa, uint32_t perm)
 {
-	struct rec_event ev = rec_get(r, i);
+	struct locked_model_event ev = locked_model_event(r, i);
 	if (ev.type != type || ev.iova != iova || ev.size != size ||
 	    (type == IOVT_EVENT_MAP && (ev.gpa != gpa || ev.perm != perm)))
 		fprintf(stderr, "intake: event %u: %s 0x%" PRIx64 "+0x%" PRIx64 " gpa 0x%" PRIx64
@@ -329,7 +205,7 @@ static void test_order(enum iovt_queue_backend b)
 	struct world w;
 	world_create(&w);
 	struct wdom *wd = &w.dom[0];
-	struct rec *r = wd->rec;
+	struct locked_model *r = wd->rec;
 	struct iovt_queue *q;
 	struct iovt_queue_config qc = { .capacity = 64, .backend = b };
 	CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
@@ -346,18 +222,18 @@ static void test_order(enum iovt_queue_backend b)
 	CHECK_EQ(t1, 1);
 	CHECK_EQ(t2, 2);
 	CHECK(!iovt_queue_fence_done(q, t1) && !iovt_queue_fence_done(q, t2));
-	CHECK_EQ(rec_count(r), 0); /* nothing applied before a drain */
+	CHECK_EQ(locked_model_events(r), 0); /* nothing applied before a drain */
 	struct iovt_stats s0 = stats(&w);
 	CHECK_EQ(iovt_poll(w.e, 0, 1, 2), 2);
 	CHECK(iovt_queue_fence_done(q, t1));
 	CHECK(!iovt_queue_fence_done(q, t2));
-	CHECK_EQ(rec_count(r), 1);
+	CHECK_EQ(locked_model_events(r), 1);
 	check_event(r, 0, IOVT_EVENT_MAP, A, 16 * K, wd->base + A, IOVT_PERM_RW);
 	struct iovt_extent x;
 	CHECK(iovt_translate(wd->d, B, &x) == -ENOENT); /* B's PSI is after the fence */
 	CHECK_EQ(iovt_poll(w.e, 0, 1, 64), 2);
 	CHECK(iovt_queue_fence_done(q, t2));
-	CHECK_EQ(rec_count(r), 2);
+	CHECK_EQ(locked_model_events(r), 2);
 	check_event(r, 1, IOVT_EVENT_MAP, B, 8 * K, wd->base + B, IOVT_PERM_R);
 	CHECK_EQ(iovt_poll(w.e, 0, 1, 64), 0); /* idle */
 	CHECK_EQ(iovt_queue_fence_wait(q, t2), 0); /* already done: returns at once */
@@ -371,7 +247,7 @@ static void test_order(enum iovt_queue_backend b)
 	/* map, PSI, unmap, PSI, remap, PSI, fence: the sink gets the final state
 	 * in one MAP, the fence runs inline on the posting thread. */
 	uint64_t C = 4 * M1;
-	unsigned n0 = rec_count(r);
+	unsigned n0 = locked_model_events(r);
 	gmap(wd, C, 32 * K, wd->base + C, IOVT_PERM_RW);
 	CHECK(qpsi(q, wd, C, 32 * K) == 0);
 	gunmap(wd, C, 32 * K);
@@ -384,14 +260,14 @@ static void test_order(enum iovt_queue_backend b)
 	CHECK_EQ(s1.fences_inline - s0.fences_inline, 1);
 	CHECK_EQ(s1.fences_drained - s0.fences_drained, 0);
 	CHECK_EQ(s1.psi - s0.psi, 3);
-	CHECK_EQ(rec_count(r), n0 + 1);
+	CHECK_EQ(locked_model_events(r), n0 + 1);
 	check_event(r, n0, IOVT_EVENT_MAP, C, 32 * K, wd->base + C + ALT, IOVT_PERM_R);
 	check_range(&w, wd, C - M1, C + M1);
 
 	/* The same edits with a fence after each: MAP, UNMAP, MAP; then a remap
 	 * over present entries: UNMAP, MAP. */
 	uint64_t D = 8 * M1;
-	n0 = rec_count(r);
+	n0 = locked_model_events(r);
 	gmap(wd, D, 4 * K, wd->base + D, IOVT_PERM_RW);
 	CHECK(qpsi(q, wd, D, 4 * K) == 0);
 	CHECK_EQ(iovt_queue_fence(q), 0);
@@ -408,7 +284,7 @@ static void test_order(enum iovt_queue_backend b)
 	CHECK(!iovt_queue_fence_done(q, t));
 	CHECK_EQ(iovt_queue_fence_wait(q, t), 0); /* drains inline */
 	CHECK(iovt_queue_fence_done(q, t));
-	CHECK_EQ(rec_count(r), n0 + 5);
+	CHECK_EQ(locked_model_events(r), n0 + 5);
 	check_event(r, n0 + 0, IOVT_EVENT_MAP, D, 4 * K, wd->base + D, IOVT_PERM_RW);
 	check_event(r, n0 + 1, IOVT_EVENT_UNMAP, D, 4 * K, 0, 0);
 	check_event(r, n0 + 2, IOVT_EVENT_MAP, D, 4 * K, wd->base + D + ALT, IOVT_PERM_RW);
@@ -631,11 +507,7 @@ static void test_burst_inline(enum iovt_queue_backend b)
 			v[i] = (struct iovt_inval){ .did = wd->did, .kind = IOVT_INVAL_DSI };
 			dsis++;
 		} else {
-			uint64_t addr;
-			unsigned am;
-			psi_block(iova, size, &addr, &am);
-			v[i] = (struct iovt_inval){ .addr = addr, .did = wd->did, .kind = IOVT_INVAL_PSI,
-						    .am = (uint8_t)am };
+			v[i] = psi_covering(wd->did, iova, size);
 			psis++;
 		}
 	}
@@ -695,8 +567,8 @@ static void test_poll_groups(enum iovt_queue_backend b)
 		bool mine = i % 2 == 0;
 		CHECK(iovt_queue_fence_done(q[i], t[i]) == mine);
 		struct iovt_extent x;
-		CHECK(rec_find(w.dom[i].rec, M1, &x) == mine);
-		CHECK_EQ(rec_count(w.dom[i].rec), mine ? 1 : 0);
+		CHECK(locked_model_find(w.dom[i].rec, M1, &x) == mine);
+		CHECK_EQ(locked_model_events(w.dom[i].rec), mine ? 1 : 0);
 	}
 	CHECK_EQ(iovt_poll(w.e, 0, 2, 100), 0);
 	/* Poller 1 of 2, one item at a time: the budget is honoured. */
@@ -748,16 +620,16 @@ static void test_destroy_pending(enum iovt_queue_backend b)
 	uint64_t t = iovt_queue_fence_post(q);
 	CHECK_EQ(t, 1);
 	CHECK(qpsi(q, wd, B, 8 * K) == 0);
-	CHECK_EQ(rec_count(wd->rec), 0);
+	CHECK_EQ(locked_model_events(wd->rec), 0);
 	struct iovt_stats e0 = stats(&w), d0 = dstats(wd);
 	iovt_queue_destroy(q);
 	/* The fence in it completed: A is at the sink. */
 	struct iovt_extent x;
-	CHECK(rec_find(wd->rec, A, &x));
+	CHECK(locked_model_find(wd->rec, A, &x));
 	CHECK_EQ(stats(&w).fences_drained - e0.fences_drained, 1);
 	/* B went to the pending set: the next iovt_fence applies it. */
 	CHECK_EQ(iovt_fence(w.e), 0);
-	CHECK(rec_find(wd->rec, B, &x));
+	CHECK(locked_model_find(wd->rec, B, &x));
 	struct iovt_stats d1 = dstats(wd);
 	CHECK_EQ(d1.psi - d0.psi, 2);
 	check_range(&w, wd, 0, AREA);

@@ -45,6 +45,7 @@
 #include "guestsim.h"
 #include "iovt.h"
 #include "iovt_model.h"
+#include "locked_model.h"
 
 CHECK_SEED_STORAGE;
 
@@ -60,48 +61,11 @@ enum mode { MODE_INLINE, MODE_HANDOFF, MODE_ASYNC, MODE_LEGACY, NPROD };
 static const char *const mode_name[NPROD] = { "inline", "handoff", "async", "legacy" };
 #define NREAD 2
 
-/* A model sink behind a mutex, so a checker can read it while another
- * thread's fence applies other slices of the same domain. */
-struct locked_sink {
-	pthread_mutex_t lock;
-	struct iovt_sink inner;
-};
-
-static int ls_map(void *ctx, const struct iovt_extent *m)
-{
-	struct locked_sink *ls = ctx;
-	pthread_mutex_lock(&ls->lock);
-	int rc = ls->inner.ops->map(ls->inner.ctx, m);
-	pthread_mutex_unlock(&ls->lock);
-	return rc;
-}
-
-static int ls_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
-{
-	struct locked_sink *ls = ctx;
-	pthread_mutex_lock(&ls->lock);
-	int rc = ls->inner.ops->unmap(ls->inner.ctx, iova, size, unmapped);
-	pthread_mutex_unlock(&ls->lock);
-	return rc;
-}
-
-static int ls_unmap_all(void *ctx, uint64_t *unmapped)
-{
-	struct locked_sink *ls = ctx;
-	pthread_mutex_lock(&ls->lock);
-	int rc = ls->inner.ops->unmap_all(ls->inner.ctx, unmapped);
-	pthread_mutex_unlock(&ls->lock);
-	return rc;
-}
-
-static const struct iovt_sink_ops locked_ops = { ls_map, ls_unmap, ls_unmap_all, NULL };
-
 struct sdom {
 	struct gs_domain *gd;
 	struct iovt_domain *d;
 	struct iovt_notifier *n;
-	struct iovt_model_sink *model;
-	struct locked_sink sink;
+	struct locked_model lm;
 	uint16_t did;
 	uint64_t base;
 };
@@ -165,50 +129,12 @@ static void *reader(void *arg)
 	return NULL;
 }
 
-/* Guest truth == model sink == engine record on every page of [lo, hi). */
-static uint64_t check_pages(const struct sdom *sd, uint64_t lo, uint64_t hi, const char *who)
+static uint64_t check_pages(struct sdom *sd, uint64_t lo, uint64_t hi, const char *who)
 {
-	uint64_t n = 0;
-	for (uint64_t a = lo; a < hi; a += K, n++) {
-		uint64_t gpa = 0;
-		uint32_t perm = 0;
-		struct iovt_extent m, t;
-		pthread_mutex_lock(&gs_lock);
-		bool mapped = gs_truth_lookup(sd->gd, a, &gpa, &perm);
-		pthread_mutex_unlock(&gs_lock);
-		pthread_mutex_lock((pthread_mutex_t *)&sd->sink.lock);
-		bool held = iovt_model_sink_find(sd->model, a, &m);
-		pthread_mutex_unlock((pthread_mutex_t *)&sd->sink.lock);
-		int rc = iovt_translate(sd->d, a, &t);
-		if (mapped != held || held != (rc == 0) ||
-		    (held && (m.gpa + (a - m.iova) != gpa || m.perm != perm)))
-			fprintf(stderr,
-				"stress: %s: did %u iova 0x%" PRIx64 ": guest %d (gpa 0x%" PRIx64
-				" perm %u) device %d (gpa 0x%" PRIx64 " perm %u) record %d\n",
-				who, sd->did, a, mapped, gpa, perm, held,
-				held ? m.gpa + (a - m.iova) : 0, held ? m.perm : 0, rc == 0);
-		CHECK(mapped == held);
-		CHECK(held == (rc == 0));
-		if (!held)
-			continue;
-		CHECK_EQ(m.gpa + (a - m.iova), gpa);
-		CHECK_EQ(m.perm, perm);
-		CHECK_EQ(m.hva + (a - m.iova), (uint64_t)(uintptr_t)gs_hva(gs, gpa));
-		CHECK(t.iova == m.iova && t.size == m.size && t.gpa == m.gpa && t.hva == m.hva &&
-		      t.perm == m.perm);
-	}
-	return n;
-}
-
-/* The PSI (address, mask order) covering [iova, iova + size), as a guest would send. */
-static struct iovt_inval psi_for(uint16_t did, uint64_t iova, uint64_t size)
-{
-	uint64_t first = iova >> 12, last = (iova + size - 1) >> 12;
-	unsigned am = 0;
-	while ((first >> am) != (last >> am))
-		am++;
-	return (struct iovt_inval){ .addr = (first >> am) << (12 + am), .did = did,
-				    .kind = IOVT_INVAL_PSI, .am = (uint8_t)am };
+	struct agree_target t = { gs, sd->gd, &gs_lock, &sd->lm, sd->d };
+	char what[64];
+	snprintf(what, sizeof(what), "stress: %s: did %u", who, sd->did);
+	return agree_check(&t, lo, hi, what);
 }
 
 static int post(struct producer *p, const struct iovt_inval *v, unsigned n)
@@ -288,7 +214,7 @@ static void *producer_main(void *arg)
 				burst[n++] = (struct iovt_inval){ .did = sd->did, .kind = IOVT_INVAL_DSI };
 				p->dsis++;
 			} else {
-				burst[n++] = psi_for(sd->did, iova, size);
+				burst[n++] = psi_covering(sd->did, iova, size);
 				p->psis++;
 			}
 		}
@@ -341,15 +267,9 @@ int main(void)
 			.flavor = i ? IOVT_MODEL_IOMMUFD : IOVT_MODEL_TYPE1,
 			.multi_unmap = i != 0,
 		};
-		CHECK(iovt_model_sink_create(&mc, &sd->model, &sd->sink.inner) == 0);
-		pthread_mutex_init(&sd->sink.lock, NULL);
-		struct iovt_sink wrapped = { &locked_ops, &sd->sink, sd->sink.inner.caps, "locked-model" };
-		if (!sd->sink.inner.ops->unmap_all) {
-			wrapped.caps.flags &= ~IOVT_SINK_UNMAP_ALL;
-			static const struct iovt_sink_ops no_all = { ls_map, ls_unmap, NULL, NULL };
-			wrapped.ops = &no_all;
-		}
-		CHECK(iovt_notifier_attach(sd->d, IOVT_NOTIFY_IOTLB_EVENTS, &wrapped, &sd->n) == 0);
+		struct iovt_sink sink;
+		locked_model_init(&sd->lm, &mc, 0, &sink);
+		CHECK(iovt_notifier_attach(sd->d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &sd->n) == 0);
 	}
 	/* One worker: it applies the hand-off producer's fences and takes the
 	 * async producer's when it gets there first. */
@@ -380,10 +300,7 @@ int main(void)
 		pages += check_pages(&doms[i], 0, NPROD * SLICE, "final");
 		struct iovt_stats ds;
 		iovt_domain_stats_get(doms[i].d, &ds);
-		CHECK_EQ(ds.extents, iovt_model_sink_count(doms[i].model));
-		struct iovt_model_stats ms;
-		iovt_model_sink_stats(doms[i].model, &ms);
-		CHECK_EQ(ms.rejected_calls, 0);
+		CHECK_EQ(ds.extents, locked_model_count(&doms[i].lm));
 		CHECK_EQ(gs_truth_check(doms[i].gd), 0);
 	}
 
@@ -424,10 +341,8 @@ int main(void)
 			iovt_queue_destroy(prods[i].q);
 	iovt_workers_stop(eng);
 	iovt_engine_destroy(eng);
-	for (unsigned i = 0; i < NDOM; i++) {
-		iovt_model_sink_destroy(doms[i].model);
-		pthread_mutex_destroy(&doms[i].sink.lock);
-	}
+	for (unsigned i = 0; i < NDOM; i++)
+		locked_model_fini(&doms[i].lm); /* checks it rejected nothing */
 	gs_destroy(gs);
 	iovt_thread_unregister();
 	return 0;
