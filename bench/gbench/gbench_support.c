@@ -7,6 +7,7 @@
 #include "common/rcu.h"
 #include "engine_internal.h"
 #include "guestsim.h"
+#include "intake/ring.h"
 
 #define K4 0x1000ull
 #define G1 (1ull << 30)
@@ -24,7 +25,8 @@ struct gb_world {
 static int count_event(void *arg, const struct iovt_event *ev)
 {
 	(void)ev;
-	((struct gb_world *)arg)->sink_calls++;
+	/* domains of one world may be synced from several threads */
+	__atomic_fetch_add(&((struct gb_world *)arg)->sink_calls, 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -113,7 +115,50 @@ void gb_world_destroy(struct gb_world *w)
 struct iovt_engine *gb_engine(struct gb_world *w) { return w->e; }
 struct iovt_domain *gb_domain(struct gb_world *w) { return w->d; }
 uint16_t gb_did(struct gb_world *w) { return w->d->did; }
-uint64_t gb_sink_calls(struct gb_world *w) { return w->sink_calls; }
+uint64_t gb_sink_calls(struct gb_world *w) { return __atomic_load_n(&w->sink_calls, __ATOMIC_RELAXED); }
+
+int gb_world_add_domain(struct gb_world *w, uint16_t did)
+{
+	struct gs_domain *gd = gs_domain_create(w->gs, 48, true, true);
+	struct iovt_domain *d;
+	struct iovt_notifier *n;
+	struct iovt_sink sink;
+	if (!gd) {
+		fprintf(stderr, "gbench: guest domain %u: no table memory\n", did);
+		return -1;
+	}
+	struct iovt_domain_config dc = { .did = did, .root_gpa = gs_domain_root(gd),
+					 .addr_width = 48, .allow_2m = true, .allow_1g = true };
+	if (iovt_domain_create(w->e, &dc, &d) || iovt_callback_sink_init(&sink, count_event, w, NULL) ||
+	    iovt_notifier_attach(d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &n)) {
+		fprintf(stderr, "gbench: domain %u: create or attach failed\n", did);
+		return -1;
+	}
+	return 0;
+}
+
+int gb_guest_map(struct gb_world *w, uint64_t iova, uint64_t gpa, uint64_t size)
+{
+	return gs_map(w->gd, iova, gpa, size, IOVT_PERM_RW, GS_LEAF_4K);
+}
+
+int gb_guest_unmap(struct gb_world *w, uint64_t iova, uint64_t size)
+{
+	return gs_unmap(w->gd, iova, size);
+}
+
+static const struct intake_item placeholder[32];
+
+unsigned gb_ring_push(struct iovt_queue *q, unsigned n)
+{
+	return q->ring->ops->push(q->ring, placeholder, n > 32 ? 32 : n);
+}
+
+unsigned gb_ring_pop(struct iovt_queue *q, unsigned max)
+{
+	struct intake_item buf[32];
+	return q->ring->ops->pop(q->ring, buf, max > 32 ? 32 : max);
+}
 
 struct shadow_tree *gb_domain_tree(struct iovt_domain *d)
 {

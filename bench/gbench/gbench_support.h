@@ -40,6 +40,22 @@ uint64_t gb_leaf_iova(struct gb_world *w, uint64_t i);
 /* Sink calls seen since the world was created (replay included). */
 uint64_t gb_sink_calls(struct gb_world *w);
 
+/* Adds an empty guest domain with this DID to w's engine (its own VT-d root,
+ * one MAP|UNMAP notifier on the counting sink). 0, or -1 (message printed). */
+int gb_world_add_domain(struct gb_world *w, uint16_t did);
+
+/* Guest table edits in w's first domain (4 KiB leaves): the guest's side of
+ * a map/unmap; the caller invalidates and waits. Not thread-safe: one
+ * writer thread at a time. 0 or a guestsim error. */
+int gb_guest_map(struct gb_world *w, uint64_t iova, uint64_t gpa, uint64_t size);
+int gb_guest_unmap(struct gb_world *w, uint64_t iova, uint64_t size);
+
+/* Raw access to a queue's intake ring (the backend alone: no item checks, no
+ * drain): push n (<= 32) placeholder items / pop up to max (<= 32). Returns
+ * how many moved. Only for queues whose items nobody drains. */
+unsigned gb_ring_push(struct iovt_queue *q, unsigned n);
+unsigned gb_ring_pop(struct iovt_queue *q, unsigned max);
+
 /* The domain's shadow tree (NULL without a MAP notifier). */
 struct shadow_tree *gb_domain_tree(struct iovt_domain *d);
 

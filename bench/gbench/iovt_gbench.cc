@@ -12,6 +12,13 @@
 //                         in another IOVA region of the same structure (between
 //                         resident neighbours, so no table is emptied), paced
 //                         at ~1M ops/s (counter writer_Mops = achieved rate)
+//       writer:2          (engine only) a background thread doing what a guest
+//                         does to the same domain: guest table map or unmap of
+//                         one 4 KiB page + a PSI + iovt_queue_fence on its own
+//                         queue (sync, sink call, tree update and RCU retire),
+//                         in another IOVA region, paced at ~WRITER2_OPS_PER_S
+//                         (counter writer_Mops = achieved map/unmap+PSI+wait
+//                         per s; writer_errors must be 0). A world of its own.
 //       items_per_second  = aggregate lookups/s over all reader threads
 //   tree/insert_remove/<prefill>   shadow_tree_insert + shadow_tree_remove_range
 //                                  of one 4 KiB extent (items = 2 ops)
@@ -22,6 +29,20 @@
 //       iovt_fence on the unchanged domain (walk whole table + diff, 0 sink
 //       calls). items = PTEs walked, so 1/items_per_second = time per PTE;
 //       counter ns_per_pte says it directly.
+//   intake/<wfcq|rte_ring>/burst:<b>/pages:<p>/real_time/threads:<1|2>
+//       the whole intake path: each thread owns an iovt_queue (that backend)
+//       and posts PSIs with iovt_queue_post, b items per call, and an
+//       iovt_queue_fence every INTAKE_FENCE_EVERY items (drained inline by the
+//       poster: gather into the pending set, sync). The PSIs cycle over p
+//       4 KiB pages, 8 KiB apart, of an empty domain (one per thread), so the
+//       sync is cheap: p=1, every PSI coalesces into one range (the intake
+//       alone); p=64, 64 ranges pending and walked per fence.
+//       items_per_second = aggregate PSIs posted and drained per s.
+//       rte_ring only when iovt_dpdk_available().
+//   intake_raw/<wfcq|rte_ring>/burst:<b>/real_time/threads:2
+//       the ring alone: thread 0 pushes b placeholder items per call, thread 1
+//       pops up to b per call (cf. DPDK's rte_ring burst vs single figures);
+//       items_per_second = items moved per s.
 //
 // JSON: iovt-gbench --benchmark_format=json (or --benchmark_out=F
 // --benchmark_out_format=json). Debian's libbenchmark is a debug build (the
@@ -48,6 +69,7 @@
 
 #include "gbench_support.h"
 #include "iovt.h"
+#include "iovt_dpdk.h"
 extern "C" {
 #include "tree/shadow_tree.h"  // engine-internal C API (no C++ guards)
 }
@@ -58,6 +80,14 @@ constexpr uint64_t K4 = 0x1000;
 constexpr size_t IDX_N = 1u << 16;  // random index stream length (power of 2)
 constexpr double WRITER_OPS_PER_S = 1e6;
 constexpr uint64_t WRITER_SLOTS = 4096;  // writer's 4 KiB slots, 8 KiB apart
+constexpr double WRITER2_OPS_PER_S = 200e3;  // writer:2 map|unmap + PSI + wait per s
+// writer:2 guest addresses (region 0's data area; the leaves use gpa < 256 MiB):
+// slot k at GB_WRITER_BASE + k*8K -> WR_SLOT_GPA + k*8K, keeper at +4K ->
+// WR_KEEP_GPA + k*8K: never host-contiguous, so each is its own extent.
+constexpr uint64_t WR_SLOT_GPA = 512ull << 20;
+constexpr uint64_t WR_KEEP_GPA = 768ull << 20;
+constexpr unsigned INTAKE_FENCE_EVERY = 256;  // items between two fences
+constexpr unsigned INTAKE_MAX_THREADS = 2;
 
 double now_s()
 {
@@ -295,6 +325,118 @@ template <class Impl> struct Writer {
 	}
 };
 
+// writer:2's world: the same n sparse leaves, its own engine, keepers
+// between the writer's slots (mapped by the guest and synced once).
+gb_world *fence_world(uint64_t n)
+{
+	std::lock_guard<std::mutex> g(cache_mu);
+	auto &w = worlds[{ n, 100 + (int)GB_SPARSE_8K }];
+	if (!w) {
+		w = gb_world_create(n, GB_SPARSE_8K);
+		if (!w)
+			abort();
+		for (uint64_t k = 0; k < WRITER_SLOTS; k++)
+			if (gb_guest_map(w, GB_WRITER_BASE + k * 2 * K4 + K4, WR_KEEP_GPA + k * 2 * K4, K4))
+				abort();
+		if (iovt_invalidate_dsi(gb_engine(w), gb_did(w)) || iovt_fence(gb_engine(w)))
+			abort();
+	}
+	return w;
+}
+
+// writer:2: the guest's map/unmap + PSI + wait on the readers' domain, in
+// bursts of BURST ops paced at ~WRITER2_OPS_PER_S. Ends on a whole pair, so
+// the slots are unmapped again for the next run.
+struct FenceWriter {
+	static constexpr int BURST = 100;
+	std::thread th;
+	std::atomic<bool> stop{ false };
+	uint64_t ops = 0;
+	int errors = 0;
+	double secs = 0;
+	void start(gb_world *w)
+	{
+		th = std::thread([this, w] {
+			iovt_thread_register();
+			iovt_queue *q;
+			if (iovt_queue_create(gb_engine(w), nullptr, &q)) {
+				errors++;
+				iovt_thread_unregister();
+				return;
+			}
+			const uint16_t did = gb_did(w);
+			double t0 = now_s(), next = t0;
+			uint64_t k = 0;
+			while (!stop.load(std::memory_order_relaxed)) {
+				for (int b = 0; b < BURST / 2; b++, k++) {
+					uint64_t slot = k % WRITER_SLOTS;
+					uint64_t iova = GB_WRITER_BASE + slot * 2 * K4;
+					errors += gb_guest_map(w, iova, WR_SLOT_GPA + slot * 2 * K4, K4) != 0;
+					errors += iovt_queue_psi(q, did, iova, 0, false) != 0;
+					errors += iovt_queue_fence(q) != 0;
+					errors += gb_guest_unmap(w, iova, K4) != 0;
+					errors += iovt_queue_psi(q, did, iova, 0, true) != 0;
+					errors += iovt_queue_fence(q) != 0;
+				}
+				ops += BURST;
+				next += BURST / WRITER2_OPS_PER_S;
+				double t = now_s();
+				if (t < next) {
+					timespec ts;
+					ts.tv_sec = (time_t)next;
+					ts.tv_nsec = (long)((next - (double)ts.tv_sec) * 1e9);
+					clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+				} else if (t - next > 0.01) {
+					next = t;
+				}
+			}
+			secs = now_s() - t0;
+			iovt_queue_destroy(q);
+			iovt_thread_unregister();
+		});
+	}
+	void finish()
+	{
+		stop.store(true);
+		th.join();
+	}
+};
+
+// Readers on writer:2's world (same lookups as Engine).
+void BM_translate_fence_writer(benchmark::State &st)
+{
+	const uint64_t n = (uint64_t)st.range(0);
+	gb_world *gw = fence_world(n);
+	iovt_domain *d = gb_domain(gw);
+	const std::vector<uint64_t> &addr = lookup_stream(n);
+	iovt_thread_register();
+	FenceWriter w;
+	uint64_t calls0 = gb_sink_calls(gw);
+	if (st.thread_index() == 0)
+		w.start(gw);
+	size_t i = (size_t)st.thread_index() * 7919;
+	uint64_t misses = 0;
+	for (auto _ : st) {
+		iovt_extent e;
+		bool hit = iovt_translate(d, addr[i++ & (IDX_N - 1)], &e) == 0;
+		misses += !hit;
+		benchmark::DoNotOptimize(e);
+	}
+	if (st.thread_index() == 0) {
+		w.finish();
+		st.counters["writer_Mops"] = benchmark::Counter(w.secs > 0 ? w.ops / w.secs / 1e6 : 0);
+		st.counters["writer_sink_calls_per_op"] =
+			benchmark::Counter(w.ops ? (double)(gb_sink_calls(gw) - calls0) / w.ops : 0);
+		st.counters["writer_errors"] = benchmark::Counter((double)w.errors);
+		if (w.errors)
+			st.SkipWithError("writer: guest edit, PSI or fence failed");
+	}
+	st.counters["misses"] = benchmark::Counter((double)misses);
+	st.SetItemsProcessed(st.iterations());
+	if (st.thread_index() != 0)
+		iovt_thread_unregister();
+}
+
 template <class Impl> void BM_translate(benchmark::State &st, bool with_writer)
 {
 	const uint64_t n = (uint64_t)st.range(0);
@@ -395,6 +537,154 @@ void BM_walk_diff(benchmark::State &st)
 	st.counters["sink_calls_per_dsi"] = benchmark::Counter((gb_sink_calls(w) - calls0) / it);
 }
 
+// ---- intake ----------------------------------------------------------------
+
+// Empty domains 1..INTAKE_MAX_THREADS (one per benchmark thread) on one engine.
+gb_world *intake_world()
+{
+	std::lock_guard<std::mutex> g(cache_mu);
+	auto &w = worlds[{ 0, -1 }];
+	if (!w) {
+		w = gb_world_create(0, GB_SPARSE_8K);
+		if (!w)
+			abort();
+		for (unsigned did = 2; did <= INTAKE_MAX_THREADS; did++)
+			if (gb_world_add_domain(w, (uint16_t)did))
+				abort();
+	}
+	return w;
+}
+
+inline void spin_pause()
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+const char *backend_name(iovt_queue_backend b) { return b == IOVT_QUEUE_RTE_RING ? "rte_ring" : "wfcq"; }
+
+void BM_intake(benchmark::State &st, iovt_queue_backend backend)
+{
+	const unsigned burst = (unsigned)st.range(0), pages = (unsigned)st.range(1);
+	gb_world *w = intake_world();
+	iovt_engine *e = gb_engine(w);
+	const uint16_t did = (uint16_t)(1 + st.thread_index());
+	iovt_thread_register();
+	iovt_queue_config qc{};
+	qc.backend = backend;
+	qc.group = (unsigned)st.thread_index();
+	iovt_queue *q;
+	if (iovt_queue_create(e, &qc, &q)) {
+		st.SkipWithError("iovt_queue_create failed");
+		return;
+	}
+	// PSI targets: `pages` pages 8 KiB apart (never adjacent: each one is
+	// its own pending range until the fence), repeated so that any burst
+	// starting in the first `pages` entries reads contiguously.
+	std::vector<iovt_inval> pat(pages + 32);
+	for (size_t j = 0; j < pat.size(); j++) {
+		pat[j] = iovt_inval{};
+		pat[j].addr = GB_IOVA_BASE + (j % pages) * 2 * K4;
+		pat[j].did = did;
+		pat[j].kind = IOVT_INVAL_PSI;
+	}
+	iovt_stats s0, s1;
+	iovt_stats_get(e, &s0);
+	unsigned pos = 0, since_fence = 0;
+	uint64_t fences = 0;
+	int err = 0;
+	for (auto _ : st) {
+		err |= iovt_queue_post(q, &pat[pos], burst);
+		pos = (pos + burst) % pages;
+		since_fence += burst;
+		if (since_fence >= INTAKE_FENCE_EVERY) {
+			err |= iovt_queue_fence(q);
+			since_fence = 0;
+			fences++;
+		}
+	}
+	err |= iovt_queue_fence(q);  // what the last partial batch left (untimed)
+	iovt_stats_get(e, &s1);
+	iovt_queue_destroy(q);
+	if (err)
+		st.SkipWithError("post or fence failed");
+	st.SetItemsProcessed((int64_t)(st.iterations() * burst));
+	st.counters["fences"] = benchmark::Counter((double)fences);
+	if (st.thread_index() == 0)  // engine-wide: any thread's full waits meanwhile
+		st.counters["queue_full_waits"] =
+			benchmark::Counter((double)(s1.queue_full_waits - s0.queue_full_waits));
+	if (st.thread_index() != 0)
+		iovt_thread_unregister();
+}
+
+// One queue per backend whose ring the raw benchmark drives directly.
+iovt_queue *raw_queue(iovt_queue_backend backend)
+{
+	static std::map<int, iovt_queue *> cache;
+	gb_world *w = intake_world();
+	std::lock_guard<std::mutex> g(cache_mu);
+	auto &q = cache[(int)backend];
+	if (!q) {
+		iovt_queue_config qc{};
+		qc.backend = backend;
+		qc.group = 1000;  // no worker or poller runs here anyway
+		if (iovt_queue_create(gb_engine(w), &qc, &q))
+			abort();
+	}
+	return q;
+}
+
+void BM_intake_raw(benchmark::State &st, iovt_queue_backend backend)
+{
+	const unsigned burst = (unsigned)st.range(0);
+	iovt_queue *q = raw_queue(backend);
+	if (st.thread_index() == 0) {  // producer
+		for (auto _ : st)
+			for (unsigned done = 0, n; done < burst; done += n)
+				if (!(n = gb_ring_push(q, burst - done)))
+					spin_pause();  // full
+		st.SetItemsProcessed((int64_t)(st.iterations() * burst));
+	} else {  // consumer: as many items in all as the producer pushed
+		uint64_t got = 0, want = 0;
+		for (auto _ : st) {
+			want += burst;
+			while (got < want) {
+				unsigned n = gb_ring_pop(q, burst);
+				if (!n)
+					spin_pause();  // empty
+				got += n;
+			}
+		}
+	}
+}
+
+void register_intake()
+{
+	std::vector<iovt_queue_backend> backends = { IOVT_QUEUE_WFCQ };
+	if (iovt_dpdk_available())
+		backends.push_back(IOVT_QUEUE_RTE_RING);
+	for (iovt_queue_backend b : backends) {
+		std::string name = std::string("intake/") + backend_name(b);
+		benchmark::RegisterBenchmark(name.c_str(), BM_intake, b)
+			->ArgNames({ "burst", "pages" })
+			->ArgsProduct({ { 1, 8, 32 }, { 1, 64 } })
+			->Threads(1)
+			->Threads(2)
+			->UseRealTime();
+	}
+	for (iovt_queue_backend b : backends) {
+		std::string name = std::string("intake_raw/") + backend_name(b);
+		benchmark::RegisterBenchmark(name.c_str(), BM_intake_raw, b)
+			->ArgName("burst")
+			->Arg(1)
+			->Arg(8)
+			->Arg(32)
+			->Threads(2)
+			->UseRealTime();
+	}
+}
+
 template <class Impl> void register_translate()
 {
 	for (int wr = 0; wr < 2; wr++) {
@@ -417,6 +707,13 @@ int main(int argc, char **argv)
 	register_translate<LockedGHash>();
 #endif
 	register_translate<LockedMap>();
+	benchmark::RegisterBenchmark("translate/engine/writer:2", BM_translate_fence_writer)
+		->Arg(1024)
+		->Arg(65536)
+		->Threads(1)
+		->Threads(2)
+		->UseRealTime();
+	register_intake();
 	benchmark::RegisterBenchmark("tree/insert_remove", BM_tree_insert_remove)->Arg(1024)->Arg(65536);
 	benchmark::RegisterBenchmark("tree/lookup", BM_tree_lookup)->Arg(1024)->Arg(65536);
 	benchmark::RegisterBenchmark("walk_diff/dsi_unchanged", BM_walk_diff)
@@ -431,8 +728,11 @@ int main(int argc, char **argv)
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;
 	benchmark::AddCustomContext("iovt_note",
-		"translate items_per_second = aggregate lookups/s (real time); walk_diff items = PTEs walked");
+		"translate items_per_second = aggregate lookups/s (real time); walk_diff items = PTEs walked; "
+		"intake items = PSIs posted and drained (intake_raw: ring items moved)");
 	benchmark::AddCustomContext("writer_target_ops_per_s", std::to_string((long)WRITER_OPS_PER_S));
+	benchmark::AddCustomContext("writer2_target_ops_per_s", std::to_string((long)WRITER2_OPS_PER_S));
+	benchmark::AddCustomContext("intake_fence_every", std::to_string(INTAKE_FENCE_EVERY));
 	iovt_thread_register();
 	benchmark::RunSpecifiedBenchmarks();
 	benchmark::Shutdown();

@@ -36,12 +36,15 @@ static void json_side(FILE *f, const char *key, const struct side_result *s)
 		"\"mismatches\": %lu, \"errors\": %lu, \"wall_s\": %.6f, \"cpu_s\": %.6f, "
 		"\"engine_s\": %.6f, \"sink_s\": %.6f, \"own_s\": %.6f, \"est_sink_s\": %.6f, "
 		"\"peak_rss_bytes\": %lu, "
-		"\"bytes_per_extent\": %lu, \"latency_p50_ns\": %lu, \"latency_p99_ns\": %lu}",
+		"\"bytes_per_extent\": %lu, \"latency_p50_ns\": %lu, \"latency_p99_ns\": %lu, "
+		"\"queue_items\": %lu, \"queue_full_waits\": %lu, \"fences_inline\": %lu, "
+		"\"fences_drained\": %lu}",
 		key, s->invalidations, s->fences, s->ranges, s->ptes_walked, s->sink_calls,
 		s->map_calls, s->unmap_calls, s->oracle_min_calls, s->rejected_calls, s->mismatches,
 		s->errors, s->wall_s, s->cpu_s, s->engine_s, s->sink_s, s->own_s, s->est_sink_ns / 1e9,
 		s->peak_rss_bytes,
-		s->bytes_per_extent, s->latency_p50_ns, s->latency_p99_ns);
+		s->bytes_per_extent, s->latency_p50_ns, s->latency_p99_ns, s->queue_items,
+		s->queue_full_waits, s->fences_inline, s->fences_drained);
 }
 
 int report_write_json(const char *path, const struct scenario_result *r, int n)
@@ -103,14 +106,14 @@ void report_print_table(FILE *out, const struct scenario_result *r, int n)
 	fprintf(out, "side by side (x = baseline / engine; eng = time in the engine or baseline, sink "
 		     "included; own = eng minus the model sink's time; vmm = (eng + est. sink cost) / "
 		     "invalidation; lat = first invalidation -> fence return)\n");
-	fprintf(out, "%-16s %9s %9s %7s %9s %9s %7s %8s %8s %6s %9s %9s %7s %8s %8s %8s %8s %5s %5s\n",
+	fprintf(out, "%-22s %9s %9s %7s %9s %9s %7s %8s %8s %6s %9s %9s %7s %8s %8s %8s %8s %5s %5s\n",
 		"scenario", "calls_E", "calls_B", "x", "eng_ms_E", "eng_ms_B", "x", "own_ms_E",
 		"own_ms_B", "x", "vmm_us_E", "vmm_us_B", "x", "p50us_E", "p50us_B", "p99us_E", "p99us_B",
 		"rej", "mism");
 	for (int i = 0; i < n; i++) {
 		const struct side_result *e = &r[i].engine, *b = &r[i].baseline;
 		fprintf(out,
-			"%-16.16s %9lu %9lu %7.1f %9.1f %9.1f %7.1f %8.1f %8.1f %6.1f %9.2f %9.2f %7.1f "
+			"%-22.22s %9lu %9lu %7.1f %9.1f %9.1f %7.1f %8.1f %8.1f %6.1f %9.2f %9.2f %7.1f "
 			"%8.1f %8.1f %8.1f %8.1f %5lu %5lu\n",
 			r[i].name, e->sink_calls, b->sink_calls, ratio(b->sink_calls, e->sink_calls),
 			e->engine_s * 1e3, b->engine_s * 1e3, ratio(b->engine_s, e->engine_s),
@@ -128,4 +131,11 @@ void report_print_table(FILE *out, const struct scenario_result *r, int n)
 		fprintf(out, "%-22s %12.1f %12.1f %14lu %14lu\n", r[i].name,
 			r[i].engine.peak_rss_bytes / 1048576.0, r[i].baseline.peak_rss_bytes / 1048576.0,
 			r[i].engine.bytes_per_extent, r[i].baseline.bytes_per_extent);
+	fprintf(out, "\nengine intake: items drained from the queues, waits applied by the posting thread "
+		     "(inline) or by a worker / poller / iovt_fence (drained), posts that found a full queue\n");
+	fprintf(out, "%-22s %12s %14s %15s %12s\n", "scenario", "queue_items", "fences_inline",
+		"fences_drained", "full_waits");
+	for (int i = 0; i < n; i++)
+		fprintf(out, "%-22s %12lu %14lu %15lu %12lu\n", r[i].name, r[i].engine.queue_items,
+			r[i].engine.fences_inline, r[i].engine.fences_drained, r[i].engine.queue_full_waits);
 }

@@ -28,6 +28,10 @@ struct side_result {
 	uint64_t bytes_per_extent; /* mirror structure per extent (baseline; engine 0: not exported) */
 	uint64_t latency_p50_ns;   /* first invalidation after a fence -> fence return */
 	uint64_t latency_p99_ns;
+	/* Engine intake (iovt_stats; baseline 0): items drained from queues, posts
+	 * that found their queue full, queue fences applied by their poster
+	 * (inline) or by a worker / poller / iovt_fence (drained). */
+	uint64_t queue_items, queue_full_waits, fences_inline, fences_drained;
 };
 
 struct scenario_result {

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <string.h>
 
@@ -81,6 +82,10 @@ int scenario_finish(struct world *w, struct side_result *out)
 	out->bytes_per_extent = t.bytes_per_extent;
 	out->latency_p50_ns = t.latency_p50_ns;
 	out->latency_p99_ns = t.latency_p99_ns;
+	out->queue_items = st.queue_items;
+	out->queue_full_waits = st.queue_full_waits;
+	out->fences_inline = st.fences_inline;
+	out->fences_drained = st.fences_drained;
 	bad = t.rejected_calls || t.mismatches || t.oracle_excess || t.fence_errors;
 	world_destroy(w);
 	return bad;
@@ -374,29 +379,53 @@ static int run_hostile_flood(double scale, bool baseline, struct side_result *ou
 
 /*
  * Multi-producer storm: several vCPU threads, each driving its own device's
- * domain in strict mode, post PSIs and wait concurrently. Guest table edits
- * are serialised (one simulated guest); invalidations and fences are not.
+ * domain in strict mode (a Linux guest in caching mode: every map and unmap
+ * is one PSI followed by a wait), post PSIs and wait concurrently. Guest
+ * table edits are serialised (one simulated guest); invalidations and waits
+ * are not. Engine: each producer owns an iovt_queue and waits on it with
+ * iovt_queue_fence — drained inline on the producer (multi-producer), or,
+ * with handoff queues, by engine worker threads (multi-producer-workers).
+ * Baseline: baseline_invalidate_psi + baseline_fence under its own locking.
+ * Latency per wait: just before the PSI is posted -> the wait returns.
  * Judged at the end: every model sink equals the guest view.
  */
+enum { MP_PRODUCERS = 4, MP_WORKERS = 2 };
+
 struct producer {
 	struct world *w;
 	unsigned dom;
-	bool baseline;
+	bool baseline, handoff;
 	uint64_t requests, seed;
 	const struct data_area *data;
 	pthread_mutex_t *guest_lock;
+	uint64_t *lat; /* one sample per request */
 	int errors;
 };
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static void *producer_main(void *arg)
 {
 	struct producer *p = arg;
 	uint64_t s = p->seed;
 	const struct data_area data = *p->data;
-	struct iovt_engine *e = world_engine(p->w);
 	struct baseline *b = p->baseline ? world_baseline(p->w, p->dom) : NULL;
+	struct iovt_queue *q = NULL;
 	uint16_t did = world_did(p->w, p->dom);
 	iovt_thread_register();
+	if (!b) {
+		struct iovt_queue_config qc = { .group = p->dom, .handoff = p->handoff };
+		if (iovt_queue_create(world_engine(p->w), &qc, &q)) {
+			p->errors++;
+			iovt_thread_unregister();
+			return NULL;
+		}
+	}
 	for (uint64_t r = 0; r < p->requests; r++) {
 		uint64_t iova = (4ull << 30) - ((r % 64) + 1) * 32 * K;
 		uint64_t pages = 1 + gs_rand(&s) % 32;
@@ -405,46 +434,95 @@ static void *producer_main(void *arg)
 		world_map(p->w, p->dom, iova, data.gpa + (gs_rand(&s) % (data.pages - 32)) * K, pages * K,
 			  IOVT_PERM_RW, 0);
 		pthread_mutex_unlock(p->guest_lock);
-		int rc = b ? baseline_invalidate_psi(b, iova, 5) : iovt_invalidate_psi(e, did, iova, 5, false);
-		if (!rc)
-			rc = b ? baseline_fence(b) : iovt_fence(e);
+		int rc;
+		uint64_t t0 = mono_ns();
+		if (b) {
+			rc = baseline_invalidate_psi(b, iova, 5);
+			if (!rc)
+				rc = baseline_fence(b);
+		} else {
+			rc = iovt_queue_psi(q, did, iova, 5, false);
+			if (!rc)
+				rc = iovt_queue_fence(q);
+		}
+		p->lat[r] = mono_ns() - t0;
 		p->errors += rc != 0;
 	}
+	if (q)
+		iovt_queue_destroy(q);
 	iovt_thread_unregister();
 	return NULL;
 }
 
-static int run_multi_producer(double scale, bool baseline, struct side_result *out)
+static int cmp_ns(const void *a, const void *b)
 {
-	enum { PRODUCERS = 4 };
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int run_multi_producer_mode(double scale, bool baseline, bool workers, struct side_result *out)
+{
 	struct world_config cfg = base_config(baseline);
 	pthread_mutex_t guest_lock = PTHREAD_MUTEX_INITIALIZER;
-	cfg.domains = PRODUCERS;
+	cfg.domains = MP_PRODUCERS;
 	cfg.judge = false; /* judged once at the end: the per-fence judges are single-threaded */
 	struct data_area data;
 	struct world *w = scenario_world(&cfg, &data);
 	if (!w)
 		return -1;
-	struct producer p[PRODUCERS];
-	pthread_t th[PRODUCERS];
+	uint64_t requests = scaled(scale, 25000);
+	uint64_t *lat = malloc(MP_PRODUCERS * requests * sizeof(*lat));
+	if (!lat) {
+		world_destroy(w);
+		return -1;
+	}
+	bool engine_workers = workers && !baseline;
+	if (engine_workers && iovt_workers_start(world_engine(w), MP_WORKERS)) {
+		free(lat);
+		world_destroy(w);
+		return -1;
+	}
+	struct producer p[MP_PRODUCERS];
+	pthread_t th[MP_PRODUCERS];
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (unsigned i = 0; i < PRODUCERS; i++) {
-		p[i] = (struct producer){ w, i, baseline, scaled(scale, 25000), 0x4d50ull + i, &data,
-					  &guest_lock, 0 };
+	for (unsigned i = 0; i < MP_PRODUCERS; i++) {
+		p[i] = (struct producer){ .w = w, .dom = i, .baseline = baseline, .handoff = engine_workers,
+					  .requests = requests, .seed = 0x4d50ull + i, .data = &data,
+					  .guest_lock = &guest_lock, .lat = lat + i * requests };
 		pthread_create(&th[i], NULL, producer_main, &p[i]);
 	}
 	int errors = 0;
-	for (unsigned i = 0; i < PRODUCERS; i++) {
+	for (unsigned i = 0; i < MP_PRODUCERS; i++) {
 		pthread_join(th[i], NULL);
 		errors += p[i].errors;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (engine_workers)
+		iovt_workers_stop(world_engine(w));
 	world_fence(w); /* folds the model sinks' counters; nothing is pending */
 	int bad = scenario_finish(w, out);
 	out->engine_s = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
 	out->own_s = 0; /* wall time of 4 threads: the sink's share cannot be subtracted */
+	/* Every producer's PSI -> wait-return samples together. */
+	uint64_t n = MP_PRODUCERS * requests;
+	qsort(lat, n, sizeof(*lat), cmp_ns);
+	out->latency_p50_ns = lat[(n - 1) / 2];
+	out->latency_p99_ns = lat[(n - 1) * 99 / 100];
+	free(lat);
+	if (errors)
+		fprintf(stderr, "multi-producer: %d invalidations or waits failed\n", errors);
 	return bad || errors;
+}
+
+static int run_multi_producer(double scale, bool baseline, struct side_result *out)
+{
+	return run_multi_producer_mode(scale, baseline, false, out);
+}
+
+static int run_multi_producer_workers(double scale, bool baseline, struct side_result *out)
+{
+	return run_multi_producer_mode(scale, baseline, true, out);
 }
 
 const struct scenario scenarios[] = {
@@ -459,8 +537,10 @@ const struct scenario scenarios[] = {
 	{ "domain-switch", "guest reboot: a large domain torn down and rebuilt under DSIs", run_domain_switch },
 	{ "perm-churn", "buffers flipping between R and RW, a PSI and a wait per flip", run_perm_churn },
 	{ "many-domains", "32 domains with strict traffic round-robin, global invalidations", run_many_domains },
-	{ "multi-producer", "4 vCPU threads, each its own domain, strict PSI + wait concurrently",
+	{ "multi-producer", "4 vCPU threads, each its own domain and queue, PSI + wait drained inline",
 	  run_multi_producer },
+	{ "multi-producer-workers", "the same with hand-off queues: the waits are applied by 2 engine workers",
+	  run_multi_producer_workers },
 	{ "hostile-flood", "PSIs over unmapped space, invalid and unknown-domain PSIs, DSI floods",
 	  run_hostile_flood },
 	{ 0 },
