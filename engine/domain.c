@@ -164,6 +164,11 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	/* A drainer that found the domain before it left the table may still
 	 * queue it; after the grace period nobody can, so unqueue then. */
 	iovt_synchronize_rcu();
+	/* A drainer leaves its read-side section once it holds sync_lock
+	 * (domain_sync_lock): one that got the lock in time finds `dead` and
+	 * lets go; pass through the lock so it has before d is freed. */
+	pthread_mutex_lock(&d->sync_lock);
+	pthread_mutex_unlock(&d->sync_lock);
 	pthread_mutex_lock(&e->control_lock);
 	domain_unqueue(d);
 	pthread_mutex_unlock(&e->control_lock);

@@ -148,6 +148,9 @@ void engine_free_domain(struct iovt_domain *d);              /* unlinked; no sin
 void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
 int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		bool *retry_left);
+struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did); /* d->sync_lock held */
+int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+		       bool *retry_left);
 bool queue_try_drain_begin(struct iovt_queue *q);
 void queue_drain_end(struct iovt_queue *q);
 unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag held */

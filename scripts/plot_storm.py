@@ -107,12 +107,12 @@ def storm(path, out):
         f.write("machine: %s\n" % json.dumps(m))
         if not has_base:
             f.write("no baseline side in this JSON: engine only\n")
-        f.write("%-16s %12s %12s %10s %8s %14s %14s\n" % (
+        f.write("%-24s %12s %12s %10s %8s %14s %14s\n" % (
             "scenario", "engine_calls", "base_calls", "oracle", "ratio", "eng_us/inval",
             "base_us/inval"))
         for name, ec, bc, om, et, bt, _ in rows:
             ratio = (bc / ec) if ec and bc is not None else None
-            f.write("%-16s %12s %12s %10s %8s %14s %14s\n" % (
+            f.write("%-24s %12s %12s %10s %8s %14s %14s\n" % (
                 name, fmt(ec), fmt(bc), fmt(om), fmt(ratio), fmt(et), fmt(bt)))
     print("baseline" if has_base else "nobaseline")
     print(" ".join(plots))

@@ -66,18 +66,35 @@ static int notify_raw(struct iovt_domain *d, const struct range_set *todo)
 }
 
 /*
- * Applies the domain's pending ranges (and the spans that failed before) to
- * its notifiers. Whoever holds sync_lock is the domain's single writer: a
- * second drainer that finds the lock taken waits, then finds its ranges
- * already taken and applied by the first — which is why a fence may return
- * as soon as it has passed through the lock.
+ * Finds a domain and takes its sync_lock, leaving the read-side section as
+ * soon as the lock is held: a sync walks and calls sinks for microseconds to
+ * milliseconds, and a reader that long makes every grace period (the tree's
+ * call_rcu retirements) wait and then be woken by this thread's unlock.
+ * iovt_domain_destroy passes through sync_lock after its grace period, so
+ * the domain outlives the lock hold. NULL: no such domain.
  */
-int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
-		bool *retry_left)
+struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did)
+{
+	iovt_rcu_read_lock();
+	struct iovt_domain *d = iovt_domain_lookup(e, did);
+	if (d)
+		pthread_mutex_lock(&d->sync_lock);
+	iovt_rcu_read_unlock();
+	return d;
+}
+
+/*
+ * Applies the domain's pending ranges (and the spans that failed before) to
+ * its notifiers; the caller holds sync_lock. Whoever holds it is the
+ * domain's single writer: a second drainer that finds the lock taken waits,
+ * then finds its ranges already taken and applied by the first — which is
+ * why a fence may return as soon as it has passed through the lock.
+ */
+int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+		       bool *retry_left)
 {
 	int rc = 0;
 
-	pthread_mutex_lock(&d->sync_lock);
 	if (d->dead)
 		goto out;
 	pthread_mutex_lock(&d->pending_lock);
@@ -110,6 +127,14 @@ int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set 
 out:
 	if (retry_left)
 		*retry_left = !range_set_empty(&d->retry);
+	return rc;
+}
+
+int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+		bool *retry_left)
+{
+	pthread_mutex_lock(&d->sync_lock);
+	int rc = domain_sync_locked(d, s, todo, retry_left);
 	pthread_mutex_unlock(&d->sync_lock);
 	return rc;
 }
@@ -134,7 +159,7 @@ static void untouch_all(struct drain_state *ds)
 	ds->touched_all = false;
 }
 
-/* A fence item: sync what this queue touched, then publish its ticket. RCU read side. */
+/* A fence item: sync what this queue touched, then publish its ticket. Outside any read-side section. */
 static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence)
 {
 	struct iovt_engine *e = q->engine;
@@ -143,9 +168,12 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 
 	IOVT_PROBE1(fence_begin, ticket);
 	if (ds->touched_all) {
+		/* After a global invalidation (rare): every domain, one read-side
+		 * section for the walk over the table. */
 		struct cds_lfht_iter it;
 		struct cds_lfht_node *node;
 		untouch_all(ds);
+		iovt_rcu_read_lock();
 		cds_lfht_for_each(e->domains, &it, node) {
 			struct iovt_domain *d = caa_container_of(node, struct iovt_domain, hnode);
 			bool retry;
@@ -155,16 +183,18 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 			if (retry)
 				touch(ds, d->did); /* this queue's next fence retries it */
 		}
+		iovt_rcu_read_unlock();
 	} else {
 		size_t n = ds->touched.n;
 		for (size_t i = 0; i < n; i++) {
 			uint16_t did = ds->touched.v[i];
-			struct iovt_domain *d = iovt_domain_lookup(e, did);
 			ds->touched_bits[did >> 6] &= ~(1ull << (did & 63));
+			struct iovt_domain *d = domain_sync_lock(e, did);
 			if (!d)
 				continue;
 			bool retry;
-			int rc = domain_sync(d, &ds->scratch, &ds->todo, &retry);
+			int rc = domain_sync_locked(d, &ds->scratch, &ds->todo, &retry);
+			pthread_mutex_unlock(&d->sync_lock);
 			if (rc && !err)
 				err = rc;
 			if (retry)
@@ -282,12 +312,14 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 	unsigned total = 0;
 	bool inline_fence = q->drain.draining_inline;
 
-	iovt_rcu_read_lock();
 	while (total < budget) {
 		unsigned want = budget - total < BURST ? budget - total : BURST;
 		unsigned n = q->ring->ops->pop(q->ring, buf, want);
 		if (!n)
 			break;
+		/* A read-side section per burst (domain pointers in `g`), left
+		 * for each fence: syncs run outside (see domain_sync_lock). */
+		iovt_rcu_read_lock();
 		for (unsigned i = 0; i < n; i++) {
 			const struct intake_item *it = &buf[i];
 			switch (it->kind) {
@@ -303,14 +335,16 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 				break;
 			case ITEM_FENCE:
 				gather_flush(&g);
+				iovt_rcu_read_unlock();
 				apply_fence(q, it->arg, inline_fence);
+				iovt_rcu_read_lock();
 				break;
 			}
 		}
 		gather_flush(&g);
+		iovt_rcu_read_unlock();
 		total += n;
 	}
-	iovt_rcu_read_unlock();
 	if (total)
 		ENGINE_STAT_ADD(q->engine, queue_items, total);
 	return total;
@@ -331,7 +365,8 @@ int engine_fence_all(struct iovt_engine *e)
 	pthread_mutex_lock(&e->control_lock);
 	ENGINE_STAT_ADD(e, fences, 1);
 	IOVT_PROBE1(fence_begin, 0);
-	iovt_rcu_read_lock();
+	/* The control lock pins the queue table (replaced only under it) and
+	 * every domain (destroyed only under it): no read-side section needed. */
 	struct queue_table *qt = iovt_rcu_dereference(e->queues);
 	for (unsigned qi = 0; qt && qi < qt->n; qi++) {
 		struct iovt_queue *q = qt->q[qi];
@@ -342,7 +377,6 @@ int engine_fence_all(struct iovt_engine *e)
 		queue_drain(q, UINT_MAX);
 		queue_drain_end(q);
 	}
-	iovt_rcu_read_unlock();
 
 	cds_wfcq_init(&h, &t);
 	cds_wfcq_splice_blocking(&h, &t, &e->dirty_head, &e->dirty_tail);

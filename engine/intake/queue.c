@@ -21,7 +21,8 @@
 
 #define DEFAULT_CAPACITY 4096u
 #define MAX_CAPACITY (1u << 24)
-#define SPINS_BEFORE_SLEEP 2000u
+#define SPINS_BEFORE_YIELD 128u
+#define SPINS_BEFORE_SLEEP 256u
 
 static void queue_table_free_rcu(struct rcu_head *h)
 {
@@ -316,8 +317,15 @@ static int wait_ticket(struct iovt_queue *q, uint64_t ticket, bool may_drain)
 			queue_drain_end(q);
 			continue;
 		}
-		if (spins < SPINS_BEFORE_SLEEP) {
+		/* A few pauses (a drainer mid-burst finishes in that time), then
+		 * yields: on a busy machine the drainer may need this very CPU,
+		 * and a yield with nothing else to run is just a slower spin. */
+		if (spins < SPINS_BEFORE_YIELD) {
 			cpu_relax();
+			continue;
+		}
+		if (spins < SPINS_BEFORE_SLEEP) {
+			sched_yield();
 			continue;
 		}
 		uint32_t word = atomic_load_explicit(&q->done_word, memory_order_seq_cst);

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include "common/futex.h"
 #include "common/rcu.h"
@@ -19,6 +20,7 @@
 
 #define WORKER_BUDGET 1024u
 #define IDLE_SLEEP_NS (50 * 1000 * 1000L)
+#define IDLE_POLLS 32u
 
 void queue_kick(struct iovt_queue *q)
 {
@@ -38,20 +40,26 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
 
 	if (!npollers || poller >= npollers || !budget)
 		return 0;
-	iovt_rcu_read_lock();
-	struct queue_table *qt = iovt_rcu_dereference(e->queues);
-	for (unsigned qi = 0; qt && qi < qt->n; qi++) {
+	/* The table is read in a read-side section, a queue is drained outside
+	 * it: holding its drain flag keeps it alive (iovt_queue_destroy waits
+	 * for the flag after its grace period). The table may change between
+	 * two reads; a queue skipped or seen twice is harmless here. */
+	for (unsigned qi = 0; total < budget; qi++) {
+		iovt_rcu_read_lock();
+		struct queue_table *qt = iovt_rcu_dereference(e->queues);
+		if (!qt || qi >= qt->n) {
+			iovt_rcu_read_unlock();
+			break;
+		}
 		struct iovt_queue *q = qt->q[qi];
-		if (q->group % npollers != poller || !q->ring->ops->count(q->ring))
+		bool mine = q->group % npollers == poller && q->ring->ops->count(q->ring) &&
+			    queue_try_drain_begin(q); /* else its producer (or iovt_fence) is on it */
+		iovt_rcu_read_unlock();
+		if (!mine)
 			continue;
-		if (!queue_try_drain_begin(q))
-			continue; /* its producer (or iovt_fence) is on it */
 		total += queue_drain(q, budget - total);
 		queue_drain_end(q);
-		if (total >= budget)
-			break;
 	}
-	iovt_rcu_read_unlock();
 	return total;
 }
 
@@ -62,10 +70,21 @@ static void *worker_main(void *arg)
 	unsigned n = w->count;
 
 	iovt_thread_register();
+	unsigned idle = 0;
 	while (!atomic_load_explicit(&e->workers_stop, memory_order_acquire)) {
 		uint32_t seq = atomic_load_explicit(&w->seq, memory_order_seq_cst);
-		if (iovt_poll(e, w->idx, n, WORKER_BUDGET))
+		if (iovt_poll(e, w->idx, n, WORKER_BUDGET)) {
+			idle = 0;
 			continue;
+		}
+		/* Right after work, look again a few times before sleeping: the
+		 * next fence often comes within microseconds, and catching it
+		 * here saves its poster a futex wake and this thread a wake-up. */
+		if (idle++ < IDLE_POLLS) {
+			sched_yield();
+			continue;
+		}
+		idle = 0;
 		atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
 		if (atomic_load_explicit(&w->seq, memory_order_seq_cst) == seq &&
 		    !atomic_load_explicit(&e->workers_stop, memory_order_acquire))
