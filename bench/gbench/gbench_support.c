@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include "gbench_support.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include <urcu/wfcqueue.h>
 
 #include "common/rcu.h"
 #include "engine_internal.h"
@@ -158,6 +161,63 @@ unsigned gb_ring_pop(struct iovt_queue *q, unsigned max)
 {
 	struct intake_item buf[32];
 	return q->ring->ops->pop(q->ring, buf, max > 32 ? 32 : max);
+}
+
+struct gb_node {
+	struct cds_wfcq_node node;
+	struct intake_item it;
+};
+
+struct gb_node_queue {
+	struct __cds_wfcq_head head;
+	struct cds_wfcq_tail tail;
+	_Alignas(64) _Atomic uint64_t pushed;
+	_Alignas(64) _Atomic uint64_t popped;
+};
+
+struct gb_node_queue *gb_node_queue_create(void)
+{
+	struct gb_node_queue *q = calloc(1, sizeof(*q));
+	if (q)
+		__cds_wfcq_init(&q->head, &q->tail);
+	return q;
+}
+
+unsigned gb_node_queue_push(struct gb_node_queue *q, unsigned n)
+{
+	uint64_t pushed = atomic_load_explicit(&q->pushed, memory_order_relaxed);
+	uint64_t used = pushed - atomic_load_explicit(&q->popped, memory_order_acquire);
+	if (n > 4096 - used)
+		n = (unsigned)(4096 - used);
+	for (unsigned i = 0; i < n; i++) {
+		struct gb_node *nd = malloc(sizeof(*nd));
+		if (!nd)
+			abort();
+		nd->it = placeholder[i & 31];
+		cds_wfcq_node_init(&nd->node);
+		cds_wfcq_enqueue(&q->head, &q->tail, &nd->node);
+	}
+	atomic_store_explicit(&q->pushed, pushed + n, memory_order_release);
+	return n;
+}
+
+unsigned gb_node_queue_pop(struct gb_node_queue *q, unsigned max)
+{
+	struct intake_item buf[32];
+	unsigned n = 0;
+	if (max > 32)
+		max = 32;
+	while (n < max) {
+		struct cds_wfcq_node *node = __cds_wfcq_dequeue_nonblocking(&q->head, &q->tail);
+		if (!node || node == CDS_WFCQ_WOULDBLOCK)
+			break;
+		struct gb_node *nd = caa_container_of(node, struct gb_node, node);
+		buf[n++] = nd->it;
+		free(nd);
+	}
+	__asm__ __volatile__("" : : "r"(buf) : "memory"); /* the copies are the work: keep them */
+	atomic_fetch_add_explicit(&q->popped, n, memory_order_release);
+	return n;
 }
 
 struct shadow_tree *gb_domain_tree(struct iovt_domain *d)

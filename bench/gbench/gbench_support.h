@@ -56,6 +56,15 @@ int gb_guest_unmap(struct gb_world *w, uint64_t iova, uint64_t size);
 unsigned gb_ring_push(struct iovt_queue *q, unsigned n);
 unsigned gb_ring_pop(struct iovt_queue *q, unsigned max);
 
+/* For comparison with the wfcq backend's chunks: liburcu's wfcqueue used the
+ * textbook way, one node per item (malloc by the producer, free by the
+ * consumer), bounded at 4096 items like a default queue. One producer, one
+ * consumer. Same push/pop contract as gb_ring_push/pop. */
+struct gb_node_queue;
+struct gb_node_queue *gb_node_queue_create(void);
+unsigned gb_node_queue_push(struct gb_node_queue *q, unsigned n);
+unsigned gb_node_queue_pop(struct gb_node_queue *q, unsigned max);
+
 /* The domain's shadow tree (NULL without a MAP notifier). */
 struct shadow_tree *gb_domain_tree(struct iovt_domain *d);
 

@@ -39,7 +39,7 @@
 //       alone); p=64, 64 ranges pending and walked per fence.
 //       items_per_second = aggregate PSIs posted and drained per s.
 //       rte_ring only when iovt_dpdk_available().
-//   intake_raw/<wfcq|rte_ring>/burst:<b>/real_time/threads:2
+//   intake_raw/<wfcq|wfcq_node_per_item|rte_ring>/burst:<b>/real_time/threads:2
 //       the ring alone: thread 0 pushes b placeholder items per call, thread 1
 //       pops up to b per call (cf. DPDK's rte_ring burst vs single figures);
 //       items_per_second = items moved per s.
@@ -635,14 +635,33 @@ iovt_queue *raw_queue(iovt_queue_backend backend)
 	return q;
 }
 
-void BM_intake_raw(benchmark::State &st, iovt_queue_backend backend)
+// A ring as the raw benchmark drives it: push n / pop up to max, how many moved.
+struct raw_ring {
+	unsigned (*push)(void *, unsigned);
+	unsigned (*pop)(void *, unsigned);
+	void *(*get)(void);  // the shared instance (created once)
+};
+
+template <iovt_queue_backend B> void *raw_backend_queue() { return raw_queue(B); }
+unsigned raw_backend_push(void *q, unsigned n) { return gb_ring_push((iovt_queue *)q, n); }
+unsigned raw_backend_pop(void *q, unsigned n) { return gb_ring_pop((iovt_queue *)q, n); }
+
+void *raw_node_queue()
+{
+	static gb_node_queue *q = gb_node_queue_create();
+	return q;
+}
+unsigned raw_node_push(void *q, unsigned n) { return gb_node_queue_push((gb_node_queue *)q, n); }
+unsigned raw_node_pop(void *q, unsigned n) { return gb_node_queue_pop((gb_node_queue *)q, n); }
+
+void BM_intake_raw(benchmark::State &st, raw_ring ring)
 {
 	const unsigned burst = (unsigned)st.range(0);
-	iovt_queue *q = raw_queue(backend);
+	void *q = ring.get();
 	if (st.thread_index() == 0) {  // producer
 		for (auto _ : st)
 			for (unsigned done = 0, n; done < burst; done += n)
-				if (!(n = gb_ring_push(q, burst - done)))
+				if (!(n = ring.push(q, burst - done)))
 					spin_pause();  // full
 		st.SetItemsProcessed((int64_t)(st.iterations() * burst));
 	} else {  // consumer: as many items in all as the producer pushed
@@ -650,7 +669,7 @@ void BM_intake_raw(benchmark::State &st, iovt_queue_backend backend)
 		for (auto _ : st) {
 			want += burst;
 			while (got < want) {
-				unsigned n = gb_ring_pop(q, burst);
+				unsigned n = ring.pop(q, burst);
 				if (!n)
 					spin_pause();  // empty
 				got += n;
@@ -673,9 +692,16 @@ void register_intake()
 			->Threads(2)
 			->UseRealTime();
 	}
-	for (iovt_queue_backend b : backends) {
-		std::string name = std::string("intake_raw/") + backend_name(b);
-		benchmark::RegisterBenchmark(name.c_str(), BM_intake_raw, b)
+	std::vector<std::pair<std::string, raw_ring>> rings = {
+		{ "wfcq", { raw_backend_push, raw_backend_pop, raw_backend_queue<IOVT_QUEUE_WFCQ> } },
+		{ "wfcq_node_per_item", { raw_node_push, raw_node_pop, raw_node_queue } },
+	};
+	if (iovt_dpdk_available())
+		rings.push_back({ "rte_ring", { raw_backend_push, raw_backend_pop,
+						raw_backend_queue<IOVT_QUEUE_RTE_RING> } });
+	for (auto &r : rings) {
+		std::string name = "intake_raw/" + r.first;
+		benchmark::RegisterBenchmark(name.c_str(), BM_intake_raw, r.second)
 			->ArgName("burst")
 			->Arg(1)
 			->Arg(8)
