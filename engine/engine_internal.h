@@ -141,6 +141,8 @@ uint64_t domain_top(const struct iovt_domain *d);            /* last IOVA of the
 void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
 void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
 void domain_mark_dirty(struct iovt_domain *d);               /* queue for the next fence */
+void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t);
+struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
 void domain_unqueue(struct iovt_domain *d);                  /* control lock held */
 void engine_free_domain(struct iovt_domain *d);              /* unlinked; no sink called */
 

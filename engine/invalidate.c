@@ -5,6 +5,7 @@
  * every queue and syncs every dirty domain (engine/intake/drain.c).
  */
 #include <errno.h>
+#include <sched.h>
 
 #include "common/rcu.h"
 #include "engine_internal.h"
@@ -53,6 +54,29 @@ void domain_mark_dirty(struct iovt_domain *d)
 	}
 }
 
+/*
+ * The dirty queue's consumer side (control lock: the only consumer). An
+ * enqueuer between its tail exchange and its link store makes liburcu's
+ * blocking splice/dequeue spin and then sleep 10 ms in poll(); a drainer
+ * preempted there must not cost iovt_fence that. Yield instead: the link
+ * store is the enqueuer's very next instruction.
+ */
+void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t)
+{
+	cds_wfcq_init(h, t);
+	while (__cds_wfcq_splice_nonblocking(h, t, &e->dirty_head, &e->dirty_tail) ==
+	       CDS_WFCQ_RET_WOULDBLOCK)
+		sched_yield();
+}
+
+struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t)
+{
+	struct cds_wfcq_node *node;
+	while ((node = __cds_wfcq_dequeue_nonblocking(h, t)) == CDS_WFCQ_WOULDBLOCK)
+		sched_yield();
+	return node;
+}
+
 /* Takes the domain off the dirty queue (control lock: no iovt_fence runs). */
 void domain_unqueue(struct iovt_domain *d)
 {
@@ -63,9 +87,8 @@ void domain_unqueue(struct iovt_domain *d)
 
 	if (!atomic_load(&d->queued))
 		return;
-	cds_wfcq_init(&h, &t);
-	cds_wfcq_splice_blocking(&h, &t, &e->dirty_head, &e->dirty_tail);
-	while ((node = cds_wfcq_dequeue_blocking(&h, &t))) {
+	dirty_take_all(e, &h, &t);
+	while ((node = dirty_next(&h, &t))) {
 		if (node != &d->dirty) {
 			cds_wfcq_node_init(node);
 			cds_wfcq_enqueue(&e->dirty_head, &e->dirty_tail, node);

@@ -378,9 +378,8 @@ int engine_fence_all(struct iovt_engine *e)
 		queue_drain_end(q);
 	}
 
-	cds_wfcq_init(&h, &t);
-	cds_wfcq_splice_blocking(&h, &t, &e->dirty_head, &e->dirty_tail);
-	while ((node = cds_wfcq_dequeue_blocking(&h, &t))) {
+	dirty_take_all(e, &h, &t);
+	while ((node = dirty_next(&h, &t))) {
 		struct iovt_domain *d = caa_container_of(node, struct iovt_domain, dirty);
 		atomic_store_explicit(&d->queued, 0, memory_order_release);
 		int rc = domain_sync(d, &e->scratch, &e->todo, NULL);

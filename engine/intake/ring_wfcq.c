@@ -11,6 +11,16 @@
  * go back to the producer on a liburcu wait-free stack (consumer pushes,
  * the single producer takes them all at once), so steady state allocates
  * nothing.
+ *
+ * Neither side ever waits for the other. liburcu's "blocking" calls spin
+ * while a concurrent enqueue or push is between its exchange and its link
+ * store, and after ten tries sleep 10 ms in poll(): a producer or consumer
+ * preempted in that window would stall a vCPU's post or a worker's drain.
+ * So the consumer dequeues with the non-blocking call (WOULDBLOCK: the
+ * producer is mid-enqueue of a later chunk; stop, the next pop gets it),
+ * and the producer walks the popped free list with the non-blocking next
+ * (an unlinked node stays in `reclaim` for later; meanwhile a new chunk
+ * is allocated).
  */
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -52,24 +62,38 @@ struct ring_wfcq {
 	/* producer */
 	alignas(64) struct chunk *last;   /* the chunk being filled (already queued) */
 	struct chunk *spare;
+	struct cds_wfs_node *reclaim;      /* popped free list, not yet walked */
 	_Atomic uint64_t pushed;
 	/* consumer */
 	alignas(64) struct chunk *cur;    /* dequeued, not yet drained */
 	_Atomic uint64_t popped;
 };
 
+/* Moves freed chunks to the spare list, as far as their links are visible. Producer. */
+static void reclaim_chunks(struct ring_wfcq *r)
+{
+	if (!r->reclaim) {
+		struct cds_wfs_head *h = __cds_wfs_pop_all(&r->freed);
+		r->reclaim = h ? cds_wfs_first(h) : NULL;
+	}
+	struct cds_wfs_node *node = r->reclaim;
+	while (node) {
+		struct cds_wfs_node *next = cds_wfs_next_nonblocking(node);
+		if (next == CDS_WFS_WOULDBLOCK)
+			break; /* its pusher is between exchange and link: later */
+		struct chunk *c = caa_container_of(node, struct chunk, free);
+		taken_over(c);
+		c->next_spare = r->spare;
+		r->spare = c;
+		node = next;
+	}
+	r->reclaim = node;
+}
+
 static struct chunk *take_chunk(struct ring_wfcq *r)
 {
-	if (!r->spare) {
-		struct cds_wfs_head *h = __cds_wfs_pop_all(&r->freed);
-		struct cds_wfs_node *node, *next;
-		cds_wfs_for_each_blocking_safe(h, node, next) {
-			struct chunk *c = caa_container_of(node, struct chunk, free);
-			taken_over(c);
-			c->next_spare = r->spare;
-			r->spare = c;
-		}
-	}
+	if (!r->spare)
+		reclaim_chunks(r);
 	struct chunk *c = r->spare;
 	if (c)
 		r->spare = c->next_spare;
@@ -119,9 +143,9 @@ static unsigned wfcq_pop(struct intake_ring *base, struct intake_item *out, unsi
 	while (got < max) {
 		struct chunk *c = r->cur;
 		if (!c) {
-			struct cds_wfcq_node *node = __cds_wfcq_dequeue_blocking(&r->head, &r->tail);
-			if (!node)
-				break;
+			struct cds_wfcq_node *node = __cds_wfcq_dequeue_nonblocking(&r->head, &r->tail);
+			if (!node || node == CDS_WFCQ_WOULDBLOCK)
+				break; /* empty, or the next chunk is still being linked */
 			c = r->cur = caa_container_of(node, struct chunk, node);
 			taken_over(c);
 		}
@@ -164,6 +188,7 @@ static void wfcq_destroy(struct intake_ring *base)
 	free(r->cur);
 	while ((node = __cds_wfcq_dequeue_blocking(&r->head, &r->tail)))
 		free(caa_container_of(node, struct chunk, node));
+	reclaim_chunks(r); /* no pusher left: every link is visible */
 	struct cds_wfs_head *h = __cds_wfs_pop_all(&r->freed);
 	cds_wfs_for_each_blocking_safe(h, fn, next)
 		free(caa_container_of(fn, struct chunk, free));
