@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -650,6 +651,74 @@ static void test_destroy_pending(enum iovt_queue_backend b)
 }
 
 /* ------------------------------------------------------------------------ */
+/* The coalescing window                                                     */
+
+/*
+ * A flood of one-page PSIs for one domain, from two queues, between fences:
+ * one walk per merged range and one MAP per run, however many PSIs. The
+ * guest maps 2 x 256 contiguous pages; queue A invalidates the first 256
+ * page by page, queue B the second. A's own fence applies what A drained
+ * (one range); iovt_fence then drains B and applies the rest (one range).
+ * Then both queues flood the same 512 pages again (unmapped by the guest),
+ * drained by a poller before one iovt_fence: both queues' PSIs land in the
+ * same pending set and become one range and one UNMAP.
+ */
+static void test_coalescing(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[1];
+	struct iovt_queue *qa, *qb;
+	struct iovt_queue_config qc = { .capacity = 1024, .backend = b };
+	CHECK(iovt_queue_create(w.e, &qc, &qa) == 0);
+	CHECK(iovt_queue_create(w.e, &qc, &qb) == 0);
+
+	const uint64_t A = 4 * M1, N = 256;
+	gmap(wd, A, 2 * N * K, wd->base + A, IOVT_PERM_RW);
+	struct iovt_stats d0 = dstats(wd);
+	for (uint64_t i = 0; i < N; i++) {
+		CHECK(qpsi(qa, wd, A + i * K, K) == 0);
+		CHECK(qpsi(qb, wd, A + (N + i) * K, K) == 0);
+	}
+	CHECK_EQ(iovt_queue_fence(qa), 0);
+	struct iovt_stats d1 = dstats(wd);
+	CHECK_EQ(d1.psi - d0.psi, N);             /* A's PSIs only: B's are in B's ring */
+	CHECK_EQ(d1.ranges_coalesced - d0.ranges_coalesced, 1);
+	CHECK_EQ(d1.map_calls - d0.map_calls, 1);
+	check_range(&w, wd, A, A + N * K);
+	struct iovt_extent x;
+	CHECK(iovt_translate(wd->d, A + N * K, &x) == -ENOENT);
+	CHECK_EQ(iovt_fence(w.e), 0);
+	struct iovt_stats d2 = dstats(wd);
+	CHECK_EQ(d2.psi - d1.psi, N);
+	CHECK_EQ(d2.ranges_coalesced - d1.ranges_coalesced, 1);
+	CHECK_EQ(d2.map_calls - d1.map_calls, 1);
+	check_range(&w, wd, A, A + 2 * N * K);
+
+	/* Both queues over the same pages, drained by a poller, one fence. */
+	gunmap(wd, A, 2 * N * K);
+	for (uint64_t i = 0; i < 2 * N; i++) {
+		CHECK(qpsi(qa, wd, A + i * K, K) == 0);
+		CHECK(qpsi(qb, wd, A + (2 * N - 1 - i) * K, K) == 0);
+	}
+	CHECK_EQ(iovt_poll(w.e, 0, 1, UINT_MAX), 4 * N);
+	struct iovt_stats d3 = dstats(wd);
+	CHECK_EQ(d3.ranges_coalesced, d2.ranges_coalesced); /* no fence yet: nothing walked */
+	CHECK_EQ(iovt_fence(w.e), 0);
+	struct iovt_stats d4 = dstats(wd);
+	CHECK_EQ(d4.psi - d2.psi, 4 * N);
+	CHECK_EQ(d4.ranges_coalesced - d3.ranges_coalesced, 1);
+	CHECK_EQ(d4.unmap_calls - d3.unmap_calls, 1); /* type1 multi-unmap: the two MAPs at once */
+	CHECK_EQ(d4.map_calls, d3.map_calls);
+	check_range(&w, wd, 0, AREA);
+	iovt_queue_destroy(qa);
+	iovt_queue_destroy(qb);
+	world_destroy(&w);
+	printf("intake: %s: %u PSIs from two queues -> 3 walks, 2 MAPs, 1 UNMAP\n",
+	       backend_name(b), (unsigned)(6 * N));
+}
+
+/* ------------------------------------------------------------------------ */
 /* Threads: workers                                                          */
 
 static void test_workers(enum iovt_queue_backend b)
@@ -963,6 +1032,7 @@ int main(int argc, char **argv)
 			test_burst_inline(backends[i]);
 			test_poll_groups(backends[i]);
 			test_destroy_pending(backends[i]);
+			test_coalescing(backends[i]);
 		}
 		if (threads) {
 			test_workers(backends[i]);
