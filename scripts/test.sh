@@ -3,16 +3,17 @@
 #   build/release  gcc, jemalloc, DPDK   every test at full size, the `dpdk` suite too
 #   build/asan     clang, ASan+UBSan     every test (plain malloc, no DPDK: wfcqueue intake)
 #   build/tsan     clang, TSan           the suites that run threads (plain malloc, no DPDK)
+#   build/tsan-dpdk clang, TSan, DPDK    the `dpdk` suite (rte_ring queues, lcore pollers)
 #   vfio           scripts/vfio-guest-test.sh: the real sinks against a real kernel in a QEMU
 #                  guest; 1 passed / 1 failed / nothing when it says skipped
 # Ends with the line "N passed, N failed" summed over all builds.
-# Usage: scripts/test.sh [release|asan|tsan|vfio ...]   (default: all four)
+# Usage: scripts/test.sh [release|asan|tsan|tsan-dpdk|vfio ...]   (default: all five)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/install-deps.sh || { echo "install-deps failed"; echo "0 passed, 1 failed"; exit 1; }
 
-builds=("$@"); [ ${#builds[@]} -eq 0 ] && builds=(release asan tsan vfio)
+builds=("$@"); [ ${#builds[@]} -eq 0 ] && builds=(release asan tsan tsan-dpdk vfio)
 export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stats=1 ${TSAN_OPTIONS:-}"
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1 ${UBSAN_OPTIONS:-}"
@@ -45,6 +46,10 @@ for b in "${builds[@]}"; do
              export IOVT_TEST_SCALE=${IOVT_TEST_SCALE:-0.1} ;;
     tsan)    setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=thread -Db_lundef=false -Dallocator=malloc -Ddpdk=disabled)
              env=(CC=clang-14 CXX=clang++-14); suites=(--suite tsan) ;;
+    tsan-dpdk) # EAL is not instrumented: C11 atomics in the inline ring code, and
+             # tests/tsan.supp's called_from_lib for what happens inside librte_eal.
+             setup=(-Dbuildtype=debug -Doptimization=1 -Db_sanitize=thread -Db_lundef=false -Dallocator=malloc -Ddpdk=enabled -Dc_args=-DRTE_USE_C11_MEM_MODEL)
+             env=(CC=clang-14 CXX=clang++-14); suites=(--suite dpdk) ;;
     vfio)    echo "=== vfio (guest) ==="
              vlog=build/vfio-guest-test.log; mkdir -p build
              bash scripts/vfio-guest-test.sh >"$vlog" 2>&1

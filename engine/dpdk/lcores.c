@@ -8,8 +8,19 @@
 #include <rte_lcore.h>
 #include <rte_pause.h>
 
+#include "common/rcu.h"
 #include "engine_internal.h"
 #include "iovt_dpdk.h"
+
+#ifdef IOVT_TSAN
+/* EAL (not instrumented) orders launch before the lcore's run, and its end
+ * before rte_eal_wait_lcore returns: say so to TSan. */
+#define launched(p) __tsan_release(p)
+#define running(p) __tsan_acquire(p)
+#else
+#define launched(p) ((void)(p))
+#define running(p) ((void)(p))
+#endif
 
 #define POLL_BUDGET 256u
 
@@ -33,6 +44,7 @@ bool iovt_dpdk_available(void)
 static int poller_main(void *arg)
 {
 	struct lcore_poller *p = arg;
+	running(p);
 	struct dpdk_pollers *set = p->set;
 
 	iovt_thread_register();
@@ -40,6 +52,7 @@ static int poller_main(void *arg)
 		if (!iovt_poll(set->engine, p->idx, set->n, POLL_BUDGET))
 			rte_pause();
 	iovt_thread_unregister();
+	launched(p); /* its end, to the waiter */
 	return 0;
 }
 
@@ -65,10 +78,13 @@ int iovt_dpdk_pollers_start(struct iovt_engine *e, const unsigned *lcore_ids, un
 	}
 	for (unsigned i = 0; i < n; i++) {
 		set->p[i] = (struct lcore_poller){ .set = set, .idx = i, .lcore = lcore_ids[i] };
+		launched(&set->p[i]);
 		if (rte_eal_remote_launch(poller_main, &set->p[i], lcore_ids[i])) {
 			atomic_store(&set->stop, true);
-			for (unsigned j = 0; j < i; j++)
+			for (unsigned j = 0; j < i; j++) {
 				rte_eal_wait_lcore(lcore_ids[j]);
+				running(&set->p[j]);
+			}
 			pthread_mutex_unlock(&e->control_lock);
 			free(set);
 			return -EBUSY;
@@ -85,8 +101,10 @@ void iovt_dpdk_pollers_stop(struct iovt_engine *e)
 	struct dpdk_pollers *set = e->dpdk_pollers;
 	if (set) {
 		atomic_store_explicit(&set->stop, true, memory_order_release);
-		for (unsigned i = 0; i < set->n; i++)
+		for (unsigned i = 0; i < set->n; i++) {
 			rte_eal_wait_lcore(set->p[i].lcore);
+			running(&set->p[i]); /* its end: its reads of *set are done */
+		}
 		e->dpdk_pollers = NULL;
 		free(set);
 	}

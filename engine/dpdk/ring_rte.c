@@ -38,7 +38,13 @@ static unsigned rte_pop(struct intake_ring *base, struct intake_item *out, unsig
 static unsigned rte_count(const struct intake_ring *base)
 {
 	const struct ring_rte *r = (const struct ring_rte *)base;
-	return rte_ring_count(r->r);
+	/* rte_ring_count() reads the tails with plain loads; drainers and
+	 * iovt_fence call this while the producer moves prod.tail, so read them
+	 * atomically (same arithmetic: a snapshot, exact for the owner). */
+	uint32_t prod = __atomic_load_n(&r->r->prod.tail, __ATOMIC_ACQUIRE);
+	uint32_t cons = __atomic_load_n(&r->r->cons.tail, __ATOMIC_ACQUIRE);
+	uint32_t n = (prod - cons) & r->r->mask;
+	return n > r->r->capacity ? r->r->capacity : n;
 }
 
 static void rte_destroy(struct intake_ring *base)
