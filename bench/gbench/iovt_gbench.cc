@@ -96,6 +96,22 @@ double now_s()
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// A writer's pacing: the next burst is due `period` s after the previous
+// one; sleep until then. Far behind (CPU stolen): do not burst to catch up.
+void pace(double &next, double period)
+{
+	next += period;
+	double t = now_s();
+	if (t < next) {
+		timespec ts;
+		ts.tv_sec = (time_t)next;
+		ts.tv_nsec = (long)((next - (double)ts.tv_sec) * 1e9);
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+	} else if (t - next > 0.01) {
+		next = t;
+	}
+}
+
 uint64_t sparse_iova(uint64_t i) { return GB_IOVA_BASE + i * 2 * K4; }
 
 iovt_extent ext4k(uint64_t iova)
@@ -303,16 +319,7 @@ template <class Impl> struct Writer {
 					impl->remove(iova);
 				}
 				ops += BURST;
-				next += BURST / WRITER_OPS_PER_S;
-				double t = now_s();
-				if (t < next) {
-					timespec ts;
-					ts.tv_sec = (time_t)next;
-					ts.tv_nsec = (long)((next - (double)ts.tv_sec) * 1e9);
-					clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
-				} else if (t - next > 0.01) {
-					next = t;  // far behind (CPU stolen): do not burst to catch up
-				}
+				pace(next, BURST / WRITER_OPS_PER_S);
 			}
 			secs = now_s() - t0;
 			impl->writer_thread_end();
@@ -379,16 +386,7 @@ struct FenceWriter {
 					errors += iovt_queue_fence(q) != 0;
 				}
 				ops += BURST;
-				next += BURST / WRITER2_OPS_PER_S;
-				double t = now_s();
-				if (t < next) {
-					timespec ts;
-					ts.tv_sec = (time_t)next;
-					ts.tv_nsec = (long)((next - (double)ts.tv_sec) * 1e9);
-					clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
-				} else if (t - next > 0.01) {
-					next = t;
-				}
+				pace(next, BURST / WRITER2_OPS_PER_S);
 			}
 			secs = now_s() - t0;
 			iovt_queue_destroy(q);
