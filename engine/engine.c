@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/rcu.h"
 #include "engine_internal.h"
 #include "iovt_dpdk.h"
@@ -27,6 +28,7 @@ void iovt_thread_register(void)
 
 void iovt_thread_unregister(void)
 {
+	thread_queues_release(); /* before leaving RCU: queue destroy waits a grace period */
 	if (thread_registered) {
 		urcu_memb_unregister_thread();
 		thread_registered = false;
@@ -35,9 +37,10 @@ void iovt_thread_unregister(void)
 
 int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 {
-	struct iovt_engine *e = calloc(1, sizeof(*e));
+	struct iovt_engine *e = iovt_aligned_alloc(_Alignof(struct iovt_engine), sizeof(*e));
 	if (!e)
 		return -ENOMEM;
+	memset(e, 0, sizeof(*e));
 	if (cfg)
 		e->cfg = *cfg;
 	if (!e->cfg.walk_budget)
@@ -65,6 +68,7 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 		free(e);
 		return -ENOMEM;
 	}
+	engine_live_add(e);
 	*out = e;
 	return 0;
 }
@@ -75,6 +79,7 @@ void iovt_engine_destroy(struct iovt_engine *e)
 
 	if (!e)
 		return;
+	engine_live_remove(e); /* threads no longer release their queues here */
 	iovt_workers_stop(e);
 	iovt_dpdk_pollers_stop(e);
 	engine_destroy_queues(e);
@@ -156,6 +161,8 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 	iovt_rcu_read_lock();
 	cds_lfht_for_each(e->domains, &it, node)
 		add_shadow(caa_container_of(node, struct iovt_domain, hnode), out);
+	struct queue_table *qt = iovt_rcu_dereference(e->queues);
+	out->queues = qt ? qt->n : 0;
 	iovt_rcu_read_unlock();
 }
 

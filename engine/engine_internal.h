@@ -118,6 +118,7 @@ struct worker {
 struct iovt_engine {
 	pthread_mutex_t control_lock;   /* control calls and iovt_fence */
 	uint64_t id;                    /* unique in the process: keys thread-local caches */
+	struct cds_list_head live_link; /* on the list of live engines (intake/queue.c) */
 	_Atomic uint64_t domain_gen;    /* bumped when a domain goes away */
 	struct queue_table *queues;     /* every iovt_queue: RCU, replaced whole (control lock) */
 	struct iovt_config cfg;
@@ -160,6 +161,9 @@ void queue_kick(struct iovt_queue *q);                          /* wake its work
 void engine_destroy_queues(struct iovt_engine *e);
 int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
 struct iovt_queue *thread_queue(struct iovt_engine *e);         /* the implicit queue */
+void engine_live_add(struct iovt_engine *e);    /* iovt_engine_create */
+void engine_live_remove(struct iovt_engine *e); /* first thing in iovt_engine_destroy */
+void thread_queues_release(void);               /* iovt_thread_unregister */
 
 #define ENGINE_STAT_ADD(e, field, v) \
 	atomic_fetch_add_explicit(&(e)->stats.field, (v), memory_order_relaxed)

@@ -71,7 +71,10 @@ struct iovt_notifier;
 
 /*
  * Registers / unregisters the calling thread as an RCU reader. Required
- * before iovt_translate() on that thread; idempotent per thread.
+ * before any other iovt call on that thread; idempotent per thread.
+ * Unregister also releases the thread's implicit queues (iovt_invalidate_*):
+ * what they still hold goes to the domains' pending sets, applied by the
+ * next iovt_fence. Call it before the thread exits, outside any engine call.
  */
 void iovt_thread_register(void);
 void iovt_thread_unregister(void);
@@ -248,10 +251,10 @@ int iovt_notifier_detach(struct iovt_notifier *n);
 
 /*
  * The simple intake: these post to the calling thread's own implicit queue
- * (created on its first post, freed with the engine: a host whose threads
- * come and go should give them explicit queues), so concurrent callers
- * never share a lock; iovt_fence() then applies everything. The thread must
- * be registered (iovt_thread_register).
+ * (created on its first post, released by iovt_thread_unregister; a thread
+ * keeps up to 4, one per engine, and releases the oldest when it posts to a
+ * fifth), so concurrent callers never share a lock; iovt_fence() then
+ * applies everything. The thread must be registered (iovt_thread_register).
  *
  * Page-selective invalidation: the 2^am-page block aligned on 2^am pages that
  * contains addr. am 0..IOVT_PSI_MAX_AM; ih (invalidation hint: only leaves
@@ -453,6 +456,7 @@ struct iovt_stats {
 	uint64_t queue_full_waits; /* posts that found their queue full and waited */
 	uint64_t fences_inline;    /* queue fences applied by the posting thread itself */
 	uint64_t fences_drained;   /* queue fences applied by a worker, a poller, iovt_fence or queue destroy */
+	uint64_t queues;           /* intake queues now, explicit and implicit (engine stats only) */
 	uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 

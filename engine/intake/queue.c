@@ -354,8 +354,14 @@ int iovt_queue_fence_wait(struct iovt_queue *q, uint64_t ticket)
 	return wait_ticket(q, ticket, !q->handoff);
 }
 
-/* Each thread's implicit queue per engine, found through a small cache.
- * Engine ids are never reused, so a stale entry can never match. */
+/*
+ * Each thread's implicit queue per engine, found through a small cache.
+ * Engine ids are never reused, so a stale entry can never match. A thread
+ * releases its implicit queues at iovt_thread_unregister (and one when its
+ * cache evicts it), so threads that come and go leave nothing behind. The
+ * engine may be gone by then: the list of live engines says, and holding
+ * its lock keeps iovt_engine_destroy from starting meanwhile.
+ */
 #define THREAD_QUEUES 4
 static __thread struct {
 	uint64_t engine_id;
@@ -363,16 +369,65 @@ static __thread struct {
 } thread_queues[THREAD_QUEUES];
 static __thread unsigned thread_queue_next;
 
-struct iovt_queue *thread_queue(struct iovt_engine *e)
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static CDS_LIST_HEAD(live_engines);
+
+void engine_live_add(struct iovt_engine *e)
+{
+	pthread_mutex_lock(&live_lock);
+	cds_list_add(&e->live_link, &live_engines);
+	pthread_mutex_unlock(&live_lock);
+}
+
+void engine_live_remove(struct iovt_engine *e)
+{
+	pthread_mutex_lock(&live_lock);
+	cds_list_del(&e->live_link);
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void release_thread_queue(unsigned slot)
+{
+	uint64_t id = thread_queues[slot].engine_id;
+	struct iovt_queue *q = thread_queues[slot].q;
+	thread_queues[slot].engine_id = 0;
+	thread_queues[slot].q = NULL;
+	if (!id)
+		return;
+	pthread_mutex_lock(&live_lock);
+	struct cds_list_head *pos;
+	cds_list_for_each(pos, &live_engines) {
+		if (caa_container_of(pos, struct iovt_engine, live_link)->id == id) {
+			iovt_queue_destroy(q); /* leftovers go to the pending sets */
+			break;
+		}
+	}
+	pthread_mutex_unlock(&live_lock);
+}
+
+void thread_queues_release(void)
 {
 	for (unsigned i = 0; i < THREAD_QUEUES; i++)
+		release_thread_queue(i);
+}
+
+struct iovt_queue *thread_queue(struct iovt_engine *e)
+{
+	unsigned slot = THREAD_QUEUES;
+	for (unsigned i = 0; i < THREAD_QUEUES; i++) {
 		if (thread_queues[i].engine_id == e->id)
 			return thread_queues[i].q;
+		if (!thread_queues[i].engine_id && slot == THREAD_QUEUES)
+			slot = i;
+	}
+	if (slot == THREAD_QUEUES) {
+		slot = thread_queue_next++ % THREAD_QUEUES;
+		release_thread_queue(slot);
+	}
 	struct iovt_queue *q;
 	if (iovt_queue_create(e, NULL, &q))
 		return NULL;
 	q->implicit = true;
-	unsigned slot = thread_queue_next++ % THREAD_QUEUES;
 	thread_queues[slot].engine_id = e->id;
 	thread_queues[slot].q = q;
 	return q;

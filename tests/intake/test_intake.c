@@ -719,6 +719,87 @@ static void test_coalescing(enum iovt_queue_backend b)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Implicit queues (iovt_invalidate_*): released by the thread, never lost    */
+
+struct legacy_arg {
+	struct world *w;
+	struct wdom *wd;
+	unsigned n;
+};
+
+static void *legacy_thread(void *arg)
+{
+	struct legacy_arg *a = arg;
+	iovt_thread_register();
+	for (unsigned i = 0; i < a->n; i++) {
+		uint64_t iova = 10 * M1 + i * 2 * K;
+		gmap(a->wd, iova, K, a->wd->base + iova, IOVT_PERM_RW);
+		CHECK_EQ(iovt_invalidate_psi(a->w->e, a->wd->did, iova, 0, false), 0);
+	}
+	iovt_thread_unregister(); /* releases its queue: the PSIs wait in the pending set */
+	return NULL;
+}
+
+/*
+ * A thread that posts through its implicit queue and leaves without a
+ * fence: what it posted is applied by the next iovt_fence. A thread that
+ * cycles over more engines than its cache holds: each eviction releases a
+ * queue, and nothing it held is lost. An engine destroyed before the thread
+ * unregisters: the thread's release skips it.
+ */
+static void test_implicit_queues(void)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[3];
+	struct legacy_arg a = { &w, wd, 100 };
+	struct iovt_stats d0 = dstats(wd);
+	for (int round = 0; round < 3; round++) {
+		pthread_t t;
+		CHECK(pthread_create(&t, NULL, legacy_thread, &a) == 0);
+		pthread_join(t, NULL);
+	}
+	CHECK_EQ(stats(&w).queues, 0); /* each thread released its queue */
+	CHECK_EQ(iovt_fence(w.e), 0);
+	CHECK_EQ(dstats(wd).psi - d0.psi, 300);
+	check_range(&w, wd, 0, AREA);
+
+	/* Six engines, one domain each, posted to round-robin by this thread:
+	 * its cache of four keeps evicting. */
+	enum { NE = 6, ROUNDS = 50 };
+	struct iovt_engine *es[NE];
+	for (unsigned i = 0; i < NE; i++) {
+		CHECK(iovt_engine_create(NULL, &es[i]) == 0);
+		const struct gs_region *r = gs_region(w.gs, 0);
+		CHECK(iovt_guest_ram_add(es[i], r->gpa, r->size, r->hva, NULL) == 0);
+		struct iovt_domain_config dc = { .did = 9, .root_gpa = gs_domain_root(wd->gd),
+						 .addr_width = 48 };
+		struct iovt_domain *d;
+		CHECK(iovt_domain_create(es[i], &dc, &d) == 0);
+	}
+	for (unsigned r = 0; r < ROUNDS; r++)
+		for (unsigned i = 0; i < NE; i++)
+			CHECK_EQ(iovt_invalidate_psi(es[i], 9, r * K, 0, false), 0);
+	unsigned held = 0;
+	for (unsigned i = 0; i < NE; i++) {
+		CHECK_EQ(iovt_fence(es[i]), 0);
+		struct iovt_stats st;
+		iovt_stats_get(es[i], &st);
+		CHECK_EQ(st.psi, ROUNDS);
+		CHECK(st.queues <= 1); /* evicted queues were released, not leaked */
+		held += (unsigned)st.queues;
+	}
+	CHECK_EQ(held, 4); /* the cache's four */
+	/* Destroyed before this thread lets go of its queues in them. */
+	for (unsigned i = 0; i < NE; i++)
+		iovt_engine_destroy(es[i]);
+	iovt_thread_unregister();
+	iovt_thread_register();
+	world_destroy(&w);
+	printf("intake: implicit queues: released by their threads, 0 lost\n");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Threads: workers                                                          */
 
 static void test_workers(enum iovt_queue_backend b)
@@ -1039,8 +1120,10 @@ int main(int argc, char **argv)
 			test_pollers(backends[i]);
 		}
 	}
-	if (single)
+	if (single) {
 		test_order(IOVT_QUEUE_DEFAULT);
+		test_implicit_queues();
+	}
 	iovt_thread_unregister();
 	printf("intake: ok\n");
 	return 0;
