@@ -62,27 +62,16 @@ static int dpdk_map(void *ctx, const struct iovt_extent *m)
 	if (rc)
 		return rc;
 	uint32_t i = lower(s, m->iova);
-	if (i < s->n && s->v[i].iova <= m->iova + m->size - 1) {
-		vfio_cnt_errno(&s->base, -EEXIST); /* what the kernel would say */
-		vfio_cnt_add(&s->base.cnt->refused, 1);
-		return -EEXIST;
-	}
-	if (s->n >= s->cap) {
-		vfio_cnt_errno(&s->base, -ENOSPC);
-		vfio_cnt_add(&s->base.cnt->refused, 1);
-		return -ENOSPC;
-	}
+	if (i < s->n && s->v[i].iova <= m->iova + m->size - 1)
+		return vfio_refuse(&s->base, -EEXIST);
+	if (s->n >= s->cap)
+		return vfio_refuse(&s->base, -ENOSPC);
 	/* rte_vfio maps read+write: DPDK's API has no permissions. */
 	uint64_t t0 = vfio_now_ns();
 	rte_errno = 0;
 	rc = rte_vfio_container_dma_map(s->container_fd, m->hva, m->iova, m->size) ? rte_err() : 0;
-	vfio_cnt_add(&s->base.cnt->map_ns, vfio_now_ns() - t0);
-	vfio_cnt_add(&s->base.cnt->map_calls, 1);
-	if (rc) {
-		vfio_cnt_add(&s->base.cnt->map_errors, 1);
-		vfio_cnt_errno(&s->base, rc);
+	if (vfio_call_done(&s->base, VFIO_MAP_CNT(s->base.cnt), t0, rc))
 		return rc;
-	}
 	memmove(&s->v[i + 1], &s->v[i], (s->n - i) * sizeof(*s->v));
 	s->v[i] = (struct dpdk_map){ m->iova, m->size, m->hva };
 	s->n++;
@@ -92,7 +81,7 @@ static int dpdk_map(void *ctx, const struct iovt_extent *m)
 
 /* Removes s->v[i, j) one rte call each; stops at the first failure. */
 static int dpdk_unmap_span(struct dpdk_sink *s, uint32_t i, uint32_t j, uint64_t *unmapped,
-			   uint64_t *calls, uint64_t *errors, uint64_t *ns)
+			   struct vfio_call_cnt cnt)
 {
 	uint32_t k = i;
 	int rc = 0;
@@ -102,13 +91,8 @@ static int dpdk_unmap_span(struct dpdk_sink *s, uint32_t i, uint32_t j, uint64_t
 		rte_errno = 0;
 		rc = rte_vfio_container_dma_unmap(s->container_fd, d->hva, d->iova, d->size)
 			     ? rte_err() : 0;
-		vfio_cnt_add(ns, vfio_now_ns() - t0);
-		vfio_cnt_add(calls, 1);
-		if (rc) {
-			vfio_cnt_add(errors, 1);
-			vfio_cnt_errno(&s->base, rc);
+		if (vfio_call_done(&s->base, cnt, t0, rc))
 			break;
-		}
 		*unmapped += d->size;
 	}
 	memmove(&s->v[i], &s->v[k], (s->n - k) * sizeof(*s->v));
@@ -131,12 +115,9 @@ static int dpdk_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmappe
 		j++;
 	/* A mapping across either end would be bisected: refused, as type1 would. */
 	if ((i < s->n && s->v[i].iova < iova) ||
-	    (j > i && s->v[j - 1].iova + s->v[j - 1].size - 1 > last)) {
-		vfio_cnt_add(&s->base.cnt->refused, 1);
-		vfio_cnt_errno(&s->base, -EINVAL);
-		return -EINVAL;
-	}
-	return dpdk_unmap_span(s, i, j, unmapped, &c->unmap_calls, &c->unmap_errors, &c->unmap_ns);
+	    (j > i && s->v[j - 1].iova + s->v[j - 1].size - 1 > last))
+		return vfio_refuse(&s->base, -EINVAL);
+	return dpdk_unmap_span(s, i, j, unmapped, VFIO_UNMAP_CNT(c));
 }
 
 static int dpdk_unmap_all(void *ctx, uint64_t *unmapped)
@@ -144,8 +125,7 @@ static int dpdk_unmap_all(void *ctx, uint64_t *unmapped)
 	struct dpdk_sink *s = ctx;
 	struct iovt_vfio_sink_counters *c = s->base.cnt;
 	*unmapped = 0;
-	int rc = dpdk_unmap_span(s, 0, s->n, unmapped, &c->unmap_all_calls, &c->unmap_all_errors,
-				 &c->unmap_all_ns);
+	int rc = dpdk_unmap_span(s, 0, s->n, unmapped, VFIO_UNMAP_ALL_CNT(c));
 	if (!rc)
 		vfio_cnt_add(&c->unmap_all_bytes, *unmapped);
 	return rc;

@@ -43,19 +43,14 @@ static int ifd_map(void *ctx, const struct iovt_extent *m)
 	};
 	uint64_t t0 = vfio_now_ns();
 	rc = ioctl(s->fd, IOMMU_IOAS_MAP, &map) ? -errno : 0;
-	vfio_cnt_add(&s->base.cnt->map_ns, vfio_now_ns() - t0);
-	vfio_cnt_add(&s->base.cnt->map_calls, 1);
-	if (rc) {
-		vfio_cnt_add(&s->base.cnt->map_errors, 1);
-		vfio_cnt_errno(&s->base, rc);
+	if (vfio_call_done(&s->base, VFIO_MAP_CNT(s->base.cnt), t0, rc))
 		return rc;
-	}
 	vfio_cnt_add(&s->base.cnt->bytes_mapped, m->size);
 	return 0;
 }
 
 static int ifd_unmap_call(struct iommufd_sink *s, uint64_t iova, uint64_t length,
-			  uint64_t *unmapped, uint64_t *calls, uint64_t *errors, uint64_t *ns)
+			  uint64_t *unmapped, struct vfio_call_cnt k)
 {
 	struct iommu_ioas_unmap un = {
 		.size = sizeof(un),
@@ -65,12 +60,8 @@ static int ifd_unmap_call(struct iommufd_sink *s, uint64_t iova, uint64_t length
 	};
 	uint64_t t0 = vfio_now_ns();
 	int rc = ioctl(s->fd, IOMMU_IOAS_UNMAP, &un) ? -errno : 0;
-	vfio_cnt_add(ns, vfio_now_ns() - t0);
-	vfio_cnt_add(calls, 1);
-	if (rc) {
+	if (vfio_call_done(&s->base, k, t0, rc)) {
 		*unmapped = 0; /* the kernel wrote no reply */
-		vfio_cnt_add(errors, 1);
-		vfio_cnt_errno(&s->base, rc);
 		return rc;
 	}
 	*unmapped = un.length;
@@ -86,8 +77,7 @@ static int ifd_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped
 	int rc = vfio_check_unmap(&s->base, iova, size);
 	if (rc)
 		return rc;
-	return ifd_unmap_call(s, iova, size, unmapped, &c->unmap_calls, &c->unmap_errors,
-			      &c->unmap_ns);
+	return ifd_unmap_call(s, iova, size, unmapped, VFIO_UNMAP_CNT(c));
 }
 
 static int ifd_unmap_all(void *ctx, uint64_t *unmapped)
@@ -97,8 +87,7 @@ static int ifd_unmap_all(void *ctx, uint64_t *unmapped)
 	*unmapped = 0;
 	if (!s->base.info.unmap_all)
 		return -EOPNOTSUPP;
-	int rc = ifd_unmap_call(s, 0, UINT64_MAX, unmapped, &c->unmap_all_calls,
-				&c->unmap_all_errors, &c->unmap_all_ns);
+	int rc = ifd_unmap_call(s, 0, UINT64_MAX, unmapped, VFIO_UNMAP_ALL_CNT(c));
 	if (!rc)
 		vfio_cnt_add(&c->unmap_all_bytes, *unmapped);
 	return rc;

@@ -150,11 +150,11 @@ uint32_t vfio_max_mappings(uint32_t kernel, const struct iovt_vfio_sink_config *
 	return (want && want < kernel) ? want : kernel;
 }
 
-static int refuse(struct vfio_sink_base *b)
+int vfio_refuse(struct vfio_sink_base *b, int err)
 {
 	vfio_cnt_add(&b->cnt->refused, 1);
-	vfio_cnt_errno(b, -EINVAL);
-	return -EINVAL;
+	vfio_cnt_errno(b, err);
+	return err;
 }
 
 int vfio_check_map(struct vfio_sink_base *b, const struct iovt_extent *m)
@@ -162,26 +162,26 @@ int vfio_check_map(struct vfio_sink_base *b, const struct iovt_extent *m)
 	uint64_t mask = b->info.iova_alignment - 1;
 	if (!m || m->size == 0 || ((m->iova | m->size | m->hva) & mask) ||
 	    !(m->perm & IOVT_PERM_RW))
-		return refuse(b);
+		return vfio_refuse(b, -EINVAL);
 	uint64_t last = m->iova + m->size - 1;
 	if (last < m->iova)
-		return refuse(b);
+		return vfio_refuse(b, -EINVAL);
 	/* The usable range holding iova must hold the last byte too. */
 	for (uint32_t i = 0; i < b->info.nr_ranges; i++) {
 		const struct iovt_vfio_iova_range *r = &b->info.ranges[i];
 		if (m->iova < r->first)
 			break;
 		if (m->iova <= r->last)
-			return last <= r->last ? 0 : refuse(b);
+			return last <= r->last ? 0 : vfio_refuse(b, -EINVAL);
 	}
-	return refuse(b);
+	return vfio_refuse(b, -EINVAL);
 }
 
 int vfio_check_unmap(struct vfio_sink_base *b, uint64_t iova, uint64_t size)
 {
 	uint64_t mask = b->info.iova_alignment - 1;
 	if (size == 0 || ((iova | size) & mask) || iova + size - 1 < iova)
-		return refuse(b);
+		return vfio_refuse(b, -EINVAL);
 	return 0;
 }
 

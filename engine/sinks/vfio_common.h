@@ -43,6 +43,34 @@ static inline uint64_t vfio_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The counters one kind of kernel call feeds (map, unmap or unmap_all). */
+struct vfio_call_cnt {
+	uint64_t *calls, *errors, *ns;
+};
+#define VFIO_MAP_CNT(c) ((struct vfio_call_cnt){ &(c)->map_calls, &(c)->map_errors, &(c)->map_ns })
+#define VFIO_UNMAP_CNT(c) \
+	((struct vfio_call_cnt){ &(c)->unmap_calls, &(c)->unmap_errors, &(c)->unmap_ns })
+#define VFIO_UNMAP_ALL_CNT(c) \
+	((struct vfio_call_cnt){ &(c)->unmap_all_calls, &(c)->unmap_all_errors, &(c)->unmap_all_ns })
+
+/* Accounts a kernel call begun at t0 (vfio_now_ns) that returned rc (0 or a
+ * negative errno): its time, the call, a failure and its errno. Returns rc. */
+static inline int vfio_call_done(struct vfio_sink_base *b, struct vfio_call_cnt k, uint64_t t0,
+				 int rc)
+{
+	vfio_cnt_add(k.ns, vfio_now_ns() - t0);
+	vfio_cnt_add(k.calls, 1);
+	if (rc) {
+		vfio_cnt_add(k.errors, 1);
+		vfio_cnt_errno(b, rc);
+	}
+	return rc;
+}
+
+/* A call the sink refuses without asking the kernel (what the kernel would
+ * say): counted as refused, errno set. Returns err (negative). */
+int vfio_refuse(struct vfio_sink_base *b, int err);
+
 /* Fills b->info and b->cnt from cfg for a sink that does not query the
  * kernel (cfg->no_query, or DPDK). unmap_all as given. -EINVAL on bad
  * ranges/page sizes. */

@@ -43,19 +43,14 @@ static int type1_map(void *ctx, const struct iovt_extent *m)
 	};
 	uint64_t t0 = vfio_now_ns();
 	rc = ioctl(s->fd, VFIO_IOMMU_MAP_DMA, &map) ? -errno : 0;
-	vfio_cnt_add(&s->base.cnt->map_ns, vfio_now_ns() - t0);
-	vfio_cnt_add(&s->base.cnt->map_calls, 1);
-	if (rc) {
-		vfio_cnt_add(&s->base.cnt->map_errors, 1);
-		vfio_cnt_errno(&s->base, rc);
+	if (vfio_call_done(&s->base, VFIO_MAP_CNT(s->base.cnt), t0, rc))
 		return rc;
-	}
 	vfio_cnt_add(&s->base.cnt->bytes_mapped, m->size);
 	return 0;
 }
 
 static int type1_unmap_call(struct type1_sink *s, uint64_t iova, uint64_t size, uint32_t flags,
-			    uint64_t *unmapped, uint64_t *calls, uint64_t *errors, uint64_t *ns)
+			    uint64_t *unmapped, struct vfio_call_cnt k)
 {
 	struct vfio_iommu_type1_dma_unmap un = {
 		.argsz = sizeof(un),
@@ -65,13 +60,8 @@ static int type1_unmap_call(struct type1_sink *s, uint64_t iova, uint64_t size, 
 	};
 	uint64_t t0 = vfio_now_ns();
 	int rc = ioctl(s->fd, VFIO_IOMMU_UNMAP_DMA, &un) ? -errno : 0;
-	vfio_cnt_add(ns, vfio_now_ns() - t0);
-	vfio_cnt_add(calls, 1);
-	if (rc) {
-		/* type1 checks before it removes: a failure removed nothing. */
-		*unmapped = 0;
-		vfio_cnt_add(errors, 1);
-		vfio_cnt_errno(&s->base, rc);
+	if (vfio_call_done(&s->base, k, t0, rc)) {
+		*unmapped = 0; /* type1 checks before it removes: a failure removed nothing */
 		return rc;
 	}
 	*unmapped = un.size;
@@ -87,8 +77,7 @@ static int type1_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapp
 	int rc = vfio_check_unmap(&s->base, iova, size);
 	if (rc)
 		return rc;
-	return type1_unmap_call(s, iova, size, 0, unmapped, &c->unmap_calls, &c->unmap_errors,
-				&c->unmap_ns);
+	return type1_unmap_call(s, iova, size, 0, unmapped, VFIO_UNMAP_CNT(c));
 }
 
 static int type1_unmap_all(void *ctx, uint64_t *unmapped)
@@ -98,8 +87,7 @@ static int type1_unmap_all(void *ctx, uint64_t *unmapped)
 	*unmapped = 0;
 	if (!s->base.info.unmap_all)
 		return -EOPNOTSUPP;
-	int rc = type1_unmap_call(s, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, unmapped, &c->unmap_all_calls,
-				  &c->unmap_all_errors, &c->unmap_all_ns);
+	int rc = type1_unmap_call(s, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, unmapped, VFIO_UNMAP_ALL_CNT(c));
 	if (!rc)
 		vfio_cnt_add(&c->unmap_all_bytes, *unmapped);
 	return rc;
