@@ -149,6 +149,19 @@ void engine_free_domain(struct iovt_domain *d);              /* unlinked; no sin
 
 /* Intake (engine/intake/). */
 void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
+void domains_pend_all(struct iovt_engine *e);  /* a global invalidation; RCU read side */
+
+/* The block a PSI names: the 2^am pages aligned on their size that hold
+ * addr, clipped to top (am 52 wraps the span to 0: everything). */
+static inline struct range psi_block(uint64_t addr, unsigned am, uint64_t top)
+{
+	uint64_t span = IOVT_PAGE_SIZE << am;
+	struct range r = { addr & ~(span - 1), 0 };
+	r.last = r.first + (span - 1);
+	if (r.last > top || r.last < r.first)
+		r.last = top;
+	return r;
+}
 int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		bool *retry_left);
 struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did); /* d->sync_lock held */

@@ -108,12 +108,9 @@ static int post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 	iovt_rcu_read_lock();
 	struct iovt_domain *d = iovt_domain_lookup(e, v->did);
 	if (v->kind == IOVT_INVAL_GLOBAL) {
-		struct cds_lfht_iter it;
-		struct cds_lfht_node *node;
 		ENGINE_STAT_ADD(e, invalidations, 1);
 		ENGINE_STAT_ADD(e, global, 1);
-		cds_lfht_for_each(e->domains, &it, node)
-			domain_add_pending(caa_container_of(node, struct iovt_domain, hnode), 0, 0, true);
+		domains_pend_all(e);
 	} else if (!d) {
 		ENGINE_STAT_ADD(e, errors[IOVT_ERR_UNKNOWN_DOMAIN], 1);
 		rc = -ENOENT;
@@ -125,13 +122,10 @@ static int post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 		STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1);
 		rc = -EINVAL;
 	} else {
-		uint64_t span = IOVT_PAGE_SIZE << v->am;
-		uint64_t first = v->addr & ~(span - 1), last = first + (span - 1);
-		if (last > domain_top(d) || last < first)
-			last = domain_top(d);
+		struct range b = psi_block(v->addr, v->am, domain_top(d));
 		STAT_ADD(d, invalidations, 1);
 		STAT_ADD(d, psi, 1);
-		domain_add_pending(d, first, last, false);
+		domain_add_pending(d, b.first, b.last, false);
 	}
 	iovt_rcu_read_unlock();
 	return rc;

@@ -282,26 +282,27 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 	g->psi++;
 	if (g->all)
 		return;
-	uint64_t top = domain_top(g->d);
-	uint64_t last = it->arg + ((IOVT_PAGE_SIZE << it->am) - 1);
-	if (last > top || last < it->arg)
-		last = top;
-	if (g->n && g->r[g->n - 1].last + 1 >= it->arg && g->r[g->n - 1].first <= it->arg) {
-		if (last > g->r[g->n - 1].last)
-			g->r[g->n - 1].last = last; /* the common streaming case: adjacent blocks */
+	struct range b = psi_block(it->arg, it->am, domain_top(g->d));
+	struct range *prev = g->n ? &g->r[g->n - 1] : NULL;
+	if (prev && prev->last + 1 >= b.first && prev->first <= b.first) {
+		if (b.last > prev->last)
+			prev->last = b.last; /* the common streaming case: adjacent blocks */
 	} else {
-		g->r[g->n].first = it->arg;
-		g->r[g->n].last = last;
-		g->n++;
+		g->r[g->n++] = b;
 	}
+}
+
+void domains_pend_all(struct iovt_engine *e)
+{
+	struct cds_lfht_iter it;
+	struct cds_lfht_node *node;
+	cds_lfht_for_each(e->domains, &it, node)
+		domain_add_pending(caa_container_of(node, struct iovt_domain, hnode), 0, 0, true);
 }
 
 static void post_global(struct iovt_queue *q)
 {
-	struct cds_lfht_iter it;
-	struct cds_lfht_node *node;
-	cds_lfht_for_each(q->engine->domains, &it, node)
-		domain_add_pending(caa_container_of(node, struct iovt_domain, hnode), 0, 0, true);
+	domains_pend_all(q->engine);
 	q->drain.touched_all = true;
 }
 

@@ -50,6 +50,15 @@ static int queue_table_replace(struct iovt_engine *e, struct iovt_queue *add, st
 	return 0;
 }
 
+static void queue_free(struct iovt_queue *q)
+{
+	q->ring->ops->destroy(q->ring);
+	sync_scratch_free(&q->drain.scratch);
+	range_set_free(&q->drain.todo);
+	vec_free(&q->drain.touched);
+	free(q);
+}
+
 int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg,
 		      struct iovt_queue **out)
 {
@@ -99,22 +108,11 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	int rc = queue_table_replace(e, q, NULL);
 	pthread_mutex_unlock(&e->control_lock);
 	if (rc) {
-		q->ring->ops->destroy(q->ring);
-		range_set_free(&q->drain.todo);
-		free(q);
+		queue_free(q);
 		return rc;
 	}
 	*out = q;
 	return 0;
-}
-
-static void queue_free(struct iovt_queue *q)
-{
-	q->ring->ops->destroy(q->ring);
-	sync_scratch_free(&q->drain.scratch);
-	range_set_free(&q->drain.todo);
-	vec_free(&q->drain.touched);
-	free(q);
 }
 
 void iovt_queue_destroy(struct iovt_queue *q)
@@ -202,9 +200,8 @@ static int encode(struct iovt_queue *q, const struct iovt_inval *v, struct intak
 		}
 		/* Address bits below the mask are ignored, as the hardware does:
 		 * an unaligned PSI is served as the aligned block containing addr. */
-		uint64_t span = IOVT_PAGE_SIZE << v->am; /* 0 (wrapped) at am 52: everything */
-		*it = (struct intake_item){ .arg = v->addr & ~(span - 1), .did = v->did,
-					    .kind = ITEM_PSI, .am = v->am };
+		*it = (struct intake_item){ .arg = psi_block(v->addr, v->am, UINT64_MAX).first,
+					    .did = v->did, .kind = ITEM_PSI, .am = v->am };
 		IOVT_PROBE3(psi, v->did, it->arg, v->am);
 		return 0;
 	case IOVT_INVAL_GLOBAL:

@@ -3,7 +3,7 @@
  * The intake ring: one producer's queue of invalidations and fences.
  *
  * Single producer (the thread that owns the iovt_queue). One consumer at a
- * time: consumers serialise on the queue's `consumer` flag (queue.c), so a
+ * time: consumers serialise on the queue's `draining` flag (drain.c), so a
  * ring never sees two pops at once, but successive pops may come from
  * different threads (a worker, then the producer itself draining inline).
  *
