@@ -275,15 +275,9 @@ int main(int argc, char **argv)
 
 	gs = gs_create(1, 256 * M1, 32 * M1);
 	CHECK(gs);
-	const struct gs_region *r = gs_region(gs, 0);
 	CHECK(NPROD * GPA_SPAN <= gs_region_data_size(gs, 0));
-	CHECK(iovt_engine_create(NULL, &eng) == 0);
-	CHECK(iovt_guest_ram_add(eng, r->gpa, r->size, r->hva, NULL) == 0);
-	/* 4 KiB leaves only: guestsim never frees a table page a poller may walk. */
-	gd = gs_domain_create(gs, 48, false, false);
-	CHECK(gd);
-	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(gd), .addr_width = 48 };
-	CHECK(iovt_domain_create(eng, &dc, &dom) == 0);
+	eng = conc_engine(gs);
+	gd = conc_domain(gs, eng, DID, &dom);
 	struct iovt_model_config mc = { .flavor = IOVT_MODEL_TYPE1, .multi_unmap = true };
 	struct iovt_sink sink;
 	locked_model_init(&rec, &mc, 0, &sink);

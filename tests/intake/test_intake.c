@@ -79,21 +79,13 @@ static void world_create(struct world *w)
 	memset(w, 0, sizeof(*w));
 	w->gs = gs_create(1, 256 * M1, 32 * M1);
 	CHECK(w->gs);
-	const struct gs_region *r = gs_region(w->gs, 0);
-	CHECK(iovt_engine_create(NULL, &w->e) == 0);
-	CHECK(iovt_guest_ram_add(w->e, r->gpa, r->size, r->hva, NULL) == 0);
+	w->e = conc_engine(w->gs);
 	CHECK(NDOM * DOM_SPAN <= gs_region_data_size(w->gs, 0));
 	for (unsigned i = 0; i < NDOM; i++) {
 		struct wdom *wd = &w->dom[i];
 		wd->did = (uint16_t)(1 + i);
 		wd->base = i * DOM_SPAN;
-		/* 4 KiB leaves only: guestsim then never frees a table page that
-		 * a drainer thread may be walking. */
-		wd->gd = gs_domain_create(w->gs, 48, false, false);
-		CHECK(wd->gd);
-		struct iovt_domain_config dc = { .did = wd->did, .root_gpa = gs_domain_root(wd->gd),
-						 .addr_width = 48 };
-		CHECK(iovt_domain_create(w->e, &dc, &wd->d) == 0);
+		wd->gd = conc_domain(w->gs, w->e, wd->did, &wd->d);
 		wd->rec = calloc(1, sizeof(*wd->rec));
 		CHECK(wd->rec);
 		struct iovt_model_config mc = { .flavor = IOVT_MODEL_TYPE1, .multi_unmap = true };
@@ -769,9 +761,7 @@ static void test_implicit_queues(void)
 	enum { NE = 6, ROUNDS = 50 };
 	struct iovt_engine *es[NE];
 	for (unsigned i = 0; i < NE; i++) {
-		CHECK(iovt_engine_create(NULL, &es[i]) == 0);
-		const struct gs_region *r = gs_region(w.gs, 0);
-		CHECK(iovt_guest_ram_add(es[i], r->gpa, r->size, r->hva, NULL) == 0);
+		es[i] = conc_engine(w.gs);
 		struct iovt_domain_config dc = { .did = 9, .root_gpa = gs_domain_root(wd->gd),
 						 .addr_width = 48 };
 		struct iovt_domain *d;

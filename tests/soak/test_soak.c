@@ -37,6 +37,7 @@
 #include "guestsim.h"
 #include "iovt.h"
 #include "iovt_model.h"
+#include "locked_model.h"
 
 CHECK_SEED_STORAGE;
 
@@ -235,20 +236,14 @@ int main(void)
 	iovt_thread_register();
 	gs = gs_create(1, 256 * M1, 32 * M1);
 	CHECK(gs);
-	const struct gs_region *r = gs_region(gs, 0);
-	ram_hva = (uint64_t)(uintptr_t)r->hva;
-	CHECK(iovt_engine_create(NULL, &eng) == 0);
-	CHECK(iovt_guest_ram_add(eng, r->gpa, r->size, r->hva, NULL) == 0);
+	ram_hva = (uint64_t)(uintptr_t)gs_region(gs, 0)->hva;
+	eng = conc_engine(gs);
 	CHECK(NPROD * DOM_SPAN <= gs_region_data_size(gs, 0));
 	for (unsigned i = 0; i < NPROD; i++) {
 		struct sdom *sd = &doms[i];
 		sd->did = (uint16_t)(10 + i);
 		sd->base = i * DOM_SPAN;
-		sd->gd = gs_domain_create(gs, 48, false, false);
-		CHECK(sd->gd);
-		struct iovt_domain_config dc = { .did = sd->did, .root_gpa = gs_domain_root(sd->gd),
-						 .addr_width = 48 };
-		CHECK(iovt_domain_create(eng, &dc, &sd->d) == 0);
+		sd->gd = conc_domain(gs, eng, sd->did, &sd->d);
 		/* 0: type1 multi-unmap; 1: type1 one mapping per UNMAP; 2: iommufd
 		 * with partial UNMAP failures. */
 		struct iovt_model_config mc = {

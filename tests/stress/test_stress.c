@@ -246,20 +246,14 @@ int main(void)
 	iovt_thread_register();
 	gs = gs_create(1, 384 * M1, 32 * M1);
 	CHECK(gs);
-	const struct gs_region *r = gs_region(gs, 0);
-	ram_hva = (uint64_t)(uintptr_t)r->hva;
-	CHECK(iovt_engine_create(NULL, &eng) == 0);
-	CHECK(iovt_guest_ram_add(eng, r->gpa, r->size, r->hva, NULL) == 0);
+	ram_hva = (uint64_t)(uintptr_t)gs_region(gs, 0)->hva;
+	eng = conc_engine(gs);
 	CHECK(NDOM * DOM_SPAN <= gs_region_data_size(gs, 0));
 	for (unsigned i = 0; i < NDOM; i++) {
 		struct sdom *sd = &doms[i];
 		sd->did = (uint16_t)(20 + i);
 		sd->base = i * DOM_SPAN;
-		sd->gd = gs_domain_create(gs, 48, false, false);
-		CHECK(sd->gd);
-		struct iovt_domain_config dc = { .did = sd->did, .root_gpa = gs_domain_root(sd->gd),
-						 .addr_width = 48 };
-		CHECK(iovt_domain_create(eng, &dc, &sd->d) == 0);
+		sd->gd = conc_domain(gs, eng, sd->did, &sd->d);
 		/* One type1 domain taking one mapping per UNMAP, one iommufd
 		 * domain (an UNMAP of nothing is an error, so the engine must never
 		 * send one) taking UNMAPs over several mappings. */

@@ -151,6 +151,26 @@ uint64_t agree_check(const struct agree_target *t, uint64_t lo, uint64_t hi, con
 	return n;
 }
 
+struct iovt_engine *conc_engine(struct guestsim *gs)
+{
+	const struct gs_region *r = gs_region(gs, 0);
+	struct iovt_engine *e;
+	CHECK(iovt_engine_create(NULL, &e) == 0);
+	CHECK(iovt_guest_ram_add(e, r->gpa, r->size, r->hva, NULL) == 0);
+	return e;
+}
+
+struct gs_domain *conc_domain(struct guestsim *gs, struct iovt_engine *e, uint16_t did,
+			      struct iovt_domain **d)
+{
+	struct gs_domain *gd = gs_domain_create(gs, 48, false, false);
+	CHECK(gd);
+	struct iovt_domain_config dc = { .did = did, .root_gpa = gs_domain_root(gd),
+					 .addr_width = 48 };
+	CHECK(iovt_domain_create(e, &dc, d) == 0);
+	return gd;
+}
+
 struct iovt_inval psi_covering(uint16_t did, uint64_t iova, uint64_t size)
 {
 	uint64_t first = iova >> 12, last = (iova + size - 1) >> 12;

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Judges for the concurrent tests (stress, intake, dpdk).
+ * Support for the concurrent tests (soak, stress, intake, dpdk).
+ *
+ * conc_engine / conc_domain: the world they share — an engine over a
+ * guestsim's RAM region 0, and domain pairs (guest table + engine domain).
  *
  * locked_model: a model sink that test threads may read while the engine
  * calls it from another thread (a worker, a poller, another producer's
@@ -63,6 +66,18 @@ struct agree_target {
  * divergence with `who` and exits 1. Returns the pages checked.
  */
 uint64_t agree_check(const struct agree_target *t, uint64_t lo, uint64_t hi, const char *who);
+
+/* An engine (default config) over all of the guest's RAM region 0. Exits on failure. */
+struct iovt_engine *conc_engine(struct guestsim *gs);
+
+/*
+ * A 48-bit guest domain and the engine's domain `did` over its table.
+ * Leaves must be 4 KiB only: guestsim then never frees a table page that a
+ * concurrent walk (another producer's fence, a worker) may still read.
+ * Returns the guest domain; *d gets the engine's. Exits on failure.
+ */
+struct gs_domain *conc_domain(struct guestsim *gs, struct iovt_engine *e, uint16_t did,
+			      struct iovt_domain **d);
 
 /* The smallest PSI (aligned 2^am-page block) covering [iova, iova + size). */
 struct iovt_inval psi_covering(uint16_t did, uint64_t iova, uint64_t size);
