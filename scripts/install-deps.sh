@@ -8,7 +8,7 @@ PKGS=(
   liburcu-dev libjemalloc-dev libdpdk-dev libbenchmark-dev
   systemtap-sdt-dev clang-14 libclang-rt-14-dev llvm-14
   gnuplot-nox linux-perf
-  libglib2.0-dev
+  libglib2.0-dev gdb
 )
 
 missing=()
