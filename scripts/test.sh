@@ -5,35 +5,45 @@
 #   build/tsan     clang, TSan           the suites that run threads (plain malloc, no DPDK)
 #   build/tsan-dpdk clang, TSan, DPDK    the `dpdk` suite (rte_ring queues, lcore pollers)
 #   vfio           scripts/vfio-guest-test.sh: the real sinks against a real kernel in a QEMU
-#                  guest; 1 passed / 1 failed / nothing when it says skipped
-# Ends with the line "N passed, N failed" summed over all builds.
+#                  guest; 1 passed / 1 failed / 1 skipped when it says skipped
+# Ends with the line "N passed, N failed, N skipped" summed over all builds (CI reads the
+# "N passed, N failed" at its start); each build ends with "build B: ..." of the same shape.
+# Every skip is listed with its reason ("skipped: NAME: last line of its output"): meson
+# counts exit 77 as SKIP, so a skip is never silently a pass.
 # Usage: scripts/test.sh [release|asan|tsan|tsan-dpdk|vfio ...]   (default: all five)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash scripts/install-deps.sh || { echo "install-deps failed"; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/install-deps.sh || { echo "install-deps failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 
 builds=("$@"); [ ${#builds[@]} -eq 0 ] && builds=(release asan tsan tsan-dpdk vfio)
 export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stats=1 ${TSAN_OPTIONS:-}"
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1 ${UBSAN_OPTIONS:-}"
 
-total_pass=0; total_fail=0
-count() { # testlog.json -> "pass fail"
+total_pass=0; total_fail=0; total_skip=0
+count() { # testlog.json -> a "skipped: NAME: REASON" line per skip, then "pass fail skip"
   python3 - "$1" <<'PY'
 import json, sys
-p = f = 0
+def last(text):
+    lines = [l.strip() for l in (text or '').splitlines() if l.strip()]
+    return lines[-1][:300] if lines else ''
+p = f = s = 0
 try:
     for line in open(sys.argv[1]):
         line = line.strip()
         if not line: continue
         r = json.loads(line)
         if r.get('result') in ('OK', 'EXPECTEDFAIL'): p += 1
-        elif r.get('result') == 'SKIP': pass
+        elif r.get('result') == 'SKIP':
+            s += 1
+            why, err = last(r.get('stdout')), last(r.get('stderr'))
+            if err: why = f'{why} [stderr: {err}]' if why else err
+            print(f"skipped: {r.get('name', '?')}: {why or '(no output)'}")
         else: f += 1
-except FileNotFoundError:
-    f = 1
-print(p, f)
+except (OSError, ValueError):  # no testlog.json, or a broken one
+    f += 1
+print(p, f, s)
 PY
 }
 
@@ -55,11 +65,14 @@ for b in "${builds[@]}"; do
              bash scripts/vfio-guest-test.sh >"$vlog" 2>&1
              grep -E '^(vfio-guest: cost|iovt-vfio-guest: scenario .*FAILED)' "$vlog" | tail -20
              vline=$(tail -1 "$vlog"); echo "$vline"
+             vp=0 vf=0 vs=0
              case $vline in
-               "vfio-guest: passed"*) total_pass=$((total_pass + 1)) ;;
-               "vfio-guest: skipped"*) ;;
-               *) tail -30 "$vlog"; total_fail=$((total_fail + 1)) ;;
+               "vfio-guest: passed"*) vp=1 ;;
+               "vfio-guest: skipped"*) vs=1; echo "skipped: vfio-guest: ${vline#vfio-guest: skipped: }" ;;
+               *) tail -30 "$vlog"; vf=1 ;;
              esac
+             echo "build vfio: $vp passed, $vf failed, $vs skipped"
+             total_pass=$((total_pass + vp)); total_fail=$((total_fail + vf)); total_skip=$((total_skip + vs))
              continue ;;
     *) echo "unknown build $b"; exit 2 ;;
   esac
@@ -74,10 +87,12 @@ for b in "${builds[@]}"; do
   fi
   rm -f "$dir/meson-logs/testlog.json"
   meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}" 2>&1 | grep -vE '^\s*$' | tail -60
-  read -r p f < <(count "$dir/meson-logs/testlog.json")
-  echo "build $b: $p passed, $f failed"
-  total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+  counts=$(count "$dir/meson-logs/testlog.json")
+  sed '$d' <<<"$counts"
+  read -r p f s <<<"$(tail -n 1 <<<"$counts")"
+  echo "build $b: $p passed, $f failed, $s skipped"
+  total_pass=$((total_pass + p)); total_fail=$((total_fail + f)); total_skip=$((total_skip + s))
 done
 
-echo "$total_pass passed, $total_fail failed"
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]
