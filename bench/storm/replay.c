@@ -3,6 +3,13 @@
  * Trace replay: parses a recorded guest trace once (replay_load), then
  * replays it into a fresh world per side (engine, baseline) like a scenario.
  *
+ * The trace is input, not a test: replay_load checks every line against what
+ * the replay and the engine accept (domain width, AM, DIDs) and bounds what
+ * the run will cost (pages edited, events, line length) before anything
+ * runs, and reports what it refuses as FILE:LINE, so a bad trace is never
+ * taken for an engine failure and never runs the simulated guest out of
+ * memory (its truth costs per claimed 4 KiB page).
+ *
  * Guest edits (map/unmap) are held per domain until the first invalidation
  * that covers them (a PSI overlapping them, a DSI of their domain, a global)
  * and written into the simulated guest table just before it: what was never
@@ -18,14 +25,16 @@
 
 #include "replay.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +44,7 @@
 #define K 0x1000ull
 #define MAX_DOMS 64u
 #define MAX_REPORTED 10ul
+#define GPA_WIDTH 52u /* VT-d's widest guest address */
 
 enum ev_kind { EV_MAP, EV_UNMAP, EV_PSI, EV_DSI, EV_GLOBAL, EV_WAIT };
 
@@ -50,6 +60,8 @@ static struct {
 	uint16_t did[MAX_DOMS]; /* trace DID of each world domain index */
 	unsigned ndoms;
 	unsigned long malformed, lines;
+	uint64_t pages;         /* 4 KiB pages edited (map + unmap sizes) */
+	const char *path;       /* while loading */
 	char name[256], what[512];
 	struct scenario table[2];
 	bool loaded;
@@ -57,15 +69,62 @@ static struct {
 
 /* ---- parsing ---- */
 
-static void bad_line(unsigned long line, const char *why, const char *text)
+/* "replay: FILE:LINE: " + the message. */
+static void say(unsigned long line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(unsigned long line, const char *fmt, ...)
 {
-	if (T.malformed++ < MAX_REPORTED)
-		fprintf(stderr, "replay: line %lu: malformed (%s): %.80s\n", line, why, text);
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "replay: %s:%lu: ", T.path, line);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* Up to 60 bytes of s[0..n) for a message: printable ASCII as is, any other
+ * byte as \xNN (a trace's bytes never reach the terminal raw). */
+static void shown(char *out, size_t cap, const char *s, size_t n)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n && i < 60; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (o + 5 >= cap)
+			break;
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+	}
+	out[o] = 0;
+	if (n > 60 && o + 4 <= cap)
+		strcat(out, "...");
+}
+
+/* pages of 4 KiB as a size in the unit that suits it ("64 GiB"). */
+static const char *pages_size(uint64_t pages, char *buf, size_t cap)
+{
+	static const char *unit[] = { "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	double v = (double)pages * 4;
+	unsigned u = 0;
+	while (v >= 1024 && u < 5)
+		v /= 1024, u++;
+	snprintf(buf, cap, "%.4g %s", v, unit[u]);
+	return buf;
+}
+
+static void bad_line(unsigned long line, const char *why, const char *raw, size_t n)
+{
+	if (T.malformed++ < MAX_REPORTED) {
+		char text[320];
+		shown(text, sizeof(text), raw, n);
+		say(line, "malformed (%s): %s", why, text);
+	}
 }
 
 static bool hexnum(const char *s, uint64_t *v)
 {
-	if (!s || !isxdigit((unsigned char)s[0]))
+	if (!s || !((s[0] >= '0' && s[0] <= '9') || (s[0] >= 'a' && s[0] <= 'f') ||
+		    (s[0] >= 'A' && s[0] <= 'F')))
 		return false;
 	char *end;
 	errno = 0;
@@ -96,6 +155,8 @@ static bool push(const struct ev *e)
 {
 	if (T.n == T.cap) {
 		size_t cap = T.cap ? T.cap * 2 : 1024;
+		if (cap > REPLAY_MAX_EVENTS)
+			cap = REPLAY_MAX_EVENTS;
 		struct ev *p = realloc(T.ev, cap * sizeof(*p));
 		if (!p)
 			return false;
@@ -106,20 +167,27 @@ static bool push(const struct ev *e)
 	return true;
 }
 
-/* A range [a, a+size) of 4 KiB pages that does not wrap. */
-static bool page_range(uint64_t a, uint64_t size)
+/* [a, a+size) is a non-empty run of 4 KiB pages below 2^width. */
+static bool page_range(uint64_t a, uint64_t size, unsigned width)
 {
-	return size && !(a & (K - 1)) && !(size & (K - 1)) && a + (size - 1) >= a;
+	uint64_t top = 1ull << width;
+	return size && !(a & (K - 1)) && !(size & (K - 1)) && a < top && size <= top - a;
 }
 
-/* Parses one line (comment already cut). Returns 0, 1 (blank), or -1 (bad; *why set). */
-static int parse_line(char *s, struct ev *e, const char **why)
+static bool aligned(uint64_t a, uint64_t size)
+{
+	return size && !(a & (K - 1)) && !(size & (K - 1));
+}
+
+/* Parses one line (comment already cut). Returns 0, 1 (blank), or -1 (bad;
+ * why[0..cap) says why). */
+static int parse_line(char *s, struct ev *e, char *why, size_t cap)
 {
 	char *tok[8], *save = NULL;
 	int n = 0;
-	for (char *t = strtok_r(s, " \t\r\n\v\f", &save); t; t = strtok_r(NULL, " \t\r\n\v\f", &save)) {
+	for (char *t = strtok_r(s, " \t\r\v\f", &save); t; t = strtok_r(NULL, " \t\r\v\f", &save)) {
 		if (n == 8) {
-			*why = "too many fields";
+			snprintf(why, cap, "too many fields");
 			return -1;
 		}
 		tok[n++] = t;
@@ -128,25 +196,35 @@ static int parse_line(char *s, struct ev *e, const char **why)
 		return 1;
 	uint64_t v[5];
 	memset(e, 0, sizeof(*e));
-	*why = "bad number";
-#define NUMS(count)                                              \
-	do {                                                     \
-		if (n != (count) + 1) {                          \
-			*why = "wrong number of fields";         \
-			return -1;                               \
-		}                                                \
-		for (int i_ = 0; i_ < (count); i_++)             \
-			if (!hexnum(tok[i_ + 1], &v[i_]))        \
-				return -1;                       \
-	} while (0)
-	if (!strcmp(tok[0], "map")) {
-		if (n != 6) {
-			*why = "wrong number of fields";
+	static const struct {
+		const char *name;
+		int nums;
+		enum ev_kind kind;
+	} kinds[] = {
+		{ "map", 4, EV_MAP }, { "unmap", 3, EV_UNMAP }, { "psi", 4, EV_PSI },
+		{ "dsi", 1, EV_DSI }, { "global", 0, EV_GLOBAL }, { "wait", 0, EV_WAIT },
+	};
+	int k = 0;
+	while (k < 6 && strcmp(tok[0], kinds[k].name))
+		k++;
+	if (k == 6) {
+		snprintf(why, cap, "unknown event");
+		return -1;
+	}
+	int want = 1 + kinds[k].nums + (kinds[k].kind == EV_MAP); /* map: + PERM */
+	if (n != want) {
+		snprintf(why, cap, "%s takes %d field%s, not %d", tok[0], want - 1,
+			 want == 2 ? "" : "s", n - 1);
+		return -1;
+	}
+	for (int i = 0; i < kinds[k].nums; i++)
+		if (!hexnum(tok[i + 1], &v[i])) {
+			snprintf(why, cap, "field %d is not a 64-bit hex number", i + 1);
 			return -1;
 		}
-		for (int i = 0; i < 4; i++)
-			if (!hexnum(tok[i + 1], &v[i]))
-				return -1;
+	e->kind = (uint8_t)kinds[k].kind;
+	switch (e->kind) {
+	case EV_MAP: {
 		const char *p = tok[5];
 		if (!strcmp(p, "r"))
 			e->perm = IOVT_PERM_R;
@@ -155,63 +233,81 @@ static int parse_line(char *s, struct ev *e, const char **why)
 		else if (!strcmp(p, "rw") || !strcmp(p, "wr"))
 			e->perm = IOVT_PERM_RW;
 		else {
-			*why = "perm is not r, w or rw";
+			snprintf(why, cap, "perm is not r, w or rw");
 			return -1;
 		}
-		if (!page_range(v[1], v[3]) || !page_range(v[2], v[3])) {
-			*why = "iova, gpa or size not 4 KiB aligned, empty or wrapping";
+		if (!aligned(v[1], v[3]) || !aligned(v[2], v[3])) {
+			snprintf(why, cap, "iova, gpa or size not 4 KiB aligned, or size 0");
 			return -1;
 		}
-		e->kind = EV_MAP;
+		if (!page_range(v[1], v[3], REPLAY_WIDTH)) {
+			snprintf(why, cap, "iova range 0x%" PRIx64 "+0x%" PRIx64
+				 " beyond the domain's %u-bit width", v[1], v[3], REPLAY_WIDTH);
+			return -1;
+		}
+		if (!page_range(v[2], v[3], GPA_WIDTH)) {
+			snprintf(why, cap, "gpa range beyond %u bits (VT-d's widest address)", GPA_WIDTH);
+			return -1;
+		}
 		e->a = v[1], e->b = v[2], e->c = v[3];
-	} else if (!strcmp(tok[0], "unmap")) {
-		NUMS(3);
-		if (!page_range(v[1], v[2])) {
-			*why = "iova or size not 4 KiB aligned, empty or wrapping";
+		break;
+	}
+	case EV_UNMAP:
+		if (!aligned(v[1], v[2])) {
+			snprintf(why, cap, "iova or size not 4 KiB aligned, or size 0");
 			return -1;
 		}
-		e->kind = EV_UNMAP;
+		if (!page_range(v[1], v[2], REPLAY_WIDTH)) {
+			snprintf(why, cap, "iova range 0x%" PRIx64 "+0x%" PRIx64
+				 " beyond the domain's %u-bit width", v[1], v[2], REPLAY_WIDTH);
+			return -1;
+		}
 		e->a = v[1], e->c = v[2];
-	} else if (!strcmp(tok[0], "psi")) {
-		NUMS(4);
-		if (v[2] > 63 || v[3] > 1) {
-			*why = "am above 63 or ih not 0/1";
+		break;
+	case EV_PSI:
+		if (v[2] > IOVT_PSI_MAX_AM) {
+			snprintf(why, cap, "am 0x%" PRIx64 " above 0x%x (%u, the most the engine accepts)",
+				 v[2], IOVT_PSI_MAX_AM, IOVT_PSI_MAX_AM);
 			return -1;
 		}
-		e->kind = EV_PSI;
+		if (v[3] > 1) {
+			snprintf(why, cap, "ih is not 0 or 1");
+			return -1;
+		}
+		if (v[1] >> REPLAY_WIDTH) {
+			snprintf(why, cap, "addr beyond the domain's %u-bit width", REPLAY_WIDTH);
+			return -1;
+		}
 		e->a = v[1], e->am = (uint8_t)v[2], e->ih = v[3];
-	} else if (!strcmp(tok[0], "dsi")) {
-		NUMS(1);
-		e->kind = EV_DSI;
-	} else if (!strcmp(tok[0], "global")) {
-		NUMS(0);
-		e->kind = EV_GLOBAL;
-		return 0;
-	} else if (!strcmp(tok[0], "wait")) {
-		NUMS(0);
-		e->kind = EV_WAIT;
-		return 0;
-	} else {
-		*why = "unknown event";
-		return -1;
+		break;
+	default:
+		break;
 	}
-#undef NUMS
-	if (v[0] > 0xffff) {
-		*why = "domain id above 0xffff";
-		return -1;
-	}
-	if (!did_index(v[0], &e->dom)) {
-		*why = "more than 64 domains";
-		return -1;
+	if (kinds[k].nums) { /* every event with fields names a domain first */
+		if (v[0] > 0xffff) {
+			snprintf(why, cap, "domain id above 0xffff");
+			return -1;
+		}
+		if (!did_index(v[0], &e->dom)) {
+			snprintf(why, cap, "more than %u domains", MAX_DOMS);
+			return -1;
+		}
 	}
 	return 0;
 }
 
-/* Opens path, or a `gzip -dc` pipe for ".gz" (*pid set). */
+/* Opens path, or a `gzip -dc` pipe for ".gz" (*pid set). NULL with errno. */
 static FILE *open_trace(const char *path, pid_t *pid)
 {
 	size_t len = strlen(path);
+	struct stat st;
 	*pid = 0;
+	if (stat(path, &st))
+		return NULL;
+	if (S_ISDIR(st.st_mode)) {
+		errno = EISDIR;
+		return NULL;
+	}
 	if (len < 3 || strcmp(path + len - 3, ".gz"))
 		return fopen(path, "r");
 	if (access(path, R_OK))
@@ -259,54 +355,150 @@ static void set_name(const char *path)
 
 static int run_replay(double scale, bool baseline, struct side_result *out);
 
-int replay_load(const char *path)
+/* Reads one line into buf (without its '\n', NUL-terminated; embedded NULs
+ * kept, *len says how long). 1: a line; 0: end of file; -1: longer than
+ * REPLAY_MAX_LINE (the rest is left unread). */
+static int read_line(FILE *f, char *buf, size_t *len)
 {
+	size_t n = 0;
+	int c;
+	bool any = false;
+	while ((c = getc_unlocked(f)) != EOF) {
+		any = true;
+		if (c == '\n')
+			break;
+		if (n == REPLAY_MAX_LINE)
+			break;
+		buf[n++] = (char)c;
+	}
+	buf[n] = 0;
+	*len = n;
+	return n == REPLAY_MAX_LINE && c != '\n' && c != EOF ? -1 : any;
+}
+
+/* The first byte that no text trace holds (control bytes other than the
+ * tokenizer's white space), or -1. */
+static long binary_byte(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if ((c < 0x20 && c != '\t' && c != '\r' && c != '\v' && c != '\f') || c == 0x7f)
+			return (long)i;
+	}
+	return -1;
+}
+
+int replay_load(const char *path, const struct replay_options *opt)
+{
+	static const struct replay_options defaults = { 0 };
+	if (!opt)
+		opt = &defaults;
+	uint64_t max_pages = opt->max_pages ? opt->max_pages : REPLAY_MAX_PAGES_DEFAULT;
 	replay_free();
+	T.path = path;
 	pid_t pid;
 	FILE *f = open_trace(path, &pid);
 	if (!f) {
 		int err = errno ? errno : EIO;
 		fprintf(stderr, "replay: %s: %s\n", path, strerror(err));
+		replay_free();
 		return -err;
 	}
-	char *line = NULL;
-	size_t cap = 0;
-	int rc = 0;
-	while (getline(&line, &cap, f) >= 0) {
+	static char line[REPLAY_MAX_LINE + 1];
+	size_t len;
+	int rc = 0, got;
+	bool gave_up = false;
+	while ((got = read_line(f, line, &len))) {
 		T.lines++;
+		long b = binary_byte(line, got < 0 ? REPLAY_MAX_LINE : len);
+		if (b >= 0) {
+			say(T.lines, "byte 0x%02x at column %ld: binary data, not a text trace",
+			    (unsigned char)line[b], b + 1);
+			rc = -EINVAL;
+			break;
+		}
+		if (got < 0) {
+			say(T.lines, "line longer than %u bytes: not a text trace", REPLAY_MAX_LINE);
+			rc = -EINVAL;
+			break;
+		}
 		char *hash = strchr(line, '#');
 		if (hash)
-			*hash = 0;
-		char copy[96];
-		snprintf(copy, sizeof(copy), "%s", line);
-		copy[strcspn(copy, "\r\n")] = 0;
+			*hash = 0, len = (size_t)(hash - line);
+		while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+			line[--len] = 0;
+		char raw[64];
+		memcpy(raw, line, len < sizeof(raw) ? len : sizeof(raw));
 		struct ev e;
-		const char *why = NULL;
-		int r = parse_line(line, &e, &why);
-		if (r < 0)
-			bad_line(T.lines, why, copy);
-		else if (!r && !push(&e)) {
+		char why[160];
+		int r = parse_line(line, &e, why, sizeof(why));
+		if (r < 0) {
+			bad_line(T.lines, why, raw, len); /* shows at most 60 bytes */
+			if (!opt->skip_malformed && T.malformed == MAX_REPORTED) {
+				gave_up = true;
+				break;
+			}
+			continue;
+		}
+		if (r)
+			continue;
+		if (e.kind == EV_MAP || e.kind == EV_UNMAP) {
+			uint64_t pages = e.c / K;
+			if (pages > max_pages - T.pages) {
+				char claimed[32], bound[32];
+				say(T.lines, "%s of %" PRIu64 " pages (%s): the trace would edit more than %"
+					     PRIu64 " pages (%s) by this line, the replay's bound "
+					     "(--replay-max-pages)", e.kind == EV_MAP ? "map" : "unmap", pages,
+				    pages_size(pages, claimed, sizeof(claimed)), max_pages,
+				    pages_size(max_pages, bound, sizeof(bound)));
+				rc = -E2BIG;
+				break;
+			}
+			T.pages += pages;
+		}
+		if (T.n == REPLAY_MAX_EVENTS) {
+			say(T.lines, "more than %lu events, the replay's bound", REPLAY_MAX_EVENTS);
+			rc = -E2BIG;
+			break;
+		}
+		if (!push(&e)) {
+			say(T.lines, "out of memory holding %zu events", T.n);
 			rc = -ENOMEM;
 			break;
 		}
 	}
-	free(line);
-	if (ferror(f) && !rc)
-		rc = -EIO;
+	bool stopped = rc || gave_up;
+	if (!stopped && ferror(f)) {
+		rc = errno ? -errno : -EIO;
+		fprintf(stderr, "replay: %s: read error after line %lu: %s\n", path, T.lines,
+			strerror(-rc));
+	}
 	fclose(f);
 	if (pid) {
 		int status = 0;
+		if (stopped) /* gzip may still be writing: it is not needed any more */
+			kill(pid, SIGTERM);
 		waitpid(pid, &status, 0);
-		if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		if (!stopped && !rc && (!WIFEXITED(status) || WEXITSTATUS(status))) {
+			bool partial = T.lines && opt->skip_malformed;
 			fprintf(stderr, "replay: %s: gzip -dc failed (exit %d)%s\n", path,
 				WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-				T.lines ? "; replaying what it gave" : "");
-			if (!T.lines && !rc)
+				partial ? "; replaying what it gave" : ": the trace is damaged");
+			if (!partial)
 				rc = -EIO;
 		}
 	}
+	if (!rc && T.malformed && !opt->skip_malformed) {
+		fprintf(stderr,
+			"replay: %s: %s%lu malformed line%s: not replayable, nothing run "
+			"(--replay-skip-malformed skips them)\n",
+			path, gave_up ? "stopped reading after " : "", T.malformed,
+			T.malformed == 1 ? "" : "s");
+		replay_free();
+		return -EINVAL;
+	}
 	if (rc) {
-		fprintf(stderr, "replay: %s: %s\n", path, strerror(-rc));
+		fprintf(stderr, "replay: %s: not replayable, nothing run\n", path);
 		replay_free();
 		return rc;
 	}
@@ -318,6 +510,7 @@ int replay_load(const char *path)
 		 T.ndoms ? T.ndoms : 1, T.ndoms > 1 ? "s" : "");
 	T.table[0] = (struct scenario){ T.name, T.what, run_replay };
 	memset(&T.table[1], 0, sizeof(T.table[1]));
+	T.path = NULL;
 	T.loaded = true;
 	return 0;
 }
@@ -443,7 +636,7 @@ static int run_replay(double scale, bool baseline, struct side_result *out)
 	(void)scale;
 	struct world_config cfg = {
 		.baseline = baseline,
-		.domains = T.ndoms ? T.ndoms : 1, .addr_width = 48, .allow_2m = true,
+		.domains = T.ndoms ? T.ndoms : 1, .addr_width = REPLAY_WIDTH, .allow_2m = true,
 		.allow_1g = true, .regions = 2, .region_size = 1ull << 30,
 		.flavor = IOVT_MODEL_TYPE1, .multi_unmap = true, .max_mappings = 65535,
 		.unmap_cost_ns = 14000, .judge = true,
@@ -510,8 +703,10 @@ static int run_replay(double scale, bool baseline, struct side_result *out)
 		fprintf(stderr, "replay %s: %" PRIu64 " guest edit%s never invalidated (not replayed)\n",
 			baseline ? "baseline" : "engine", never, never == 1 ? "" : "s");
 	if (s->edits_failed)
-		fprintf(stderr, "replay %s: %" PRIu64 " guest edits failed\n",
-			baseline ? "baseline" : "engine", s->edits_failed);
+		fprintf(stderr, "replay %s: %" PRIu64 " guest edits failed in the simulated guest "
+				"(not the %s's doing; not replayed)\n",
+			baseline ? "baseline" : "engine", s->edits_failed,
+			baseline ? "baseline" : "engine");
 	int bad = scenario_finish(s->w, out);
 	free(s);
 	return bad;

@@ -27,6 +27,22 @@ static void cpu_model(char *buf, size_t len)
 	fclose(f);
 }
 
+/* s as a JSON string (a trace's path may hold quotes, backslashes, control bytes). */
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
 static void json_side(FILE *f, const char *key, const struct side_result *s)
 {
 	fprintf(f,
@@ -60,7 +76,11 @@ int report_write_json(const char *path, const struct scenario_result *r, int n)
 		   "\"arch\": \"%s\"},\n \"scenarios\": [\n",
 		sysconf(_SC_NPROCESSORS_ONLN), cpu, u.release, u.machine);
 	for (int i = 0; i < n; i++) {
-		fprintf(f, "  {\"name\": \"%s\", \"what\": \"%s\", ", r[i].name, r[i].what);
+		fprintf(f, "  {\"name\": ");
+		json_str(f, r[i].name);
+		fprintf(f, ", \"what\": ");
+		json_str(f, r[i].what);
+		fprintf(f, ", ");
 		json_side(f, "engine", &r[i].engine);
 		fprintf(f, ", ");
 		json_side(f, "baseline", &r[i].baseline);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The `replay` test: iovt-storm --replay on the sample trace (plain, gzipped,
-# with malformed lines) and on the converter's output of a synthetic
-# trace_pipe capture; the judges must pass (engine: calls == oracle).
+# with malformed lines: refused, then skipped) and on the converter's output
+# of a synthetic trace_pipe capture; the judges must pass (engine: calls ==
+# oracle). Input it must refuse: the `replay-input` test.
 #   check-replay.sh IOVT_STORM SRCDIR RECORD_TRACE_SH
 set -euo pipefail
 storm=$1 src=$2 rec=$3
@@ -45,17 +46,24 @@ gzip -c "$src/sample.trace" >"$tmp/sample.trace.gz"
 check "$tmp/gz.json" replay:sample
 cmp -s "$tmp/plain.json.calls" "$tmp/gz.json.calls" || fail ".gz replay differs from the plain one"
 
-# 3. Malformed lines: counted, reported with their line numbers, skipped.
+# 3. Malformed lines: reported as FILE:LINE; the trace is refused (exit 2, nothing
+#    run) unless --replay-skip-malformed, which counts and skips them.
 n=$(wc -l <"$src/sample.trace")
 {
 	cat "$src/sample.trace"
 	printf 'frobnicate 1 2\nmap 11 1000 2000 1000\nmap 11 1001 2000 1000 rw\nunmap 11 zz 1000\npsi 11 0 40 0\npsi 11 0 0 2\nwait now\nmap 11 1000 2000 1000 x\n'
 	printf 'dsi 10000\nunmap 11 fffffffffffff000 2000\n'
 } >"$tmp/bad.trace"
-"$storm" --replay "$tmp/bad.trace" --json "$tmp/bad.json" >"$tmp/bad.out" 2>"$tmp/bad.err" || fail "replay with malformed lines"
+rc=0
+"$storm" --replay "$tmp/bad.trace" >"$tmp/strict.out" 2>"$tmp/strict.err" || rc=$?
+[ "$rc" = 2 ] || fail "trace with malformed lines: exit $rc, not 2"
+[ ! -s "$tmp/strict.out" ] || fail "trace with malformed lines: something ran"
+grep -q "bad.trace:$((n + 1)): malformed" "$tmp/strict.err" || { cat "$tmp/strict.err"; fail "no FILE:LINE"; }
+grep -q "10 malformed lines: not replayable" "$tmp/strict.err" || { cat "$tmp/strict.err"; fail "not refused"; }
+"$storm" --replay "$tmp/bad.trace" --replay-skip-malformed --json "$tmp/bad.json" >"$tmp/bad.out" 2>"$tmp/bad.err" || fail "replay with malformed lines skipped"
 check "$tmp/bad.json" replay:bad
 grep -q "10 malformed lines skipped" "$tmp/bad.err" || { cat "$tmp/bad.err"; fail "malformed lines not counted"; }
-grep -q "line $((n + 1)): malformed" "$tmp/bad.err" || { cat "$tmp/bad.err"; fail "no line number"; }
+grep -q "bad.trace:$((n + 1)): malformed" "$tmp/bad.err" || { cat "$tmp/bad.err"; fail "no line number"; }
 cmp -s "$tmp/plain.json.calls" "$tmp/bad.json.calls" || fail "malformed lines changed the replay"
 
 # 4. A missing file is an error, not a crash.
