@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Composition: the engine object, guest RAM, threads and statistics. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +51,7 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 	if (!e->cfg.host_addr_width)
 		e->cfg.host_addr_width = DEFAULT_HOST_WIDTH;
 	if (e->cfg.host_addr_width < 32 || e->cfg.host_addr_width > 52) {
+		/* VT-d's MGAW/HAW range as hosts report it; documented in iovt.h */
 		free(e);
 		return -EINVAL;
 	}
@@ -86,9 +88,23 @@ void iovt_engine_destroy(struct iovt_engine *e)
 	cds_list_for_each_entry_safe(d, tmp, &e->domain_list, link) {
 		cds_lfht_del(e->domains, &d->hnode);
 		cds_list_del(&d->link);
-		engine_free_domain(d);
+		domain_teardown(d);
+		domain_put(d); /* the creator's handle; references still held keep the memory */
 	}
+	struct cds_wfcq_head h;
+	struct cds_wfcq_tail t;
+	struct cds_wfcq_node *node;
+	dirty_take_all(e, &h, &t);
+	while ((node = dirty_next(&h, &t))) {
+		d = caa_container_of(node, struct iovt_domain, dirty);
+		atomic_store(&d->queued, 0);
+		domain_put(d); /* the dirty queue's reference */
+	}
+	cds_wfcq_destroy(&h, &t);
 	iovt_synchronize_rcu();
+	/* Domains and trees go in call_rcu callbacks that touch nothing of the
+	 * engine; wait for them so that a leak checker at exit sees none. */
+	urcu_memb_barrier();
 	cds_lfht_destroy(e->domains, NULL);
 	guest_ram_destroy(e->ram);
 	sync_scratch_free(&e->scratch);
@@ -103,15 +119,48 @@ int iovt_guest_ram_add(struct iovt_engine *e, uint64_t gpa, uint64_t size, void 
 	pthread_mutex_lock(&e->control_lock);
 	int rc = guest_ram_add(e->ram, gpa, size, hva, region_id);
 	pthread_mutex_unlock(&e->control_lock);
+	if (rc)
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 	return rc;
 }
 
+/*
+ * Memory unplug, in three steps under the control lock:
+ *  1. the region leaves the map: walks that start from now on see a hole;
+ *  2. a grace period: no walk or translation can still be reading it (no
+ *     thread waits for the control lock inside a read-side section);
+ *  3. every domain, under its sync_lock (so no sync that walked the old
+ *     map is still applying): each MAP sink unmaps every extent into the
+ *     region, each UNMAP-only notifier is told to drop the whole domain.
+ * A sink that refuses an UNMAP keeps its mapping: then the region is put
+ * back and the call fails with -EBUSY — the host must not free the memory.
+ */
 int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa)
 {
+	struct guest_ram_region reg;
+	struct iovt_domain *d;
+	int rc, err = 0;
+
 	pthread_mutex_lock(&e->control_lock);
-	int rc = guest_ram_remove(e->ram, gpa);
+	rc = guest_ram_take(e->ram, gpa, &reg);
+	if (rc) {
+		pthread_mutex_unlock(&e->control_lock);
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		return rc;
+	}
+	iovt_synchronize_rcu();
+	cds_list_for_each_entry(d, &e->domain_list, link) {
+		rc = domain_ram_purge(d, reg.id, &e->scratch);
+		if (rc && !err)
+			err = rc;
+	}
+	if (err) {
+		while (guest_ram_restore(e->ram, &reg) == -ENOMEM)
+			sched_yield(); /* the array of n regions: memory comes back */
+		err = -EBUSY;
+	}
 	pthread_mutex_unlock(&e->control_lock);
-	return rc;
+	return err;
 }
 
 static uint64_t ld(const _Atomic uint64_t *p)
@@ -138,6 +187,11 @@ static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
 	out->queue_full_waits = ld(&c->queue_full_waits);
 	out->fences_inline = ld(&c->fences_inline);
 	out->fences_drained = ld(&c->fences_drained);
+	out->ih = ld(&c->ih);
+	out->stale_domain = ld(&c->stale_domain);
+	out->retry_ranges = ld(&c->retry_ranges);
+	out->retry_deferred = ld(&c->retry_deferred);
+	out->ram_purged = ld(&c->ram_purged);
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
 		out->errors[k] = ld(&c->errors[k]);
 }
@@ -188,6 +242,7 @@ const char *iovt_err_kind_name(enum iovt_err_kind k)
 		[IOVT_ERR_EXTENT_CAP] = "extent_cap",
 		[IOVT_ERR_SINK_MAP] = "sink_map",
 		[IOVT_ERR_SINK_UNMAP] = "sink_unmap",
+		[IOVT_ERR_BAD_ARGUMENT] = "bad_argument",
 	};
 	return (unsigned)k < IOVT_ERR_KIND_COUNT ? names[k] : "?";
 }

@@ -23,6 +23,7 @@ struct stat_counters {
 	_Atomic uint64_t ranges, ptes, map_calls, unmap_calls, raw_unmap_calls;
 	_Atomic uint64_t pages_mapped, pages_unmapped;
 	_Atomic uint64_t queue_items, queue_full_waits, fences_inline, fences_drained;
+	_Atomic uint64_t ih, stale_domain, retry_ranges, retry_deferred, ram_purged;
 	_Atomic uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 
@@ -33,11 +34,24 @@ struct iovt_notifier {
 	struct iovt_sink sink;
 };
 
+/*
+ * A domain's lifetime (ARCHITECTURE.md, "Lifetimes and locks"):
+ *  - `refs` counts holders: the creator's handle (consumed by destroy), each
+ *    iovt_domain_lookup/get, a drainer between lookup and unlock, and the
+ *    dirty queue while the domain is on it. The memory is freed by call_rcu
+ *    after the last put, so a reader in a read-side section that found it
+ *    in the table may still read it (and tryget fails once refs hit 0).
+ *  - `dead` is set by destroy under sync_lock, before it unlinks the
+ *    domain: notifiers and tree are gone, every sync and control call on it
+ *    is a no-op or -ENODEV from then on.
+ */
 struct iovt_domain {
 	struct cds_lfht_node hnode;   /* engine->domains, keyed by did */
 	struct rcu_head rcu;
+	_Atomic uint32_t refs;
+	_Atomic bool dead;
 	struct cds_wfcq_node dirty;   /* engine->dirty queue while pending */
-	_Atomic int queued;           /* on the dirty queue */
+	_Atomic int queued;           /* on the dirty queue (holds a reference) */
 	struct iovt_engine *engine;
 	struct cds_list_head link;    /* engine->domain_list (control lock) */
 
@@ -57,8 +71,9 @@ struct iovt_domain {
 	pthread_mutex_t sync_lock;      /* the one thread syncing: tree, sink, retry */
 	pthread_mutex_t pending_lock;   /* drainers adding vs the sync taking */
 	struct range_set pending;
-	struct range_set retry;         /* failed spans (sync_lock) */
-	bool dead;                      /* destroyed: syncs skip it (sync_lock) */
+	struct range_set retry;         /* spans whose sink calls failed (sync_lock) */
+	struct range_set capped;        /* spans not mapped for the extent cap (sync_lock) */
+	uint64_t capped_count;          /* extents when the cap was last met (sync_lock) */
 
 	struct stat_counters stats;
 };
@@ -117,6 +132,8 @@ struct worker {
 
 struct iovt_engine {
 	pthread_mutex_t control_lock;   /* control calls and iovt_fence */
+	/* Never taken inside a read-side section, and no holder of a lock
+	 * below it (sync_lock, pending_lock, a drain flag) waits for it. */
 	uint64_t id;                    /* unique in the process: keys thread-local caches */
 	struct cds_list_head live_link; /* on the list of live engines (intake/queue.c) */
 	_Atomic uint64_t domain_gen;    /* bumped when a domain goes away */
@@ -144,8 +161,13 @@ void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
 void domain_mark_dirty(struct iovt_domain *d);               /* queue for the next fence */
 void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t);
 struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
-void domain_unqueue(struct iovt_domain *d);                  /* control lock held */
-void engine_free_domain(struct iovt_domain *d);              /* unlinked; no sink called */
+/* Lifetimes (domain.c). */
+struct iovt_domain *domain_find_rcu(struct iovt_engine *e, uint16_t did); /* read side; no ref */
+bool domain_tryget(struct iovt_domain *d);     /* +1 unless already 0; d seen under RCU */
+void domain_put(struct iovt_domain *d);        /* -1; at 0 freed after a grace period */
+struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did); /* +1 or NULL */
+void domain_teardown(struct iovt_domain *d);   /* engine destroy: unlinked, no sink called */
+int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch *s);
 
 /* Intake (engine/intake/). */
 void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
@@ -164,7 +186,11 @@ static inline struct range psi_block(uint64_t addr, unsigned am, uint64_t top)
 }
 int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		bool *retry_left);
-struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did); /* d->sync_lock held */
+struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did); /* +1 ref, sync_lock held */
+void domain_sync_unlock(struct iovt_domain *d);                            /* unlock, -1 ref */
+
+/* Span of earlier failures a sync retries beyond what it was asked (pages). */
+#define IOVT_RETRY_BUDGET_PAGES (1ull << 16)
 int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		       bool *retry_left);
 bool queue_try_drain_begin(struct iovt_queue *q);

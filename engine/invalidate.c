@@ -26,6 +26,7 @@ void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
 			.budget = e->cfg.walk_budget,
 		},
 		.max_extents = e->cfg.max_extents_per_domain,
+		.capped = &d->capped,
 	};
 }
 
@@ -42,15 +43,25 @@ void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st)
 			STAT_ADD(d, errors[k], st->errors[k]);
 }
 
-/* Queues the domain for the next iovt_fence, once. */
+/*
+ * Queues the domain for the next iovt_fence, once. The queue holds a
+ * reference (the caller holds one, or is in a read-side section that found
+ * the domain): a domain destroyed meanwhile stays allocated until iovt_fence
+ * or engine destroy takes it off and puts it.
+ */
 void domain_mark_dirty(struct iovt_domain *d)
 {
-	if (atomic_load_explicit(&d->queued, memory_order_relaxed))
+	if (atomic_load_explicit(&d->queued, memory_order_relaxed) ||
+	    atomic_load_explicit(&d->dead, memory_order_relaxed))
 		return;
+	if (!domain_tryget(d))
+		return; /* being freed: nothing left to apply */
 	if (!atomic_exchange_explicit(&d->queued, 1, memory_order_acq_rel)) {
 		/* enqueue does not clear `next`: a node dequeued before must be reset. */
 		cds_wfcq_node_init(&d->dirty);
 		cds_wfcq_enqueue(&d->engine->dirty_head, &d->engine->dirty_tail, &d->dirty);
+	} else {
+		domain_put(d);
 	}
 }
 
@@ -77,27 +88,6 @@ struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *
 	return node;
 }
 
-/* Takes the domain off the dirty queue (control lock: no iovt_fence runs). */
-void domain_unqueue(struct iovt_domain *d)
-{
-	struct iovt_engine *e = d->engine;
-	struct cds_wfcq_head h;
-	struct cds_wfcq_tail t;
-	struct cds_wfcq_node *node;
-
-	if (!atomic_load(&d->queued))
-		return;
-	dirty_take_all(e, &h, &t);
-	while ((node = dirty_next(&h, &t))) {
-		if (node != &d->dirty) {
-			cds_wfcq_node_init(node);
-			cds_wfcq_enqueue(&e->dirty_head, &e->dirty_tail, node);
-		}
-	}
-	cds_wfcq_destroy(&h, &t);
-	atomic_store(&d->queued, 0);
-}
-
 /*
  * Without memory for the thread's queue, the invalidation goes straight to
  * the domain's pending set (a drainer's lock, briefly): never lost.
@@ -106,7 +96,7 @@ static int post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 {
 	int rc = 0;
 	iovt_rcu_read_lock();
-	struct iovt_domain *d = iovt_domain_lookup(e, v->did);
+	struct iovt_domain *d = domain_find_rcu(e, v->did);
 	if (v->kind == IOVT_INVAL_GLOBAL) {
 		ENGINE_STAT_ADD(e, invalidations, 1);
 		ENGINE_STAT_ADD(e, global, 1);
@@ -125,6 +115,8 @@ static int post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 		struct range b = psi_block(v->addr, v->am, domain_top(d));
 		STAT_ADD(d, invalidations, 1);
 		STAT_ADD(d, psi, 1);
+		if (v->ih)
+			STAT_ADD(d, ih, 1);
 		domain_add_pending(d, b.first, b.last, false);
 	}
 	iovt_rcu_read_unlock();

@@ -89,7 +89,8 @@ struct iovt_config {
 	uint64_t walk_budget;
 	/* Max extents one domain's shadow may hold. 0: default 1<<22. */
 	uint64_t max_extents_per_domain;
-	/* Host address width for reserved-bit checks (VT-d HAW). 0: 48. */
+	/* Host address width for reserved-bit checks (VT-d HAW), 32..52
+	 * (-EINVAL otherwise). 0: 48. */
 	unsigned host_addr_width;
 };
 
@@ -100,8 +101,11 @@ struct iovt_config {
 int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out);
 
 /*
- * Destroys the engine: detaches every notifier (sinks are not called),
- * frees every domain. No other call on this engine may run concurrently.
+ * Destroys the engine: stops workers and pollers, destroys every queue,
+ * detaches every notifier (sinks are not called: the host is tearing down
+ * the devices too), destroys every domain. No other call on this engine may
+ * run concurrently or later; domain references still held (iovt_domain_get)
+ * keep only the domain's memory, and must still be put.
  */
 void iovt_engine_destroy(struct iovt_engine *e);
 
@@ -111,14 +115,32 @@ void iovt_engine_destroy(struct iovt_engine *e);
 /*
  * Declares guest RAM: [gpa, gpa+size) is backed by host memory at hva.
  * gpa and size 4 KiB aligned. Page tables are read from it; sink mappings
- * target it. Engine lock. Errors: -EINVAL, -EEXIST (overlap), -ENOSPC,
- * -ENOMEM. *region_id (may be NULL) gets the region's id.
+ * target it. Engine lock; safe while fences and translations run. Errors
+ * (each counted as bad_argument): -EINVAL, -EEXIST (overlap), -ENOSPC
+ * (256 regions), -ENOMEM. *region_id (may be NULL) gets the region's id.
+ * Adding RAM maps nothing by itself: guest entries that pointed into the
+ * hole are mapped when the guest next invalidates them.
  */
 int iovt_guest_ram_add(struct iovt_engine *e, uint64_t gpa, uint64_t size, void *hva,
 		       uint32_t *region_id);
 
-/* Removes the region that starts at gpa. Engine lock. -ENOENT. The caller
- * first invalidates every domain that maps it (a guest hot-unplug does). */
+/*
+ * Removes the region that starts at gpa (memory unplug). Safe while fences,
+ * walks and translations run on other threads. When it returns 0:
+ *  - no walker and no translation is still reading the region or the host
+ *    memory behind it (it waited a grace period), so the host may free it;
+ *  - every MAP sink of every domain has unmapped every mapping into it, and
+ *    iovt_translate no longer returns one (counted in ram_purged);
+ *  - every UNMAP-only notifier got one UNMAP of its whole domain (it may
+ *    cache translations into the region that the engine cannot enumerate).
+ * Guest entries that still point there are then holes (leaf_outside_ram)
+ * until the guest changes them. Engine lock: serialised with other control
+ * calls and iovt_fence, it may take as long as the sinks' UNMAPs. Not from
+ * inside a sink callback or with a queue's fence in progress on this thread.
+ * Errors: -ENOENT (no region starts at gpa; counted as bad_argument),
+ * -ENOMEM, -EBUSY: a sink refused an UNMAP; the region is declared again,
+ * still mapped by that sink, and the host must not free it (retry later).
+ */
 int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa);
 
 /* ------------------------------------------------------------------------ */
@@ -141,19 +163,43 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 
 /*
  * Points the domain at a new table root (the guest rewrote the context
- * entry). Takes effect at the next fence, as a DSI. Engine lock.
+ * entry and invalidated the context cache). In force before it returns:
+ * the domain is synced against the new table now, as a DSI followed by a
+ * wait would, so whichever queue the guest then waits on sees it. Engine
+ * lock; calls the domain's sinks. Returns 0 or the sync's first error (as
+ * iovt_fence); -EINVAL (unaligned root, counted as bad_argument), -ENODEV
+ * (the domain was destroyed; caller holds a reference).
  */
 int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa);
 
 /*
- * Destroys the domain: every MAP sink is told to unmap everything it holds
- * (one call where the sink allows it), then notifiers are dropped. Engine lock.
- * Returns the first sink error (the domain is destroyed all the same).
+ * Destroys the domain: its MAP sink is told to unmap everything it holds
+ * (one call where the sink allows it), then every notifier is freed (their
+ * handles die here; do not detach them afterwards). Engine lock; safe while
+ * fences, drains and translations run on other threads: it waits for no
+ * grace period and for no other thread's fence. Consumes the creator's
+ * reference (the pointer from iovt_domain_create): the memory goes when the
+ * last other reference is put. Invalidations for the DID already posted are
+ * dropped at drain (counted in stale_domain, not as errors); new ones are
+ * -ENOENT. Returns the first sink error (the domain is destroyed all the
+ * same), or -ENODEV if it was already destroyed (caller holds a reference).
  */
 int iovt_domain_destroy(struct iovt_domain *d);
 
-/* The domain with that DID, or NULL. Lock-free. */
-struct iovt_domain *iovt_domain_lookup(struct iovt_engine *e, uint16_t did);
+/*
+ * References. A thread that uses a domain pointer (translate, stats,
+ * set_root) while another thread may destroy it must hold its own
+ * reference: iovt_domain_lookup returns one, iovt_domain_get adds one to a
+ * pointer the caller already holds a reference to, iovt_domain_put drops
+ * one. A destroyed domain that is still referenced is "dead": translate
+ * returns -ENODEV, set_root/attach/destroy -ENODEV, stats stay readable.
+ * Lock-free, any registered thread; put may be called from a sink callback.
+ */
+struct iovt_domain *iovt_domain_lookup(struct iovt_engine *e, uint16_t did); /* +1 or NULL */
+void iovt_domain_get(struct iovt_domain *d);
+void iovt_domain_put(struct iovt_domain *d); /* NULL: no-op */
+/* False once the domain is destroyed. Lock-free. */
+bool iovt_domain_alive(const struct iovt_domain *d);
 
 /* ------------------------------------------------------------------------ */
 /* Sinks                                                                     */
@@ -204,7 +250,9 @@ struct iovt_sink {
  * caps->flags has IOVT_SINK_MULTI_UNMAP; otherwise exactly one). fn returns 0
  * or a negative errno (then the call failed and nothing changed).
  * Fills *out; the notifier that takes it frees its context on detach.
- * caps NULL: multi-unmap, no limit. Errors: -EINVAL, -ENOMEM.
+ * caps NULL: multi-unmap, no limit. Errors: -EINVAL (fn NULL, or caps with
+ * IOVT_SINK_UNMAP_ALL or IOVT_SINK_PARTIAL_UNMAP: a callback has no
+ * unmap_all and cannot report a partial UNMAP), -ENOMEM.
  */
 enum iovt_event_type { IOVT_EVENT_MAP, IOVT_EVENT_UNMAP };
 struct iovt_event {
@@ -230,19 +278,30 @@ int iovt_callback_sink_init(struct iovt_sink *out, iovt_event_fn fn, void *arg,
  *    into the sink now (walk + MAP), so the sink starts equal to the guest.
  *    One per domain (-EBUSY otherwise): the tree is the record of what that
  *    one sink holds.
- *  - IOVT_NOTIFY_UNMAP or IOVT_NOTIFY_DEVIOTLB_UNMAP alone: the raw
- *    invalidated ranges go to the sink's unmap(), no tree, no walk.
- * MAP without UNMAP is -EINVAL. The notifier owns `sink` (copied) until
- * detach. Engine lock. Errors: -EINVAL, -EBUSY, -ENOMEM, or the replay's
- * first sink error (then the notifier is attached and its record is what
- * the sink took).
+ *  - IOVT_NOTIFY_UNMAP or IOVT_NOTIFY_DEVIOTLB_UNMAP alone: unmap() gets the
+ *    invalidated ranges with no tree and no walk — coalesced per fence (PSI
+ *    blocks merged, a DSI as one range over the whole domain) and clipped
+ *    to the domain's width, so a range may cover more than what changed and
+ *    nothing that was mapped. Their errors are returned by the fence and
+ *    not retried (a device IOTLB has nothing to retry).
+ * MAP without UNMAP is -EINVAL. Engine lock; safe while fences run.
+ * Ownership: on 0 (and on a replay error, below) the notifier owns `sink`
+ * (copied; its destroy() is called at detach or domain destroy). On -EINVAL,
+ * -EBUSY, -ENOMEM, -ENODEV the caller still owns the sink and its context.
+ * Errors: -EINVAL, -EBUSY, -ENOMEM, -ENODEV (domain destroyed), or the
+ * replay's first sink error (then the notifier is attached and its record
+ * is what the sink took; the rest is retried at later fences).
  */
 int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iovt_sink *sink,
 			 struct iovt_notifier **out);
 
 /*
- * Detaches: a MAP notifier's sink is told to unmap all it holds first.
- * Engine lock. Returns the first sink error (detached all the same).
+ * Detaches (device hot-unplug): a MAP notifier's sink is told to unmap all
+ * it holds first; then the sink's destroy() runs and the handle is gone.
+ * Engine lock; safe while fences and translations run on other threads (no
+ * grace-period wait: the tree is freed after one, by call_rcu; a concurrent
+ * iovt_translate then returns -ENODEV). Returns the first sink error
+ * (detached all the same: the record of what the sink held is dropped).
  */
 int iovt_notifier_detach(struct iovt_notifier *n);
 
@@ -263,12 +322,24 @@ int iovt_notifier_detach(struct iovt_notifier *n);
  * domain's width). The invalidation is pending until the next fence.
  */
 #define IOVT_PSI_MAX_AM 52u
+/*
+ * Counting (every intake path the same: queues, the legacy calls, the
+ * no-memory fallback; PSI, DSI and global alike): an invalidation is
+ * "accepted" when its checks pass at post (else it is -ENOENT/-EINVAL and
+ * counts only its error, unknown_domain or bad_invalidation, at post). An
+ * accepted one is counted once, when a drainer takes it off the queue (the
+ * poster writes no shared counter): invalidations, and psi/dsi/global/ih, in
+ * the engine's stats and, for PSI/DSI, the domain's. One whose domain was
+ * destroyed between post and drain is counted in the engine's stats as
+ * accepted and in stale_domain, and does nothing (the destroy unmapped
+ * everything) — it is not an error.
+ */
 int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsigned am, bool ih);
 
 /* Domain-selective invalidation: everything in the domain. -ENOENT. */
 int iovt_invalidate_dsi(struct iovt_engine *e, uint16_t did);
 
-/* Global invalidation: every domain. */
+/* Global invalidation: every domain (those that exist when it is drained). */
 int iovt_invalidate_global(struct iovt_engine *e);
 
 /*
@@ -283,6 +354,29 @@ int iovt_invalidate_global(struct iovt_engine *e);
  * calls failed stay pending and are retried by the next fence.
  */
 int iovt_fence(struct iovt_engine *e);
+
+/*
+ * Fence errors (iovt_fence, iovt_queue_fence, iovt_domain_set_root, the
+ * replay of iovt_notifier_attach). Every span that could not be translated
+ * is left unmapped in the sink (what a real IOMMU would fault on), and the
+ * first error is returned:
+ *  -EFAULT  a table entry with reserved bits set (pt_reserved), a large page
+ *           where the level or domain forbids it (pt_large_page), a table
+ *           pointer into a hole of guest RAM (pt_outside_ram). A leaf into
+ *           a hole is not an error: it is not mapped (leaf_outside_ram).
+ *  -ELOOP   a table that is its own ancestor (pt_loop).
+ *  -E2BIG   the walk budget was spent (walk_budget); the rest of the span is
+ *           unmapped until the guest invalidates it again.
+ *  -ENOSPC  the extent cap was reached (extent_cap): the MAP was not sent;
+ *           retried when an UNMAP makes room, at most IOVT retry budget per
+ *           sync (retry_ranges, retry_deferred).
+ *  -ENOMEM  the engine's own memory; the span is retried.
+ *  other    the sink's own errno (sink_map, sink_unmap); retried at the
+ *           next fences within the retry budget.
+ * Permissions AND across levels (R and W of every entry on the path); a
+ * path already denied both is not read further. Walk errors are not
+ * retried: the span stays unmapped until the guest invalidates it again.
+ */
 
 /* ------------------------------------------------------------------------ */
 /* Intake queues, workers and polling                                        */
@@ -415,9 +509,11 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
 /*
  * Finds the mapping covering iova in the domain's shadow (what its MAP sink
  * holds). Lock-free and wait-free: an RCU read-side section and a few
- * dependent loads; safe against concurrent fences. On a hit, copies the
- * covering extent into *out and returns 0; -ENOENT on a miss, -ENODEV when
- * the domain keeps no tree (no MAP notifier). The thread must be registered.
+ * dependent loads; safe against concurrent fences, detach and RAM removal.
+ * Safe against a concurrent iovt_domain_destroy when the caller holds a
+ * reference (iovt_domain_lookup/get). On a hit, copies the covering extent
+ * into *out and returns 0; -ENOENT on a miss, -ENODEV when the domain keeps
+ * no tree (no MAP notifier, or destroyed). The thread must be registered.
  */
 int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out);
 
@@ -436,6 +532,7 @@ enum iovt_err_kind {
 	IOVT_ERR_EXTENT_CAP,       /* extent cap reached (engine config or sink max_mappings): MAP not sent */
 	IOVT_ERR_SINK_MAP,         /* a sink refused a MAP */
 	IOVT_ERR_SINK_UNMAP,       /* a sink refused an UNMAP */
+	IOVT_ERR_BAD_ARGUMENT,     /* a control call's argument rejected (unaligned root, RAM overlap/unknown) */
 	IOVT_ERR_KIND_COUNT
 };
 
@@ -457,6 +554,11 @@ struct iovt_stats {
 	uint64_t fences_inline;    /* queue fences applied by the posting thread itself */
 	uint64_t fences_drained;   /* queue fences applied by a worker, a poller, iovt_fence or queue destroy */
 	uint64_t queues;           /* intake queues now, explicit and implicit (engine stats only) */
+	uint64_t ih;               /* accepted PSIs with the invalidation hint set */
+	uint64_t stale_domain;     /* accepted invalidations whose domain was destroyed before the drain */
+	uint64_t retry_ranges;     /* failed or capped spans taken up again by a sync */
+	uint64_t retry_deferred;   /* syncs that left failed spans for later (retry budget) */
+	uint64_t ram_purged;       /* extents unmapped because their guest RAM was removed */
 	uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 

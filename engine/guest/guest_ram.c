@@ -131,6 +131,37 @@ out:
 
 int guest_ram_remove(struct guest_ram *ram, uint64_t gpa)
 {
+	return guest_ram_take(ram, gpa, NULL);
+}
+
+int guest_ram_restore(struct guest_ram *ram, const struct guest_ram_region *r)
+{
+	pthread_mutex_lock(&ram->lock);
+	struct region_set *s = ram->cur;
+	int rc = 0;
+	uint64_t last = r->gpa + r->size - 1;
+	long i = set_search(s, last);
+	if (i >= 0 && s->r[i].gpa + (s->r[i].size - 1) >= r->gpa) {
+		rc = -EEXIST;
+		goto out;
+	}
+	struct region_set *n = set_alloc(s->n + 1);
+	if (!n) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	size_t at = (size_t)(i + 1);
+	memcpy(n->r, s->r, at * sizeof(n->r[0]));
+	n->r[at] = *r; /* the same id: extents recorded with it stay valid */
+	memcpy(n->r + at + 1, s->r + at, (s->n - at) * sizeof(n->r[0]));
+	publish(ram, n);
+out:
+	pthread_mutex_unlock(&ram->lock);
+	return rc;
+}
+
+int guest_ram_take(struct guest_ram *ram, uint64_t gpa, struct guest_ram_region *removed)
+{
 	pthread_mutex_lock(&ram->lock);
 	struct region_set *s = ram->cur;
 	int rc = 0;
@@ -146,6 +177,8 @@ int guest_ram_remove(struct guest_ram *ram, uint64_t gpa)
 	}
 	memcpy(n->r, s->r, (size_t)i * sizeof(n->r[0]));
 	memcpy(n->r + i, s->r + i + 1, (s->n - (size_t)i - 1) * sizeof(n->r[0]));
+	if (removed)
+		*removed = s->r[i];
 	publish(ram, n);
 out:
 	pthread_mutex_unlock(&ram->lock);

@@ -32,8 +32,14 @@ void guest_ram_destroy(struct guest_ram *ram); /* no concurrent users */
  * region), -ENOSPC (GUEST_RAM_MAX_REGIONS), -ENOMEM. *id_out may be NULL. */
 int guest_ram_add(struct guest_ram *ram, uint64_t gpa, uint64_t size, void *hva, uint32_t *id_out);
 
-/* Removes the region starting exactly at gpa. -ENOENT if none. */
+/* Removes the region starting exactly at gpa. -ENOENT if none, -ENOMEM.
+ * Readers inside a read-side section may still see it: the caller waits a
+ * grace period before the host memory may go. */
 int guest_ram_remove(struct guest_ram *ram, uint64_t gpa);
+/* The same, copying the removed region to *removed (may be NULL). */
+int guest_ram_take(struct guest_ram *ram, uint64_t gpa, struct guest_ram_region *removed);
+/* Puts back a region taken by guest_ram_take, with its id. -EEXIST, -ENOMEM. */
+int guest_ram_restore(struct guest_ram *ram, const struct guest_ram_region *r);
 
 /* Copies the region containing gpa into *out. Returns false in a hole.
  * Caller inside an RCU read-side section, or not racing writers. */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
+#include <string.h>
 
 #include "common/futex.h"
 #include "common/probes.h"
@@ -66,70 +67,154 @@ static int notify_raw(struct iovt_domain *d, const struct range_set *todo)
 }
 
 /*
- * Finds a domain and takes its sync_lock, leaving the read-side section as
- * soon as the lock is held: a sync walks and calls sinks for microseconds to
- * milliseconds, and a reader that long makes every grace period (the tree's
- * call_rcu retirements) wait and then be woken by this thread's unlock.
- * iovt_domain_destroy passes through sync_lock after its grace period, so
- * the domain outlives the lock hold. NULL: no such domain.
+ * Finds a domain, takes a reference inside a read-side section, leaves the
+ * section, and only then waits for its sync_lock: no thread ever waits for a
+ * mutex inside a read-side section, so a holder of sync_lock may wait for a
+ * grace period without deadlock (ARCHITECTURE.md, "Lifetimes and locks"). A
+ * sync walks and calls sinks for microseconds to milliseconds; a read-side
+ * section that long would also make every grace period wait for it.
+ * NULL: no such domain. Release with domain_sync_unlock.
  */
 struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did)
 {
-	iovt_rcu_read_lock();
-	struct iovt_domain *d = iovt_domain_lookup(e, did);
+	struct iovt_domain *d = domain_get_did(e, did);
 	if (d)
 		pthread_mutex_lock(&d->sync_lock);
-	iovt_rcu_read_unlock();
 	return d;
 }
 
+void domain_sync_unlock(struct iovt_domain *d)
+{
+	pthread_mutex_unlock(&d->sync_lock);
+	domain_put(d);
+}
+
+/* The most extents the MAP sink's record may hold (engine cap, sink cap). */
+static uint64_t extent_limit(const struct iovt_domain *d)
+{
+	uint64_t limit = d->engine->cfg.max_extents_per_domain;
+	uint32_t sink_max = d->map_notifier ? d->map_notifier->sink.caps.max_mappings : 0;
+	if (sink_max && (!limit || sink_max < limit))
+		limit = sink_max;
+	return limit;
+}
+
+static bool cap_has_room(const struct iovt_domain *d)
+{
+	uint64_t limit = extent_limit(d);
+	return !limit || !d->tree || shadow_tree_count(d->tree) < limit;
+}
+
 /*
- * Applies the domain's pending ranges (and the spans that failed before) to
- * its notifiers; the caller holds sync_lock. Whoever holds it is the
+ * Moves up to `budget` pages of span from the front of `from` into `todo`
+ * (a range may be split: windows grow to whole extents anyway). Returns the
+ * pages moved. What is left stays for the next sync.
+ */
+static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint64_t top,
+			    uint64_t budget, struct iovt_domain *d)
+{
+	uint64_t moved = 0;
+	size_t used = 0;
+
+	if (from->all) {
+		from->all = false;
+		from->n = 0;
+		if (range_set_add(from, 0, top)) {
+			range_set_add_all(todo); /* no memory: retry everything now */
+			range_set_clear(from);
+			return budget;
+		}
+	}
+	for (; used < from->n && moved < budget; used++) {
+		struct range *r = &from->r[used];
+		uint64_t pages = ((r->last - r->first) >> IOVT_PAGE_SHIFT) + 1;
+		if (pages > budget - moved) {
+			uint64_t last = r->first + ((budget - moved) << IOVT_PAGE_SHIFT) - 1;
+			range_set_add(todo, r->first, last);
+			r->first = last + 1;
+			moved = budget;
+			break;
+		}
+		range_set_add(todo, r->first, r->last);
+		moved += pages;
+	}
+	STAT_ADD(d, retry_ranges, used + (moved == budget && used < from->n));
+	memmove(from->r, from->r + used, (from->n - used) * sizeof(from->r[0]));
+	from->n -= used;
+	if (!range_set_empty(from))
+		STAT_ADD(d, retry_deferred, 1);
+	return moved;
+}
+
+/*
+ * Applies the domain's pending ranges plus a bounded share of the spans that
+ * failed before; the caller holds sync_lock. Whoever holds it is the
  * domain's single writer: a second drainer that finds the lock taken waits,
  * then finds its ranges already taken and applied by the first — which is
  * why a fence may return as soon as it has passed through the lock.
+ *
+ * Work per sync is what was invalidated plus at most IOVT_RETRY_BUDGET_PAGES
+ * of retried span: spans a sink refused (`retry`) every time, spans the
+ * extent cap kept out (`capped`) only while the cap has room — never the
+ * whole history of a guest that maps past the cap at every fence.
  */
 int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		       bool *retry_left)
 {
 	int rc = 0;
 
-	if (d->dead)
+	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
 		goto out;
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_take(todo, &d->pending);
 	pthread_mutex_unlock(&d->pending_lock);
 
-	if (d->retry.all)
-		range_set_add_all(todo);
-	for (size_t i = 0; i < d->retry.n && !todo->all; i++)
-		range_set_add(todo, d->retry.r[i].first, d->retry.r[i].last);
-	range_set_clear(&d->retry);
-	if (range_set_empty(todo))
-		goto out;
-
-	rc = notify_raw(d, todo);
-	if (d->map_notifier) {
-		struct sync_target t;
-		struct sync_stats st = { 0 };
-		struct range all = { 0, domain_top(d) };
-		domain_sync_target(d, &t);
-		int src = todo->all ? sync_ranges(&t, &all, 1, s, &st, &d->retry)
-				    : sync_ranges(&t, todo->r, todo->n, s, &st, &d->retry);
-		domain_fold_stats(d, &st);
-		if (src && !rc)
-			rc = src;
-		if (!range_set_empty(&d->retry))
-			domain_mark_dirty(d); /* iovt_fence retries it */
+	uint64_t top = domain_top(d);
+	uint64_t budget = IOVT_RETRY_BUDGET_PAGES;
+	if (todo->all) {
+		range_set_clear(&d->retry); /* a whole-domain sync covers them */
+		range_set_clear(&d->capped);
+	} else if (!range_set_empty(&d->retry)) {
+		budget -= take_budget(todo, &d->retry, top, budget, d);
 	}
-	range_set_clear(todo);
-out:
+	/* Two passes at most: the second only when this sync's UNMAPs made
+	 * room under the cap for spans it had kept out. */
+	for (int pass = 0; pass < 2; pass++) {
+		if (budget && !todo->all && !range_set_empty(&d->capped) && cap_has_room(d))
+			budget -= take_budget(todo, &d->capped, top, budget, d);
+		if (range_set_empty(todo))
+			break;
+		if (pass == 0)
+			rc = notify_raw(d, todo); /* retried spans of a MAP sink are no news to them */
+		if (d->map_notifier) {
+			struct sync_target t;
+			struct sync_stats st = { 0 };
+			struct range all = { 0, top };
+			domain_sync_target(d, &t);
+			int src = todo->all ? sync_ranges(&t, &all, 1, s, &st, &d->retry)
+					    : sync_ranges(&t, todo->r, todo->n, s, &st, &d->retry);
+			domain_fold_stats(d, &st);
+			if (src && !rc)
+				rc = src;
+		}
+		range_set_clear(todo);
+	}
+	/* Spans still kept out by the cap: the domain is not equal to the
+	 * guest view, and every fence that syncs it says so (no re-walk). */
+	if (!rc && !range_set_empty(&d->capped))
+		rc = -ENOSPC;
+out:;
+	/* Capped spans keep the domain on the fences' lists even without room:
+	 * a sync of it then costs a lock and says -ENOSPC, nothing more. */
+	bool left = !range_set_empty(&d->retry) || !range_set_empty(&d->capped);
+	if (left)
+		domain_mark_dirty(d); /* iovt_fence retries it */
 	if (retry_left)
-		*retry_left = !range_set_empty(&d->retry);
+		*retry_left = left;
 	return rc;
 }
 
+/* The same, taking the lock; the caller holds a reference (iovt_fence: the dirty queue's). */
 int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		bool *retry_left)
 {
@@ -151,14 +236,6 @@ static void touch(struct drain_state *ds, uint16_t did)
 	ds->touched_bits[did >> 6] |= bit;
 }
 
-static void untouch_all(struct drain_state *ds)
-{
-	for (size_t i = 0; i < ds->touched.n; i++)
-		ds->touched_bits[ds->touched.v[i] >> 6] = 0;
-	vec_clear(&ds->touched);
-	ds->touched_all = false;
-}
-
 /* A fence item: sync what this queue touched, then publish its ticket. Outside any read-side section. */
 static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence)
 {
@@ -168,23 +245,18 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 
 	IOVT_PROBE1(fence_begin, ticket);
 	if (ds->touched_all) {
-		/* After a global invalidation (rare): every domain, one read-side
-		 * section for the walk over the table. */
+		/* After a global invalidation (rare): every domain now in the
+		 * table joins the list, in a read-side section that waits for
+		 * nothing; the syncs run below, outside it. */
 		struct cds_lfht_iter it;
 		struct cds_lfht_node *node;
-		untouch_all(ds);
+		ds->touched_all = false;
 		iovt_rcu_read_lock();
-		cds_lfht_for_each(e->domains, &it, node) {
-			struct iovt_domain *d = caa_container_of(node, struct iovt_domain, hnode);
-			bool retry;
-			int rc = domain_sync(d, &ds->scratch, &ds->todo, &retry);
-			if (rc && !err)
-				err = rc;
-			if (retry)
-				touch(ds, d->did); /* this queue's next fence retries it */
-		}
+		cds_lfht_for_each(e->domains, &it, node)
+			touch(ds, caa_container_of(node, struct iovt_domain, hnode)->did);
 		iovt_rcu_read_unlock();
-	} else {
+	}
+	{
 		size_t n = ds->touched.n;
 		for (size_t i = 0; i < n; i++) {
 			uint16_t did = ds->touched.v[i];
@@ -194,7 +266,7 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 				continue;
 			bool retry;
 			int rc = domain_sync_locked(d, &ds->scratch, &ds->todo, &retry);
-			pthread_mutex_unlock(&d->sync_lock);
+			domain_sync_unlock(d);
 			if (rc && !err)
 				err = rc;
 			if (retry)
@@ -232,7 +304,7 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 struct gather {
 	struct iovt_domain *d;
 	uint16_t did;
-	unsigned n, psi, dsi;
+	unsigned n, psi, dsi, ih;
 	bool all;
 	struct range r[BURST];
 };
@@ -255,8 +327,10 @@ static void gather_flush(struct gather *g)
 		STAT_ADD(d, psi, g->psi);
 	if (g->dsi)
 		STAT_ADD(d, dsi, g->dsi);
+	if (g->ih)
+		STAT_ADD(d, ih, g->ih);
 	g->d = NULL;
-	g->n = g->psi = g->dsi = 0;
+	g->n = g->psi = g->dsi = g->ih = 0;
 	g->all = false;
 }
 
@@ -264,10 +338,21 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 {
 	if (!g->d || g->did != it->did) {
 		gather_flush(g);
-		struct iovt_domain *d = iovt_domain_lookup(q->engine, it->did);
+		struct iovt_domain *d = domain_find_rcu(q->engine, it->did);
 		if (!d) {
-			/* Destroyed between post and drain: the host's own race. */
-			ENGINE_STAT_ADD(q->engine, errors[IOVT_ERR_UNKNOWN_DOMAIN], 1);
+			/* Accepted at post, destroyed before the drain: the destroy
+			 * unmapped everything, so there is nothing left to
+			 * invalidate. Counted as accepted (at post), and here as
+			 * `stale_domain`, not as an error of the guest's. */
+			struct iovt_engine *e = q->engine;
+			ENGINE_STAT_ADD(e, invalidations, 1);
+			ENGINE_STAT_ADD(e, stale_domain, 1);
+			if (it->kind == ITEM_DSI)
+				ENGINE_STAT_ADD(e, dsi, 1);
+			else
+				ENGINE_STAT_ADD(e, psi, 1);
+			if (it->ih)
+				ENGINE_STAT_ADD(e, ih, 1);
 			return;
 		}
 		g->d = d;
@@ -280,6 +365,7 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 		return;
 	}
 	g->psi++;
+	g->ih += it->ih;
 	if (g->all)
 		return;
 	struct range b = psi_block(it->arg, it->am, domain_top(g->d));
@@ -302,6 +388,8 @@ void domains_pend_all(struct iovt_engine *e)
 
 static void post_global(struct iovt_queue *q)
 {
+	ENGINE_STAT_ADD(q->engine, invalidations, 1);
+	ENGINE_STAT_ADD(q->engine, global, 1);
 	domains_pend_all(q->engine);
 	q->drain.touched_all = true;
 }
@@ -384,6 +472,7 @@ int engine_fence_all(struct iovt_engine *e)
 		struct iovt_domain *d = caa_container_of(node, struct iovt_domain, dirty);
 		atomic_store_explicit(&d->queued, 0, memory_order_release);
 		int rc = domain_sync(d, &e->scratch, &e->todo, NULL);
+		domain_put(d); /* the dirty queue's reference */
 		if (rc && !first_err)
 			first_err = rc;
 	}

@@ -154,7 +154,7 @@ static unsigned domain_width(struct iovt_queue *q, uint16_t did)
 	if (q->width && q->width_did == did && q->width_gen == gen)
 		return q->width;
 	iovt_rcu_read_lock(); /* d may be freed as soon as we leave it */
-	struct iovt_domain *d = iovt_domain_lookup(e, did);
+	struct iovt_domain *d = domain_find_rcu(e, did);
 	unsigned w = d ? d->addr_width : 0;
 	iovt_rcu_read_unlock();
 	if (w) {
@@ -168,7 +168,7 @@ static unsigned domain_width(struct iovt_queue *q, uint16_t did)
 static void count_bad(struct iovt_engine *e, uint16_t did)
 {
 	iovt_rcu_read_lock();
-	struct iovt_domain *d = iovt_domain_lookup(e, did);
+	struct iovt_domain *d = domain_find_rcu(e, did);
 	if (d)
 		STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1);
 	else
@@ -201,12 +201,11 @@ static int encode(struct iovt_queue *q, const struct iovt_inval *v, struct intak
 		/* Address bits below the mask are ignored, as the hardware does:
 		 * an unaligned PSI is served as the aligned block containing addr. */
 		*it = (struct intake_item){ .arg = psi_block(v->addr, v->am, UINT64_MAX).first,
-					    .did = v->did, .kind = ITEM_PSI, .am = v->am };
+					    .did = v->did, .kind = ITEM_PSI, .am = v->am,
+					    .ih = v->ih ? 1 : 0 };
 		IOVT_PROBE3(psi, v->did, it->arg, v->am);
 		return 0;
 	case IOVT_INVAL_GLOBAL:
-		ENGINE_STAT_ADD(e, invalidations, 1);
-		ENGINE_STAT_ADD(e, global, 1);
 		*it = (struct intake_item){ .kind = ITEM_GLOBAL };
 		return 0;
 	default:

@@ -29,7 +29,8 @@ struct intake_item {
 	uint16_t did;
 	uint8_t kind;   /* enum item_kind */
 	uint8_t am;     /* PSI: mask order */
-	uint32_t pad;
+	uint8_t ih;     /* PSI: the invalidation hint (counted) */
+	uint8_t pad[3];
 };
 
 struct intake_ring;

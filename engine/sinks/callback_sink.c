@@ -41,7 +41,10 @@ static const struct iovt_sink_ops callback_ops = {
 int iovt_callback_sink_init(struct iovt_sink *out, iovt_event_fn fn, void *arg,
 			    const struct iovt_sink_caps *caps)
 {
-	if (!out || !fn)
+	/* A callback has no unmap_all and cannot report a partial UNMAP:
+	 * refuse those caps rather than silently drop them. */
+	if (!out || !fn ||
+	    (caps && (caps->flags & (IOVT_SINK_UNMAP_ALL | IOVT_SINK_PARTIAL_UNMAP))))
 		return -EINVAL;
 	struct callback_sink *c = malloc(sizeof(*c));
 	if (!c)
@@ -54,6 +57,5 @@ int iovt_callback_sink_init(struct iovt_sink *out, iovt_event_fn fn, void *arg,
 		.caps = caps ? *caps : (struct iovt_sink_caps){ .flags = IOVT_SINK_MULTI_UNMAP },
 		.name = "callback",
 	};
-	out->caps.flags &= ~(IOVT_SINK_UNMAP_ALL | IOVT_SINK_PARTIAL_UNMAP);
 	return 0;
 }

@@ -121,7 +121,7 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 		if (limit && shadow_tree_count(t->tree) >= limit) {
 			st->errors[IOVT_ERR_EXTENT_CAP]++;
 			note(first_err, -ENOSPC);
-			range_set_add(retry, m->iova, last);
+			range_set_add(t->capped ? t->capped : retry, m->iova, last);
 			continue;
 		}
 		IOVT_PROBE3(sink_map, m->iova, m->size, m->hva);

@@ -46,6 +46,9 @@ struct sync_target {
 	const struct iovt_sink *sink;
 	struct vtd_walk_params walk; /* root, widths, page sizes, budget; range set per window */
 	uint64_t max_extents;
+	/* Spans a MAP was not sent for because of the extent cap (retried only
+	 * when the cap has room); NULL: with the other failures in `retry`. */
+	struct range_set *capped;
 };
 
 struct plan_unmap {

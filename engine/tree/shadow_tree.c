@@ -68,6 +68,7 @@ struct shard_lock {
 } __attribute__((aligned(64)));
 
 struct shadow_tree {
+	struct rcu_head rcu; /* shadow_tree_retire */
 	void **root;
 	unsigned aw, levels;
 	uint64_t top; /* last valid IOVA */
@@ -197,16 +198,23 @@ static void table_free_cb(struct rcu_head *h)
 	iovt_free(0, f, sizeof(*f));
 }
 
+/*
+ * Retiring a table needs a holder for its rcu_head (a table has no spare
+ * room), allocated *before* the table is unlinked: without memory for it the
+ * caller leaves the empty table linked (count 0, reused by later inserts)
+ * instead of waiting for a grace period — writers run under a domain's
+ * sync_lock, and a grace-period wait there can deadlock against a drainer
+ * that waits for that lock (ARCHITECTURE.md, "Lifetimes and locks").
+ */
+static struct tfree *tfree_alloc(void)
+{
+	return iovt_alloc(0, sizeof(struct tfree));
+}
+
 /* Frees an unlinked table after a grace period (readers may be inside). */
-static void table_retire(struct shadow_tree *t, void **table, iovt_arena_t arena)
+static void table_retire(struct shadow_tree *t, struct tfree *f, void **table, iovt_arena_t arena)
 {
 	mem_add(t, -(int64_t)iovt_alloc_usable(TABLE_BYTES));
-	struct tfree *f = iovt_alloc(0, sizeof(*f));
-	if (!f) { /* no holder: wait here instead (writers hold no read lock) */
-		iovt_synchronize_rcu();
-		iovt_free(arena, table, TABLE_BYTES);
-		return;
-	}
 	f->table = table;
 	f->arena = arena;
 	iovt_call_rcu(&f->rcu, table_free_cb);
@@ -268,11 +276,9 @@ static void destroy_table(void **tb, unsigned level, uint64_t base, iovt_arena_t
 	iovt_free(arena, tb, TABLE_BYTES);
 }
 
-void shadow_tree_destroy(struct shadow_tree *t)
+/* Frees everything; no reader can still be inside (a grace period has passed). */
+static void tree_free(struct shadow_tree *t)
 {
-	if (!t)
-		return;
-	iovt_synchronize_rcu();
 	/*
 	 * No rcu_barrier: callbacks queued by earlier removals touch only the
 	 * object they free and the process-wide arenas, never the tree. (It
@@ -283,6 +289,26 @@ void shadow_tree_destroy(struct shadow_tree *t)
 	for (unsigned i = 0; i < IOVT_TREE_SHARDS; i++)
 		pthread_mutex_destroy(&t->locks[i].m);
 	free(t);
+}
+
+void shadow_tree_destroy(struct shadow_tree *t)
+{
+	if (!t)
+		return;
+	iovt_synchronize_rcu();
+	tree_free(t);
+}
+
+static void tree_free_cb(struct rcu_head *h)
+{
+	iovt_rcu_callback_enter();
+	tree_free(caa_container_of(h, struct shadow_tree, rcu));
+}
+
+void shadow_tree_retire(struct shadow_tree *t)
+{
+	if (t)
+		iovt_call_rcu(&t->rcu, tree_free_cb);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -437,17 +463,26 @@ static void clear_chunk(struct shadow_tree *t, uint64_t a, unsigned L)
 			clear_chunk(t, a + ((uint64_t)i << shift_of(L - 1)), L - 1);
 		return;
 	}
-	slot_store(s, 0);
-	if (old && !(old & TAG_EXT)) /* an empty table an ENOMEM insert left */
-		table_retire(t, (void **)(old & PTR_MASK), arena_of(a)); /* after unlink */
+	if (old && !(old & TAG_EXT)) {
+		/* an empty table an ENOMEM insert left: unlink it only if it can
+		 * be retired without waiting (else it stays, empty and valid) */
+		struct tfree *f = tfree_alloc();
+		if (!f)
+			return;
+		slot_store(s, 0);
+		table_retire(t, f, (void **)(old & PTR_MASK), arena_of(a)); /* after unlink */
+	} else {
+		slot_store(s, 0);
+	}
 	for (unsigned l = L; counted(t, l); l++) {
 		uintptr_t v = slot_load(owner[l]) - COUNT_ONE;
-		if (v & ~PTR_MASK) {
-			slot_store(owner[l], v);
+		struct tfree *f;
+		if ((v & ~PTR_MASK) || !(f = tfree_alloc())) {
+			slot_store(owner[l], v); /* still used, or kept empty (no holder) */
 			return;
 		}
 		slot_store(owner[l], 0);
-		table_retire(t, tabs[l], arena_of(a));
+		table_retire(t, f, tabs[l], arena_of(a));
 	}
 }
 

@@ -42,8 +42,14 @@ struct shadow_tree;
 struct shadow_tree *shadow_tree_create(unsigned addr_width);
 
 /* Frees the tree and its extents. No concurrent users; waits one grace
- * period so that readers of the last removals have finished. */
+ * period so that readers of the last removals have finished. Never call it
+ * holding a lock a reader or drainer may wait for (use _retire). */
 void shadow_tree_destroy(struct shadow_tree *t);
+
+/* Frees the tree and its extents after a grace period (call_rcu), without
+ * waiting: the tree must already be unreachable for new readers (its
+ * published pointer cleared) and have no writer left. Any thread, any lock. */
+void shadow_tree_retire(struct shadow_tree *t);
 
 /*
  * Inserts one extent. iova and size must be 4 KiB aligned, size > 0 and

@@ -61,7 +61,9 @@ int main(void)
 	CHECK(iovt_domain_create(e, &dc, &d) == -EEXIST);
 	dc.addr_width = 40;
 	CHECK(iovt_domain_create(e, &dc, &d) == -EINVAL);
-	CHECK(iovt_domain_lookup(e, 7) != NULL);
+	struct iovt_domain *ref = iovt_domain_lookup(e, 7);
+	CHECK(ref == d);
+	iovt_domain_put(ref);
 	CHECK(iovt_domain_lookup(e, 8) == NULL);
 
 	/* The guest mapped things before the device attached: replay maps them. */
@@ -158,10 +160,13 @@ int main(void)
 	CHECK(iovt_translate(d, 0x300000 + K, &x) == 0);
 	CHECK_EQ(x.perm, IOVT_PERM_R);
 	struct gs_domain *empty = gs_domain_create(gs, 48, true, true);
-	CHECK(iovt_domain_set_root(d, gs_domain_root(empty)) == 0);
 	unsigned unmaps_before = map_log.unmaps;
+	CHECK(iovt_domain_set_root(d, gs_domain_root(empty)) == 0);
+	/* in force when set_root returns, whatever fence comes next */
+	CHECK_EQ(map_log.unmaps, unmaps_before + 1);
 	CHECK(iovt_fence(e) == 0);
 	CHECK_EQ(map_log.unmaps, unmaps_before + 1);
+	CHECK(iovt_domain_set_root(d, 0x1001) == -EINVAL);
 	CHECK(iovt_translate(d, 0x300000 + K, &x) == -ENOENT);
 
 	/* Detach unmaps what the sink holds; destroy of an empty domain calls nothing. */
