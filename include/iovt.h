@@ -362,8 +362,10 @@ int iovt_fence(struct iovt_engine *e);
  * first error is returned:
  *  -EFAULT  a table entry with reserved bits set (pt_reserved), a large page
  *           where the level or domain forbids it (pt_large_page), a table
- *           pointer into a hole of guest RAM (pt_outside_ram). A leaf into
- *           a hole is not an error: it is not mapped (leaf_outside_ram).
+ *           pointer into a hole of guest RAM (pt_outside_ram), a leaf
+ *           whose target is not guest RAM (leaf_outside_ram: counted once
+ *           per leaf, the hole skipped in one step) — e.g. after
+ *           iovt_guest_ram_remove while the guest still points there.
  *  -ELOOP   a table that is its own ancestor (pt_loop).
  *  -E2BIG   the walk budget was spent (walk_budget); the rest of the span is
  *           unmapped until the guest invalidates it again.

@@ -1,0 +1,760 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lifecycle-regress: one regression test per lifecycle bug of issue 15, each
+ * against the public API only (`test_lifecycle_regress CASE`). Each of them
+ * failed on the main branch before the lifecycle design (the closing note of
+ * that change says how each was run there):
+ *
+ *  destroy-deadlock   producers fence a domain while the control thread
+ *                     destroys and re-creates it: destroy waited for a grace
+ *                     period under sync_lock while a drainer waited for that
+ *                     lock inside a read-side section (hang: the watchdog).
+ *  detach-deadlock    the same with MAP / UNMAP-only notifier attach/detach.
+ *  global-deadlock    the same with global invalidations (the global fence
+ *                     synced every domain inside one read-side section).
+ *  ram-remove-walk    producers fence over page tables that live in a RAM
+ *                     region the control thread removes and then makes
+ *                     inaccessible (PROT_NONE), as a host that frees it
+ *                     would: a walk still reading it after remove returned
+ *                     faults (SIGSEGV).
+ *  ram-remove-purge   remove of a region the domain maps returned 0 and left
+ *                     the sink mapping into it and translate returning it.
+ *  ram-remove-refused a sink that refuses the UNMAP: remove must fail
+ *                     (-EBUSY) and leave the region declared.
+ *  translate-destroy  readers holding a reference translate while the
+ *                     domain is destroyed: -ENODEV, never freed memory.
+ *  lookup-alias       a lookup from before a destroy + re-create must not
+ *                     alias the new domain.
+ *  set-root-any-queue a queue that never touched the domain waits after
+ *                     set_root: the new table must be in force.
+ *  counters           PSI/DSI/global/ih counted alike on every path; a PSI
+ *                     accepted for a domain destroyed before its drain is
+ *                     stale, not unknown; rejected control arguments count.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "guestsim.h"
+#include "iovt.h"
+#include "iovt_model.h"
+#include "watchdog.h"
+
+CHECK_SEED_STORAGE;
+
+#define K 0x1000ull
+#define M1 0x100000ull
+#define DID 1
+#define NPROD 2
+#define STALL_SECONDS 8.0
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double run_seconds(double dflt)
+{
+	double s = dflt * check_scale();
+	return s < 1.0 ? 1.0 : s;
+}
+
+/* ---- sinks ---- */
+
+static int accept_fn(void *arg, const struct iovt_event *ev)
+{
+	(void)ev;
+	if (arg)
+		atomic_fetch_add((atomic_ulong *)arg, 1);
+	return 0;
+}
+
+/* Fails UNMAPs while *refuse is set. */
+static int refusing_fn(void *arg, const struct iovt_event *ev)
+{
+	return ev->type == IOVT_EVENT_UNMAP && atomic_load((atomic_int *)arg) ? -EIO : 0;
+}
+
+struct raw_log {
+	unsigned calls;
+	uint64_t first, size; /* the last call */
+};
+
+static int raw_fn(void *arg, const struct iovt_event *ev)
+{
+	struct raw_log *l = arg;
+	CHECK(ev->type == IOVT_EVENT_UNMAP);
+	l->calls++;
+	l->first = ev->extent.iova;
+	l->size = ev->extent.size;
+	return 0;
+}
+
+static struct iovt_notifier *attach_cb(struct iovt_domain *d, unsigned flags, iovt_event_fn fn,
+				       void *arg)
+{
+	struct iovt_sink s;
+	struct iovt_notifier *n;
+	CHECK_EQ(iovt_callback_sink_init(&s, fn, arg, NULL), 0);
+	CHECK_EQ(iovt_notifier_attach(d, flags, &s, &n), 0);
+	return n;
+}
+
+/* ---- the threaded rig: a guestsim domain, producers, one control thread ---- */
+
+struct rig {
+	struct guestsim *gs;
+	struct gs_domain *gd;
+	struct iovt_engine *e;
+	struct iovt_domain *_Atomic d; /* the control thread's handle */
+	uint64_t root;
+	atomic_int stop;
+	int global;                    /* producers send global invalidations too */
+	atomic_ulong fences, control_ops;
+};
+
+static void rig_init(struct rig *r, bool attach)
+{
+	memset(r, 0, sizeof(*r));
+	r->gs = gs_create(2, 32 * M1, 4 * M1);
+	CHECK(r->gs);
+	CHECK_EQ(iovt_engine_create(NULL, &r->e), 0);
+	for (unsigned i = 0; i < 2; i++) {
+		const struct gs_region *g = gs_region(r->gs, i);
+		CHECK_EQ(iovt_guest_ram_add(r->e, g->gpa, g->size, g->hva, NULL), 0);
+	}
+	r->gd = gs_domain_create(r->gs, 48, false, false);
+	CHECK(r->gd);
+	r->root = gs_domain_root(r->gd);
+	/* 64 scattered pages into both regions, so syncs have work. */
+	uint64_t r1 = gs_region(r->gs, 1)->gpa;
+	for (uint64_t i = 0; i < 64; i++)
+		CHECK_EQ(gs_map(r->gd, i * 3 * K, (i & 1 ? r1 : 0) + M1 + i * K, K, IOVT_PERM_RW, 0),
+			 0);
+	struct iovt_domain_config dc = { .did = DID, .root_gpa = r->root, .addr_width = 48 };
+	struct iovt_domain *d;
+	CHECK_EQ(iovt_domain_create(r->e, &dc, &d), 0);
+	if (attach)
+		attach_cb(d, IOVT_NOTIFY_IOTLB_EVENTS, accept_fn, NULL);
+	atomic_store(&r->d, d);
+}
+
+static void rig_fini(struct rig *r)
+{
+	iovt_engine_destroy(r->e);
+	gs_destroy(r->gs);
+}
+
+struct prod_arg {
+	struct rig *r;
+	unsigned idx;
+};
+
+/* PSIs (sometimes a DSI or a global) and a fence on the producer's own queue. */
+static void *producer(void *p)
+{
+	struct prod_arg *a = p;
+	struct rig *r = a->r;
+	uint64_t rng = check_seed ^ (a->idx + 1) * 0x9e3779b97f4a7c15ull;
+	struct iovt_queue *q;
+
+	iovt_thread_register();
+	CHECK_EQ(iovt_queue_create(r->e, NULL, &q), 0);
+	watchdog_expect(a->idx, a->idx ? "producer 1" : "producer 0");
+	while (!atomic_load(&r->stop)) {
+		struct iovt_inval v[4];
+		unsigned n = 1 + (unsigned)gs_rand_below(&rng, 4);
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t x = gs_rand(&rng);
+			v[i] = (struct iovt_inval){ .addr = (x % 256) * K, .did = DID,
+						    .kind = IOVT_INVAL_PSI, .am = (uint8_t)(x >> 40) % 5 };
+			if ((x >> 50) % 16 == 0)
+				v[i].kind = IOVT_INVAL_DSI;
+			if (r->global && (x >> 50) % 4 == 1)
+				v[i].kind = IOVT_INVAL_GLOBAL;
+		}
+		int rc = iovt_queue_post(q, v, n);
+		CHECK(rc == 0 || rc == -ENOENT); /* the domain is between destroy and create */
+		rc = iovt_queue_fence(q);
+		CHECK(rc == 0);
+		atomic_fetch_add_explicit(&r->fences, 1, memory_order_relaxed);
+		watchdog_progress(a->idx);
+	}
+	watchdog_idle(a->idx);
+	iovt_queue_destroy(q);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+enum control { CTL_DESTROY, CTL_DETACH };
+
+static void control_loop(struct rig *r, enum control what, double seconds)
+{
+	unsigned slot = NPROD;
+	struct iovt_domain *d = atomic_load(&r->d);
+	struct iovt_notifier *map = NULL, *raw = NULL;
+	double end = now() + seconds;
+
+	watchdog_expect(slot, "control");
+	while (now() < end) {
+		if (what == CTL_DESTROY) {
+			iovt_domain_destroy(d); /* sink errors impossible: accept_fn */
+			struct iovt_domain_config dc = { .did = DID, .root_gpa = r->root,
+							 .addr_width = 48 };
+			CHECK_EQ(iovt_domain_create(r->e, &dc, &d), 0);
+			atomic_store(&r->d, d);
+			attach_cb(d, IOVT_NOTIFY_IOTLB_EVENTS, accept_fn, NULL);
+		} else {
+			if (map) {
+				CHECK_EQ(iovt_notifier_detach(map), 0);
+				CHECK_EQ(iovt_notifier_detach(raw), 0);
+				map = raw = NULL;
+			} else {
+				map = attach_cb(d, IOVT_NOTIFY_IOTLB_EVENTS, accept_fn, NULL);
+				raw = attach_cb(d, IOVT_NOTIFY_DEVIOTLB_UNMAP, accept_fn, NULL);
+			}
+		}
+		atomic_fetch_add(&r->control_ops, 1);
+		watchdog_progress(slot);
+	}
+	watchdog_idle(slot);
+}
+
+static void threaded_case(const char *name, enum control what, int global)
+{
+	struct rig r;
+	pthread_t t[NPROD];
+	struct prod_arg pa[NPROD];
+
+	rig_init(&r, what == CTL_DESTROY);
+	r.global = global;
+	watchdog_start(name, STALL_SECONDS);
+	for (unsigned i = 0; i < NPROD; i++) {
+		pa[i] = (struct prod_arg){ &r, i };
+		CHECK(pthread_create(&t[i], NULL, producer, &pa[i]) == 0);
+	}
+	control_loop(&r, what, run_seconds(4.0));
+	atomic_store(&r.stop, 1);
+	for (unsigned i = 0; i < NPROD; i++)
+		CHECK(pthread_join(t[i], NULL) == 0);
+	watchdog_stop();
+	CHECK(atomic_load(&r.control_ops) >= 10);
+	CHECK(atomic_load(&r.fences) >= 10);
+	printf("%s: %lu control calls, %lu fences, no stall\n", name, atomic_load(&r.control_ops),
+	       atomic_load(&r.fences));
+	rig_fini(&r);
+}
+
+/* ---- RAM removal under walks: hand-made tables in a region we can revoke ---- */
+
+#define R_GPA (1ull << 30)
+#define R_SIZE (4 * M1)
+#define R_PAGES 256
+
+struct ram_rig {
+	struct iovt_engine *e;
+	struct iovt_domain *d;
+	struct iovt_model_sink *m;
+	uint8_t *hva;
+	atomic_int stop;
+	atomic_ulong fences;
+};
+
+/* A 4-level VT-d second-level table at the region's first pages: IOVA page i
+ * -> the region's page 256 + i, read/write. */
+static void build_tables(uint8_t *hva)
+{
+	uint64_t *l4 = (uint64_t *)hva, *l3 = (uint64_t *)(hva + K), *l2 = (uint64_t *)(hva + 2 * K),
+		 *l1 = (uint64_t *)(hva + 3 * K);
+	memset(hva, 0, 4 * K);
+	l4[0] = (R_GPA + K) | IOVT_PERM_RW;
+	l3[0] = (R_GPA + 2 * K) | IOVT_PERM_RW;
+	l2[0] = (R_GPA + 3 * K) | IOVT_PERM_RW;
+	for (unsigned i = 0; i < R_PAGES; i++)
+		l1[i] = (R_GPA + (256 + i) * K) | IOVT_PERM_RW;
+}
+
+static void *ram_producer(void *p)
+{
+	struct ram_rig *r = p;
+	uint64_t rng = check_seed ^ 0x5bd1e995u;
+	struct iovt_queue *q;
+	iovt_thread_register();
+	CHECK_EQ(iovt_queue_create(r->e, NULL, &q), 0);
+	watchdog_expect(0, "producer");
+	while (!atomic_load(&r->stop)) {
+		uint64_t x = gs_rand(&rng);
+		CHECK_EQ(iovt_queue_psi(q, DID, (x % R_PAGES) * K, (unsigned)(x >> 40) % 9, false), 0);
+		int rc = iovt_queue_fence(q);
+		/* while the region is out, the root points into a hole */
+		CHECK(rc == 0 || rc == -EFAULT);
+		atomic_fetch_add(&r->fences, 1);
+		watchdog_progress(0);
+	}
+	watchdog_idle(0);
+	iovt_queue_destroy(q);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void check_nothing_into_region(struct ram_rig *r)
+{
+	struct iovt_extent buf[64];
+	size_t got = iovt_model_sink_dump(r->m, 0, buf, 64);
+	for (size_t i = 0; i < got; i++)
+		CHECK(buf[i].gpa + buf[i].size <= R_GPA || buf[i].gpa >= R_GPA + R_SIZE);
+	for (unsigned i = 0; i < R_PAGES; i += 17) {
+		struct iovt_extent x;
+		CHECK_EQ(iovt_translate(r->d, i * K, &x), -ENOENT);
+	}
+}
+
+static void case_ram_remove_walk(void)
+{
+	struct ram_rig r = { 0 };
+	struct iovt_sink sink;
+	struct iovt_notifier *n;
+	pthread_t t;
+
+	r.hva = mmap(NULL, R_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(r.hva != MAP_FAILED);
+	build_tables(r.hva);
+	CHECK_EQ(iovt_engine_create(NULL, &r.e), 0);
+	CHECK_EQ(iovt_guest_ram_add(r.e, R_GPA, R_SIZE, r.hva, NULL), 0);
+	struct iovt_domain_config dc = { .did = DID, .root_gpa = R_GPA, .addr_width = 48 };
+	CHECK_EQ(iovt_domain_create(r.e, &dc, &r.d), 0);
+	CHECK_EQ(iovt_model_sink_create(&(struct iovt_model_config){ .multi_unmap = true }, &r.m,
+					&sink), 0);
+	CHECK_EQ(iovt_notifier_attach(r.d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &n), 0);
+	CHECK_EQ(iovt_model_sink_count(r.m), 1); /* one run: 256 pages, host-contiguous */
+
+	watchdog_start("lifecycle-ram-remove-walk", STALL_SECONDS);
+	CHECK(pthread_create(&t, NULL, ram_producer, &r) == 0);
+	watchdog_expect(1, "control");
+	double end = now() + run_seconds(3.0);
+	unsigned removals = 0;
+	while (now() < end) {
+		CHECK_EQ(iovt_guest_ram_remove(r.e, R_GPA), 0);
+		/* The host frees the memory: any later read of it faults. */
+		CHECK(mprotect(r.hva, R_SIZE, PROT_NONE) == 0);
+		check_nothing_into_region(&r);
+		usleep(500);
+		CHECK(mprotect(r.hva, R_SIZE, PROT_READ | PROT_WRITE) == 0);
+		CHECK_EQ(iovt_guest_ram_add(r.e, R_GPA, R_SIZE, r.hva, NULL), 0);
+		CHECK_EQ(iovt_invalidate_dsi(r.e, DID), 0); /* the guest's replug */
+		CHECK_EQ(iovt_fence(r.e), 0);
+		removals++;
+		watchdog_progress(1);
+	}
+	watchdog_idle(1);
+	atomic_store(&r.stop, 1);
+	CHECK(pthread_join(t, NULL) == 0);
+	watchdog_stop();
+	CHECK_EQ(iovt_fence(r.e), 0);
+	/* Every page maps as the table says (in however many extents the
+	 * PSIs during the replug left: the plan keeps what is valid). */
+	for (unsigned i = 0; i < R_PAGES; i++) {
+		struct iovt_extent x;
+		CHECK(iovt_model_sink_find(r.m, i * K, &x));
+		CHECK_EQ(x.gpa + (i * K - x.iova), R_GPA + (256 + i) * K);
+	}
+	struct iovt_model_stats ms;
+	iovt_model_sink_stats(r.m, &ms);
+	CHECK_EQ(ms.rejected_calls, 0);
+	CHECK(removals >= 10);
+	printf("ram-remove-walk: %u removals under %lu fences, no fault\n", removals,
+	       atomic_load(&r.fences));
+	iovt_engine_destroy(r.e);
+	iovt_model_sink_destroy(r.m);
+	munmap(r.hva, R_SIZE);
+}
+
+/* ---- single-threaded cases on a guestsim ---- */
+
+struct flat {
+	struct guestsim *gs;
+	struct gs_domain *gd;
+	struct iovt_engine *e;
+	struct iovt_domain *d;
+	uint64_t r1, r1_size;
+	void *r1_hva;
+};
+
+static void flat_init(struct flat *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->gs = gs_create(2, 32 * M1, 4 * M1);
+	CHECK(f->gs);
+	CHECK_EQ(iovt_engine_create(NULL, &f->e), 0);
+	for (unsigned i = 0; i < 2; i++) {
+		const struct gs_region *g = gs_region(f->gs, i);
+		CHECK_EQ(iovt_guest_ram_add(f->e, g->gpa, g->size, g->hva, NULL), 0);
+	}
+	f->r1 = gs_region(f->gs, 1)->gpa;
+	f->r1_size = gs_region(f->gs, 1)->size;
+	f->r1_hva = gs_region(f->gs, 1)->hva;
+	f->gd = gs_domain_create(f->gs, 48, false, false);
+	CHECK(f->gd);
+	/* IOVA [0, 8 pages): region 0; [1 MiB, +8 pages): region 1 */
+	CHECK_EQ(gs_map(f->gd, 0, M1, 8 * K, IOVT_PERM_RW, 0), 0);
+	CHECK_EQ(gs_map(f->gd, M1, f->r1 + M1, 8 * K, IOVT_PERM_R, 0), 0);
+	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(f->gd),
+					 .addr_width = 48 };
+	CHECK_EQ(iovt_domain_create(f->e, &dc, &f->d), 0);
+}
+
+static void flat_fini(struct flat *f)
+{
+	iovt_engine_destroy(f->e);
+	gs_destroy(f->gs);
+}
+
+static void case_ram_remove_purge(void)
+{
+	struct flat f;
+	struct iovt_sink sink;
+	struct iovt_notifier *n;
+	struct iovt_model_sink *m;
+	struct raw_log raw = { 0 };
+	struct iovt_extent x;
+	struct iovt_stats st;
+
+	flat_init(&f);
+	CHECK_EQ(iovt_model_sink_create(&(struct iovt_model_config){ .multi_unmap = true }, &m, &sink),
+		 0);
+	CHECK_EQ(iovt_notifier_attach(f.d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &n), 0);
+	attach_cb(f.d, IOVT_NOTIFY_DEVIOTLB_UNMAP, raw_fn, &raw);
+	CHECK_EQ(iovt_model_sink_count(m), 2);
+	CHECK_EQ(iovt_translate(f.d, M1 + K, &x), 0);
+	CHECK_EQ(x.gpa, f.r1 + M1);
+
+	CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), 0);
+	/* Nothing maps into the region any more, in the sink or the record. */
+	CHECK_EQ(iovt_model_sink_count(m), 1);
+	CHECK(!iovt_model_sink_find(m, M1, &x));
+	CHECK_EQ(iovt_translate(f.d, M1 + K, &x), -ENOENT);
+	CHECK_EQ(iovt_translate(f.d, K, &x), 0); /* region 0 untouched */
+	/* The device IOTLB was told to drop the whole domain. */
+	CHECK_EQ(raw.calls, 1);
+	CHECK_EQ(raw.first, 0);
+	CHECK_EQ(raw.size, 1ull << 48);
+	iovt_domain_stats_get(f.d, &st);
+	CHECK_EQ(st.ram_purged, 1);
+	CHECK_EQ(iovt_invalidate_dsi(f.e, DID), 0);
+	/* A fence does not bring it back: its leaves point into a hole, which is
+	 * a fault (leaf_outside_ram, -EFAULT), once per leaf. */
+	uint64_t before = st.errors[IOVT_ERR_LEAF_OUTSIDE_RAM];
+	CHECK_EQ(iovt_fence(f.e), (uint64_t)-EFAULT);
+	iovt_domain_stats_get(f.d, &st);
+	CHECK_EQ(st.errors[IOVT_ERR_LEAF_OUTSIDE_RAM] - before, 8);
+	CHECK(!iovt_model_sink_find(m, M1, &x));
+	CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), -ENOENT);
+
+	/* Replug: the guest invalidates, the mapping comes back. */
+	CHECK_EQ(iovt_guest_ram_add(f.e, f.r1, f.r1_size, f.r1_hva, NULL), 0);
+	CHECK_EQ(iovt_invalidate_dsi(f.e, DID), 0);
+	CHECK_EQ(iovt_fence(f.e), 0);
+	CHECK_EQ(iovt_model_sink_count(m), 2);
+	CHECK_EQ(iovt_translate(f.d, M1 + K, &x), 0);
+	struct iovt_model_stats ms;
+	iovt_model_sink_stats(m, &ms);
+	CHECK_EQ(ms.rejected_calls, 0);
+	flat_fini(&f);
+	iovt_model_sink_destroy(m);
+	printf("ram-remove-purge: mapping into removed RAM unmapped before remove returned\n");
+}
+
+static void case_ram_remove_refused(void)
+{
+	struct flat f;
+	atomic_int refuse = 0;
+	struct iovt_extent x;
+
+	flat_init(&f);
+	attach_cb(f.d, IOVT_NOTIFY_IOTLB_EVENTS, refusing_fn, &refuse);
+	CHECK_EQ(iovt_translate(f.d, M1, &x), 0);
+	atomic_store(&refuse, 1);
+	CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), -EBUSY);
+	/* Still declared and still mapped: the host must keep the memory. */
+	CHECK_EQ(iovt_translate(f.d, M1, &x), 0);
+	CHECK_EQ(x.gpa, f.r1 + M1);
+	CHECK_EQ(iovt_guest_ram_add(f.e, f.r1, f.r1_size, f.r1_hva, NULL), -EEXIST);
+	atomic_store(&refuse, 0);
+	CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), 0);
+	CHECK_EQ(iovt_translate(f.d, M1, &x), -ENOENT);
+	flat_fini(&f);
+	printf("ram-remove-refused: -EBUSY while a sink keeps the mapping\n");
+}
+
+struct reader_arg {
+	struct rig *r;
+	unsigned idx;
+	atomic_ulong hits, dead;
+};
+
+static void *ref_reader(void *p)
+{
+	struct reader_arg *a = p;
+	struct rig *r = a->r;
+	uint64_t rng = check_seed ^ (a->idx + 7) * 0x9e3779b97f4a7c15ull;
+	iovt_thread_register();
+	watchdog_expect(a->idx, "reader");
+	while (!atomic_load(&r->stop)) {
+		struct iovt_domain *d = iovt_domain_lookup(r->e, DID);
+		if (!d)
+			continue;
+		for (int i = 0; i < 64; i++) {
+			struct iovt_extent x;
+			uint64_t iova = gs_rand_below(&rng, 192) * K;
+			int rc = iovt_translate(d, iova, &x);
+			CHECK(rc == 0 || rc == -ENOENT || rc == -ENODEV);
+			if (rc == 0) {
+				CHECK(x.iova <= iova && iova < x.iova + x.size);
+				atomic_fetch_add_explicit(&a->hits, 1, memory_order_relaxed);
+			}
+			if (rc == -ENODEV)
+				atomic_fetch_add_explicit(&a->dead, 1, memory_order_relaxed);
+		}
+		iovt_domain_put(d);
+		watchdog_progress(a->idx);
+	}
+	watchdog_idle(a->idx);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void case_translate_destroy(void)
+{
+	struct rig r;
+	rig_init(&r, true);
+	/* Deterministic: a held reference outlives the destroy, harmlessly. */
+	struct iovt_domain *ref = iovt_domain_lookup(r.e, DID);
+	CHECK(ref == atomic_load(&r.d));
+	struct iovt_extent x;
+	CHECK_EQ(iovt_translate(ref, 0, &x), 0);
+	CHECK_EQ(iovt_domain_destroy(atomic_load(&r.d)), 0);
+	CHECK(!iovt_domain_alive(ref));
+	CHECK_EQ(iovt_translate(ref, 0, &x), -ENODEV);
+	CHECK_EQ(iovt_domain_destroy(ref), -ENODEV);
+	CHECK_EQ(iovt_domain_set_root(ref, r.root), -ENODEV);
+	struct iovt_stats st;
+	iovt_domain_stats_get(ref, &st); /* still readable */
+	iovt_domain_put(ref);
+	CHECK(iovt_domain_lookup(r.e, DID) == NULL);
+	struct iovt_domain_config dc = { .did = DID, .root_gpa = r.root, .addr_width = 48 };
+	struct iovt_domain *d;
+	CHECK_EQ(iovt_domain_create(r.e, &dc, &d), 0);
+	attach_cb(d, IOVT_NOTIFY_IOTLB_EVENTS, accept_fn, NULL);
+	atomic_store(&r.d, d);
+
+	/* Threaded: readers look up, translate, put, while destroy/create loops. */
+	pthread_t t[NPROD];
+	struct reader_arg ra[NPROD];
+	watchdog_start("lifecycle-translate-destroy", STALL_SECONDS);
+	for (unsigned i = 0; i < NPROD; i++) {
+		ra[i] = (struct reader_arg){ .r = &r, .idx = i };
+		CHECK(pthread_create(&t[i], NULL, ref_reader, &ra[i]) == 0);
+	}
+	control_loop(&r, CTL_DESTROY, run_seconds(3.0));
+	atomic_store(&r.stop, 1);
+	unsigned long hits = 0, dead = 0;
+	for (unsigned i = 0; i < NPROD; i++) {
+		CHECK(pthread_join(t[i], NULL) == 0);
+		hits += atomic_load(&ra[i].hits);
+		dead += atomic_load(&ra[i].dead);
+	}
+	watchdog_stop();
+	CHECK(hits > 0);
+	printf("translate-destroy: %lu control calls, %lu hits, %lu -ENODEV on dead references\n",
+	       atomic_load(&r.control_ops), hits, dead);
+	rig_fini(&r);
+}
+
+static void case_lookup_alias(void)
+{
+	struct rig r;
+	rig_init(&r, false);
+	struct iovt_domain *old = iovt_domain_lookup(r.e, DID);
+	CHECK(old);
+	CHECK_EQ(iovt_domain_destroy(atomic_load(&r.d)), 0);
+	struct iovt_domain_config dc = { .did = DID, .root_gpa = r.root, .addr_width = 48 };
+	struct iovt_domain *d;
+	CHECK_EQ(iovt_domain_create(r.e, &dc, &d), 0);
+	struct iovt_domain *now_ = iovt_domain_lookup(r.e, DID);
+	CHECK(now_ == d);
+	CHECK(old != d); /* the old reference keeps its memory: no alias */
+	CHECK(!iovt_domain_alive(old));
+	CHECK(iovt_domain_alive(now_));
+	iovt_domain_put(old);
+	iovt_domain_put(now_);
+	rig_fini(&r);
+	printf("lookup-alias: a reference from before the destroy stays the dead domain\n");
+}
+
+static void case_set_root_any_queue(void)
+{
+	struct flat f;
+	struct iovt_sink sink;
+	struct iovt_notifier *n;
+	struct iovt_model_sink *m;
+	struct iovt_queue *q1, *q2;
+	struct iovt_extent x;
+
+	flat_init(&f);
+	CHECK_EQ(iovt_model_sink_create(&(struct iovt_model_config){ .multi_unmap = true }, &m, &sink),
+		 0);
+	CHECK_EQ(iovt_notifier_attach(f.d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &n), 0);
+	CHECK_EQ(iovt_queue_create(f.e, NULL, &q1), 0);
+	CHECK_EQ(iovt_queue_create(f.e, NULL, &q2), 0);
+	CHECK_EQ(iovt_queue_psi(q1, DID, 0, 0, false), 0);
+	CHECK_EQ(iovt_queue_fence(q1), 0);
+	/* A second table: one page at 4 MiB, nothing else. */
+	struct gs_domain *g2 = gs_domain_create(f.gs, 48, false, false);
+	CHECK_EQ(gs_map(g2, 4 * M1, 2 * M1, K, IOVT_PERM_RW, 0), 0);
+	CHECK_EQ(iovt_domain_set_root(f.d, gs_domain_root(g2)), 0);
+	CHECK_EQ(iovt_queue_fence(q2), 0); /* q2 never touched the domain */
+	CHECK_EQ(iovt_translate(f.d, 0, &x), -ENOENT);
+	CHECK(!iovt_model_sink_find(m, 0, &x));
+	CHECK(iovt_model_sink_find(m, 4 * M1, &x));
+	CHECK_EQ(iovt_model_sink_count(m), 1);
+	iovt_queue_destroy(q1);
+	iovt_queue_destroy(q2);
+	flat_fini(&f);
+	iovt_model_sink_destroy(m);
+	printf("set-root-any-queue: the new table is in force for every queue\n");
+}
+
+static void case_counters(void)
+{
+	struct flat f;
+	struct iovt_stats a, b, da, db;
+	struct iovt_queue *q, *h;
+
+	flat_init(&f);
+	/* The same three invalidations on a queue and through the legacy calls. */
+	CHECK_EQ(iovt_queue_create(f.e, NULL, &q), 0);
+	for (int path = 0; path < 2; path++) {
+		iovt_stats_get(f.e, &a);
+		iovt_domain_stats_get(f.d, &da);
+		if (path == 0) {
+			struct iovt_inval v[3] = {
+				{ .addr = 0, .did = DID, .kind = IOVT_INVAL_PSI, .ih = 1 },
+				{ .did = DID, .kind = IOVT_INVAL_DSI },
+				{ .kind = IOVT_INVAL_GLOBAL },
+			};
+			CHECK_EQ(iovt_queue_post(q, v, 3), 0);
+			CHECK_EQ(iovt_queue_fence(q), 0);
+		} else {
+			CHECK_EQ(iovt_invalidate_psi(f.e, DID, 0, 0, true), 0);
+			CHECK_EQ(iovt_invalidate_dsi(f.e, DID), 0);
+			CHECK_EQ(iovt_invalidate_global(f.e), 0);
+			CHECK_EQ(iovt_fence(f.e), 0);
+		}
+		iovt_stats_get(f.e, &b);
+		iovt_domain_stats_get(f.d, &db);
+		CHECK_EQ(b.invalidations - a.invalidations, 3);
+		CHECK_EQ(b.psi - a.psi, 1);
+		CHECK_EQ(b.dsi - a.dsi, 1);
+		CHECK_EQ(b.global - a.global, 1);
+		CHECK_EQ(b.ih - a.ih, 1);
+		CHECK_EQ(db.psi - da.psi, 1);
+		CHECK_EQ(db.dsi - da.dsi, 1);
+		CHECK_EQ(db.ih - da.ih, 1);
+	}
+	/* Rejected at post: counted as errors only. */
+	iovt_stats_get(f.e, &a);
+	CHECK_EQ(iovt_queue_psi(q, 99, 0, 0, false), -ENOENT);
+	CHECK_EQ(iovt_invalidate_psi(f.e, 99, 0, 0, false), -ENOENT);
+	CHECK_EQ(iovt_queue_psi(q, DID, 0, 53, false), -EINVAL);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	iovt_stats_get(f.e, &b);
+	CHECK_EQ(b.invalidations - a.invalidations, 0);
+	CHECK_EQ(b.errors[IOVT_ERR_UNKNOWN_DOMAIN] - a.errors[IOVT_ERR_UNKNOWN_DOMAIN], 2);
+	CHECK_EQ(b.errors[IOVT_ERR_BAD_INVALIDATION] - a.errors[IOVT_ERR_BAD_INVALIDATION], 1);
+
+	/* Accepted, then its domain goes before the drain: stale, not unknown. */
+	struct iovt_domain_config dc = { .did = 2, .root_gpa = gs_domain_root(f.gd),
+					 .addr_width = 48 };
+	struct iovt_domain *d2;
+	CHECK_EQ(iovt_domain_create(f.e, &dc, &d2), 0);
+	CHECK_EQ(iovt_queue_create(f.e, &(struct iovt_queue_config){ .handoff = true }, &h), 0);
+	iovt_stats_get(f.e, &a);
+	CHECK_EQ(iovt_queue_psi(h, 2, 0, 0, true), 0);
+	CHECK_EQ(iovt_queue_dsi(h, 2), 0);
+	CHECK_EQ(iovt_domain_destroy(d2), 0);
+	CHECK_EQ(iovt_fence(f.e), 0); /* drains h */
+	iovt_stats_get(f.e, &b);
+	CHECK_EQ(b.invalidations - a.invalidations, 2);
+	CHECK_EQ(b.psi - a.psi, 1);
+	CHECK_EQ(b.dsi - a.dsi, 1);
+	CHECK_EQ(b.ih - a.ih, 1);
+	CHECK_EQ(b.stale_domain - a.stale_domain, 2);
+	CHECK_EQ(b.errors[IOVT_ERR_UNKNOWN_DOMAIN] - a.errors[IOVT_ERR_UNKNOWN_DOMAIN], 0);
+
+	/* Rejected control arguments count too. */
+	iovt_stats_get(f.e, &a);
+	iovt_domain_stats_get(f.d, &da);
+	CHECK_EQ(iovt_domain_set_root(f.d, gs_domain_root(f.gd) + 8), -EINVAL);
+	CHECK_EQ(iovt_guest_ram_remove(f.e, 0x12345000), -ENOENT);
+	CHECK_EQ(iovt_guest_ram_add(f.e, 0, K, f.r1_hva, NULL), -EEXIST);
+	iovt_stats_get(f.e, &b);
+	iovt_domain_stats_get(f.d, &db);
+	CHECK_EQ(b.errors[IOVT_ERR_BAD_ARGUMENT] - a.errors[IOVT_ERR_BAD_ARGUMENT], 3);
+	CHECK_EQ(db.errors[IOVT_ERR_BAD_ARGUMENT] - da.errors[IOVT_ERR_BAD_ARGUMENT], 1);
+	CHECK(strcmp(iovt_err_kind_name(IOVT_ERR_BAD_ARGUMENT), "bad_argument") == 0);
+
+	/* A callback sink cannot honour unmap-all or partial UNMAPs: refused. */
+	struct iovt_sink s;
+	struct iovt_sink_caps caps = { .flags = IOVT_SINK_UNMAP_ALL };
+	CHECK_EQ(iovt_callback_sink_init(&s, accept_fn, NULL, &caps), -EINVAL);
+	caps.flags = IOVT_SINK_PARTIAL_UNMAP;
+	CHECK_EQ(iovt_callback_sink_init(&s, accept_fn, NULL, &caps), -EINVAL);
+
+	iovt_queue_destroy(q);
+	iovt_queue_destroy(h);
+	flat_fini(&f);
+	printf("counters: one meaning on every path\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *c = argc > 1 ? argv[1] : "";
+	check_pick_seed("lifecycle-regress");
+	iovt_thread_register();
+	if (!strcmp(c, "destroy-deadlock"))
+		threaded_case("lifecycle-destroy-deadlock", CTL_DESTROY, 0);
+	else if (!strcmp(c, "detach-deadlock"))
+		threaded_case("lifecycle-detach-deadlock", CTL_DETACH, 0);
+	else if (!strcmp(c, "global-deadlock"))
+		threaded_case("lifecycle-global-deadlock", CTL_DESTROY, 1);
+	else if (!strcmp(c, "ram-remove-walk"))
+		case_ram_remove_walk();
+	else if (!strcmp(c, "ram-remove-purge"))
+		case_ram_remove_purge();
+	else if (!strcmp(c, "ram-remove-refused"))
+		case_ram_remove_refused();
+	else if (!strcmp(c, "translate-destroy"))
+		case_translate_destroy();
+	else if (!strcmp(c, "lookup-alias"))
+		case_lookup_alias();
+	else if (!strcmp(c, "set-root-any-queue"))
+		case_set_root_any_queue();
+	else if (!strcmp(c, "counters"))
+		case_counters();
+	else {
+		fprintf(stderr, "usage: %s CASE (see the file's head)\n", argv[0]);
+		return 2;
+	}
+	iovt_thread_unregister();
+	return 0;
+}
