@@ -1,75 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* Domains, notifiers and translation. */
+/* The public domain API: create/destroy, set_root, notifiers, translation. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/rcu.h"
-#include "engine_internal.h"
+#include "domain/domain.h"
 #include "tree/shadow_tree.h"
-
-
-static int match_did(struct cds_lfht_node *node, const void *key)
-{
-	return caa_container_of(node, struct iovt_domain, hnode)->did == *(const uint16_t *)key;
-}
-
-static unsigned long hash_did(uint16_t did)
-{
-	/* Fibonacci hashing spreads dense DIDs over the buckets. */
-	return (unsigned long)(did * 0x9E3779B97F4A7C15ull);
-}
-
-/* The domain with that DID; caller in a read-side section, no reference. */
-struct iovt_domain *domain_find_rcu(struct iovt_engine *e, uint16_t did)
-{
-	struct cds_lfht_iter it;
-	cds_lfht_lookup(e->domains, hash_did(did), match_did, &did, &it);
-	struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
-	return node ? caa_container_of(node, struct iovt_domain, hnode) : NULL;
-}
-
-bool domain_tryget(struct iovt_domain *d)
-{
-	uint32_t r = atomic_load_explicit(&d->refs, memory_order_relaxed);
-	do {
-		if (!r)
-			return false; /* the last holder let go: it is being freed */
-	} while (!atomic_compare_exchange_weak_explicit(&d->refs, &r, r + 1, memory_order_acquire,
-							memory_order_relaxed));
-	return true;
-}
-
-static void domain_free_rcu(struct rcu_head *h)
-{
-	iovt_rcu_callback_enter();
-	struct iovt_domain *d = caa_container_of(h, struct iovt_domain, rcu);
-	range_set_free(&d->pending);
-	range_set_free(&d->retry);
-	range_set_free(&d->capped);
-	pthread_mutex_destroy(&d->pending_lock);
-	pthread_mutex_destroy(&d->sync_lock);
-	free(d);
-}
-
-void domain_put(struct iovt_domain *d)
-{
-	/* Release: every use of d by this holder happens before the free. The
-	 * free itself waits a grace period: lock-free finders (drainers, the
-	 * producers' width check) may still be looking at it. */
-	if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) == 1)
-		iovt_call_rcu(&d->rcu, domain_free_rcu);
-}
-
-struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did)
-{
-	iovt_rcu_read_lock();
-	struct iovt_domain *d = domain_find_rcu(e, did);
-	if (d && !domain_tryget(d))
-		d = NULL;
-	iovt_rcu_read_unlock();
-	return d;
-}
 
 struct iovt_domain *iovt_domain_lookup(struct iovt_engine *e, uint16_t did)
 {
@@ -97,11 +34,6 @@ static bool width_ok(unsigned aw)
 	return aw == 39 || aw == 48 || aw == 57;
 }
 
-uint64_t domain_top(const struct iovt_domain *d)
-{
-	return (1ull << d->addr_width) - 1;
-}
-
 int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *cfg,
 		       struct iovt_domain **out)
 {
@@ -127,11 +59,7 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 	range_set_init(&d->capped, 0);
 
 	pthread_mutex_lock(&e->control_lock);
-	iovt_rcu_read_lock();
-	struct cds_lfht_node *got =
-		cds_lfht_add_unique(e->domains, hash_did(d->did), match_did, &d->did, &d->hnode);
-	iovt_rcu_read_unlock();
-	if (got != &d->hnode) {
+	if (domain_table_add(e, d)) {
 		pthread_mutex_unlock(&e->control_lock);
 		range_set_free(&d->pending);
 		range_set_free(&d->retry);
@@ -359,68 +287,5 @@ int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out
 	else
 		rc = shadow_tree_lookup(t, iova, out) ? 0 : -ENOENT;
 	iovt_rcu_read_unlock();
-	return rc;
-}
-
-static int push_region_extent(void *arg, const struct iovt_extent *x)
-{
-	struct sync_scratch *s = ((void **)arg)[0];
-	uint32_t region = *(const uint32_t *)((void **)arg)[1];
-	if (x->region != region)
-		return 0;
-	struct plan_unmap g = { x->iova, x->iova + x->size - 1, x->size >> IOVT_PAGE_SHIFT };
-	return vec_push(&s->unmaps, g) ? -ENOMEM : 0;
-}
-
-/*
- * Guest RAM `region` is gone (iovt_guest_ram_remove, control lock, after
- * the grace period): unmaps every extent into it from the MAP sink and
- * tells UNMAP-only notifiers to drop the whole domain (they cache
- * translations we cannot enumerate). 0, or the sink's error when an UNMAP
- * was refused (that extent stays, recorded: record == sink).
- */
-int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch *s)
-{
-	int rc = 0;
-	struct iovt_notifier *n;
-
-	pthread_mutex_lock(&d->sync_lock);
-	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
-		goto out;
-	cds_list_for_each_entry(n, &d->notifiers, link) {
-		uint64_t done = 0;
-		int r = n->sink.ops->unmap(n->sink.ctx, 0, domain_top(d) + 1, &done);
-		STAT_ADD(d, raw_unmap_calls, 1);
-		if (r && !rc)
-			rc = r;
-	}
-	if (!d->map_notifier)
-		goto out;
-	vec_clear(&s->unmaps);
-	vec_clear(&s->maps);
-	void *arg[2] = { s, &region };
-	int r = shadow_tree_iterate(d->tree, 0, domain_top(d), push_region_extent, arg);
-	if (r) {
-		vec_clear(&s->unmaps);
-		if (!rc)
-			rc = r;
-		goto out;
-	}
-	size_t purged = s->unmaps.n;
-	struct sync_target t;
-	struct sync_stats st = { 0 };
-	struct range_set failed;
-	range_set_init(&failed, 0);
-	domain_sync_target(d, &t);
-	r = apply_plan(&t, s, &st, &failed);
-	domain_fold_stats(d, &st);
-	STAT_ADD(d, ram_purged, purged);
-	if (!r && !range_set_empty(&failed))
-		r = -EBUSY;
-	if (r && !rc)
-		rc = r;
-	range_set_free(&failed);
-out:
-	pthread_mutex_unlock(&d->sync_lock);
 	return rc;
 }

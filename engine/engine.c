@@ -7,7 +7,7 @@
 
 #include "common/alloc.h"
 #include "common/rcu.h"
-#include "engine_internal.h"
+#include "domain/domain.h"
 #include "iovt_dpdk.h"
 #include "guest/guest_ram.h"
 #include "tree/shadow_tree.h"

@@ -154,25 +154,6 @@ struct iovt_engine {
 	struct worker workers[IOVT_MAX_WORKERS];
 };
 
-/* Shared between the composition's files (domain.c, invalidate.c, engine.c). */
-uint64_t domain_top(const struct iovt_domain *d);            /* last IOVA of the width */
-void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
-void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
-void domain_mark_dirty(struct iovt_domain *d);               /* queue for the next fence */
-void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t);
-struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
-/* Lifetimes (domain.c). */
-struct iovt_domain *domain_find_rcu(struct iovt_engine *e, uint16_t did); /* read side; no ref */
-bool domain_tryget(struct iovt_domain *d);     /* +1 unless already 0; d seen under RCU */
-void domain_put(struct iovt_domain *d);        /* -1; at 0 freed after a grace period */
-struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did); /* +1 or NULL */
-void domain_teardown(struct iovt_domain *d);   /* engine destroy: unlinked, no sink called */
-int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch *s);
-
-/* Intake (engine/intake/). */
-void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
-void domains_pend_all(struct iovt_engine *e);  /* a global invalidation; RCU read side */
-
 /* The block a PSI names: the 2^am pages aligned on their size that hold
  * addr, clipped to top (am 52 wraps the span to 0: everything). */
 static inline struct range psi_block(uint64_t addr, unsigned am, uint64_t top)
@@ -184,15 +165,8 @@ static inline struct range psi_block(uint64_t addr, unsigned am, uint64_t top)
 		r.last = top;
 	return r;
 }
-int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
-		bool *retry_left);
-struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did); /* +1 ref, sync_lock held */
-void domain_sync_unlock(struct iovt_domain *d);                            /* unlock, -1 ref */
-
-/* Span of earlier failures a sync retries beyond what it was asked (pages). */
-#define IOVT_RETRY_BUDGET_PAGES (1ull << 16)
-int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
-		       bool *retry_left);
+/* Intake (engine/intake/). */
+void domains_pend_all(struct iovt_engine *e);  /* a global invalidation; RCU read side */
 bool queue_try_drain_begin(struct iovt_queue *q);
 void queue_drain_end(struct iovt_queue *q);
 unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag held */

@@ -17,7 +17,7 @@
 #include "common/futex.h"
 #include "common/probes.h"
 #include "common/rcu.h"
-#include "engine_internal.h"
+#include "domain/domain.h"
 
 #define DEFAULT_CAPACITY 4096u
 #define MAX_CAPACITY (1u << 24)

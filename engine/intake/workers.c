@@ -16,7 +16,7 @@
 
 #include "common/futex.h"
 #include "common/rcu.h"
-#include "engine_internal.h"
+#include "domain/domain.h"
 
 #define WORKER_BUDGET 1024u
 #define IDLE_SLEEP_NS (50 * 1000 * 1000L)

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The domain room: a domain's lifetime (lifetime.c) and its sync entry
+ * (sync_entry.c). Intake (drainers, iovt_fence) and the composition (the
+ * public API: engine.c, domain.c, invalidate.c) call down into it; it calls
+ * only engine/sync,
+ * engine/tree and the sinks — never intake.
+ *
+ * Synchronization table (caller's context → what the function may do):
+ *
+ *   function                 read side?  locks held on entry   waits for
+ *   domain_find_rcu          required    any                   nothing
+ *   domain_tryget            required*   any                   nothing
+ *   domain_get_did           no          any                   nothing
+ *   domain_put               either      any                   nothing (call_rcu)
+ *   domain_mark_dirty        either*     any                   nothing
+ *   domain_add_pending       either*     not pending_lock      pending_lock
+ *   domain_sync_lock         no          none of d's           sync_lock
+ *   domain_sync[_locked]     no          [sync_lock]           sync/pending_lock, sinks
+ *   domain_ram_purge         no          control_lock          sync_lock, sinks
+ *   (* or the caller holds a reference)
+ *
+ * No function here waits for a grace period; none takes a mutex inside a
+ * read-side section.
+ */
+#ifndef IOVT_DOMAIN_DOMAIN_H
+#define IOVT_DOMAIN_DOMAIN_H
+
+#include "engine_internal.h"
+
+/* Lifetime (lifetime.c). */
+struct iovt_domain *domain_find_rcu(struct iovt_engine *e, uint16_t did); /* no reference */
+bool domain_tryget(struct iovt_domain *d);     /* +1 unless already 0 */
+void domain_put(struct iovt_domain *d);        /* -1; at 0 freed after a grace period */
+struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did); /* +1 or NULL */
+int domain_table_add(struct iovt_engine *e, struct iovt_domain *d);     /* -EEXIST; control lock */
+uint64_t domain_top(const struct iovt_domain *d);                      /* last IOVA of the width */
+void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence (+1 ref) */
+void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t);
+struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
+
+/* Sync entry (sync_entry.c). */
+void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
+void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
+void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
+
+/* Span of earlier failures a sync retries beyond what it was asked (pages). */
+#define IOVT_RETRY_BUDGET_PAGES (1ull << 16)
+
+struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did); /* +1 ref, sync_lock held */
+void domain_sync_unlock(struct iovt_domain *d);                            /* unlock, -1 ref */
+int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+		       bool *retry_left);
+int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+		bool *retry_left);
+int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch *s);
+
+/* Composition (domain.c): engine destroy frees notifiers and tree, no sink called. */
+void domain_teardown(struct iovt_domain *d);
+
+#endif

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A domain's lifetime: the DID table, references, the dirty queue.
+ *
+ * Rules (ARCHITECTURE.md, "Lifetimes and locks"):
+ *  - found lock-free under RCU (domain_find_rcu: no reference, valid until
+ *    the read-side section ends), or with a reference (domain_get_did,
+ *    domain_tryget) that outlives the section;
+ *  - freed by call_rcu after the last domain_put, so a finder still inside
+ *    its section may read it, and tryget fails once the count is 0;
+ *  - the dirty queue holds a reference while the domain is on it.
+ * Nothing here takes a lock or waits for a grace period.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "common/rcu.h"
+#include "domain/domain.h"
+
+static int match_did(struct cds_lfht_node *node, const void *key)
+{
+	return caa_container_of(node, struct iovt_domain, hnode)->did == *(const uint16_t *)key;
+}
+
+static unsigned long hash_did(uint16_t did)
+{
+	/* Fibonacci hashing spreads dense DIDs over the buckets. */
+	return (unsigned long)(did * 0x9E3779B97F4A7C15ull);
+}
+
+/* The domain with that DID; caller in a read-side section, no reference. */
+struct iovt_domain *domain_find_rcu(struct iovt_engine *e, uint16_t did)
+{
+	struct cds_lfht_iter it;
+	cds_lfht_lookup(e->domains, hash_did(did), match_did, &did, &it);
+	struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
+	return node ? caa_container_of(node, struct iovt_domain, hnode) : NULL;
+}
+
+bool domain_tryget(struct iovt_domain *d)
+{
+	uint32_t r = atomic_load_explicit(&d->refs, memory_order_relaxed);
+	do {
+		if (!r)
+			return false; /* the last holder let go: it is being freed */
+	} while (!atomic_compare_exchange_weak_explicit(&d->refs, &r, r + 1, memory_order_acquire,
+							memory_order_relaxed));
+	return true;
+}
+
+static void domain_free_rcu(struct rcu_head *h)
+{
+	iovt_rcu_callback_enter();
+	struct iovt_domain *d = caa_container_of(h, struct iovt_domain, rcu);
+	range_set_free(&d->pending);
+	range_set_free(&d->retry);
+	range_set_free(&d->capped);
+	pthread_mutex_destroy(&d->pending_lock);
+	pthread_mutex_destroy(&d->sync_lock);
+	free(d);
+}
+
+void domain_put(struct iovt_domain *d)
+{
+	/* Release: every use of d by this holder happens before the free. The
+	 * free itself waits a grace period: lock-free finders (drainers, the
+	 * producers' width check) may still be looking at it. */
+	if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) == 1)
+		iovt_call_rcu(&d->rcu, domain_free_rcu);
+}
+
+struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did)
+{
+	iovt_rcu_read_lock();
+	struct iovt_domain *d = domain_find_rcu(e, did);
+	if (d && !domain_tryget(d))
+		d = NULL;
+	iovt_rcu_read_unlock();
+	return d;
+}
+
+uint64_t domain_top(const struct iovt_domain *d)
+{
+	return (1ull << d->addr_width) - 1;
+}
+
+/* Links a new domain into the DID table: -EEXIST if the DID is taken. Control lock. */
+int domain_table_add(struct iovt_engine *e, struct iovt_domain *d)
+{
+	iovt_rcu_read_lock();
+	struct cds_lfht_node *got =
+		cds_lfht_add_unique(e->domains, hash_did(d->did), match_did, &d->did, &d->hnode);
+	iovt_rcu_read_unlock();
+	return got == &d->hnode ? 0 : -EEXIST;
+}
+
+/*
+ * Queues the domain for the next iovt_fence, once. The queue holds a
+ * reference (the caller holds one, or is in a read-side section that found
+ * the domain): a domain destroyed meanwhile stays allocated until iovt_fence
+ * or engine destroy takes it off and puts it.
+ */
+void domain_mark_dirty(struct iovt_domain *d)
+{
+	if (atomic_load_explicit(&d->queued, memory_order_relaxed) ||
+	    atomic_load_explicit(&d->dead, memory_order_relaxed))
+		return;
+	if (!domain_tryget(d))
+		return; /* being freed: nothing left to apply */
+	if (!atomic_exchange_explicit(&d->queued, 1, memory_order_acq_rel)) {
+		/* enqueue does not clear `next`: a node dequeued before must be reset. */
+		cds_wfcq_node_init(&d->dirty);
+		cds_wfcq_enqueue(&d->engine->dirty_head, &d->engine->dirty_tail, &d->dirty);
+	} else {
+		domain_put(d);
+	}
+}
+
+/*
+ * The dirty queue's consumer side (control lock: the only consumer). An
+ * enqueuer between its tail exchange and its link store makes liburcu's
+ * blocking splice/dequeue spin and then sleep 10 ms in poll(); a drainer
+ * preempted there must not cost iovt_fence that. Yield instead: the link
+ * store is the enqueuer's very next instruction.
+ */
+void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t)
+{
+	cds_wfcq_init(h, t);
+	while (__cds_wfcq_splice_nonblocking(h, t, &e->dirty_head, &e->dirty_tail) ==
+	       CDS_WFCQ_RET_WOULDBLOCK)
+		sched_yield();
+}
+
+struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t)
+{
+	struct cds_wfcq_node *node;
+	while ((node = __cds_wfcq_dequeue_nonblocking(h, t)) == CDS_WFCQ_WOULDBLOCK)
+		sched_yield();
+	return node;
+}

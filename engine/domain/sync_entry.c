@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The domain's sync entry: what every drainer, iovt_fence, set_root and RAM
+ * removal calls down into. Pending ranges (shared by every queue), the
+ * bounded retry of failed and capped spans, the raw ranges for UNMAP-only
+ * notifiers, and the MAP sink's sync (engine/sync). Knows nothing of queues.
+ *
+ * Locks: sync_lock (the domain's single writer: tree, sinks, retry sets)
+ * > pending_lock (drainers adding vs the sync taking). Taken only outside
+ * read-side sections, and a holder waits for no grace period.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "common/rcu.h"
+#include "domain/domain.h"
+#include "tree/shadow_tree.h"
+
+void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
+{
+	struct iovt_engine *e = d->engine;
+	*t = (struct sync_target){
+		.ram = e->ram,
+		.tree = d->tree,
+		.sink = d->map_notifier ? &d->map_notifier->sink : NULL,
+		.walk = {
+			.root_gpa = d->root_gpa,
+			.addr_width = d->addr_width,
+			.host_width = e->cfg.host_addr_width,
+			.allow_2m = d->allow_2m,
+			.allow_1g = d->allow_1g,
+			.budget = e->cfg.walk_budget,
+		},
+		.max_extents = e->cfg.max_extents_per_domain,
+		.capped = &d->capped,
+	};
+}
+
+void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st)
+{
+	STAT_ADD(d, ranges, st->windows);
+	STAT_ADD(d, ptes, st->ptes);
+	STAT_ADD(d, map_calls, st->map_calls);
+	STAT_ADD(d, unmap_calls, st->unmap_calls);
+	STAT_ADD(d, pages_mapped, st->pages_mapped);
+	STAT_ADD(d, pages_unmapped, st->pages_unmapped);
+	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
+		if (st->errors[k])
+			STAT_ADD(d, errors[k], st->errors[k]);
+}
+
+void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all)
+{
+	pthread_mutex_lock(&d->pending_lock);
+	if (all)
+		range_set_add_all(&d->pending);
+	else
+		range_set_add(&d->pending, first, last);
+	pthread_mutex_unlock(&d->pending_lock);
+	domain_mark_dirty(d);
+}
+
+/* Sends the raw (coalesced, possibly oversized) ranges to UNMAP-only notifiers. */
+static int notify_raw(struct iovt_domain *d, const struct range_set *todo)
+{
+	struct iovt_notifier *n;
+	struct range all = { 0, domain_top(d) };
+	const struct range *r = todo->all ? &all : todo->r;
+	size_t nr = todo->all ? 1 : todo->n;
+	int first_err = 0;
+
+	cds_list_for_each_entry(n, &d->notifiers, link) {
+		for (size_t i = 0; i < nr; i++) {
+			uint64_t done = 0;
+			int rc = n->sink.ops->unmap(n->sink.ctx, r[i].first, r[i].last - r[i].first + 1,
+						    &done);
+			STAT_ADD(d, raw_unmap_calls, 1);
+			if (rc && !first_err)
+				first_err = rc;
+		}
+	}
+	return first_err;
+}
+
+/*
+ * Finds a domain, takes a reference inside a read-side section, leaves the
+ * section, and only then waits for its sync_lock: no thread ever waits for a
+ * mutex inside a read-side section, so a holder of sync_lock may wait for a
+ * grace period without deadlock (ARCHITECTURE.md, "Lifetimes and locks"). A
+ * sync walks and calls sinks for microseconds to milliseconds; a read-side
+ * section that long would also make every grace period wait for it.
+ * NULL: no such domain. Release with domain_sync_unlock.
+ */
+struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did)
+{
+	struct iovt_domain *d = domain_get_did(e, did);
+	if (d)
+		pthread_mutex_lock(&d->sync_lock);
+	return d;
+}
+
+void domain_sync_unlock(struct iovt_domain *d)
+{
+	pthread_mutex_unlock(&d->sync_lock);
+	domain_put(d);
+}
+
+/* The most extents the MAP sink's record may hold (engine cap, sink cap). */
+static uint64_t extent_limit(const struct iovt_domain *d)
+{
+	uint64_t limit = d->engine->cfg.max_extents_per_domain;
+	uint32_t sink_max = d->map_notifier ? d->map_notifier->sink.caps.max_mappings : 0;
+	if (sink_max && (!limit || sink_max < limit))
+		limit = sink_max;
+	return limit;
+}
+
+static bool cap_has_room(const struct iovt_domain *d)
+{
+	uint64_t limit = extent_limit(d);
+	return !limit || !d->tree || shadow_tree_count(d->tree) < limit;
+}
+
+/*
+ * Moves up to `budget` pages of span from the front of `from` into `todo`
+ * (a range may be split: windows grow to whole extents anyway). Returns the
+ * pages moved. What is left stays for the next sync.
+ */
+static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint64_t top,
+			    uint64_t budget, struct iovt_domain *d)
+{
+	uint64_t moved = 0;
+	size_t used = 0;
+
+	if (from->all) {
+		from->all = false;
+		from->n = 0;
+		if (range_set_add(from, 0, top)) {
+			range_set_add_all(todo); /* no memory: retry everything now */
+			range_set_clear(from);
+			return budget;
+		}
+	}
+	for (; used < from->n && moved < budget; used++) {
+		struct range *r = &from->r[used];
+		uint64_t pages = ((r->last - r->first) >> IOVT_PAGE_SHIFT) + 1;
+		if (pages > budget - moved) {
+			uint64_t last = r->first + ((budget - moved) << IOVT_PAGE_SHIFT) - 1;
+			range_set_add(todo, r->first, last);
+			r->first = last + 1;
+			moved = budget;
+			break;
+		}
+		range_set_add(todo, r->first, r->last);
+		moved += pages;
+	}
+	STAT_ADD(d, retry_ranges, used + (moved == budget && used < from->n));
+	memmove(from->r, from->r + used, (from->n - used) * sizeof(from->r[0]));
+	from->n -= used;
+	if (!range_set_empty(from))
+		STAT_ADD(d, retry_deferred, 1);
+	return moved;
+}
+
+/*
+ * Applies the domain's pending ranges plus a bounded share of the spans that
+ * failed before; the caller holds sync_lock. Whoever holds it is the
+ * domain's single writer: a second drainer that finds the lock taken waits,
+ * then finds its ranges already taken and applied by the first — which is
+ * why a fence may return as soon as it has passed through the lock.
+ *
+ * Work per sync is what was invalidated plus at most IOVT_RETRY_BUDGET_PAGES
+ * of retried span: spans a sink refused (`retry`) every time, spans the
+ * extent cap kept out (`capped`) only while the cap has room — never the
+ * whole history of a guest that maps past the cap at every fence.
+ */
+int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+		       bool *retry_left)
+{
+	int rc = 0;
+
+	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
+		goto out;
+	pthread_mutex_lock(&d->pending_lock);
+	range_set_take(todo, &d->pending);
+	pthread_mutex_unlock(&d->pending_lock);
+
+	uint64_t top = domain_top(d);
+	uint64_t budget = IOVT_RETRY_BUDGET_PAGES;
+	if (todo->all) {
+		range_set_clear(&d->retry); /* a whole-domain sync covers them */
+		range_set_clear(&d->capped);
+	} else if (!range_set_empty(&d->retry)) {
+		budget -= take_budget(todo, &d->retry, top, budget, d);
+	}
+	/* Two passes at most: the second only when this sync's UNMAPs made
+	 * room under the cap for spans it had kept out. */
+	for (int pass = 0; pass < 2; pass++) {
+		if (budget && !todo->all && !range_set_empty(&d->capped) && cap_has_room(d))
+			budget -= take_budget(todo, &d->capped, top, budget, d);
+		if (range_set_empty(todo))
+			break;
+		if (pass == 0)
+			rc = notify_raw(d, todo); /* retried spans of a MAP sink are no news to them */
+		if (d->map_notifier) {
+			struct sync_target t;
+			struct sync_stats st = { 0 };
+			struct range all = { 0, top };
+			domain_sync_target(d, &t);
+			int src = todo->all ? sync_ranges(&t, &all, 1, s, &st, &d->retry)
+					    : sync_ranges(&t, todo->r, todo->n, s, &st, &d->retry);
+			domain_fold_stats(d, &st);
+			if (src && !rc)
+				rc = src;
+		}
+		range_set_clear(todo);
+	}
+	/* Spans still kept out by the cap: the domain is not equal to the
+	 * guest view, and every fence that syncs it says so (no re-walk). */
+	if (!rc && !range_set_empty(&d->capped))
+		rc = -ENOSPC;
+out:;
+	/* Capped spans keep the domain on the fences' lists even without room:
+	 * a sync of it then costs a lock and says -ENOSPC, nothing more. */
+	bool left = !range_set_empty(&d->retry) || !range_set_empty(&d->capped);
+	if (left)
+		domain_mark_dirty(d); /* iovt_fence retries it */
+	if (retry_left)
+		*retry_left = left;
+	return rc;
+}
+
+/* The same, taking the lock; the caller holds a reference (iovt_fence: the dirty queue's). */
+int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+		bool *retry_left)
+{
+	pthread_mutex_lock(&d->sync_lock);
+	int rc = domain_sync_locked(d, s, todo, retry_left);
+	pthread_mutex_unlock(&d->sync_lock);
+	return rc;
+}
+
+static int push_region_extent(void *arg, const struct iovt_extent *x)
+{
+	struct sync_scratch *s = ((void **)arg)[0];
+	uint32_t region = *(const uint32_t *)((void **)arg)[1];
+	if (x->region != region)
+		return 0;
+	struct plan_unmap g = { x->iova, x->iova + x->size - 1, x->size >> IOVT_PAGE_SHIFT };
+	return vec_push(&s->unmaps, g) ? -ENOMEM : 0;
+}
+
+/*
+ * Guest RAM `region` is gone (iovt_guest_ram_remove, control lock, after
+ * the grace period): unmaps every extent into it from the MAP sink and
+ * tells UNMAP-only notifiers to drop the whole domain (they cache
+ * translations we cannot enumerate). 0, or the sink's error when an UNMAP
+ * was refused (that extent stays, recorded: record == sink).
+ */
+int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch *s)
+{
+	int rc = 0;
+	struct iovt_notifier *n;
+
+	pthread_mutex_lock(&d->sync_lock);
+	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
+		goto out;
+	cds_list_for_each_entry(n, &d->notifiers, link) {
+		uint64_t done = 0;
+		int r = n->sink.ops->unmap(n->sink.ctx, 0, domain_top(d) + 1, &done);
+		STAT_ADD(d, raw_unmap_calls, 1);
+		if (r && !rc)
+			rc = r;
+	}
+	if (!d->map_notifier)
+		goto out;
+	vec_clear(&s->unmaps);
+	vec_clear(&s->maps);
+	void *arg[2] = { s, &region };
+	int r = shadow_tree_iterate(d->tree, 0, domain_top(d), push_region_extent, arg);
+	if (r) {
+		vec_clear(&s->unmaps);
+		if (!rc)
+			rc = r;
+		goto out;
+	}
+	size_t purged = s->unmaps.n;
+	struct sync_target t;
+	struct sync_stats st = { 0 };
+	struct range_set failed;
+	range_set_init(&failed, 0);
+	domain_sync_target(d, &t);
+	r = apply_plan(&t, s, &st, &failed);
+	domain_fold_stats(d, &st);
+	STAT_ADD(d, ram_purged, purged);
+	if (!r && !range_set_empty(&failed))
+		r = -EBUSY;
+	if (r && !rc)
+		rc = r;
+	range_set_free(&failed);
+out:
+	pthread_mutex_unlock(&d->sync_lock);
+	return rc;
+}
