@@ -47,7 +47,8 @@ static struct {
 	uint64_t data_size;
 	/* what we posted, and what the documentation says should have been accepted */
 	uint64_t posted_psi, posted_dsi, posted_global;
-	uint64_t ok_psi, ok_dsi, enoent, einval;
+	uint64_t ok_psi, ok_dsi, ok_ih, enoent, einval;
+	uint64_t destroyed_with_pending; /* destroys that may have made accepted items stale */
 } F;
 
 static void die(const char *what, long long got, long long want)
@@ -117,6 +118,15 @@ static void check_counters(void)
 		die("dsi accepted", (long long)st.dsi, (long long)F.ok_dsi);
 	if (st.global != F.posted_global)
 		die("global accepted", (long long)st.global, (long long)F.posted_global);
+	/* iovt.h: ih counts like psi; an accepted item whose domain was
+	 * destroyed before the drain is counted as accepted AND as stale —
+	 * never as unknown_domain (that is for rejections at post only). */
+	if (st.ih != F.ok_ih)
+		die("ih accepted", (long long)st.ih, (long long)F.ok_ih);
+	if (st.stale_domain > F.ok_psi + F.ok_dsi)
+		die("stale > accepted", (long long)st.stale_domain, (long long)(F.ok_psi + F.ok_dsi));
+	if (st.stale_domain && !F.destroyed_with_pending)
+		die("stale without a destroy", (long long)st.stale_domain, 0);
 	if (st.errors[IOVT_ERR_UNKNOWN_DOMAIN] != F.enoent)
 		die("unknown_domain", (long long)st.errors[IOVT_ERR_UNKNOWN_DOMAIN], (long long)F.enoent);
 	if (st.errors[IOVT_ERR_BAD_INVALIDATION] != F.einval)
@@ -224,6 +234,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (rc != want)
 				die("psi", rc, want);
 			F.ok_psi += want == 0;
+			F.ok_ih += want == 0 && ih;
 			F.enoent += want == -ENOENT;
 			F.einval += want == -EINVAL;
 			break;
@@ -253,6 +264,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				int rc = iovt_domain_destroy(x->d);
 				if (rc)
 					die("domain_destroy", rc, 0);
+				F.destroyed_with_pending++;
 				x->d = NULL;
 				if (iovt_model_sink_count(x->m))
 					die("destroy left mappings", (long long)iovt_model_sink_count(x->m), 0);
