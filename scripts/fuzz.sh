@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A longer libFuzzer campaign than the 20 s CI runs (tests/fuzz/run-fuzz.sh).
 # Usage: scripts/fuzz.sh [MINUTES]   (default 30 per target; fractions work: 0.5)
+#        FUZZ_SLOTS=N scripts/fuzz.sh ...   (N targets at once; default: as the CPUs fit)
 # Builds every fuzz target (tests/fuzz/fuzz_*.c) in build/fuzz (clang-14, ASan+UBSan, the
 # asan build's options), fuzzes each for MINUTES with nproc worker processes shared among
 # the targets (-jobs=-workers=W each; targets that do not fit run after), then merges what
@@ -37,6 +38,9 @@ fi
 cpus=$(nproc)
 workers=$((cpus / ${#names[@]})); [ "$workers" -ge 1 ] || workers=1
 slots=$((cpus / workers)); [ "$slots" -ge 1 ] || slots=1
+# FUZZ_SLOTS=N: run N targets at once anyway (each gets MINUTES of wall time,
+# sharing the CPUs: fewer execs per target, one campaign length in all).
+slots=${FUZZ_SLOTS:-$slots}
 run=$(date +%Y%m%d-%H%M%S)
 camp_root=$root/$dir/campaign/$run
 art_root=$root/$dir/artifacts/$run
