@@ -214,7 +214,7 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 	snapshot(&e->stats, out);
 	iovt_rcu_read_lock();
 	cds_lfht_for_each(e->domains, &it, node)
-		add_shadow(caa_container_of(node, struct iovt_domain, hnode), out);
+		add_shadow(domain_of_node(node), out);
 	struct queue_table *qt = iovt_rcu_dereference(e->queues);
 	out->queues = qt ? qt->n : 0;
 	iovt_rcu_read_unlock();

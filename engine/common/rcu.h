@@ -58,7 +58,13 @@ static inline void iovt_call_rcu(struct rcu_head *h, void (*fn)(struct rcu_head 
 	__tsan_release(&iovt_tsan_grace_token);
 	urcu_memb_call_rcu(h, fn);
 }
+/* Objects published through liburcu's own structures (rculfhash nodes): the
+ * publisher releases the object, each finder acquires it before reading. */
+#define iovt_tsan_publish(p) __tsan_release((void *)(p))
+#define iovt_tsan_consume(p) __tsan_acquire((void *)(p))
 #else
+#define iovt_tsan_publish(p) ((void)(p))
+#define iovt_tsan_consume(p) ((void)(p))
 #define iovt_rcu_dereference(p) rcu_dereference(p)
 #define iovt_rcu_assign(p, v) rcu_assign_pointer(p, v)
 #define iovt_rcu_read_lock() urcu_memb_read_lock()

@@ -28,6 +28,14 @@
 
 #include "engine_internal.h"
 
+/* A node of the DID table as a domain (an iteration under RCU). */
+static inline struct iovt_domain *domain_of_node(struct cds_lfht_node *node)
+{
+	struct iovt_domain *d = caa_container_of(node, struct iovt_domain, hnode);
+	iovt_tsan_consume(d); /* published by liburcu: TSan cannot see that edge */
+	return d;
+}
+
 /* Lifetime (lifetime.c). */
 struct iovt_domain *domain_find_rcu(struct iovt_engine *e, uint16_t did); /* no reference */
 bool domain_tryget(struct iovt_domain *d);     /* +1 unless already 0 */

@@ -20,7 +20,9 @@
 
 static int match_did(struct cds_lfht_node *node, const void *key)
 {
-	return caa_container_of(node, struct iovt_domain, hnode)->did == *(const uint16_t *)key;
+	const struct iovt_domain *d = caa_container_of(node, struct iovt_domain, hnode);
+	iovt_tsan_consume(d); /* liburcu published it: TSan cannot see that edge */
+	return d->did == *(const uint16_t *)key;
 }
 
 static unsigned long hash_did(uint16_t did)
@@ -88,6 +90,7 @@ uint64_t domain_top(const struct iovt_domain *d)
 /* Links a new domain into the DID table: -EEXIST if the DID is taken. Control lock. */
 int domain_table_add(struct iovt_engine *e, struct iovt_domain *d)
 {
+	iovt_tsan_publish(d);
 	iovt_rcu_read_lock();
 	struct cds_lfht_node *got =
 		cds_lfht_add_unique(e->domains, hash_did(d->did), match_did, &d->did, &d->hnode);

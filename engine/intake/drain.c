@@ -62,7 +62,7 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 		ds->touched_all = false;
 		iovt_rcu_read_lock();
 		cds_lfht_for_each(e->domains, &it, node)
-			touch(ds, caa_container_of(node, struct iovt_domain, hnode)->did);
+			touch(ds, domain_of_node(node)->did);
 		iovt_rcu_read_unlock();
 	}
 	{
@@ -192,7 +192,7 @@ void domains_pend_all(struct iovt_engine *e)
 	struct cds_lfht_iter it;
 	struct cds_lfht_node *node;
 	cds_lfht_for_each(e->domains, &it, node)
-		domain_add_pending(caa_container_of(node, struct iovt_domain, hnode), 0, 0, true);
+		domain_add_pending(domain_of_node(node), 0, 0, true);
 }
 
 static void post_global(struct iovt_queue *q)
