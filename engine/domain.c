@@ -37,8 +37,10 @@ static bool width_ok(unsigned aw)
 int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *cfg,
 		       struct iovt_domain **out)
 {
-	if (!cfg || !width_ok(cfg->addr_width) || (cfg->root_gpa & (IOVT_PAGE_SIZE - 1)))
+	if (!cfg || !width_ok(cfg->addr_width) || (cfg->root_gpa & (IOVT_PAGE_SIZE - 1))) {
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EINVAL;
+	}
 	struct iovt_domain *d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
@@ -67,6 +69,7 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 		pthread_mutex_destroy(&d->sync_lock);
 		pthread_mutex_destroy(&d->pending_lock);
 		free(d);
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EEXIST;
 	}
 	cds_list_add_tail(&d->link, &e->domain_list);
@@ -203,8 +206,10 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 
 	if (!sink || !sink->ops || !sink->ops->unmap || !flags ||
 	    (flags & ~(IOVT_NOTIFY_IOTLB_EVENTS | IOVT_NOTIFY_DEVIOTLB_UNMAP)) ||
-	    (wants_map && (!(flags & IOVT_NOTIFY_UNMAP) || !sink->ops->map)))
+	    (wants_map && (!(flags & IOVT_NOTIFY_UNMAP) || !sink->ops->map))) {
+		STAT_ADD(d, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EINVAL;
+	}
 	struct iovt_notifier *n = calloc(1, sizeof(*n));
 	if (!n)
 		return -ENOMEM;
@@ -231,6 +236,7 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 		pthread_mutex_unlock(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		free(n);
+		STAT_ADD(d, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EBUSY;
 	}
 	struct shadow_tree *tree = shadow_tree_create(d->addr_width);

@@ -534,7 +534,9 @@ enum iovt_err_kind {
 	IOVT_ERR_EXTENT_CAP,       /* extent cap reached (engine config or sink max_mappings): MAP not sent */
 	IOVT_ERR_SINK_MAP,         /* a sink refused a MAP */
 	IOVT_ERR_SINK_UNMAP,       /* a sink refused an UNMAP */
-	IOVT_ERR_BAD_ARGUMENT,     /* a control call's argument rejected (unaligned root, RAM overlap/unknown) */
+	IOVT_ERR_BAD_ARGUMENT,     /* a control call refused its arguments: domain create (width, root,
+				    * DID in use), set_root, attach (flags, sink, -EBUSY), guest RAM
+				    * add/remove, queue create, workers start */
 	IOVT_ERR_KIND_COUNT
 };
 

@@ -65,8 +65,10 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	struct iovt_queue_config c = cfg ? *cfg : (struct iovt_queue_config){ 0 };
 	if (!c.capacity)
 		c.capacity = DEFAULT_CAPACITY;
-	if (c.capacity < 2 || c.capacity > MAX_CAPACITY)
+	if (c.capacity < 2 || c.capacity > MAX_CAPACITY) {
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EINVAL;
+	}
 	enum iovt_queue_backend b = c.backend;
 	if (b == IOVT_QUEUE_DEFAULT)
 #ifdef IOVT_HAVE_DPDK
@@ -93,6 +95,7 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 #endif
 	default:
 		free(q);
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EINVAL;
 	}
 	if (!q->ring) {

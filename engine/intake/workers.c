@@ -108,8 +108,10 @@ static void join_workers(struct iovt_engine *e, unsigned n)
 
 int iovt_workers_start(struct iovt_engine *e, unsigned n)
 {
-	if (!n || n > IOVT_MAX_WORKERS)
+	if (!n || n > IOVT_MAX_WORKERS) {
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EINVAL;
+	}
 	pthread_mutex_lock(&e->control_lock);
 	if (atomic_load(&e->nworkers) || e->dpdk_pollers) {
 		pthread_mutex_unlock(&e->control_lock);

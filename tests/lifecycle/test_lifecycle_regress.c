@@ -707,10 +707,22 @@ static void case_counters(void)
 	CHECK_EQ(iovt_domain_set_root(f.d, gs_domain_root(f.gd) + 8), -EINVAL);
 	CHECK_EQ(iovt_guest_ram_remove(f.e, 0x12345000), -ENOENT);
 	CHECK_EQ(iovt_guest_ram_add(f.e, 0, K, f.r1_hva, NULL), -EEXIST);
+	dc.did = DID; /* in use */
+	CHECK_EQ(iovt_domain_create(f.e, &dc, &d2), -EEXIST);
+	dc.addr_width = 40;
+	CHECK_EQ(iovt_domain_create(f.e, &dc, &d2), -EINVAL);
+	struct iovt_queue *q3;
+	CHECK_EQ(iovt_queue_create(f.e, &(struct iovt_queue_config){ .capacity = 1 }, &q3), -EINVAL);
+	CHECK_EQ(iovt_workers_start(f.e, 0), -EINVAL);
+	struct iovt_notifier *n3;
+	struct iovt_sink s3;
+	CHECK_EQ(iovt_callback_sink_init(&s3, accept_fn, NULL, NULL), 0);
+	CHECK_EQ(iovt_notifier_attach(f.d, IOVT_NOTIFY_MAP, &s3, &n3), -EINVAL); /* MAP without UNMAP */
+	s3.ops->destroy(s3.ctx); /* refused: the caller still owns it */
 	iovt_stats_get(f.e, &b);
 	iovt_domain_stats_get(f.d, &db);
-	CHECK_EQ(b.errors[IOVT_ERR_BAD_ARGUMENT] - a.errors[IOVT_ERR_BAD_ARGUMENT], 3);
-	CHECK_EQ(db.errors[IOVT_ERR_BAD_ARGUMENT] - da.errors[IOVT_ERR_BAD_ARGUMENT], 1);
+	CHECK_EQ(b.errors[IOVT_ERR_BAD_ARGUMENT] - a.errors[IOVT_ERR_BAD_ARGUMENT], 8);
+	CHECK_EQ(db.errors[IOVT_ERR_BAD_ARGUMENT] - da.errors[IOVT_ERR_BAD_ARGUMENT], 2);
 	CHECK(strcmp(iovt_err_kind_name(IOVT_ERR_BAD_ARGUMENT), "bad_argument") == 0);
 
 	/* A callback sink cannot honour unmap-all or partial UNMAPs: refused. */
