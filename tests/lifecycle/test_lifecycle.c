@@ -212,6 +212,10 @@ struct counts {
 	uint64_t destroys, creates, map_attach, map_detach, raw_attach, raw_detach;
 	uint64_t root_b, root_e, root_a, ram_remove, ram_add, requeue_between, requeue_mid;
 	uint64_t cqueue, workers_stop, workers_start, settles, static_checks, probes;
+	/* control calls made to be refused: arguments (create -EEXIST, attach -EBUSY
+	 * and -EINVAL: bad_argument per iovt.h), workers start -EBUSY (may count),
+	 * calls on a destroyed domain (-ENODEV: not an argument, never counted) */
+	uint64_t refused_args, refused_workers, refused_dead;
 	uint64_t settle_pages, rounds;
 };
 
@@ -547,12 +551,18 @@ static void check_books(const char *who, struct books *sum, struct iovt_stats *s
 	static const enum iovt_err_kind never[] = {
 		IOVT_ERR_PT_RESERVED, IOVT_ERR_PT_LARGE_PAGE, IOVT_ERR_PT_OUTSIDE_RAM, IOVT_ERR_PT_LOOP,
 		IOVT_ERR_WALK_BUDGET, IOVT_ERR_EXTENT_CAP,    IOVT_ERR_SINK_MAP,       IOVT_ERR_SINK_UNMAP,
-		IOVT_ERR_BAD_ARGUMENT,
 	};
 	for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
 		if (st->errors[never[i]])
 			fail("%s: engine counted %" PRIu64 " %s errors", who,
 			     (uint64_t)st->errors[never[i]], iovt_err_kind_name(never[i]));
+	/* bad_argument: exactly the refused arguments (iovt.h), perhaps also
+	 * workers start's -EBUSY ("already running"), never a dead domain's -ENODEV. */
+	uint64_t bad = st->errors[IOVT_ERR_BAD_ARGUMENT];
+	if (bad < cnt.refused_args || bad > cnt.refused_args + cnt.refused_workers)
+		fail("%s: %" PRIu64 " bad_argument errors for %" PRIu64 " refused arguments (+ %" PRIu64
+		     " workers-start -EBUSY, %" PRIu64 " -ENODEV on destroyed domains)",
+		     who, bad, cnt.refused_args, cnt.refused_workers, cnt.refused_dead);
 	if (sum)
 		*sum = b;
 }
@@ -980,6 +990,7 @@ static void create_slot(unsigned si, uint64_t *s)
 		fail("did %u: re-create returned %d", sd->did, rc);
 	struct iovt_domain *dup;
 	CHECK_EQ(iovt_domain_create(eng, &dc, &dup), -EEXIST);
+	cnt.refused_args++;
 	atomic_store(&sd->root, ROOT_A);
 	atomic_store(&sd->alive, 1);
 	sd->ram_dsi_pending = false;
@@ -1012,6 +1023,7 @@ static void destroy_slot(unsigned si)
 	struct iovt_notifier *n;
 	CHECK_EQ(iovt_notifier_attach(d, IOVT_NOTIFY_UNMAP, &trap_sink, &n), -ENODEV);
 	CHECK_EQ(iovt_notifier_attach(d, IOVT_NOTIFY_IOTLB_EVENTS, &trap_sink, &n), -ENODEV);
+	cnt.refused_dead += 4;
 	iovt_domain_stats_get(d, &ds);
 	CHECK_EQ(ds.extents, 0);
 	CHECK(iovt_domain_lookup(eng, sd->did) == NULL);
@@ -1062,6 +1074,7 @@ static void act_map(uint64_t *s)
 		/* A second MAP notifier and MAP without UNMAP: refused, sink still ours. */
 		CHECK_EQ(iovt_notifier_attach(sd->d, IOVT_NOTIFY_IOTLB_EVENTS, &trap_sink, &n), -EBUSY);
 		CHECK_EQ(iovt_notifier_attach(sd->d, IOVT_NOTIFY_MAP, &trap_sink, &n), -EINVAL);
+		cnt.refused_args += 2;
 		cnt.probes++;
 		seq_begin(sd);
 		int rc = iovt_notifier_detach(sd->mapn);
@@ -1205,8 +1218,9 @@ static void act_ram(uint64_t *s)
 		if (rc)
 			fail("iovt_guest_ram_remove(region 1) returned %d", rc);
 		atomic_fetch_add(&ram_gen, 1); /* RAM_REMOVED */
-		for (unsigned i = 0; i < NDOM; i++) {
+		for (unsigned i = 0; i < NDOM; i++)
 			check_no_r1(&slots[i], "after iovt_guest_ram_remove");
+		for (unsigned i = 0; i < NDOM; i++) {
 			for (unsigned j = 0; j < 2; j++)
 				if (slots[i].rawc[j] && atomic_load(&slots[i].rawc[j]->whole) <= whole[i][j])
 					fail("did %u: UNMAP-only notifier %u got no whole-domain UNMAP from "
@@ -1261,6 +1275,7 @@ static void act_workers(uint64_t *s)
 		nworkers = 1 + (unsigned)gs_rand_below(s, 2);
 		CHECK_EQ(iovt_workers_start(eng, nworkers), 0);
 		CHECK_EQ(iovt_workers_start(eng, 1), -EBUSY);
+		cnt.refused_workers++;
 		workers_on = true;
 		cnt.workers_start++;
 	}
@@ -1411,6 +1426,7 @@ static void setup(void)
 
 int main(void)
 {
+	setvbuf(stdout, NULL, _IOLBF, 0); /* the seed must survive a sanitizer's exit */
 	seed = check_pick_seed("lifecycle");
 	const char *env = getenv("IOVT_LIFECYCLE_SECONDS");
 	seconds = env && *env ? atof(env) : 60 * check_scale();
@@ -1473,11 +1489,14 @@ int main(void)
 	       " back to A, RAM %" PRIu64 " removes / %" PRIu64 " adds, producer queues re-created %" PRIu64
 	       " between bursts / %" PRIu64 " mid-burst, %" PRIu64 " control queues, workers %" PRIu64
 	       " stops / %" PRIu64 " starts, %" PRIu64 " settles (%" PRIu64 " pages checked), %" PRIu64
-	       " static-table checks, %" PRIu64 " refusal probes\n",
+	       " static-table checks, %" PRIu64 " refusal probes (%" PRIu64 " arguments, %" PRIu64
+	       " workers-start and %" PRIu64 " destroyed-domain calls refused; %" PRIu64
+	       " bad_argument)\n",
 	       cnt.rounds, cnt.destroys, cnt.creates, cnt.map_attach, cnt.map_detach, cnt.raw_attach,
 	       cnt.raw_detach, cnt.root_b, cnt.root_e, cnt.root_a, cnt.ram_remove, cnt.ram_add,
 	       cnt.requeue_between, cnt.requeue_mid, cnt.cqueue, cnt.workers_stop, cnt.workers_start,
-	       cnt.settles, cnt.settle_pages, cnt.static_checks, cnt.probes);
+	       cnt.settles, cnt.settle_pages, cnt.static_checks, cnt.probes, cnt.refused_args,
+	       cnt.refused_workers, cnt.refused_dead, (uint64_t)st.errors[IOVT_ERR_BAD_ARGUMENT]);
 	printf("lifecycle: readers %" PRIu64 " translates, %" PRIu64 " hits (%" PRIu64
 	       " into region 1), %" PRIu64 " on destroyed domains (-ENODEV), %" PRIu64
 	       " lookups found none, %" PRIu64 " state-stable windows checked; poller %" PRIu64 " items\n",
