@@ -91,7 +91,7 @@ int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa)
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&e->control_lock);
-	pthread_mutex_lock(&d->sync_lock);
+	domain_lock_control(d);
 	int rc = -ENODEV;
 	if (!atomic_load_explicit(&d->dead, memory_order_relaxed)) {
 		d->root_gpa = root_gpa;
@@ -172,7 +172,7 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	int rc = 0;
 
 	pthread_mutex_lock(&e->control_lock);
-	pthread_mutex_lock(&d->sync_lock);
+	domain_lock_control(d);
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed)) {
 		pthread_mutex_unlock(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
@@ -218,7 +218,7 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 	n->sink = *sink;
 
 	pthread_mutex_lock(&e->control_lock);
-	pthread_mutex_lock(&d->sync_lock);
+	domain_lock_control(d);
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed)) {
 		pthread_mutex_unlock(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
@@ -270,7 +270,7 @@ int iovt_notifier_detach(struct iovt_notifier *n)
 	int rc = 0;
 
 	pthread_mutex_lock(&d->engine->control_lock);
-	pthread_mutex_lock(&d->sync_lock);
+	domain_lock_control(d);
 	if (n == d->map_notifier) {
 		rc = retire_map_notifier(d);
 	} else {

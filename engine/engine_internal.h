@@ -69,6 +69,7 @@ struct iovt_domain {
 	/* Lock order: engine control_lock > a queue's draining flag > sync_lock
 	 * > pending_lock. Producers take none of them. */
 	pthread_mutex_t sync_lock;      /* the one thread syncing: tree, sink, retry */
+	_Atomic uint32_t control_waiting; /* control calls waiting for sync_lock (domain_lock_control) */
 	pthread_mutex_t pending_lock;   /* drainers adding vs the sync taking */
 	struct range_set pending;
 	struct range_set retry;         /* spans whose sink calls failed (sync_lock) */
@@ -104,6 +105,7 @@ struct iovt_queue {
 
 	/* Shared. */
 	alignas(64) _Atomic int draining;      /* the drain flag: one drainer at a time */
+	_Atomic uint32_t drain_wanted;         /* a control path waits for the flag (queue_drain_begin_wait) */
 	_Atomic uint64_t fences_done;          /* tickets 1..fences_done have completed */
 	_Atomic uint32_t done_word;            /* futex word: bumps with fences_done */
 	_Atomic uint32_t waiters;              /* threads asleep on done_word */
@@ -167,7 +169,8 @@ static inline struct range psi_block(uint64_t addr, unsigned am, uint64_t top)
 }
 /* Intake (engine/intake/). */
 void domains_pend_all(struct iovt_engine *e);  /* a global invalidation; RCU read side */
-bool queue_try_drain_begin(struct iovt_queue *q);
+bool queue_try_drain_begin(struct iovt_queue *q);   /* fails while a control path wants it */
+void queue_drain_begin_wait(struct iovt_queue *q);  /* iovt_fence, queue destroy: first in line */
 void queue_drain_end(struct iovt_queue *q);
 unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag held */
 void queue_kick(struct iovt_queue *q);                          /* wake its worker */

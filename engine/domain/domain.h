@@ -63,6 +63,18 @@ int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set 
 		bool *retry_left);
 int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch *s);
 
+/*
+ * sync_lock for a control call (destroy, detach, attach, set_root, RAM
+ * purge) or for a drainer. A mutex hands itself to whoever asks first after
+ * an unlock, and a producer that fences back to back asks again within
+ * nanoseconds: under a fence storm a control call could wait for seconds
+ * (measured: a RAM removal got sync_lock 1-3 times in 3 s against one
+ * producer). Drainers therefore let a waiting control call in first; the
+ * wait ends as soon as the control call holds the lock.
+ */
+void domain_lock_control(struct iovt_domain *d);
+void domain_lock_drainer(struct iovt_domain *d);
+
 /* Composition (domain.c): engine destroy frees notifiers and tree, no sink called. */
 void domain_teardown(struct iovt_domain *d);
 

@@ -10,8 +10,10 @@
  * read-side sections, and a holder waits for no grace period.
  */
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
+#include "common/futex.h"
 #include "common/rcu.h"
 #include "domain/domain.h"
 #include "tree/shadow_tree.h"
@@ -95,7 +97,7 @@ struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did)
 {
 	struct iovt_domain *d = domain_get_did(e, did);
 	if (d)
-		pthread_mutex_lock(&d->sync_lock);
+		domain_lock_drainer(d);
 	return d;
 }
 
@@ -230,11 +232,33 @@ out:;
 	return rc;
 }
 
+void domain_lock_control(struct iovt_domain *d)
+{
+	atomic_fetch_add_explicit(&d->control_waiting, 1, memory_order_seq_cst);
+	pthread_mutex_lock(&d->sync_lock);
+	atomic_fetch_sub_explicit(&d->control_waiting, 1, memory_order_relaxed);
+}
+
+void domain_lock_drainer(struct iovt_domain *d)
+{
+	/* Spins only while a control call is queued and not yet in: it takes
+	 * the lock at the holder's next unlock. Nothing that holds sync_lock
+	 * waits for this loop, so it cannot deadlock. */
+	for (unsigned spins = 0; atomic_load_explicit(&d->control_waiting, memory_order_seq_cst);
+	     spins++) {
+		if (spins < 64)
+			cpu_relax();
+		else
+			sched_yield();
+	}
+	pthread_mutex_lock(&d->sync_lock);
+}
+
 /* The same, taking the lock; the caller holds a reference (iovt_fence: the dirty queue's). */
 int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		bool *retry_left)
 {
-	pthread_mutex_lock(&d->sync_lock);
+	domain_lock_drainer(d);
 	int rc = domain_sync_locked(d, s, todo, retry_left);
 	pthread_mutex_unlock(&d->sync_lock);
 	return rc;
@@ -262,7 +286,7 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 	int rc = 0;
 	struct iovt_notifier *n;
 
-	pthread_mutex_lock(&d->sync_lock);
+	domain_lock_control(d);
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
 		goto out;
 	cds_list_for_each_entry(n, &d->notifiers, link) {

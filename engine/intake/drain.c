@@ -20,12 +20,34 @@
 
 #define BURST 32u
 
+/*
+ * The drain flag is a try-lock, so whoever tries first after a release wins:
+ * a producer fencing back to back retakes it within nanoseconds, and
+ * iovt_fence (or queue destroy) spinning for it could wait for as long as
+ * the producer keeps fencing. A waiting control path therefore raises
+ * drain_wanted, and every other drainer stands aside while it is up (a
+ * poster then waits for its ticket, which the control path's drain
+ * publishes).
+ */
 bool queue_try_drain_begin(struct iovt_queue *q)
 {
 	int expected = 0;
-	return atomic_load_explicit(&q->draining, memory_order_relaxed) == 0 &&
+	return atomic_load_explicit(&q->drain_wanted, memory_order_relaxed) == 0 &&
+	       atomic_load_explicit(&q->draining, memory_order_relaxed) == 0 &&
 	       atomic_compare_exchange_strong_explicit(&q->draining, &expected, 1,
 						       memory_order_acquire, memory_order_relaxed);
+}
+
+void queue_drain_begin_wait(struct iovt_queue *q)
+{
+	int expected = 0;
+	atomic_fetch_add_explicit(&q->drain_wanted, 1, memory_order_seq_cst);
+	while (!atomic_compare_exchange_weak_explicit(&q->draining, &expected, 1, memory_order_acquire,
+						      memory_order_relaxed)) {
+		expected = 0;
+		sched_yield(); /* the holder is mid-burst or mid-sync: it lets go soon */
+	}
+	atomic_fetch_sub_explicit(&q->drain_wanted, 1, memory_order_relaxed);
 }
 
 void queue_drain_end(struct iovt_queue *q)
@@ -270,8 +292,7 @@ int engine_fence_all(struct iovt_engine *e)
 		struct iovt_queue *q = qt->q[qi];
 		if (!q->ring->ops->count(q->ring) && !atomic_load(&q->draining))
 			continue;
-		while (!queue_try_drain_begin(q))
-			sched_yield(); /* another drainer is in a burst: it is short */
+		queue_drain_begin_wait(q);
 		queue_drain(q, UINT_MAX);
 		queue_drain_end(q);
 	}

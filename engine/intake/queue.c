@@ -126,8 +126,7 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	while (queue_table_replace(e, NULL, q))
 		sched_yield(); /* a table of n - 1 pointers: memory comes back */
 	/* Leftovers go to the domains' pending sets; fences in it complete. */
-	while (!queue_try_drain_begin(q))
-		sched_yield();
+	queue_drain_begin_wait(q);
 	queue_drain(q, UINT_MAX);
 	queue_drain_end(q);
 	pthread_mutex_unlock(&e->control_lock);
