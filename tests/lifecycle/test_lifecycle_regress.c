@@ -356,6 +356,8 @@ static void case_ram_remove_walk(void)
 	watchdog_start("lifecycle-ram-remove-walk", STALL_SECONDS);
 	CHECK(pthread_create(&t, NULL, ram_producer, &r) == 0);
 	watchdog_expect(1, "control");
+	struct iovt_queue *cq;
+	CHECK_EQ(iovt_queue_create(r.e, NULL, &cq), 0);
 	double end = now() + run_seconds(3.0);
 	unsigned removals = 0;
 	while (now() < end) {
@@ -366,15 +368,19 @@ static void case_ram_remove_walk(void)
 		usleep(500);
 		CHECK(mprotect(r.hva, R_SIZE, PROT_READ | PROT_WRITE) == 0);
 		CHECK_EQ(iovt_guest_ram_add(r.e, R_GPA, R_SIZE, r.hva, NULL), 0);
-		CHECK_EQ(iovt_invalidate_dsi(r.e, DID), 0); /* the guest's replug */
-		CHECK_EQ(iovt_fence(r.e), 0);
+		/* the guest's replug: a DSI and a wait on the control thread's own queue */
+		CHECK_EQ(iovt_queue_dsi(cq, DID), 0);
+		int frc = iovt_queue_fence(cq);
+		CHECK(frc == 0 || frc == -EFAULT); /* -EFAULT: a producer's walk in the hole */
 		removals++;
 		watchdog_progress(1);
 	}
 	watchdog_idle(1);
+	iovt_queue_destroy(cq);
 	atomic_store(&r.stop, 1);
 	CHECK(pthread_join(t, NULL) == 0);
 	watchdog_stop();
+	CHECK_EQ(iovt_invalidate_dsi(r.e, DID), 0);
 	CHECK_EQ(iovt_fence(r.e), 0);
 	/* Every page maps as the table says (in however many extents the
 	 * PSIs during the replug left: the plan keeps what is valid). */
