@@ -479,6 +479,24 @@ static void check_no_r1(struct slot *sd, const char *who)
 	}
 }
 
+/* Extents into region 1 the model holds now (just before a removal). */
+static uint64_t count_r1(struct slot *sd)
+{
+	struct iovt_extent buf[64];
+	uint64_t from = 0, count = 0;
+	size_t n;
+	pthread_mutex_lock(&sd->lm.lock);
+	while ((n = iovt_model_sink_dump(sd->lm.model, from, buf, 64)) > 0) {
+		for (size_t i = 0; i < n; i++)
+			count += in_r1(buf[i].gpa, buf[i].size);
+		from = buf[n - 1].iova + buf[n - 1].size;
+	}
+	pthread_mutex_unlock(&sd->lm.lock);
+	return count;
+}
+
+static uint64_t r1_at_remove; /* control thread only */
+
 static void check_model_clean(struct slot *sd)
 {
 	struct iovt_model_stats ms;
@@ -1212,6 +1230,8 @@ static void act_ram(uint64_t *s)
 			for (unsigned j = 0; j < 2; j++)
 				if (slots[i].rawc[j])
 					whole[i][j] = atomic_load(&slots[i].rawc[j]->whole);
+		for (unsigned i = 0; i < NDOM; i++)
+			r1_at_remove += count_r1(&slots[i]);
 		atomic_fetch_add(&ram_gen, 1); /* RAM_REMOVING */
 		ram_present = false;
 		int rc = iovt_guest_ram_remove(eng, r1_gpa);
@@ -1523,7 +1543,11 @@ int main(void)
 	CHECK(st.fences_drained > 0);
 	CHECK(atomic_load(&polled) > 0);    /* the poller drained while workers were stopped */
 	CHECK(atomic_load(&hits_r1) > 0);   /* region 1 was mapped, so its removal meant something */
-	CHECK(st.ram_purged > 0);           /* ... and purged something */
+	/* ... and purged something, when something was mapped there as it went
+	 * (a slow run, TSan, may remove only while nothing maps region 1; the
+	 * purge itself is proven case by case in lifecycle-ram-remove-purge) */
+	if (r1_at_remove)
+		CHECK(st.ram_purged > 0);
 	CHECK(st.errors[IOVT_ERR_UNKNOWN_DOMAIN] > 0); /* producers did race the destroys */
 	CHECK(atomic_load(&dead_translates) > 0);
 
