@@ -369,9 +369,14 @@ int iovt_fence(struct iovt_engine *e);
  *  -ELOOP   a table that is its own ancestor (pt_loop).
  *  -E2BIG   the walk budget was spent (walk_budget); the rest of the span is
  *           unmapped until the guest invalidates it again.
- *  -ENOSPC  the extent cap was reached (extent_cap): the MAP was not sent;
- *           retried when an UNMAP makes room, at most IOVT retry budget per
- *           sync (retry_ranges, retry_deferred).
+ *  -ENOSPC  the extent cap was reached (extent_cap): the MAP was not sent.
+ *           The span waits for room: it is retried (walked again) only when
+ *           an UNMAP has freed entries, within the retry budget, and every
+ *           sync of the domain returns -ENOSPC until it is mapped (it walks
+ *           nothing meanwhile).
+ * The retry budget: a sync retries at most 2^16 pages of span of earlier
+ * failures beyond what it was asked (retry_ranges); the rest waits for the
+ * next sync (retry_deferred). A DSI covers them all.
  *  -ENOMEM  the engine's own memory; the span is retried.
  *  other    the sink's own errno (sink_map, sink_unmap); retried at the
  *           next fences within the retry budget.
