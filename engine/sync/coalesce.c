@@ -112,3 +112,48 @@ int range_set_add(struct range_set *s, uint64_t first, uint64_t last)
 	s->n++;
 	return 0;
 }
+
+void range_set_remove(struct range_set *s, uint64_t first, uint64_t last)
+{
+	if (s->all)
+		return; /* "everything" minus a range is not representable: keep it */
+	size_t i = lower_touching(s, first);
+	while (i < s->n && s->r[i].first <= last) {
+		struct range *r = &s->r[i];
+		if (r->last < first) {
+			i++;
+			continue;
+		}
+		bool left = r->first < first, right = r->last > last;
+		if (left && right) {
+			/* Split in two; without room keep it whole (a span left in a
+			 * retry set is only retried once more, never lost). */
+			if (s->n >= s->max)
+				return;
+			if (s->n == s->cap) {
+				size_t ncap = s->cap ? s->cap * 2 : 16;
+				struct range *p = realloc(s->r, ncap * sizeof(*p));
+				if (!p)
+					return;
+				s->r = p;
+				s->cap = ncap;
+				r = &s->r[i];
+			}
+			memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof(*s->r));
+			s->n++;
+			s->r[i].last = first - 1;
+			s->r[i + 1].first = last + 1;
+			return;
+		}
+		if (left) {
+			r->last = first - 1;
+			i++;
+		} else if (right) {
+			r->first = last + 1;
+			return;
+		} else {
+			memmove(&s->r[i], &s->r[i + 1], (s->n - i - 1) * sizeof(*s->r));
+			s->n--;
+		}
+	}
+}

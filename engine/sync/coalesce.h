@@ -29,6 +29,9 @@ void range_set_free(struct range_set *s);
 int range_set_add(struct range_set *s, uint64_t first, uint64_t last);
 void range_set_add_all(struct range_set *s);
 static inline bool range_set_empty(const struct range_set *s) { return !s->all && s->n == 0; }
+/* Removes [first, last] from the set (a set that is `all` stays all; a split
+ * that finds no room keeps the range whole: never loses a span). */
+void range_set_remove(struct range_set *s, uint64_t first, uint64_t last);
 /* Empties the set (keeps its memory). */
 void range_set_clear(struct range_set *s);
 /* Moves the contents of *from into *to (which must be empty); *from is emptied. */

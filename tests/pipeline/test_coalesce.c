@@ -75,10 +75,50 @@ static void random_cases(uint64_t seed)
 	}
 }
 
+/* range_set_remove against a page bitmap: adds and removes at random. */
+static void remove_cases(uint64_t seed)
+{
+	enum { PAGES = 2048 };
+	static unsigned char want[PAGES];
+	uint64_t r = seed | 1;
+	struct range_set s;
+	range_set_init(&s, 0);
+	memset(want, 0, sizeof(want));
+	for (int it = 0; it < 20000; it++) {
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		uint64_t a = r % PAGES, len = 1 + (r >> 20) % 64;
+		if (a + len > PAGES)
+			len = PAGES - a;
+		bool add = (r >> 40) % 3 != 0;
+		if (add)
+			CHECK(range_set_add(&s, a * 4096, (a + len) * 4096 - 1) == 0);
+		else
+			range_set_remove(&s, a * 4096, (a + len) * 4096 - 1);
+		memset(want + a, add, len);
+		check_sorted_disjoint(&s);
+		for (uint64_t p = 0, k = 0; p < PAGES; p++) {
+			while (k < s.n && s.r[k].last < p * 4096)
+				k++;
+			bool in = k < s.n && s.r[k].first <= p * 4096;
+			CHECK_EQ(in, want[p]);
+		}
+	}
+	/* edges: the top of the space, a whole range, an "all" set */
+	range_set_clear(&s);
+	CHECK(range_set_add(&s, 0, UINT64_MAX) == 0);
+	range_set_remove(&s, 4096, UINT64_MAX);
+	CHECK(s.n == 1 && s.r[0].first == 0 && s.r[0].last == 4095);
+	range_set_add_all(&s);
+	range_set_remove(&s, 0, 4095);
+	CHECK(s.all);
+	range_set_free(&s);
+}
+
 int main(void)
 {
 	uint64_t seed = check_pick_seed("coalesce");
 	fixed_cases();
+	remove_cases(seed);
 	random_cases(seed);
 	printf("coalesce: ok\n");
 	return 0;
