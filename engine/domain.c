@@ -51,6 +51,7 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 	d->allow_2m = cfg->allow_2m;
 	d->allow_1g = cfg->allow_1g;
 	d->root_gpa = cfg->root_gpa;
+	iotlb_init(&d->iotlb, e->cfg.iotlb_entries);
 	CDS_INIT_LIST_HEAD(&d->notifiers);
 	cds_wfcq_node_init(&d->dirty);
 	cds_lfht_node_init(&d->hnode);
@@ -94,7 +95,8 @@ int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa)
 	domain_lock_control(d);
 	int rc = -ENODEV;
 	if (!atomic_load_explicit(&d->dead, memory_order_relaxed)) {
-		d->root_gpa = root_gpa;
+		/* Fills load it without a lock (after their set stamps). */
+		__atomic_store_n(&d->root_gpa, root_gpa, __ATOMIC_RELEASE);
 		pthread_mutex_lock(&d->pending_lock);
 		range_set_add_all(&d->pending);
 		pthread_mutex_unlock(&d->pending_lock);
@@ -184,6 +186,7 @@ int iovt_domain_destroy(struct iovt_domain *d)
 		free_notifier(n);
 	CDS_INIT_LIST_HEAD(&d->notifiers);
 	atomic_store_explicit(&d->dead, true, memory_order_release);
+	STAT_ADD(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_clear(&d->pending);
 	pthread_mutex_unlock(&d->pending_lock);
@@ -282,16 +285,68 @@ int iovt_notifier_detach(struct iovt_notifier *n)
 	return rc;
 }
 
+/* A domain without a MAP notifier: its IOTLB, a walk on a miss. Read side. */
+static int translate_iotlb(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out)
+{
+	if (!iotlb_lookup(&d->iotlb, iova, out))
+		return 0;
+	struct iovt_engine *e = d->engine;
+	struct vtd_walk_params p = {
+		.addr_width = d->addr_width,
+		.host_width = e->cfg.host_addr_width,
+		.allow_2m = d->allow_2m,
+		.allow_1g = d->allow_1g,
+		.budget = e->cfg.walk_budget,
+	};
+	struct iotlb_fill_stats st = { 0 };
+	enum vtd_error why = VTD_ERR_COUNT;
+	int rc = iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, domain_top(d), iova, out, &st, &why);
+	STAT_ADD(d, iotlb_misses, 1);
+	if (st.evicted)
+		STAT_ADD(d, iotlb_evictions, 1);
+	return rc;
+}
+
 int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out)
 {
 	int rc;
 
 	iovt_rcu_read_lock();
 	struct shadow_tree *t = iovt_rcu_dereference(d->tree);
-	if (!t)
+	if (t)
+		rc = shadow_tree_lookup(t, iova, out) ? 0 : -ENOENT;
+	else if (atomic_load_explicit(&d->dead, memory_order_acquire))
 		rc = -ENODEV;
 	else
-		rc = shadow_tree_lookup(t, iova, out) ? 0 : -ENOENT;
+		rc = translate_iotlb(d, iova, out);
 	iovt_rcu_read_unlock();
+	if (__builtin_expect(rc != 0, 0)) {
+		if (rc == -ENOENT)
+			STAT_ADD(d, translate_noent, 1);
+		else if (rc != -ENODEV)
+			STAT_ADD(d, translate_fault, 1);
+	}
 	return rc;
+}
+
+int iovt_translate_range(struct iovt_domain *d, uint64_t iova, uint64_t len, unsigned access,
+			 struct iovt_extent *out)
+{
+	if (!len || !access || (access & ~IOVT_PERM_RW)) {
+		STAT_ADD(d, errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		return -EINVAL;
+	}
+	int rc = iovt_translate(d, iova, out);
+	if (rc)
+		return rc;
+	if ((out->perm & access) != access) {
+		STAT_ADD(d, translate_eacces, 1);
+		return -EACCES;
+	}
+	uint64_t avail = out->iova + out->size - iova;
+	if (avail > len)
+		avail = len;
+	if (avail > INT32_MAX)
+		avail = INT32_MAX;
+	return (int)avail;
 }

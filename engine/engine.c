@@ -192,6 +192,12 @@ static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
 	out->retry_ranges = ld(&c->retry_ranges);
 	out->retry_deferred = ld(&c->retry_deferred);
 	out->ram_purged = ld(&c->ram_purged);
+	out->iotlb_misses = ld(&c->iotlb_misses);
+	out->iotlb_evictions = ld(&c->iotlb_evictions);
+	out->iotlb_invalidated = ld(&c->iotlb_invalidated);
+	out->translate_noent = ld(&c->translate_noent);
+	out->translate_eacces = ld(&c->translate_eacces);
+	out->translate_fault = ld(&c->translate_fault);
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
 		out->errors[k] = ld(&c->errors[k]);
 }
@@ -204,6 +210,9 @@ static void add_shadow(struct iovt_domain *d, struct iovt_stats *out)
 		out->extents += shadow_tree_count(t);
 		out->shadow_bytes += shadow_tree_memory_bytes(t);
 	}
+	out->iotlb_hits += iotlb_hits(&d->iotlb);
+	out->iotlb_entries += iotlb_count(&d->iotlb);
+	out->iotlb_bytes += iotlb_memory_bytes(&d->iotlb);
 }
 
 void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)

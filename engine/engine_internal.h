@@ -16,6 +16,7 @@
 #include "iovt.h"
 #include "intake/ring.h"
 #include "sync/sync.h"
+#include "iotlb/iotlb.h"
 
 /* Counters, updated with relaxed atomics so that a snapshot needs no lock. */
 struct stat_counters {
@@ -24,6 +25,8 @@ struct stat_counters {
 	_Atomic uint64_t pages_mapped, pages_unmapped;
 	_Atomic uint64_t queue_items, queue_full_waits, fences_inline, fences_drained;
 	_Atomic uint64_t ih, stale_domain, retry_ranges, retry_deferred, ram_purged;
+	_Atomic uint64_t iotlb_misses, iotlb_evictions, iotlb_invalidated;
+	_Atomic uint64_t translate_noent, translate_eacces, translate_fault;
 	_Atomic uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 
@@ -65,6 +68,10 @@ struct iovt_domain {
 	struct shadow_tree *tree;
 	struct iovt_notifier *map_notifier;
 	struct cds_list_head notifiers; /* UNMAP-only ones */
+
+	/* Translations for iovt_translate when there is no MAP notifier
+	 * (engine/iotlb): filled by readers, dropped by the sync_lock holder. */
+	struct iotlb iotlb;
 
 	/* Lock order: engine control_lock > a queue's draining flag > sync_lock
 	 * > pending_lock. Producers take none of them. */

@@ -15,7 +15,7 @@
  *
  *   guest RAM map ──► domain (DID, table root, width) ──► notifiers ──► sinks
  *   invalidate(PSI/DSI/global) ... fence ──► walk ► diff ► batch ► sink calls
- *   iovt_translate(domain, iova): lock-free lookup in the shadow tree
+ *   iovt_translate(domain, iova): lock-free, from the shadow tree or the engine IOTLB
  *
  * Conventions
  *  - Every function that can fail returns 0 (or a count) on success and a
@@ -92,6 +92,10 @@ struct iovt_config {
 	/* Host address width for reserved-bit checks (VT-d HAW), 32..52
 	 * (-EINVAL otherwise). 0: 48. */
 	unsigned host_addr_width;
+	/* Translations cached per domain by iovt_translate for domains without
+	 * a MAP notifier (the engine IOTLB, allocated at the first miss). 0:
+	 * 4096; at most 1<<24. Rounded up to a multiple of 7 (7-way sets). */
+	uint64_t iotlb_entries;
 };
 
 /*
@@ -514,15 +518,57 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
 /* Translation (emulated devices)                                            */
 
 /*
- * Finds the mapping covering iova in the domain's shadow (what its MAP sink
- * holds). Lock-free and wait-free: an RCU read-side section and a few
- * dependent loads; safe against concurrent fences, detach and RAM removal.
- * Safe against a concurrent iovt_domain_destroy when the caller holds a
- * reference (iovt_domain_lookup/get). On a hit, copies the covering extent
- * into *out and returns 0; -ENOENT on a miss, -ENODEV when the domain keeps
- * no tree (no MAP notifier, or destroyed). The thread must be registered.
+ * ATS-style translation for every domain (an emulated device, a vhost-user
+ * IOTLB miss, an ATS request): finds what covers iova and copies it into
+ * *out: out->iova <= iova < out->iova + out->size, host-contiguous
+ * (out->hva + (iova - out->iova) is iova's host address), one permission,
+ * one guest RAM region. The contiguous length available from iova is
+ * out->iova + out->size - iova.
+ *
+ *  - Domain with a MAP notifier: the shadow's extent (exactly what the sink
+ *    holds: a whole merged mapping).
+ *  - Domain without one: the engine IOTLB (engine/iotlb). A hit is an RCU
+ *    read-side section, one set probe per page size in use, no lock, no
+ *    allocation. A miss walks the guest table (bounded: at most 256 entries
+ *    read, loops and reserved bits detected) over a 64 KiB window and caches
+ *    the answer: a whole 2 MiB / 1 GiB leaf, or the run of 4 KiB leaves from
+ *    iova's page that continue it (IOVA- and host-contiguous, same
+ *    permission, same RAM region; at most 64 KiB). Capacity
+ *    iovt_config.iotlb_entries per domain, second-chance eviction.
+ *
+ * VT-d rule: after a PSI/DSI/global invalidation and a fence (or queue
+ * fence) that waits for it have completed, no translation it invalidated is
+ * returned again, from the shadow or the IOTLB; a translate that runs
+ * between the invalidation and the end of its wait may return the old or
+ * the new translation — never one the guest never had. set_root, destroy
+ * and guest RAM removal drop the domain's cached translations before they
+ * return. Raw UNMAP ranges still go to UNMAP-only (DEVIOTLB) notifiers: a
+ * device that caches what translate returned drops it on that UNMAP.
+ *
+ * Errors, each counted in iovt_stats: -ENOENT (not mapped, or iova beyond
+ * the domain's width: translate_noent); -EFAULT (a reserved bit, a large
+ * page the domain does not allow, a table or the leaf outside guest RAM),
+ * -ELOOP (a table loop), -E2BIG (walk budget), all translate_fault;
+ * -ENODEV for a destroyed domain. Errors are never cached.
+ *
+ * Threads: any registered thread; lock-free (a miss mallocs once and may
+ * queue one call_rcu). Safe against concurrent fences, set_root, detach and
+ * RAM removal; against a concurrent iovt_domain_destroy when the caller
+ * holds a reference (iovt_domain_lookup/get).
  */
 int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out);
+
+/*
+ * iovt_translate with the access the device wants checked: `access` is
+ * IOVT_PERM_R, IOVT_PERM_W or both, `len` (> 0) the bytes it wants from
+ * iova. Returns the bytes available from iova (min(len, contiguous length),
+ * >= 1, at most INT32_MAX) with *out filled as iovt_translate; -EACCES when
+ * the permission lacks `access` (translate_eacces), -EINVAL for len 0 or an
+ * access outside R|W (bad_argument), else iovt_translate's errors. A device
+ * wanting more than the returned bytes asks again at iova + the return.
+ */
+int iovt_translate_range(struct iovt_domain *d, uint64_t iova, uint64_t len, unsigned access,
+			 struct iovt_extent *out);
 
 /* ------------------------------------------------------------------------ */
 /* Statistics                                                                */
@@ -568,6 +614,15 @@ struct iovt_stats {
 	uint64_t retry_ranges;     /* failed or capped spans taken up again by a sync */
 	uint64_t retry_deferred;   /* syncs that left failed spans for later (retry budget) */
 	uint64_t ram_purged;       /* extents unmapped because their guest RAM was removed */
+	uint64_t iotlb_hits;       /* translations answered from the engine IOTLB (engine: live domains) */
+	uint64_t iotlb_misses;     /* translations that walked the guest table (IOTLB domains) */
+	uint64_t iotlb_evictions;  /* live IOTLB entries replaced to make room */
+	uint64_t iotlb_invalidated;/* IOTLB entries dropped by invalidations, set_root, RAM removal */
+	uint64_t iotlb_entries;    /* IOTLB entries cached now */
+	uint64_t iotlb_bytes;      /* memory the IOTLBs hold now */
+	uint64_t translate_noent;  /* translations of an unmapped IOVA (-ENOENT) */
+	uint64_t translate_eacces; /* iovt_translate_range refused for the permission (-EACCES) */
+	uint64_t translate_fault;  /* translations a walk error answered (-EFAULT, -ELOOP, -E2BIG) */
 	uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 

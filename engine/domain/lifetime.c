@@ -58,6 +58,7 @@ static void domain_free_rcu(struct rcu_head *h)
 	range_set_free(&d->pending);
 	range_set_free(&d->retry);
 	range_set_free(&d->capped);
+	iotlb_free(&d->iotlb); /* no reader left: a grace period after the last put */
 	pthread_mutex_destroy(&d->pending_lock);
 	pthread_mutex_destroy(&d->sync_lock);
 	free(d);

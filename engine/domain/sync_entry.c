@@ -62,6 +62,25 @@ void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bo
 	domain_mark_dirty(d);
 }
 
+/*
+ * Drops the IOTLB's translations over what the guest invalidated, before the
+ * fence that waits for it can complete (engine/iotlb: a fill that walked
+ * before this and inserts after it is never visible). Only the guest's
+ * ranges: the retried spans are the sink's business, not the guest's.
+ */
+static void iotlb_drop(struct iovt_domain *d, const struct range_set *todo)
+{
+	uint64_t n = 0;
+	if (todo->all) {
+		n = iotlb_flush(&d->iotlb);
+	} else {
+		for (size_t i = 0; i < todo->n; i++)
+			n += iotlb_invalidate(&d->iotlb, todo->r[i].first, todo->r[i].last);
+	}
+	if (n)
+		STAT_ADD(d, iotlb_invalidated, n);
+}
+
 /* Sends the raw (coalesced, possibly oversized) ranges to UNMAP-only notifiers. */
 static int notify_raw(struct iovt_domain *d, const struct range_set *todo)
 {
@@ -186,6 +205,7 @@ int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct ran
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_take(todo, &d->pending);
 	pthread_mutex_unlock(&d->pending_lock);
+	iotlb_drop(d, todo);
 
 	uint64_t top = domain_top(d);
 	uint64_t budget = IOVT_RETRY_BUDGET_PAGES;
@@ -289,6 +309,8 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 	domain_lock_control(d);
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
 		goto out;
+	/* After the grace period: no fill can still walk the old map. */
+	STAT_ADD(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
 	cds_list_for_each_entry(n, &d->notifiers, link) {
 		uint64_t done = 0;
 		int r = n->sink.ops->unmap(n->sink.ctx, 0, domain_top(d) + 1, &done);

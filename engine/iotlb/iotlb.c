@@ -1,0 +1,457 @@
+/* SPDX-License-Identifier: MIT */
+/* The engine IOTLB: see iotlb.h for the design and the VT-d argument. */
+#include <errno.h>
+#include <stdalign.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rcu.h"
+#include "iotlb/iotlb.h"
+
+#define NLEVELS 3
+#define HIT_STRIPES 16
+
+struct iotlb_entry {
+	uint64_t iova, len;         /* [iova, iova + len) */
+	uint64_t gpa, hva;
+	uint32_t perm, region;
+	_Atomic uint64_t seq;       /* visible while == its set's seq */
+	_Atomic uint8_t ref;        /* second chance: set by readers */
+	struct rcu_head rcu;
+};
+
+struct iotlb_set {
+	alignas(64) _Atomic uint64_t seq;
+	_Atomic(struct iotlb_entry *) slot[IOTLB_WAYS];
+};
+
+struct iotlb_table {
+	uint32_t nsets;
+	_Atomic uint32_t levels;    /* bit L: entries of level L were inserted */
+	struct {
+		alignas(64) _Atomic uint64_t n;
+	} hits[HIT_STRIPES];
+	struct iotlb_set sets[];
+};
+
+static const unsigned level_shift[NLEVELS] = { 12, 21, 30 };
+
+static __thread unsigned hit_stripe; /* 0: not assigned yet */
+static _Atomic unsigned next_stripe;
+static __thread uint32_t clock_rand;
+
+static inline uint32_t set_index(const struct iotlb_table *t, uint64_t iova, unsigned level)
+{
+	uint64_t h = ((iova >> level_shift[level]) + ((uint64_t)level << 40)) * 0x9E3779B97F4A7C15ull;
+	return (uint32_t)(((h >> 32) * (uint64_t)t->nsets) >> 32);
+}
+
+void iotlb_init(struct iotlb *c, uint64_t entries)
+{
+	if (!entries)
+		entries = IOTLB_DEFAULT_ENTRIES;
+	if (entries > IOTLB_MAX_ENTRIES)
+		entries = IOTLB_MAX_ENTRIES;
+	atomic_init(&c->table, NULL);
+	atomic_init(&c->gen, 0);
+	c->entries = entries;
+}
+
+static void entry_free_rcu(struct rcu_head *h)
+{
+	iovt_rcu_callback_enter();
+	free(caa_container_of(h, struct iotlb_entry, rcu));
+}
+
+static void retire(struct iotlb_entry *e)
+{
+	iovt_call_rcu(&e->rcu, entry_free_rcu);
+}
+
+void iotlb_free(struct iotlb *c)
+{
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
+	if (!t)
+		return;
+	for (uint32_t s = 0; s < t->nsets; s++)
+		for (int w = 0; w < IOTLB_WAYS; w++)
+			free(atomic_load_explicit(&t->sets[s].slot[w], memory_order_acquire));
+	free(t);
+	atomic_store_explicit(&c->table, NULL, memory_order_relaxed);
+}
+
+static inline void count_hit(struct iotlb_table *t)
+{
+	unsigned s = hit_stripe;
+	if (__builtin_expect(!s, 0)) {
+		s = atomic_fetch_add_explicit(&next_stripe, 1, memory_order_relaxed) % HIT_STRIPES + 1;
+		hit_stripe = s;
+	}
+	/* One writer per stripe in the common case: a load and a store, not a
+	 * locked add (a shared atomic add per hit would bounce a line between
+	 * translating threads). Two threads sharing a stripe may lose a count. */
+	_Atomic uint64_t *n = &t->hits[s - 1].n;
+	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+static inline void copy_out(const struct iotlb_entry *e, struct iovt_extent *out)
+{
+	out->iova = e->iova;
+	out->size = e->len;
+	out->gpa = e->gpa;
+	out->hva = e->hva;
+	out->perm = e->perm;
+	out->region = e->region;
+}
+
+static inline struct iotlb_entry *probe(struct iotlb_set *s, uint64_t iova)
+{
+	uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+	for (int w = 0; w < IOTLB_WAYS; w++) {
+		struct iotlb_entry *e = atomic_load_explicit(&s->slot[w], memory_order_acquire);
+		if (e && iova - e->iova < e->len &&
+		    atomic_load_explicit(&e->seq, memory_order_acquire) == seq)
+			return e;
+	}
+	return NULL;
+}
+
+int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out)
+{
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
+	if (!t)
+		return -ENOENT;
+	unsigned levels = atomic_load_explicit(&t->levels, memory_order_relaxed) | 1;
+	for (unsigned l = 0; l < NLEVELS; l++) {
+		if (!(levels & (1u << l)))
+			continue;
+		struct iotlb_entry *e = probe(&t->sets[set_index(t, iova, l)], iova);
+		if (e) {
+			copy_out(e, out);
+			if (!atomic_load_explicit(&e->ref, memory_order_relaxed))
+				atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
+			count_hit(t);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* The table, allocated by the first miss. Caller in a read-side section. */
+static struct iotlb_table *table_get(struct iotlb *c)
+{
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
+	if (t)
+		return t;
+	uint64_t nsets = (c->entries + IOTLB_WAYS - 1) / IOTLB_WAYS;
+	t = aligned_alloc(64, sizeof(*t) + nsets * sizeof(struct iotlb_set));
+	if (!t)
+		return NULL;
+	memset(t, 0, sizeof(*t) + nsets * sizeof(struct iotlb_set));
+	t->nsets = (uint32_t)nsets;
+	struct iotlb_table *expected = NULL;
+	if (!atomic_compare_exchange_strong_explicit(&c->table, &expected, t, memory_order_seq_cst,
+						     memory_order_acquire)) {
+		free(t);
+		return expected;
+	}
+	/* An invalidation that found no table swept nothing: it happened before
+	 * this install (seq_cst), and this load synchronizes with its bump, so
+	 * the walk that follows sees what the guest wrote before it. */
+	(void)atomic_load_explicit(&c->gen, memory_order_seq_cst);
+	return t;
+}
+
+/* Walk state of a fill. */
+struct fill {
+	const struct guest_ram *ram;
+	uint64_t iova;              /* the address asked */
+	uint64_t end;               /* window end (exclusive) */
+	bool started, done;
+	int err;
+	enum vtd_error why;
+	unsigned level;
+	struct guest_ram_region region;
+	struct iotlb_entry x;       /* the run being built */
+};
+
+static int fill_leaf(void *arg, const struct vtd_leaf *leaf)
+{
+	struct fill *f = arg;
+	if (!f->started) {
+		if (f->iova - leaf->iova >= leaf->size) {
+			f->err = -ENOENT; /* the first leaf lies past iova: a hole */
+			return 1;
+		}
+		uint64_t gpa = leaf->gpa + (f->iova - leaf->iova);
+		if (!guest_ram_find(f->ram, gpa, &f->region)) {
+			f->err = -EFAULT; /* the leaf targets a hole of guest RAM */
+			f->why = VTD_ERR_COUNT;
+			return 1;
+		}
+		f->started = true;
+		f->x.perm = leaf->perm;
+		f->x.region = f->region.id;
+		uint64_t lo = leaf->iova, hi = leaf->iova + leaf->size; /* exclusive */
+		if (leaf->size == IOVT_PAGE_SIZE) {
+			f->level = 0;
+		} else {
+			f->level = leaf->size == (1ull << 21) ? 1 : 2;
+			f->done = true; /* a large leaf is cached whole, alone */
+		}
+		if (f->level == 0 && hi > f->end)
+			hi = f->end;
+		/* Clip to the RAM region holding iova's target. */
+		uint64_t rlo = f->region.gpa, rhi = f->region.gpa + f->region.size;
+		if (leaf->gpa + (lo - leaf->iova) < rlo)
+			lo = leaf->iova + (rlo - leaf->gpa);
+		if (leaf->gpa + (hi - leaf->iova) > rhi)
+			hi = leaf->iova + (rhi - leaf->gpa);
+		f->x.iova = lo;
+		f->x.len = hi - lo;
+		f->x.gpa = leaf->gpa + (lo - leaf->iova);
+		f->x.hva = f->region.hva + (f->x.gpa - f->region.gpa);
+		if (f->level == 0 && lo + f->x.len < f->end &&
+		    f->x.gpa + f->x.len == rhi)
+			f->done = true; /* the region ends here */
+		return f->done;
+	}
+	/* Extend a 4 KiB-started run with a leaf that continues it. */
+	uint64_t next = f->x.iova + f->x.len;
+	uint64_t ngpa = f->x.gpa + f->x.len;
+	if (leaf->iova > next || leaf->perm != f->x.perm ||
+	    leaf->gpa + (next - leaf->iova) != ngpa)
+		return 1;
+	uint64_t hi = leaf->iova + leaf->size;
+	if (hi > f->end)
+		hi = f->end;
+	uint64_t rhi = f->region.gpa + f->region.size;
+	if (ngpa + (hi - next) > rhi)
+		hi = next + (rhi - ngpa);
+	if (hi <= next)
+		return 1;
+	f->x.len = hi - f->x.iova;
+	return hi == f->end || ngpa + (hi - next) == rhi;
+}
+
+static int fill_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
+{
+	struct fill *f = arg;
+	if (f->started)
+		return 1; /* the run ends before the span nobody can translate */
+	if (f->iova - iova < size) {
+		f->err = why == VTD_ERR_LOOP ? -ELOOP : why == VTD_ERR_BUDGET ? -E2BIG : -EFAULT;
+		f->why = why;
+	} else {
+		f->err = -ENOENT; /* the span lies past iova: iova itself is a hole */
+	}
+	return 1;
+}
+
+/* Second chance in one set: an empty slot, a dead entry, else the first
+ * unreferenced one from a random start (clearing the bits it passes). */
+static int pick_victim(struct iotlb_set *s, uint64_t seq, const struct iotlb_entry *mine)
+{
+	int w;
+	for (w = 0; w < IOTLB_WAYS; w++) {
+		struct iotlb_entry *e = atomic_load_explicit(&s->slot[w], memory_order_acquire);
+		if (!e || atomic_load_explicit(&e->seq, memory_order_relaxed) != seq)
+			return w;
+		if (e->iova == mine->iova && e->len == mine->len)
+			return -1; /* a concurrent fill cached the same run */
+	}
+	uint32_t r = clock_rand;
+	r = r * 1664525u + 1013904223u;
+	clock_rand = r;
+	unsigned start = (r >> 16) % IOTLB_WAYS;
+	for (unsigned i = 0; i < 2 * IOTLB_WAYS; i++) {
+		w = (start + i) % IOTLB_WAYS;
+		struct iotlb_entry *e = atomic_load_explicit(&s->slot[w], memory_order_acquire);
+		if (!e || !atomic_load_explicit(&e->ref, memory_order_relaxed))
+			return w;
+		atomic_store_explicit(&e->ref, 0, memory_order_relaxed);
+	}
+	return (int)start;
+}
+
+int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_walk_params *p,
+	       const uint64_t *root_gpa, uint64_t top, uint64_t iova, struct iovt_extent *out, struct iotlb_fill_stats *st,
+	       enum vtd_error *why)
+{
+	struct iotlb_table *t = table_get(c);
+	uint64_t seq[NLEVELS] = { 0 };
+
+	/* Stamps first, then the walk (see iotlb.h). */
+	if (t)
+		for (unsigned l = 0; l < NLEVELS; l++)
+			seq[l] = atomic_load_explicit(&t->sets[set_index(t, iova, l)].seq,
+						      memory_order_seq_cst);
+	if (iova > top)
+		return -ENOENT;
+	uint64_t page = iova & ~(IOVT_PAGE_SIZE - 1);
+	struct fill f = { .ram = ram, .iova = iova, .err = -ENOENT, .why = VTD_ERR_COUNT };
+	f.end = page + IOTLB_RUN_MAX;
+	if (f.end - 1 > top || f.end < page)
+		f.end = top + 1; /* top + 1 may wrap to 0 at the 64-bit top: never here (57 bits) */
+	struct vtd_walk_params wp = *p;
+	wp.root_gpa = __atomic_load_n(root_gpa, __ATOMIC_ACQUIRE); /* after the stamps */
+	wp.first = page;
+	wp.last = f.end - 1;
+	if (!wp.budget || wp.budget > IOTLB_FILL_BUDGET)
+		wp.budget = IOTLB_FILL_BUDGET;
+	static const struct vtd_walk_ops ops = { .leaf = fill_leaf, .error = fill_error };
+	struct vtd_walk_stats ws = { 0 };
+	int rc = vtd_walk(ram, &wp, &ops, &f, &ws);
+	st->ptes += ws.entries_read;
+	if (rc == -EINVAL)
+		return -ENOENT;
+	if (!f.started) {
+		*why = f.why;
+		return f.err;
+	}
+	struct iovt_extent x = {
+		.iova = f.x.iova, .size = f.x.len, .gpa = f.x.gpa, .hva = f.x.hva,
+		.perm = f.x.perm, .region = f.x.region,
+	};
+	*out = x;
+	if (!t)
+		return 0; /* no memory for a table: answered, not cached */
+
+	struct iotlb_entry *e = malloc(sizeof(*e));
+	if (!e)
+		return 0;
+	*e = f.x;
+	atomic_init(&e->seq, seq[f.level]);
+	atomic_init(&e->ref, 0);
+	if (f.level && !(atomic_load_explicit(&t->levels, memory_order_relaxed) & (1u << f.level)))
+		atomic_fetch_or_explicit(&t->levels, 1u << f.level, memory_order_relaxed);
+	struct iotlb_set *s = &t->sets[set_index(t, f.level ? f.x.iova : page, f.level)];
+	int w = pick_victim(s, seq[f.level], e);
+	if (w < 0) {
+		free(e);
+		return 0;
+	}
+	struct iotlb_entry *old = atomic_load_explicit(&s->slot[w], memory_order_acquire);
+	if (!atomic_compare_exchange_strong_explicit(&s->slot[w], &old, e, memory_order_seq_cst,
+						     memory_order_relaxed)) {
+		free(e); /* never published */
+		return 0;
+	}
+	st->cached = true;
+	if (old) {
+		st->evicted = atomic_load_explicit(&old->seq, memory_order_relaxed) ==
+			      atomic_load_explicit(&s->seq, memory_order_relaxed);
+		retire(old);
+	}
+	return 0;
+}
+
+static inline bool overlaps(const struct iotlb_entry *e, uint64_t first, uint64_t last)
+{
+	return e->iova <= last && e->iova + e->len - 1 >= first;
+}
+
+/* Bumps one set's sequence, drops the overlapping and the dead entries,
+ * re-stamps the others. The single writer (sync_lock). */
+static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
+{
+	uint64_t dropped = 0;
+	uint64_t prev = atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
+	for (int w = 0; w < IOTLB_WAYS; w++) {
+		struct iotlb_entry *e = atomic_load_explicit(&s->slot[w], memory_order_seq_cst);
+		if (!e)
+			continue;
+		uint64_t es = atomic_load_explicit(&e->seq, memory_order_acquire);
+		if (es == prev && !overlaps(e, first, last)) {
+			/* Not this invalidation's business: stays visible. A
+			 * failed CAS means a fill replaced it meanwhile. */
+			atomic_compare_exchange_strong_explicit(&e->seq, &es, prev + 1,
+								memory_order_release,
+								memory_order_relaxed);
+			continue;
+		}
+		/* Overlapping, or dead (a stale stamp): out. A failed CAS: a fill
+		 * replaced it with an entry stamped before (dead) or after (fresh)
+		 * the bump; either is right as it is. */
+		if (atomic_compare_exchange_strong_explicit(&s->slot[w], &e, NULL, memory_order_seq_cst,
+							    memory_order_relaxed)) {
+			dropped += es == prev;
+			retire(e);
+		}
+	}
+	return dropped;
+}
+
+uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
+{
+	atomic_fetch_add_explicit(&c->gen, 1, memory_order_seq_cst);
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_seq_cst);
+	if (!t)
+		return 0;
+	uint64_t dropped = 0;
+	iovt_rcu_read_lock();
+	/* Sets that may hold an entry overlapping [first, last]: runs start at
+	 * most IOTLB_RUN_MAX - 4 KiB before first; large leaves by block. */
+	uint64_t lo = first > IOTLB_RUN_MAX - IOVT_PAGE_SIZE ? first - (IOTLB_RUN_MAX - IOVT_PAGE_SIZE) : 0;
+	uint64_t keys = 0;
+	for (unsigned l = 0; l < NLEVELS; l++) {
+		uint64_t a = (l ? first : lo) >> level_shift[l], b = last >> level_shift[l];
+		keys += b - a + 1;
+		if (keys > t->nsets || keys == 0)
+			break;
+	}
+	if (keys > t->nsets || keys == 0) {
+		for (uint32_t i = 0; i < t->nsets; i++)
+			dropped += sweep_set(&t->sets[i], first, last);
+	} else {
+		for (unsigned l = 0; l < NLEVELS; l++) {
+			uint64_t a = (l ? first : lo) >> level_shift[l], b = last >> level_shift[l];
+			for (uint64_t k = a; k <= b; k++)
+				dropped += sweep_set(&t->sets[set_index(t, k << level_shift[l], l)], first, last);
+		}
+	}
+	iovt_rcu_read_unlock();
+	return dropped;
+}
+
+uint64_t iotlb_flush(struct iotlb *c)
+{
+	return iotlb_invalidate(c, 0, UINT64_MAX);
+}
+
+uint64_t iotlb_hits(struct iotlb *c)
+{
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
+	uint64_t n = 0;
+	if (t)
+		for (int i = 0; i < HIT_STRIPES; i++)
+			n += atomic_load_explicit(&t->hits[i].n, memory_order_relaxed);
+	return n;
+}
+
+uint64_t iotlb_count(struct iotlb *c)
+{
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
+	uint64_t n = 0;
+	if (!t)
+		return 0;
+	for (uint32_t i = 0; i < t->nsets; i++) {
+		struct iotlb_set *s = &t->sets[i];
+		uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+		for (int w = 0; w < IOTLB_WAYS; w++) {
+			struct iotlb_entry *e = atomic_load_explicit(&s->slot[w], memory_order_acquire);
+			n += e && atomic_load_explicit(&e->seq, memory_order_relaxed) == seq;
+		}
+	}
+	return n;
+}
+
+uint64_t iotlb_memory_bytes(struct iotlb *c)
+{
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
+	if (!t)
+		return 0;
+	return sizeof(*t) + (uint64_t)t->nsets * sizeof(struct iotlb_set) +
+	       iotlb_count(c) * sizeof(struct iotlb_entry);
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The IOTLB room: a per-domain cache of guest translations for domains that
+ * have no MAP notifier (iovt_translate answers from the shadow when there is
+ * one). Readers are lock-free RCU readers that never allocate on a hit; a
+ * miss walks the guest table (engine/guest/vtd_walk, bounded) over a small
+ * window and caches what it found. Called by the domain room (the sync path
+ * drops invalidated ranges) and the composition (translate, set_root,
+ * destroy, RAM removal). Calls only engine/guest and engine/common; never
+ * intake, never the tree or the sinks.
+ *
+ * Layout: `nsets` sets of IOTLB_WAYS slots, one cache line each: a 64-bit
+ * sequence and 7 RCU pointers to immutable entries. An entry is a run of
+ * IOVA (a 4 KiB-started run of at most IOTLB_RUN_MAX bytes, or a whole
+ * 2 MiB / 1 GiB leaf) mapping host-contiguously, one permission, one RAM
+ * region. It lives in the set of its key: (level, the 4 KiB page a run
+ * starts at / the 2 MiB or 1 GiB block of a large leaf). A lookup probes one
+ * set per level in use: cost independent of the number of entries.
+ *
+ * VT-d rule (after a PSI/DSI/global and its wait, no invalidated translation
+ * is returned again). An entry is visible only while its `seq` equals its
+ * set's `seq`. A filler reads the sequence of the sets it may insert into
+ * BEFORE it walks, and stamps its entry with it. An invalidation (one writer:
+ * the domain's sync_lock holder) bumps the sequence of every set that may
+ * hold an overlapping entry, then removes the overlapping entries and
+ * re-stamps the others (seq - 1 -> seq). A fill that walked before the bump
+ * and inserts after the sweep passed carries the old stamp: readers never
+ * see it, whenever it lands (the classic walk/invalidate/insert race).
+ * A fill that read the new sequence walked after the bump, so after the
+ * guest's write (the invalidation was drained after it was posted).
+ *
+ * Eviction: second chance inside a set (readers set a referenced byte only
+ * when it is clear); dead entries (stale stamp) and empty slots go first.
+ *
+ * Synchronization table:
+ *   function             read side?  locks held on entry     waits for
+ *   iotlb_lookup         required    none                    nothing
+ *   iotlb_fill           required    none                    nothing (mallocs)
+ *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu)
+ *   iotlb_flush          no          sync_lock               nothing (call_rcu)
+ *   iotlb_free           no          none: no reader left    nothing
+ */
+#ifndef IOVT_IOTLB_IOTLB_H
+#define IOVT_IOTLB_IOTLB_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "iovt.h"
+#include "guest/guest_ram.h"
+#include "guest/vtd_walk.h"
+
+#define IOTLB_WAYS 7
+#define IOTLB_RUN_MAX (64ull << 10)   /* longest 4 KiB-started run cached (bytes) */
+#define IOTLB_FILL_BUDGET 256         /* entries one fill walk may read at most */
+#define IOTLB_DEFAULT_ENTRIES 4096
+#define IOTLB_MAX_ENTRIES (1ull << 24)
+
+struct iotlb_table;
+
+/* Embedded in the domain. The table is allocated by the first miss. */
+struct iotlb {
+	_Atomic(struct iotlb_table *) table;
+	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
+	uint64_t entries;       /* configured capacity */
+};
+
+/* What a fill did, for the caller's counters. */
+struct iotlb_fill_stats {
+	uint64_t ptes;          /* entries the walk read */
+	bool cached;            /* the answer went into the table */
+	bool evicted;           /* it replaced a live entry */
+};
+
+void iotlb_init(struct iotlb *c, uint64_t entries); /* 0: default */
+void iotlb_free(struct iotlb *c);                   /* no reader can be left */
+
+/* 0 and *out on a hit; -ENOENT when nothing cached covers iova. */
+int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out);
+
+/*
+ * Walks the guest table around iova (p: widths, page sizes, budget; first
+ * and last are set here; the root is loaded from *root_gpa after the set
+ * stamps, so that a set_root's sweep orders it) and caches the answer. 0 and *out (the
+ * cached run that covers iova), -ENOENT (not present), -EFAULT (reserved
+ * bits, a forbidden large page, a table or the leaf outside guest RAM),
+ * -ELOOP, -E2BIG (walk budget). Errors are not cached.
+ */
+int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_walk_params *p,
+	       const uint64_t *root_gpa, uint64_t top, uint64_t iova, struct iovt_extent *out, struct iotlb_fill_stats *st,
+	       enum vtd_error *why);
+
+/* Drops every entry overlapping [first, last]; returns the entries dropped. */
+uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last);
+uint64_t iotlb_flush(struct iotlb *c);
+
+uint64_t iotlb_hits(struct iotlb *c);     /* racy sum of the readers' stripes */
+uint64_t iotlb_count(struct iotlb *c);    /* visible entries now (walks the table) */
+uint64_t iotlb_memory_bytes(struct iotlb *c);
+
+#endif
