@@ -1,0 +1,576 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * translate-service: iovt_translate for domains without a MAP notifier (the
+ * engine IOTLB, engine/iotlb), judged against the guest's truth.
+ *
+ *  service     random guest edits (4 KiB..1 GiB leaves, remaps, unmaps,
+ *              permissions), the touched ranges invalidated by exact PSIs,
+ *              oversized PSIs, DSIs or a global invalidation, a fence, then
+ *              every touched page (and a sample of others) translated:
+ *              hit/miss, gpa, hva, permission, and every page of the
+ *              returned run equal to the truth (contiguous length); the
+ *              cache is warmed over the pages edited next, so a missing
+ *              invalidation returns a stale value. Two engines: the default
+ *              capacity and 64 entries (eviction on every round).
+ *  concurrent  readers translate while one thread unmaps/maps (strict
+ *              mode: PSI + fence after each) and checks the VT-d rule: a
+ *              translation invalidated by a completed fence never comes
+ *              back; between the invalidation and its fence old or new,
+ *              never a value the guest never had.
+ *  hostile     loops, reserved bits, tables and leaves outside RAM, a spent
+ *              budget on the miss path: each its error code and counter,
+ *              never cached, bounded work.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "guestsim.h"
+#include "iovt.h"
+
+CHECK_SEED_STORAGE;
+
+#define K 0x1000ull
+#define M2 (1ull << 21)
+#define G1 (1ull << 30)
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct env {
+	struct guestsim *gs;
+	struct iovt_engine *e;
+	struct gs_domain *gd;
+	struct iovt_domain *d;
+	uint16_t did;
+};
+
+static void env_init(struct env *v, const struct iovt_config *cfg, unsigned width, uint64_t region_size)
+{
+	memset(v, 0, sizeof(*v));
+	v->gs = gs_create(2, region_size, 64ull << 20);
+	CHECK(v->gs);
+	CHECK(iovt_engine_create(cfg, &v->e) == 0);
+	for (unsigned i = 0; i < gs_region_count(v->gs); i++) {
+		const struct gs_region *r = gs_region(v->gs, i);
+		CHECK(iovt_guest_ram_add(v->e, r->gpa, r->size, r->hva, NULL) == 0);
+	}
+	v->gd = gs_domain_create(v->gs, width, true, true);
+	CHECK(v->gd);
+	v->did = 3;
+	struct iovt_domain_config dc = { .did = v->did, .root_gpa = gs_domain_root(v->gd),
+					 .addr_width = width, .allow_2m = true, .allow_1g = true };
+	CHECK(iovt_domain_create(v->e, &dc, &v->d) == 0);
+}
+
+static void env_fini(struct env *v)
+{
+	CHECK(iovt_domain_destroy(v->d) == 0);
+	iovt_engine_destroy(v->e);
+	gs_destroy(v->gs);
+}
+
+/* ---------------------------------------------------------------- service */
+
+/* The judge: translate(iova) against the truth, the whole returned run. */
+static uint64_t judged, judged_hits;
+
+static void judge(struct env *v, uint64_t iova)
+{
+	uint64_t tg;
+	uint32_t tp;
+	bool mapped = gs_truth_lookup(v->gd, iova, &tg, &tp);
+	struct iovt_extent x;
+	int rc = iovt_translate(v->d, iova, &x);
+	judged++;
+	if (!mapped) {
+		if (rc != -ENOENT) {
+			fprintf(stderr, "iova 0x%" PRIx64 ": not mapped, translate %d (extent 0x%" PRIx64
+				"+0x%" PRIx64 " gpa 0x%" PRIx64 ")\n", iova, rc, x.iova, x.size, x.gpa);
+			CHECK(0);
+		}
+		return;
+	}
+	if (rc) {
+		fprintf(stderr, "iova 0x%" PRIx64 ": mapped to 0x%" PRIx64 ", translate %d\n", iova, tg, rc);
+		CHECK(0);
+	}
+	judged_hits++;
+	CHECK(x.iova <= iova && iova - x.iova < x.size);
+	CHECK(!(x.iova & (K - 1)) && x.size && !(x.size & (K - 1)));
+	if (x.gpa + (iova - x.iova) != tg || x.perm != tp) {
+		fprintf(stderr, "iova 0x%" PRIx64 ": truth gpa 0x%" PRIx64 " perm %u, translate gpa 0x%" PRIx64
+			" perm %u (extent 0x%" PRIx64 "+0x%" PRIx64 ")\n", iova, tg, tp,
+			x.gpa + (iova - x.iova), x.perm, x.iova, x.size);
+		CHECK(0);
+	}
+	CHECK_EQ(x.hva + (iova - x.iova), (uint64_t)(uintptr_t)gs_hva(v->gs, tg));
+	/* Every page of the run maps as the truth says (sampled in 1 GiB runs). */
+	uint64_t pages = x.size / K, step = pages > 512 ? pages / 256 : 1;
+	for (uint64_t p = 0; p < pages; p += step) {
+		uint64_t pi = x.iova + p * K, g;
+		uint32_t pp;
+		CHECK(gs_truth_lookup(v->gd, pi, &g, &pp));
+		CHECK_EQ(g, x.gpa + p * K);
+		CHECK_EQ(pp, x.perm);
+	}
+	uint64_t last = x.iova + x.size - K, g;
+	uint32_t pp;
+	CHECK(gs_truth_lookup(v->gd, last, &g, &pp) && g == x.gpa + x.size - K && pp == x.perm);
+	/* The range form: the access is checked, the length clipped. */
+	uint64_t avail = x.iova + x.size - iova;
+	int n = iovt_translate_range(v->d, iova, 3 * K, IOVT_PERM_R, &x);
+	if (tp & IOVT_PERM_R)
+		CHECK_EQ(n, avail < 3 * K ? avail : 3 * K);
+	else
+		CHECK_EQ(n, (uint64_t)-EACCES);
+	n = iovt_translate_range(v->d, iova, 1, IOVT_PERM_W, &x);
+	CHECK_EQ(n, (tp & IOVT_PERM_W) ? 1 : (uint64_t)-EACCES);
+}
+
+struct touched {
+	uint64_t r[4096][2];
+	size_t n;
+};
+
+static void on_dirty(void *arg, uint64_t iova, uint64_t size)
+{
+	struct touched *t = arg;
+	if (t->n < 4096) {
+		t->r[t->n][0] = iova;
+		t->r[t->n][1] = size;
+		t->n++;
+	}
+}
+
+/* Invalidates [iova, iova+size) as a guest could: exact aligned PSIs, one
+ * oversized PSI, a DSI or a global invalidation. */
+static void invalidate(struct env *v, const struct touched *t, uint64_t *rng)
+{
+	unsigned how = (unsigned)gs_rand_below(rng, 16);
+	if (how == 0) {
+		CHECK(iovt_invalidate_global(v->e) == 0);
+		return;
+	}
+	if (how == 1) {
+		CHECK(iovt_invalidate_dsi(v->e, v->did) == 0);
+		return;
+	}
+	for (size_t i = 0; i < t->n; i++) {
+		uint64_t a = t->r[i][0], end = a + t->r[i][1];
+		if (how == 2) { /* oversized: the smallest aligned block covering it */
+			unsigned am = 0;
+			while (((a >> 12) >> am) != (((end - 1) >> 12) >> am))
+				am++;
+			CHECK(iovt_invalidate_psi(v->e, v->did, a, am, false) == 0);
+			continue;
+		}
+		while (a < end) { /* exact: Linux-style aligned power-of-two blocks */
+			unsigned am = 0;
+			while (am < 30 && !(a & ((K << (am + 1)) - 1)) && a + (K << (am + 1)) <= end)
+				am++;
+			CHECK(iovt_invalidate_psi(v->e, v->did, a, am, gs_rand_below(rng, 2)) == 0);
+			a += K << am;
+		}
+	}
+}
+
+static void service_run(uint64_t *rng, uint64_t iotlb_entries, unsigned rounds)
+{
+	struct iovt_config cfg = { .iotlb_entries = iotlb_entries };
+	struct env v;
+	env_init(&v, &cfg, 48, 2 * G1);
+	const uint64_t win = 16ull << 20;            /* 4 KiB / 2 MiB area */
+	const uint64_t big = 4 * G1;                 /* 1 GiB leaves at 4..6 GiB */
+	uint64_t data = gs_region_data_size(v.gs, 0);
+	static struct touched t;
+	uint64_t warm[64];
+	unsigned nwarm = 0;
+
+	for (unsigned round = 0; round < rounds; round++) {
+		/* Warm the IOTLB over the pages about to change. */
+		for (unsigned i = 0; i < nwarm; i++) {
+			struct iovt_extent x;
+			(void)iovt_translate(v.d, warm[i], &x);
+		}
+		nwarm = 0;
+		unsigned edits = 1 + (unsigned)gs_rand_below(rng, 6);
+		for (unsigned k = 0; k < edits; k++) {
+			unsigned kind = (unsigned)gs_rand_below(rng, 20);
+			uint64_t iova, size, gpa;
+			uint32_t perm = 1 + (uint32_t)gs_rand_below(rng, 3);
+			if (kind == 0) { /* a 1 GiB leaf (or its unmap) */
+				iova = big + gs_rand_below(rng, 2) * G1;
+				if (gs_rand_below(rng, 3) == 0) {
+					CHECK(gs_unmap(v.gd, iova, G1) == 0);
+				} else {
+					uint32_t reg = 1; /* region 1 is 1 GiB aligned */
+					gpa = gs_region(v.gs, reg)->gpa + gs_rand_below(rng, 2) * G1;
+					CHECK(gs_map(v.gd, iova, gpa, G1, perm, GS_LEAF_LARGEST) == 0);
+				}
+			} else {
+				bool large = kind < 5;
+				size = large ? M2 * (1 + gs_rand_below(rng, 2))
+					     : K * (1 + gs_rand_below(rng, gs_rand_below(rng, 4) ? 8 : 40));
+				iova = (gs_rand_below(rng, win - size) & ~(large ? M2 - 1 : K - 1));
+				if (kind % 4 == 3) {
+					CHECK(gs_unmap(v.gd, iova, size) == 0);
+				} else {
+					gpa = gs_rand_below(rng, data - size) & ~(large ? M2 - 1 : K - 1);
+					uint64_t pol = gs_rand_below(rng, 3) ? GS_LEAF_LARGEST : GS_LEAF_4K;
+					CHECK(gs_map(v.gd, iova, gpa, size, perm, pol) == 0);
+				}
+			}
+			if (nwarm < 64)
+				warm[nwarm++] = iova + gs_rand_below(rng, 4) * K;
+		}
+		t.n = 0;
+		gs_take_dirty(v.gd, on_dirty, &t);
+		invalidate(&v, &t, rng);
+		if (gs_rand_below(rng, 8) == 0) { /* translations between the invalidation and its wait */
+			struct iovt_extent x;
+			for (unsigned i = 0; i < nwarm; i++)
+				(void)iovt_translate(v.d, warm[i], &x);
+		}
+		CHECK(iovt_fence(v.e) == 0);
+		/* Every touched page (1 GiB ones sampled), plus random pages. */
+		for (size_t i = 0; i < t.n; i++) {
+			uint64_t a = t.r[i][0], pages = t.r[i][1] / K;
+			uint64_t step = pages > 1024 ? pages / 64 : 1;
+			for (uint64_t p = 0; p < pages; p += step)
+				judge(&v, a + p * K + gs_rand_below(rng, K));
+			judge(&v, a + t.r[i][1] - 1);
+		}
+		for (int i = 0; i < 32; i++)
+			judge(&v, gs_rand_below(rng, win));
+		judge(&v, big + gs_rand_below(rng, 2 * G1));
+	}
+	/* set_root to an empty table and back: every cached run dies. */
+	struct gs_domain *empty = gs_domain_create(v.gs, 48, true, true);
+	CHECK(empty);
+	struct iovt_extent x;
+	uint64_t hit_iova = UINT64_MAX;
+	for (uint64_t a = 0; a < win && hit_iova == UINT64_MAX; a += K)
+		if (iovt_translate(v.d, a, &x) == 0)
+			hit_iova = a;
+	CHECK(hit_iova != UINT64_MAX);
+	CHECK(iovt_domain_set_root(v.d, gs_domain_root(empty)) == 0);
+	CHECK_EQ(iovt_translate(v.d, hit_iova, &x), (uint64_t)-ENOENT);
+	CHECK(iovt_domain_set_root(v.d, gs_domain_root(v.gd)) == 0);
+	judge(&v, hit_iova);
+
+	struct iovt_stats st;
+	iovt_domain_stats_get(v.d, &st);
+	printf("  iotlb %" PRIu64 " entries: %u rounds, %" PRIu64 " translations judged (%" PRIu64
+	       " mapped); hits %" PRIu64 " misses %" PRIu64 " evictions %" PRIu64
+	       " invalidated %" PRIu64 " noent %" PRIu64 " eacces %" PRIu64 " cached now %" PRIu64 "\n",
+	       iotlb_entries, rounds, judged, judged_hits, st.iotlb_hits, st.iotlb_misses,
+	       st.iotlb_evictions, st.iotlb_invalidated, st.translate_noent, st.translate_eacces,
+	       st.iotlb_entries);
+	CHECK(st.iotlb_hits > 0 && st.iotlb_misses > 0 && st.iotlb_invalidated > 0);
+	CHECK(st.translate_noent > 0 && st.translate_eacces > 0);
+	if (iotlb_entries && iotlb_entries < 256)
+		CHECK(st.iotlb_evictions > 0 && st.iotlb_entries <= iotlb_entries);
+	gs_domain_destroy(empty);
+	env_fini(&v);
+}
+
+static void case_service(uint64_t *rng)
+{
+	unsigned rounds = (unsigned)(400 * check_scale());
+	service_run(rng, 0, rounds);
+	service_run(rng, 64, rounds);
+}
+
+/* ------------------------------------------------------------- concurrent */
+
+#define CP 64                /* pages in the window */
+#define CNV 256              /* version slots: gpa = base + (v % CNV * CP + page) * 4K */
+#define CBASE 0x40000000ull  /* IOVA of the window */
+
+static struct env cv;
+static uint64_t cdata;       /* data GPA base */
+static _Atomic uint64_t written[CP];   /* last version the guest wrote (before its PTE) */
+static _Atomic uint64_t committed[CP]; /* version a completed fence made current */
+static _Atomic uint64_t hist[CP][CNV]; /* mapped versions by slot */
+static atomic_int cstop;
+static _Atomic uint64_t c_checks, c_hits, c_noent;
+
+static uint64_t vgpa(uint64_t ver, unsigned page)
+{
+	return cdata + ((ver % CNV) * CP + page) * K;
+}
+static uint32_t vperm(uint64_t ver)
+{
+	return 1 + (uint32_t)((ver / 2) % 3);
+}
+
+static void cfail(const char *what, unsigned page, uint64_t c, uint64_t l, uint64_t got)
+{
+	fprintf(stderr, "VT-d rule broken: %s: page %u committed %" PRIu64 " written %" PRIu64
+		" returned %" PRIu64 " (seed %" PRIu64 ")\n", what, page, c, l, got, check_seed);
+	exit(1);
+}
+
+static void *creader(void *arg)
+{
+	uint64_t s = (uint64_t)(uintptr_t)arg;
+	uint64_t c[CP], l[CP];
+	iovt_thread_register();
+	while (!atomic_load_explicit(&cstop, memory_order_relaxed)) {
+		unsigned page = (unsigned)gs_rand_below(&s, CP);
+		for (unsigned i = 0; i < CP; i++)
+			c[i] = atomic_load_explicit(&committed[i], memory_order_acquire);
+		struct iovt_extent x;
+		uint64_t iova = CBASE + page * K + gs_rand_below(&s, K);
+		int rc = iovt_translate(cv.d, iova, &x);
+		for (unsigned i = 0; i < CP; i++)
+			l[i] = atomic_load_explicit(&written[i], memory_order_acquire);
+		atomic_fetch_add_explicit(&c_checks, 1, memory_order_relaxed);
+		if (rc == -ENOENT) {
+			atomic_fetch_add_explicit(&c_noent, 1, memory_order_relaxed);
+			if (c[page] == l[page] && c[page] % 2 == 0)
+				cfail("a miss on a page mapped throughout", page, c[page], l[page], 0);
+			continue;
+		}
+		if (rc)
+			cfail("an error", page, c[page], l[page], (uint64_t)rc);
+		atomic_fetch_add_explicit(&c_hits, 1, memory_order_relaxed);
+		if (x.iova < CBASE || x.iova + x.size > CBASE + CP * K || x.iova > iova ||
+		    iova - x.iova >= x.size)
+			cfail("a run outside the window", page, c[page], l[page], x.iova);
+		for (uint64_t a = x.iova; a < x.iova + x.size; a += K) {
+			unsigned p = (unsigned)((a - CBASE) / K);
+			uint64_t g = x.gpa + (a - x.iova);
+			uint64_t idx = (g - cdata) / K;
+			if (g < cdata || idx % CP != p)
+				cfail("a gpa no version of this page had", p, c[p], l[p], g);
+			uint64_t slot = idx / CP;
+			if (l[p] - c[p] >= CNV)
+				continue; /* versions wrapped meanwhile: cannot judge */
+			/* The version w in [c, l] with that slot. */
+			uint64_t w = c[p] + ((slot + CNV - c[p] % CNV) % CNV);
+			if (w > l[p])
+				cfail(w - CNV < c[p] ? "an invalidated value after its fence" : "an unseen value",
+				      p, c[p], l[p], w);
+			if (atomic_load_explicit(&hist[p][slot], memory_order_acquire) < w ||
+			    w % 2)
+				cfail("a value the guest never had", p, c[p], l[p], w);
+			if (x.perm != vperm(w))
+				cfail("a wrong permission", p, c[p], l[p], w);
+		}
+	}
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void case_concurrent(uint64_t *rng)
+{
+	struct iovt_config cfg = { .iotlb_entries = 512 };
+	env_init(&cv, &cfg, 48, 1 * G1);
+	cdata = 0x1000000;
+	CHECK(cdata + CNV * CP * K <= gs_region_data_size(cv.gs, 0));
+	/* Version 2: everything mapped, contiguous. */
+	for (unsigned p = 0; p < CP; p++) {
+		atomic_store(&written[p], 2);
+		atomic_store(&hist[p][2 % CNV], 2);
+		CHECK(gs_map(cv.gd, CBASE + p * K, vgpa(2, p), K, vperm(2), GS_LEAF_4K) == 0);
+	}
+	CHECK(iovt_invalidate_dsi(cv.e, cv.did) == 0);
+	CHECK(iovt_fence(cv.e) == 0);
+	for (unsigned p = 0; p < CP; p++)
+		atomic_store(&committed[p], 2);
+
+	enum { NR = 3 };
+	pthread_t th[NR];
+	for (uintptr_t i = 0; i < NR; i++)
+		CHECK(pthread_create(&th[i], NULL, creader, (void *)(gs_rand(rng) | 1)) == 0);
+	double secs = 3.0 * check_scale(), t0 = now_s();
+	uint64_t ver = 2, steps = 0;
+	while (now_s() - t0 < secs) {
+		unsigned p0 = (unsigned)gs_rand_below(rng, CP);
+		unsigned n = 1 + (unsigned)gs_rand_below(rng, gs_rand_below(rng, 4) ? 2 : 8);
+		if (p0 + n > CP)
+			n = CP - p0;
+		for (int phase = 0; phase < 2; phase++) { /* strict mode: unmap, then map */
+			ver++;
+			for (unsigned p = p0; p < p0 + n; p++) {
+				atomic_store_explicit(&written[p], ver, memory_order_release);
+				if (phase == 1)
+					atomic_store_explicit(&hist[p][ver % CNV], ver, memory_order_release);
+			}
+			uint64_t iova = CBASE + p0 * K;
+			if (phase == 0)
+				CHECK(gs_unmap(cv.gd, iova, n * K) == 0);
+			else
+				CHECK(gs_map(cv.gd, iova, vgpa(ver, p0), n * K, vperm(ver), GS_LEAF_4K) == 0);
+			unsigned how = (unsigned)gs_rand_below(rng, 32);
+			if (how == 0) {
+				CHECK(iovt_invalidate_global(cv.e) == 0);
+			} else if (how == 1) {
+				CHECK(iovt_invalidate_dsi(cv.e, cv.did) == 0);
+			} else if (how < 8) { /* oversized: the whole window */
+				CHECK(iovt_invalidate_psi(cv.e, cv.did, CBASE, 6, false) == 0);
+			} else {
+				for (unsigned p = p0; p < p0 + n; p++)
+					CHECK(iovt_invalidate_psi(cv.e, cv.did, CBASE + p * K, 0, false) == 0);
+			}
+			CHECK(iovt_fence(cv.e) == 0);
+			for (unsigned p = p0; p < p0 + n; p++)
+				atomic_store_explicit(&committed[p], ver, memory_order_release);
+		}
+		steps++;
+	}
+	atomic_store(&cstop, 1);
+	for (int i = 0; i < NR; i++)
+		pthread_join(th[i], NULL);
+	struct iovt_stats st;
+	iovt_domain_stats_get(cv.d, &st);
+	printf("  concurrent: %" PRIu64 " edit steps (unmap+map, each invalidated and fenced), %" PRIu64
+	       " translations checked (%" PRIu64 " hits, %" PRIu64 " misses); iotlb hits %" PRIu64
+	       " misses %" PRIu64 " invalidated %" PRIu64 "\n",
+	       steps, atomic_load(&c_checks), atomic_load(&c_hits), atomic_load(&c_noent), st.iotlb_hits,
+	       st.iotlb_misses, st.iotlb_invalidated);
+	CHECK(steps > 10 && atomic_load(&c_hits) > 0 && st.iotlb_hits > 0 && st.iotlb_invalidated > 0);
+	env_fini(&cv);
+}
+
+/* ---------------------------------------------------------------- hostile */
+
+#define VICTIM (0x80000000ull + 3 * M2 + 5 * K)
+#define HOLE_GPA (G1 + 0x1000000ull) /* between region 0 and region 1 */
+#define RSV_BIT (1ull << 50)
+
+/* Writes pte = val, invalidates, fences; translates VICTIM n times: each the
+ * expected error, counted, never cached; then restores and expects a hit.
+ * `pages`: pages from VICTIM the entry governs (1 for a PTE). */
+static void hostile_one(struct env *v, const char *what, uint64_t pte, uint64_t val, int want,
+			unsigned pages)
+{
+	uint64_t old = gs_read_pte(v->gs, pte);
+	struct iovt_extent x;
+	CHECK(iovt_translate(v->d, VICTIM, &x) == 0); /* cached before */
+	CHECK(gs_write_pte(v->gs, pte, val) == 0);
+	CHECK(iovt_invalidate_psi(v->e, v->did, VICTIM & ~(K - 1), 0, false) == 0);
+	(void)iovt_fence(v->e);
+	struct iovt_stats a, b;
+	iovt_domain_stats_get(v->d, &a);
+	const int n = 2000;
+	double t0 = now_s();
+	for (int i = 0; i < n; i++) {
+		int rc = iovt_translate(v->d, VICTIM + (uint64_t)i % pages * K, &x);
+		if (rc != want) {
+			fprintf(stderr, "hostile %s: translate %d, want %d\n", what, rc, want);
+			CHECK(0);
+		}
+	}
+	double dt = now_s() - t0;
+	iovt_domain_stats_get(v->d, &b);
+	printf("  hostile %-22s %d: %d translations in %.2f ms (%.0f ns each), all walked\n", what, want,
+	       n, dt * 1e3, dt * 1e9 / n);
+	CHECK_EQ(b.translate_fault - a.translate_fault, n);
+	CHECK_EQ(b.iotlb_misses - a.iotlb_misses, n); /* never cached */
+	CHECK(dt < 2.0 * check_scale() + 1.0);        /* bounded: a few hundred entries each */
+	CHECK(gs_write_pte(v->gs, pte, old) == 0);
+	CHECK(iovt_invalidate_psi(v->e, v->did, VICTIM & ~(K - 1), 0, false) == 0);
+	(void)iovt_fence(v->e);
+	CHECK(iovt_translate(v->d, VICTIM, &x) == 0);
+}
+
+static void case_hostile(uint64_t *rng)
+{
+	(void)rng;
+	struct env v;
+	env_init(&v, NULL, 48, G1);
+	CHECK(gs_map(v.gd, VICTIM & ~(M2 - 1), 0x400000, M2, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_dsi(v.e, v.did) == 0);
+	CHECK(iovt_fence(v.e) == 0);
+	uint64_t root = gs_domain_root(v.gd);
+	uint64_t pte1 = gs_pte_gpa(v.gd, VICTIM, 1), pte2 = gs_pte_gpa(v.gd, VICTIM, 2);
+	uint64_t pte3 = gs_pte_gpa(v.gd, VICTIM, 3), pte4 = gs_pte_gpa(v.gd, VICTIM, 4);
+	uint64_t pd = gs_read_pte(v.gs, pte3) & ~0xfffull & ((1ull << 52) - 1);
+	hostile_one(&v, "pd-self-loop", pte2, pd | 3, -ELOOP, 4);
+	hostile_one(&v, "root-self-loop", pte4, root | 3, -ELOOP, 4);
+	hostile_one(&v, "reserved-pte", pte1, gs_read_pte(v.gs, pte1) | RSV_BIT, -EFAULT, 1);
+	hostile_one(&v, "reserved-pdpte", pte3, gs_read_pte(v.gs, pte3) | RSV_BIT, -EFAULT, 4);
+	hostile_one(&v, "table-outside-ram", pte2, HOLE_GPA | 3, -EFAULT, 4);
+	hostile_one(&v, "table-beyond-ram", pte3, (1ull << 40) | 3, -EFAULT, 4);
+	hostile_one(&v, "leaf-outside-ram", pte1, HOLE_GPA | 3, -EFAULT, 1);
+	hostile_one(&v, "1g-leaf-outside-ram", pte3, G1 | VTD_PTE_PS | 3, -EFAULT, 4);
+	hostile_one(&v, "unaligned-2m-leaf", pte2, 0x401000 | VTD_PTE_PS | 3, -EFAULT, 4);
+	env_fini(&v);
+
+	/* A walk budget too small for one walk: -E2BIG, counted, bounded. */
+	struct iovt_config cfg = { .walk_budget = 3 };
+	env_init(&v, &cfg, 48, G1);
+	CHECK(gs_map(v.gd, VICTIM & ~(M2 - 1), 0x400000, M2, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	struct iovt_extent x;
+	struct iovt_stats a, b;
+	iovt_domain_stats_get(v.d, &a);
+	for (int i = 0; i < 100; i++)
+		CHECK_EQ(iovt_translate(v.d, VICTIM, &x), (uint64_t)-E2BIG);
+	iovt_domain_stats_get(v.d, &b);
+	CHECK_EQ(b.translate_fault - a.translate_fault, 100);
+	CHECK_EQ(b.iotlb_misses - a.iotlb_misses, 100);
+	printf("  hostile walk-budget -E2BIG: 100 translations, never cached\n");
+	/* Beyond the width; bad arguments of the range form. */
+	CHECK_EQ(iovt_translate(v.d, 1ull << 48, &x), (uint64_t)-ENOENT);
+	CHECK_EQ(iovt_translate_range(v.d, VICTIM, 0, IOVT_PERM_R, &x), (uint64_t)-EINVAL);
+	CHECK_EQ(iovt_translate_range(v.d, VICTIM, 1, 4, &x), (uint64_t)-EINVAL);
+	env_fini(&v);
+}
+
+/* Destroyed domain: -ENODEV, also after its IOTLB held entries. */
+static void case_destroyed(uint64_t *rng)
+{
+	(void)rng;
+	struct env v;
+	env_init(&v, NULL, 48, G1);
+	CHECK(gs_map(v.gd, 0x100000, 0x400000, 64 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	struct iovt_extent x;
+	CHECK(iovt_translate(v.d, 0x100000, &x) == 0);
+	CHECK_EQ(x.size, 16 * K); /* the whole run of 4 KiB leaves, at most 64 KiB */
+	CHECK(iovt_translate(v.d, 0x100000, &x) == 0);
+	iovt_domain_get(v.d);
+	CHECK(iovt_domain_destroy(v.d) == 0);
+	CHECK_EQ(iovt_translate(v.d, 0x100000, &x), (uint64_t)-ENODEV);
+	iovt_domain_put(v.d);
+	iovt_engine_destroy(v.e);
+	gs_destroy(v.gs);
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(uint64_t *rng);
+} cases[] = {
+	{ "service", case_service },
+	{ "hostile", case_hostile },
+	{ "destroyed", case_destroyed },
+	{ "concurrent", case_concurrent },
+};
+
+int main(int argc, char **argv)
+{
+	uint64_t rng = check_pick_seed("translate-service");
+	iovt_thread_register();
+	int ran = 0;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (argc > 1 && strcmp(argv[1], "all") && strcmp(argv[1], cases[i].name))
+			continue;
+		printf("translate %s\n", cases[i].name);
+		fflush(stdout);
+		cases[i].fn(&rng);
+		ran++;
+	}
+	iovt_thread_unregister();
+	CHECK(ran > 0);
+	printf("translate: ok\n");
+	return 0;
+}
