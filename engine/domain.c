@@ -196,6 +196,7 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	iovt_rcu_read_unlock();
 	atomic_fetch_add_explicit(&e->domain_gen, 1, memory_order_release);
 	cds_list_del(&d->link);
+	domain_unqueue(d);
 	pthread_mutex_unlock(&e->control_lock);
 	domain_put(d); /* the creator's handle */
 	return rc;
@@ -259,7 +260,7 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 	domain_sync_target(d, &t);
 	int rc = sync_ranges(&t, &all, 1, &e->scratch, &st, &d->retry);
 	domain_fold_stats(d, &st);
-	if (!range_set_empty(&d->retry))
+	if (!range_set_empty(&d->retry) || !range_set_empty(&d->capped))
 		domain_mark_dirty(d);
 	pthread_mutex_unlock(&d->sync_lock);
 	pthread_mutex_unlock(&e->control_lock);

@@ -145,7 +145,8 @@ int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa)
 	rc = guest_ram_take(e->ram, gpa, &reg);
 	if (rc) {
 		pthread_mutex_unlock(&e->control_lock);
-		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		if (rc == -ENOENT)
+			ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return rc;
 	}
 	iovt_synchronize_rcu();
@@ -157,6 +158,15 @@ int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa)
 	if (err) {
 		while (guest_ram_restore(e->ram, &reg) == -ENOMEM)
 			sched_yield(); /* the array of n regions: memory comes back */
+		/* Domains purged before the refusal, and syncs that met the hole
+		 * meanwhile, unmapped what the guest still maps there: every
+		 * domain is synced again, as a DSI + wait, before we return. */
+		cds_list_for_each_entry(d, &e->domain_list, link) {
+			domain_add_pending(d, 0, 0, true);
+			domain_lock_control(d);
+			(void)domain_sync_locked(d, &e->scratch, &e->todo, NULL);
+			pthread_mutex_unlock(&d->sync_lock);
+		}
 		err = -EBUSY;
 	}
 	pthread_mutex_unlock(&e->control_lock);

@@ -81,7 +81,7 @@ struct iovt_domain {
 	struct range_set pending;
 	struct range_set retry;         /* spans whose sink calls failed (sync_lock) */
 	struct range_set capped;        /* spans not mapped for the extent cap (sync_lock) */
-	uint64_t capped_count;          /* extents when the cap was last met (sync_lock) */
+	uint64_t retry_cursor, capped_cursor; /* where the next retry starts (sync_lock) */
 
 	struct stat_counters stats;
 };

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+bool (*iovt_alloc_fault)(size_t size);
+#define FAULT(size) __builtin_expect(iovt_alloc_fault != NULL && iovt_alloc_fault(size), 0)
+
 #ifdef IOVT_USE_JEMALLOC
 #include <jemalloc/jemalloc.h>
 
@@ -23,16 +26,22 @@ static int flags_for(iovt_arena_t arena)
 
 void *iovt_alloc(iovt_arena_t arena, size_t size)
 {
+	if (FAULT(size))
+		return NULL;
 	return mallocx(size, flags_for(arena));
 }
 
 void *iovt_zalloc(iovt_arena_t arena, size_t size)
 {
+	if (FAULT(size))
+		return NULL;
 	return mallocx(size, flags_for(arena) | MALLOCX_ZERO);
 }
 
 void *iovt_zalloc_aligned(iovt_arena_t arena, size_t size, size_t align)
 {
+	if (FAULT(size))
+		return NULL;
 	return mallocx(size, flags_for(arena) | MALLOCX_ZERO | MALLOCX_ALIGN(align));
 }
 
@@ -55,18 +64,24 @@ iovt_arena_t iovt_arena_create(void)
 void *iovt_alloc(iovt_arena_t arena, size_t size)
 {
 	(void)arena;
+	if (FAULT(size))
+		return NULL;
 	return malloc(size);
 }
 
 void *iovt_zalloc(iovt_arena_t arena, size_t size)
 {
 	(void)arena;
+	if (FAULT(size))
+		return NULL;
 	return calloc(1, size);
 }
 
 void *iovt_zalloc_aligned(iovt_arena_t arena, size_t size, size_t align)
 {
 	(void)arena;
+	if (FAULT(size))
+		return NULL;
 	void *p = NULL;
 	if (posix_memalign(&p, align, size) != 0)
 		return NULL;

@@ -9,6 +9,7 @@
 #ifndef IOVT_COMMON_ALLOC_H
 #define IOVT_COMMON_ALLOC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* An arena handle; 0 is the default arena. */
@@ -16,6 +17,13 @@ typedef unsigned iovt_arena_t;
 
 /* Creates a new arena (or returns 0 when arenas are not available). */
 iovt_arena_t iovt_arena_create(void);
+
+/*
+ * Fault injection for the engine's own tests (never set in production):
+ * when non-NULL, each iovt_alloc/_zalloc/_zalloc_aligned first asks it and
+ * returns NULL when it says so. One load and a branch per allocation.
+ */
+extern bool (*iovt_alloc_fault)(size_t size);
 
 void *iovt_alloc(iovt_arena_t arena, size_t size);
 void *iovt_zalloc(iovt_arena_t arena, size_t size);

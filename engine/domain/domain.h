@@ -44,6 +44,7 @@ struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did); /* +1 o
 int domain_table_add(struct iovt_engine *e, struct iovt_domain *d);     /* -EEXIST; control lock */
 uint64_t domain_top(const struct iovt_domain *d);                      /* last IOVA of the width */
 void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence (+1 ref) */
+void domain_unqueue(struct iovt_domain *d);     /* destroy: off the dirty queue (control lock) */
 void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t);
 struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
 

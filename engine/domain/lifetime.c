@@ -122,6 +122,40 @@ void domain_mark_dirty(struct iovt_domain *d)
 }
 
 /*
+ * Takes a destroyed domain off the dirty queue and drops the queue's
+ * reference (control lock: the queue's only consumer is iovt_fence, which
+ * holds it). Without this a host that only ever waits on its own queues
+ * (never iovt_fence) would keep every destroyed domain until engine
+ * destroy. A drainer that read `dead` just before destroy set it may still
+ * queue it once more: that reference goes at the next iovt_fence.
+ */
+void domain_unqueue(struct iovt_domain *d)
+{
+	struct iovt_engine *e = d->engine;
+	struct cds_wfcq_head h;
+	struct cds_wfcq_tail t;
+	struct cds_wfcq_node *node;
+	bool found = false;
+
+	if (!atomic_load(&d->queued))
+		return;
+	dirty_take_all(e, &h, &t);
+	while ((node = dirty_next(&h, &t))) {
+		if (node == &d->dirty) {
+			found = true;
+			continue;
+		}
+		cds_wfcq_node_init(node);
+		cds_wfcq_enqueue(&e->dirty_head, &e->dirty_tail, node);
+	}
+	cds_wfcq_destroy(&h, &t);
+	if (found) {
+		atomic_store(&d->queued, 0);
+		domain_put(d);
+	}
+}
+
+/*
  * The dirty queue's consumer side (control lock: the only consumer). An
  * enqueuer between its tail exchange and its link store makes liburcu's
  * blocking splice/dequeue spin and then sleep 10 ms in poll(); a drainer

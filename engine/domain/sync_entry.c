@@ -143,41 +143,56 @@ static bool cap_has_room(const struct iovt_domain *d)
 }
 
 /*
- * Moves up to `budget` pages of span from the front of `from` into `todo`
- * (a range may be split: windows grow to whole extents anyway). Returns the
- * pages moved. What is left stays for the next sync.
+ * Moves up to `budget` pages of span from `from` into `todo`, starting at
+ * *cursor (just past what the previous sync took) and wrapping around, so
+ * that spans that keep failing cannot starve the others; a range may be
+ * split (windows grow to whole extents anyway). Returns the pages moved.
+ * What is left stays for the next sync.
  */
-static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint64_t top,
+static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint64_t *cursor,
 			    uint64_t budget, struct iovt_domain *d)
 {
 	uint64_t moved = 0;
-	size_t used = 0;
+	size_t n = from->n, start = 0, cnt = 0;
+	bool split = false;
 
+	if (!budget || range_set_empty(from))
+		return 0;
 	if (from->all) {
-		from->all = false;
-		from->n = 0;
-		if (range_set_add(from, 0, top)) {
-			range_set_add_all(todo); /* no memory: retry everything now */
-			range_set_clear(from);
-			return budget;
-		}
+		/* Only an ENOMEM makes a retry set "all": one whole-domain sync
+		 * (bounded by the walk budget) beats 2^(aw-28) slices of it. */
+		range_set_add_all(todo);
+		range_set_clear(from);
+		STAT_ADD(d, retry_ranges, 1);
+		return budget;
 	}
-	for (; used < from->n && moved < budget; used++) {
-		struct range *r = &from->r[used];
+	while (start < n && from->r[start].last < *cursor)
+		start++;
+	if (start == n)
+		start = 0;
+	while (cnt < n && moved < budget) {
+		struct range *r = &from->r[(start + cnt) % n];
 		uint64_t pages = ((r->last - r->first) >> IOVT_PAGE_SHIFT) + 1;
 		if (pages > budget - moved) {
 			uint64_t last = r->first + ((budget - moved) << IOVT_PAGE_SHIFT) - 1;
 			range_set_add(todo, r->first, last);
-			r->first = last + 1;
+			r->first = last + 1; /* the rest stays */
+			*cursor = r->first;
 			moved = budget;
+			split = true;
 			break;
 		}
 		range_set_add(todo, r->first, r->last);
+		*cursor = r->last + 1;
 		moved += pages;
+		cnt++;
 	}
-	STAT_ADD(d, retry_ranges, used + (moved == budget && used < from->n));
-	memmove(from->r, from->r + used, (from->n - used) * sizeof(from->r[0]));
-	from->n -= used;
+	STAT_ADD(d, retry_ranges, cnt + split);
+	size_t kept = 0;
+	for (size_t k = 0; k < n; k++)
+		if ((k + n - start) % n >= cnt)
+			from->r[kept++] = from->r[k];
+	from->n = kept;
 	if (!range_set_empty(from))
 		STAT_ADD(d, retry_deferred, 1);
 	return moved;
@@ -209,21 +224,33 @@ int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct ran
 
 	uint64_t top = domain_top(d);
 	uint64_t budget = IOVT_RETRY_BUDGET_PAGES;
+	/* UNMAP-only notifiers get what the guest invalidated, nothing more:
+	 * spans retried for the MAP sink are no news to them. */
+	if (!range_set_empty(todo))
+		rc = notify_raw(d, todo);
 	if (todo->all) {
 		range_set_clear(&d->retry); /* a whole-domain sync covers them */
 		range_set_clear(&d->capped);
-	} else if (!range_set_empty(&d->retry)) {
-		budget -= take_budget(todo, &d->retry, top, budget, d);
+	} else {
+		/* What the guest invalidated again is synced now: drop it from the
+		 * failure sets (the sync puts back what still fails) — else a
+		 * span the guest unmapped since could stay "capped" forever. */
+		for (size_t i = 0; i < todo->n; i++) {
+			range_set_remove(&d->retry, todo->r[i].first, todo->r[i].last);
+			range_set_remove(&d->capped, todo->r[i].first, todo->r[i].last);
+		}
+		/* Half the budget is kept for capped spans when they can go in. */
+		bool capped_next = !range_set_empty(&d->capped) && cap_has_room(d);
+		uint64_t rb = capped_next ? budget / 2 : budget;
+		budget -= take_budget(todo, &d->retry, &d->retry_cursor, rb, d);
 	}
 	/* Two passes at most: the second only when this sync's UNMAPs made
 	 * room under the cap for spans it had kept out. */
 	for (int pass = 0; pass < 2; pass++) {
-		if (budget && !todo->all && !range_set_empty(&d->capped) && cap_has_room(d))
-			budget -= take_budget(todo, &d->capped, top, budget, d);
+		if (!todo->all && !range_set_empty(&d->capped) && cap_has_room(d))
+			budget -= take_budget(todo, &d->capped, &d->capped_cursor, budget, d);
 		if (range_set_empty(todo))
 			break;
-		if (pass == 0)
-			rc = notify_raw(d, todo); /* retried spans of a MAP sink are no news to them */
 		if (d->map_notifier) {
 			struct sync_target t;
 			struct sync_stats st = { 0 };

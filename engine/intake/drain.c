@@ -200,6 +200,19 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 	if (g->all)
 		return;
 	struct range b = psi_block(it->arg, it->am, domain_top(g->d));
+	if (b.first > b.last) {
+		/* Posted for an older domain of this DID with a wider width (the
+		 * producer checked it against that one): stale, not an error. */
+		g->psi--;
+		g->ih -= it->ih;
+		struct iovt_engine *e = q->engine;
+		ENGINE_STAT_ADD(e, invalidations, 1);
+		ENGINE_STAT_ADD(e, psi, 1);
+		ENGINE_STAT_ADD(e, stale_domain, 1);
+		if (it->ih)
+			ENGINE_STAT_ADD(e, ih, 1);
+		return;
+	}
 	struct range *prev = g->n ? &g->r[g->n - 1] : NULL;
 	if (prev && prev->last + 1 >= b.first && prev->first <= b.first) {
 		if (b.last > prev->last)
@@ -292,8 +305,12 @@ int engine_fence_all(struct iovt_engine *e)
 		struct iovt_queue *q = qt->q[qi];
 		if (!q->ring->ops->count(q->ring) && !atomic_load(&q->draining))
 			continue;
+		/* What was posted before this call is in the ring now (or being
+		 * applied by the flag's holder): drain that much, not whatever a
+		 * producer keeps posting meanwhile (control_lock is held). */
+		unsigned posted = q->ring->ops->count(q->ring);
 		queue_drain_begin_wait(q);
-		queue_drain(q, UINT_MAX);
+		queue_drain(q, posted);
 		queue_drain_end(q);
 	}
 

@@ -457,15 +457,20 @@ static void clear_chunk(struct shadow_tree *t, uint64_t a, unsigned L)
 	}
 	void **s = &tabs[L][idx_of(a, L)];
 	uintptr_t old = slot_load(s);
-	if (old && !(old & TAG_EXT) && L - 1 >= 3) {
-		/* the extent filled a permanent table (see write_chunk): clear that */
+	if (old && !(old & TAG_EXT) && (L - 1 >= 3 || (old & ~PTR_MASK))) {
+		/* The extent filled a lower table (see write_chunk): a permanent
+		 * one, or a counted one an ENOMEM left empty and linked. Clear
+		 * its slots one by one: the counts then retire it (or keep it,
+		 * empty, without memory to retire it) — never leave it linked
+		 * full of pointers to a node that is about to be freed. */
 		for (unsigned i = 0; i < SLOTS; i++)
 			clear_chunk(t, a + ((uint64_t)i << shift_of(L - 1)), L - 1);
 		return;
 	}
 	if (old && !(old & TAG_EXT)) {
-		/* an empty table an ENOMEM insert left: unlink it only if it can
-		 * be retired without waiting (else it stays, empty and valid) */
+		/* an empty counted table (count 0) an ENOMEM insert left: unlink
+		 * it only if it can be retired without waiting (else it stays,
+		 * empty and valid) */
 		struct tfree *f = tfree_alloc();
 		if (!f)
 			return;
@@ -537,10 +542,10 @@ static int write_chunk(struct shadow_tree *t, struct tnode *x, uint64_t a, unsig
 	uintptr_t v = slot_load(s);
 	if (v) {
 		/*
-		 * Only an empty permanent table can sit in a slot an extent gets
-		 * (the overlap check passed; counted tables are never empty at
-		 * rest). Permanent tables stay linked, so fill its slots instead;
-		 * that allocates nothing and cannot fail.
+		 * Only an empty table can sit in a slot an extent gets (the
+		 * overlap check passed): a permanent one, or a counted one that
+		 * an ENOMEM left empty and linked (clear_chunk). Fill its slots
+		 * instead; that allocates nothing and cannot fail.
 		 */
 		for (unsigned i = 0; i < SLOTS; i++)
 			write_chunk(t, x, a + ((uint64_t)i << shift_of(L - 1)), L - 1);

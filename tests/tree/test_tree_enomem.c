@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tree-enomem: the shadow tree when allocations fail (engine/common/alloc.h
+ * fault hook). Random inserts and removals of extents of every alignment,
+ * with a share of the tree's allocations refused — including the holders
+ * that retire emptied tables, so emptied tables stay linked and are reused.
+ * After every operation the tree must equal a model (a page bitmap of what
+ * was inserted successfully): an insert that fails changes nothing, a
+ * removal always removes, and no lookup ever returns a removed extent (a
+ * table left linked full of pointers to a freed node would). Under ASan a
+ * use-after-free in those paths also fails it.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "common/alloc.h"
+#include "common/rcu.h"
+#include "tree/shadow_tree.h"
+
+CHECK_SEED_STORAGE;
+
+#define K 0x1000ull
+#define SPAN (8ull << 30) /* 8 GiB of IOVA: 1 GiB, 2 MiB and 4 KiB chunks */
+#define PAGES (SPAN / K)
+
+static uint64_t rng;
+static unsigned fail_percent;
+static uint64_t refused;
+
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static bool fault(size_t size)
+{
+	(void)size;
+	if (rnd() % 100 < fail_percent) {
+		refused++;
+		return true;
+	}
+	return false;
+}
+
+struct ext {
+	uint64_t iova, size;
+};
+
+static struct ext *live;
+static size_t nlive;
+
+static const struct ext *model_find(uint64_t a)
+{
+	for (size_t i = 0; i < nlive; i++)
+		if (a >= live[i].iova && a - live[i].iova < live[i].size)
+			return &live[i];
+	return NULL;
+}
+
+static void check_point(struct shadow_tree *t, uint64_t a)
+{
+	struct iovt_extent x;
+	const struct ext *m = model_find(a);
+	iovt_rcu_read_lock();
+	bool hit = shadow_tree_lookup(t, a, &x);
+	iovt_rcu_read_unlock();
+	CHECK_EQ(hit, m != NULL);
+	if (hit) {
+		CHECK_EQ(x.iova, m->iova);
+		CHECK_EQ(x.size, m->size);
+		CHECK_EQ(x.gpa, m->iova + 0x100000000ull);
+	}
+}
+
+static uint64_t pick_size(void)
+{
+	switch (rnd() % 4) {
+	case 0: return K * (1 + rnd() % 16);
+	case 1: return 2ull << 20;                        /* a whole 2 MiB chunk */
+	case 2: return (2ull << 20) * (1 + rnd() % 3) + K * (rnd() % 600);
+	default: return 1ull << 30;                       /* a whole 1 GiB chunk */
+	}
+}
+
+int main(void)
+{
+	rng = check_pick_seed("tree-enomem") | 1;
+	double scale = check_scale();
+	unsigned ops = (unsigned)(20000 * scale);
+	if (ops < 2000)
+		ops = 2000;
+	iovt_thread_register();
+	live = calloc(4096, sizeof(*live));
+	CHECK(live);
+	struct shadow_tree *t = shadow_tree_create(48);
+	CHECK(t);
+	uint64_t inserts = 0, enomem = 0, removals = 0;
+	for (unsigned op = 0; op < ops; op++) {
+		fail_percent = (op / 1000) % 2 ? 30 : 5; /* phases of scarce and very scarce memory */
+		uint64_t size = pick_size();
+		uint64_t align = size >= (1ull << 30) ? (1ull << 30) : size >= (2ull << 20) && rnd() % 2 ? (2ull << 20) : K;
+		uint64_t iova = (rnd() % (SPAN - size)) & ~(align - 1);
+		if (rnd() % 3 && nlive < 4096) {
+			struct iovt_extent e = { .iova = iova, .size = size, .gpa = iova + 0x100000000ull,
+						 .hva = iova, .perm = 3, .region = 1 };
+			iovt_alloc_fault = fault;
+			int rc = shadow_tree_insert(t, &e);
+			iovt_alloc_fault = NULL;
+			bool overlap = false;
+			for (size_t i = 0; i < nlive; i++)
+				if (iova < live[i].iova + live[i].size && live[i].iova < iova + size)
+					overlap = true;
+			if (overlap) {
+				CHECK(rc == -EEXIST || rc == -ENOMEM); /* the node is allocated first */
+			} else if (rc == -ENOMEM) {
+				enomem++;
+			} else {
+				CHECK_EQ(rc, 0);
+				live[nlive++] = (struct ext){ iova, size };
+				inserts++;
+			}
+			check_point(t, iova);
+			check_point(t, iova + size - 1);
+		} else if (nlive) {
+			size_t k = rnd() % nlive;
+			struct ext x = live[k];
+			iovt_alloc_fault = fault; /* removal needs no memory: table holders may fail */
+			long n = shadow_tree_remove_range(t, x.iova, x.iova + x.size - 1, NULL, NULL);
+			iovt_alloc_fault = NULL;
+			CHECK_EQ(n, 1);
+			live[k] = live[--nlive];
+			removals++;
+			check_point(t, x.iova);
+			check_point(t, x.iova + x.size - 1);
+			check_point(t, x.iova + (x.size / 2 & ~(K - 1)));
+		}
+		for (int i = 0; i < 8; i++)
+			check_point(t, (rnd() % PAGES) * K);
+		CHECK_EQ(shadow_tree_count(t), nlive);
+	}
+	/* Refill where tables were kept empty, then drain all of it. */
+	while (nlive) {
+		struct ext x = live[--nlive];
+		CHECK_EQ(shadow_tree_remove_range(t, x.iova, x.iova + x.size - 1, NULL, NULL), 1);
+		check_point(t, x.iova);
+	}
+	CHECK_EQ(shadow_tree_count(t), 0);
+	CHECK(inserts > 100 && enomem > 10 && removals > 100 && refused > 100);
+	shadow_tree_destroy(t);
+	free(live);
+	printf("tree-enomem: %u ops: %llu inserts, %llu refused for ENOMEM, %llu removals, %llu allocations refused\n",
+	       ops, (unsigned long long)inserts, (unsigned long long)enomem, (unsigned long long)removals,
+	       (unsigned long long)refused);
+	iovt_thread_unregister();
+	return 0;
+}
