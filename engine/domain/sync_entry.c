@@ -166,6 +166,10 @@ static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint
 		STAT_ADD(d, retry_ranges, 1);
 		return budget;
 	}
+	/* Spans that fail again merge back with their neighbours: cut at the
+	 * cursor so that the take starts there, not at the merged start. */
+	(void)range_set_split_at(from, *cursor); /* ENOMEM: start at the range's first */
+	n = from->n;
 	while (start < n && from->r[start].last < *cursor)
 		start++;
 	if (start == n)

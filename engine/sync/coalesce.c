@@ -157,3 +157,27 @@ void range_set_remove(struct range_set *s, uint64_t first, uint64_t last)
 		}
 	}
 }
+
+int range_set_split_at(struct range_set *s, uint64_t addr)
+{
+	if (s->all || !addr)
+		return 0;
+	size_t i = lower_touching(s, addr);
+	while (i < s->n && s->r[i].last < addr)
+		i++;
+	if (i == s->n || s->r[i].first >= addr)
+		return 0; /* no range straddles addr */
+	if (s->n == s->cap) {
+		size_t ncap = s->cap ? s->cap * 2 : 16;
+		struct range *p = realloc(s->r, ncap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		s->r = p;
+		s->cap = ncap;
+	}
+	memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof(*s->r));
+	s->n++;
+	s->r[i].last = addr - 1;
+	s->r[i + 1].first = addr;
+	return 0;
+}

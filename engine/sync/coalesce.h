@@ -32,6 +32,10 @@ static inline bool range_set_empty(const struct range_set *s) { return !s->all &
 /* Removes [first, last] from the set (a set that is `all` stays all; a split
  * that finds no room keeps the range whole: never loses a span). */
 void range_set_remove(struct range_set *s, uint64_t first, uint64_t last);
+/* Splits the range that straddles addr into [first, addr-1] and [addr, last]
+ * (the set then holds two touching ranges until the next add merges them).
+ * 0, or -ENOMEM (nothing changed). Ignores `max`: one split is transient. */
+int range_set_split_at(struct range_set *s, uint64_t addr);
 /* Empties the set (keeps its memory). */
 void range_set_clear(struct range_set *s);
 /* Moves the contents of *from into *to (which must be empty); *from is emptied. */
