@@ -10,6 +10,7 @@
 
 #define NLEVELS 3
 #define HIT_STRIPES 16
+#define RETIRE_BATCH 128
 
 struct iotlb_entry {
 	uint64_t iova, len;         /* [iova, iova + len) */
@@ -17,7 +18,9 @@ struct iotlb_entry {
 	uint32_t perm, region;
 	_Atomic uint64_t seq;       /* visible while == its set's seq */
 	_Atomic uint8_t ref;        /* second chance: set by readers */
-	struct rcu_head rcu;
+	uint32_t nretired;          /* retired list: entries from here down */
+	struct iotlb_entry *rnext;  /* retired list: the next one */
+	struct rcu_head rcu;        /* the batch leader's */
 };
 
 struct iotlb_set {
@@ -31,6 +34,10 @@ struct iotlb_table {
 	struct {
 		alignas(64) _Atomic uint64_t n;
 	} hits[HIT_STRIPES];
+	/* Replaced entries waiting for one call_rcu per RETIRE_BATCH (a
+	 * lock-free stack; no ABA: a popped batch is freed only after a grace
+	 * period, and every pusher is in a read-side section). */
+	alignas(64) _Atomic(struct iotlb_entry *) retired;
 	struct iotlb_set sets[];
 };
 
@@ -57,15 +64,34 @@ void iotlb_init(struct iotlb *c, uint64_t entries)
 	c->entries = entries;
 }
 
-static void entry_free_rcu(struct rcu_head *h)
+static void batch_free_rcu(struct rcu_head *h)
 {
 	iovt_rcu_callback_enter();
-	free(caa_container_of(h, struct iotlb_entry, rcu));
+	struct iotlb_entry *e = caa_container_of(h, struct iotlb_entry, rcu);
+	while (e) {
+		struct iotlb_entry *n = e->rnext;
+		free(e);
+		e = n;
+	}
 }
 
-static void retire(struct iotlb_entry *e)
+/* Unlinked entry e goes on the table's retired stack; the pusher that
+ * completes a batch hands the whole stack to one call_rcu (a call_rcu per
+ * replaced entry cost a fence and a wakeup of the call_rcu thread per miss).
+ * Caller in a read-side section. */
+static void retire(struct iotlb_table *t, struct iotlb_entry *e)
 {
-	iovt_call_rcu(&e->rcu, entry_free_rcu);
+	struct iotlb_entry *head = atomic_load_explicit(&t->retired, memory_order_acquire);
+	do {
+		e->rnext = head;
+		e->nretired = head ? head->nretired + 1 : 1;
+	} while (!atomic_compare_exchange_weak_explicit(&t->retired, &head, e, memory_order_acq_rel,
+							memory_order_acquire));
+	if (e->nretired < RETIRE_BATCH)
+		return;
+	head = atomic_exchange_explicit(&t->retired, NULL, memory_order_acq_rel);
+	if (head)
+		iovt_call_rcu(&head->rcu, batch_free_rcu);
 }
 
 void iotlb_free(struct iotlb *c)
@@ -76,6 +102,10 @@ void iotlb_free(struct iotlb *c)
 	for (uint32_t s = 0; s < t->nsets; s++)
 		for (int w = 0; w < IOTLB_WAYS; w++)
 			free(atomic_load_explicit(&t->sets[s].slot[w], memory_order_acquire));
+	for (struct iotlb_entry *e = atomic_load_explicit(&t->retired, memory_order_acquire), *n; e; e = n) {
+		n = e->rnext;
+		free(e);
+	}
 	free(t);
 	atomic_store_explicit(&c->table, NULL, memory_order_relaxed);
 }
@@ -249,26 +279,25 @@ static int fill_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error wh
 	return 1;
 }
 
-/* Second chance in one set: an empty slot, a dead entry, else the first
- * unreferenced one from a random start (clearing the bits it passes). */
-static int pick_victim(struct iotlb_set *s, uint64_t seq, const struct iotlb_entry *mine)
+/* Second chance in one set: an empty slot, else from a random start the
+ * first dead (stale stamp) or unreferenced entry, clearing the bits it
+ * passes. Looks at the entries one at a time (each is a cache miss when
+ * the table is cold): the first candidate usually ends it. A concurrent fill
+ * of the same run may leave a duplicate: both are correct, one ages out. */
+static int pick_victim(struct iotlb_set *s, uint64_t seq)
 {
-	int w;
-	for (w = 0; w < IOTLB_WAYS; w++) {
-		struct iotlb_entry *e = atomic_load_explicit(&s->slot[w], memory_order_acquire);
-		if (!e || atomic_load_explicit(&e->seq, memory_order_relaxed) != seq)
+	for (int w = 0; w < IOTLB_WAYS; w++)
+		if (!atomic_load_explicit(&s->slot[w], memory_order_relaxed))
 			return w;
-		if (e->iova == mine->iova && e->len == mine->len)
-			return -1; /* a concurrent fill cached the same run */
-	}
 	uint32_t r = clock_rand;
 	r = r * 1664525u + 1013904223u;
 	clock_rand = r;
 	unsigned start = (r >> 16) % IOTLB_WAYS;
 	for (unsigned i = 0; i < 2 * IOTLB_WAYS; i++) {
-		w = (start + i) % IOTLB_WAYS;
+		int w = (int)((start + i) % IOTLB_WAYS);
 		struct iotlb_entry *e = atomic_load_explicit(&s->slot[w], memory_order_acquire);
-		if (!e || !atomic_load_explicit(&e->ref, memory_order_relaxed))
+		if (!e || atomic_load_explicit(&e->seq, memory_order_relaxed) != seq ||
+		    !atomic_load_explicit(&e->ref, memory_order_relaxed))
 			return w;
 		atomic_store_explicit(&e->ref, 0, memory_order_relaxed);
 	}
@@ -327,11 +356,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	if (f.level && !(atomic_load_explicit(&t->levels, memory_order_relaxed) & (1u << f.level)))
 		atomic_fetch_or_explicit(&t->levels, 1u << f.level, memory_order_relaxed);
 	struct iotlb_set *s = &t->sets[set_index(t, f.level ? f.x.iova : page, f.level)];
-	int w = pick_victim(s, seq[f.level], e);
-	if (w < 0) {
-		free(e);
-		return 0;
-	}
+	int w = pick_victim(s, seq[f.level]);
 	struct iotlb_entry *old = atomic_load_explicit(&s->slot[w], memory_order_acquire);
 	if (!atomic_compare_exchange_strong_explicit(&s->slot[w], &old, e, memory_order_seq_cst,
 						     memory_order_relaxed)) {
@@ -342,7 +367,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	if (old) {
 		st->evicted = atomic_load_explicit(&old->seq, memory_order_relaxed) ==
 			      atomic_load_explicit(&s->seq, memory_order_relaxed);
-		retire(old);
+		retire(t, old);
 	}
 	return 0;
 }
@@ -354,7 +379,7 @@ static inline bool overlaps(const struct iotlb_entry *e, uint64_t first, uint64_
 
 /* Bumps one set's sequence, drops the overlapping and the dead entries,
  * re-stamps the others. The single writer (sync_lock). */
-static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
+static uint64_t sweep_set(struct iotlb_table *t, struct iotlb_set *s, uint64_t first, uint64_t last)
 {
 	uint64_t dropped = 0;
 	uint64_t prev = atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
@@ -377,7 +402,7 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
 		if (atomic_compare_exchange_strong_explicit(&s->slot[w], &e, NULL, memory_order_seq_cst,
 							    memory_order_relaxed)) {
 			dropped += es == prev;
-			retire(e);
+			retire(t, e);
 		}
 	}
 	return dropped;
@@ -403,12 +428,12 @@ uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
 	}
 	if (keys > t->nsets || keys == 0) {
 		for (uint32_t i = 0; i < t->nsets; i++)
-			dropped += sweep_set(&t->sets[i], first, last);
+			dropped += sweep_set(t, &t->sets[i], first, last);
 	} else {
 		for (unsigned l = 0; l < NLEVELS; l++) {
 			uint64_t a = (l ? first : lo) >> level_shift[l], b = last >> level_shift[l];
 			for (uint64_t k = a; k <= b; k++)
-				dropped += sweep_set(&t->sets[set_index(t, k << level_shift[l], l)], first, last);
+				dropped += sweep_set(t, &t->sets[set_index(t, k << level_shift[l], l)], first, last);
 		}
 	}
 	iovt_rcu_read_unlock();
