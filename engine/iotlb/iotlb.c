@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The engine IOTLB: see iotlb.h for the design and the VT-d argument. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +19,6 @@ struct iotlb_entry {
 	uint32_t perm, region;
 	_Atomic uint64_t seq;       /* visible while == its set's seq */
 	_Atomic uint8_t ref;        /* second chance: set by readers */
-	uint32_t nretired;          /* retired list: entries from here down */
-	struct iotlb_entry *rnext;  /* retired list: the next one */
-	struct rcu_head rcu;        /* the batch leader's */
 };
 
 struct iotlb_set {
@@ -34,10 +32,7 @@ struct iotlb_table {
 	struct {
 		alignas(64) _Atomic uint64_t n;
 	} hits[HIT_STRIPES];
-	/* Replaced entries waiting for one call_rcu per RETIRE_BATCH (a
-	 * lock-free stack; no ABA: a popped batch is freed only after a grace
-	 * period, and every pusher is in a read-side section). */
-	alignas(64) _Atomic(struct iotlb_entry *) retired;
+
 	struct iotlb_set sets[];
 };
 
@@ -64,34 +59,79 @@ void iotlb_init(struct iotlb *c, uint64_t entries)
 	c->entries = entries;
 }
 
+/* Replaced entries wait in a per-thread batch for one call_rcu per
+ * RETIRE_BATCH (a call_rcu per replaced entry cost a fence and a wakeup of
+ * the call_rcu thread per miss; a shared list cost a locked write into the
+ * victim's cold line). The batch holds pointers, so neither the retiring
+ * thread nor the callback touches the entries' lines. At most RETIRE_BATCH-1
+ * entries per thread wait for the next batch; a thread's exit frees its
+ * batch after a grace period (it holds no engine lock there). */
+struct retire_batch {
+	struct rcu_head rcu;
+	uint32_t n;
+	struct iotlb_entry *e[RETIRE_BATCH];
+};
+
+static __thread struct retire_batch *my_batch;
+static pthread_key_t batch_key;
+static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
+
+static void batch_free_now(struct retire_batch *b)
+{
+	for (uint32_t i = 0; i < b->n; i++)
+		free(b->e[i]);
+	free(b);
+}
+
 static void batch_free_rcu(struct rcu_head *h)
 {
 	iovt_rcu_callback_enter();
-	struct iotlb_entry *e = caa_container_of(h, struct iotlb_entry, rcu);
-	while (e) {
-		struct iotlb_entry *n = e->rnext;
-		free(e);
-		e = n;
-	}
+	batch_free_now(caa_container_of(h, struct retire_batch, rcu));
 }
 
-/* Unlinked entry e goes on the table's retired stack; the pusher that
- * completes a batch hands the whole stack to one call_rcu (a call_rcu per
- * replaced entry cost a fence and a wakeup of the call_rcu thread per miss).
- * Caller in a read-side section. */
-static void retire(struct iotlb_table *t, struct iotlb_entry *e)
+static void batch_thread_exit(void *p)
 {
-	struct iotlb_entry *head = atomic_load_explicit(&t->retired, memory_order_acquire);
-	do {
-		e->rnext = head;
-		e->nretired = head ? head->nretired + 1 : 1;
-	} while (!atomic_compare_exchange_weak_explicit(&t->retired, &head, e, memory_order_acq_rel,
-							memory_order_acquire));
-	if (e->nretired < RETIRE_BATCH)
+	struct retire_batch *b = p;
+	my_batch = NULL;
+	if (!b)
 		return;
-	head = atomic_exchange_explicit(&t->retired, NULL, memory_order_acq_rel);
-	if (head)
-		iovt_call_rcu(&head->rcu, batch_free_rcu);
+	iovt_synchronize_rcu(); /* no read-side section, no lock held at exit */
+	batch_free_now(b);
+}
+
+static void batch_key_init(void)
+{
+	if (pthread_key_create(&batch_key, batch_thread_exit))
+		abort();
+}
+
+/* This thread's batch, with room for one more; NULL: no memory (then the
+ * caller unlinks nothing). */
+static struct retire_batch *batch_get(void)
+{
+	struct retire_batch *b = my_batch;
+	if (__builtin_expect(!b, 0)) {
+		pthread_once(&batch_once, batch_key_init);
+		b = malloc(sizeof(*b));
+		if (!b)
+			return NULL;
+		b->n = 0;
+		my_batch = b;
+		pthread_setspecific(batch_key, b);
+	}
+	return b;
+}
+
+/* Entry e, unlinked, waits for a grace period in b (from batch_get, taken
+ * before the unlink). Caller in a read-side section. */
+static void retire(struct retire_batch *b, struct iotlb_entry *e)
+{
+	b->e[b->n++] = e;
+	if (b->n == RETIRE_BATCH) {
+		my_batch = NULL;
+		pthread_setspecific(batch_key, NULL);
+		iovt_call_rcu(&b->rcu, batch_free_rcu);
+	}
 }
 
 void iotlb_free(struct iotlb *c)
@@ -102,10 +142,6 @@ void iotlb_free(struct iotlb *c)
 	for (uint32_t s = 0; s < t->nsets; s++)
 		for (int w = 0; w < IOTLB_WAYS; w++)
 			free(atomic_load_explicit(&t->sets[s].slot[w], memory_order_acquire));
-	for (struct iotlb_entry *e = atomic_load_explicit(&t->retired, memory_order_acquire), *n; e; e = n) {
-		n = e->rnext;
-		free(e);
-	}
 	free(t);
 	atomic_store_explicit(&c->table, NULL, memory_order_relaxed);
 }
@@ -356,6 +392,11 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	if (f.level && !(atomic_load_explicit(&t->levels, memory_order_relaxed) & (1u << f.level)))
 		atomic_fetch_or_explicit(&t->levels, 1u << f.level, memory_order_relaxed);
 	struct iotlb_set *s = &t->sets[set_index(t, f.level ? f.x.iova : page, f.level)];
+	struct retire_batch *b = batch_get();
+	if (!b) {
+		free(e);
+		return 0; /* answered, not cached */
+	}
 	int w = pick_victim(s, seq[f.level]);
 	struct iotlb_entry *old = atomic_load_explicit(&s->slot[w], memory_order_acquire);
 	if (!atomic_compare_exchange_strong_explicit(&s->slot[w], &old, e, memory_order_seq_cst,
@@ -367,7 +408,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	if (old) {
 		st->evicted = atomic_load_explicit(&old->seq, memory_order_relaxed) ==
 			      atomic_load_explicit(&s->seq, memory_order_relaxed);
-		retire(t, old);
+		retire(b, old);
 	}
 	return 0;
 }
@@ -379,7 +420,7 @@ static inline bool overlaps(const struct iotlb_entry *e, uint64_t first, uint64_
 
 /* Bumps one set's sequence, drops the overlapping and the dead entries,
  * re-stamps the others. The single writer (sync_lock). */
-static uint64_t sweep_set(struct iotlb_table *t, struct iotlb_set *s, uint64_t first, uint64_t last)
+static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
 {
 	uint64_t dropped = 0;
 	uint64_t prev = atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
@@ -398,11 +439,13 @@ static uint64_t sweep_set(struct iotlb_table *t, struct iotlb_set *s, uint64_t f
 		}
 		/* Overlapping, or dead (a stale stamp): out. A failed CAS: a fill
 		 * replaced it with an entry stamped before (dead) or after (fresh)
-		 * the bump; either is right as it is. */
-		if (atomic_compare_exchange_strong_explicit(&s->slot[w], &e, NULL, memory_order_seq_cst,
-							    memory_order_relaxed)) {
+		 * the bump; either is right as it is.
+		 * No memory for the batch: it stays, dead (its stamp is old). */
+		struct retire_batch *b = batch_get();
+		if (b && atomic_compare_exchange_strong_explicit(&s->slot[w], &e, NULL, memory_order_seq_cst,
+								 memory_order_relaxed)) {
 			dropped += es == prev;
-			retire(t, e);
+			retire(b, e);
 		}
 	}
 	return dropped;
@@ -428,12 +471,12 @@ uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
 	}
 	if (keys > t->nsets || keys == 0) {
 		for (uint32_t i = 0; i < t->nsets; i++)
-			dropped += sweep_set(t, &t->sets[i], first, last);
+			dropped += sweep_set(&t->sets[i], first, last);
 	} else {
 		for (unsigned l = 0; l < NLEVELS; l++) {
 			uint64_t a = (l ? first : lo) >> level_shift[l], b = last >> level_shift[l];
 			for (uint64_t k = a; k <= b; k++)
-				dropped += sweep_set(t, &t->sets[set_index(t, k << level_shift[l], l)], first, last);
+				dropped += sweep_set(&t->sets[set_index(t, k << level_shift[l], l)], first, last);
 		}
 	}
 	iovt_rcu_read_unlock();
