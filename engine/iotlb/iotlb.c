@@ -29,6 +29,7 @@ struct iotlb_set {
 struct iotlb_table {
 	uint32_t nsets;
 	_Atomic uint32_t levels;    /* bit L: entries of level L were inserted */
+	_Atomic uint64_t maxrun;    /* longest level-0 run inserted (>= 4 KiB) */
 	struct {
 		alignas(64) _Atomic uint64_t n;
 	} hits[HIT_STRIPES];
@@ -216,6 +217,7 @@ static struct iotlb_table *table_get(struct iotlb *c)
 		return NULL;
 	memset(t, 0, sizeof(*t) + nsets * sizeof(struct iotlb_set));
 	t->nsets = (uint32_t)nsets;
+	atomic_init(&t->maxrun, IOVT_PAGE_SIZE);
 	struct iotlb_table *expected = NULL;
 	if (!atomic_compare_exchange_strong_explicit(&c->table, &expected, t, memory_order_seq_cst,
 						     memory_order_acquire)) {
@@ -344,6 +346,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	       const uint64_t *root_gpa, uint64_t top, uint64_t iova, struct iovt_extent *out, struct iotlb_fill_stats *st,
 	       enum vtd_error *why)
 {
+	uint64_t gen = atomic_load_explicit(&c->gen, memory_order_seq_cst);
 	struct iotlb_table *t = table_get(c);
 	uint64_t seq[NLEVELS] = { 0 };
 
@@ -389,8 +392,30 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	*e = f.x;
 	atomic_init(&e->seq, seq[f.level]);
 	atomic_init(&e->ref, 0);
-	if (f.level && !(atomic_load_explicit(&t->levels, memory_order_relaxed) & (1u << f.level)))
-		atomic_fetch_or_explicit(&t->levels, 1u << f.level, memory_order_relaxed);
+	/* An invalidation sweeps only the sets its range can reach given the
+	 * levels in use and the longest run (read after its gen bump). An entry
+	 * wider than a page, or of a large level, first publishes its extent
+	 * there, then checks that no invalidation began since before its walk:
+	 * one that began earlier and read the old extent missed this set, so
+	 * the answer is not cached; one that begins later sees the new extent
+	 * and kills the stamp. A 4 KiB entry needs neither: every sweep covers
+	 * the page's own set. */
+	if (f.level || f.x.len > IOVT_PAGE_SIZE) {
+		if (f.level) {
+			if (!(atomic_load_explicit(&t->levels, memory_order_seq_cst) & (1u << f.level)))
+				atomic_fetch_or_explicit(&t->levels, 1u << f.level, memory_order_seq_cst);
+		} else {
+			uint64_t m = atomic_load_explicit(&t->maxrun, memory_order_seq_cst);
+			while (m < f.x.len &&
+			       !atomic_compare_exchange_weak_explicit(&t->maxrun, &m, f.x.len,
+								      memory_order_seq_cst, memory_order_seq_cst))
+				;
+		}
+		if (atomic_load_explicit(&c->gen, memory_order_seq_cst) != gen) {
+			free(e);
+			return 0; /* answered, not cached */
+		}
+	}
 	struct iotlb_set *s = &t->sets[set_index(t, f.level ? f.x.iova : page, f.level)];
 	struct retire_batch *b = batch_get();
 	if (!b) {
@@ -460,10 +485,15 @@ uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
 	uint64_t dropped = 0;
 	iovt_rcu_read_lock();
 	/* Sets that may hold an entry overlapping [first, last]: runs start at
-	 * most IOTLB_RUN_MAX - 4 KiB before first; large leaves by block. */
-	uint64_t lo = first > IOTLB_RUN_MAX - IOVT_PAGE_SIZE ? first - (IOTLB_RUN_MAX - IOVT_PAGE_SIZE) : 0;
+	 * most maxrun - 4 KiB before first; large leaves by block, for the
+	 * levels in use (see iotlb_fill for why reading both here is enough). */
+	uint64_t run = atomic_load_explicit(&t->maxrun, memory_order_seq_cst) - IOVT_PAGE_SIZE;
+	unsigned levels = atomic_load_explicit(&t->levels, memory_order_seq_cst) | 1;
+	uint64_t lo = first > run ? first - run : 0;
 	uint64_t keys = 0;
 	for (unsigned l = 0; l < NLEVELS; l++) {
+		if (!(levels & (1u << l)))
+			continue;
 		uint64_t a = (l ? first : lo) >> level_shift[l], b = last >> level_shift[l];
 		keys += b - a + 1;
 		if (keys > t->nsets || keys == 0)
@@ -474,6 +504,8 @@ uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
 			dropped += sweep_set(&t->sets[i], first, last);
 	} else {
 		for (unsigned l = 0; l < NLEVELS; l++) {
+			if (!(levels & (1u << l)))
+				continue;
 			uint64_t a = (l ? first : lo) >> level_shift[l], b = last >> level_shift[l];
 			for (uint64_t k = a; k <= b; k++)
 				dropped += sweep_set(&t->sets[set_index(t, k << level_shift[l], l)], first, last);
