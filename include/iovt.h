@@ -355,7 +355,8 @@ int iovt_invalidate_global(struct iovt_engine *e);
  * concurrently with queue fences and workers. Registered thread.
  * Returns 0, or the first error met (a walk error, a sink error); the
  * engine's record stays equal to what each sink holds, and ranges whose
- * calls failed stay pending and are retried by the next fence.
+ * calls failed stay pending and are retried by the next fences (within the
+ * retry budget, see "Fence errors").
  */
 int iovt_fence(struct iovt_engine *e);
 

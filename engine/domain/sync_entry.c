@@ -361,7 +361,7 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 			rc = r;
 		goto out;
 	}
-	size_t purged = s->unmaps.n;
+	uint64_t before = shadow_tree_count(d->tree);
 	struct sync_target t;
 	struct sync_stats st = { 0 };
 	struct range_set failed;
@@ -369,7 +369,8 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 	domain_sync_target(d, &t);
 	r = apply_plan(&t, s, &st, &failed);
 	domain_fold_stats(d, &st);
-	STAT_ADD(d, ram_purged, purged);
+	/* what the sink really unmapped (a refused UNMAP stays recorded) */
+	STAT_ADD(d, ram_purged, before - shadow_tree_count(d->tree));
 	if (!r && !range_set_empty(&failed))
 		r = -EBUSY;
 	if (r && !rc)

@@ -64,8 +64,12 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 	bool group_open = false;
 	int walk_err = 0;
 	int rc = build_windows(t, ranges, n, s);
-	if (rc)
+	if (rc) {
+		/* Out of memory before any call: retry every range (never lost). */
+		for (size_t j = 0; j < n; j++)
+			range_set_add(retry, ranges[j].first, ranges[j].last);
 		return rc;
+	}
 
 	for (size_t k = 0; k < s->windows.n; k++) {
 		const struct range *w = &s->windows.v[k];
