@@ -28,17 +28,29 @@
  * see it, whenever it lands (the classic walk/invalidate/insert race).
  * A fill that read the new sequence walked after the bump, so after the
  * guest's write (the invalidation was drained after it was posted).
+ * Which sets: those an entry overlapping the range can live in, given the
+ * levels in use and the longest run cached (t->maxrun), both read after the
+ * invalidation's gen bump. A fill that adds a level or a longer run publishes
+ * it after its walk and caches only if gen did not move since before its
+ * stamps (an invalidation that read the old extent began before: no cache;
+ * one that begins later reads the new extent and kills the stamp). A 4 KiB
+ * entry needs no check: every sweep covers its page's own set.
  *
  * Eviction: second chance inside a set (readers set a referenced byte only
- * when it is clear); dead entries (stale stamp) and empty slots go first.
+ * when it is clear); empty slots first, then from a random way the first
+ * dead (stale stamp) or unreferenced entry. A replaced or dropped entry goes
+ * into the calling thread's batch of pointers, handed to one call_rcu per
+ * 128 (a call_rcu per entry cost a fence and a wakeup of the call_rcu thread
+ * per miss); a thread's exit frees its partial batch after a grace period.
  *
  * Synchronization table:
  *   function             read side?  locks held on entry     waits for
  *   iotlb_lookup         required    none                    nothing
- *   iotlb_fill           required    none                    nothing (mallocs)
- *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu)
- *   iotlb_flush          no          sync_lock               nothing (call_rcu)
+ *   iotlb_fill           required    none                    nothing (mallocs; call_rcu per 128)
+ *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu per 128)
+ *   iotlb_flush          no          sync_lock               nothing (call_rcu per 128)
  *   iotlb_free           no          none: no reader left    nothing
+ *   thread exit (TLS)    no          none (thread is done)   a grace period (its batch)
  */
 #ifndef IOVT_IOTLB_IOTLB_H
 #define IOVT_IOTLB_IOTLB_H
