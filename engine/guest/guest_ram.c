@@ -94,37 +94,38 @@ static void publish(struct guest_ram *ram, struct region_set *next)
 	iovt_call_rcu(&old->rcu, set_free_rcu);
 }
 
+/* Publishes a copy of the array with r inserted (r->id 0: a new id). Writer lock. */
+static int insert_locked(struct guest_ram *ram, struct guest_ram_region r, uint32_t *id_out)
+{
+	struct region_set *s = ram->cur;
+	long i = set_search(s, r.gpa + r.size - 1);
+	if (i >= 0 && s->r[i].gpa + (s->r[i].size - 1) >= r.gpa)
+		return -EEXIST;
+	if (s->n >= GUEST_RAM_MAX_REGIONS)
+		return -ENOSPC;
+	struct region_set *n = set_alloc(s->n + 1);
+	if (!n)
+		return -ENOMEM;
+	if (!r.id)
+		r.id = ram->next_id++;
+	size_t at = (size_t)(i + 1);
+	memcpy(n->r, s->r, at * sizeof(n->r[0]));
+	n->r[at] = r;
+	memcpy(n->r + at + 1, s->r + at, (s->n - at) * sizeof(n->r[0]));
+	if (id_out)
+		*id_out = r.id;
+	publish(ram, n);
+	return 0;
+}
+
 int guest_ram_add(struct guest_ram *ram, uint64_t gpa, uint64_t size, void *hva, uint32_t *id_out)
 {
 	if (!size || (gpa | size) & 0xfff || gpa + size - 1 < gpa)
 		return -EINVAL;
 	/* gpa + size == 0 (a region ending exactly at 2^64) is allowed. */
-	uint64_t last = gpa + size - 1;
 	pthread_mutex_lock(&ram->lock);
-	struct region_set *s = ram->cur;
-	int rc = 0;
-	long i = set_search(s, last);
-	if (i >= 0 && s->r[i].gpa + (s->r[i].size - 1) >= gpa) {
-		rc = -EEXIST;
-		goto out;
-	}
-	if (s->n >= GUEST_RAM_MAX_REGIONS) {
-		rc = -ENOSPC;
-		goto out;
-	}
-	struct region_set *n = set_alloc(s->n + 1);
-	if (!n) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	size_t at = (size_t)(i + 1);
-	memcpy(n->r, s->r, at * sizeof(n->r[0]));
-	n->r[at] = (struct guest_ram_region){ gpa, size, (uint64_t)(uintptr_t)hva, ram->next_id++ };
-	memcpy(n->r + at + 1, s->r + at, (s->n - at) * sizeof(n->r[0]));
-	if (id_out)
-		*id_out = n->r[at].id;
-	publish(ram, n);
-out:
+	int rc = insert_locked(ram, (struct guest_ram_region){ gpa, size, (uint64_t)(uintptr_t)hva, 0 },
+			       id_out);
 	pthread_mutex_unlock(&ram->lock);
 	return rc;
 }
@@ -137,25 +138,7 @@ int guest_ram_remove(struct guest_ram *ram, uint64_t gpa)
 int guest_ram_restore(struct guest_ram *ram, const struct guest_ram_region *r)
 {
 	pthread_mutex_lock(&ram->lock);
-	struct region_set *s = ram->cur;
-	int rc = 0;
-	uint64_t last = r->gpa + r->size - 1;
-	long i = set_search(s, last);
-	if (i >= 0 && s->r[i].gpa + (s->r[i].size - 1) >= r->gpa) {
-		rc = -EEXIST;
-		goto out;
-	}
-	struct region_set *n = set_alloc(s->n + 1);
-	if (!n) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	size_t at = (size_t)(i + 1);
-	memcpy(n->r, s->r, at * sizeof(n->r[0]));
-	n->r[at] = *r; /* the same id: extents recorded with it stay valid */
-	memcpy(n->r + at + 1, s->r + at, (s->n - at) * sizeof(n->r[0]));
-	publish(ram, n);
-out:
+	int rc = insert_locked(ram, *r, NULL); /* the same id: extents recorded with it stay valid */
 	pthread_mutex_unlock(&ram->lock);
 	return rc;
 }
