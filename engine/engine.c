@@ -236,6 +236,7 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 		add_shadow(domain_of_node(node), out);
 	struct queue_table *qt = iovt_rcu_dereference(e->queues);
 	out->queues = qt ? qt->n : 0;
+	out->domain_objects = domain_objects_now();
 	iovt_rcu_read_unlock();
 }
 

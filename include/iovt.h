@@ -624,6 +624,9 @@ struct iovt_stats {
 	uint64_t translate_noent;  /* translations of an unmapped IOVA (-ENOENT) */
 	uint64_t translate_eacces; /* iovt_translate_range refused for the permission (-EACCES) */
 	uint64_t translate_fault;  /* translations a walk error answered (-EFAULT, -ELOOP, -E2BIG) */
+	uint64_t domain_objects;   /* domains of the whole process not yet freed: live ones, and
+				    * destroyed ones still referenced or waiting for a grace period
+				    * (a leak of references shows here; engine stats only) */
 	uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 

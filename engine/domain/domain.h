@@ -42,6 +42,7 @@ bool domain_tryget(struct iovt_domain *d);     /* +1 unless already 0 */
 void domain_put(struct iovt_domain *d);        /* -1; at 0 freed after a grace period */
 struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did); /* +1 or NULL */
 int domain_table_add(struct iovt_engine *e, struct iovt_domain *d);     /* -EEXIST; control lock */
+uint64_t domain_objects_now(void);             /* iovt_stats.domain_objects */
 uint64_t domain_top(const struct iovt_domain *d);                      /* last IOVA of the width */
 void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence (+1 ref) */
 void domain_unqueue(struct iovt_domain *d);     /* destroy: off the dirty queue (control lock) */

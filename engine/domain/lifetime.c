@@ -51,8 +51,18 @@ bool domain_tryget(struct iovt_domain *d)
 	return true;
 }
 
+/* Domain objects of the process not yet freed (iovt_stats.domain_objects).
+ * Process-wide: a domain may outlive its engine (a reference put late). */
+static _Atomic uint64_t domain_objects;
+
+uint64_t domain_objects_now(void)
+{
+	return atomic_load_explicit(&domain_objects, memory_order_relaxed);
+}
+
 static void domain_free_rcu(struct rcu_head *h)
 {
+	atomic_fetch_sub_explicit(&domain_objects, 1, memory_order_relaxed);
 	iovt_rcu_callback_enter();
 	struct iovt_domain *d = caa_container_of(h, struct iovt_domain, rcu);
 	range_set_free(&d->pending);
@@ -92,11 +102,16 @@ uint64_t domain_top(const struct iovt_domain *d)
 int domain_table_add(struct iovt_engine *e, struct iovt_domain *d)
 {
 	iovt_tsan_publish(d);
+	atomic_fetch_add_explicit(&domain_objects, 1, memory_order_relaxed); /* undone if refused */
 	iovt_rcu_read_lock();
 	struct cds_lfht_node *got =
 		cds_lfht_add_unique(e->domains, hash_did(d->did), match_did, &d->did, &d->hnode);
 	iovt_rcu_read_unlock();
-	return got == &d->hnode ? 0 : -EEXIST;
+	if (got != &d->hnode) {
+		atomic_fetch_sub_explicit(&domain_objects, 1, memory_order_relaxed);
+		return -EEXIST;
+	}
+	return 0;
 }
 
 /*
