@@ -64,12 +64,7 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 	pthread_mutex_lock(&e->control_lock);
 	if (domain_table_add(e, d)) {
 		pthread_mutex_unlock(&e->control_lock);
-		range_set_free(&d->pending);
-		range_set_free(&d->retry);
-		range_set_free(&d->capped);
-		pthread_mutex_destroy(&d->sync_lock);
-		pthread_mutex_destroy(&d->pending_lock);
-		free(d);
+		domain_free(d); /* never published */
 		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EEXIST;
 	}
@@ -97,10 +92,7 @@ int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa)
 	if (!atomic_load_explicit(&d->dead, memory_order_relaxed)) {
 		/* Fills load it without a lock (after their set stamps). */
 		__atomic_store_n(&d->root_gpa, root_gpa, __ATOMIC_RELEASE);
-		pthread_mutex_lock(&d->pending_lock);
-		range_set_add_all(&d->pending);
-		pthread_mutex_unlock(&d->pending_lock);
-		rc = domain_sync_locked(d, &e->scratch, &e->todo, NULL);
+		rc = domain_sync_all_locked(d, &e->scratch, &e->todo);
 	}
 	pthread_mutex_unlock(&d->sync_lock);
 	pthread_mutex_unlock(&e->control_lock);
@@ -112,6 +104,16 @@ static void free_notifier(struct iovt_notifier *n)
 	if (n->sink.ops && n->sink.ops->destroy)
 		n->sink.ops->destroy(n->sink.ctx);
 	free(n);
+}
+
+/* Frees the UNMAP-only notifiers (sync_lock, or engine destroy). */
+static void free_raw_notifiers(struct iovt_domain *d)
+{
+	struct iovt_notifier *n, *tmp;
+
+	cds_list_for_each_entry_safe(n, tmp, &d->notifiers, link)
+		free_notifier(n);
+	CDS_INIT_LIST_HEAD(&d->notifiers);
 }
 
 /* Unpublishes the tree; readers still inside finish before call_rcu frees it. */
@@ -129,12 +131,8 @@ static void retire_tree(struct iovt_domain *d)
  */
 void domain_teardown(struct iovt_domain *d)
 {
-	struct iovt_notifier *n, *tmp;
-
 	atomic_store_explicit(&d->dead, true, memory_order_release);
-	cds_list_for_each_entry_safe(n, tmp, &d->notifiers, link)
-		free_notifier(n);
-	CDS_INIT_LIST_HEAD(&d->notifiers);
+	free_raw_notifiers(d);
 	if (d->map_notifier)
 		free_notifier(d->map_notifier);
 	d->map_notifier = NULL;
@@ -170,7 +168,6 @@ static int retire_map_notifier(struct iovt_domain *d)
 int iovt_domain_destroy(struct iovt_domain *d)
 {
 	struct iovt_engine *e = d->engine;
-	struct iovt_notifier *n, *tmp;
 	int rc = 0;
 
 	pthread_mutex_lock(&e->control_lock);
@@ -182,9 +179,7 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	}
 	if (d->map_notifier)
 		rc = retire_map_notifier(d);
-	cds_list_for_each_entry_safe(n, tmp, &d->notifiers, link)
-		free_notifier(n);
-	CDS_INIT_LIST_HEAD(&d->notifiers);
+	free_raw_notifiers(d);
 	atomic_store_explicit(&d->dead, true, memory_order_release);
 	STAT_ADD(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
 	pthread_mutex_lock(&d->pending_lock);

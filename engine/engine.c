@@ -91,16 +91,7 @@ void iovt_engine_destroy(struct iovt_engine *e)
 		domain_teardown(d);
 		domain_put(d); /* the creator's handle; references still held keep the memory */
 	}
-	struct cds_wfcq_head h;
-	struct cds_wfcq_tail t;
-	struct cds_wfcq_node *node;
-	dirty_take_all(e, &h, &t);
-	while ((node = dirty_next(&h, &t))) {
-		d = caa_container_of(node, struct iovt_domain, dirty);
-		atomic_store(&d->queued, 0);
-		domain_put(d); /* the dirty queue's reference */
-	}
-	cds_wfcq_destroy(&h, &t);
+	dirty_put_all(e);
 	iovt_synchronize_rcu();
 	/* Domains and trees go in call_rcu callbacks that touch nothing of the
 	 * engine; wait for them so that a leak checker at exit sees none. */
@@ -162,9 +153,8 @@ int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa)
 		 * meanwhile, unmapped what the guest still maps there: every
 		 * domain is synced again, as a DSI + wait, before we return. */
 		cds_list_for_each_entry(d, &e->domain_list, link) {
-			domain_add_pending(d, 0, 0, true);
 			domain_lock_control(d);
-			(void)domain_sync_locked(d, &e->scratch, &e->todo, NULL);
+			(void)domain_sync_all_locked(d, &e->scratch, &e->todo);
 			pthread_mutex_unlock(&d->sync_lock);
 		}
 		err = -EBUSY;

@@ -45,7 +45,9 @@ int domain_table_add(struct iovt_engine *e, struct iovt_domain *d);     /* -EEXI
 uint64_t domain_objects_now(void);             /* iovt_stats.domain_objects */
 uint64_t domain_top(const struct iovt_domain *d);                      /* last IOVA of the width */
 void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence (+1 ref) */
+void domain_free(struct iovt_domain *d);        /* the memory: never published, or no reader left */
 void domain_unqueue(struct iovt_domain *d);     /* destroy: off the dirty queue (control lock) */
+void dirty_put_all(struct iovt_engine *e);      /* engine destroy: the queue's references */
 void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t);
 struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
 
@@ -63,6 +65,7 @@ int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct ran
 		       bool *retry_left);
 int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		bool *retry_left);
+int domain_sync_all_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo);
 int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch *s);
 
 /*

@@ -60,18 +60,23 @@ uint64_t domain_objects_now(void)
 	return atomic_load_explicit(&domain_objects, memory_order_relaxed);
 }
 
+void domain_free(struct iovt_domain *d)
+{
+	range_set_free(&d->pending);
+	range_set_free(&d->retry);
+	range_set_free(&d->capped);
+	iotlb_free(&d->iotlb);
+	pthread_mutex_destroy(&d->pending_lock);
+	pthread_mutex_destroy(&d->sync_lock);
+	free(d);
+}
+
 static void domain_free_rcu(struct rcu_head *h)
 {
 	atomic_fetch_sub_explicit(&domain_objects, 1, memory_order_relaxed);
 	iovt_rcu_callback_enter();
-	struct iovt_domain *d = caa_container_of(h, struct iovt_domain, rcu);
-	range_set_free(&d->pending);
-	range_set_free(&d->retry);
-	range_set_free(&d->capped);
-	iotlb_free(&d->iotlb); /* no reader left: a grace period after the last put */
-	pthread_mutex_destroy(&d->pending_lock);
-	pthread_mutex_destroy(&d->sync_lock);
-	free(d);
+	/* no reader left: a grace period after the last put */
+	domain_free(caa_container_of(h, struct iovt_domain, rcu));
 }
 
 void domain_put(struct iovt_domain *d)
@@ -168,6 +173,22 @@ void domain_unqueue(struct iovt_domain *d)
 		atomic_store(&d->queued, 0);
 		domain_put(d);
 	}
+}
+
+/* Engine destroy (nothing else runs): drops the dirty queue's references. */
+void dirty_put_all(struct iovt_engine *e)
+{
+	struct cds_wfcq_head h;
+	struct cds_wfcq_tail t;
+	struct cds_wfcq_node *node;
+
+	dirty_take_all(e, &h, &t);
+	while ((node = dirty_next(&h, &t))) {
+		struct iovt_domain *d = caa_container_of(node, struct iovt_domain, dirty);
+		atomic_store(&d->queued, 0);
+		domain_put(d);
+	}
+	cds_wfcq_destroy(&h, &t);
 }
 
 /*

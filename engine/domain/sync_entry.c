@@ -153,7 +153,7 @@ static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint
 			    uint64_t budget, struct iovt_domain *d)
 {
 	uint64_t moved = 0;
-	size_t n = from->n, start = 0, cnt = 0;
+	size_t n, start = 0, cnt = 0;
 	bool split = false;
 
 	if (!budget || range_set_empty(from))
@@ -283,6 +283,15 @@ out:;
 	return rc;
 }
 
+/* A DSI and its wait, now (set_root, a refused RAM removal); sync_lock held. */
+int domain_sync_all_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo)
+{
+	pthread_mutex_lock(&d->pending_lock);
+	range_set_add_all(&d->pending);
+	pthread_mutex_unlock(&d->pending_lock);
+	return domain_sync_locked(d, s, todo, NULL);
+}
+
 void domain_lock_control(struct iovt_domain *d)
 {
 	atomic_fetch_add_explicit(&d->control_waiting, 1, memory_order_seq_cst);
@@ -335,20 +344,13 @@ static int push_region_extent(void *arg, const struct iovt_extent *x)
 int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch *s)
 {
 	int rc = 0;
-	struct iovt_notifier *n;
 
 	domain_lock_control(d);
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
 		goto out;
 	/* After the grace period: no fill can still walk the old map. */
 	STAT_ADD(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
-	cds_list_for_each_entry(n, &d->notifiers, link) {
-		uint64_t done = 0;
-		int r = n->sink.ops->unmap(n->sink.ctx, 0, domain_top(d) + 1, &done);
-		STAT_ADD(d, raw_unmap_calls, 1);
-		if (r && !rc)
-			rc = r;
-	}
+	rc = notify_raw(d, &(struct range_set){ .all = true });
 	if (!d->map_notifier)
 		goto out;
 	vec_clear(&s->unmaps);

@@ -165,25 +165,31 @@ static void gather_flush(struct gather *g)
 	g->all = false;
 }
 
+/*
+ * An item accepted at post with nothing left to do at drain: its domain was
+ * destroyed (the destroy unmapped everything), or re-created narrower than
+ * the PSI the producer checked. Accepted all the same, and stale — not an
+ * error of the guest's.
+ */
+static void count_stale(struct iovt_engine *e, const struct intake_item *it)
+{
+	ENGINE_STAT_ADD(e, invalidations, 1);
+	ENGINE_STAT_ADD(e, stale_domain, 1);
+	if (it->kind == ITEM_DSI)
+		ENGINE_STAT_ADD(e, dsi, 1);
+	else
+		ENGINE_STAT_ADD(e, psi, 1);
+	if (it->ih)
+		ENGINE_STAT_ADD(e, ih, 1);
+}
+
 static void gather_item(struct iovt_queue *q, struct gather *g, const struct intake_item *it)
 {
 	if (!g->d || g->did != it->did) {
 		gather_flush(g);
 		struct iovt_domain *d = domain_find_rcu(q->engine, it->did);
 		if (!d) {
-			/* Accepted at post, destroyed before the drain: the destroy
-			 * unmapped everything, so there is nothing left to
-			 * invalidate. Counted as accepted (at post), and here as
-			 * `stale_domain`, not as an error of the guest's. */
-			struct iovt_engine *e = q->engine;
-			ENGINE_STAT_ADD(e, invalidations, 1);
-			ENGINE_STAT_ADD(e, stale_domain, 1);
-			if (it->kind == ITEM_DSI)
-				ENGINE_STAT_ADD(e, dsi, 1);
-			else
-				ENGINE_STAT_ADD(e, psi, 1);
-			if (it->ih)
-				ENGINE_STAT_ADD(e, ih, 1);
+			count_stale(q->engine, it);
 			return;
 		}
 		g->d = d;
@@ -195,24 +201,18 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 		g->dsi++;
 		return;
 	}
-	g->psi++;
-	g->ih += it->ih;
-	if (g->all)
-		return;
-	struct range b = psi_block(it->arg, it->am, domain_top(g->d));
-	if (b.first > b.last) {
-		/* Posted for an older domain of this DID with a wider width (the
-		 * producer checked it against that one): stale, not an error. */
-		g->psi--;
-		g->ih -= it->ih;
-		struct iovt_engine *e = q->engine;
-		ENGINE_STAT_ADD(e, invalidations, 1);
-		ENGINE_STAT_ADD(e, psi, 1);
-		ENGINE_STAT_ADD(e, stale_domain, 1);
-		if (it->ih)
-			ENGINE_STAT_ADD(e, ih, 1);
+	if (g->all) {
+		g->psi++;
+		g->ih += it->ih;
 		return;
 	}
+	struct range b = psi_block(it->arg, it->am, domain_top(g->d));
+	if (b.first > b.last) {
+		count_stale(q->engine, it); /* an older, wider domain of this DID */
+		return;
+	}
+	g->psi++;
+	g->ih += it->ih;
 	struct range *prev = g->n ? &g->r[g->n - 1] : NULL;
 	if (prev && prev->last + 1 >= b.first && prev->first <= b.first) {
 		if (b.last > prev->last)
