@@ -179,6 +179,16 @@ static bool aligned(uint64_t a, uint64_t size)
 	return size && !(a & (K - 1)) && !(size & (K - 1));
 }
 
+/* An IOVA range of a map/unmap line inside the replay domain's width. */
+static bool iova_range_ok(uint64_t iova, uint64_t size, char *why, size_t cap)
+{
+	if (page_range(iova, size, REPLAY_WIDTH))
+		return true;
+	snprintf(why, cap, "iova range 0x%" PRIx64 "+0x%" PRIx64 " beyond the domain's %u-bit width",
+		 iova, size, REPLAY_WIDTH);
+	return false;
+}
+
 /* Parses one line (comment already cut). Returns 0, 1 (blank), or -1 (bad;
  * why[0..cap) says why). */
 static int parse_line(char *s, struct ev *e, char *why, size_t cap)
@@ -240,11 +250,8 @@ static int parse_line(char *s, struct ev *e, char *why, size_t cap)
 			snprintf(why, cap, "iova, gpa or size not 4 KiB aligned, or size 0");
 			return -1;
 		}
-		if (!page_range(v[1], v[3], REPLAY_WIDTH)) {
-			snprintf(why, cap, "iova range 0x%" PRIx64 "+0x%" PRIx64
-				 " beyond the domain's %u-bit width", v[1], v[3], REPLAY_WIDTH);
+		if (!iova_range_ok(v[1], v[3], why, cap))
 			return -1;
-		}
 		if (!page_range(v[2], v[3], GPA_WIDTH)) {
 			snprintf(why, cap, "gpa range beyond %u bits (VT-d's widest address)", GPA_WIDTH);
 			return -1;
@@ -257,11 +264,8 @@ static int parse_line(char *s, struct ev *e, char *why, size_t cap)
 			snprintf(why, cap, "iova or size not 4 KiB aligned, or size 0");
 			return -1;
 		}
-		if (!page_range(v[1], v[2], REPLAY_WIDTH)) {
-			snprintf(why, cap, "iova range 0x%" PRIx64 "+0x%" PRIx64
-				 " beyond the domain's %u-bit width", v[1], v[2], REPLAY_WIDTH);
+		if (!iova_range_ok(v[1], v[2], why, cap))
 			return -1;
-		}
 		e->a = v[1], e->c = v[2];
 		break;
 	case EV_PSI:

@@ -720,14 +720,8 @@ static int fence(struct producer *p)
 	case MODE_INLINE:
 	case MODE_HANDOFF:
 		return iovt_queue_fence(p->q);
-	case MODE_ASYNC: {
-		uint64_t t = iovt_queue_fence_post(p->q);
-		for (unsigned spin = 0; spin < 64 && !iovt_queue_fence_done(p->q, t); spin++) {
-			sched_yield();
-			p->async_polls++;
-		}
-		return iovt_queue_fence_wait(p->q, t);
-	}
+	case MODE_ASYNC:
+		return conc_fence_async(p->q, &p->async_polls);
 	case MODE_POLL: {
 		/* A host that completes the guest's wait descriptor when a worker or
 		 * its poller has applied the fence: only fence_done, then the result. */

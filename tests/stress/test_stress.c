@@ -158,15 +158,8 @@ static int fence(struct producer *p)
 	case MODE_INLINE:
 	case MODE_HANDOFF:
 		return iovt_queue_fence(p->q);
-	case MODE_ASYNC: {
-		uint64_t t = iovt_queue_fence_post(p->q);
-		/* Let a worker take it first, as a host completing the wait later would. */
-		for (unsigned spin = 0; spin < 64 && !iovt_queue_fence_done(p->q, t); spin++) {
-			sched_yield();
-			p->async_polls++;
-		}
-		return iovt_queue_fence_wait(p->q, t);
-	}
+	case MODE_ASYNC:
+		return conc_fence_async(p->q, &p->async_polls);
 	default:
 		return iovt_fence(eng);
 	}

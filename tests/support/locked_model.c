@@ -2,6 +2,7 @@
 #include "locked_model.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,4 +180,14 @@ struct iovt_inval psi_covering(uint16_t did, uint64_t iova, uint64_t size)
 		am++;
 	return (struct iovt_inval){ .addr = (first >> am) << (12 + am), .did = did,
 				    .kind = IOVT_INVAL_PSI, .am = (uint8_t)am };
+}
+
+int conc_fence_async(struct iovt_queue *q, uint64_t *polls)
+{
+	uint64_t t = iovt_queue_fence_post(q);
+	for (unsigned spin = 0; spin < 64 && !iovt_queue_fence_done(q, t); spin++) {
+		sched_yield();
+		(*polls)++;
+	}
+	return iovt_queue_fence_wait(q, t);
 }

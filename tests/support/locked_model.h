@@ -79,6 +79,13 @@ struct iovt_engine *conc_engine(struct guestsim *gs);
 struct gs_domain *conc_domain(struct guestsim *gs, struct iovt_engine *e, uint16_t did,
 			      struct iovt_domain **d);
 
+/*
+ * The asynchronous wait of a host that completes the guest's wait descriptor
+ * later: post a fence, poll fence_done a little (yielding, so a worker may
+ * take it first; each poll counted in *polls), then fence_wait for its result.
+ */
+int conc_fence_async(struct iovt_queue *q, uint64_t *polls);
+
 /* The smallest PSI (aligned 2^am-page block) covering [iova, iova + size). */
 struct iovt_inval psi_covering(uint16_t did, uint64_t iova, uint64_t size);
 
