@@ -62,11 +62,13 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 	range_set_init(&d->capped, 0);
 
 	pthread_mutex_lock(&e->control_lock);
-	if (domain_table_add(e, d)) {
+	int trc = domain_table_add(e, d);
+	if (trc) {
 		pthread_mutex_unlock(&e->control_lock);
 		domain_free(d); /* never published */
-		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
-		return -EEXIST;
+		if (trc == -EEXIST)
+			ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		return trc;
 	}
 	cds_list_add_tail(&d->link, &e->domain_list);
 	pthread_mutex_unlock(&e->control_lock);
@@ -181,14 +183,13 @@ int iovt_domain_destroy(struct iovt_domain *d)
 		rc = retire_map_notifier(d);
 	free_raw_notifiers(d);
 	atomic_store_explicit(&d->dead, true, memory_order_release);
-	STAT_ADD(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
+	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_clear(&d->pending);
 	pthread_mutex_unlock(&d->pending_lock);
+	domain_fold_into_engine(d);
 	pthread_mutex_unlock(&d->sync_lock);
-	iovt_rcu_read_lock();
-	cds_lfht_del(e->domains, &d->hnode);
-	iovt_rcu_read_unlock();
+	domain_table_del(e, d);
 	atomic_fetch_add_explicit(&e->domain_gen, 1, memory_order_release);
 	cds_list_del(&d->link);
 	domain_unqueue(d);

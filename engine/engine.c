@@ -86,7 +86,7 @@ void iovt_engine_destroy(struct iovt_engine *e)
 	iovt_dpdk_pollers_stop(e);
 	engine_destroy_queues(e);
 	cds_list_for_each_entry_safe(d, tmp, &e->domain_list, link) {
-		cds_lfht_del(e->domains, &d->hnode);
+		domain_table_del(e, d);
 		cds_list_del(&d->link);
 		domain_teardown(d);
 		domain_put(d); /* the creator's handle; references still held keep the memory */
@@ -97,6 +97,7 @@ void iovt_engine_destroy(struct iovt_engine *e)
 	 * engine; wait for them so that a leak checker at exit sees none. */
 	urcu_memb_barrier();
 	cds_lfht_destroy(e->domains, NULL);
+	domain_table_free(e);
 	guest_ram_destroy(e->ram);
 	sync_scratch_free(&e->scratch);
 	range_set_free(&e->todo);
@@ -215,6 +216,32 @@ static void add_shadow(struct iovt_domain *d, struct iovt_stats *out)
 	out->iotlb_bytes += iotlb_memory_bytes(&d->iotlb);
 }
 
+/* The counters only a live domain holds (struct stat_counters). */
+static void add_domain_counters(struct iovt_domain *d, struct iovt_stats *out)
+{
+	const struct stat_counters *c = &d->stats;
+	out->invalidations += ld(&c->invalidations);
+	out->psi += ld(&c->psi);
+	out->dsi += ld(&c->dsi);
+	out->ih += ld(&c->ih);
+	out->ranges_coalesced += ld(&c->ranges);
+	out->ptes_walked += ld(&c->ptes);
+	out->map_calls += ld(&c->map_calls);
+	out->unmap_calls += ld(&c->unmap_calls);
+	out->raw_unmap_calls += ld(&c->raw_unmap_calls);
+	out->pages_mapped += ld(&c->pages_mapped);
+	out->pages_unmapped += ld(&c->pages_unmapped);
+	out->retry_ranges += ld(&c->retry_ranges);
+	out->retry_deferred += ld(&c->retry_deferred);
+	out->iotlb_invalidated += ld(&c->iotlb_invalidated);
+	out->ram_purged += ld(&c->ram_purged);
+}
+
+/*
+ * The engine's own counters + every live domain's + every queue's. Exact
+ * when quiescent; a domain or queue destroyed during the call may be
+ * counted twice or not at all in that one snapshot.
+ */
 void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 {
 	struct cds_lfht_iter it;
@@ -222,10 +249,22 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 
 	snapshot(&e->stats, out);
 	iovt_rcu_read_lock();
-	cds_lfht_for_each(e->domains, &it, node)
-		add_shadow(domain_of_node(node), out);
+	cds_lfht_for_each(e->domains, &it, node) {
+		struct iovt_domain *d = domain_of_node(node);
+		if (!atomic_load_explicit(&d->dead, memory_order_acquire))
+			add_domain_counters(d, out);
+		add_shadow(d, out);
+	}
 	struct queue_table *qt = iovt_rcu_dereference(e->queues);
 	out->queues = qt ? qt->n : 0;
+	for (unsigned i = 0; qt && i < qt->n; i++) {
+		const struct queue_counters *c = &qt->q[i]->drain.ctr;
+		uint64_t fi = ld(&c->fences_inline), fd = ld(&c->fences_drained);
+		out->fences += fi + fd;
+		out->fences_inline += fi;
+		out->fences_drained += fd;
+		out->queue_items += ld(&c->queue_items);
+	}
 	out->domain_objects = domain_objects_now();
 	iovt_rcu_read_unlock();
 }

@@ -18,7 +18,22 @@
 #include "sync/sync.h"
 #include "iotlb/iotlb.h"
 
-/* Counters, updated with relaxed atomics so that a snapshot needs no lock. */
+/*
+ * Counters, read with relaxed atomic loads so that a snapshot needs no lock.
+ * Who writes which (a read-modify-write costs ~20 cycles, a fence path used
+ * to make ~35 of them; ARCHITECTURE.md "Counters"):
+ *  - a domain's sync counters (ranges, ptes, map/unmap/raw_unmap calls,
+ *    pages_*, retry_*, iotlb_invalidated, ram_purged): its sync_lock holder,
+ *    with a plain load + store (DSTAT_ADD_OWNED);
+ *  - a domain's intake counters (invalidations, psi, dsi, ih): the
+ *    pending_lock holder, load + store (domain_pend);
+ *  - both only in the domain: the engine's figure is its own counters plus
+ *    every live domain's plus every queue's (iovt_stats_get); a destroyed
+ *    domain's are folded into the engine's under both locks (stats_folded);
+ *  - errors[] and the readers' counters (translate, IOTLB): atomic adds to
+ *    the domain and the engine (rare, or written by many readers at once);
+ *  - a queue's fence counters: its drain-flag holder (struct queue_counters).
+ */
 struct stat_counters {
 	_Atomic uint64_t invalidations, psi, dsi, global, fences;
 	_Atomic uint64_t ranges, ptes, map_calls, unmap_calls, raw_unmap_calls;
@@ -84,6 +99,13 @@ struct iovt_domain {
 	uint64_t retry_cursor, capped_cursor; /* where the next retry starts (sync_lock) */
 
 	struct stat_counters stats;
+	bool stats_folded;              /* pending_lock: counters moved into the engine's (destroy) */
+};
+
+/* A queue's fence counters: written by its drain flag's holder (load + store),
+ * summed into the engine's by iovt_stats_get, folded in at queue destroy. */
+struct queue_counters {
+	_Atomic uint64_t fences_inline, fences_drained, queue_items;
 };
 
 /* What a queue's drainer needs; used only by the holder of the queue's flag. */
@@ -94,6 +116,7 @@ struct drain_state {
 	uint64_t touched_bits[65536 / 64];
 	bool touched_all;               /* a global invalidation: every domain */
 	bool draining_inline;           /* the producer drains at its own fence */
+	struct queue_counters ctr;
 };
 
 struct iovt_queue {
@@ -149,7 +172,12 @@ struct iovt_engine {
 	struct queue_table *queues;     /* every iovt_queue: RCU, replaced whole (control lock) */
 	struct iovt_config cfg;
 	struct guest_ram *ram;
-	struct cds_lfht *domains;
+	struct cds_lfht *domains;       /* every domain, for iteration (RCU) */
+	/* DID -> domain for lookups: 256 pages of 256 slots, a page allocated on
+	 * its first domain (control lock) and kept until engine destroy; slots
+	 * published/cleared with release stores, read under RCU. Two dependent
+	 * loads instead of a hash lookup on every drained item and fence. */
+	struct iovt_domain *_Atomic *_Atomic did_dir[256];
 	struct cds_list_head domain_list;
 	struct cds_wfcq_head dirty_head;
 	struct cds_wfcq_tail dirty_tail;
@@ -191,6 +219,14 @@ void thread_queues_release(void);               /* iovt_thread_unregister */
 #define ENGINE_STAT_ADD(e, field, v) \
 	atomic_fetch_add_explicit(&(e)->stats.field, (v), memory_order_relaxed)
 
+/* A counter only one thread writes at a time (the lock that owns it is held):
+ * no locked instruction. Readers load it relaxed. */
+#define OWNED_ADD(ptr, v) \
+	atomic_store_explicit((ptr), atomic_load_explicit((ptr), memory_order_relaxed) + (v), \
+			      memory_order_relaxed)
+#define DSTAT_ADD_OWNED(d, field, v) OWNED_ADD(&(d)->stats.field, (v))
+
+/* Domain and engine, atomic adds: errors[] and the readers' counters only. */
 #define STAT_ADD(d, field, v)                                                               \
 	do {                                                                                \
 		atomic_fetch_add_explicit(&(d)->stats.field, (v), memory_order_relaxed);     \

@@ -14,7 +14,7 @@
  *   domain_get_did           no          any                   nothing
  *   domain_put               either      any                   nothing (call_rcu)
  *   domain_mark_dirty        either*     any                   nothing
- *   domain_add_pending       either*     not pending_lock      pending_lock
+ *   domain_pend/_add_pending either*     not pending_lock      pending_lock
  *   domain_sync_lock         no          none of d's           sync_lock
  *   domain_sync[_locked]     no          [sync_lock]           sync/pending_lock, sinks
  *   domain_ram_purge         no          control_lock          sync_lock, sinks
@@ -41,7 +41,9 @@ struct iovt_domain *domain_find_rcu(struct iovt_engine *e, uint16_t did); /* no 
 bool domain_tryget(struct iovt_domain *d);     /* +1 unless already 0 */
 void domain_put(struct iovt_domain *d);        /* -1; at 0 freed after a grace period */
 struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did); /* +1 or NULL */
-int domain_table_add(struct iovt_engine *e, struct iovt_domain *d);     /* -EEXIST; control lock */
+int domain_table_add(struct iovt_engine *e, struct iovt_domain *d);     /* -EEXIST, -ENOMEM; control lock */
+void domain_table_del(struct iovt_engine *e, struct iovt_domain *d);    /* control lock */
+void domain_table_free(struct iovt_engine *e);                          /* engine destroy */
 uint64_t domain_objects_now(void);             /* iovt_stats.domain_objects */
 uint64_t domain_top(const struct iovt_domain *d);                      /* last IOVA of the width */
 void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence (+1 ref) */
@@ -55,6 +57,28 @@ struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *
 void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
 void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
 void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
+/* Invalidations accepted for the domain, counted with its pending ranges. */
+struct pend_counts {
+	unsigned psi, dsi, ih;
+};
+/* Adds n ranges (or everything) to the pending set and counts c (may be NULL)
+ * under pending_lock, which owns the intake counters; queues d for iovt_fence. */
+void domain_pend(struct iovt_domain *d, const struct range *r, unsigned n, bool all,
+		 const struct pend_counts *c);
+/* A fence's own invalidations for one domain, handed straight to its sync
+ * instead of through the pending set (the inline drainer's fast path). */
+struct pend_carry {
+	const struct range *r;
+	unsigned n;
+	bool all;
+	struct pend_counts counts;
+};
+/* domain_sync_locked, adding c's ranges (and counting them) under the one
+ * pending_lock hold that takes the pending set. */
+int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+			     bool *retry_left, const struct pend_carry *c);
+/* Destroy: moves d's counters into the engine's (sync_lock held, d dead). */
+void domain_fold_into_engine(struct iovt_domain *d);
 
 /* Span of earlier failures a sync retries beyond what it was asked (pages). */
 #define IOVT_RETRY_BUDGET_PAGES (1ull << 16)

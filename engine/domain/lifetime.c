@@ -34,10 +34,13 @@ static unsigned long hash_did(uint16_t did)
 /* The domain with that DID; caller in a read-side section, no reference. */
 struct iovt_domain *domain_find_rcu(struct iovt_engine *e, uint16_t did)
 {
-	struct cds_lfht_iter it;
-	cds_lfht_lookup(e->domains, hash_did(did), match_did, &did, &it);
-	struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
-	return node ? caa_container_of(node, struct iovt_domain, hnode) : NULL;
+	struct iovt_domain *_Atomic *page = atomic_load_explicit(&e->did_dir[did >> 8], memory_order_acquire);
+	if (!page)
+		return NULL;
+	/* acquire pairs with the release store of domain_table_add: the domain's
+	 * fields are initialised before it can be found (what rcu_dereference
+	 * gives, spelled so that TSan sees it) */
+	return atomic_load_explicit(&page[did & 255], memory_order_acquire);
 }
 
 bool domain_tryget(struct iovt_domain *d)
@@ -106,6 +109,14 @@ uint64_t domain_top(const struct iovt_domain *d)
 /* Links a new domain into the DID table: -EEXIST if the DID is taken. Control lock. */
 int domain_table_add(struct iovt_engine *e, struct iovt_domain *d)
 {
+	/* The page first: once in the hash table the domain may be seen. */
+	struct iovt_domain *_Atomic *page = atomic_load_explicit(&e->did_dir[d->did >> 8], memory_order_relaxed);
+	if (!page) {
+		page = calloc(256, sizeof(*page));
+		if (!page)
+			return -ENOMEM;
+		atomic_store_explicit(&e->did_dir[d->did >> 8], page, memory_order_release);
+	}
 	iovt_tsan_publish(d);
 	atomic_fetch_add_explicit(&domain_objects, 1, memory_order_relaxed); /* undone if refused */
 	iovt_rcu_read_lock();
@@ -116,7 +127,27 @@ int domain_table_add(struct iovt_engine *e, struct iovt_domain *d)
 		atomic_fetch_sub_explicit(&domain_objects, 1, memory_order_relaxed);
 		return -EEXIST;
 	}
+	atomic_store_explicit(&page[d->did & 255], d, memory_order_release);
 	return 0;
+}
+
+/* Unlinks a domain from both tables (control lock); finders inside a
+ * read-side section may still hold it (freed a grace period after the last put). */
+void domain_table_del(struct iovt_engine *e, struct iovt_domain *d)
+{
+	struct iovt_domain *_Atomic *page = atomic_load_explicit(&e->did_dir[d->did >> 8], memory_order_relaxed);
+	if (page && atomic_load_explicit(&page[d->did & 255], memory_order_relaxed) == d)
+		atomic_store_explicit(&page[d->did & 255], NULL, memory_order_release);
+	iovt_rcu_read_lock();
+	cds_lfht_del(e->domains, &d->hnode);
+	iovt_rcu_read_unlock();
+}
+
+/* Engine destroy: the pages of the DID table (no reader left). */
+void domain_table_free(struct iovt_engine *e)
+{
+	for (unsigned i = 0; i < 256; i++)
+		free((void *)atomic_load_explicit(&e->did_dir[i], memory_order_relaxed));
 }
 
 /*

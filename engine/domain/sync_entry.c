@@ -40,26 +40,89 @@ void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
 
 void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st)
 {
-	STAT_ADD(d, ranges, st->windows);
-	STAT_ADD(d, ptes, st->ptes);
-	STAT_ADD(d, map_calls, st->map_calls);
-	STAT_ADD(d, unmap_calls, st->unmap_calls);
-	STAT_ADD(d, pages_mapped, st->pages_mapped);
-	STAT_ADD(d, pages_unmapped, st->pages_unmapped);
+	DSTAT_ADD_OWNED(d, ranges, st->windows);
+	DSTAT_ADD_OWNED(d, ptes, st->ptes);
+	if (st->map_calls | st->unmap_calls) {
+		DSTAT_ADD_OWNED(d, map_calls, st->map_calls);
+		DSTAT_ADD_OWNED(d, unmap_calls, st->unmap_calls);
+		DSTAT_ADD_OWNED(d, pages_mapped, st->pages_mapped);
+		DSTAT_ADD_OWNED(d, pages_unmapped, st->pages_unmapped);
+	}
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
 		if (st->errors[k])
 			STAT_ADD(d, errors[k], st->errors[k]);
 }
 
-void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all)
+static void count_pend_locked(struct iovt_domain *d, const struct pend_counts *c);
+
+void domain_pend(struct iovt_domain *d, const struct range *r, unsigned n, bool all,
+		 const struct pend_counts *c)
 {
 	pthread_mutex_lock(&d->pending_lock);
 	if (all)
 		range_set_add_all(&d->pending);
 	else
-		range_set_add(&d->pending, first, last);
+		for (unsigned i = 0; i < n; i++)
+			range_set_add(&d->pending, r[i].first, r[i].last);
+	if (c)
+		count_pend_locked(d, c);
 	pthread_mutex_unlock(&d->pending_lock);
 	domain_mark_dirty(d);
+}
+
+/* pending_lock held: it owns the domain's intake counters */
+static void count_pend_locked(struct iovt_domain *d, const struct pend_counts *c)
+{
+	struct iovt_engine *e = d->engine;
+	if (!d->stats_folded) {
+		/* pending_lock owns these (load + store; see struct stat_counters) */
+		DSTAT_ADD_OWNED(d, invalidations, c->psi + c->dsi);
+		if (c->psi)
+			DSTAT_ADD_OWNED(d, psi, c->psi);
+		if (c->dsi)
+			DSTAT_ADD_OWNED(d, dsi, c->dsi);
+		if (c->ih)
+			DSTAT_ADD_OWNED(d, ih, c->ih);
+	} else {
+		/* destroyed meanwhile: its counters are the engine's now */
+		ENGINE_STAT_ADD(e, invalidations, c->psi + c->dsi);
+		ENGINE_STAT_ADD(e, psi, c->psi);
+		ENGINE_STAT_ADD(e, dsi, c->dsi);
+		ENGINE_STAT_ADD(e, ih, c->ih);
+	}
+}
+
+void domain_fold_into_engine(struct iovt_domain *d)
+{
+	struct stat_counters *e = &d->engine->stats, *s = &d->stats;
+#define FOLD(f) atomic_fetch_add_explicit(&e->f, atomic_load_explicit(&s->f, memory_order_relaxed), \
+					  memory_order_relaxed)
+	pthread_mutex_lock(&d->pending_lock);
+	FOLD(invalidations);
+	FOLD(psi);
+	FOLD(dsi);
+	FOLD(ih);
+	d->stats_folded = true; /* later intake counts go to the engine (domain_pend) */
+	pthread_mutex_unlock(&d->pending_lock);
+	/* The sync counters: sync_lock is held and d is dead, no sync writes them again. */
+	FOLD(ranges);
+	FOLD(ptes);
+	FOLD(map_calls);
+	FOLD(unmap_calls);
+	FOLD(raw_unmap_calls);
+	FOLD(pages_mapped);
+	FOLD(pages_unmapped);
+	FOLD(retry_ranges);
+	FOLD(retry_deferred);
+	FOLD(iotlb_invalidated);
+	FOLD(ram_purged);
+#undef FOLD
+}
+
+void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all)
+{
+	struct range r = { first, last };
+	domain_pend(d, &r, 1, all, NULL);
 }
 
 /*
@@ -78,7 +141,7 @@ static void iotlb_drop(struct iovt_domain *d, const struct range_set *todo)
 			n += iotlb_invalidate(&d->iotlb, todo->r[i].first, todo->r[i].last);
 	}
 	if (n)
-		STAT_ADD(d, iotlb_invalidated, n);
+		DSTAT_ADD_OWNED(d, iotlb_invalidated, n);
 }
 
 /* Sends the raw (coalesced, possibly oversized) ranges to UNMAP-only notifiers. */
@@ -95,7 +158,7 @@ static int notify_raw(struct iovt_domain *d, const struct range_set *todo)
 			uint64_t done = 0;
 			int rc = n->sink.ops->unmap(n->sink.ctx, r[i].first, r[i].last - r[i].first + 1,
 						    &done);
-			STAT_ADD(d, raw_unmap_calls, 1);
+			DSTAT_ADD_OWNED(d, raw_unmap_calls, 1);
 			if (rc && !first_err)
 				first_err = rc;
 		}
@@ -163,7 +226,7 @@ static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint
 		 * (bounded by the walk budget) beats 2^(aw-28) slices of it. */
 		range_set_add_all(todo);
 		range_set_clear(from);
-		STAT_ADD(d, retry_ranges, 1);
+		DSTAT_ADD_OWNED(d, retry_ranges, 1);
 		return budget;
 	}
 	/* Spans that fail again merge back with their neighbours: cut at the
@@ -191,14 +254,14 @@ static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint
 		moved += pages;
 		cnt++;
 	}
-	STAT_ADD(d, retry_ranges, cnt + split);
+	DSTAT_ADD_OWNED(d, retry_ranges, cnt + split);
 	size_t kept = 0;
 	for (size_t k = 0; k < n; k++)
 		if ((k + n - start) % n >= cnt)
 			from->r[kept++] = from->r[k];
 	from->n = kept;
 	if (!range_set_empty(from))
-		STAT_ADD(d, retry_deferred, 1);
+		DSTAT_ADD_OWNED(d, retry_deferred, 1);
 	return moved;
 }
 
@@ -217,13 +280,29 @@ static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint
 int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		       bool *retry_left)
 {
+	return domain_sync_locked_carry(d, s, todo, retry_left, NULL);
+}
+
+int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
+			     bool *retry_left, const struct pend_carry *c)
+{
 	int rc = 0;
 
-	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
-		goto out;
 	pthread_mutex_lock(&d->pending_lock);
-	range_set_take(todo, &d->pending);
+	if (c)
+		count_pend_locked(d, &c->counts);
+	bool dead = atomic_load_explicit(&d->dead, memory_order_relaxed);
+	if (!dead) {
+		range_set_take(todo, &d->pending);
+		if (c && c->all)
+			range_set_add_all(todo);
+		else if (c)
+			for (unsigned i = 0; i < c->n; i++)
+				range_set_add(todo, c->r[i].first, c->r[i].last);
+	}
 	pthread_mutex_unlock(&d->pending_lock);
+	if (dead)
+		goto out;
 	iotlb_drop(d, todo);
 
 	uint64_t top = domain_top(d);
@@ -349,7 +428,7 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed))
 		goto out;
 	/* After the grace period: no fill can still walk the old map. */
-	STAT_ADD(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
+	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
 	rc = notify_raw(d, &(struct range_set){ .all = true });
 	if (!d->map_notifier)
 		goto out;
@@ -372,7 +451,7 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 	r = apply_plan(&t, s, &st, &failed);
 	domain_fold_stats(d, &st);
 	/* what the sink really unmapped (a refused UNMAP stays recorded) */
-	STAT_ADD(d, ram_purged, before - shadow_tree_count(d->tree));
+	DSTAT_ADD_OWNED(d, ram_purged, before - shadow_tree_count(d->tree));
 	if (!r && !range_set_empty(&failed))
 		r = -EBUSY;
 	if (r && !rc)

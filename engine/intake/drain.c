@@ -67,8 +67,26 @@ static void touch(struct drain_state *ds, uint16_t did)
 	ds->touched_bits[did >> 6] |= bit;
 }
 
-/* A fence item: sync what this queue touched, then publish its ticket. Outside any read-side section. */
-static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence)
+/*
+ * Consecutive items for one domain are gathered and added to its pending
+ * set under one lock hold; counters are folded once per gathering.
+ */
+struct gather {
+	struct iovt_domain *d;
+	uint16_t did;
+	unsigned n, psi, dsi, ih;
+	bool all;
+	struct range r[BURST];
+};
+
+/*
+ * A fence item: sync what this queue touched, then publish its ticket.
+ * Outside any read-side section. `carry` (may be NULL, holds a reference):
+ * the domain whose invalidations came right before the fence, not yet in its
+ * pending set — they go straight into its sync (one pending_lock hold and
+ * no DID lookup instead of two and one: the vCPU's PSI + wait).
+ */
+static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence, struct gather *carry)
 {
 	struct iovt_engine *e = q->engine;
 	struct drain_state *ds = &q->drain;
@@ -92,11 +110,20 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 		for (size_t i = 0; i < n; i++) {
 			uint16_t did = ds->touched.v[i];
 			ds->touched_bits[did >> 6] &= ~(1ull << (did & 63));
-			struct iovt_domain *d = domain_sync_lock(e, did);
-			if (!d)
+			struct iovt_domain *d;
+			struct pend_carry pc, *pcp = NULL;
+			if (carry && carry->d && carry->did == did) {
+				d = carry->d; /* its reference */
+				carry->d = NULL;
+				pc = (struct pend_carry){ carry->r, carry->n, carry->all,
+							  { carry->psi, carry->dsi, carry->ih } };
+				pcp = &pc;
+				domain_lock_drainer(d);
+			} else if (!(d = domain_sync_lock(e, did))) {
 				continue;
+			}
 			bool retry;
-			int rc = domain_sync_locked(d, &ds->scratch, &ds->todo, &retry);
+			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, pcp);
 			domain_sync_unlock(d);
 			if (rc && !err)
 				err = rc;
@@ -112,15 +139,25 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 		}
 		ds->touched.n = kept;
 	}
+	if (carry && carry->d) { /* not on the list (no memory for it): the slow way */
+		struct iovt_domain *d = carry->d;
+		carry->d = NULL;
+		domain_pend(d, carry->r, carry->n, carry->all,
+			    &(struct pend_counts){ carry->psi, carry->dsi, carry->ih });
+		int rc = domain_sync(d, &ds->scratch, &ds->todo, NULL);
+		domain_put(d);
+		if (rc && !err)
+			err = rc;
+	}
 	if (err) {
 		int none = 0;
 		atomic_compare_exchange_strong(&q->err, &none, err);
 	}
-	ENGINE_STAT_ADD(e, fences, 1);
+	/* the drain flag owns these (iovt_stats_get: fences = engine + inline + drained) */
 	if (inline_fence)
-		ENGINE_STAT_ADD(e, fences_inline, 1);
+		OWNED_ADD(&ds->ctr.fences_inline, 1);
 	else
-		ENGINE_STAT_ADD(e, fences_drained, 1);
+		OWNED_ADD(&ds->ctr.fences_drained, 1);
 	atomic_store_explicit(&q->fences_done, ticket, memory_order_release);
 	atomic_fetch_add_explicit(&q->done_word, 1, memory_order_seq_cst);
 	if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
@@ -128,41 +165,20 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 	IOVT_PROBE1(fence_end, err);
 }
 
-/*
- * Consecutive items for one domain are gathered and added to its pending
- * set under one lock hold; counters are folded once per gathering.
- */
-struct gather {
-	struct iovt_domain *d;
-	uint16_t did;
-	unsigned n, psi, dsi, ih;
-	bool all;
-	struct range r[BURST];
-};
+static void gather_reset(struct gather *g)
+{
+	g->d = NULL;
+	g->n = g->psi = g->dsi = g->ih = 0;
+	g->all = false;
+}
 
 static void gather_flush(struct gather *g)
 {
 	struct iovt_domain *d = g->d;
 	if (!d)
 		return;
-	pthread_mutex_lock(&d->pending_lock);
-	if (g->all)
-		range_set_add_all(&d->pending);
-	else
-		for (unsigned i = 0; i < g->n; i++)
-			range_set_add(&d->pending, g->r[i].first, g->r[i].last);
-	pthread_mutex_unlock(&d->pending_lock);
-	domain_mark_dirty(d);
-	STAT_ADD(d, invalidations, g->psi + g->dsi);
-	if (g->psi)
-		STAT_ADD(d, psi, g->psi);
-	if (g->dsi)
-		STAT_ADD(d, dsi, g->dsi);
-	if (g->ih)
-		STAT_ADD(d, ih, g->ih);
-	g->d = NULL;
-	g->n = g->psi = g->dsi = g->ih = 0;
-	g->all = false;
+	domain_pend(d, g->r, g->n, g->all, &(struct pend_counts){ g->psi, g->dsi, g->ih });
+	gather_reset(g);
 }
 
 /*
@@ -266,12 +282,22 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 				gather_flush(&g);
 				post_global(q);
 				break;
-			case ITEM_FENCE:
-				gather_flush(&g);
+			case ITEM_FENCE: {
+				/* The last domain's gathered ranges ride along with
+				 * the fence when a reference can be had (else the
+				 * domain is going away: the usual way). */
+				struct gather *carry = NULL;
+				if (g.d && domain_tryget(g.d))
+					carry = &g;
+				else
+					gather_flush(&g);
 				iovt_rcu_read_unlock();
-				apply_fence(q, it->arg, inline_fence);
+				apply_fence(q, it->arg, inline_fence, carry);
+				if (carry)
+					gather_reset(&g);
 				iovt_rcu_read_lock();
 				break;
+			}
 			}
 		}
 		gather_flush(&g);
@@ -279,7 +305,7 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 		total += n;
 	}
 	if (total)
-		ENGINE_STAT_ADD(q->engine, queue_items, total);
+		OWNED_ADD(&q->drain.ctr.queue_items, total);
 	return total;
 }
 

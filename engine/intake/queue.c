@@ -134,6 +134,13 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	iovt_synchronize_rcu();
 	while (atomic_load(&q->draining))
 		sched_yield();
+	/* Its counters become the engine's (it left the table: stats_get no longer sums it). */
+	struct queue_counters *c = &q->drain.ctr;
+	uint64_t fi = atomic_load(&c->fences_inline), fd = atomic_load(&c->fences_drained);
+	ENGINE_STAT_ADD(e, fences, fi + fd);
+	ENGINE_STAT_ADD(e, fences_inline, fi);
+	ENGINE_STAT_ADD(e, fences_drained, fd);
+	ENGINE_STAT_ADD(e, queue_items, atomic_load(&c->queue_items));
 	queue_free(q);
 }
 
