@@ -45,7 +45,8 @@ int domain_table_add(struct iovt_engine *e, struct iovt_domain *d);     /* -EEXI
 void domain_table_del(struct iovt_engine *e, struct iovt_domain *d);    /* control lock */
 void domain_table_free(struct iovt_engine *e);                          /* engine destroy */
 uint64_t domain_objects_now(void);             /* iovt_stats.domain_objects */
-uint64_t domain_top(const struct iovt_domain *d);                      /* last IOVA of the width */
+/* The last IOVA of the domain's width. */
+static inline uint64_t domain_top(const struct iovt_domain *d) { return (1ull << d->addr_width) - 1; }
 void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence (+1 ref) */
 void domain_free(struct iovt_domain *d);        /* the memory: never published, or no reader left */
 void domain_unqueue(struct iovt_domain *d);     /* destroy: off the dirty queue (control lock) */

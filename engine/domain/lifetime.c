@@ -101,11 +101,6 @@ struct iovt_domain *domain_get_did(struct iovt_engine *e, uint16_t did)
 	return d;
 }
 
-uint64_t domain_top(const struct iovt_domain *d)
-{
-	return (1ull << d->addr_width) - 1;
-}
-
 /* Links a new domain into the DID table: -EEXIST if the DID is taken. Control lock. */
 int domain_table_add(struct iovt_engine *e, struct iovt_domain *d)
 {

@@ -257,7 +257,8 @@ static void post_global(struct iovt_queue *q)
 unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 {
 	struct intake_item buf[BURST];
-	struct gather g = { 0 };
+	struct gather g; /* r[] is written before it is read: only the head is set */
+	gather_reset(&g);
 	unsigned total = 0;
 	bool inline_fence = q->drain.draining_inline;
 
