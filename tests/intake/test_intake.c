@@ -10,7 +10,9 @@
  *                        `capacity` items fit: the next one waits), create
  *                        errors, validation (counted, skipped, the rest
  *                        posted), bursts past capacity with inline help,
- *                        poller groups, destroy with pending items.
+ *                        poller groups, destroy with pending items,
+ *                        counters (engine == own + domains + queues, kept
+ *                        across domain and queue destroy).
  *   test_intake threads  workers (start/stop errors, restart, hand-off and
  *                        asynchronous fences applied by the worker), a full
  *                        hand-off queue waiting on a worker and on a slow
@@ -648,6 +650,92 @@ static void test_destroy_pending(enum iovt_queue_backend b)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Counters: the engine's figures are its own + its domains' + its queues'   */
+
+/*
+ * Each counter has one owner that adds without a locked instruction, and
+ * the engine's figure is summed when read (engine_internal.h, struct
+ * stat_counters). Checked: the engine's figures equal the sum over domains
+ * (and queues) while they live, and stay what they were when a domain or a
+ * queue is destroyed (folded into the engine's), on the fence's fast path
+ * (the invalidations carried by the fence) and through the pending set.
+ */
+static void test_counters(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct iovt_queue *q;
+	struct iovt_queue_config qc = { .backend = b };
+	CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+	struct iovt_stats e0 = stats(&w), base = { 0 };
+	for (unsigned i = 0; i < NDOM; i++) /* the attach replays: one window each */
+		base.ranges_coalesced += dstats(&w.dom[i]).ranges_coalesced;
+	unsigned fences = 0, psis = 0;
+
+	for (unsigned i = 0; i < 24; i++) {
+		struct wdom *wd = &w.dom[i % NDOM];
+		uint64_t iova = 2 * M1 + (i / NDOM) * 2 * K;
+		gmap(wd, iova, K, wd->base + iova, IOVT_PERM_RW);
+		CHECK(qpsi(q, wd, iova, K) == 0); /* carried by the fence */
+		psis++;
+		if (i % 3 == 0) { /* two domains before one fence: one goes through pending */
+			struct wdom *o = &w.dom[(i + 1) % NDOM];
+			CHECK(qpsi(q, o, 12 * M1, K) == 0);
+			psis++;
+		}
+		CHECK(iovt_queue_fence(q) == 0);
+		fences++;
+	}
+	CHECK(iovt_invalidate_dsi(w.e, w.dom[1].did) == 0); /* the implicit queue + iovt_fence */
+	CHECK(iovt_fence(w.e) == 0);
+	struct iovt_stats e1 = stats(&w), sum = { 0 };
+	for (unsigned i = 0; i < NDOM; i++) {
+		struct iovt_stats d = dstats(&w.dom[i]);
+		sum.invalidations += d.invalidations;
+		sum.psi += d.psi;
+		sum.dsi += d.dsi;
+		sum.map_calls += d.map_calls;
+		sum.ranges_coalesced += d.ranges_coalesced;
+		sum.pages_mapped += d.pages_mapped;
+	}
+	CHECK_EQ(sum.psi, psis);
+	CHECK_EQ(sum.dsi, 1);
+	CHECK_EQ(sum.map_calls, 24);
+	CHECK_EQ(e1.psi - e0.psi, sum.psi);
+	CHECK_EQ(e1.dsi - e0.dsi, sum.dsi);
+	CHECK_EQ(e1.invalidations - e0.invalidations, sum.invalidations);
+	CHECK_EQ(e1.map_calls - e0.map_calls, sum.map_calls);
+	CHECK_EQ(e1.pages_mapped - e0.pages_mapped, sum.pages_mapped);
+	CHECK_EQ(e1.ranges_coalesced - e0.ranges_coalesced, sum.ranges_coalesced - base.ranges_coalesced);
+	CHECK_EQ(e1.fences_inline - e0.fences_inline, fences);
+	CHECK_EQ(e1.fences - e0.fences, fences + 1); /* + the iovt_fence */
+	CHECK(e1.queue_items - e0.queue_items >= psis + fences);
+
+	/* A destroyed domain's counters stay in the engine's (plus its UNMAPs). */
+	struct iovt_stats d3 = dstats(&w.dom[3]);
+	CHECK(d3.psi > 0 && d3.map_calls > 0);
+	CHECK(iovt_domain_destroy(w.dom[3].d) == 0);
+	w.dom[3].d = NULL;
+	struct iovt_stats e2 = stats(&w);
+	CHECK_EQ(e2.psi, e1.psi);
+	CHECK_EQ(e2.invalidations, e1.invalidations);
+	CHECK_EQ(e2.map_calls, e1.map_calls);
+	CHECK_EQ(e2.pages_mapped, e1.pages_mapped);
+	CHECK_EQ(e2.ranges_coalesced, e1.ranges_coalesced);
+	CHECK(e2.unmap_calls > e1.unmap_calls); /* the destroy unmapped its extents */
+	/* A destroyed queue's fence counters too. */
+	iovt_queue_destroy(q);
+	struct iovt_stats e3 = stats(&w);
+	CHECK_EQ(e3.fences, e2.fences);
+	CHECK_EQ(e3.fences_inline, e2.fences_inline);
+	CHECK_EQ(e3.queue_items, e2.queue_items);
+	CHECK_EQ(e3.queues, e2.queues - 1);
+	world_destroy(&w);
+	printf("intake: %s: counters: engine == own + domains + queues, kept across destroys\n",
+	       backend_name(b));
+}
+
+/* ------------------------------------------------------------------------ */
 /* The coalescing window                                                     */
 
 /*
@@ -1108,6 +1196,7 @@ int main(int argc, char **argv)
 			test_burst_inline(backends[i]);
 			test_poll_groups(backends[i]);
 			test_destroy_pending(backends[i]);
+			test_counters(backends[i]);
 			test_coalescing(backends[i]);
 		}
 		if (threads) {
