@@ -398,7 +398,7 @@ int iovt_fence(struct iovt_engine *e);
  * The scalable intake. Each producer (a vCPU thread, a DPDK lcore, a VMM
  * I/O thread) owns one queue and posts invalidations and fences to it
  * without taking any lock another thread holds: a liburcu wfcqueue of item
- * chunks, or a DPDK rte_ring when built with DPDK. Queues are drained by
+ * chunks, or a DPDK rte_ring when libiovt-dpdk is linked. Queues are drained by
  *  - the posting thread itself at a fence, when no one else is draining it
  *    ("inline": a PSI + fence costs no hand-off, the vCPU's common case);
  *  - engine worker threads (iovt_workers_start), or
@@ -430,9 +430,9 @@ struct iovt_inval {
 };
 
 enum iovt_queue_backend {
-	IOVT_QUEUE_DEFAULT = 0, /* rte_ring when built with DPDK, else wfcq */
+	IOVT_QUEUE_DEFAULT = 0, /* rte_ring when libiovt-dpdk is linked, else wfcq */
 	IOVT_QUEUE_WFCQ,        /* liburcu wfcqueue of 32-item chunks */
-	IOVT_QUEUE_RTE_RING,    /* DPDK rte_ring (SP/SC, 16-byte elements); -ENOTSUP without DPDK */
+	IOVT_QUEUE_RTE_RING,    /* DPDK rte_ring (SP/SC, 16-byte elements); -ENOTSUP without libiovt-dpdk */
 };
 
 struct iovt_queue_config {
