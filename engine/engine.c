@@ -8,7 +8,7 @@
 #include "common/alloc.h"
 #include "common/rcu.h"
 #include "domain/domain.h"
-#include "iovt_dpdk.h"
+#include "glue.h"
 #include "guest/guest_ram.h"
 #include "tree/shadow_tree.h"
 
@@ -36,6 +36,8 @@ void iovt_thread_unregister(void)
 	}
 }
 
+_Static_assert(IOVT_ERR_KIND_COUNT <= IOVT_ERR_KIND_SLOTS, "iovt_stats.errors[] has no slot left");
+
 int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 {
 	struct iovt_engine *e = iovt_aligned_alloc(_Alignof(struct iovt_engine), sizeof(*e));
@@ -50,7 +52,12 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 		e->cfg.max_extents_per_domain = DEFAULT_MAX_EXTENTS;
 	if (!e->cfg.host_addr_width)
 		e->cfg.host_addr_width = DEFAULT_HOST_WIDTH;
-	if (e->cfg.host_addr_width < 32 || e->cfg.host_addr_width > 52) {
+	/* Reserved fields are the room later versions grow into: a caller that
+	 * left garbage there would get a meaning it never asked for. */
+	bool reserved_set = false;
+	for (size_t i = 0; i < sizeof(e->cfg.reserved) / sizeof(e->cfg.reserved[0]); i++)
+		reserved_set |= e->cfg.reserved[i] != 0;
+	if (reserved_set || e->cfg.host_addr_width < 32 || e->cfg.host_addr_width > 52) {
 		/* VT-d's MGAW/HAW range as hosts report it; documented in iovt.h */
 		free(e);
 		return -EINVAL;
@@ -83,7 +90,7 @@ void iovt_engine_destroy(struct iovt_engine *e)
 		return;
 	engine_live_remove(e); /* threads no longer release their queues here */
 	iovt_workers_stop(e);
-	iovt_dpdk_pollers_stop(e);
+	iovt_internal_pollers_stop(e);
 	engine_destroy_queues(e);
 	cds_list_for_each_entry_safe(d, tmp, &e->domain_list, link) {
 		domain_table_del(e, d);

@@ -185,7 +185,8 @@ struct iovt_engine {
 	struct range_set todo;          /* control lock */
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 
-	struct dpdk_pollers *dpdk_pollers; /* engine/dpdk/lcores.c (control lock) */
+	void *ext_pollers;              /* glue.c: libiovt-dpdk's lcore pollers (control lock) */
+	void (*ext_pollers_stop)(void *set);
 	_Atomic unsigned nworkers;      /* running engine workers (kicks read it) */
 	_Atomic bool workers_stop;
 	struct worker workers[IOVT_MAX_WORKERS];

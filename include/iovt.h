@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "iovt_version.h" /* IOVT_VERSION*, iovt_version() */
 
 #ifdef __cplusplus
 extern "C" {
@@ -96,6 +97,7 @@ struct iovt_config {
 	 * a MAP notifier (the engine IOTLB, allocated at the first miss). 0:
 	 * 4096; at most 1<<24. Rounded up to a multiple of 7 (7-way sets). */
 	uint64_t iotlb_entries;
+	uint64_t reserved[8]; /* must be 0 (-EINVAL): room to grow, README "Versioning" */
 };
 
 /*
@@ -396,7 +398,7 @@ int iovt_fence(struct iovt_engine *e);
  * The scalable intake. Each producer (a vCPU thread, a DPDK lcore, a VMM
  * I/O thread) owns one queue and posts invalidations and fences to it
  * without taking any lock another thread holds: a liburcu wfcqueue of item
- * chunks, or a DPDK rte_ring when built with DPDK. Queues are drained by
+ * chunks, or a DPDK rte_ring when libiovt-dpdk is linked. Queues are drained by
  *  - the posting thread itself at a fence, when no one else is draining it
  *    ("inline": a PSI + fence costs no hand-off, the vCPU's common case);
  *  - engine worker threads (iovt_workers_start), or
@@ -428,9 +430,9 @@ struct iovt_inval {
 };
 
 enum iovt_queue_backend {
-	IOVT_QUEUE_DEFAULT = 0, /* rte_ring when built with DPDK, else wfcq */
+	IOVT_QUEUE_DEFAULT = 0, /* rte_ring when libiovt-dpdk is linked, else wfcq */
 	IOVT_QUEUE_WFCQ,        /* liburcu wfcqueue of 32-item chunks */
-	IOVT_QUEUE_RTE_RING,    /* DPDK rte_ring (SP/SC, 16-byte elements); -ENOTSUP without DPDK */
+	IOVT_QUEUE_RTE_RING,    /* DPDK rte_ring (SP/SC, 16-byte elements); -ENOTSUP without libiovt-dpdk */
 };
 
 struct iovt_queue_config {
@@ -591,6 +593,7 @@ enum iovt_err_kind {
 				    * add/remove, queue create, workers start */
 	IOVT_ERR_KIND_COUNT
 };
+#define IOVT_ERR_KIND_SLOTS 32 /* iovt_stats.errors[]: fixed, room for new kinds */
 
 struct iovt_stats {
 	uint64_t invalidations;   /* PSI + DSI + global accepted */
@@ -627,7 +630,8 @@ struct iovt_stats {
 	uint64_t domain_objects;   /* domains of the whole process not yet freed: live ones, and
 				    * destroyed ones still referenced or waiting for a grace period
 				    * (a leak of references shows here; engine stats only) */
-	uint64_t errors[IOVT_ERR_KIND_COUNT];
+	uint64_t errors[IOVT_ERR_KIND_SLOTS]; /* [kind]; slots past IOVT_ERR_KIND_COUNT are 0 */
+	uint64_t reserved[16]; /* written 0: room to grow, README "Versioning" */
 };
 
 /* Snapshot of the engine's totals. Any thread; racy but each field atomic. */

@@ -2,14 +2,14 @@
 /*
  * iovt on DPDK lcores.
  *
- * With `-Ddpdk=enabled` (or auto, where libdpdk is found) iovt's queues are
- * DPDK rte_rings by default (IOVT_QUEUE_RTE_RING; they need no EAL) and the
+ * In libiovt-dpdk (pkg-config iovt-dpdk). Once it is linked, iovt's queues
+ * are DPDK rte_rings by default (IOVT_QUEUE_RTE_RING; they need no EAL) and the
  * engine can run its pollers on DPDK worker lcores: each lcore loops on
  * iovt_poll() for its share of the queues, busy-polling with rte_pause()
  * when idle, as DPDK threads do. Producers may be lcores too (register them
  * with iovt_thread_register() first).
  *
- * Built without DPDK, these functions exist and return -ENOTSUP.
+ * libiovt itself has none of this and links no DPDK (README "Packaging").
  */
 #ifndef IOVT_DPDK_H
 #define IOVT_DPDK_H
@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-/* True when this libiovt was built with DPDK. */
+/* True once libiovt-dpdk is registered with libiovt (false: their releases differ). */
 bool iovt_dpdk_available(void);
 
 /*

@@ -163,7 +163,7 @@ int iovt_iommufd_sink_init(struct iovt_sink *out, int iommufd_fd, uint32_t ioas_
  * PARTIAL_UNMAP at the sink level: a failing UNMAP reports the whole mappings
  * it removed before the failure). No kernel query (the rte API has none):
  * ranges and page sizes come from cfg (no_query is implied).
- * Errors are -rte_errno. Without DPDK in the build: -ENOTSUP.
+ * Errors are -rte_errno. In libiovt-dpdk (pkg-config iovt-dpdk), not libiovt.
  */
 int iovt_dpdk_vfio_sink_init(struct iovt_sink *out, int container_fd,
 			     const struct iovt_vfio_sink_config *cfg);

@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
   meson ninja-build pkg-config gcc g++ python3
   liburcu-dev libjemalloc-dev libdpdk-dev libbenchmark-dev
+  libsystemd-dev  # libdpdk.pc --static names -lsystemd (scripts/check-install.sh)
   systemtap-sdt-dev clang-14 libclang-rt-14-dev llvm-14
   gnuplot-nox linux-perf
   libglib2.0-dev gdb

@@ -6,17 +6,19 @@
 #   build/tsan-dpdk clang, TSan, DPDK    the `dpdk` suite (rte_ring queues, lcore pollers)
 #   vfio           scripts/vfio-guest-test.sh: the real sinks against a real kernel in a QEMU
 #                  guest; 1 passed / 1 failed / 1 skipped when it says skipped
+#   install        scripts/check-install.sh: install into a temporary prefix, pkg-config,
+#                  consumers shared and static, subproject, examples; one count per check
 # Ends with the line "N passed, N failed, N skipped" summed over all builds (CI reads the
 # "N passed, N failed" at its start); each build ends with "build B: ..." of the same shape.
 # Every skip is listed with its reason ("skipped: NAME: last line of its output"): meson
 # counts exit 77 as SKIP, so a skip is never silently a pass.
-# Usage: scripts/test.sh [release|asan|tsan|tsan-dpdk|vfio ...]   (default: all five)
+# Usage: scripts/test.sh [release|asan|tsan|tsan-dpdk|vfio|install ...]   (default: all six)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/install-deps.sh || { echo "install-deps failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 
-builds=("$@"); [ ${#builds[@]} -eq 0 ] && builds=(release asan tsan tsan-dpdk vfio)
+builds=("$@"); [ ${#builds[@]} -eq 0 ] && builds=(release asan tsan tsan-dpdk vfio install)
 export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stats=1 ${TSAN_OPTIONS:-}"
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1 ${UBSAN_OPTIONS:-}"
@@ -73,6 +75,20 @@ for b in "${builds[@]}"; do
              esac
              echo "build vfio: $vp passed, $vf failed, $vs skipped"
              total_pass=$((total_pass + vp)); total_fail=$((total_fail + vf)); total_skip=$((total_skip + vs))
+             continue ;;
+    install) echo "=== install ==="
+             ilog=build/check-install.log; mkdir -p build
+             bash scripts/check-install.sh build/install >"$ilog" 2>&1
+             grep -E '^check-install: ' "$ilog" | sed '$d'
+             iline=$(grep -E '^check-install: [0-9]+ passed, [0-9]+ failed$' "$ilog" | tail -1)
+             if [ -n "$iline" ]; then
+               read -r ip if_ <<<"$(sed -E 's/^check-install: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/' <<<"$iline")"
+             else
+               tail -30 "$ilog"; ip=0 if_=1
+             fi
+             grep -E '^ {4}' "$ilog" | tail -40
+             echo "build install: $ip passed, $if_ failed, 0 skipped"
+             total_pass=$((total_pass + ip)); total_fail=$((total_fail + if_))
              continue ;;
     *) echo "unknown build $b"; exit 2 ;;
   esac

@@ -8,7 +8,23 @@ bool (*iovt_alloc_fault)(size_t size);
 #define FAULT(size) __builtin_expect(iovt_alloc_fault != NULL && iovt_alloc_fault(size), 0)
 
 #ifdef IOVT_USE_JEMALLOC
+/*
+ * jemalloc, the engine's private copy: Debian's libjemalloc_pic.a with its
+ * public names renamed iovt_je_* (engine/link/private-jemalloc.sh) and, in
+ * the installed libraries, made local. The host's malloc stays the host's:
+ * linking Debian's libjemalloc would replace it for the whole process
+ * (README "Packaging", "jemalloc"). The header only for the MALLOCX_* flags.
+ */
 #include <jemalloc/jemalloc.h>
+
+void *iovt_je_mallocx(size_t size, int flags);
+void iovt_je_sdallocx(void *ptr, size_t size, int flags);
+size_t iovt_je_nallocx(size_t size, int flags);
+int iovt_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+#define mallocx iovt_je_mallocx
+#define sdallocx iovt_je_sdallocx
+#define nallocx iovt_je_nallocx
+#define mallctl iovt_je_mallctl
 
 iovt_arena_t iovt_arena_create(void)
 {

@@ -2,7 +2,8 @@
 /*
  * Engine memory. Hot objects (tree nodes, extents) come from jemalloc arenas
  * of their own, one per shard, without the thread cache so that a call_rcu
- * thread freeing them does not hoard them. Build with -Dallocator=malloc to
+ * thread freeing them does not hoard them. The jemalloc is a private copy
+ * (alloc.c): the host's malloc is never replaced. Build with -Dallocator=malloc to
  * route everything through plain malloc/free (sanitizer builds: mallocx
  * bypasses ASan's interceptors).
  */

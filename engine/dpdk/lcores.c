@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* iovt pollers on DPDK worker lcores (include/iovt_dpdk.h). */
+/* iovt pollers on DPDK worker lcores (include/iovt_dpdk.h); the engine
+ * records them under its control lock (engine/glue.h). */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -9,7 +10,7 @@
 #include <rte_pause.h>
 
 #include "common/rcu.h"
-#include "engine_internal.h"
+#include "glue.h"
 #include "iovt_dpdk.h"
 
 #ifdef IOVT_TSAN
@@ -23,6 +24,7 @@
 #endif
 
 #define POLL_BUDGET 256u
+#define MAX_POLLERS 64u /* iovt_dpdk.h; as engine workers */
 
 struct lcore_poller {
 	struct dpdk_pollers *set;
@@ -35,11 +37,6 @@ struct dpdk_pollers {
 	unsigned n;
 	struct lcore_poller p[];
 };
-
-bool iovt_dpdk_available(void)
-{
-	return true;
-}
 
 static int poller_main(void *arg)
 {
@@ -56,9 +53,39 @@ static int poller_main(void *arg)
 	return 0;
 }
 
+/* Under the engine's control lock (iovt_internal_pollers_start). */
+static int launch_all(void *arg)
+{
+	struct dpdk_pollers *set = arg;
+	for (unsigned i = 0; i < set->n; i++) {
+		launched(&set->p[i]);
+		if (rte_eal_remote_launch(poller_main, &set->p[i], set->p[i].lcore)) {
+			atomic_store(&set->stop, true);
+			for (unsigned j = 0; j < i; j++) {
+				rte_eal_wait_lcore(set->p[j].lcore);
+				running(&set->p[j]);
+			}
+			return -EBUSY;
+		}
+	}
+	return 0;
+}
+
+/* Under the engine's control lock (iovt_internal_pollers_stop). */
+static void halt_all(void *arg)
+{
+	struct dpdk_pollers *set = arg;
+	atomic_store_explicit(&set->stop, true, memory_order_release);
+	for (unsigned i = 0; i < set->n; i++) {
+		rte_eal_wait_lcore(set->p[i].lcore);
+		running(&set->p[i]); /* its end: its reads of *set are done */
+	}
+	free(set);
+}
+
 int iovt_dpdk_pollers_start(struct iovt_engine *e, const unsigned *lcore_ids, unsigned n)
 {
-	if (!n || n > IOVT_MAX_WORKERS || !lcore_ids)
+	if (!n || n > MAX_POLLERS || !lcore_ids)
 		return -EINVAL;
 	for (unsigned i = 0; i < n; i++)
 		if (lcore_ids[i] >= RTE_MAX_LCORE || !rte_lcore_is_enabled(lcore_ids[i]) ||
@@ -69,44 +96,15 @@ int iovt_dpdk_pollers_start(struct iovt_engine *e, const unsigned *lcore_ids, un
 		return -ENOMEM;
 	set->engine = e;
 	set->n = n;
-
-	pthread_mutex_lock(&e->control_lock);
-	if (e->dpdk_pollers || atomic_load(&e->nworkers)) {
-		pthread_mutex_unlock(&e->control_lock);
-		free(set);
-		return -EBUSY;
-	}
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned i = 0; i < n; i++)
 		set->p[i] = (struct lcore_poller){ .set = set, .idx = i, .lcore = lcore_ids[i] };
-		launched(&set->p[i]);
-		if (rte_eal_remote_launch(poller_main, &set->p[i], lcore_ids[i])) {
-			atomic_store(&set->stop, true);
-			for (unsigned j = 0; j < i; j++) {
-				rte_eal_wait_lcore(lcore_ids[j]);
-				running(&set->p[j]);
-			}
-			pthread_mutex_unlock(&e->control_lock);
-			free(set);
-			return -EBUSY;
-		}
-	}
-	e->dpdk_pollers = set;
-	pthread_mutex_unlock(&e->control_lock);
-	return 0;
+	int rc = iovt_internal_pollers_start(e, launch_all, halt_all, set);
+	if (rc)
+		free(set);
+	return rc;
 }
 
 void iovt_dpdk_pollers_stop(struct iovt_engine *e)
 {
-	pthread_mutex_lock(&e->control_lock);
-	struct dpdk_pollers *set = e->dpdk_pollers;
-	if (set) {
-		atomic_store_explicit(&set->stop, true, memory_order_release);
-		for (unsigned i = 0; i < set->n; i++) {
-			rte_eal_wait_lcore(set->p[i].lcore);
-			running(&set->p[i]); /* its end: its reads of *set are done */
-		}
-		e->dpdk_pollers = NULL;
-		free(set);
-	}
-	pthread_mutex_unlock(&e->control_lock);
+	iovt_internal_pollers_stop(e);
 }

@@ -18,6 +18,7 @@
 #include "common/probes.h"
 #include "common/rcu.h"
 #include "domain/domain.h"
+#include "glue.h"
 
 #define DEFAULT_CAPACITY 4096u
 #define MAX_CAPACITY (1u << 24)
@@ -70,12 +71,10 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 		return -EINVAL;
 	}
 	enum iovt_queue_backend b = c.backend;
+	/* rte_ring by default when libiovt-dpdk is loaded (it registers it). */
+	struct intake_ring *(*rte_create)(unsigned) = dpdk_glue()->ring_create;
 	if (b == IOVT_QUEUE_DEFAULT)
-#ifdef IOVT_HAVE_DPDK
-		b = IOVT_QUEUE_RTE_RING;
-#else
-		b = IOVT_QUEUE_WFCQ;
-#endif
+		b = rte_create ? IOVT_QUEUE_RTE_RING : IOVT_QUEUE_WFCQ;
 
 	struct iovt_queue *q = iovt_aligned_alloc(64, sizeof(*q));
 	if (!q)
@@ -86,13 +85,12 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 		q->ring = intake_ring_wfcq_create(c.capacity);
 		break;
 	case IOVT_QUEUE_RTE_RING:
-#ifdef IOVT_HAVE_DPDK
-		q->ring = intake_ring_rte_create(c.capacity);
+		if (!rte_create) {
+			free(q);
+			return -ENOTSUP;
+		}
+		q->ring = rte_create(c.capacity);
 		break;
-#else
-		free(q);
-		return -ENOTSUP;
-#endif
 	default:
 		free(q);
 		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);

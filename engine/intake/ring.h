@@ -12,8 +12,9 @@
  *    chunks of 32 items; the producer fills the tail chunk in place and
  *    enqueues a node only once per chunk; drained chunks come back to the
  *    producer through a liburcu wait-free stack. No DPDK needed.
- *  - rte_ring (engine/dpdk/ring_rte.c): DPDK's ring of 16-byte elements,
- *    single-producer/single-consumer, on plain memory (no EAL needed).
+ *  - rte_ring (engine/dpdk/ring_rte.c, in libiovt-dpdk): DPDK's ring of
+ *    16-byte elements, single-producer/single-consumer, on plain memory (no
+ *    EAL needed); the core reaches it through engine/glue.h.
  * Both are bounded by `capacity` items: push() takes what fits.
  */
 #ifndef IOVT_INTAKE_RING_H
@@ -52,8 +53,6 @@ struct intake_ring {
 
 /* Each returns NULL on ENOMEM (or on a capacity the backend cannot take). */
 struct intake_ring *intake_ring_wfcq_create(unsigned capacity);
-#ifdef IOVT_HAVE_DPDK
-struct intake_ring *intake_ring_rte_create(unsigned capacity);
-#endif
+struct intake_ring *intake_ring_rte_create(unsigned capacity); /* libiovt-dpdk */
 
 #endif

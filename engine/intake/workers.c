@@ -113,7 +113,7 @@ int iovt_workers_start(struct iovt_engine *e, unsigned n)
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&e->control_lock);
-	if (atomic_load(&e->nworkers) || e->dpdk_pollers) {
+	if (atomic_load(&e->nworkers) || e->ext_pollers) {
 		pthread_mutex_unlock(&e->control_lock);
 		return -EBUSY;
 	}

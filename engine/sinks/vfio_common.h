@@ -22,9 +22,7 @@ struct vfio_sink_base {
 
 extern const struct iovt_sink_ops vfio_type1_sink_ops;
 extern const struct iovt_sink_ops iommufd_sink_ops;
-#ifdef IOVT_HAVE_DPDK
-extern const struct iovt_sink_ops dpdk_vfio_sink_ops;
-#endif
+extern const struct iovt_sink_ops dpdk_vfio_sink_ops; /* libiovt-dpdk */
 
 static inline void vfio_cnt_add(uint64_t *field, uint64_t v)
 {
