@@ -9,7 +9,8 @@
 # when present, build/gbench.json. OUTDIR defaults to build/plots.
 #
 # One colour per meaning in every plot: engine blue, QEMU-style baseline
-# orange, DPDK-vhost-style baseline green, the oracle minimum black points;
+# orange, DPDK-vhost-style baseline green, gbench's locked std::map purple,
+# the oracle minimum black points;
 # a p99 is a light shade of its side's colour. Every title names the machine,
 # scale and date (the JSON's context block).
 #
@@ -54,7 +55,7 @@ set boxwidth 0.9; set grid ytics; set key outside right top; set xtics rotate by
 made=()
 # the colours (see above)
 C_ENGINE='#1f5fb4' C_ENGINE_P99='#8db8ea' C_BASE='#e6550d' C_BASE_P99='#fdb07a'
-C_DPDK='#2ca02c' C_ORACLE='#000000'
+C_DPDK='#2ca02c' C_MAP='#7b4fa0' C_MAP_W='#c2a5dc' C_ORACLE='#000000'
 
 plot_storm() {  # $1 json
   local info kind plots cap
@@ -131,8 +132,10 @@ plot_gbench() {  # $1 json
     ncol=$(head -1 "$dat/gb_translate_$n.dat" | awk -F'\t' '{print NF}')
     # engine columns blue, the locked (baseline) ones orange; with a writer, the light shade
     colours=$(head -1 "$dat/gb_translate_$n.dat" | awk -F'\t' -v e="$C_ENGINE" -v ep="$C_ENGINE_P99" \
-      -v b="$C_BASE" -v bp="$C_BASE_P99" '{ for (i = 2; i <= NF; i++) {
-        c = ($i ~ /engine/) ? (($i ~ /w0/) ? e : ep) : (($i ~ /w0/) ? b : bp); printf "%s ", c } }')
+      -v b="$C_BASE" -v bp="$C_BASE_P99" -v m="$C_MAP" -v mp="$C_MAP_W" '{ for (i = 2; i <= NF; i++) {
+        w0 = ($i ~ /w0/)
+        c = ($i ~ /engine/) ? (w0 ? e : ep) : ($i ~ /map/) ? (w0 ? m : mp) : (w0 ? b : bp)
+        printf "%s ", c } }')
     gnuplot <<GP
 $term
 $common

@@ -78,9 +78,9 @@ def caption(doc):
     (iovt-storm, Google Benchmark), else whatever "machine" says."""
     c = doc.get("context") or {}
     m = doc.get("machine") or {}
-    cpu = c.get("cpu_model") or m.get("cpu_model") or "?"
+    cpu = c.get("cpu_model") or m.get("cpu_model")
     ncpu = c.get("num_cpus") or m.get("cpus") or "?"
-    parts = ["%s, %s CPUs" % (cpu, ncpu)]
+    parts = ["%s CPUs" % ncpu] if not cpu else ["%s, %s CPUs" % (cpu, ncpu)]
     if c.get("host_name"):
         parts.insert(0, c["host_name"])
     if "scale" in c:

@@ -67,7 +67,8 @@ struct world_totals {
 	uint64_t shadow_bytes, extents;
 	uint64_t bytes_per_extent;
 	/* Their highest values sampled after each world_fence (0 where the
-	 * scenario never calls it). */
+	 * scenario never calls it; only in the storm driver's build, with
+	 * IOVT_WORLD_BASELINE: the tests' world does not sample). */
 	uint64_t peak_shadow_bytes, peak_extents;
 };
 
