@@ -3,7 +3,8 @@
 # up front -- non-zero exit, a message on stderr naming the problem, nothing
 # on stdout (nothing ran), within a second or two -- and the JSON it writes is
 # valid, with its context block and per-metric aggregates, even when the
-# replayed file's name holds a quote, a backslash and control characters.
+# replayed file's name holds a quote, a backslash and control characters;
+# progress shows on a terminal (and, above, nothing on stderr otherwise).
 #   check-storm-cli.py IOVT_STORM SAMPLE_TRACE
 # (tests/replay/check-replay-input.py covers the trace contents themselves.)
 import json
@@ -95,6 +96,28 @@ try:
 except (ValueError, KeyError, TypeError) as e:
     failures.append("json")
     print("FAIL json: %s" % e, file=sys.stderr)
+
+# Progress: on stderr when it is a terminal (a pty here), "scenario i of n, side".
+import pty
+master, slave = pty.openpty()
+p = subprocess.run([storm, "--replay", sample], stdout=subprocess.DEVNULL, stderr=slave,
+                   stdin=subprocess.DEVNULL, timeout=120)
+os.close(slave)
+seen = b""
+while True:
+    try:
+        chunk = os.read(master, 65536)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+os.close(master)
+text = seen.decode("utf-8", "replace")
+print("%-40s exit %d  %d bytes of progress" % ("progress on a terminal", p.returncode, len(seen)))
+if p.returncode or "scenario 1 of 1: replay:sample, engine" not in text or "baseline" not in text:
+    failures.append("progress")
+    print("FAIL progress: %r" % text[:300], file=sys.stderr)
 
 shutil.rmtree(tmp)
 if failures:
