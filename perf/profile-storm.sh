@@ -9,12 +9,14 @@
 # 2. perf stat (software events: task-clock, context switches, migrations,
 #    page faults; this VM exposes no hardware counters) -> perf/out/stat.txt
 # 3. perf record -F 999 --call-graph dwarf -> perf/out/perf.data,
-#    flat profile -> perf/out/report.txt, folded stacks ->
-#    perf/out/stacks.folded, flame graph -> perf/out/flame.svg (npm
-#    flamegraph@1.3.0 through npx; without npm the folded stacks stay)
+#    flat profile -> perf/out/report.txt, stacks folded by symbol ->
+#    perf/out/stacks.folded, the engine-only view -> perf/out/engine.folded
+#    (perf/engine-view.py), flame graphs of both -> perf/out/flame.svg,
+#    perf/out/flame-engine.svg (perf/flamegraph.py, stdlib Python)
 # 4. USDT: perf buildid-cache --add, perf probe sdt_iovt:NAME for every probe
 #    in the binary, counts of hits -> perf/out/probes.txt, fence latency
-#    (fence_begin -> fence_end) percentiles -> perf/out/fence_latency.txt
+#    (fence_begin -> fence_end, queue_fence_begin -> queue_fence_end)
+#    percentiles -> perf/out/fence_latency.txt
 # Every step fails soft: it says what failed and goes on. Exit status is 0
 # unless the build fails (nothing to profile then).
 set -uo pipefail
@@ -77,17 +79,13 @@ if perf record -F 999 --call-graph dwarf -o "$out/perf.data" -- "$bin" "${args[@
   if perf script -i "$out/perf.data" >"$out/perf.script" 2>"$out/script.log"; then
     awk -f perf/stackcollapse-perf.awk "$out/perf.script" | sort >"$out/stacks.folded"
     echo "folded stacks: $(wc -l <"$out/stacks.folded") distinct, $(awk '{s+=$NF} END{print s+0}' "$out/stacks.folded") samples -> $out/stacks.folded"
-    if command -v npx >/dev/null; then
-      if timeout 300 npx --yes flamegraph@1.3.0 -t perf --titletext "iovt-storm ${args[*]}" \
-           <"$out/perf.script" >"$out/flame.svg" 2>"$out/flamegraph.log" && [ -s "$out/flame.svg" ]; then
-        echo "flame graph: $out/flame.svg"
-      else
-        rm -f "$out/flame.svg"
-        warn "npx flamegraph@1.3.0 failed (npm registry unreachable?): folded stacks are in $out/stacks.folded (render with flamegraph.pl or speedscope)"
-      fi
-    else
-      warn "npm/npx not installed: no flame graph; folded stacks are in $out/stacks.folded"
-    fi
+    python3 perf/engine-view.py "$out/stacks.folded" engine bench tests >"$out/engine.folded" 2>"$out/engine-view.txt" \
+      && cat "$out/engine-view.txt" || warn "engine-only view failed (see $out/engine-view.txt)"
+    python3 perf/flamegraph.py --title "iovt-storm ${args[*]}" "$out/stacks.folded" >"$out/flame.svg" \
+      && echo "flame graph: $out/flame.svg" || warn "flame graph failed"
+    python3 perf/flamegraph.py --title "iovt-storm ${args[*]}: engine only" "$out/engine.folded" \
+      >"$out/flame-engine.svg" && echo "flame graph, engine only: $out/flame-engine.svg" \
+      || warn "engine-only flame graph failed"
   else
     warn "perf script failed (see $out/script.log)"
   fi
@@ -123,24 +121,37 @@ else
     else
       warn "perf stat on the USDT events failed"
     fi
-    if [[ " ${events[*]} " == *" sdt_iovt:fence_begin "* && " ${events[*]} " == *" sdt_iovt:fence_end "* ]]; then
-      if perf record -e sdt_iovt:fence_begin -e sdt_iovt:fence_end -o "$out/fences.data" \
-           -- "$bin" "${args[@]}" >/dev/null 2>"$out/fences.log"; then
+    # Latency of both kinds of fence: iovt_fence (fence_begin -> fence_end)
+    # and a queue's fence item (queue_fence_begin -> queue_fence_end),
+    # paired per thread (a queue fence may run inside iovt_fence).
+    fev=()
+    for p in fence_begin fence_end queue_fence_begin queue_fence_end; do
+      [[ " ${events[*]} " == *" sdt_iovt:$p "* ]] && fev+=(-e "sdt_iovt:$p")
+    done
+    if [ ${#fev[@]} -ge 2 ]; then
+      if perf record "${fev[@]}" -o "$out/fences.data" -- "$bin" "${args[@]}" >/dev/null 2>"$out/fences.log"; then
         perf script --ns -i "$out/fences.data" -F tid,time,event 2>/dev/null | awk '
-          { t = $2; sub(":", "", t); t *= 1e6 }
-          /fence_begin/ { b[$1] = t }
-          /fence_end/ && ($1 in b) { printf "%.3f\n", t - b[$1]; delete b[$1] }' \
-          | sort -n | awk '
-          { d[++n] = $1 }
-          END {
-            if (!n) { print "no fence pairs"; exit }
-            printf "fences %d  (fence_begin -> fence_end, uprobe overhead included)\n", n
-            printf "p50 %.2f us  p90 %.2f us  p99 %.2f us  max %.2f us\n",
+          { t = $2; sub(":", "", t); t *= 1e6; ev = $3; sub(/^sdt_iovt:/, "", ev); sub(/:$/, "", ev) }
+          ev ~ /_begin$/ { k = ev; sub(/_begin$/, "", k); b[$1, k] = t }
+          ev ~ /_end$/ { k = ev; sub(/_end$/, "", k); if (($1, k) in b) { printf "%s %.3f\n", k, t - b[$1, k]; delete b[$1, k] } }' \
+          | sort -k1,1 -k2,2n | awk '
+          function flush() {
+            if (!n) return
+            printf "%-12s %7d  p50 %8.2f us  p90 %8.2f us  p99 %8.2f us  max %8.2f us\n", kind, n,
               d[int(n*0.5)+1], d[int(n*0.9)+1], d[int(n*0.99)+1], d[n]
+          }
+          $1 != kind { flush(); kind = $1; n = 0 }
+          { d[++n] = $2 }
+          END {
+            flush()
+            if (!NR) print "no fence pairs recorded"
+            print "(fence = iovt_fence, queue_fence = a queue fence item applied; uprobe overhead included)"
           }' >"$out/fence_latency.txt" && cat "$out/fence_latency.txt"
       else
-        warn "perf record of sdt_iovt:fence_* failed"
+        warn "perf record of the sdt_iovt fence probes failed: $(tail -2 "$out/fences.log" | tr '\n' ' ')"
       fi
+    else
+      warn "no fence probe pair could be added: no fence latency"
     fi
     perf probe -d 'sdt_iovt:*' >/dev/null 2>&1
   fi

@@ -10,6 +10,7 @@ PKGS=(
   systemtap-sdt-dev clang-14 libclang-rt-14-dev llvm-14
   gnuplot-nox linux-perf
   libglib2.0-dev gdb
+  libjansson-dev      # iovt-storm's JSON (the storm driver only; the library does not use it)
 )
 
 missing=()

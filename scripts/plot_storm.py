@@ -4,11 +4,14 @@
   plot_storm.py storm  FILE OUTDIR   iovt-storm JSON ({"machine":..,"scenarios":[..]})
   plot_storm.py gbench FILE OUTDIR   iovt-gbench JSON (--benchmark_format=json)
 
-Writes tab-separated .dat files into OUTDIR and prints, on stdout, one line
-per plot it has data for ("calls", "time", "latency", "translate", "walk"),
-so plot.sh knows which PNGs to draw. A summary table goes to OUTDIR/*.txt.
-Missing pieces (no baseline side yet, no latency fields) are left out, not
-errors; scenario names with spaces are quoted for gnuplot.
+Writes tab-separated .dat files into OUTDIR and prints, on stdout, three
+lines: the kind, the plots it has data for ("calls", "time", "latency",
+"translate", "walk", "storm_translate"), and a caption (machine, CPUs,
+scale, repetitions, date, commit from the JSON's context block) for the
+plots' titles. A summary table goes to OUTDIR/*.txt. Missing pieces (no
+baseline side yet, no latency fields) are left out, not errors; a count of
+0 (an oracle not computed, no calls) is written as NaN: no bar, no point
+(the summary still says 0); scenario names with spaces are quoted for gnuplot.
 """
 import json
 import math
@@ -62,11 +65,35 @@ def per_inval_us(side):
     return t * 1e6 / inv
 
 
-def floor_for_log(v):
-    # log-scale bars cannot show 0: draw 0 as 0.5 (labelled 0 in the summary)
-    if v is None:
+def nonzero(v):
+    # 0 is not drawn (a log scale cannot show it, and an oracle of 0 means
+    # "not judged per fence"): NaN leaves the bar or point out
+    if v is None or v <= 0:
         return None
-    return v if v > 0 else 0.5
+    return v
+
+
+def caption(doc):
+    """machine, scale and date for the plots' titles: from the context block
+    (iovt-storm, Google Benchmark), else whatever "machine" says."""
+    c = doc.get("context") or {}
+    m = doc.get("machine") or {}
+    cpu = c.get("cpu_model") or m.get("cpu_model")
+    ncpu = c.get("num_cpus") or m.get("cpus") or "?"
+    parts = ["%s CPUs" % ncpu] if not cpu else ["%s, %s CPUs" % (cpu, ncpu)]
+    if c.get("host_name"):
+        parts.insert(0, c["host_name"])
+    if "scale" in c:
+        parts.append("scale %g" % c["scale"])
+    if c.get("repetitions", 1) != 1:
+        parts.append("medians of %s" % c["repetitions"])
+    if c.get("date"):
+        parts.append(str(c["date"])[:16].replace("T", " "))
+    if c.get("git_commit") or c.get("iovt_version"):
+        parts.append("iovt %s %s" % (c.get("iovt_version", ""), c.get("git_commit", "")))
+    if c.get("build_type") or c.get("library_build_type"):
+        parts.append("build %s" % (c.get("build_type") or "lib " + c.get("library_build_type")))
+    return ", ".join(p.strip() for p in parts).replace('"', "'")
 
 
 def storm(path, out):
@@ -79,7 +106,7 @@ def storm(path, out):
     with open(os.path.join(out, "storm_calls.dat"), "w") as c, \
             open(os.path.join(out, "storm_time.dat"), "w") as t, \
             open(os.path.join(out, "storm_latency.dat"), "w") as lat:
-        c.write("# scenario engine_calls baseline_calls oracle_min (0 drawn as 0.5)\n")
+        c.write("# scenario engine_calls baseline_calls oracle_min (0: NaN, not drawn)\n")
         t.write("# scenario engine_us_per_inval baseline_us_per_inval\n")
         lat.write("# scenario engine_p50_us engine_p99_us baseline_p50_us baseline_p99_us\n")
         nlat = 0
@@ -89,8 +116,7 @@ def storm(path, out):
             b = s.get("baseline") if isinstance(s.get("baseline"), dict) else None
             ec, bc = num(e.get("sink_calls")), num(b.get("sink_calls")) if b else None
             om = num(e.get("oracle_min_calls"))
-            c.write("%s\t%s\t%s\t%s\n" % (name, fmt(floor_for_log(ec)),
-                                          fmt(floor_for_log(bc)), fmt(floor_for_log(om))))
+            c.write("%s\t%s\t%s\t%s\n" % (name, fmt(nonzero(ec)), fmt(nonzero(bc)), fmt(nonzero(om))))
             et, bt = per_inval_us(e), per_inval_us(b)
             t.write("%s\t%s\t%s\n" % (name, fmt(et), fmt(bt)))
             l = [latency(e, "p50"), latency(e, "p99"),
@@ -102,6 +128,27 @@ def storm(path, out):
     plots += ["calls", "time"]
     if nlat:
         plots.append("latency")
+    tr = doc.get("translate") or []
+    if tr:
+        # one row per configuration, one column per implementation (M lookups/s)
+        impls = ["engine", "qemu", "dpdk"]
+        cfgs = []
+        vals = {}
+        for t in tr:
+            if t.get("workload") != "vhost":
+                continue
+            cfg = "pool %s, %s thr%s" % (t.get("pool"), t.get("threads"),
+                                         " + inval" if t.get("invalidator") else "")
+            if cfg not in cfgs:
+                cfgs.append(cfg)
+            vals[(cfg, t.get("impl"))] = num(t.get("lookups_per_s"))
+        with open(os.path.join(out, "storm_translate.dat"), "w") as f:
+            f.write("# config engine qemu dpdk (M lookups/s, medians)\n")
+            for cfg in cfgs:
+                f.write('"%s"\t%s\n' % (cfg, "\t".join(
+                    fmt(vals.get((cfg, i)) / 1e6 if vals.get((cfg, i)) else None) for i in impls)))
+        if cfgs:
+            plots.append("storm_translate")
     with open(os.path.join(out, "storm_summary.txt"), "w") as f:
         m = doc.get("machine", {})
         f.write("machine: %s\n" % json.dumps(m))
@@ -116,6 +163,7 @@ def storm(path, out):
                 name, fmt(ec), fmt(bc), fmt(om), fmt(ratio), fmt(et), fmt(bt)))
     print("baseline" if has_base else "nobaseline")
     print(" ".join(plots))
+    print(caption(doc))
 
 
 def gbench(path, out):
@@ -178,6 +226,7 @@ def gbench(path, out):
             f.write("walk+diff %s: %.2f ns/PTE (%s extents)\n" % (label, ns, fmt(ext)))
     print("gbench")
     print(" ".join(plots))
+    print(caption(doc))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,124 @@
 #include "report.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "storm_build_info.h"
+#ifdef IOVT_STORM_TRANSLATE
+#include "translate_run.h"
+#endif
+
+/* Every per-run metric, by name: one table drives the JSON keys, the
+ * aggregates and the medians, so a new field cannot be left out of one. */
+enum kind { U64, DBL };
+struct field {
+	const char *key;
+	size_t off;
+	enum kind kind;
+};
+#define U(f) { #f, offsetof(struct side_result, f), U64 }
+#define D(f) { #f, offsetof(struct side_result, f), DBL }
+static const struct field side_fields[] = {
+	U(invalidations), U(fences), U(ranges), U(ptes_walked), U(sink_calls), U(map_calls),
+	U(unmap_calls), U(oracle_min_calls), U(rejected_calls), U(mismatches), U(errors),
+	D(wall_s), D(cpu_s), D(engine_s), D(sink_s), D(own_s), D(est_sink_s),
+	U(peak_rss_bytes), U(shadow_bytes), U(extents), U(bytes_per_extent),
+	U(peak_shadow_bytes), U(peak_extents),
+	U(latency_p50_ns), U(latency_p99_ns), U(queue_items), U(queue_full_waits),
+	U(fences_inline), U(fences_drained),
+};
+#undef U
+#undef D
+
+static double get(const void *rec, const struct field *f)
+{
+	const char *p = (const char *)rec + f->off;
+	return f->kind == U64 ? (double)*(const uint64_t *)p : *(const double *)p;
+}
+
+static void set(void *rec, const struct field *f, double v)
+{
+	char *p = (char *)rec + f->off;
+	if (f->kind == U64)
+		*(uint64_t *)p = (uint64_t)v;
+	else
+		*(double *)p = v;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Median as Google Benchmark computes it: the middle value, or the mean
+ * of the two middle ones. v is sorted in place. */
+static double median_sorted(double *v, int n)
+{
+	qsort(v, n, sizeof(*v), cmp_dbl);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Field f of recs[0..n) (stride bytes apart) into v, sorted; returns the median. */
+static double column(const void *recs, size_t stride, int n, const struct field *f, double *v)
+{
+	for (int i = 0; i < n; i++)
+		v[i] = get((const char *)recs + i * stride, f);
+	return median_sorted(v, n);
+}
+
+static json_t *num(enum kind k, double v)
+{
+	return k == U64 ? json_integer((json_int_t)v) : json_real(v);
+}
+
+/* One record over its repetitions: {key: median, ...} (the keys a single run
+ * has always had, so older readers keep working) plus "aggregates": {key:
+ * {"min", "median", "max", "values": [per repetition, in run order]}}. */
+static json_t *json_record(const void *recs, size_t stride, int n, const struct field *fields,
+			   size_t nfields)
+{
+	json_t *o = json_object(), *agg = json_object();
+	double *v = calloc(n, sizeof(*v));
+	if (!o || !agg || !v) {
+		free(v);
+		json_decref(o);
+		json_decref(agg);
+		return NULL;
+	}
+	for (size_t k = 0; k < nfields; k++) {
+		const struct field *f = &fields[k];
+		json_t *vals = json_array();
+		for (int i = 0; i < n; i++)
+			json_array_append_new(vals, num(f->kind, get((const char *)recs + i * stride, f)));
+		double med = column(recs, stride, n, f, v);
+		json_object_set_new(o, f->key, num(f->kind, med));
+		json_object_set_new(agg, f->key,
+				    json_pack("{s:o,s:o,s:o,s:o}", "min", num(f->kind, v[0]), "median",
+					      num(f->kind, med), "max", num(f->kind, v[n - 1]),
+					      "values", vals));
+	}
+	free(v);
+	json_object_set_new(o, "aggregates", agg);
+	return o;
+}
+
+void report_median(const struct side_result *runs, int n, struct side_result *out)
+{
+	double *v = calloc(n, sizeof(*v));
+	memset(out, 0, sizeof(*out));
+	if (!v)
+		return;
+	for (size_t k = 0; k < sizeof(side_fields) / sizeof(side_fields[0]); k++)
+		set(out, &side_fields[k], column(runs, sizeof(*runs), n, &side_fields[k], v));
+	free(v);
+}
 
 static void cpu_model(char *buf, size_t len)
 {
@@ -27,77 +142,96 @@ static void cpu_model(char *buf, size_t len)
 	fclose(f);
 }
 
-/* s as a JSON string (a trace's path may hold quotes, backslashes, control bytes). */
-static void json_str(FILE *f, const char *s)
+/* Google Benchmark's context block, with iovt's build in it. */
+static json_t *json_context(const struct report_context *ctx)
 {
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20 || c == 0x7f)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
+	char date[64], host[256] = "unknown", cpu[128];
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S%z", localtime_r(&now, &tm));
+	/* ISO 8601 wants +hh:mm */
+	size_t l = strlen(date);
+	if (l > 4 && (date[l - 5] == '+' || date[l - 5] == '-')) {
+		memmove(date + l - 1, date + l - 2, 3);
+		date[l - 2] = ':';
 	}
-	fputc('"', f);
+	gethostname(host, sizeof(host) - 1);
+	cpu_model(cpu, sizeof(cpu));
+	json_t *c = json_pack("{s:s,s:s,s:s,s:I,s:f,s:i,s:s,s:s,s:s,s:s,s:s}",
+		"date", date, "host_name", host, "cpu_model", cpu,
+		"num_cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "scale", ctx->scale,
+		"repetitions", ctx->repetitions, "build_type", IOVT_STORM_BUILD_TYPE,
+		"compiler", IOVT_STORM_COMPILER, "iovt_version", IOVT_STORM_VERSION,
+		"git_commit", IOVT_STORM_GIT_COMMIT, "executable", "iovt-storm");
+	if (c && ctx->replay)
+		json_object_set_new(c, "replay", json_string(ctx->replay));
+	return c;
 }
 
-static void json_side(FILE *f, const char *key, const struct side_result *s)
-{
-	fprintf(f,
-		"\"%s\": {\"invalidations\": %lu, \"fences\": %lu, \"ranges\": %lu, "
-		"\"ptes_walked\": %lu, \"sink_calls\": %lu, \"map_calls\": %lu, "
-		"\"unmap_calls\": %lu, \"oracle_min_calls\": %lu, \"rejected_calls\": %lu, "
-		"\"mismatches\": %lu, \"errors\": %lu, \"wall_s\": %.6f, \"cpu_s\": %.6f, "
-		"\"engine_s\": %.6f, \"sink_s\": %.6f, \"own_s\": %.6f, \"est_sink_s\": %.6f, "
-		"\"peak_rss_bytes\": %lu, "
-		"\"bytes_per_extent\": %lu, \"latency_p50_ns\": %lu, \"latency_p99_ns\": %lu, "
-		"\"queue_items\": %lu, \"queue_full_waits\": %lu, \"fences_inline\": %lu, "
-		"\"fences_drained\": %lu}",
-		key, s->invalidations, s->fences, s->ranges, s->ptes_walked, s->sink_calls,
-		s->map_calls, s->unmap_calls, s->oracle_min_calls, s->rejected_calls, s->mismatches,
-		s->errors, s->wall_s, s->cpu_s, s->engine_s, s->sink_s, s->own_s, s->est_sink_ns / 1e9,
-		s->peak_rss_bytes,
-		s->bytes_per_extent, s->latency_p50_ns, s->latency_p99_ns, s->queue_items,
-		s->queue_full_waits, s->fences_inline, s->fences_drained);
-}
+#ifdef IOVT_STORM_TRANSLATE
+#define T(f) { #f, offsetof(struct translate_figures, f), DBL }
+static const struct field translate_fields[] = {
+	T(lookups_per_s), T(hit_rate), T(p99_ns), T(miss_ns), T(inval_kops),
+};
+#undef T
+#endif
 
-int report_write_json(const char *path, const struct scenario_result *r, int n)
+int report_write_json(const char *path, const struct report_context *ctx,
+		      const struct scenario_result *r, int n, const struct translate_point *t, int nt)
 {
-	FILE *f = fopen(path, "w");
 	struct utsname u;
 	char cpu[128];
-	if (!f)
-		return -errno;
+	json_t *scen = json_array(), *doc;
 	uname(&u);
 	cpu_model(cpu, sizeof(cpu));
-	fprintf(f, "{\"machine\": {\"cpus\": %ld, \"cpu_model\": \"%s\", \"kernel\": \"%s\", "
-		   "\"arch\": \"%s\"},\n \"scenarios\": [\n",
-		sysconf(_SC_NPROCESSORS_ONLN), cpu, u.release, u.machine);
 	for (int i = 0; i < n; i++) {
-		fprintf(f, "  {\"name\": ");
-		json_str(f, r[i].name);
-		fprintf(f, ", \"what\": ");
-		json_str(f, r[i].what);
-		fprintf(f, ", ");
-		json_side(f, "engine", &r[i].engine);
-		fprintf(f, ", ");
-		json_side(f, "baseline", &r[i].baseline);
-		fprintf(f, "}%s\n", i + 1 < n ? "," : "");
+		size_t nf = sizeof(side_fields) / sizeof(side_fields[0]);
+		json_array_append_new(scen, json_pack("{s:s,s:s,s:i,s:o*,s:o*}", "name", r[i].name,
+			"what", r[i].what, "repetitions", r[i].reps,
+			"engine", json_record(r[i].engine, sizeof(*r[i].engine), r[i].reps,
+					      side_fields, nf),
+			"baseline", json_record(r[i].baseline, sizeof(*r[i].baseline), r[i].reps,
+						side_fields, nf)));
 	}
-	fprintf(f, " ]}\n");
-	return fclose(f) ? -errno : 0;
+	doc = json_pack("{s:o*,s:{s:I,s:s,s:s,s:s},s:o}", "context", json_context(ctx), "machine",
+			"cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "cpu_model", cpu,
+			"kernel", u.release, "arch", u.machine, "scenarios", scen);
+#ifdef IOVT_STORM_TRANSLATE
+	if (doc && nt) {
+		json_t *ta = json_array();
+		for (int i = 0; i < nt; i++) {
+			json_t *fig = json_record(t[i].runs, sizeof(*t[i].runs), t[i].reps,
+				translate_fields, sizeof(translate_fields) / sizeof(translate_fields[0]));
+			json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:b,s:i}", "workload",
+				t[i].workload, "impl", t[i].impl, "pool", t[i].pool,
+				"threads", t[i].threads, "invalidator", t[i].inval, "repetitions", t[i].reps);
+			if (fig && o)
+				json_object_update(o, fig);
+			json_decref(fig);
+			json_array_append_new(ta, o);
+		}
+		json_object_set_new(doc, "translate", ta);
+	}
+#else
+	(void)t;
+	(void)nt;
+#endif
+	if (!doc)
+		return -ENOMEM;
+	int rc = json_dump_file(doc, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+	int err = errno;
+	json_decref(doc);
+	return rc ? -(err ? err : EIO) : 0;
 }
 
-static void print_side_table(FILE *out, const char *title, const struct scenario_result *r, int n,
-			     int baseline)
+static void print_side_table(FILE *out, const char *title, const struct side_result *m,
+			     const struct scenario_result *r, int n)
 {
 	fprintf(out, "%s\n", title);
 	fprintf(out, "%-22s %10s %9s %11s %10s %9s %9s %8s %6s %8s %9s\n", "scenario", "invals",
 		"ranges", "ptes", "calls", "maps", "unmaps", "oracle", "rej", "mismatch", "engine_ms");
 	for (int i = 0; i < n; i++) {
-		const struct side_result *s = baseline ? &r[i].baseline : &r[i].engine;
+		const struct side_result *s = &m[i];
 		fprintf(out, "%-22s %10lu %9lu %11lu %10lu %9lu %9lu %8lu %6lu %8lu %9.1f\n", r[i].name,
 			s->invalidations, s->ranges, s->ptes_walked, s->sink_calls, s->map_calls,
 			s->unmap_calls, s->oracle_min_calls, s->rejected_calls, s->mismatches,
@@ -114,14 +248,28 @@ static double ratio(double b, double e)
  * sink's charged per-call host cost, over the side's invalidations (us). */
 static double vmm_us(const struct side_result *s)
 {
-	return s->invalidations ? (s->engine_s + s->est_sink_ns / 1e9) / s->invalidations * 1e6 : 0;
+	return s->invalidations ? (s->engine_s + s->est_sink_s) / s->invalidations * 1e6 : 0;
 }
 
 void report_print_table(FILE *out, const struct scenario_result *r, int n)
 {
-	print_side_table(out, "engine (iovt)", r, n, 0);
+	struct side_result *me = calloc(n ? n : 1, sizeof(*me)), *mb = calloc(n ? n : 1, sizeof(*mb));
+	if (!me || !mb) {
+		free(me);
+		free(mb);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		report_median(r[i].engine, r[i].reps, &me[i]);
+		report_median(r[i].baseline, r[i].reps, &mb[i]);
+	}
+	if (n && r[0].reps > 1)
+		fprintf(out, "(medians over %d repetitions; the JSON has min/median/max and every "
+			     "value)\n\n", r[0].reps);
+	print_side_table(out, "engine (iovt)", me, r, n);
 	fputc('\n', out);
-	print_side_table(out, "baseline (QEMU-style: GTree, one call per leaf, no coalescing)", r, n, 1);
+	print_side_table(out, "baseline (QEMU-style: GTree, one call per leaf, no coalescing)", mb, r,
+			 n);
 	fputc('\n', out);
 	fprintf(out, "side by side (x = baseline / engine; eng = time in the engine or baseline, sink "
 		     "included; own = eng minus the model sink's time; vmm = (eng + est. sink cost) / "
@@ -131,7 +279,7 @@ void report_print_table(FILE *out, const struct scenario_result *r, int n)
 		"own_ms_B", "x", "vmm_us_E", "vmm_us_B", "x", "p50us_E", "p50us_B", "p99us_E", "p99us_B",
 		"rej", "mism");
 	for (int i = 0; i < n; i++) {
-		const struct side_result *e = &r[i].engine, *b = &r[i].baseline;
+		const struct side_result *e = &me[i], *b = &mb[i];
 		fprintf(out,
 			"%-22.22s %9lu %9lu %7.1f %9.1f %9.1f %7.1f %8.1f %8.1f %6.1f %9.2f %9.2f %7.1f "
 			"%8.1f %8.1f %8.1f %8.1f %5lu %5lu\n",
@@ -143,19 +291,56 @@ void report_print_table(FILE *out, const struct scenario_result *r, int n)
 			e->rejected_calls + b->rejected_calls, e->mismatches + b->mismatches);
 	}
 	fprintf(out, "\nmemory: peak RSS is the process high-water mark after each side's run (sides run "
-		     "in order, so it only grows); bytes/extent at the end of the run: the baseline's GTree "
-		     "node + DMAMap, the engine's shadow (radix tables + extents) / extents\n");
-	fprintf(out, "%-22s %12s %12s %14s %14s\n", "scenario", "rss_E_MiB", "rss_B_MiB", "B/extent_E",
-		"B/extent_B");
+		     "in order, so it only grows); shadow = the structure mirroring the sinks at the end "
+		     "of the scenario and its peak after any fence (bytes), all domains: the engine's "
+		     "shadows (iovt_stats: tables + extents), the baseline's GTree nodes + DMAMap chunks "
+		     "(x = baseline / engine peak)\n");
+	fprintf(out, "%-22s %9s %9s %11s %11s %11s %11s %6s %9s %9s %9s %9s\n", "scenario",
+		"rss_E_MiB", "rss_B_MiB", "shadow_E", "shadow_B", "peak_E", "peak_B", "x", "extents_E",
+		"extents_B", "peak_ext_E", "peak_ext_B");
 	for (int i = 0; i < n; i++)
-		fprintf(out, "%-22s %12.1f %12.1f %14lu %14lu\n", r[i].name,
-			r[i].engine.peak_rss_bytes / 1048576.0, r[i].baseline.peak_rss_bytes / 1048576.0,
-			r[i].engine.bytes_per_extent, r[i].baseline.bytes_per_extent);
+		fprintf(out, "%-22.22s %9.1f %9.1f %11lu %11lu %11lu %11lu %6.2f %9lu %9lu %9lu %9lu\n",
+			r[i].name, me[i].peak_rss_bytes / 1048576.0, mb[i].peak_rss_bytes / 1048576.0,
+			me[i].shadow_bytes, mb[i].shadow_bytes, me[i].peak_shadow_bytes,
+			mb[i].peak_shadow_bytes, ratio(mb[i].peak_shadow_bytes, me[i].peak_shadow_bytes),
+			me[i].extents, mb[i].extents, me[i].peak_extents, mb[i].peak_extents);
 	fprintf(out, "\nengine intake: items drained from the queues, waits applied by the posting thread "
 		     "(inline) or by a worker / poller / iovt_fence (drained), posts that found a full queue\n");
 	fprintf(out, "%-22s %12s %14s %15s %12s\n", "scenario", "queue_items", "fences_inline",
 		"fences_drained", "full_waits");
 	for (int i = 0; i < n; i++)
-		fprintf(out, "%-22s %12lu %14lu %15lu %12lu\n", r[i].name, r[i].engine.queue_items,
-			r[i].engine.fences_inline, r[i].engine.fences_drained, r[i].engine.queue_full_waits);
+		fprintf(out, "%-22s %12lu %14lu %15lu %12lu\n", r[i].name, me[i].queue_items,
+			me[i].fences_inline, me[i].fences_drained, me[i].queue_full_waits);
+	free(me);
+	free(mb);
+}
+
+void report_print_translate(FILE *out, const struct translate_point *t, int nt)
+{
+#ifdef IOVT_STORM_TRANSLATE
+	if (!nt)
+		return;
+	fprintf(out, "\ntranslate (bench/translate's vhost-like workload: 4 hot ring pages + a pool of "
+		     "4 KiB buffers; invalidator = strict-mode unmap/map + PSI + wait; medians; miss = "
+		     "every lookup a miss, one thread)\n");
+	fprintf(out, "%-8s %-6s %6s %7s %5s %12s %8s %9s %10s %11s\n", "workload", "impl", "pool",
+		"threads", "inval", "Mlookups/s", "hit", "p99_ns", "miss_ns", "inval_kops");
+	for (int i = 0; i < nt; i++) {
+		struct translate_figures m;
+		double *v = calloc(t[i].reps, sizeof(*v));
+		if (!v)
+			return;
+		for (size_t k = 0; k < sizeof(translate_fields) / sizeof(translate_fields[0]); k++)
+			set(&m, &translate_fields[k], column(t[i].runs, sizeof(*t[i].runs), t[i].reps,
+							       &translate_fields[k], v));
+		free(v);
+		fprintf(out, "%-8s %-6s %6u %7u %5d %12.2f %8.3f %9.0f %10.0f %11.1f\n",
+			t[i].workload, t[i].impl, t[i].pool, t[i].threads, t[i].inval,
+			m.lookups_per_s / 1e6, m.hit_rate, m.p99_ns, m.miss_ns, m.inval_kops);
+	}
+#else
+	(void)out;
+	(void)t;
+	(void)nt;
+#endif
 }

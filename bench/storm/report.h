@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The storm driver's results: one record per scenario and side (engine,
- * and the QEMU-style baseline), written as JSON and as readable tables. */
+/* The storm driver's results: per scenario and side (engine, and the
+ * QEMU-style baseline) one record per repetition, written as JSON (through
+ * jansson) and as readable tables (medians over the repetitions). */
 #ifndef IOVT_BENCH_REPORT_H
 #define IOVT_BENCH_REPORT_H
 
@@ -23,9 +24,16 @@ struct side_result {
 	double sink_s;          /* of which inside the model sink */
 	double own_s;           /* engine_s - sink_s: the side's own CPU; 0 where not measurable */
 	double cpu_s;
-	uint64_t est_sink_ns;   /* model sink's charged per-call cost */
+	double est_sink_s;      /* model sink's charged per-call cost */
 	uint64_t peak_rss_bytes;   /* process peak RSS at the end of this side's run */
-	uint64_t bytes_per_extent; /* mirror structure per extent (baseline; engine 0: not exported) */
+	/* The structure that mirrors the sinks, at the end of the scenario, all
+	 * domains: the engine's shadows (iovt_stats shadow_bytes / extents), the
+	 * baseline's GTree nodes + DMAMap malloc chunks / tree entries. */
+	uint64_t shadow_bytes, extents;
+	uint64_t bytes_per_extent; /* shadow_bytes / extents (0 when empty) */
+	/* Their highest values, sampled after every fence of the world
+	 * (0: the scenario fences on its own threads, multi-producer). */
+	uint64_t peak_shadow_bytes, peak_extents;
 	uint64_t latency_p50_ns;   /* first invalidation after a fence -> fence return */
 	uint64_t latency_p99_ns;
 	/* Engine intake (iovt_stats; baseline 0): items drained from queues, posts
@@ -37,12 +45,39 @@ struct side_result {
 struct scenario_result {
 	const char *name;
 	const char *what;
-	struct side_result engine;
-	struct side_result baseline; /* the QEMU-style baseline (bench/baseline), same scenario */
+	int reps;                  /* runs below, per side */
+	struct side_result *engine;   /* [reps] */
+	struct side_result *baseline; /* [reps]: the QEMU-style baseline (bench/baseline) */
 };
 
-/* Writes {"machine": {...}, "scenarios": [...]}. Returns 0 or -errno. */
-int report_write_json(const char *path, const struct scenario_result *r, int n);
+/* One translate configuration (bench/translate's vhost-like workload) over
+ * its repetitions; see translate_run.h. */
+struct translate_point {
+	const char *workload;      /* "vhost", or "miss" (a cyclic scan of 64K pages: every lookup misses) */
+	const char *impl;          /* "engine", "qemu", "dpdk" */
+	unsigned pool, threads;
+	int inval;                 /* 1: with the strict-mode invalidator thread */
+	int reps;
+	struct translate_figures *runs; /* [reps] */
+};
+
+/* What the run was: the JSON "context" block (Google Benchmark's idea). */
+struct report_context {
+	double scale;
+	int repetitions;
+	const char *replay;        /* the trace replayed, or NULL */
+};
+
+/* Writes {"context": {...}, "machine": {...}, "scenarios": [...],
+ * "translate": [...]} (translate left out when nt is 0). 0 or -errno. */
+int report_write_json(const char *path, const struct report_context *ctx,
+		      const struct scenario_result *r, int n,
+		      const struct translate_point *t, int nt);
+/* The tables, from the medians over the repetitions. */
 void report_print_table(FILE *out, const struct scenario_result *r, int n);
+void report_print_translate(FILE *out, const struct translate_point *t, int nt);
+
+/* The per-field median of runs[0..n) (counts and times alike). */
+void report_median(const struct side_result *runs, int n, struct side_result *out);
 
 #endif

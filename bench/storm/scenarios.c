@@ -72,14 +72,20 @@ int scenario_finish(struct world *w, struct side_result *out)
 	out->oracle_min_calls = t.oracle_min_calls;
 	out->rejected_calls = t.rejected_calls;
 	out->mismatches = t.mismatches;
-	out->est_sink_ns = t.charged_ns;
+	out->est_sink_s = t.charged_ns / 1e9;
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
 		out->errors += st.errors[k];
 	out->engine_s = t.engine_ns / 1e9;
 	out->sink_s = t.sink_ns / 1e9;
 	out->own_s = out->engine_s > out->sink_s ? out->engine_s - out->sink_s : 0;
 	out->peak_rss_bytes = t.peak_rss_bytes;
-	out->bytes_per_extent = t.bytes_per_extent;
+	/* The mirror structure at the end of the scenario and its peak, all
+	 * domains: the engine's shadows or the baseline's trees (world_totals). */
+	out->shadow_bytes = t.shadow_bytes;
+	out->extents = t.extents;
+	out->bytes_per_extent = t.extents ? t.shadow_bytes / t.extents : 0;
+	out->peak_shadow_bytes = t.peak_shadow_bytes;
+	out->peak_extents = t.peak_extents;
 	out->latency_p50_ns = t.latency_p50_ns;
 	out->latency_p99_ns = t.latency_p99_ns;
 	out->queue_items = st.queue_items;

@@ -1,19 +1,9 @@
 // SPDX-License-Identifier: MIT
 //
 // iovt-translate-bench: the translation service (issue 12) against two
-// baselines written from their documented behaviour (no code copied):
-//
-//   qemu   QEMU intel_iommu-style IOTLB: a hash of 4 KiB page translations
-//          under one mutex; lookup under the lock; a miss unlocks, walks the
-//          guest table, locks and inserts, wiping the whole hash when it
-//          holds 1024 entries; a PSI scans the whole hash under the lock.
-//   dpdk   DPDK vhost-style IOTLB: a list sorted by IOVA under a rwlock,
-//          2048 entries, linear lookup (read lock), a miss walks then inserts
-//          in order (write lock), a random entry evicted when full; a PSI
-//          removes the overlapping entries (write lock, linear).
-//   engine iovt_translate on a domain without a MAP notifier (engine/iotlb).
-//
-// All three walk the same guest VT-d table with the same walker on a miss.
+// baselines written from their documented behaviour (translate_impls.hh has
+// them and the workload; the storm driver runs the same code through
+// translate_run.h):
 //
 //   vhost/<impl>/pool:<P>/inval:<0|1>/real_time/threads:<1|2>
 //       each iteration = 2 lookups: one of 4 hot descriptor-ring pages and
@@ -27,257 +17,16 @@
 //                  time per op = the cost of a miss (walk + insert).
 #include <benchmark/benchmark.h>
 
-#include <pthread.h>
-#include <sched.h>
-
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstdint>
-#include <cstdio>
-#include <list>
-#include <mutex>
-#include <thread>
-#include <unordered_map>
+#include <string>
+#include <type_traits>
 #include <vector>
 
-#include "iovt.h"
-extern "C" {
-#include "guestsim.h"
-}
+#include "translate_impls.hh"
 
 namespace {
 
-constexpr uint64_t K4 = 4096;
-constexpr uint64_t RING_IOVA = 0x10000000ull;
-constexpr uint64_t POOL_IOVA = 0x40000000ull;
-constexpr uint16_t DID = 1;
-
-struct Guest {
-	guestsim *gs;
-	gs_domain *gd;
-	uint64_t pool;
-	uint64_t gpa_of(uint64_t i) const
-	{
-		// a permutation of the data pages (scattered, never contiguous)
-		return 0x1000000ull + ((i * 40503ull) % 131072) * K4;
-	}
-	uint64_t buf(uint64_t i) const { return POOL_IOVA + (i % pool) * 2 * K4; }
-	explicit Guest(uint64_t p) : pool(p)
-	{
-		gs = gs_create(1, 1ull << 30, 128ull << 20);
-		gd = gs_domain_create(gs, 48, true, true);
-		if (!gs || !gd)
-			abort();
-		if (gs_map(gd, RING_IOVA, 0x100000, 4 * K4, IOVT_PERM_RW, GS_LEAF_4K))
-			abort();
-		for (uint64_t i = 0; i < pool; i++)
-			if (gs_map(gd, buf(i), gpa_of(i), K4, IOVT_PERM_RW, GS_LEAF_4K))
-				abort();
-	}
-	~Guest() { gs_destroy(gs); }
-};
-
-// The guest walk every implementation uses on a miss (one page).
-struct WalkOut {
-	bool found;
-	uint64_t iova, gpa;
-	uint32_t perm;
-};
-int on_leaf(void *arg, const vtd_leaf *l)
-{
-	WalkOut *o = (WalkOut *)arg;
-	o->found = true;
-	o->iova = l->iova;
-	o->gpa = l->gpa;
-	o->perm = l->perm;
-	return 1;
-}
-bool guest_walk(Guest *g, uint64_t page, iovt_extent *out)
-{
-	vtd_walk_params p;
-	gs_domain_params(g->gd, &p);
-	p.first = page;
-	p.last = page + K4 - 1;
-	p.budget = 256;
-	static const vtd_walk_ops ops = { on_leaf, nullptr };
-	WalkOut o = { false, 0, 0, 0 };
-	vtd_walk_stats ws = {};
-	vtd_walk(gs_guest_ram(g->gs), &p, &ops, &o, &ws);
-	if (!o.found)
-		return false;
-	uint64_t gpa = o.gpa + (page - o.iova);
-	*out = iovt_extent{ page, K4, gpa, (uint64_t)(uintptr_t)gs_hva(g->gs, gpa), o.perm, 0 };
-	return true;
-}
-
-// ---- baselines ----------------------------------------------------------
-
-struct Qemu {
-	static constexpr const char *name = "qemu";
-	Guest *g;
-	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-	std::unordered_map<uint64_t, iovt_extent> h;
-	explicit Qemu(Guest *gg) : g(gg) { h.reserve(2048); }
-	// 1: hit, 0: miss (walked), -1: not mapped
-	int lookup(uint64_t iova, iovt_extent *out)
-	{
-		uint64_t page = iova & ~(K4 - 1);
-		pthread_mutex_lock(&mu);
-		auto it = h.find(page >> 12);
-		if (it != h.end()) {
-			*out = it->second;
-			pthread_mutex_unlock(&mu);
-			return 1;
-		}
-		pthread_mutex_unlock(&mu);
-		if (!guest_walk(g, page, out))
-			return -1;
-		pthread_mutex_lock(&mu);
-		if (h.size() >= 1024)
-			h.clear(); // QEMU: VTD_IOTLB_MAX_SIZE reached, reset
-		h.emplace(page >> 12, *out);
-		pthread_mutex_unlock(&mu);
-		return 0;
-	}
-	void invalidate(uint64_t first, uint64_t last)
-	{
-		pthread_mutex_lock(&mu);
-		for (auto it = h.begin(); it != h.end();) {
-			uint64_t a = it->first << 12;
-			if (a <= last && a + K4 - 1 >= first)
-				it = h.erase(it);
-			else
-				++it;
-		}
-		pthread_mutex_unlock(&mu);
-	}
-};
-
-struct Dpdk {
-	static constexpr const char *name = "dpdk";
-	Guest *g;
-	pthread_rwlock_t rw = PTHREAD_RWLOCK_INITIALIZER;
-	std::list<iovt_extent> l; // sorted by iova
-	size_t n = 0;
-	uint64_t rnd = 88172645463325252ull;
-	explicit Dpdk(Guest *gg) : g(gg) {}
-	int lookup(uint64_t iova, iovt_extent *out)
-	{
-		pthread_rwlock_rdlock(&rw);
-		for (const iovt_extent &x : l) {
-			if (x.iova > iova)
-				break;
-			if (iova - x.iova < x.size) {
-				*out = x;
-				pthread_rwlock_unlock(&rw);
-				return 1;
-			}
-		}
-		pthread_rwlock_unlock(&rw);
-		uint64_t page = iova & ~(K4 - 1);
-		if (!guest_walk(g, page, out))
-			return -1;
-		pthread_rwlock_wrlock(&rw);
-		if (n >= 2048) { // random eviction
-			rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
-			auto it = l.begin();
-			std::advance(it, (long)(rnd % n));
-			l.erase(it);
-			n--;
-		}
-		auto it = l.begin();
-		while (it != l.end() && it->iova < page)
-			++it;
-		if (it == l.end() || it->iova != page) {
-			l.insert(it, *out);
-			n++;
-		}
-		pthread_rwlock_unlock(&rw);
-		return 0;
-	}
-	void invalidate(uint64_t first, uint64_t last)
-	{
-		pthread_rwlock_wrlock(&rw);
-		for (auto it = l.begin(); it != l.end() && it->iova <= last;) {
-			if (it->iova + it->size - 1 >= first) {
-				it = l.erase(it);
-				n--;
-			} else {
-				++it;
-			}
-		}
-		pthread_rwlock_unlock(&rw);
-	}
-};
-
-struct Engine {
-	static constexpr const char *name = "engine";
-	Guest *g;
-	iovt_engine *e;
-	iovt_domain *d;
-	explicit Engine(Guest *gg) : g(gg)
-	{
-		if (iovt_engine_create(nullptr, &e))
-			abort();
-		const struct gs_region *r = gs_region(g->gs, 0);
-		if (iovt_guest_ram_add(e, r->gpa, r->size, r->hva, nullptr))
-			abort();
-		iovt_domain_config dc = { DID, gs_domain_root(g->gd), 48, true, true };
-		if (iovt_domain_create(e, &dc, &d))
-			abort();
-	}
-	~Engine() { iovt_engine_destroy(e); }
-	int lookup(uint64_t iova, iovt_extent *out)
-	{
-		return iovt_translate(d, iova, out) == 0 ? 1 : -1; // hit/miss from the stats
-	}
-	void invalidate(uint64_t first, uint64_t last)
-	{
-		(void)last;
-		if (iovt_invalidate_psi(e, DID, first, 0, false) || iovt_fence(e))
-			abort();
-	}
-	void stats(uint64_t *hits, uint64_t *misses)
-	{
-		iovt_stats st;
-		iovt_domain_stats_get(d, &st);
-		*hits = st.iotlb_hits;
-		*misses = st.iotlb_misses;
-	}
-};
-
-// ---- the vhost-like workload ------------------------------------------
-
-template <class Impl> struct Bench {
-	Guest g;
-	Impl impl;
-	std::atomic<bool> stop{ false };
-	std::atomic<uint64_t> hits{ 0 }, misses{ 0 }, inval_ops{ 0 };
-	std::thread inval;
-	double inval_secs = 0;
-	explicit Bench(uint64_t pool) : g(pool), impl(&g) {}
-	void invalidator()
-	{
-		iovt_thread_register();
-		uint64_t s = 0x1234567, ops = 0;
-		auto t0 = std::chrono::steady_clock::now();
-		while (!stop.load(std::memory_order_relaxed)) {
-			s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-			uint64_t i = s % g.pool, iova = g.buf(i);
-			gs_unmap(g.gd, iova, K4);
-			impl.invalidate(iova, iova + K4 - 1);
-			gs_map(g.gd, iova, g.gpa_of(i), K4, IOVT_PERM_RW, GS_LEAF_4K);
-			impl.invalidate(iova, iova + K4 - 1);
-			ops++;
-			if (ops % 8 == 0)
-				sched_yield(); // a vCPU that also runs its guest
-		}
-		inval_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-		inval_ops = ops;
-		iovt_thread_unregister();
-	}
-};
+using namespace tbench;
 
 template <class Impl> Bench<Impl> *&bench_slot()
 {
@@ -306,20 +55,16 @@ template <class Impl> void BM_vhost(benchmark::State &st)
 			if constexpr (std::is_same<Impl, Engine>::value)
 				b->impl.stats(&h0, &m0);
 		}
-		iovt_extent x;
-		uint64_t ring = RING_IOVA + (i & 3) * K4 + 64;
-		uint64_t buf = b->g.buf(i) + 128;
+		iovt_extent x[2];
 		bool timed = (n & 63) == 0;
 		auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-		int r1 = b->impl.lookup(ring, &x);
-		benchmark::DoNotOptimize(x);
-		int r2 = b->impl.lookup(buf, &x);
+		int hit = vhost_step(b, i, x);
 		benchmark::DoNotOptimize(x);
 		if (timed && lat.size() < (1u << 20))
 			lat.push_back((uint32_t)std::chrono::duration_cast<std::chrono::nanoseconds>(
 					      std::chrono::steady_clock::now() - t0).count() / 2);
-		h += (r1 == 1) + (r2 == 1);
-		m += (r1 != 1) + (r2 != 1);
+		h += hit;
+		m += 2 - hit;
 		i++;
 		n++;
 	}

@@ -92,7 +92,7 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 	struct drain_state *ds = &q->drain;
 	int err = 0;
 
-	IOVT_PROBE1(fence_begin, ticket);
+	IOVT_PROBE1(queue_fence_begin, ticket);
 	if (ds->touched_all) {
 		/* After a global invalidation (rare): every domain now in the
 		 * table joins the list, in a read-side section that waits for
@@ -162,7 +162,7 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 	atomic_fetch_add_explicit(&q->done_word, 1, memory_order_seq_cst);
 	if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
 		futex_wake_all(&q->done_word);
-	IOVT_PROBE1(fence_end, err);
+	IOVT_PROBE1(queue_fence_end, err);
 }
 
 static void gather_reset(struct gather *g)

@@ -61,11 +61,15 @@ struct world_totals {
 	/* Process peak RSS (getrusage ru_maxrss) when world_totals is called: a
 	 * process-wide high-water mark, not this world's own. */
 	uint64_t peak_rss_bytes;
-	/* The structure that mirrors the sinks: bytes now and per extent.
-	 * Baseline: GTree node + DMAMap malloc chunk per entry. Engine: 0 (the
-	 * shadow tree's memory is not exported by the public API). */
-	uint64_t shadow_bytes;
+	/* The structure that mirrors the sinks, all domains: bytes and entries
+	 * now, bytes per extent. Engine: iovt_stats shadow_bytes / extents.
+	 * Baseline: GTree node + DMAMap malloc chunk per tree entry. */
+	uint64_t shadow_bytes, extents;
 	uint64_t bytes_per_extent;
+	/* Their highest values sampled after each world_fence (0 where the
+	 * scenario never calls it; only in the storm driver's build, with
+	 * IOVT_WORLD_BASELINE: the tests' world does not sample). */
+	uint64_t peak_shadow_bytes, peak_extents;
 };
 
 struct world;
