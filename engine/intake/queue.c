@@ -337,6 +337,9 @@ static int wait_ticket(struct iovt_queue *q, uint64_t ticket, bool may_drain)
 			futex_wait_for(&q->done_word, word, 1000000);
 		atomic_fetch_sub_explicit(&q->waiters, 1, memory_order_relaxed);
 	}
+	/* Most fences have no error to report: a load, not a locked exchange. */
+	if (!atomic_load_explicit(&q->err, memory_order_acquire))
+		return 0;
 	return atomic_exchange_explicit(&q->err, 0, memory_order_acq_rel);
 }
 
