@@ -8,7 +8,7 @@
  * extent records: 48, 112, 240 or 496 bytes, each a jemalloc size class.
  * Its order word (header word 0) names the live records in IOVA order: bits
  * 0..3 hold their number n, nibble k (bits 4+4k..7+4k) the slot of the k-th.
- * An internal node holds n <= 31 children and n-1 pivots (504 bytes): child
+ * An internal node holds n <= 31 children and n-1 pivots (512 bytes): child
  * i covers [piv[i-1], piv[i]-1] within the node's own range; the root covers
  * [0, top]. Every extent lies inside the range of its leaf (an insert that
  * would cross a leaf boundary moves the boundary first), so the one extent
@@ -43,7 +43,7 @@
 #include "common/rcu.h"
 
 #define LEAF_MAX 15u /* records per leaf: 15 nibbles + a 4-bit count = one word */
-#define FAN 31u      /* children per internal node: 504 bytes */
+#define FAN 31u      /* children per internal node: 512 bytes */
 #define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
 #define BATCH_N 61u  /* nodes per retirement batch: 512 bytes */
 #define MAX_SIZE (1ull << 44)
@@ -70,7 +70,7 @@ struct leaf {
 
 struct inode {
 	struct node h;
-	uint64_t piv[FAN - 1];
+	uint64_t piv[FAN]; /* n-1 used; the rest, and always piv[FAN-1], UINT64_MAX */
 	struct node *child[FAN];
 };
 _Static_assert(sizeof(struct inode) <= 512, "an internal node fits 512 bytes");
@@ -193,9 +193,10 @@ static inline unsigned child_pos(const struct inode *in, uint64_t key)
 	unsigned blk = (in->piv[7] <= key) + (in->piv[15] <= key) + (in->piv[23] <= key);
 	const uint64_t *p = in->piv + 8 * blk;
 	unsigned c = 8 * blk;
-	unsigned m = blk == 3 ? FAN - 1 - 24 : 7; /* pivots left in the block, fence excluded */
+	/* the block's pivots before its fence (block 3: piv[24..30], the last
+	 * one the array's UINT64_MAX pad, so no load leaves the node) */
 	for (unsigned i = 0; i < 7; i++)
-		c += (i < m) & (p[i] <= key);
+		c += p[i] <= key;
 	return c;
 }
 
@@ -502,7 +503,7 @@ static void inode_fill(struct inode *in, unsigned level, unsigned n, struct node
 	in->h.cap = FAN;
 	memcpy(in->child, ch, n * sizeof(*ch));
 	memcpy(in->piv, pv, (n - 1) * sizeof(*pv));
-	for (unsigned i = n - 1; i < FAN - 1; i++)
+	for (unsigned i = n - 1; i < FAN; i++)
 		in->piv[i] = UINT64_MAX; /* never <= a key below it: child_pos */
 }
 
