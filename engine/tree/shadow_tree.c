@@ -544,7 +544,8 @@ static void collapse_root(struct shadow_tree *t)
 /*
  * Unlinks n[d], an empty leaf (d > 0), with every ancestor it leaves
  * childless; the nearest sibling takes its range (the pivot between them
- * goes). One copied internal node. 0 or -ENOMEM (nothing changed).
+ * goes). One copied internal node. 0, -ENOMEM (nothing changed), or 1 when
+ * the whole tree is that empty chain (nothing to do; it stays).
  */
 static int unlink_empty(struct shadow_tree *t, const struct path *p, unsigned d)
 {
@@ -556,7 +557,7 @@ static int unlink_empty(struct shadow_tree *t, const struct path *p, unsigned d)
 	struct inode *par = (struct inode *)p->n[up - 1];
 	unsigned n = (unsigned)par->h.word, i = p->idx[up - 1];
 	if (n == 1)
-		return 0; /* the whole tree is this empty chain: leave it */
+		return 1; /* the whole tree is this empty chain: leave it */
 	if (batch_room(t, (d - up + 1) + 1 + MAX_H))
 		return -ENOMEM;
 	struct inode *np = (struct inode *)node_alloc(t, sizeof(struct inode));
@@ -617,8 +618,12 @@ static int cross(struct shadow_tree *t, const struct path *p, uint64_t last)
 	descend(t, p->hi[p->h - 1] + 1, &q);
 	const struct leaf *r = path_leaf(&q);
 	uint64_t w = r->h.word;
-	if (!ow_n(w))
-		return unlink_empty(t, &q, q.h - 1); /* an ENOMEM left it */
+	if (!ow_n(w)) {
+		/* an ENOMEM left it; 1 (nothing done) cannot happen here, the
+		 * tree also holds p's leaf: never loop on it */
+		int rc = unlink_empty(t, &q, q.h - 1);
+		return rc > 0 ? -EINVAL : rc;
+	}
 	if (r->r[ow_at(w, 0)].iova <= last)
 		return -EEXIST;
 	return raise_boundary(t, p, last + 1);
