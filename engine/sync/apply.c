@@ -154,6 +154,7 @@ int apply_plan(const struct sync_target *t, struct sync_scratch *s, struct sync_
 	int first_err = 0;
 	bool unmap_failed = apply_unmaps(t, s, st, retry, &first_err);
 	apply_maps(t, s, st, retry, &first_err, unmap_failed);
+	shadow_tree_flush(t->tree); /* the sync's retired nodes: one call_rcu */
 	vec_clear(&s->unmaps);
 	vec_clear(&s->maps);
 	return first_err;

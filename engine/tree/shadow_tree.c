@@ -1,30 +1,36 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The shadow tree (contract and layout: shadow_tree.h).
+ * The shadow tree: a B+-tree of extents with copy-on-write internal nodes
+ * (contract: shadow_tree.h; design and measurements: ARCHITECTURE.md, "The
+ * shadow tree").
  *
- * Slot encoding (a slot is one pointer-sized word, read with
- * iovt_rcu_dereference, written with iovt_rcu_assign):
- *   0                        empty
- *   node | 1                 the extent `node` covers the whole slot span
- *   table | (count << 1)     a lower table; tables are 4 KiB aligned, so the
- *                            low 12 bits are free and carry the number of
- *                            non-empty slots of that table (0..512). Only
- *                            tables of level 1 and 2 (span <= 1 GiB, one
- *                            shard each) keep a count: they are freed when it
- *                            drops to 0. Keeping it in the parent slot keeps a
- *                            table at exactly 4096 bytes (a header would
- *                            push it to jemalloc's 5120 class) and costs
- *                            readers one AND.
- * Level l (1 = leaf) slots span 2^(12 + 9(l-1)) bytes; the root is level
- * `levels`.
+ * Nodes. A leaf is a 16-byte header and `cap` (1, 3, 7 or 15) 32-byte
+ * extent records: 48, 112, 240 or 496 bytes, each a jemalloc size class.
+ * Its order word (header word 0) names the live records in IOVA order: bits
+ * 0..3 hold their number n, nibble k (bits 4+4k..7+4k) the slot of the k-th.
+ * An internal node holds n <= 31 children and n-1 pivots (512 bytes): child
+ * i covers [piv[i-1], piv[i]-1] within the node's own range; the root covers
+ * [0, top]. Every extent lies inside the range of its leaf (an insert that
+ * would cross a leaf boundary moves the boundary first), so the one extent
+ * that can cover an IOVA is in the leaf the IOVA descends to.
  *
- * Why readers never see a false miss: a slot on the path to a present extent
- * is never rewritten to something else while the extent is there. Inserts
- * only fill empty slots (new tables are linked before they are filled, the
- * extent pointer published last per slot); removals only clear the extent's
- * own slots and unlink tables whose count reached 0 — a table holding a
- * present extent has count >= 1. A count update rewrites the parent slot
- * with the same pointer bits, so a racing reader follows the same table.
+ * Reader safety, the three kinds of write:
+ *  1. A published internal node is never written again (copy-on-write): a
+ *     reader that loaded its pointer reads a fixed node.
+ *  2. A child pointer (or the root pointer) is replaced by one release store
+ *     of a fully built node; a reader follows either the old node (intact
+ *     until a grace period after its retirement) or the new one.
+ *  3. A leaf changes in place in two ways only. Insert: the record is
+ *     written into slot `used`, which no order word has ever named (slots
+ *     are never reused within a leaf), then the new order word is stored
+ *     with release: a reader that loaded the old word never reads that slot,
+ *     one that loads the new word (acquire) sees the record. Remove: the
+ *     new order word without the record is stored with release; the record
+ *     itself stays untouched, so a reader holding the old word reads it
+ *     whole. When the slots run out the leaf is copied (compacted, grown or
+ *     split) and the copy published by rule 2.
+ * A retired node is never written again; it joins the tree's batch (one
+ * call_rcu per batch). Writers are serialised by the caller.
  */
 #include "tree/shadow_tree.h"
 
@@ -36,258 +42,291 @@
 #include "common/alloc.h"
 #include "common/rcu.h"
 
-#define SLOTS 512u
-#define TABLE_BYTES (SLOTS * sizeof(void *))
-#define TAG_EXT ((uintptr_t)1)
-#define PTR_MASK (~(uintptr_t)0xfff)
-#define COUNT_ONE ((uintptr_t)2)
-#define REGION_SHIFT 30 /* shard granule: 1 GiB */
+#define LEAF_MAX 15u /* records per leaf: 15 nibbles + a 4-bit count = one word */
+#define FAN 31u      /* children per internal node: 512 bytes */
+#define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
+#define BATCH_N 61u  /* nodes per retirement batch: 512 bytes */
 #define MAX_SIZE (1ull << 44)
-#define MAX_LEVELS 6 /* ceil((64 - 12) / 9) */
 
-/* The extent as stored: 48 bytes (jemalloc has a 48-byte class). */
-struct tnode {
-	uint64_t iova;
-	uint64_t gpa;
-	uint64_t hva;
+struct rec {
+	uint64_t iova, gpa, hva;
 	uint32_t npages;      /* size >> 12; size < 2^44 */
 	uint32_t perm_region; /* perm in bits 0..7, region in 8..31 */
-	struct rcu_head rcu;
 };
-_Static_assert(sizeof(struct tnode) == 48, "extent node must stay 48 bytes");
+_Static_assert(sizeof(struct rec) == 32, "an extent record is 32 bytes");
 
-/* Holds a table that waits for its grace period (a table has no spare room). */
-struct tfree {
-	struct rcu_head rcu;
-	void *table;
-	iovt_arena_t arena;
+struct node {
+	uint64_t word; /* leaf: the order word (acquire/release); internal: n */
+	uint8_t level; /* 0: leaf; immutable */
+	uint8_t cap;   /* leaf: slots; immutable */
+	uint8_t used;  /* leaf: slots written so far; writer only */
+	uint8_t pad[5];
 };
 
-struct shard_lock {
-	pthread_mutex_t m;
-} __attribute__((aligned(64)));
+struct leaf {
+	struct node h;
+	struct rec r[];
+};
+
+struct inode {
+	struct node h;
+	uint64_t piv[FAN]; /* n-1 used; the rest, and always piv[FAN-1], UINT64_MAX */
+	struct node *child[FAN];
+};
+_Static_assert(sizeof(struct inode) <= 512, "an internal node fits 512 bytes");
+
+struct batch {
+	struct rcu_head rcu;
+	unsigned n;
+	struct node *p[BATCH_N];
+};
+_Static_assert(sizeof(struct batch) <= 512, "a batch fits 512 bytes");
 
 struct shadow_tree {
+	struct node *root; /* NULL when no extent was ever inserted */
+	uint64_t top;      /* last valid IOVA */
+	uint64_t count, mem; /* written by the writer, read racily (relaxed) */
+	struct batch *batch; /* retired nodes not yet handed to call_rcu */
 	struct rcu_head rcu; /* shadow_tree_retire */
-	void **root;
-	unsigned aw, levels;
-	uint64_t top; /* last valid IOVA */
-	uint64_t count, mem; /* __atomic */
-	struct shard_lock locks[IOVT_TREE_SHARDS];
 };
 
-/*
- * Arenas are per shard and process-wide (shared by all trees): a call_rcu
- * callback then finds its arena from the freed object alone, and creating
- * many domains does not leak jemalloc arenas (alloc.h cannot destroy them).
- */
-static iovt_arena_t g_arena[IOVT_TREE_SHARDS];
+/* One process-wide arena: a call_rcu callback frees a node from its header
+ * alone, and many domains do not leak arenas (alloc.h cannot destroy them). */
+static iovt_arena_t g_arena;
 static pthread_once_t g_arena_once = PTHREAD_ONCE_INIT;
 
-static void arenas_init(void)
+static void arena_init(void)
 {
-	for (unsigned i = 0; i < IOVT_TREE_SHARDS; i++)
-		g_arena[i] = iovt_arena_create();
+	g_arena = iovt_arena_create();
 }
 
-static inline unsigned shard_of(uint64_t iova)
+/* Identity order words: records 0..m-1 in slots 0..m-1. */
+static uint64_t ident_word(unsigned m)
 {
-	return (unsigned)(iova >> REGION_SHIFT) % IOVT_TREE_SHARDS;
+	uint64_t w = m;
+	for (unsigned i = 0; i < m; i++)
+		w |= (uint64_t)i << (4 + 4 * i);
+	return w;
 }
 
-static inline iovt_arena_t arena_of(uint64_t iova)
+static inline unsigned ow_n(uint64_t w)
 {
-	return g_arena[shard_of(iova)];
+	return (unsigned)(w & 15);
 }
 
-static inline unsigned shift_of(unsigned level)
+static inline unsigned ow_at(uint64_t w, unsigned k)
 {
-	return 12 + 9 * (level - 1);
+	return (unsigned)(w >> (4 + 4 * k)) & 15;
 }
 
-static inline unsigned idx_of(uint64_t a, unsigned level)
+/* w with `slot` inserted at position k (n < 15, k <= n). */
+static inline uint64_t ow_insert(uint64_t w, unsigned k, unsigned slot)
 {
-	return (unsigned)(a >> shift_of(level)) & (SLOTS - 1);
+	unsigned sh = 4 + 4 * k; /* <= 60 */
+	uint64_t lo = w & ((1ull << sh) - 1) & ~15ull;
+	uint64_t hi = sh + 4 < 64 ? (w >> sh) << (sh + 4) : 0;
+	return lo | hi | (uint64_t)slot << sh | (ow_n(w) + 1);
 }
 
-/* First address of the level-`level` table that holds address a. */
-static inline uint64_t table_base(uint64_t a, unsigned level)
+/* w without positions k..k+m-1. */
+static inline uint64_t ow_remove(uint64_t w, unsigned k, unsigned m)
 {
-	unsigned s = shift_of(level) + 9;
-	return s >= 64 ? 0 : a & ~((1ull << s) - 1);
+	unsigned sh = 4 + 4 * k, sh2 = 4 + 4 * (k + m); /* sh2 <= 64 */
+	uint64_t lo = w & ((1ull << sh) - 1) & ~15ull;
+	uint64_t hi = sh2 < 64 ? (w >> sh2) << sh : 0;
+	return lo | hi | (ow_n(w) - m);
 }
 
-/* Only tables of level 1..2 below the root keep a count and may be freed. */
-static inline bool counted(const struct shadow_tree *t, unsigned level)
+static inline uint64_t rec_last(const struct rec *r)
 {
-	return level <= 2 && level < t->levels;
+	return r->iova + ((uint64_t)r->npages << 12) - 1;
 }
 
-static inline uintptr_t slot_load(void **s)
+static void rec_copy(const struct rec *r, struct iovt_extent *out)
 {
-	return (uintptr_t)iovt_rcu_dereference(*s);
+	out->iova = r->iova;
+	out->size = (uint64_t)r->npages << 12;
+	out->gpa = r->gpa;
+	out->hva = r->hva;
+	out->perm = r->perm_region & 0xff;
+	out->region = r->perm_region >> 8;
 }
 
-static inline void slot_store(void **s, uintptr_t v)
+static inline size_t leaf_bytes(unsigned cap)
 {
-	iovt_rcu_assign(*s, (void *)v);
+	return sizeof(struct node) + cap * sizeof(struct rec);
 }
 
-static inline uint64_t node_last(const struct tnode *x)
+static inline size_t node_bytes(const struct node *x)
 {
-	return x->iova + ((uint64_t)x->npages << 12) - 1;
-}
-
-static void node_copy(const struct tnode *x, struct iovt_extent *out)
-{
-	out->iova = x->iova;
-	out->size = (uint64_t)x->npages << 12;
-	out->gpa = x->gpa;
-	out->hva = x->hva;
-	out->perm = x->perm_region & 0xff;
-	out->region = x->perm_region >> 8;
-}
-
-static void mem_add(struct shadow_tree *t, int64_t d)
-{
-	__atomic_fetch_add(&t->mem, (uint64_t)d, __ATOMIC_RELAXED);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Locks                                                                     */
-
-/* Stripes covering [first, last]: one per 1 GiB region, all when >= 64. */
-static uint64_t stripes(uint64_t first, uint64_t last)
-{
-	uint64_t r0 = first >> REGION_SHIFT, r1 = last >> REGION_SHIFT, m = 0;
-	if (r1 - r0 >= IOVT_TREE_SHARDS - 1)
-		return ~0ull;
-	for (uint64_t r = r0; r <= r1; r++)
-		m |= 1ull << (r % IOVT_TREE_SHARDS);
-	return m;
-}
-
-/* Ascending stripe order is the one lock order, so writers never deadlock. */
-static void lock_mask(struct shadow_tree *t, uint64_t m)
-{
-	for (; m; m &= m - 1)
-		pthread_mutex_lock(&t->locks[__builtin_ctzll(m)].m);
-}
-
-static void unlock_mask(struct shadow_tree *t, uint64_t m)
-{
-	for (; m; m &= m - 1)
-		pthread_mutex_unlock(&t->locks[__builtin_ctzll(m)].m);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Freeing                                                                   */
-
-static void node_free_cb(struct rcu_head *h)
-{
-	iovt_rcu_callback_enter();
-	struct tnode *x = caa_container_of(h, struct tnode, rcu);
-	iovt_free(arena_of(x->iova), x, sizeof(*x));
-}
-
-static void table_free_cb(struct rcu_head *h)
-{
-	iovt_rcu_callback_enter();
-	struct tfree *f = caa_container_of(h, struct tfree, rcu);
-	iovt_free(f->arena, f->table, TABLE_BYTES);
-	iovt_free(0, f, sizeof(*f));
+	return x->level ? sizeof(struct inode) : leaf_bytes(x->cap);
 }
 
 /*
- * Retiring a table needs a holder for its rcu_head (a table has no spare
- * room), allocated *before* the table is unlinked: without memory for it the
- * caller leaves the empty table linked (count 0, reused by later inserts)
- * instead of waiting for a grace period — writers run under a domain's
- * sync_lock, and a grace-period wait there can deadlock against a drainer
- * that waits for that lock (ARCHITECTURE.md, "Lifetimes and locks").
+ * Searches are branch-free: a lookup's path through the keys is random, and
+ * a mispredicted branch per step cost more than the loads (first version,
+ * branchy binary searches: 57 ns a lookup at 1K extents; these: ~32 ns).
  */
-static struct tfree *tfree_alloc(void)
+
+/* Number of records of leaf l (order word w) whose iova <= key. */
+static inline unsigned leaf_pos(const struct leaf *l, uint64_t w, uint64_t key)
 {
-	return iovt_alloc(0, sizeof(struct tfree));
+	unsigned n = ow_n(w), b = 0;
+	if (!n)
+		return 0;
+	while (n > 1) {
+		unsigned half = n >> 1;
+		b = l->r[ow_at(w, b + half)].iova <= key ? b + half : b;
+		n -= half;
+	}
+	return b + (l->r[ow_at(w, b)].iova <= key);
 }
 
-/* Frees an unlinked table after a grace period (readers may be inside). */
-static void table_retire(struct shadow_tree *t, struct tfree *f, void **table, iovt_arena_t arena)
+/*
+ * The child of `in` whose range holds key: the number of pivots <= key.
+ * Unused pivots hold UINT64_MAX (inode_fill). Two rounds of independent
+ * compares instead of a chain of five: the three block fences (pivots 7,
+ * 15, 23) pick a block of eight, then its eight pivots are counted.
+ */
+static inline unsigned child_pos(const struct inode *in, uint64_t key)
 {
-	mem_add(t, -(int64_t)iovt_alloc_usable(TABLE_BYTES));
-	f->table = table;
-	f->arena = arena;
-	iovt_call_rcu(&f->rcu, table_free_cb);
+	unsigned blk = (in->piv[7] <= key) + (in->piv[15] <= key) + (in->piv[23] <= key);
+	const uint64_t *p = in->piv + 8 * blk;
+	unsigned c = 8 * blk;
+	/* the block's pivots before its fence (block 3: piv[24..30], the last
+	 * one the array's UINT64_MAX pad, so no load leaves the node) */
+	for (unsigned i = 0; i < 7; i++)
+		c += p[i] <= key;
+	return c;
+}
+
+static inline void publish(struct node **slot, struct node *x)
+{
+	/* A release store: the node was built before it; readers load the
+	 * pointer with iovt_rcu_dereference (a dependent load). Not liburcu's
+	 * rcu_assign_pointer, whose x86 form adds an sfence. */
+	__atomic_store_n(slot, x, __ATOMIC_RELEASE);
+}
+
+static void stat_add(uint64_t *v, int64_t d)
+{
+	__atomic_store_n(v, *v + (uint64_t)d, __ATOMIC_RELAXED); /* one writer */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Allocation and retirement                                                 */
+
+static struct node *node_alloc(struct shadow_tree *t, size_t bytes)
+{
+	struct node *x = iovt_alloc(g_arena, bytes);
+	if (x)
+		stat_add(&t->mem, (int64_t)iovt_alloc_usable(bytes));
+	return x;
+}
+
+static struct leaf *leaf_alloc(struct shadow_tree *t, unsigned cap)
+{
+	struct leaf *l = (struct leaf *)node_alloc(t, leaf_bytes(cap));
+	if (l) {
+		memset(&l->h, 0, sizeof(l->h));
+		l->h.cap = (uint8_t)cap;
+	}
+	return l;
+}
+
+static void node_free(struct node *x)
+{
+	iovt_free(g_arena, x, node_bytes(x));
+}
+
+/* Frees a node no reader ever saw (allocated for an update that failed). */
+static void node_unused(struct shadow_tree *t, struct node *x, size_t bytes)
+{
+	stat_add(&t->mem, -(int64_t)iovt_alloc_usable(bytes));
+	iovt_free(g_arena, x, bytes);
+}
+
+static void batch_free_cb(struct rcu_head *h)
+{
+	iovt_rcu_callback_enter();
+	struct batch *b = caa_container_of(h, struct batch, rcu);
+	for (unsigned i = 0; i < b->n; i++)
+		node_free(b->p[i]);
+	iovt_free(0, b, sizeof(*b));
+}
+
+void shadow_tree_flush(struct shadow_tree *t)
+{
+	struct batch *b = t->batch;
+	if (!b || !b->n)
+		return;
+	t->batch = NULL;
+	iovt_call_rcu(&b->rcu, batch_free_cb);
+}
+
+/*
+ * Makes room for k retirements in the current batch, before an update
+ * changes anything: a full batch is flushed (the automatic flush) and a new
+ * one allocated. -ENOMEM when it cannot be: the update is then not made.
+ */
+static int batch_room(struct shadow_tree *t, unsigned k)
+{
+	if (t->batch && t->batch->n + k <= BATCH_N)
+		return 0;
+	shadow_tree_flush(t);
+	if (t->batch) /* empty and still too small: cannot happen, k <= BATCH_N */
+		return 0;
+	struct batch *b = iovt_alloc(0, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->n = 0;
+	t->batch = b;
+	return 0;
+}
+
+/* x was unlinked (readers may still hold it): free it after a grace period. */
+static void retire(struct shadow_tree *t, struct node *x)
+{
+	stat_add(&t->mem, -(int64_t)iovt_alloc_usable(node_bytes(x)));
+	t->batch->p[t->batch->n++] = x; /* room reserved by batch_room */
 }
 
 /* ------------------------------------------------------------------------ */
 /* Create / destroy                                                          */
 
-static void **table_new(struct shadow_tree *t, iovt_arena_t arena)
-{
-	void **tb = iovt_zalloc_aligned(arena, TABLE_BYTES, TABLE_BYTES);
-	if (tb)
-		mem_add(t, (int64_t)iovt_alloc_usable(TABLE_BYTES));
-	return tb;
-}
-
 struct shadow_tree *shadow_tree_create(unsigned addr_width)
 {
 	if (addr_width < 21 || addr_width > 64)
 		return NULL;
-	pthread_once(&g_arena_once, arenas_init);
-	struct shadow_tree *t = iovt_aligned_alloc(64, sizeof(*t));
+	pthread_once(&g_arena_once, arena_init);
+	struct shadow_tree *t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	memset(t, 0, sizeof(*t));
-	t->aw = addr_width;
-	t->levels = (addr_width - 12 + 8) / 9;
 	t->top = addr_width == 64 ? ~0ull : (1ull << addr_width) - 1;
-	for (unsigned i = 0; i < IOVT_TREE_SHARDS; i++)
-		pthread_mutex_init(&t->locks[i].m, NULL);
-	t->root = table_new(t, g_arena[0]);
-	if (!t->root) {
-		free(t);
-		return NULL;
-	}
 	return t;
 }
 
-/* Frees a table and everything below it; base = its first address. */
-static void destroy_table(void **tb, unsigned level, uint64_t base, iovt_arena_t arena)
+static void free_subtree(struct node *x)
 {
-	unsigned sh = shift_of(level);
-	for (unsigned i = 0; i < SLOTS; i++) {
-		uintptr_t v = (uintptr_t)tb[i];
-		uint64_t sb = base + ((uint64_t)i << sh);
-		if (!v)
-			continue;
-		if (v & TAG_EXT) {
-			struct tnode *x = (struct tnode *)(v - TAG_EXT);
-			/* slots are visited in address order: free at the last one */
-			if (node_last(x) == sb + ((1ull << sh) - 1))
-				iovt_free(arena_of(x->iova), x, sizeof(*x));
-		} else {
-			/* permanent tables (level >= 3) all come from arena 0 */
-			destroy_table((void **)(v & PTR_MASK), level - 1, sb,
-				      level - 1 >= 3 ? g_arena[0] : arena_of(sb));
-		}
+	if (x->level) {
+		struct inode *in = (struct inode *)x;
+		for (unsigned i = 0; i < in->h.word; i++)
+			free_subtree(in->child[i]);
 	}
-	iovt_free(arena, tb, TABLE_BYTES);
+	node_free(x);
 }
 
-/* Frees everything; no reader can still be inside (a grace period has passed). */
+/* Frees everything; no reader can still be inside (a grace period passed
+ * since the last unlink, which is also the last retirement). */
 static void tree_free(struct shadow_tree *t)
 {
-	/*
-	 * No rcu_barrier: callbacks queued by earlier removals touch only the
-	 * object they free and the process-wide arenas, never the tree. (It
-	 * would also cost a grace period per destroy, and under TSan its
-	 * liburcu-internal handoff reads as a race.)
-	 */
-	destroy_table(t->root, t->levels, 0, g_arena[0]);
-	for (unsigned i = 0; i < IOVT_TREE_SHARDS; i++)
-		pthread_mutex_destroy(&t->locks[i].m);
+	if (t->root)
+		free_subtree(t->root);
+	if (t->batch) {
+		for (unsigned i = 0; i < t->batch->n; i++)
+			node_free(t->batch->p[i]);
+		iovt_free(0, t->batch, sizeof(*t->batch));
+	}
 	free(t);
 }
 
@@ -314,104 +353,79 @@ void shadow_tree_retire(struct shadow_tree *t)
 /* ------------------------------------------------------------------------ */
 /* Read side                                                                 */
 
-/* The node covering iova, or NULL. Caller in a read section or a writer. */
-static struct tnode *find_at(const struct shadow_tree *t, uint64_t iova)
-{
-	if (iova > t->top)
-		return NULL;
-	void **tb = t->root;
-	for (unsigned l = t->levels;; l--) {
-		uintptr_t v = slot_load(&tb[idx_of(iova, l)]);
-		if (v & TAG_EXT)
-			return (struct tnode *)(v - TAG_EXT);
-		if (!v || l == 1)
-			return NULL;
-		tb = (void **)(v & PTR_MASK);
-	}
-}
-
 bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_extent *out)
 {
-	struct tnode *x = find_at(t, iova);
-	if (x && out)
-		node_copy(x, out);
-	return x != NULL;
-}
-
-/* First node (in IOVA order) with a slot in [lo, hi] inside table tb. */
-static struct tnode *find_first_in(void **tb, unsigned level, uint64_t lo, uint64_t hi)
-{
-	unsigned sh = shift_of(level);
-	uint64_t base = table_base(lo, level);
-	for (unsigned i = idx_of(lo, level), e = idx_of(hi, level); i <= e; i++) {
-		uintptr_t v = slot_load(&tb[i]);
-		if (!v)
-			continue;
-		if (v & TAG_EXT)
-			return (struct tnode *)(v - TAG_EXT);
-		if (level == 1)
-			continue;
-		uint64_t sb = base + ((uint64_t)i << sh), sl = sb + ((1ull << sh) - 1);
-		struct tnode *x = find_first_in((void **)(v & PTR_MASK), level - 1,
-						lo > sb ? lo : sb, hi < sl ? hi : sl);
-		if (x)
-			return x;
+	if (iova > t->top)
+		return false;
+	const struct node *x = iovt_rcu_dereference(t->root);
+	if (!x)
+		return false;
+	while (x->level) {
+		const struct inode *in = (const struct inode *)x;
+		x = iovt_rcu_dereference(in->child[child_pos(in, iova)]);
 	}
-	return NULL;
+	const struct leaf *l = (const struct leaf *)x;
+	uint64_t w = __atomic_load_n(&l->h.word, __ATOMIC_ACQUIRE);
+	unsigned k = leaf_pos(l, w, iova);
+	if (!k)
+		return false;
+	const struct rec *r = &l->r[ow_at(w, k - 1)];
+	if (iova - r->iova >= (uint64_t)r->npages << 12)
+		return false;
+	if (out)
+		rec_copy(r, out);
+	return true;
 }
 
-/* First node overlapping [lo, hi] (clipped to the width), or NULL. */
-static struct tnode *find_first(const struct shadow_tree *t, uint64_t lo, uint64_t hi)
-{
-	if (lo > t->top || lo > hi)
-		return NULL;
-	return find_first_in(t->root, t->levels, lo, hi < t->top ? hi : t->top);
-}
-
-struct iter {
-	shadow_visit_fn fn;
-	void *arg;
-	const struct tnode *prev; /* an extent fills consecutive slots: visit it once */
-};
-
-static int iterate_in(void **tb, unsigned level, uint64_t lo, uint64_t hi, struct iter *it)
-{
-	unsigned sh = shift_of(level);
-	uint64_t base = table_base(lo, level);
-	for (unsigned i = idx_of(lo, level), e = idx_of(hi, level); i <= e; i++) {
-		uintptr_t v = slot_load(&tb[i]);
-		if (!v)
-			continue;
-		if (v & TAG_EXT) {
-			const struct tnode *x = (const struct tnode *)(v - TAG_EXT);
-			if (x == it->prev)
-				continue;
-			it->prev = x;
-			struct iovt_extent c;
-			node_copy(x, &c);
-			int rc = it->fn(it->arg, &c);
-			if (rc)
-				return rc;
-			continue;
-		}
-		if (level == 1)
-			continue;
-		uint64_t sb = base + ((uint64_t)i << sh), sl = sb + ((1ull << sh) - 1);
-		int rc = iterate_in((void **)(v & PTR_MASK), level - 1, lo > sb ? lo : sb,
-				    hi < sl ? hi : sl, it);
-		if (rc)
-			return rc;
-	}
-	return 0;
-}
-
+/*
+ * Leaf by leaf: descend to the leaf holding cur, visit its records that
+ * overlap [cur, last], go on at the leaf's upper bound + 1. Each descent may
+ * see a newer tree than the previous one; `prev` (the last IOVA visited)
+ * keeps the visit ascending and each extent once. An extent present during
+ * the whole call lies inside the range of its leaf in every version, so the
+ * descent for any cur in that range finds it.
+ */
 int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t last,
 			shadow_visit_fn fn, void *arg)
 {
 	if (first > t->top || first > last)
 		return 0;
-	struct iter it = { fn, arg, NULL };
-	return iterate_in(t->root, t->levels, first, last < t->top ? last : t->top, &it);
+	if (last > t->top)
+		last = t->top;
+	uint64_t cur = first, prev = 0;
+	bool any = false;
+	for (;;) {
+		const struct node *x = iovt_rcu_dereference(t->root);
+		if (!x)
+			return 0;
+		uint64_t hi = t->top;
+		while (x->level) {
+			const struct inode *in = (const struct inode *)x;
+			unsigned i = child_pos(in, cur);
+			if (i + 1 < in->h.word)
+				hi = in->piv[i] - 1; /* >= cur: piv[i] > cur */
+			x = iovt_rcu_dereference(in->child[i]);
+		}
+		const struct leaf *l = (const struct leaf *)x;
+		uint64_t w = __atomic_load_n(&l->h.word, __ATOMIC_ACQUIRE);
+		for (unsigned k = 0, n = ow_n(w); k < n; k++) {
+			const struct rec *r = &l->r[ow_at(w, k)];
+			if (r->iova > last)
+				break;
+			if (rec_last(r) < cur || (any && r->iova <= prev))
+				continue;
+			any = true;
+			prev = r->iova;
+			struct iovt_extent c;
+			rec_copy(r, &c);
+			int rc = fn(arg, &c);
+			if (rc)
+				return rc;
+		}
+		if (hi >= last)
+			return 0;
+		cur = hi + 1;
+	}
 }
 
 uint64_t shadow_tree_count(const struct shadow_tree *t)
@@ -424,135 +438,322 @@ uint64_t shadow_tree_memory_bytes(const struct shadow_tree *t)
 	return __atomic_load_n(&t->mem, __ATOMIC_RELAXED);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Write side (shard locks of the span held)                                 */
-
-/* Largest level whose aligned slot starts at a and ends by last. */
-static unsigned chunk_level(const struct shadow_tree *t, uint64_t a, uint64_t last)
+unsigned shadow_tree_height(const struct shadow_tree *t)
 {
-	unsigned l = 1;
-	while (l < t->levels) {
-		unsigned sh = shift_of(l + 1);
-		if (a & ((1ull << sh) - 1) || last - a < (1ull << sh) - 1)
+	return t->root ? t->root->level + 1u : 0u;
+}
+
+unsigned shadow_tree_pending_retired(const struct shadow_tree *t)
+{
+	return t->batch ? t->batch->n : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Write side (one writer)                                                   */
+
+/* The writer's descent: nodes, child indexes and ranges from the root. */
+struct path {
+	unsigned h; /* n[0] the root .. n[h-1] the leaf */
+	struct node *n[MAX_H];
+	unsigned idx[MAX_H];
+	uint64_t lo[MAX_H], hi[MAX_H];
+};
+
+static void descend(const struct shadow_tree *t, uint64_t key, struct path *p)
+{
+	struct node *x = t->root;
+	uint64_t lo = 0, hi = t->top;
+	unsigned d = 0;
+	for (;;) {
+		p->n[d] = x;
+		p->lo[d] = lo;
+		p->hi[d] = hi;
+		if (!x->level)
 			break;
-		l++;
+		struct inode *in = (struct inode *)x;
+		unsigned i = child_pos(in, key);
+		if (i > 0)
+			lo = in->piv[i - 1];
+		if (i + 1 < in->h.word)
+			hi = in->piv[i] - 1;
+		p->idx[d] = i;
+		x = in->child[i];
+		d++;
 	}
-	return l;
+	p->h = d + 1;
+}
+
+static inline struct leaf *path_leaf(const struct path *p)
+{
+	return (struct leaf *)p->n[p->h - 1];
+}
+
+/* Where n[d] is linked. */
+static inline struct node **slot_of(struct shadow_tree *t, const struct path *p, unsigned d)
+{
+	return d ? &((struct inode *)p->n[d - 1])->child[p->idx[d - 1]] : &t->root;
+}
+
+static void inode_fill(struct inode *in, unsigned level, unsigned n, struct node *const *ch,
+		       const uint64_t *pv)
+{
+	memset(&in->h, 0, sizeof(in->h));
+	in->h.word = n;
+	in->h.level = (uint8_t)level;
+	in->h.cap = FAN;
+	memcpy(in->child, ch, n * sizeof(*ch));
+	memcpy(in->piv, pv, (n - 1) * sizeof(*pv));
+	for (unsigned i = n - 1; i < FAN; i++)
+		in->piv[i] = UINT64_MAX; /* never <= a key below it: child_pos */
+}
+
+/* Slack for in-place inserts: half the live records again (at least one
+ * slot), in a size class; small domains stay under the GTree's bytes. */
+static unsigned cap_for(unsigned live)
+{
+	unsigned want = live + (live / 2 ? live / 2 : 1);
+	return want <= 3 ? 3 : want <= 7 ? 7 : LEAF_MAX;
+}
+
+/* Copies the n live records of l (order word w) into fresh leaf nl in IOVA
+ * order, with *ins (if any) at position k. nl is not yet published. */
+static void leaf_build(struct leaf *nl, const struct leaf *l, uint64_t w, unsigned k,
+		       const struct rec *ins)
+{
+	unsigned n = ow_n(w), m = 0;
+	for (unsigned i = 0; i <= n; i++) {
+		if (ins && i == k)
+			nl->r[m++] = *ins;
+		if (i < n)
+			nl->r[m++] = l->r[ow_at(w, i)];
+	}
+	nl->h.used = (uint8_t)m;
+	nl->h.word = ident_word(m);
+}
+
+/* Climbs from the root while it is an internal node with one child. */
+static void collapse_root(struct shadow_tree *t)
+{
+	while (t->root->level && t->root->word == 1) {
+		struct node *old = t->root;
+		publish(&t->root, ((struct inode *)old)->child[0]);
+		retire(t, old);
+	}
 }
 
 /*
- * Clears the slot of the chunk at (a, level L) and unlinks the counted tables
- * this leaves empty, bottom up.
+ * Unlinks n[d], an empty leaf (d > 0), with every ancestor it leaves
+ * childless; the nearest sibling takes its range (the pivot between them
+ * goes). One copied internal node. 0, -ENOMEM (nothing changed), or 1 when
+ * the whole tree is that empty chain (nothing to do; it stays).
  */
-static void clear_chunk(struct shadow_tree *t, uint64_t a, unsigned L)
+static int unlink_empty(struct shadow_tree *t, const struct path *p, unsigned d)
 {
-	void **tabs[MAX_LEVELS + 1];  /* tabs[l]: the level-l table on the path */
-	void **owner[MAX_LEVELS + 1]; /* owner[l]: the slot that links tabs[l] */
-	tabs[t->levels] = t->root;
-	owner[t->levels] = NULL;
-	for (unsigned l = t->levels; l > L; l--) {
-		void **s = &tabs[l][idx_of(a, l)];
-		owner[l - 1] = s;
-		tabs[l - 1] = (void **)(slot_load(s) & PTR_MASK);
+	unsigned up = d;
+	while (up > 1 && p->n[up - 1]->word == 1)
+		up--;
+	/* n[up-1] keeps at least one child (the root has >= 2 when d is empty
+	 * and the tree holds anything else; with one it simply loses it below). */
+	struct inode *par = (struct inode *)p->n[up - 1];
+	unsigned n = (unsigned)par->h.word, i = p->idx[up - 1];
+	if (n == 1)
+		return 1; /* the whole tree is this empty chain: leave it */
+	if (batch_room(t, (d - up + 1) + 1 + MAX_H))
+		return -ENOMEM;
+	struct inode *np = (struct inode *)node_alloc(t, sizeof(struct inode));
+	if (!np)
+		return -ENOMEM;
+	struct node *ch[FAN];
+	uint64_t pv[FAN];
+	unsigned drop = i ? i - 1 : 0; /* the left sibling takes the range, or the right */
+	for (unsigned j = 0, m = 0; j < n; j++)
+		if (j != i)
+			ch[m++] = par->child[j];
+	for (unsigned j = 0, m = 0; j + 1 < n; j++)
+		if (j != drop)
+			pv[m++] = par->piv[j];
+	inode_fill(np, par->h.level, n - 1, ch, pv);
+	publish(slot_of(t, p, up - 1), &np->h);
+	retire(t, &par->h);
+	for (unsigned k = up; k <= d; k++)
+		retire(t, p->n[k]);
+	collapse_root(t);
+	return 0;
+}
+
+/*
+ * The leaf of p ends before `last`; the next leaf's records all start past
+ * last (checked). Moves the one pivot between them (in their lowest common
+ * ancestor) to last + 1: the range it hands over holds no extent. 0 or
+ * -ENOMEM (nothing changed).
+ */
+static int raise_boundary(struct shadow_tree *t, const struct path *p, uint64_t v)
+{
+	int d = (int)p->h - 2;
+	while (d >= 0 && p->idx[d] + 1 >= p->n[d]->word)
+		d--;
+	if (d < 0)
+		return -EINVAL; /* the leaf ends at top: callers never get here */
+	if (batch_room(t, 1))
+		return -ENOMEM;
+	struct inode *old = (struct inode *)p->n[d];
+	struct inode *np = (struct inode *)node_alloc(t, sizeof(struct inode));
+	if (!np)
+		return -ENOMEM;
+	inode_fill(np, old->h.level, (unsigned)old->h.word, old->child, old->piv);
+	np->piv[p->idx[d]] = v;
+	publish(slot_of(t, p, (unsigned)d), &np->h);
+	retire(t, &old->h);
+	return 0;
+}
+
+/*
+ * An extent [s, last] from the leaf of p on crosses its upper bound: make
+ * the leaf's range reach `last`, one step per call (the caller descends
+ * again). -EEXIST if the next leaf holds an overlapping record.
+ */
+static int cross(struct shadow_tree *t, const struct path *p, uint64_t last)
+{
+	struct path q;
+	descend(t, p->hi[p->h - 1] + 1, &q);
+	const struct leaf *r = path_leaf(&q);
+	uint64_t w = r->h.word;
+	if (!ow_n(w)) {
+		/* an ENOMEM left it; 1 (nothing done) cannot happen here, the
+		 * tree also holds p's leaf: never loop on it */
+		int rc = unlink_empty(t, &q, q.h - 1);
+		return rc > 0 ? -EINVAL : rc;
 	}
-	void **s = &tabs[L][idx_of(a, L)];
-	uintptr_t old = slot_load(s);
-	if (old && !(old & TAG_EXT) && (L - 1 >= 3 || (old & ~PTR_MASK))) {
-		/* The extent filled a lower table (see write_chunk): a permanent
-		 * one, or a counted one an ENOMEM left empty and linked. Clear
-		 * its slots one by one: the counts then retire it (or keep it,
-		 * empty, without memory to retire it) — never leave it linked
-		 * full of pointers to a node that is about to be freed. */
-		for (unsigned i = 0; i < SLOTS; i++)
-			clear_chunk(t, a + ((uint64_t)i << shift_of(L - 1)), L - 1);
+	if (r->r[ow_at(w, 0)].iova <= last)
+		return -EEXIST;
+	return raise_boundary(t, p, last + 1);
+}
+
+struct pool {
+	struct node *x[2 * MAX_H + 4];
+	unsigned n;
+};
+
+/*
+ * Replaces child idx[d] of n[d] by (left, pivot, right), splitting full
+ * nodes upward; d < 0: a new root over them. Nodes come from the pool
+ * (counted by the caller); exactly one pointer store publishes it all.
+ */
+static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct node *left,
+		      uint64_t pivot, struct node *right, struct pool *pl)
+{
+	if (d < 0) {
+		struct inode *nr = (struct inode *)pl->x[--pl->n];
+		struct node *ch[2] = { left, right };
+		inode_fill(nr, left->level + 1u, 2, ch, &pivot);
+		publish(&t->root, &nr->h);
 		return;
 	}
-	if (old && !(old & TAG_EXT)) {
-		/* an empty counted table (count 0) an ENOMEM insert left: unlink
-		 * it only if it can be retired without waiting (else it stays,
-		 * empty and valid) */
-		struct tfree *f = tfree_alloc();
-		if (!f)
-			return;
-		slot_store(s, 0);
-		table_retire(t, f, (void **)(old & PTR_MASK), arena_of(a)); /* after unlink */
-	} else {
-		slot_store(s, 0);
+	struct inode *in = (struct inode *)p->n[d];
+	unsigned n = (unsigned)in->h.word, i = p->idx[d];
+	struct node *ch[FAN + 1];
+	uint64_t pv[FAN];
+	memcpy(ch, in->child, i * sizeof(*ch));
+	ch[i] = left;
+	ch[i + 1] = right;
+	memcpy(ch + i + 2, in->child + i + 1, (n - i - 1) * sizeof(*ch));
+	memcpy(pv, in->piv, i * sizeof(*pv));
+	pv[i] = pivot;
+	memcpy(pv + i + 1, in->piv + i, (n - 1 - i) * sizeof(*pv));
+	retire(t, &in->h);
+	if (n + 1 <= FAN) {
+		struct inode *ni = (struct inode *)pl->x[--pl->n];
+		inode_fill(ni, in->h.level, n + 1, ch, pv);
+		publish(slot_of(t, p, (unsigned)d), &ni->h);
+		return;
 	}
-	for (unsigned l = L; counted(t, l); l++) {
-		uintptr_t v = slot_load(owner[l]) - COUNT_ONE;
-		struct tfree *f;
-		if ((v & ~PTR_MASK) || !(f = tfree_alloc())) {
-			slot_store(owner[l], v); /* still used, or kept empty (no holder) */
-			return;
-		}
-		slot_store(owner[l], 0);
-		table_retire(t, f, tabs[l], arena_of(a));
-	}
+	/* 32 children: 16 and 16, pivot 15 goes up */
+	struct inode *a = (struct inode *)pl->x[--pl->n], *b = (struct inode *)pl->x[--pl->n];
+	unsigned h = (FAN + 1) / 2;
+	inode_fill(a, in->h.level, h, ch, pv);
+	inode_fill(b, in->h.level, FAN + 1 - h, ch + h, pv + h);
+	insert_up(t, p, d - 1, &a->h, pv[h - 1], &b->h, pl);
 }
 
-/* Bumps the count of the level-l table whose link is *owner (if counted). */
-static inline void count_up(struct shadow_tree *t, void **owner, unsigned l)
+/* The leaf of p is full (15 live): two leaves, and the path above. */
+static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, const struct rec *nr)
 {
-	if (owner && counted(t, l))
-		slot_store(owner, slot_load(owner) + COUNT_ONE);
+	unsigned need = 0;
+	int d;
+	for (d = (int)p->h - 2; d >= 0; d--) {
+		if (p->n[d]->word < FAN) {
+			need++;
+			break;
+		}
+		need += 2;
+	}
+	if (d < 0)
+		need++; /* a new root */
+	if (batch_room(t, p->h))
+		return -ENOMEM;
+	struct pool pl = { .n = 0 };
+	struct leaf *a = leaf_alloc(t, LEAF_MAX), *b = leaf_alloc(t, LEAF_MAX);
+	for (; a && b && pl.n < need; pl.n++)
+		if (!(pl.x[pl.n] = node_alloc(t, sizeof(struct inode))))
+			break;
+	if (!a || !b || pl.n < need) {
+		while (pl.n)
+			node_unused(t, pl.x[--pl.n], sizeof(struct inode));
+		if (a)
+			node_unused(t, &a->h, leaf_bytes(LEAF_MAX));
+		if (b)
+			node_unused(t, &b->h, leaf_bytes(LEAF_MAX));
+		return -ENOMEM;
+	}
+	const struct leaf *l = path_leaf(p);
+	uint64_t w = l->h.word;
+	struct rec all[LEAF_MAX + 1];
+	for (unsigned i = 0, m = 0; i <= LEAF_MAX; i++) {
+		if (i == k)
+			all[m++] = *nr;
+		if (i < LEAF_MAX)
+			all[m++] = l->r[ow_at(w, i)];
+	}
+	/* Appending at either end (an ascending or descending fill) leaves the
+	 * full side full; else halves. */
+	unsigned m = k == LEAF_MAX ? LEAF_MAX : k == 0 ? 1 : (LEAF_MAX + 1) / 2;
+	memcpy(a->r, all, m * sizeof(*all));
+	a->h.used = (uint8_t)m;
+	a->h.word = ident_word(m);
+	memcpy(b->r, all + m, (LEAF_MAX + 1 - m) * sizeof(*all));
+	b->h.used = (uint8_t)(LEAF_MAX + 1 - m);
+	b->h.word = ident_word(LEAF_MAX + 1 - m);
+	/* all[m-1] ends before all[m] starts: b's first IOVA bounds a */
+	retire(t, (struct node *)&l->h);
+	insert_up(t, p, (int)p->h - 2, &a->h, all[m].iova, &b->h, &pl);
+	return 0;
 }
 
-/* Writes node x into the slot of the chunk at (a, level L). 0 or -ENOMEM. */
-static int write_chunk(struct shadow_tree *t, struct tnode *x, uint64_t a, unsigned L)
+/* Puts nr at position k of the leaf of p (no overlap, inside its range). */
+static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, const struct rec *nr)
 {
-	void **tb = t->root, **owner = NULL;
-	for (unsigned l = t->levels; l > L; l--) {
-		void **s = &tb[idx_of(a, l)];
-		uintptr_t v = slot_load(s);
-		if (!v) {
-			unsigned cl = l - 1; /* level of the table to create */
-			void **nt = table_new(t, cl >= 3 ? g_arena[0] : arena_of(a));
-			if (!nt) {
-				/* Leave no empty counted table behind: only one
-				 * this call created can have count 0 here. */
-				if (counted(t, l) && !(slot_load(owner) & ~PTR_MASK))
-					clear_chunk(t, a, l + 1);
-				return -ENOMEM;
-			}
-			if (cl >= 3) {
-				/* The slot is shared by every shard under it: publish
-				 * with a CAS, the loser frees its unseen copy. */
-				uintptr_t exp = 0;
-				if (__atomic_compare_exchange_n((uintptr_t *)s, &exp, (uintptr_t)nt,
-								false, __ATOMIC_RELEASE,
-								__ATOMIC_ACQUIRE)) {
-					v = (uintptr_t)nt;
-				} else {
-					iovt_free(g_arena[0], nt, TABLE_BYTES);
-					mem_add(t, -(int64_t)iovt_alloc_usable(TABLE_BYTES));
-					v = exp;
-				}
-			} else {
-				/* Link it empty (count 0), then count it in its parent. */
-				slot_store(s, (uintptr_t)nt);
-				count_up(t, owner, l);
-				v = (uintptr_t)nt;
-			}
-		}
-		owner = s;
-		tb = (void **)(v & PTR_MASK);
-	}
-	void **s = &tb[idx_of(a, L)];
-	uintptr_t v = slot_load(s);
-	if (v) {
-		/*
-		 * Only an empty table can sit in a slot an extent gets (the
-		 * overlap check passed): a permanent one, or a counted one that
-		 * an ENOMEM left empty and linked (clear_chunk). Fill its slots
-		 * instead; that allocates nothing and cannot fail.
-		 */
-		for (unsigned i = 0; i < SLOTS; i++)
-			write_chunk(t, x, a + ((uint64_t)i << shift_of(L - 1)), L - 1);
+	struct leaf *l = path_leaf(p);
+	uint64_t w = l->h.word;
+	unsigned n = ow_n(w);
+	if (l->h.used < l->h.cap) {
+		/* In place (rule 3): slot `used` was never named by an order
+		 * word, so no reader reads it before the release store. */
+		unsigned s = l->h.used++;
+		l->r[s] = *nr;
+		__atomic_store_n(&l->h.word, ow_insert(w, k, s), __ATOMIC_RELEASE);
 		return 0;
 	}
-	slot_store(s, (uintptr_t)x | TAG_EXT);
-	count_up(t, owner, L);
+	if (n == LEAF_MAX)
+		return leaf_split(t, p, k, nr);
+	/* compact (and grow) into a copy, published by rule 2 */
+	if (batch_room(t, 1))
+		return -ENOMEM;
+	struct leaf *nl = leaf_alloc(t, cap_for(n + 1));
+	if (!nl)
+		return -ENOMEM;
+	leaf_build(nl, l, w, k, nr);
+	publish(slot_of(t, p, p->h - 1), &nl->h);
+	retire(t, &l->h);
 	return 0;
 }
 
@@ -562,119 +763,175 @@ int shadow_tree_insert(struct shadow_tree *t, const struct iovt_extent *e)
 	    e->size >= MAX_SIZE || e->iova > t->top || e->size - 1 > t->top - e->iova ||
 	    e->perm > 0xff || e->region >= (1u << 24))
 		return -EINVAL;
-	uint64_t last = e->iova + (e->size - 1);
+	uint64_t s = e->iova, last = e->iova + (e->size - 1);
+	struct rec nr = { e->iova, e->gpa, e->hva, (uint32_t)(e->size >> 12),
+			  e->perm | e->region << 8 };
 
-	struct tnode *x = iovt_alloc(arena_of(e->iova), sizeof(*x));
-	if (!x)
-		return -ENOMEM;
-	x->iova = e->iova;
-	x->gpa = e->gpa;
-	x->hva = e->hva;
-	x->npages = (uint32_t)(e->size >> 12);
-	x->perm_region = e->perm | e->region << 8;
-
-	uint64_t m = stripes(e->iova, last);
-	lock_mask(t, m);
-	if (find_first(t, e->iova, last)) {
-		unlock_mask(t, m);
-		iovt_free(arena_of(e->iova), x, sizeof(*x));
-		return -EEXIST;
+	if (!t->root) {
+		/* the first extent: a one-slot leaf (48 bytes) */
+		struct leaf *l = leaf_alloc(t, 1);
+		if (!l)
+			return -ENOMEM;
+		l->r[0] = nr;
+		l->h.used = 1;
+		l->h.word = ident_word(1);
+		publish(&t->root, &l->h);
+		stat_add(&t->count, 1);
+		return 0;
 	}
-	uint64_t a = e->iova;
+	struct path p;
+	unsigned k;
 	for (;;) {
-		unsigned L = chunk_level(t, a, last);
-		if (write_chunk(t, x, a, L) < 0)
-			goto nomem;
-		uint64_t span = 1ull << shift_of(L);
-		if (last - a < span)
+		descend(t, s, &p);
+		const struct leaf *l = path_leaf(&p);
+		uint64_t w = l->h.word;
+		k = leaf_pos(l, w, s);
+		if (k && rec_last(&l->r[ow_at(w, k - 1)]) >= s)
+			return -EEXIST;
+		if (k < ow_n(w) && l->r[ow_at(w, k)].iova <= last)
+			return -EEXIST;
+		if (last <= p.hi[p.h - 1])
 			break;
-		a += span;
+		int rc = cross(t, &p, last);
+		if (rc)
+			return rc;
 	}
-	__atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
-	mem_add(t, (int64_t)iovt_alloc_usable(sizeof(*x)));
-	unlock_mask(t, m);
-	return 0;
-
-nomem:
-	/* Undo the chunks before a; readers may have seen x: retire it. */
-	for (uint64_t b = e->iova; b < a;) {
-		unsigned L = chunk_level(t, b, last);
-		clear_chunk(t, b, L);
-		b += 1ull << shift_of(L);
-	}
-	unlock_mask(t, m);
-	if (a == e->iova)
-		iovt_free(arena_of(e->iova), x, sizeof(*x));
-	else
-		iovt_call_rcu(&x->rcu, node_free_cb);
-	return -ENOMEM;
+	int rc = leaf_insert(t, &p, k, &nr);
+	if (!rc)
+		stat_add(&t->count, 1);
+	return rc;
 }
 
-/* Clears every slot of x, then retires it. */
-static void remove_node(struct shadow_tree *t, struct tnode *x)
+/* After records left the leaf of p: unlink it if empty, shrink it if it is
+ * mostly slack. Both optional (skipped without memory). */
+static void leaf_tidy(struct shadow_tree *t, const struct path *p)
 {
-	uint64_t last = node_last(x);
-	for (uint64_t a = x->iova;;) {
-		unsigned L = chunk_level(t, a, last);
-		clear_chunk(t, a, L);
-		uint64_t span = 1ull << shift_of(L);
-		if (last - a < span)
-			break;
-		a += span;
+	struct leaf *l = path_leaf(p);
+	uint64_t w = l->h.word;
+	unsigned n = ow_n(w);
+	if (!n && p->h > 1) {
+		(void)unlink_empty(t, p, p->h - 1);
+		return;
 	}
-	__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
-	mem_add(t, -(int64_t)iovt_alloc_usable(sizeof(*x)));
+	/* Hysteresis: a leaf grown to cap_for(n + 1) by one insert is not
+	 * shrunk back by the remove that follows (cap_for(2) = 3 < 8). */
+	unsigned cap = n ? cap_for(n) : 3;
+	if (n * 8 > l->h.cap || cap >= l->h.cap)
+		return;
+	if (batch_room(t, 1))
+		return;
+	struct leaf *nl = leaf_alloc(t, cap);
+	if (!nl)
+		return;
+	leaf_build(nl, l, w, 0, NULL);
+	publish(slot_of(t, p, p->h - 1), &nl->h);
+	retire(t, &l->h);
 }
 
-/* The visitor runs with the shard locks held: it must not write the tree. */
 long shadow_tree_remove_range(struct shadow_tree *t, uint64_t first, uint64_t last,
 			      shadow_visit_fn removed, void *arg)
 {
 	if (first > last)
 		return -EINVAL;
-	if (first > t->top)
+	if (first > t->top || !t->root)
 		return 0;
 	if (last > t->top)
 		last = t->top;
-
-	/*
-	 * The extents overlapping [first, last] are fixed while the stripes of
-	 * [first, last] are held; but removing one writes its slots in every
-	 * region it spans, so those stripes are needed too. Only the extents at
-	 * `first` and `last` can stick out: grow the held set until it covers
-	 * them (re-locking in ascending order), then remove.
-	 */
-	uint64_t held = stripes(first, last), lo = first;
-	lock_mask(t, held);
-	for (;;) {
-		struct tnode *a = find_at(t, first), *b = find_at(t, last);
-		uint64_t hi = b ? node_last(b) : last;
-		lo = a ? a->iova : first;
-		uint64_t need = stripes(lo, hi);
-		if (!(need & ~held))
+	long total = 0;
+	for (uint64_t cur = first;;) {
+		struct path p;
+		descend(t, cur, &p);
+		struct leaf *l = path_leaf(&p);
+		uint64_t w = l->h.word, hi = p.hi[p.h - 1];
+		/* the records overlapping [first, last] are positions a..b-1 */
+		unsigned a = leaf_pos(l, w, first), b = leaf_pos(l, w, last);
+		if (a && rec_last(&l->r[ow_at(w, a - 1)]) >= first)
+			a--;
+		if (b > a) {
+			struct iovt_extent out[LEAF_MAX];
+			for (unsigned i = a; i < b; i++)
+				rec_copy(&l->r[ow_at(w, i)], &out[i - a]);
+			/* rule 3: the records stay whole for readers of w */
+			__atomic_store_n(&l->h.word, ow_remove(w, a, b - a), __ATOMIC_RELEASE);
+			stat_add(&t->count, -(int64_t)(b - a));
+			total += b - a;
+			if (removed)
+				for (unsigned i = 0; i < b - a; i++)
+					removed(arg, &out[i]);
+			leaf_tidy(t, &p);
+		}
+		if (hi >= last)
 			break;
-		unlock_mask(t, held);
-		held |= need;
-		lock_mask(t, held);
+		cur = hi + 1;
 	}
+	return total;
+}
 
-	long n = 0;
-	for (uint64_t cur = lo;;) {
-		struct tnode *x = find_first(t, cur, last);
-		if (!x)
-			break;
-		struct iovt_extent c;
-		node_copy(x, &c);
-		uint64_t xl = node_last(x);
-		remove_node(t, x);
-		iovt_call_rcu(&x->rcu, node_free_cb);
-		n++;
-		if (removed)
-			removed(arg, &c);
-		if (xl >= last)
-			break;
-		cur = xl + 1;
+/* ------------------------------------------------------------------------ */
+/* Verification (tests)                                                      */
+
+static int verify_node(const struct node *x, unsigned level, uint64_t lo, uint64_t hi, bool root,
+		       uint64_t *cnt, uint64_t *mem)
+{
+	if (x->level != level)
+		return -1; /* leaves at different depths */
+	*mem += iovt_alloc_usable(node_bytes(x));
+	if (!level) {
+		const struct leaf *l = (const struct leaf *)x;
+		uint64_t w = l->h.word;
+		unsigned n = ow_n(w), seen = 0;
+		if (l->h.cap != 1 && l->h.cap != 3 && l->h.cap != 7 && l->h.cap != LEAF_MAX)
+			return -2;
+		if (n > l->h.cap || l->h.used > l->h.cap)
+			return -3;
+		for (unsigned k = 0; k < n; k++) {
+			unsigned s = ow_at(w, k);
+			if (s >= l->h.used || (seen & (1u << s)))
+				return -4; /* a slot never written, or named twice */
+			seen |= 1u << s;
+			const struct rec *r = &l->r[s];
+			if (!r->npages || r->iova < lo || rec_last(r) > hi || rec_last(r) < r->iova)
+				return -5; /* an extent outside its leaf's range */
+			if (k && rec_last(&l->r[ow_at(w, k - 1)]) >= r->iova)
+				return -6; /* unsorted or overlapping */
+		}
+		if (!n && !root)
+			return -7; /* an empty leaf left linked (allowed only after ENOMEM) */
+		*cnt += n;
+		return 0;
 	}
-	unlock_mask(t, held);
-	return n;
+	const struct inode *in = (const struct inode *)x;
+	unsigned n = (unsigned)in->h.word;
+	if (n < 1 || n > FAN || (root && n < 2))
+		return -8;
+	for (unsigned i = 0; i + 1 < n; i++)
+		if (in->piv[i] <= (i ? in->piv[i - 1] : lo) || in->piv[i] > hi)
+			return -9; /* a child with an empty range, or pivots out of order */
+	int rc7 = 0;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t clo = i ? in->piv[i - 1] : lo, chi = i + 1 < n ? in->piv[i] - 1 : hi;
+		int rc = verify_node(in->child[i], level - 1, clo, chi, false, cnt, mem);
+		if (rc == -7)
+			rc7 = rc;
+		else if (rc)
+			return rc;
+	}
+	return rc7;
+}
+
+int shadow_tree_verify(const struct shadow_tree *t)
+{
+	uint64_t cnt = 0, mem = 0;
+	int rc = 0;
+	if (t->root)
+		rc = verify_node(t->root, t->root->level, 0, t->top, true, &cnt, &mem);
+	if (rc && rc != -7)
+		return rc;
+	if (cnt != t->count)
+		return -10;
+	if (mem != t->mem)
+		return -11;
+	if (t->batch && t->batch->n > BATCH_N)
+		return -12;
+	return rc;
 }

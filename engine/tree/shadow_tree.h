@@ -3,23 +3,30 @@
  * The shadow tree: one per domain, the extents the engine has told the
  * domain's MAP sink, keyed by IOVA. Knows nothing of VT-d, sinks or queues.
  *
- * Layout: a radix table over the domain's IOVA width (9 bits a level, 4 KiB
- * granule, like a VT-d table itself). A slot holds NULL, a pointer to a
- * lower table, or a pointer to the extent that covers the whole span of the
- * slot (tag bit 0). An extent is written into the fewest slots that cover it
- * exactly (largest aligned spans first), so a 2 MiB-aligned 2 MiB extent is
- * one level-2 slot and translate stops there.
+ * Layout: a B+-tree of extents (ARCHITECTURE.md, "The shadow tree"). Leaves
+ * hold up to 15 extents inline (32 bytes each) plus one 64-bit order word
+ * (which slots are live, in IOVA order); internal nodes hold up to 31
+ * children and their pivots. Every node covers an IOVA range given by its
+ * ancestors' pivots, and every extent lies wholly inside the range of its
+ * leaf, so a lookup descends to one leaf and searches it alone.
  *
- * Concurrency: readers (translate, iterate under rcu) never lock. Writers
- * take the shard locks covering the extent's span: shard = 1 GiB region of
- * IOVA hashed onto IOVT_TREE_SHARDS stripes; an extent spanning several
- * regions takes their stripes in ascending order. Tables at or below the
- * 1 GiB level belong to one shard; tables above are installed by cmpxchg
- * and never freed before the tree.
+ * Concurrency: readers (lookup, iterate under rcu) never lock and never
+ * retry: internal nodes are immutable once published (copy-on-write), and a
+ * leaf changes in place only by writing an extent into a slot no reader can
+ * yet reach and then storing its new order word (one release store). A
+ * replaced or emptied node is retired: it joins the tree's batch, freed by
+ * ONE call_rcu per batch (shadow_tree_flush, or automatically when the batch
+ * is full).
  *
- * Linearisation for readers: an extent is visible at an address from the
- * moment its slot there is published until it is cleared; its memory lives
- * until a grace period after the last slot is cleared (call_rcu).
+ * Writers: ONE at a time per tree. insert, remove_range and flush must be
+ * serialised by the caller; the engine's writer is the domain's sync_lock
+ * holder (ARCHITECTURE.md, "Threads, locks and RCU"). The tree takes no lock.
+ *
+ * Linearisation for readers: an extent is visible from the release store
+ * that adds it to its leaf's order word (or publishes the copy of the leaf
+ * that holds it) until the store that drops it; its record lives until a
+ * grace period after its leaf is retired. A lookup that races an insert
+ * may miss the new extent; a present extent is never missed.
  */
 #ifndef IOVT_TREE_SHADOW_TREE_H
 #define IOVT_TREE_SHADOW_TREE_H
@@ -30,14 +37,11 @@
 
 #include "iovt.h" /* struct iovt_extent */
 
-#define IOVT_TREE_SHARDS 64u
-
 struct shadow_tree;
 
 /*
- * Creates an empty tree for IOVAs below 2^addr_width (addr_width 39, 48 or
- * 57 in practice; any value 21..64 works: levels = ceil((aw-12)/9)).
- * Returns NULL on ENOMEM or a bad width.
+ * Creates an empty tree for IOVAs below 2^addr_width (any value 21..64).
+ * An empty tree holds no node. Returns NULL on ENOMEM or a bad width.
  */
 struct shadow_tree *shadow_tree_create(unsigned addr_width);
 
@@ -53,9 +57,10 @@ void shadow_tree_retire(struct shadow_tree *t);
 
 /*
  * Inserts one extent. iova and size must be 4 KiB aligned, size > 0 and
- * iova+size within the width. Any overlap with an existing extent is an
- * error (-EEXIST) and changes nothing. -EINVAL on a bad extent, -ENOMEM.
- * Writer-side: takes the shard locks of the extent's span.
+ * < 2^44, iova+size within the width. Any overlap with an existing extent
+ * is an error (-EEXIST) and changes nothing. -EINVAL on a bad extent;
+ * -ENOMEM when a node cannot be allocated (the tree is then unchanged).
+ * Writer-side (one writer at a time, see above).
  */
 int shadow_tree_insert(struct shadow_tree *t, const struct iovt_extent *e);
 
@@ -66,30 +71,56 @@ typedef int (*shadow_visit_fn)(void *arg, const struct iovt_extent *e);
  * Removes every extent that overlaps [first, last] (inclusive), whole:
  * an extent is never split. Calls `removed` (may be NULL) once for each in
  * ascending IOVA order, after it is unlinked (the copy stays valid for the
- * call). Returns the number removed, or a negative errno.
+ * call; the visitor must not write the tree). Returns the number removed,
+ * or -EINVAL (first > last). Never fails for memory: emptied nodes it
+ * cannot afford to restructure stay linked, empty and valid.
+ * Writer-side.
  */
 long shadow_tree_remove_range(struct shadow_tree *t, uint64_t first, uint64_t last,
 			      shadow_visit_fn removed, void *arg);
 
 /*
+ * Hands the nodes retired since the last flush to one call_rcu (they are
+ * freed after a grace period). Writer-side; cheap when nothing is pending.
+ * The engine calls it at the end of each domain sync; the tree also flushes
+ * by itself when a batch is full (61 nodes), so memory stays bounded.
+ */
+void shadow_tree_flush(struct shadow_tree *t);
+
+/*
  * Calls `fn` for each extent overlapping [first, last] in ascending IOVA
- * order. Lock-free: the caller must be inside an RCU read-side section (or
- * be the only writer); the result is then a set of extents each present at
- * some moment of the call. Returns 0 or the visitor's nonzero value.
+ * order, each once. Lock-free: the caller must be inside an RCU read-side
+ * section (or be the writer); the result is then a set of extents each
+ * present at some moment of the call, and every extent present during the
+ * whole call is in it. Returns 0 or the visitor's nonzero value.
  */
 int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t last,
 			shadow_visit_fn fn, void *arg);
 
 /*
- * Finds the extent covering `iova`. Lock-free, wait-free: a few dependent
- * loads. Caller inside an RCU read-side section. Returns true and copies the
+ * Finds the extent covering `iova`. Lock-free, wait-free: per level one
+ * binary search over at most 31 keys and one dependent load. Caller inside
+ * an RCU read-side section (or the writer). Returns true and copies the
  * extent into *out on a hit.
  */
 bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_extent *out);
 
-/* Number of extents, and bytes of memory held (tables + extents). Racy
- * snapshots without the locks; exact when quiescent. */
+/* Number of extents, and bytes of memory held (live nodes, as the
+ * allocator rounds them; not the tree header nor nodes waiting for their
+ * grace period). Racy snapshots outside the writer; exact when quiescent. */
 uint64_t shadow_tree_count(const struct shadow_tree *t);
 uint64_t shadow_tree_memory_bytes(const struct shadow_tree *t);
+
+/* Height (0: no node, 1: one leaf) and nodes waiting in the unflushed batch:
+ * for tests and benchmarks. Writer-side or quiescent. */
+unsigned shadow_tree_height(const struct shadow_tree *t);
+unsigned shadow_tree_pending_retired(const struct shadow_tree *t);
+
+/* Checks every structural rule (leaves at one depth, extents sorted and
+ * inside their leaf's range, pivots ordered, counts and bytes exact).
+ * 0 when all hold; -7 when the only fault is an empty non-root leaf (left
+ * by an ENOMEM, valid); another negative code names the broken rule. For
+ * tests; writer-side or quiescent. */
+int shadow_tree_verify(const struct shadow_tree *t);
 
 #endif

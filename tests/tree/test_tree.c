@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of the shadow tree: every operation, every level, the edges. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -15,7 +17,7 @@ CHECK_SEED_STORAGE;
 #define G1 0x40000000ull
 #define G512 (512 * G1)
 
-static uint64_t TB, NB; /* usable bytes of a table and of an extent node */
+static uint64_t NB; /* usable bytes of a one-extent leaf */
 
 static struct iovt_extent ext(uint64_t iova, uint64_t size)
 {
@@ -84,7 +86,8 @@ static void test_create_widths(void)
 		struct shadow_tree *t = shadow_tree_create(ws[i]);
 		CHECK(t);
 		CHECK_EQ(shadow_tree_count(t), 0);
-		CHECK_EQ(shadow_tree_memory_bytes(t), TB); /* the root alone */
+		CHECK_EQ(shadow_tree_memory_bytes(t), 0); /* no node yet */
+		CHECK_EQ(shadow_tree_height(t), 0);
 		uint64_t top = ws[i] == 64 ? ~0ull : (1ull << ws[i]) - 1;
 		/* last page of the width works, one past does not */
 		CHECK_EQ(ins(t, top - K4 + 1, K4), 0);
@@ -155,21 +158,21 @@ static void test_levels_overlap(void)
 
 	/* 4 KiB: root + L3 + L2 + L1 tables */
 	CHECK_EQ(ins(t, base + 5 * K4, K4), 0);
-	CHECK_EQ(shadow_tree_memory_bytes(t), 4 * TB + NB);
+	CHECK_EQ(shadow_tree_memory_bytes(t), NB); /* one 1-slot leaf */
 	span_hits(t, base + 5 * K4, K4);
 	miss(t, base + 4 * K4 + K4 - 1);
 	miss(t, base + 6 * K4);
 
 	/* 2 MiB aligned: one L2 slot, no leaf table */
 	CHECK_EQ(ins(t, base + 4 * M2, M2), 0);
-	CHECK_EQ(shadow_tree_memory_bytes(t), 4 * TB + 2 * NB);
+	CHECK_EQ(shadow_tree_verify(t), 0);
 	span_hits(t, base + 4 * M2, M2);
 	miss(t, base + 4 * M2 - 1);
 	miss(t, base + 5 * M2);
 
 	/* 1 GiB aligned: one L3 slot, no L2 table */
 	CHECK_EQ(ins(t, base + 3 * G1, G1), 0);
-	CHECK_EQ(shadow_tree_memory_bytes(t), 4 * TB + 3 * NB);
+	CHECK_EQ(shadow_tree_verify(t), 0);
 	span_hits(t, base + 3 * G1, G1);
 
 	uint64_t mem = shadow_tree_memory_bytes(t);
@@ -237,8 +240,8 @@ static void test_remove_range(void)
 {
 	struct shadow_tree *t = shadow_tree_create(39);
 	CHECK(t);
-	uint64_t m0 = shadow_tree_memory_bytes(t); /* root (L3) only */
-	CHECK_EQ(m0, TB);
+	uint64_t m0 = shadow_tree_memory_bytes(t); /* nothing */
+	CHECK_EQ(m0, 0);
 	CHECK_EQ(ins(t, 0x1000, 0x2000), 0);   /* A [1000, 3000) */
 	CHECK_EQ(ins(t, 0x5000, 0x1000), 0);   /* B */
 	CHECK_EQ(ins(t, 2 * M2, 2 * M2), 0);   /* C: two L2 slots */
@@ -265,14 +268,15 @@ static void test_remove_range(void)
 	CHECK_EQ(r.v[0].size, 2 * K4);
 	miss(t, G1 - K4);
 	miss(t, G1);
-	/* the L2 table of region 1 went away with D's last page there */
-	CHECK_EQ(shadow_tree_memory_bytes(t), m0 + TB + NB); /* C's L2 table */
+	CHECK_EQ(shadow_tree_verify(t), 0);
 
 	r.n = 0;
 	CHECK_EQ(shadow_tree_remove_range(t, 3 * M2 + 5, 3 * M2 + 5, record, &r), 1);
 	CHECK_EQ(r.v[0].iova, 2 * M2);
 	CHECK_EQ(shadow_tree_count(t), 0);
-	CHECK_EQ(shadow_tree_memory_bytes(t), m0); /* every table freed */
+	/* the root leaf stays, shrunk to 3 slots: the next insert needs no node */
+	CHECK_EQ(shadow_tree_memory_bytes(t), iovt_alloc_usable(16 + 3 * 32));
+	CHECK_EQ(shadow_tree_verify(t), 0);
 
 	/* many, removed in ascending order in one call across regions */
 	for (uint64_t i = 0; i < 40; i++)
@@ -286,8 +290,11 @@ static void test_remove_range(void)
 	CHECK_EQ(r.v[20].size, 3 * G1);
 	miss(t, 39 * G1);
 	CHECK_EQ(shadow_tree_count(t), 20);
+	CHECK_EQ(shadow_tree_verify(t), 0);
 	CHECK_EQ(shadow_tree_remove_range(t, 0, ~0ull, NULL, NULL), 20);
-	CHECK_EQ(shadow_tree_memory_bytes(t), m0);
+	CHECK_EQ(shadow_tree_height(t), 1);
+	CHECK(shadow_tree_memory_bytes(t) <= iovt_alloc_usable(16 + 3 * 32));
+	CHECK_EQ(shadow_tree_verify(t), 0);
 	shadow_tree_destroy(t);
 }
 
@@ -345,32 +352,214 @@ static void test_iterate(void)
 	shadow_tree_destroy(t);
 }
 
-/* Dense pages: counts, memory, a full leaf table freed when emptied. */
+static uint64_t rs = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+	rs ^= rs << 13;
+	rs ^= rs >> 7;
+	rs ^= rs << 17;
+	return rs;
+}
+
+/* The QEMU-style baseline's bytes per extent (bench/baseline/baseline.c):
+ * a 48-byte GTreeNode and a malloc'd 40-byte DMAMap (a 56-byte chunk). */
+#define GTREE_BYTES_PER_EXTENT 104u
+
+/* Memory: small domains, sparse and dense IOVAs. */
 static void test_accounting(void)
+{
+	/* 8 extents, one per 2 MiB: one leaf, under the GTree's bytes */
+	struct shadow_tree *t = shadow_tree_create(48);
+	CHECK(t);
+	for (uint64_t i = 0; i < 8; i++) {
+		CHECK_EQ(ins(t, i * M2 + 5 * K4, K4), 0);
+		CHECK(shadow_tree_memory_bytes(t) <= (i + 1) * GTREE_BYTES_PER_EXTENT);
+	}
+	CHECK_EQ(shadow_tree_height(t), 1);
+	CHECK_EQ(shadow_tree_verify(t), 0);
+	shadow_tree_destroy(t);
+
+	/* sparse (one per 2 MiB) and dense (4 KiB apart), ascending and shuffled:
+	 * <= 64 bytes per extent, leaves and internal nodes together */
+	for (int mode = 0; mode < 4; mode++) {
+		uint64_t n = mode < 2 ? 4096 : 65536, stride = mode & 1 ? K4 : M2;
+		t = shadow_tree_create(48);
+		CHECK(t);
+		uint64_t *order = malloc(n * sizeof(*order));
+		CHECK(order);
+		for (uint64_t i = 0; i < n; i++)
+			order[i] = i;
+		if (mode >= 2)
+			for (uint64_t i = n - 1; i > 0; i--) {
+				uint64_t j = rnd() % (i + 1), x = order[i];
+				order[i] = order[j];
+				order[j] = x;
+			}
+		for (uint64_t i = 0; i < n; i++)
+			CHECK_EQ(ins(t, 3 * G512 + order[i] * stride, K4), 0);
+		CHECK_EQ(shadow_tree_count(t), n);
+		CHECK_EQ(shadow_tree_verify(t), 0);
+		uint64_t mem = shadow_tree_memory_bytes(t);
+		printf("memory: %" PRIu64 " extents %s %s: %.1f bytes each, height %u\n", n,
+		       stride == K4 ? "dense" : "sparse", mode >= 2 ? "shuffled" : "ascending",
+		       (double)mem / (double)n, shadow_tree_height(t));
+		CHECK(mem <= 64 * n);
+		CHECK(shadow_tree_height(t) >= (n > 20000 ? 4u : 3u));
+		for (uint64_t i = 0; i < n; i += 97)
+			span_hits(t, 3 * G512 + i * stride, K4);
+		/* remove in shuffled order, one by one: leaves empty, unlink, the
+		 * root shrinks back to one leaf */
+		for (uint64_t i = n - 1; i > 0; i--) {
+			uint64_t j = rnd() % (i + 1), x = order[i];
+			order[i] = order[j];
+			order[j] = x;
+		}
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t a = 3 * G512 + order[i] * stride;
+			CHECK_EQ(shadow_tree_remove_range(t, a, a + K4 - 1, NULL, NULL), 1);
+			if (i % 4099 == 0) {
+				CHECK_EQ(shadow_tree_verify(t), 0);
+				miss(t, a);
+				shadow_tree_flush(t);
+			}
+		}
+		CHECK_EQ(shadow_tree_count(t), 0);
+		CHECK_EQ(shadow_tree_height(t), 1);
+		CHECK_EQ(shadow_tree_verify(t), 0);
+		CHECK(shadow_tree_memory_bytes(t) <= iovt_alloc_usable(16 + 3 * 32));
+		free(order);
+		shadow_tree_destroy(t);
+	}
+}
+
+/* Random shapes: splits anywhere, iterate across leaves, merges of ranges. */
+static void test_shapes(void)
+{
+	struct shadow_tree *t = shadow_tree_create(39);
+	CHECK(t);
+	enum { N = 6000 };
+	static uint8_t present[N];
+	memset(present, 0, sizeof(present));
+	/* slot i: [i * 8 pages, + (1 + i % 5) pages) */
+	for (int round = 0; round < 6; round++) {
+		for (int k = 0; k < N; k++) {
+			uint64_t i = rnd() % N;
+			int rc = ins(t, i * 8 * K4, (1 + i % 5) * K4);
+			CHECK_EQ(rc, present[i] ? -EEXIST : 0);
+			present[i] = 1;
+		}
+		CHECK_EQ(shadow_tree_verify(t), 0);
+		/* iterate the whole width, and windows across leaf boundaries */
+		struct rec r;
+		uint64_t total = 0;
+		for (uint64_t w0 = 0; w0 < N; w0 += 40) {
+			r.n = 0;
+			r.stop_at = 0;
+			CHECK_EQ(shadow_tree_iterate(t, w0 * 8 * K4 + K4, (w0 + 40) * 8 * K4 + K4 - 1, record, &r), 0);
+			int m = 0;
+			for (uint64_t i = w0; i <= w0 + 40 && i < N; i++) {
+				if (!present[i] || (i == w0 && i % 5 == 0))
+					continue; /* slot w0 of 1 page ends before the window */
+				CHECK(m < r.n);
+				CHECK_EQ(r.v[m].iova, i * 8 * K4);
+				m++;
+			}
+			CHECK_EQ(m, r.n);
+			total += (uint64_t)m;
+		}
+		CHECK(total + present[0] >= shadow_tree_count(t)); /* slot 0 is in no window */
+		for (int k = 0; k < N; k++) {
+			uint64_t i = rnd() % N, a = i * 8 * K4 + (rnd() % (1 + i % 5)) * K4;
+			long n = shadow_tree_remove_range(t, a, a + (rnd() % 3) * K4, NULL, NULL);
+			CHECK_EQ(n, present[i]);
+			present[i] = 0;
+			if (k % 1000 == 0)
+				CHECK_EQ(shadow_tree_verify(t), 0);
+		}
+		/* wide removals: many leaves in one call */
+		uint64_t lo = rnd() % N, hi = lo + rnd() % 800;
+		uint64_t want = 0;
+		for (uint64_t i = lo; i <= hi && i < N; i++)
+			want += present[i], present[i] = 0;
+		CHECK_EQ(shadow_tree_remove_range(t, lo * 8 * K4, hi * 8 * K4 + 7 * K4, NULL, NULL),
+			 (long)want);
+		CHECK_EQ(shadow_tree_verify(t), 0);
+		shadow_tree_flush(t);
+	}
+	shadow_tree_destroy(t);
+}
+
+/*
+ * An extent that crosses a leaf boundary: extents one page wide, two pages
+ * apart; removing two neighbours and inserting one extent over both (and the
+ * gap) crosses every leaf boundary once, at every level of the tree.
+ */
+static void test_crossing(void)
 {
 	struct shadow_tree *t = shadow_tree_create(48);
 	CHECK(t);
-	uint64_t base = 3 * G512 + 6 * G1;
-	for (uint64_t i = 0; i < 2048; i++)
-		CHECK_EQ(ins(t, base + i * K4, K4), 0);
-	CHECK_EQ(shadow_tree_count(t), 2048);
-	/* root, L3, L2, four leaves */
-	CHECK_EQ(shadow_tree_memory_bytes(t), 7 * TB + 2048 * NB);
-	for (uint64_t i = 0; i < 2048; i += 97)
-		span_hits(t, base + i * K4, K4);
-	/* removing one leaf's pages one by one frees it at the last */
-	for (uint64_t i = 512; i < 1024; i++)
-		CHECK_EQ(shadow_tree_remove_range(t, base + i * K4, base + i * K4, NULL, NULL), 1);
-	CHECK_EQ(shadow_tree_memory_bytes(t), 6 * TB + 1536 * NB);
-	CHECK_EQ(shadow_tree_remove_range(t, base, base + 4 * M2, NULL, NULL), 1536);
-	CHECK_EQ(shadow_tree_memory_bytes(t), 2 * TB); /* root and permanent L3 */
-	CHECK_EQ(shadow_tree_count(t), 0);
+	enum { N = 3000 };
+	for (uint64_t j = 0; j < N; j++)
+		CHECK_EQ(ins(t, (2 * j + 1) * K4, K4), 0);
+	CHECK(shadow_tree_height(t) >= 3);
+	for (uint64_t j = 0; j + 1 < N; j += 2) {
+		CHECK_EQ(shadow_tree_remove_range(t, (2 * j + 1) * K4, (2 * j + 3) * K4, NULL, NULL), 2);
+		if (j + 2 < N)
+			CHECK_EQ(ins(t, (2 * j + 1) * K4, 5 * K4), -EEXIST); /* would touch j+2 */
+		CHECK_EQ(ins(t, (2 * j + 1) * K4, 3 * K4), 0);
+		span_hits(t, (2 * j + 1) * K4, 3 * K4);
+		if (j % 64 == 0)
+			CHECK_EQ(shadow_tree_verify(t), 0);
+	}
+	CHECK_EQ(shadow_tree_verify(t), 0);
+	struct rec r = { .n = 0 };
+	CHECK_EQ(shadow_tree_iterate(t, 1001 * K4, 1100 * K4, record, &r), 0);
+	CHECK_EQ(r.n, 25); /* 3-page extents every 4 pages: 1001, 1005, ... 1097 */
+	for (int i = 0; i < r.n; i++)
+		CHECK_EQ(r.v[i].iova, (1001 + 4 * (uint64_t)i) * K4);
+	r.n = 0;
+	CHECK_EQ(shadow_tree_iterate(t, 999 * K4, 1000 * K4, record, &r), 0);
+	CHECK_EQ(r.n, 1); /* the extent at 997 covers 997..999; 1000 is a gap */
+	CHECK_EQ(r.v[0].iova, 997 * K4);
+	/* and backwards: shrink an extent's right part, grow into the left gap */
+	for (uint64_t j = 2; j + 1 < N; j += 2) {
+		uint64_t a = (2 * j + 1) * K4;
+		CHECK_EQ(shadow_tree_remove_range(t, a, a, NULL, NULL), 1);
+		CHECK_EQ(ins(t, a - K4, 3 * K4), 0); /* starts in the gap before */
+		hit(t, a - K4, a - K4, 3 * K4);
+	}
+	CHECK_EQ(shadow_tree_verify(t), 0);
+	CHECK_EQ(shadow_tree_remove_range(t, 0, ~0ull, NULL, NULL), N / 2);
+	CHECK_EQ(shadow_tree_verify(t), 0);
 	shadow_tree_destroy(t);
+}
+
+/* Retirement is batched: no call_rcu per node, a bounded batch, flush. */
+static void test_retire_batch(void)
+{
+	struct shadow_tree *t = shadow_tree_create(48);
+	CHECK(t);
+	unsigned max = 0, flushes = 0;
+	for (uint64_t i = 0; i < 20000; i++) {
+		CHECK_EQ(ins(t, (rnd() % 100000) * 2 * K4 + K4, K4) == -EEXIST ? 0 : 0, 0);
+		unsigned p = shadow_tree_pending_retired(t);
+		if (p < max)
+			flushes++; /* the automatic flush of a full batch */
+		max = p > max ? p : max;
+		if (p < max)
+			max = p;
+	}
+	CHECK(flushes > 0);
+	CHECK(shadow_tree_pending_retired(t) <= 61);
+	shadow_tree_flush(t);
+	CHECK_EQ(shadow_tree_pending_retired(t), 0);
+	shadow_tree_flush(t); /* nothing pending: a no-op */
+	CHECK_EQ(shadow_tree_verify(t), 0);
+	shadow_tree_retire(t); /* with extents and an empty batch */
 }
 
 int main(void)
 {
-	TB = iovt_alloc_usable(4096);
 	NB = iovt_alloc_usable(48);
 	urcu_memb_register_thread();
 	test_create_widths();
@@ -379,6 +568,9 @@ int main(void)
 	test_remove_range();
 	test_iterate();
 	test_accounting();
+	test_shapes();
+	test_crossing();
+	test_retire_batch();
 	urcu_memb_unregister_thread();
 	printf("tree: all passed\n");
 	return 0;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Concurrency: reader threads translate (and iterate) while writers insert
- * and remove, in distinct shards and in the same shard.
+ * and remove. The tree has one writer at a time (shadow_tree.h); the two
+ * writer threads take turns on a mutex, as drainers take a domain's
+ * sync_lock, so readers see the updates of both interleaved.
  *
  * Linearizability check: every insert gets a unique id u, encoded in the
  * extent (gpa = u << 12, hva = mix(iova, u), region = u mod 2^24). A global
@@ -57,6 +59,7 @@ static uint64_t next_u = 1;
 static uint32_t seq = 1;
 static int stop;
 static struct shadow_tree *T;
+static pthread_mutex_t wlock = PTHREAD_MUTEX_INITIALIZER; /* the one-writer rule */
 static uint64_t stat_hits[NREADERS], stat_reads[NREADERS], stat_ins, stat_rm;
 
 static uint64_t mix(uint64_t iova, uint64_t u)
@@ -244,20 +247,28 @@ static void *writer(void *arg)
 			__atomic_store_n(&lg[u].ins, stamp(), __ATOMIC_SEQ_CST);
 			struct iovt_extent e = { slots[k].iova, slots[k].size, u << 12,
 						 mix(slots[k].iova, u), 1 + u % 3, u & 0xffffff };
+			pthread_mutex_lock(&wlock);
 			int rc = shadow_tree_insert(T, &e);
+			pthread_mutex_unlock(&wlock);
 			CHECK(rc == 0 || rc == -EEXIST);
 			if (rc == 0)
 				__atomic_fetch_add(&stat_ins, 1, __ATOMIC_RELAXED);
 		} else if (x % 100 < 90) { /* one slot, hit anywhere inside */
 			uint64_t a = slots[k].iova + rnd(&r) % slots[k].size;
+			pthread_mutex_lock(&wlock);
 			long n = shadow_tree_remove_range(T, a, a, on_removed, NULL);
+			if (x % 64 == 0)
+				shadow_tree_flush(T); /* as a domain sync ends */
+			pthread_mutex_unlock(&wlock);
 			CHECK(n == 0 || n == 1);
 		} else { /* a window of slots in one region, all-or-nothing each */
 			uint64_t a = slots[k].iova, b = a + (rnd(&r) % (64 * M2));
 			for (unsigned p = 0; p < NPIN; p++) /* never a pinned one */
 				if (pinned[p].iova > a && pinned[p].iova <= b)
 					b = pinned[p].iova - 1;
+			pthread_mutex_lock(&wlock);
 			long n = shadow_tree_remove_range(T, a, b, on_removed, NULL);
+			pthread_mutex_unlock(&wlock);
 			CHECK(n >= 0);
 		}
 	}

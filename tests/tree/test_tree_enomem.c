@@ -6,9 +6,15 @@
  * that retire emptied tables, so emptied tables stay linked and are reused.
  * After every operation the tree must equal a model (a page bitmap of what
  * was inserted successfully): an insert that fails changes nothing, a
- * removal always removes, and no lookup ever returns a removed extent (a
- * table left linked full of pointers to a freed node would). Under ASan a
- * use-after-free in those paths also fails it.
+ * removal always removes, and no lookup ever returns a removed extent.
+ * Every allocation point of the B+-tree is reached under faults: the first
+ * leaf, a leaf copied to compact or grow, a split (two leaves and the
+ * internal nodes above), a leaf boundary moved for a crossing extent, an
+ * empty leaf unlinked (a removal that cannot afford it leaves the leaf
+ * linked and empty: shadow_tree_verify returns -7, which is valid), a
+ * shrunk leaf, and the retirement batch. After every operation the tree's
+ * structure is checked too (shadow_tree_verify). Under ASan a use-after-free
+ * in those paths also fails it.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -89,6 +95,61 @@ static uint64_t pick_size(void)
 	}
 }
 
+static uint64_t empty_leaves, cross_ok, cross_enomem;
+
+/*
+ * Dense one-page extents two pages apart (full leaves, splits, a tree of
+ * height 3), then pairs removed and replaced by one extent over both: where
+ * the pair straddled a leaf boundary the boundary must move, and emptied
+ * leaves are unlinked — each under 30% refused allocations. The tree must
+ * equal the model after each step.
+ */
+static void crossing_phase(struct shadow_tree *t)
+{
+	enum { N = 3000 };
+	static uint8_t state[N]; /* 0 absent, 1 one page at 2j+1, 3 three pages (even j) */
+	fail_percent = 30;
+	for (uint64_t j = 0; j < N; j++) {
+		struct iovt_extent e = { (2 * j + 1) * K, K, (2 * j + 1) * K + 0x100000000ull, 0, 3, 1 };
+		iovt_alloc_fault = fault;
+		int rc = shadow_tree_insert(t, &e);
+		iovt_alloc_fault = NULL;
+		CHECK(rc == 0 || rc == -ENOMEM);
+		state[j] = rc == 0;
+	}
+	CHECK(shadow_tree_height(t) >= 3);
+	for (uint64_t j = 0; j + 1 < N; j += 2) {
+		iovt_alloc_fault = fault;
+		long n = shadow_tree_remove_range(t, (2 * j + 1) * K, (2 * j + 3) * K, NULL, NULL);
+		CHECK_EQ(n, state[j] + state[j + 1]);
+		struct iovt_extent e = { (2 * j + 1) * K, 3 * K, (2 * j + 1) * K + 0x100000000ull, 0, 3, 1 };
+		int rc = shadow_tree_insert(t, &e);
+		iovt_alloc_fault = NULL;
+		CHECK(rc == 0 || rc == -ENOMEM);
+		cross_ok += rc == 0;
+		cross_enomem += rc == -ENOMEM;
+		state[j] = rc == 0 ? 3 : 0;
+		state[j + 1] = 0;
+		int v = shadow_tree_verify(t);
+		CHECK(v == 0 || v == -7);
+		empty_leaves += v == -7;
+		for (uint64_t i = j; i < j + 4 && i < N; i++) {
+			struct iovt_extent x;
+			for (uint64_t pg = 2 * i; pg < 2 * i + 2; pg++) {
+				bool h = shadow_tree_lookup(t, pg * K, &x);
+				bool want = (state[i] == 1 && pg == 2 * i + 1) || (state[i] == 3 && pg >= 2 * i + 1) ||
+					    (i >= 1 && state[i - 1] == 3 && pg <= 2 * i + 1);
+				CHECK_EQ(h, want);
+			}
+		}
+	}
+	uint64_t want = 0;
+	for (uint64_t j = 0; j < N; j++)
+		want += state[j] != 0;
+	CHECK_EQ(shadow_tree_remove_range(t, 0, 3 * N * K, NULL, NULL), (long)want);
+	shadow_tree_flush(t);
+}
+
 int main(void)
 {
 	rng = check_pick_seed("tree-enomem") | 1;
@@ -144,6 +205,11 @@ int main(void)
 		for (int i = 0; i < 8; i++)
 			check_point(t, (rnd() % PAGES) * K);
 		CHECK_EQ(shadow_tree_count(t), nlive);
+		int v = shadow_tree_verify(t);
+		CHECK(v == 0 || v == -7);
+		empty_leaves += v == -7;
+		if (op % 64 == 0)
+			shadow_tree_flush(t);
 	}
 	/* Refill where tables were kept empty, then drain all of it. */
 	while (nlive) {
@@ -152,12 +218,17 @@ int main(void)
 		check_point(t, x.iova);
 	}
 	CHECK_EQ(shadow_tree_count(t), 0);
+	crossing_phase(t);
+	CHECK_EQ(shadow_tree_count(t), 0);
 	CHECK(inserts > 100 && enomem > 10 && removals > 100 && refused > 100);
+	CHECK(empty_leaves > 0 && cross_ok > 100 && cross_enomem > 10);
 	shadow_tree_destroy(t);
 	free(live);
-	printf("tree-enomem: %u ops: %llu inserts, %llu refused for ENOMEM, %llu removals, %llu allocations refused\n",
+	printf("tree-enomem: %u ops: %llu inserts, %llu refused for ENOMEM, %llu removals, %llu allocations refused, "
+	       "%llu states with an empty leaf linked; crossing: %llu inserted, %llu ENOMEM\n",
 	       ops, (unsigned long long)inserts, (unsigned long long)enomem, (unsigned long long)removals,
-	       (unsigned long long)refused);
+	       (unsigned long long)refused, (unsigned long long)empty_leaves,
+	       (unsigned long long)cross_ok, (unsigned long long)cross_enomem);
 	iovt_thread_unregister();
 	return 0;
 }
