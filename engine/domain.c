@@ -132,6 +132,7 @@ static void retire_tree(struct iovt_domain *d)
 void domain_teardown(struct iovt_domain *d)
 {
 	atomic_store_explicit(&d->dead, true, memory_order_release);
+	iotlb_flush(&d->iotlb); /* after `dead`: see iovt_translate */
 	free_raw_notifiers(d);
 	if (d->map_notifier)
 		free_notifier(d->map_notifier);
@@ -296,7 +297,10 @@ static int translate_iotlb(struct iovt_domain *d, uint64_t iova, struct iovt_ext
 	};
 	struct iotlb_fill_stats st = { 0 };
 	enum vtd_error why = VTD_ERR_COUNT;
-	int rc = iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, domain_top(d), iova, out, &st, &why);
+	int rc = iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, &d->dead, domain_top(d), iova, out,
+			    &st, &why);
+	if (rc == -ENODEV)
+		return rc;
 	STAT_ADD(d, iotlb_misses, 1);
 	if (st.evicted)
 		STAT_ADD(d, iotlb_evictions, 1);
@@ -309,10 +313,11 @@ int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out
 
 	iovt_rcu_read_lock();
 	struct shadow_tree *t = iovt_rcu_dereference(d->tree);
+	/* No `dead` check on this path: a destroyed domain's IOTLB holds no
+	 * visible entry and its fills fail -ENODEV (iotlb_fill); `dead` shares
+	 * a line with the reference count that every drain moves. */
 	if (t)
 		rc = shadow_tree_lookup(t, iova, out) ? 0 : -ENOENT;
-	else if (atomic_load_explicit(&d->dead, memory_order_acquire))
-		rc = -ENODEV;
 	else
 		rc = translate_iotlb(d, iova, out);
 	iovt_rcu_read_unlock();

@@ -71,11 +71,16 @@
 
 struct iotlb_table;
 
-/* Embedded in the domain. The table is allocated by the first miss. */
+/* Embedded in the domain. The table is allocated by the first miss.
+ * `table` (read by every hit) and `gen` (written by every invalidation) are
+ * 64 bytes apart, so never in one cache line: an invalidation does not take
+ * the line that every hit reads (nor does the domain's sync_lock, after). */
 struct iotlb {
 	_Atomic(struct iotlb_table *) table;
-	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
 	uint64_t entries;       /* configured capacity */
+	char pad_[64 - 2 * sizeof(uint64_t)];
+	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
+	char pad2_[64 - sizeof(uint64_t)];
 };
 
 /* What a fill did, for the caller's counters. */
@@ -97,15 +102,24 @@ int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out);
  * stamps, so that a set_root's sweep orders it) and caches the answer. 0 and *out (the
  * cached run that covers iova), -ENOENT (not present), -EFAULT (reserved
  * bits, a forbidden large page, a table or the leaf outside guest RAM),
- * -ELOOP, -E2BIG (walk budget). Errors are not cached.
+ * -ELOOP, -E2BIG (walk budget), -ENODEV when *gone is set (read after the
+ * stamps: the owner sets it before the iotlb_flush that kills every entry
+ * stamped earlier, so no entry made after that flush is ever visible and a
+ * hit needs no check of its own). Errors are not cached.
  */
 int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_walk_params *p,
-	       const uint64_t *root_gpa, uint64_t top, uint64_t iova, struct iovt_extent *out, struct iotlb_fill_stats *st,
-	       enum vtd_error *why);
+	       const uint64_t *root_gpa, const _Atomic bool *gone, uint64_t top, uint64_t iova,
+	       struct iovt_extent *out, struct iotlb_fill_stats *st, enum vtd_error *why);
 
 /* Drops every entry overlapping [first, last]; returns the entries dropped. */
 uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last);
 uint64_t iotlb_flush(struct iotlb *c);
+
+/* Tests only (tests/translate, translate-service-narrowed-sweep): when set,
+ * a fill calls it after its walk, before it publishes anything, so a test
+ * can run an invalidation exactly inside the fill's window. NULL otherwise
+ * (one load on the miss path). */
+extern void (*iotlb_test_walked)(uint64_t iova);
 
 uint64_t iotlb_hits(struct iotlb *c);     /* racy sum of the readers' stripes */
 uint64_t iotlb_count(struct iotlb *c);    /* visible entries now (walks the table) */
