@@ -18,17 +18,20 @@ struct iotlb_entry {
 	uint64_t gpa, hva;
 	uint32_t perm, region;
 	_Atomic uint64_t seq;       /* visible while == its set's seq */
-	_Atomic uint8_t ref;        /* second chance: set by readers */
 };
 
-/* A slot: an entry pointer with a 16-bit tag of its key in the top bits
- * (user-space pointers fit in 48 bits on x86-64 and arm64; an entry whose
- * pointer does not is not cached). A probe dereferences only the ways whose
- * tag matches: one entry line per hit instead of up to seven (perf: the
- * dereference of every way was 30% of a hit). 0: empty. */
+/* A slot: an entry pointer (low 48 bits: user-space pointers fit on x86-64
+ * and arm64; an entry whose pointer does not is not cached), a 15-bit tag
+ * of its key and the second-chance bit (bit 63, set by readers with a CAS
+ * only when clear, cleared by the victim choice). A probe dereferences only
+ * the ways whose tag matches: one entry line per hit instead of up to seven
+ * (perf: the dereference of every way was 30% of a hit); the victim choice
+ * dereferences nothing (it was 40% of a fill: a cold entry line). 0: empty. */
 typedef uintptr_t slot_t;
 #define TAG_SHIFT 48
 #define PTR_MASK ((1ull << TAG_SHIFT) - 1)
+#define SLOT_REF (1ull << 63)
+#define TAG_MASK 0x7fffull
 
 struct iotlb_set {
 	alignas(64) _Atomic uint64_t seq;
@@ -44,6 +47,8 @@ struct iotlb_table {
 	uint32_t nsets;
 	_Atomic uint32_t levels;    /* bit L: entries of level L were inserted */
 	_Atomic uint64_t maxrun;    /* longest level-0 run inserted (>= 4 KiB) */
+	_Atomic uint64_t pressure;  /* live entries evicted (in chunks of PRESSURE_CHUNK) */
+	struct rcu_head rcu;        /* retired by a growth */
 	struct {
 		alignas(64) _Atomic uint64_t n;
 	} hits[HIT_STRIPES];
@@ -72,7 +77,7 @@ static inline uint32_t set_of(const struct iotlb_table *t, uint64_t h)
 /* The tag: other bits of the same hash than the set index's. */
 static inline uint64_t tag_of(uint64_t h)
 {
-	return (h >> 16) & 0xffff;
+	return (h >> 16) & TAG_MASK;
 }
 
 static inline uint32_t set_index(const struct iotlb_table *t, uint64_t iova, unsigned level)
@@ -88,6 +93,8 @@ void iotlb_init(struct iotlb *c, uint64_t entries)
 		entries = IOTLB_MAX_ENTRIES;
 	atomic_init(&c->table, NULL);
 	atomic_init(&c->gen, 0);
+	atomic_init(&c->hits_before, 0);
+	atomic_init(&c->grown, 0);
 	c->entries = entries;
 }
 
@@ -166,15 +173,27 @@ static void retire(struct retire_batch *b, struct iotlb_entry *e)
 	}
 }
 
+/* A table and the entries still in its slots (no reader left). */
+static void table_free(struct iotlb_table *t)
+{
+	for (uint32_t s = 0; s < t->nsets; s++)
+		for (int w = 0; w < IOTLB_WAYS; w++)
+			free(slot_entry(atomic_load_explicit(&t->sets[s].slot[w], memory_order_acquire)));
+	free(t);
+}
+
+static void table_free_rcu(struct rcu_head *h)
+{
+	iovt_rcu_callback_enter();
+	table_free(caa_container_of(h, struct iotlb_table, rcu));
+}
+
 void iotlb_free(struct iotlb *c)
 {
 	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
 	if (!t)
 		return;
-	for (uint32_t s = 0; s < t->nsets; s++)
-		for (int w = 0; w < IOTLB_WAYS; w++)
-			free(slot_entry(atomic_load_explicit(&t->sets[s].slot[w], memory_order_acquire)));
-	free(t);
+	table_free(t);
 	atomic_store_explicit(&c->table, NULL, memory_order_relaxed);
 }
 
@@ -208,12 +227,19 @@ static inline struct iotlb_entry *probe(struct iotlb_set *s, uint64_t iova, uint
 	uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
 	for (int w = 0; w < IOTLB_WAYS; w++) {
 		slot_t v = atomic_load_explicit(&s->slot[w], memory_order_acquire);
-		if ((v >> TAG_SHIFT) != tag || !v)
+		if (((v >> TAG_SHIFT) & TAG_MASK) != tag || !(v & PTR_MASK))
 			continue;
 		struct iotlb_entry *e = slot_entry(v);
 		if (iova - e->iova < e->len &&
-		    atomic_load_explicit(&e->seq, memory_order_acquire) == seq)
+		    atomic_load_explicit(&e->seq, memory_order_acquire) == seq) {
+			/* Second chance: a CAS, so a slot emptied or replaced
+			 * meanwhile is left as it is. */
+			if (!(v & SLOT_REF))
+				atomic_compare_exchange_strong_explicit(&s->slot[w], &v, v | SLOT_REF,
+									memory_order_relaxed,
+									memory_order_relaxed);
 			return e;
+		}
 	}
 	return NULL;
 }
@@ -231,8 +257,6 @@ int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out)
 		struct iotlb_entry *e = probe(&t->sets[set_of(t, h)], iova, tag_of(h));
 		if (e) {
 			copy_out(e, out);
-			if (!atomic_load_explicit(&e->ref, memory_order_relaxed))
-				atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
 			count_hit(t);
 			return 0;
 		}
@@ -240,30 +264,113 @@ int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out)
 	return -ENOENT;
 }
 
-/* The table, allocated by the first miss. Caller in a read-side section. */
-static struct iotlb_table *table_get(struct iotlb *c)
+static struct iotlb_table *table_new(uint64_t entries)
 {
-	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
-	if (t)
-		return t;
-	uint64_t nsets = (c->entries + IOTLB_WAYS - 1) / IOTLB_WAYS;
-	t = aligned_alloc(64, sizeof(*t) + nsets * sizeof(struct iotlb_set));
+	uint64_t nsets = (entries + IOTLB_WAYS - 1) / IOTLB_WAYS;
+	size_t bytes = sizeof(struct iotlb_table) + nsets * sizeof(struct iotlb_set);
+	struct iotlb_table *t = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
 	if (!t)
 		return NULL;
-	memset(t, 0, sizeof(*t) + nsets * sizeof(struct iotlb_set));
+	memset(t, 0, bytes);
 	t->nsets = (uint32_t)nsets;
 	atomic_init(&t->maxrun, IOVT_PAGE_SIZE);
+	return t;
+}
+
+/* The first table: IOTLB_START_ENTRIES, or a quarter of a smaller capacity
+ * (so that small configurations grow too: the tests exercise growth). */
+uint64_t iotlb_start_entries(uint64_t entries)
+{
+	uint64_t n = entries / IOTLB_GROWTH;
+	if (n > IOTLB_START_ENTRIES)
+		n = IOTLB_START_ENTRIES;
+	return n < IOTLB_WAYS ? IOTLB_WAYS : n;
+}
+
+/* The table, allocated by the first miss (iotlb_start_entries). Caller in a read-side section. Whoever uses it for
+ * a fill loads c->gen after this (see iotlb_fill). */
+static struct iotlb_table *table_get(struct iotlb *c)
+{
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_seq_cst);
+	if (t)
+		return t;
+	t = table_new(iotlb_start_entries(c->entries));
+	if (!t)
+		return NULL;
 	struct iotlb_table *expected = NULL;
 	if (!atomic_compare_exchange_strong_explicit(&c->table, &expected, t, memory_order_seq_cst,
-						     memory_order_acquire)) {
+						     memory_order_seq_cst)) {
 		free(t);
 		return expected;
 	}
-	/* An invalidation that found no table swept nothing: it happened before
-	 * this install (seq_cst), and this load synchronizes with its bump, so
-	 * the walk that follows sees what the guest wrote before it. */
-	(void)atomic_load_explicit(&c->gen, memory_order_seq_cst);
 	return t;
+}
+
+static inline uint64_t table_entries(const struct iotlb_table *t)
+{
+	return (uint64_t)t->nsets * IOTLB_WAYS;
+}
+
+/*
+ * Growth under eviction pressure: a table that evicted live entries worth
+ * half its capacity is replaced by an empty one IOTLB_GROWTH times larger
+ * (at most c->entries); the old one, with its entries, is freed after a
+ * grace period. Why this keeps the VT-d rule: every sweep and every fill
+ * works on the table it loaded. A fill that loaded the new table did so
+ * after the swap and loads gen after that; an invalidation that loaded the
+ * old table did so before the swap (seq_cst), after its gen bump, so that
+ * fill's gen load synchronizes with the bump and its walk sees the guest's
+ * write. An invalidation that loads the new table sweeps it. Readers still
+ * holding the old table began before the swap, so before any fence that
+ * completed after it: they may return what that fence invalidated, as any
+ * translate that overlaps the fence may. Caller in a read-side section.
+ */
+static void table_grow(struct iotlb *c, struct iotlb_table *t)
+{
+	uint64_t cap = table_entries(t);
+	if (cap >= c->entries)
+		return;
+	uint64_t want = cap * IOTLB_GROWTH;
+	if (want > c->entries)
+		want = c->entries;
+	struct iotlb_table *n = table_new(want);
+	if (!n)
+		return;
+	struct iotlb_table *expected = t;
+	if (!atomic_compare_exchange_strong_explicit(&c->table, &expected, n, memory_order_seq_cst,
+						     memory_order_seq_cst)) {
+		free(n);
+		return; /* another thread grew it first */
+	}
+	uint64_t h = 0;
+	for (int i = 0; i < HIT_STRIPES; i++)
+		h += atomic_load_explicit(&t->hits[i].n, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->hits_before, h, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->grown, 1, memory_order_relaxed);
+	iovt_call_rcu(&t->rcu, table_free_rcu);
+}
+
+/* Eviction pressure, counted per thread and added in chunks (no shared
+ * write per miss). */
+#define PRESSURE_CHUNK 64
+static __thread struct {
+	const struct iotlb_table *t;
+	uint32_t n;
+} my_pressure;
+
+static void count_eviction(struct iotlb *c, struct iotlb_table *t)
+{
+	if (my_pressure.t != t) {
+		my_pressure.t = t;
+		my_pressure.n = 0;
+	}
+	if (++my_pressure.n < PRESSURE_CHUNK)
+		return;
+	my_pressure.n = 0;
+	uint64_t p = atomic_fetch_add_explicit(&t->pressure, PRESSURE_CHUNK, memory_order_relaxed) +
+		     PRESSURE_CHUNK;
+	if (p >= table_entries(t) / 2)
+		table_grow(c, t);
 }
 
 /* Walk state of a fill. */
@@ -352,27 +459,31 @@ static int fill_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error wh
 	return 1;
 }
 
-/* Second chance in one set: an empty slot, else from a random start the
- * first dead (stale stamp) or unreferenced entry, clearing the bits it
- * passes. Looks at the entries one at a time (each is a cache miss when
- * the table is cold): the first candidate usually ends it. A concurrent fill
- * of the same run may leave a duplicate: both are correct, one ages out. */
-static int pick_victim(struct iotlb_set *s, uint64_t seq)
+/* Second chance in one set, from the slots alone (no entry line is read):
+ * an empty slot, else from a random start the first slot without its
+ * referenced bit, clearing the bits it passes (a CAS: a slot replaced
+ * meanwhile keeps its own). Dead entries (a stale stamp) are rare: a sweep
+ * removes them; the ones a racing fill left age out like the others. A
+ * concurrent fill of the same run may leave a duplicate: both are correct,
+ * one ages out. */
+static int pick_victim(struct iotlb_set *s)
 {
-	for (int w = 0; w < IOTLB_WAYS; w++)
-		if (!atomic_load_explicit(&s->slot[w], memory_order_relaxed))
+	slot_t v[IOTLB_WAYS];
+	for (int w = 0; w < IOTLB_WAYS; w++) {
+		v[w] = atomic_load_explicit(&s->slot[w], memory_order_relaxed);
+		if (!(v[w] & PTR_MASK))
 			return w;
+	}
 	uint32_t r = clock_rand;
 	r = r * 1664525u + 1013904223u;
 	clock_rand = r;
 	unsigned start = (r >> 16) % IOTLB_WAYS;
-	for (unsigned i = 0; i < 2 * IOTLB_WAYS; i++) {
+	for (unsigned i = 0; i < IOTLB_WAYS; i++) {
 		int w = (int)((start + i) % IOTLB_WAYS);
-		struct iotlb_entry *e = slot_entry(atomic_load_explicit(&s->slot[w], memory_order_acquire));
-		if (!e || atomic_load_explicit(&e->seq, memory_order_relaxed) != seq ||
-		    !atomic_load_explicit(&e->ref, memory_order_relaxed))
+		if (!(v[w] & SLOT_REF))
 			return w;
-		atomic_store_explicit(&e->ref, 0, memory_order_relaxed);
+		atomic_compare_exchange_strong_explicit(&s->slot[w], &v[w], v[w] & ~SLOT_REF,
+							memory_order_relaxed, memory_order_relaxed);
 	}
 	return (int)start;
 }
@@ -381,8 +492,13 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	       const uint64_t *root_gpa, const _Atomic bool *gone, uint64_t top, uint64_t iova,
 	       struct iovt_extent *out, struct iotlb_fill_stats *st, enum vtd_error *why)
 {
-	uint64_t gen = atomic_load_explicit(&c->gen, memory_order_seq_cst);
 	struct iotlb_table *t = table_get(c);
+	/* After the table load (seq_cst): an invalidation that swept nothing
+	 * (no table yet) or an older table (a growth) loaded it before this
+	 * table was published, after its gen bump; this load then reads that
+	 * bump or a later one and synchronizes with it, so the walk below sees
+	 * what the guest wrote before that invalidation. */
+	uint64_t gen = atomic_load_explicit(&c->gen, memory_order_seq_cst);
 	uint64_t seq[NLEVELS] = { 0 };
 
 	/* Stamps first, then the walk (see iotlb.h). */
@@ -434,7 +550,6 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		return 0;
 	*e = f.x;
 	atomic_init(&e->seq, seq[f.level]);
-	atomic_init(&e->ref, 0);
 	/* An invalidation sweeps only the sets its range can reach given the
 	 * levels in use and the longest run (read after its gen bump). An entry
 	 * wider than a page, or of a large level, first publishes its extent
@@ -466,7 +581,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		free(e);
 		return 0; /* answered, not cached */
 	}
-	int w = pick_victim(s, seq[f.level]);
+	int w = pick_victim(s);
 	slot_t ov = atomic_load_explicit(&s->slot[w], memory_order_acquire);
 	if (!atomic_compare_exchange_strong_explicit(&s->slot[w], &ov,
 						     (uintptr_t)e | tag_of(h) << TAG_SHIFT,
@@ -477,9 +592,11 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	st->cached = true;
 	struct iotlb_entry *old = slot_entry(ov);
 	if (old) {
-		st->evicted = atomic_load_explicit(&old->seq, memory_order_relaxed) ==
-			      atomic_load_explicit(&s->seq, memory_order_relaxed);
+		/* Counted as a live eviction without reading its stamp (a
+		 * cold line): dead ones are rare (see pick_victim). */
+		st->evicted = true;
 		retire(b, old);
+		count_eviction(c, t);
 	}
 	return 0;
 }
@@ -514,8 +631,15 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
 		 * the bump; either is right as it is.
 		 * No memory for the batch: it stays, dead (its stamp is old). */
 		struct retire_batch *b = batch_get();
-		if (b && atomic_compare_exchange_strong_explicit(&s->slot[w], &v, 0, memory_order_seq_cst,
-								 memory_order_relaxed)) {
+		if (!b)
+			continue;
+		bool out = false;
+		while (slot_entry(v) == e &&
+		       !(out = atomic_compare_exchange_strong_explicit(&s->slot[w], &v, 0,
+								       memory_order_seq_cst,
+								       memory_order_relaxed)))
+			; /* a reader set or the victim choice cleared the ref bit */
+		if (out) {
 			dropped += es == prev;
 			retire(b, e);
 		}
@@ -570,7 +694,7 @@ uint64_t iotlb_flush(struct iotlb *c)
 uint64_t iotlb_hits(struct iotlb *c)
 {
 	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
-	uint64_t n = 0;
+	uint64_t n = atomic_load_explicit(&c->hits_before, memory_order_relaxed);
 	if (t)
 		for (int i = 0; i < HIT_STRIPES; i++)
 			n += atomic_load_explicit(&t->hits[i].n, memory_order_relaxed);
@@ -601,4 +725,10 @@ uint64_t iotlb_memory_bytes(struct iotlb *c)
 		return 0;
 	return sizeof(*t) + (uint64_t)t->nsets * sizeof(struct iotlb_set) +
 	       iotlb_count(c) * sizeof(struct iotlb_entry);
+}
+
+uint64_t iotlb_capacity(struct iotlb *c)
+{
+	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
+	return t ? table_entries(t) : 0;
 }

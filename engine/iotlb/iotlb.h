@@ -66,7 +66,9 @@
 #define IOTLB_WAYS 7
 #define IOTLB_RUN_MAX (64ull << 10)   /* longest 4 KiB-started run cached (bytes) */
 #define IOTLB_FILL_BUDGET 256         /* entries one fill walk may read at most */
-#define IOTLB_DEFAULT_ENTRIES 4096
+#define IOTLB_DEFAULT_ENTRIES 131072 /* capacity: ~9.2 MiB per domain when full */
+#define IOTLB_START_ENTRIES 4096      /* the first table (37 KiB of sets) */
+#define IOTLB_GROWTH 4                /* a growth multiplies the capacity by this */
 #define IOTLB_MAX_ENTRIES (1ull << 24)
 
 struct iotlb_table;
@@ -77,8 +79,10 @@ struct iotlb_table;
  * the line that every hit reads (nor does the domain's sync_lock, after). */
 struct iotlb {
 	_Atomic(struct iotlb_table *) table;
-	uint64_t entries;       /* configured capacity */
-	char pad_[64 - 2 * sizeof(uint64_t)];
+	uint64_t entries;       /* configured capacity (the largest table) */
+	_Atomic uint64_t hits_before; /* hits counted by tables a growth replaced */
+	_Atomic uint64_t grown;       /* growths */
+	char pad_[64 - 4 * sizeof(uint64_t)];
 	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
 	char pad2_[64 - sizeof(uint64_t)];
 };
@@ -122,6 +126,8 @@ uint64_t iotlb_flush(struct iotlb *c);
 extern void (*iotlb_test_walked)(uint64_t iova);
 
 uint64_t iotlb_hits(struct iotlb *c);     /* racy sum of the readers' stripes */
+uint64_t iotlb_capacity(struct iotlb *c);
+uint64_t iotlb_start_entries(uint64_t entries); /* the first table's size for a capacity */ /* entries the current table holds at most (0: none yet) */
 uint64_t iotlb_count(struct iotlb *c);    /* visible entries now (walks the table) */
 uint64_t iotlb_memory_bytes(struct iotlb *c);
 

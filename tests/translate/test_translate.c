@@ -38,7 +38,7 @@
 #include "check.h"
 #include "guestsim.h"
 #include "iovt.h"
-#include "iotlb/iotlb.h" /* iotlb_test_walked: the narrowed-sweep case */
+#include "engine_internal.h" /* white box: iotlb_test_walked, the IOTLB's growths */
 
 CHECK_SEED_STORAGE;
 
@@ -285,8 +285,12 @@ static void service_run(uint64_t *rng, uint64_t iotlb_entries, unsigned rounds)
 	       st.iotlb_entries);
 	CHECK(st.iotlb_hits > 0 && st.iotlb_misses > 0 && st.iotlb_invalidated > 0);
 	CHECK(st.translate_noent > 0 && st.translate_eacces > 0);
-	if (iotlb_entries && iotlb_entries < 256)
+	if (iotlb_entries && iotlb_entries < 256) {
+		/* Small capacity: eviction on every round, growth to the cap. */
 		CHECK(st.iotlb_evictions > 0 && st.iotlb_entries <= iotlb_entries);
+		CHECK(atomic_load(&v.d->iotlb.grown) > 0);
+		CHECK(iotlb_capacity(&v.d->iotlb) >= iotlb_entries);
+	}
 	gs_domain_destroy(empty);
 	env_fini(&v);
 }
@@ -310,7 +314,15 @@ static _Atomic uint64_t written[CP];   /* last version the guest wrote (before i
 static _Atomic uint64_t committed[CP]; /* version a completed fence made current */
 static _Atomic uint64_t hist[CP][CNV]; /* mapped versions by slot */
 static atomic_int cstop;
-static _Atomic uint64_t c_checks, c_hits, c_noent;
+static _Atomic uint64_t c_checks, c_hits, c_noent, c_spread;
+/* Pages mapped once, never changed, read by the readers too: their misses
+ * evict and grow the IOTLB while the window's invalidations run. */
+#define CSPREAD 2048
+#define CSPREAD_IOVA 0x80000000ull
+static uint64_t spread_gpa(unsigned i)
+{
+	return 0x100000 + (uint64_t)((i * 613u) % CSPREAD) * K;
+}
 
 static uint64_t vgpa(uint64_t ver, unsigned page)
 {
@@ -334,6 +346,16 @@ static void *creader(void *arg)
 	uint64_t c[CP], l[CP];
 	iovt_thread_register();
 	while (!atomic_load_explicit(&cstop, memory_order_relaxed)) {
+		if (gs_rand_below(&s, 4) == 0) {
+			unsigned i = (unsigned)gs_rand_below(&s, CSPREAD);
+			struct iovt_extent x;
+			uint64_t a = CSPREAD_IOVA + 2 * i * K; /* never contiguous */
+			if (iovt_translate(cv.d, a, &x) || x.gpa + (a - x.iova) != spread_gpa(i) ||
+			    x.size != K)
+				cfail("a page mapped throughout, never changed", i, 0, 0, x.gpa);
+			atomic_fetch_add_explicit(&c_spread, 1, memory_order_relaxed);
+			continue;
+		}
 		unsigned page = (unsigned)gs_rand_below(&s, CP);
 		for (unsigned i = 0; i < CP; i++)
 			c[i] = atomic_load_explicit(&committed[i], memory_order_acquire);
@@ -392,6 +414,8 @@ static void case_concurrent(uint64_t *rng)
 		atomic_store(&hist[p][2 % CNV], 2);
 		CHECK(gs_map(cv.gd, CBASE + p * K, vgpa(2, p), K, vperm(2), GS_LEAF_4K) == 0);
 	}
+	for (unsigned i = 0; i < CSPREAD; i++)
+		CHECK(gs_map(cv.gd, CSPREAD_IOVA + 2 * i * K, spread_gpa(i), K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
 	CHECK(iovt_invalidate_dsi(cv.e, cv.did) == 0);
 	CHECK(iovt_fence(cv.e) == 0);
 	for (unsigned p = 0; p < CP; p++)
@@ -442,12 +466,16 @@ static void case_concurrent(uint64_t *rng)
 		pthread_join(th[i], NULL);
 	struct iovt_stats st;
 	iovt_domain_stats_get(cv.d, &st);
+	uint64_t grown = atomic_load(&cv.d->iotlb.grown);
 	printf("  concurrent: %" PRIu64 " edit steps (unmap+map, each invalidated and fenced), %" PRIu64
-	       " translations checked (%" PRIu64 " hits, %" PRIu64 " misses); iotlb hits %" PRIu64
-	       " misses %" PRIu64 " invalidated %" PRIu64 "\n",
-	       steps, atomic_load(&c_checks), atomic_load(&c_hits), atomic_load(&c_noent), st.iotlb_hits,
-	       st.iotlb_misses, st.iotlb_invalidated);
+	       " translations checked (%" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " spread); iotlb hits %" PRIu64
+	       " misses %" PRIu64 " evictions %" PRIu64 " invalidated %" PRIu64 "; %" PRIu64
+	       " growths to %" PRIu64 " entries\n",
+	       steps, atomic_load(&c_checks), atomic_load(&c_hits), atomic_load(&c_noent),
+	       atomic_load(&c_spread), st.iotlb_hits, st.iotlb_misses, st.iotlb_evictions,
+	       st.iotlb_invalidated, grown, iotlb_capacity(&cv.d->iotlb));
 	CHECK(steps > 10 && atomic_load(&c_hits) > 0 && st.iotlb_hits > 0 && st.iotlb_invalidated > 0);
+	CHECK(grown > 0); /* the table was replaced while readers and invalidations ran */
 	env_fini(&cv);
 }
 
