@@ -299,12 +299,7 @@ static int translate_iotlb(struct iovt_domain *d, uint64_t iova, struct iovt_ext
 	enum vtd_error why = VTD_ERR_COUNT;
 	int rc = iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, &d->dead, domain_top(d), iova, out,
 			    &st, &why);
-	if (rc == -ENODEV)
-		return rc;
-	STAT_ADD(d, iotlb_misses, 1);
-	if (st.evicted)
-		STAT_ADD(d, iotlb_evictions, 1);
-	return rc;
+	return rc; /* misses and evictions: counted by the IOTLB (iotlb_counter) */
 }
 
 int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out)

@@ -50,8 +50,8 @@ struct iotlb_table {
 	_Atomic uint64_t pressure;  /* live entries evicted (in chunks of PRESSURE_CHUNK) */
 	struct rcu_head rcu;        /* retired by a growth */
 	struct {
-		alignas(64) _Atomic uint64_t n;
-	} hits[HIT_STRIPES];
+		alignas(64) _Atomic uint64_t n[IOTLB_NCOUNT];
+	} stripe[HIT_STRIPES];      /* counters, one writer per stripe (mostly) */
 
 	struct iotlb_set sets[];
 };
@@ -93,7 +93,8 @@ void iotlb_init(struct iotlb *c, uint64_t entries)
 		entries = IOTLB_MAX_ENTRIES;
 	atomic_init(&c->table, NULL);
 	atomic_init(&c->gen, 0);
-	atomic_init(&c->hits_before, 0);
+	for (int k = 0; k < IOTLB_NCOUNT; k++)
+		atomic_init(&c->before[k], 0);
 	atomic_init(&c->grown, 0);
 	c->entries = entries;
 }
@@ -197,7 +198,7 @@ void iotlb_free(struct iotlb *c)
 	atomic_store_explicit(&c->table, NULL, memory_order_relaxed);
 }
 
-static inline void count_hit(struct iotlb_table *t)
+static inline void count(struct iotlb_table *t, enum iotlb_counter k)
 {
 	unsigned s = hit_stripe;
 	if (__builtin_expect(!s, 0)) {
@@ -207,7 +208,7 @@ static inline void count_hit(struct iotlb_table *t)
 	/* One writer per stripe in the common case: a load and a store, not a
 	 * locked add (a shared atomic add per hit would bounce a line between
 	 * translating threads). Two threads sharing a stripe may lose a count. */
-	_Atomic uint64_t *n = &t->hits[s - 1].n;
+	_Atomic uint64_t *n = &t->stripe[s - 1].n[k];
 	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 }
@@ -257,7 +258,7 @@ int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out)
 		struct iotlb_entry *e = probe(&t->sets[set_of(t, h)], iova, tag_of(h));
 		if (e) {
 			copy_out(e, out);
-			count_hit(t);
+			count(t, IOTLB_HITS);
 			return 0;
 		}
 	}
@@ -342,10 +343,12 @@ static void table_grow(struct iotlb *c, struct iotlb_table *t)
 		free(n);
 		return; /* another thread grew it first */
 	}
-	uint64_t h = 0;
-	for (int i = 0; i < HIT_STRIPES; i++)
-		h += atomic_load_explicit(&t->hits[i].n, memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->hits_before, h, memory_order_relaxed);
+	for (int k = 0; k < IOTLB_NCOUNT; k++) {
+		uint64_t h = 0;
+		for (int i = 0; i < HIT_STRIPES; i++)
+			h += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->before[k], h, memory_order_relaxed);
+	}
 	atomic_fetch_add_explicit(&c->grown, 1, memory_order_relaxed);
 	iovt_call_rcu(&t->rcu, table_free_rcu);
 }
@@ -500,6 +503,10 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	 * what the guest wrote before that invalidation. */
 	uint64_t gen = atomic_load_explicit(&c->gen, memory_order_seq_cst);
 	uint64_t seq[NLEVELS] = { 0 };
+	if (t)
+		count(t, IOTLB_MISSES);
+	else
+		atomic_fetch_add_explicit(&c->before[IOTLB_MISSES], 1, memory_order_relaxed);
 
 	/* Stamps first, then the walk (see iotlb.h). */
 	if (t)
@@ -596,6 +603,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		 * cold line): dead ones are rare (see pick_victim). */
 		st->evicted = true;
 		retire(b, old);
+		count(t, IOTLB_EVICTIONS);
 		count_eviction(c, t);
 	}
 	return 0;
@@ -691,13 +699,13 @@ uint64_t iotlb_flush(struct iotlb *c)
 	return iotlb_invalidate(c, 0, UINT64_MAX);
 }
 
-uint64_t iotlb_hits(struct iotlb *c)
+uint64_t iotlb_counter(struct iotlb *c, enum iotlb_counter k)
 {
 	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
-	uint64_t n = atomic_load_explicit(&c->hits_before, memory_order_relaxed);
+	uint64_t n = atomic_load_explicit(&c->before[k], memory_order_relaxed);
 	if (t)
 		for (int i = 0; i < HIT_STRIPES; i++)
-			n += atomic_load_explicit(&t->hits[i].n, memory_order_relaxed);
+			n += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
 	return n;
 }
 

@@ -77,17 +77,22 @@ struct iotlb_table;
  * `table` (read by every hit) and `gen` (written by every invalidation) are
  * 64 bytes apart, so never in one cache line: an invalidation does not take
  * the line that every hit reads (nor does the domain's sync_lock, after). */
+/* Counters kept in per-thread stripes of the table (no shared write per
+ * hit or miss: two locked adds per miss into the domain's and the engine's
+ * counters were a contended line with two translating threads). */
+enum iotlb_counter { IOTLB_HITS, IOTLB_MISSES, IOTLB_EVICTIONS, IOTLB_NCOUNT };
+
 struct iotlb {
 	_Atomic(struct iotlb_table *) table;
 	uint64_t entries;       /* configured capacity (the largest table) */
-	_Atomic uint64_t hits_before; /* hits counted by tables a growth replaced */
+	_Atomic uint64_t before[IOTLB_NCOUNT]; /* counted by tables a growth replaced, or with no table */
 	_Atomic uint64_t grown;       /* growths */
-	char pad_[64 - 4 * sizeof(uint64_t)];
+	char pad_[64 - (3 + IOTLB_NCOUNT) * sizeof(uint64_t)];
 	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
 	char pad2_[64 - sizeof(uint64_t)];
 };
 
-/* What a fill did, for the caller's counters. */
+/* What a fill did (the IOTLB counts misses and evictions itself). */
 struct iotlb_fill_stats {
 	uint64_t ptes;          /* entries the walk read */
 	bool cached;            /* the answer went into the table */
@@ -125,7 +130,10 @@ uint64_t iotlb_flush(struct iotlb *c);
  * (one load on the miss path). */
 extern void (*iotlb_test_walked)(uint64_t iova);
 
-uint64_t iotlb_hits(struct iotlb *c);     /* racy sum of the readers' stripes */
+/* Racy sum of the stripes (a growth may lose the counts of threads still
+ * on the old table). Misses: fills, errors included; evictions: live
+ * entries replaced to make room. */
+uint64_t iotlb_counter(struct iotlb *c, enum iotlb_counter k);
 uint64_t iotlb_capacity(struct iotlb *c);
 uint64_t iotlb_start_entries(uint64_t entries); /* the first table's size for a capacity */ /* entries the current table holds at most (0: none yet) */
 uint64_t iotlb_count(struct iotlb *c);    /* visible entries now (walks the table) */
