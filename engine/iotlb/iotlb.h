@@ -10,12 +10,24 @@
  * intake, never the tree or the sinks.
  *
  * Layout: `nsets` sets of IOTLB_WAYS slots, one cache line each: a 64-bit
- * sequence and 7 RCU pointers to immutable entries. An entry is a run of
+ * sequence and 7 slots, each an RCU pointer to an immutable entry (one
+ * cache line) with a 15-bit tag of its key and a referenced bit in its top
+ * 16 bits: a probe dereferences only the ways whose tag matches, the victim
+ * choice dereferences nothing. An entry is a run of
  * IOVA (a 4 KiB-started run of at most IOTLB_RUN_MAX bytes, or a whole
  * 2 MiB / 1 GiB leaf) mapping host-contiguously, one permission, one RAM
  * region. It lives in the set of its key: (level, the 4 KiB page a run
  * starts at / the 2 MiB or 1 GiB block of a large leaf). A lookup probes one
  * set per level in use: cost independent of the number of entries.
+ *
+ * Capacity: c->entries (iovt_config.iotlb_entries, default 131072: ~9.2 MiB
+ * when full) bounds the table. The first one, allocated by the first miss,
+ * holds iotlb_start_entries() (4096: 37 KiB of sets); when live evictions
+ * reach half its capacity (counted per thread, added in chunks of 64) an
+ * empty table IOTLB_GROWTH times larger replaces it and the old one, with
+ * its entries, is freed after a grace period (table_grow has the VT-d
+ * argument: every sweep and fill works on the table it loaded). A hot set
+ * that fits the capacity then stays resident: no cliff at 16x the start.
  *
  * VT-d rule (after a PSI/DSI/global and its wait, no invalidated translation
  * is returned again). An entry is visible only while its `seq` equals its
@@ -36,19 +48,25 @@
  * one that begins later reads the new extent and kills the stamp). A 4 KiB
  * entry needs no check: every sweep covers its page's own set.
  *
- * Eviction: second chance inside a set (readers set a referenced byte only
- * when it is clear); empty slots first, then from a random way the first
- * dead (stale stamp) or unreferenced entry. A replaced or dropped entry goes
- * into the calling thread's batch of pointers, handed to one call_rcu per
- * 128 (a call_rcu per entry cost a fence and a wakeup of the call_rcu thread
- * per miss); a thread's exit frees its partial batch after a grace period.
+ * Eviction: second chance inside a set (readers set the slot's referenced
+ * bit with a CAS only when it is clear); empty slots first, then from a
+ * random way the first slot without the bit, clearing the bits it passes.
+ * A replaced or dropped entry goes into the calling thread's batch of
+ * pointers, handed to one call_rcu per 512 (a call_rcu per entry cost a
+ * fence and a wakeup of the call_rcu thread per miss; each grace period is
+ * a membarrier IPI to the readers' CPUs); a thread's exit frees its partial
+ * batch after a grace period. A retired table goes to call_rcu whole.
+ *
+ * Destroy: the owner sets *gone, then flushes; a fill reads *gone after its
+ * stamps and fails -ENODEV, so no entry made after the flush is visible and
+ * a hit needs no check of its own.
  *
  * Synchronization table:
  *   function             read side?  locks held on entry     waits for
  *   iotlb_lookup         required    none                    nothing
- *   iotlb_fill           required    none                    nothing (mallocs; call_rcu per 128)
- *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu per 128)
- *   iotlb_flush          no          sync_lock               nothing (call_rcu per 128)
+ *   iotlb_fill           required    none                    nothing (mallocs; call_rcu per 512 or per growth)
+ *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu per 512)
+ *   iotlb_flush          no          sync_lock               nothing (call_rcu per 512)
  *   iotlb_free           no          none: no reader left    nothing
  *   thread exit (TLS)    no          none (thread is done)   a grace period (its batch)
  */
