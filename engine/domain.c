@@ -131,8 +131,8 @@ static void retire_tree(struct iovt_domain *d)
  */
 void domain_teardown(struct iovt_domain *d)
 {
+	iotlb_close(&d->iotlb); /* before `dead`: see iovt_translate */
 	atomic_store_explicit(&d->dead, true, memory_order_release);
-	iotlb_flush(&d->iotlb); /* after `dead`: see iovt_translate */
 	free_raw_notifiers(d);
 	if (d->map_notifier)
 		free_notifier(d->map_notifier);
@@ -181,8 +181,10 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	if (d->map_notifier)
 		rc = retire_map_notifier(d);
 	free_raw_notifiers(d);
+	/* Closed before `dead`: a reader that sees `dead` finds no IOTLB
+	 * entry and its fill returns -ENODEV (iovt_translate reads no `dead`). */
+	STAT_ADD(d, iotlb_invalidated, iotlb_close(&d->iotlb));
 	atomic_store_explicit(&d->dead, true, memory_order_release);
-	STAT_ADD(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_clear(&d->pending);
 	pthread_mutex_unlock(&d->pending_lock);
@@ -308,9 +310,10 @@ int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out
 
 	iovt_rcu_read_lock();
 	struct shadow_tree *t = iovt_rcu_dereference(d->tree);
-	/* No `dead` check on this path: a destroyed domain's IOTLB holds no
-	 * visible entry and its fills fail -ENODEV (iotlb_fill); `dead` shares
-	 * a line with the reference count that every drain moves. */
+	/* No `dead` check on this path: destroy closes the IOTLB before it
+	 * sets `dead`, so a reader that sees `dead` misses and its fill returns
+	 * -ENODEV (iotlb_close, iotlb_fill); `dead` shares a line with the
+	 * reference count that every drain moves. */
 	if (t)
 		rc = shadow_tree_lookup(t, iova, out) ? 0 : -ENOENT;
 	else

@@ -57,9 +57,10 @@
  * a membarrier IPI to the readers' CPUs); a thread's exit frees its partial
  * batch after a grace period. A retired table goes to call_rcu whole.
  *
- * Destroy: the owner sets *gone, then flushes; a fill reads *gone after its
- * stamps and fails -ENODEV, so no entry made after the flush is visible and
- * a hit needs no check of its own.
+ * Destroy: the owner closes the IOTLB (iotlb_close: c->table becomes a
+ * sentinel no fill replaces), then sets *gone; a fill reads *gone after its
+ * stamps and fails -ENODEV. A reader that saw *gone finds no table and
+ * misses into that check: a hit needs no check of its own.
  *
  * Synchronization table:
  *   function             read side?  locks held on entry     waits for
@@ -130,9 +131,8 @@ int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out);
  * cached run that covers iova), -ENOENT (not present), -EFAULT (reserved
  * bits, a forbidden large page, a table or the leaf outside guest RAM),
  * -ELOOP, -E2BIG (walk budget), -ENODEV when *gone is set (read after the
- * stamps: the owner sets it before the iotlb_flush that kills every entry
- * stamped earlier, so no entry made after that flush is ever visible and a
- * hit needs no check of its own). Errors are not cached.
+ * stamps; the owner closes the IOTLB before setting it: iotlb_close).
+ * Errors are not cached.
  */
 int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_walk_params *p,
 	       const uint64_t *root_gpa, const _Atomic bool *gone, uint64_t top, uint64_t iova,
@@ -141,6 +141,14 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 /* Drops every entry overlapping [first, last]; returns the entries dropped. */
 uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last);
 uint64_t iotlb_flush(struct iotlb *c);
+/*
+ * Destroy: flushes, then closes the IOTLB for good (the table goes after a
+ * grace period; no fill caches again: lookups miss, fills answer uncached).
+ * Call it BEFORE publishing the owner's *gone: a reader that sees *gone
+ * then finds no table, misses, and its fill returns -ENODEV; so the hit
+ * path needs no check of *gone. Returns the entries dropped.
+ */
+uint64_t iotlb_close(struct iotlb *c);
 
 /* Tests only (tests/translate, translate-service-narrowed-sweep): when set,
  * a fill calls it after its walk, before it publishes anything, so a test
