@@ -96,7 +96,7 @@ struct iovt_config {
 	 * a MAP notifier (the engine IOTLB): its capacity, the memory bound.
 	 * Allocated at the first miss with 4096 entries (a quarter of a smaller
 	 * capacity), it grows 4x at a time under eviction pressure up to this.
-	 * 0: 131072 (at most ~9.2 MiB per domain: 64 bytes an entry plus 9 of
+	 * 0: 262144 (at most ~19 MiB per domain: 64 bytes an entry plus 9 of
 	 * sets; the first table is 37 KiB of sets); at most 1<<24. Rounded up
 	 * to a multiple of 7 (7-way sets). */
 	uint64_t iotlb_entries;

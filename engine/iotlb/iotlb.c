@@ -335,7 +335,7 @@ static inline uint64_t table_entries(const struct iotlb_table *t)
 
 /*
  * Growth under eviction pressure: a table that evicted live entries worth
- * half its capacity is replaced by an empty one IOTLB_GROWTH times larger
+ * a quarter of its capacity is replaced by an empty one IOTLB_GROWTH times larger
  * (at most c->entries); the old one, with its entries, is freed after a
  * grace period. Why this keeps the VT-d rule: every sweep and every fill
  * works on the table it loaded. A fill that loaded the new table did so
@@ -387,7 +387,7 @@ static void count_eviction(struct iotlb *c, struct iotlb_table *t)
 	my_pressure.n = 0;
 	uint64_t p = atomic_fetch_add_explicit(&t->pressure, PRESSURE_CHUNK, memory_order_relaxed) +
 		     PRESSURE_CHUNK;
-	if (p >= table_entries(t) / 2)
+	if (p >= table_entries(t) / 4)
 		table_grow(c, t);
 }
 

@@ -20,10 +20,10 @@
  * starts at / the 2 MiB or 1 GiB block of a large leaf). A lookup probes one
  * set per level in use: cost independent of the number of entries.
  *
- * Capacity: c->entries (iovt_config.iotlb_entries, default 131072: ~9.2 MiB
+ * Capacity: c->entries (iovt_config.iotlb_entries, default 262144: ~19 MiB
  * when full) bounds the table. The first one, allocated by the first miss,
  * holds iotlb_start_entries() (4096: 37 KiB of sets); when live evictions
- * reach half its capacity (counted per thread, added in chunks of 64) an
+ * reach a quarter of its capacity (counted per thread, added in chunks of 64) an
  * empty table IOTLB_GROWTH times larger replaces it and the old one, with
  * its entries, is freed after a grace period (table_grow has the VT-d
  * argument: every sweep and fill works on the table it loaded). A hot set
@@ -85,7 +85,7 @@
 #define IOTLB_WAYS 7
 #define IOTLB_RUN_MAX (64ull << 10)   /* longest 4 KiB-started run cached (bytes) */
 #define IOTLB_FILL_BUDGET 256         /* entries one fill walk may read at most */
-#define IOTLB_DEFAULT_ENTRIES 131072 /* capacity: ~9.2 MiB per domain when full */
+#define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: ~19 MiB per domain when full (16 MiB of entries + 2.3 MiB of sets) */
 #define IOTLB_START_ENTRIES 4096      /* the first table (37 KiB of sets) */
 #define IOTLB_GROWTH 4                /* a growth multiplies the capacity by this */
 #define IOTLB_MAX_ENTRIES (1ull << 24)
