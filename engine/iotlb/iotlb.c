@@ -311,7 +311,7 @@ static struct iotlb_table *table_get(struct iotlb *c)
 	if (!atomic_compare_exchange_strong_explicit(&c->table, &expected, t, memory_order_seq_cst,
 						     memory_order_seq_cst)) {
 		free(t);
-		return expected;
+		return live(expected); /* another fill installed one, or destroy closed it */
 	}
 	return t;
 }
