@@ -133,6 +133,7 @@ static void retire_tree(struct iovt_domain *d)
  */
 void domain_teardown(struct iovt_domain *d)
 {
+	iotlb_close(&d->iotlb); /* before `dead`: see iovt_translate */
 	atomic_store_explicit(&d->dead, true, memory_order_release);
 	free_raw_notifiers(d);
 	if (d->map_notifier)
@@ -182,8 +183,10 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	if (d->map_notifier)
 		rc = retire_map_notifier(d);
 	free_raw_notifiers(d);
+	/* Closed before `dead`: a reader that sees `dead` finds no IOTLB
+	 * entry and its fill returns -ENODEV (iovt_translate reads no `dead`). */
+	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_close(&d->iotlb));
 	atomic_store_explicit(&d->dead, true, memory_order_release);
-	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_clear(&d->pending);
 	pthread_mutex_unlock(&d->pending_lock);
@@ -297,11 +300,9 @@ static int translate_iotlb(struct iovt_domain *d, uint64_t iova, struct iovt_ext
 	};
 	struct iotlb_fill_stats st = { 0 };
 	enum vtd_error why = VTD_ERR_COUNT;
-	int rc = iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, domain_top(d), iova, out, &st, &why);
-	STAT_ADD(d, iotlb_misses, 1);
-	if (st.evicted)
-		STAT_ADD(d, iotlb_evictions, 1);
-	return rc;
+	int rc = iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, &d->dead, domain_top(d), iova, out,
+			    &st, &why);
+	return rc; /* misses and evictions: counted by the IOTLB (iotlb_counter) */
 }
 
 int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out)
@@ -310,10 +311,12 @@ int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out
 
 	iovt_rcu_read_lock();
 	struct shadow_tree *t = iovt_rcu_dereference(d->tree);
+	/* No `dead` check on this path: destroy closes the IOTLB before it
+	 * sets `dead`, so a reader that sees `dead` misses and its fill returns
+	 * -ENODEV (iotlb_close, iotlb_fill); `dead` shares a line with the
+	 * reference count that every drain moves. */
 	if (t)
 		rc = shadow_tree_lookup(t, iova, out) ? 0 : -ENOENT;
-	else if (atomic_load_explicit(&d->dead, memory_order_acquire))
-		rc = -ENODEV;
 	else
 		rc = translate_iotlb(d, iova, out);
 	iovt_rcu_read_unlock();

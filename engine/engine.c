@@ -218,7 +218,9 @@ static void add_shadow(struct iovt_domain *d, struct iovt_stats *out)
 		out->extents += shadow_tree_count(t);
 		out->shadow_bytes += shadow_tree_memory_bytes(t);
 	}
-	out->iotlb_hits += iotlb_hits(&d->iotlb);
+	out->iotlb_hits += iotlb_counter(&d->iotlb, IOTLB_HITS);
+	out->iotlb_misses += iotlb_counter(&d->iotlb, IOTLB_MISSES);
+	out->iotlb_evictions += iotlb_counter(&d->iotlb, IOTLB_EVICTIONS);
 	out->iotlb_entries += iotlb_count(&d->iotlb);
 	out->iotlb_bytes += iotlb_memory_bytes(&d->iotlb);
 }

@@ -94,8 +94,12 @@ struct iovt_config {
 	 * (-EINVAL otherwise). 0: 48. */
 	unsigned host_addr_width;
 	/* Translations cached per domain by iovt_translate for domains without
-	 * a MAP notifier (the engine IOTLB, allocated at the first miss). 0:
-	 * 4096; at most 1<<24. Rounded up to a multiple of 7 (7-way sets). */
+	 * a MAP notifier (the engine IOTLB): its capacity, the memory bound.
+	 * Allocated at the first miss with 4096 entries (a quarter of a smaller
+	 * capacity), it grows 4x at a time under eviction pressure up to this.
+	 * 0: 262144 (at most ~19 MiB per domain: 64 bytes an entry plus 9 of
+	 * sets; the first table is 37 KiB of sets); at most 1<<24. Rounded up
+	 * to a multiple of 7 (7-way sets). */
 	uint64_t iotlb_entries;
 	uint64_t reserved[8]; /* must be 0 (-EINVAL): room to grow, README "Versioning" */
 };
@@ -537,7 +541,8 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
  *    the answer: a whole 2 MiB / 1 GiB leaf, or the run of 4 KiB leaves from
  *    iova's page that continue it (IOVA- and host-contiguous, same
  *    permission, same RAM region; at most 64 KiB). Capacity
- *    iovt_config.iotlb_entries per domain, second-chance eviction.
+ *    iovt_config.iotlb_entries per domain (the table grows to it under
+ *    eviction pressure), second-chance eviction.
  *
  * VT-d rule: after a PSI/DSI/global invalidation and a fence (or queue
  * fence) that waits for it have completed, no translation it invalidated is
@@ -619,8 +624,8 @@ struct iovt_stats {
 	uint64_t retry_deferred;   /* syncs that left failed spans for later (retry budget) */
 	uint64_t ram_purged;       /* extents unmapped because their guest RAM was removed */
 	uint64_t iotlb_hits;       /* translations answered from the engine IOTLB (engine: live domains) */
-	uint64_t iotlb_misses;     /* translations that walked the guest table (IOTLB domains) */
-	uint64_t iotlb_evictions;  /* live IOTLB entries replaced to make room */
+	uint64_t iotlb_misses;     /* translations that walked the guest table (IOTLB domains; engine: live domains) */
+	uint64_t iotlb_evictions;  /* IOTLB entries replaced to make room (engine: live domains) */
 	uint64_t iotlb_invalidated;/* IOTLB entries dropped by invalidations, set_root, RAM removal */
 	uint64_t iotlb_entries;    /* IOTLB entries cached now */
 	uint64_t iotlb_bytes;      /* memory the IOTLBs hold now */

@@ -25,6 +25,7 @@ template <class Impl>
 int vhost(unsigned pool, unsigned threads, bool inval, double seconds, translate_figures *out)
 {
 	std::unique_ptr<Bench<Impl>> b(new Bench<Impl>(pool));
+	b->warm_up();
 	std::atomic<bool> go{ false }, stop{ false };
 	std::vector<Reader> rd(threads);
 	std::vector<std::thread> th;
@@ -91,7 +92,8 @@ int vhost(unsigned pool, unsigned threads, bool inval, double seconds, translate
 
 template <class Impl> int miss(double seconds, translate_figures *out)
 {
-	Bench<Impl> b(65536);
+	std::unique_ptr<Bench<Impl>> bp(miss_bench<Impl>());
+	Bench<Impl> &b = *bp;
 	uint64_t i = 0;
 	auto t0 = clk::now(), end = t0 + std::chrono::duration_cast<clk::duration>(
 						 std::chrono::duration<double>(seconds));

@@ -10,12 +10,24 @@
  * intake, never the tree or the sinks.
  *
  * Layout: `nsets` sets of IOTLB_WAYS slots, one cache line each: a 64-bit
- * sequence and 7 RCU pointers to immutable entries. An entry is a run of
+ * sequence and 7 slots, each an RCU pointer to an immutable entry (one
+ * cache line) with a 15-bit tag of its key and a referenced bit in its top
+ * 16 bits: a probe dereferences only the ways whose tag matches, the victim
+ * choice dereferences nothing. An entry is a run of
  * IOVA (a 4 KiB-started run of at most IOTLB_RUN_MAX bytes, or a whole
  * 2 MiB / 1 GiB leaf) mapping host-contiguously, one permission, one RAM
  * region. It lives in the set of its key: (level, the 4 KiB page a run
  * starts at / the 2 MiB or 1 GiB block of a large leaf). A lookup probes one
  * set per level in use: cost independent of the number of entries.
+ *
+ * Capacity: c->entries (iovt_config.iotlb_entries, default 262144: ~19 MiB
+ * when full) bounds the table. The first one, allocated by the first miss,
+ * holds iotlb_start_entries() (4096: 37 KiB of sets); when live evictions
+ * reach a quarter of its capacity (counted per thread, added in chunks of 64) an
+ * empty table IOTLB_GROWTH times larger replaces it and the old one, with
+ * its entries, is freed after a grace period (table_grow has the VT-d
+ * argument: every sweep and fill works on the table it loaded). A hot set
+ * that fits the capacity then stays resident: no cliff at 16x the start.
  *
  * VT-d rule (after a PSI/DSI/global and its wait, no invalidated translation
  * is returned again). An entry is visible only while its `seq` equals its
@@ -36,19 +48,26 @@
  * one that begins later reads the new extent and kills the stamp). A 4 KiB
  * entry needs no check: every sweep covers its page's own set.
  *
- * Eviction: second chance inside a set (readers set a referenced byte only
- * when it is clear); empty slots first, then from a random way the first
- * dead (stale stamp) or unreferenced entry. A replaced or dropped entry goes
- * into the calling thread's batch of pointers, handed to one call_rcu per
- * 128 (a call_rcu per entry cost a fence and a wakeup of the call_rcu thread
- * per miss); a thread's exit frees its partial batch after a grace period.
+ * Eviction: second chance inside a set (readers set the slot's referenced
+ * bit with a CAS only when it is clear); empty slots first, then from a
+ * random way the first slot without the bit, clearing the bits it passes.
+ * A replaced or dropped entry goes into the calling thread's batch of
+ * pointers, handed to one call_rcu per 512 (a call_rcu per entry cost a
+ * fence and a wakeup of the call_rcu thread per miss; each grace period is
+ * a membarrier IPI to the readers' CPUs); a thread's exit frees its partial
+ * batch after a grace period. A retired table goes to call_rcu whole.
+ *
+ * Destroy: the owner closes the IOTLB (iotlb_close: c->table becomes a
+ * sentinel no fill replaces), then sets *gone; a fill reads *gone after its
+ * stamps and fails -ENODEV. A reader that saw *gone finds no table and
+ * misses into that check: a hit needs no check of its own.
  *
  * Synchronization table:
  *   function             read side?  locks held on entry     waits for
  *   iotlb_lookup         required    none                    nothing
- *   iotlb_fill           required    none                    nothing (mallocs; call_rcu per 128)
- *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu per 128)
- *   iotlb_flush          no          sync_lock               nothing (call_rcu per 128)
+ *   iotlb_fill           required    none                    nothing (mallocs; call_rcu per 512 or per growth)
+ *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu per 512)
+ *   iotlb_flush          no          sync_lock               nothing (call_rcu per 512)
  *   iotlb_free           no          none: no reader left    nothing
  *   thread exit (TLS)    no          none (thread is done)   a grace period (its batch)
  */
@@ -66,19 +85,33 @@
 #define IOTLB_WAYS 7
 #define IOTLB_RUN_MAX (64ull << 10)   /* longest 4 KiB-started run cached (bytes) */
 #define IOTLB_FILL_BUDGET 256         /* entries one fill walk may read at most */
-#define IOTLB_DEFAULT_ENTRIES 4096
+#define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: ~19 MiB per domain when full (16 MiB of entries + 2.3 MiB of sets) */
+#define IOTLB_START_ENTRIES 4096      /* the first table (37 KiB of sets) */
+#define IOTLB_GROWTH 4                /* a growth multiplies the capacity by this */
 #define IOTLB_MAX_ENTRIES (1ull << 24)
 
 struct iotlb_table;
 
-/* Embedded in the domain. The table is allocated by the first miss. */
+/* Embedded in the domain. The table is allocated by the first miss.
+ * `table` (read by every hit) and `gen` (written by every invalidation) are
+ * 64 bytes apart, so never in one cache line: an invalidation does not take
+ * the line that every hit reads (nor does the domain's sync_lock, after). */
+/* Counters kept in per-thread stripes of the table (no shared write per
+ * hit or miss: two locked adds per miss into the domain's and the engine's
+ * counters were a contended line with two translating threads). */
+enum iotlb_counter { IOTLB_HITS, IOTLB_MISSES, IOTLB_EVICTIONS, IOTLB_NCOUNT };
+
 struct iotlb {
 	_Atomic(struct iotlb_table *) table;
+	uint64_t entries;       /* configured capacity (the largest table) */
+	_Atomic uint64_t before[IOTLB_NCOUNT]; /* counted by tables a growth replaced, or with no table */
+	_Atomic uint64_t grown;       /* growths */
+	char pad_[64 - (3 + IOTLB_NCOUNT) * sizeof(uint64_t)];
 	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
-	uint64_t entries;       /* configured capacity */
+	char pad2_[64 - sizeof(uint64_t)];
 };
 
-/* What a fill did, for the caller's counters. */
+/* What a fill did (the IOTLB counts misses and evictions itself). */
 struct iotlb_fill_stats {
 	uint64_t ptes;          /* entries the walk read */
 	bool cached;            /* the answer went into the table */
@@ -97,17 +130,38 @@ int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out);
  * stamps, so that a set_root's sweep orders it) and caches the answer. 0 and *out (the
  * cached run that covers iova), -ENOENT (not present), -EFAULT (reserved
  * bits, a forbidden large page, a table or the leaf outside guest RAM),
- * -ELOOP, -E2BIG (walk budget). Errors are not cached.
+ * -ELOOP, -E2BIG (walk budget), -ENODEV when *gone is set (read after the
+ * stamps; the owner closes the IOTLB before setting it: iotlb_close).
+ * Errors are not cached.
  */
 int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_walk_params *p,
-	       const uint64_t *root_gpa, uint64_t top, uint64_t iova, struct iovt_extent *out, struct iotlb_fill_stats *st,
-	       enum vtd_error *why);
+	       const uint64_t *root_gpa, const _Atomic bool *gone, uint64_t top, uint64_t iova,
+	       struct iovt_extent *out, struct iotlb_fill_stats *st, enum vtd_error *why);
 
 /* Drops every entry overlapping [first, last]; returns the entries dropped. */
 uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last);
 uint64_t iotlb_flush(struct iotlb *c);
+/*
+ * Destroy: flushes, then closes the IOTLB for good (the table goes after a
+ * grace period; no fill caches again: lookups miss, fills answer uncached).
+ * Call it BEFORE publishing the owner's *gone: a reader that sees *gone
+ * then finds no table, misses, and its fill returns -ENODEV; so the hit
+ * path needs no check of *gone. Returns the entries dropped.
+ */
+uint64_t iotlb_close(struct iotlb *c);
 
-uint64_t iotlb_hits(struct iotlb *c);     /* racy sum of the readers' stripes */
+/* Tests only (tests/translate, translate-service-narrowed-sweep): when set,
+ * a fill calls it after its walk, before it publishes anything, so a test
+ * can run an invalidation exactly inside the fill's window. NULL otherwise
+ * (one load on the miss path). */
+extern void (*iotlb_test_walked)(uint64_t iova);
+
+/* Racy sum of the stripes (a growth may lose the counts of threads still
+ * on the old table). Misses: fills, errors included; evictions: live
+ * entries replaced to make room. */
+uint64_t iotlb_counter(struct iotlb *c, enum iotlb_counter k);
+uint64_t iotlb_capacity(struct iotlb *c);
+uint64_t iotlb_start_entries(uint64_t entries); /* the first table's size for a capacity */ /* entries the current table holds at most (0: none yet) */
 uint64_t iotlb_count(struct iotlb *c);    /* visible entries now (walks the table) */
 uint64_t iotlb_memory_bytes(struct iotlb *c);
 

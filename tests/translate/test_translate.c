@@ -20,9 +20,17 @@
  *  hostile     loops, reserved bits, tables and leaves outside RAM, a spent
  *              budget on the miss path: each its error code and counter,
  *              never cached, bounded work.
+ *  narrowed    the narrowed sweep's gen check (engine/iotlb: an invalidation
+ *              sweeps only the sets the levels in use and the longest run
+ *              cached can reach): a fill that walks the first run longer
+ *              than any before, or the first 2 MiB leaf, while a PSI of a
+ *              page inside it is synced and fenced (run exactly inside the
+ *              fill's window by a second thread, iotlb_test_walked). After
+ *              that fence the run's stale page must never come back.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -30,6 +38,7 @@
 #include "check.h"
 #include "guestsim.h"
 #include "iovt.h"
+#include "engine_internal.h" /* white box: iotlb_test_walked, the IOTLB's growths */
 
 CHECK_SEED_STORAGE;
 
@@ -276,8 +285,12 @@ static void service_run(uint64_t *rng, uint64_t iotlb_entries, unsigned rounds)
 	       st.iotlb_entries);
 	CHECK(st.iotlb_hits > 0 && st.iotlb_misses > 0 && st.iotlb_invalidated > 0);
 	CHECK(st.translate_noent > 0 && st.translate_eacces > 0);
-	if (iotlb_entries && iotlb_entries < 256)
+	if (iotlb_entries && iotlb_entries < 256) {
+		/* Small capacity: eviction on every round, growth to the cap. */
 		CHECK(st.iotlb_evictions > 0 && st.iotlb_entries <= iotlb_entries);
+		CHECK(atomic_load(&v.d->iotlb.grown) > 0);
+		CHECK(iotlb_capacity(&v.d->iotlb) >= iotlb_entries);
+	}
 	gs_domain_destroy(empty);
 	env_fini(&v);
 }
@@ -301,7 +314,15 @@ static _Atomic uint64_t written[CP];   /* last version the guest wrote (before i
 static _Atomic uint64_t committed[CP]; /* version a completed fence made current */
 static _Atomic uint64_t hist[CP][CNV]; /* mapped versions by slot */
 static atomic_int cstop;
-static _Atomic uint64_t c_checks, c_hits, c_noent;
+static _Atomic uint64_t c_checks, c_hits, c_noent, c_spread;
+/* Pages mapped once, never changed, read by the readers too: their misses
+ * evict and grow the IOTLB while the window's invalidations run. */
+#define CSPREAD 2048
+#define CSPREAD_IOVA 0x80000000ull
+static uint64_t spread_gpa(unsigned i)
+{
+	return 0x100000 + (uint64_t)((i * 613u) % CSPREAD) * K;
+}
 
 static uint64_t vgpa(uint64_t ver, unsigned page)
 {
@@ -325,6 +346,16 @@ static void *creader(void *arg)
 	uint64_t c[CP], l[CP];
 	iovt_thread_register();
 	while (!atomic_load_explicit(&cstop, memory_order_relaxed)) {
+		if (gs_rand_below(&s, 4) == 0) {
+			unsigned i = (unsigned)gs_rand_below(&s, CSPREAD);
+			struct iovt_extent x;
+			uint64_t a = CSPREAD_IOVA + 2 * i * K; /* never contiguous */
+			if (iovt_translate(cv.d, a, &x) || x.gpa + (a - x.iova) != spread_gpa(i) ||
+			    x.size != K)
+				cfail("a page mapped throughout, never changed", i, 0, 0, x.gpa);
+			atomic_fetch_add_explicit(&c_spread, 1, memory_order_relaxed);
+			continue;
+		}
 		unsigned page = (unsigned)gs_rand_below(&s, CP);
 		for (unsigned i = 0; i < CP; i++)
 			c[i] = atomic_load_explicit(&committed[i], memory_order_acquire);
@@ -383,6 +414,8 @@ static void case_concurrent(uint64_t *rng)
 		atomic_store(&hist[p][2 % CNV], 2);
 		CHECK(gs_map(cv.gd, CBASE + p * K, vgpa(2, p), K, vperm(2), GS_LEAF_4K) == 0);
 	}
+	for (unsigned i = 0; i < CSPREAD; i++)
+		CHECK(gs_map(cv.gd, CSPREAD_IOVA + 2 * i * K, spread_gpa(i), K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
 	CHECK(iovt_invalidate_dsi(cv.e, cv.did) == 0);
 	CHECK(iovt_fence(cv.e) == 0);
 	for (unsigned p = 0; p < CP; p++)
@@ -433,12 +466,16 @@ static void case_concurrent(uint64_t *rng)
 		pthread_join(th[i], NULL);
 	struct iovt_stats st;
 	iovt_domain_stats_get(cv.d, &st);
+	uint64_t grown = atomic_load(&cv.d->iotlb.grown);
 	printf("  concurrent: %" PRIu64 " edit steps (unmap+map, each invalidated and fenced), %" PRIu64
-	       " translations checked (%" PRIu64 " hits, %" PRIu64 " misses); iotlb hits %" PRIu64
-	       " misses %" PRIu64 " invalidated %" PRIu64 "\n",
-	       steps, atomic_load(&c_checks), atomic_load(&c_hits), atomic_load(&c_noent), st.iotlb_hits,
-	       st.iotlb_misses, st.iotlb_invalidated);
+	       " translations checked (%" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " spread); iotlb hits %" PRIu64
+	       " misses %" PRIu64 " evictions %" PRIu64 " invalidated %" PRIu64 "; %" PRIu64
+	       " growths to %" PRIu64 " entries\n",
+	       steps, atomic_load(&c_checks), atomic_load(&c_hits), atomic_load(&c_noent),
+	       atomic_load(&c_spread), st.iotlb_hits, st.iotlb_misses, st.iotlb_evictions,
+	       st.iotlb_invalidated, grown, iotlb_capacity(&cv.d->iotlb));
 	CHECK(steps > 10 && atomic_load(&c_hits) > 0 && st.iotlb_hits > 0 && st.iotlb_invalidated > 0);
+	CHECK(grown > 0); /* the table was replaced while readers and invalidations ran */
 	env_fini(&cv);
 }
 
@@ -527,6 +564,86 @@ static void case_hostile(uint64_t *rng)
 	env_fini(&v);
 }
 
+/* ---------------------------------------------------------------- narrowed */
+
+static struct env nv;
+static uint64_t n_edit_iova, n_edit_gpa, n_edit_size;
+static atomic_int n_phase; /* 1: the fill walked; 2: the PSI's fence returned */
+
+static void *n_invalidator(void *arg)
+{
+	(void)arg;
+	iovt_thread_register();
+	while (atomic_load(&n_phase) != 1)
+		sched_yield();
+	/* The guest's write, its PSI and the wait, all inside the fill's window. */
+	CHECK(gs_map(nv.gd, n_edit_iova, n_edit_gpa, n_edit_size, IOVT_PERM_RW, GS_LEAF_LARGEST) == 0);
+	CHECK(iovt_invalidate_psi(nv.e, nv.did, n_edit_iova, 0, false) == 0);
+	CHECK(iovt_fence(nv.e) == 0);
+	atomic_store(&n_phase, 2);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void n_walked(uint64_t iova)
+{
+	(void)iova;
+	iotlb_test_walked = NULL; /* once */
+	atomic_store(&n_phase, 1);
+	while (atomic_load(&n_phase) != 2)
+		sched_yield();
+}
+
+/* Maps [iova, +size) at gpa (policy pol) on a fresh domain, fences, then
+ * translates `ask` with the invalidator racing inside the walk: it remaps
+ * the page at `edit` to another GPA and PSIs that one page. */
+static void narrowed_one(const char *what, uint64_t iova, uint64_t gpa, uint64_t size, uint64_t pol,
+			 uint64_t ask, uint64_t edit)
+{
+	env_init(&nv, NULL, 48, G1);
+	/* The invalidator's implicit queue exists before the race. */
+	CHECK(iovt_invalidate_dsi(nv.e, nv.did) == 0);
+	CHECK(iovt_fence(nv.e) == 0);
+	CHECK(gs_map(nv.gd, iova, gpa, size, IOVT_PERM_RW, pol) == 0);
+	CHECK(iovt_invalidate_dsi(nv.e, nv.did) == 0);
+	CHECK(iovt_fence(nv.e) == 0);
+	n_edit_iova = edit;
+	n_edit_gpa = 0x8000000; /* far from gpa: never a continuation */
+	n_edit_size = K;
+	atomic_store(&n_phase, 0);
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, n_invalidator, NULL) == 0);
+	iotlb_test_walked = n_walked;
+	struct iovt_extent x;
+	/* The answer of the raced translate itself may be old (it overlapped
+	 * the PSI and its fence): only what is cached is judged. */
+	CHECK(iovt_translate(nv.d, ask, &x) == 0);
+	pthread_join(th, NULL);
+	CHECK(iotlb_test_walked == NULL && atomic_load(&n_phase) == 2);
+	/* After the fence: every translation equals the guest, the whole run. */
+	judge(&nv, ask);
+	judge(&nv, edit);
+	judge(&nv, ask);
+	CHECK(iovt_translate(nv.d, ask, &x) == 0);
+	printf("  narrowed %-28s ask 0x%" PRIx64 " edit 0x%" PRIx64 ": after the fence 0x%" PRIx64
+	       "+0x%" PRIx64 " (gpa 0x%" PRIx64 ")\n", what, ask, edit, x.iova, x.size, x.gpa);
+	env_fini(&nv);
+}
+
+static void case_narrowed(uint64_t *rng)
+{
+	(void)rng;
+	/* The first run longer than a page: 16 contiguous 4 KiB leaves, a PSI
+	 * of the 6th page. The sweep that reads maxrun = 4 KiB reaches only the
+	 * 6th page's set; the run lives in the 1st page's set. */
+	narrowed_one("first-long-run", 0x200000, 0x400000, 16 * K, GS_LEAF_4K, 0x200000,
+		     0x200000 + 5 * K);
+	/* The first 2 MiB leaf: a sweep that reads levels = {4 KiB} reaches no
+	 * 2 MiB set. */
+	narrowed_one("first-2m-leaf", 0x400000, 0x600000, M2, GS_LEAF_LARGEST, 0x400000 + 9 * K,
+		     0x400000 + 300 * K);
+}
+
 /* Destroyed domain: -ENODEV, also after its IOTLB held entries. */
 static void case_destroyed(uint64_t *rng)
 {
@@ -553,6 +670,7 @@ static const struct {
 	{ "service", case_service },
 	{ "hostile", case_hostile },
 	{ "destroyed", case_destroyed },
+	{ "narrowed", case_narrowed },
 	{ "concurrent", case_concurrent },
 };
 
