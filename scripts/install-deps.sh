@@ -9,6 +9,7 @@ PKGS=(
   systemtap-sdt-dev clang-14 libclang-rt-14-dev llvm-14
   gnuplot-nox linux-perf
   libglib2.0-dev gdb
+  doxygen
 )
 
 missing=()
