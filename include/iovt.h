@@ -953,7 +953,7 @@ void iovt_domain_stats_get(struct iovt_domain *d, struct iovt_stats *out);
 /**
  * @brief A short name for an error kind ("pt_loop", ...).
  * @param k the kind.
- * @return a static string; "unknown" for a value outside the enum.
+ * @return a static string; "?" for a value outside the enum.
  */
 const char *iovt_err_kind_name(enum iovt_err_kind k);
 
