@@ -76,8 +76,9 @@ static int on_event(void *arg, const struct iovt_event *ev)
 		return -EINVAL;
 	}
 	if (ev->type == IOVT_EVENT_MAP &&
-	    (ev->extent.gpa != DATA_GPA + first * 4096 || ev->extent.hva != (uintptr_t)(p->ram + ev->extent.gpa))) {
-		__atomic_fetch_add(&p->refused, 1, __ATOMIC_RELAXED); /* a wrong target */
+	    (ev->extent.gpa != DATA_GPA + first * 4096 || ev->extent.hva != (uintptr_t)(p->ram + ev->extent.gpa) ||
+	     ev->extent.perm != IOVT_PERM_RW)) {
+		__atomic_fetch_add(&p->refused, 1, __ATOMIC_RELAXED); /* a wrong target or permission */
 		return -EINVAL;
 	}
 	for (uint64_t i = first; i < first + n; i++)
