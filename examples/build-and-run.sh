@@ -39,6 +39,7 @@ else
   dpdk_pkgs="iovt libdpdk"; dpdk_static_pkgs="iovt libdpdk"
   pkg-config --print-requires-private iovt | grep -qw libdpdk && dpdk_static_pkgs="iovt"
 fi
+echo "build-and-run: $prefix, libdir $libdir; dpdk example: pkg-config $dpdk_pkgs (static: $dpdk_static_pkgs)"
 
 # static_libs PKGS...: `pkg-config --static --libs` with iovt's own libraries
 # taken from their .a (-l:libX.a), so the program does not need libiovt*.so;
