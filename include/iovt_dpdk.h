@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/*
- * iovt on DPDK lcores.
+/**
+ * @file iovt_dpdk.h
+ * @brief iovt on DPDK lcores.
  *
  * In libiovt-dpdk (pkg-config iovt-dpdk). Once it is linked, iovt's queues
  * are DPDK rte_rings by default (IOVT_QUEUE_RTE_RING; they need no EAL) and the
  * engine can run its pollers on DPDK worker lcores: each lcore loops on
  * iovt_poll() for its share of the queues, busy-polling with rte_pause()
  * when idle, as DPDK threads do. Producers may be lcores too (register them
- * with iovt_thread_register() first).
+ * with iovt_thread_register() first). A complete program:
+ * examples/dpdk/dpdk_pollers.c.
  *
  * libiovt itself has none of this and links no DPDK (README "Packaging").
  */
@@ -20,19 +22,42 @@
 extern "C" {
 #endif
 
-/* True once libiovt-dpdk is registered with libiovt (false: their releases differ). */
+/**
+ * @brief Is libiovt-dpdk registered with libiovt?
+ *
+ * Any thread. libiovt-dpdk (pkg-config iovt-dpdk) registers itself with
+ * libiovt when it is loaded; false when it is not linked, or when the two
+ * libraries come from different releases (then it is refused).
+ * @return true when the rte_ring backend and the lcore pollers exist.
+ */
 bool iovt_dpdk_available(void);
 
-/*
- * Launches a poller on each of the n worker lcores given (rte_eal_init must
- * have run; each lcore must be an idle worker lcore). Poller i of n drains
- * the queues whose group % n == i. Do not combine with iovt_workers_start.
- * Engine lock. Errors: -ENOTSUP (no DPDK), -EINVAL (n 0 or > 64, not a
- * worker lcore), -EBUSY (already started, lcore busy), -ENOMEM.
+/**
+ * @brief Launches a poller on each of the n worker lcores given.
+ *
+ * rte_eal_init() must have run; each lcore must be an idle worker lcore.
+ * Poller i of n drains the queues whose group % n == i (iovt_poll(e, i, n,
+ * ...) in a loop, registered with iovt_thread_register() on its lcore) and
+ * calls the sinks of the fences it applies on that lcore. Do not combine
+ * with iovt_workers_start(). Engine lock.
+ * @param e the engine.
+ * @param lcore_ids the worker lcores.
+ * @param n how many, 1..64.
+ * @return 0 or a negative errno; on an error no poller is left running.
+ * @retval -ENOTSUP built without DPDK.
+ * @retval -EINVAL n 0 or > 64, lcore_ids NULL, an lcore that is not a worker lcore.
+ * @retval -EBUSY already started (or workers run), an lcore busy.
+ * @retval -ENOMEM out of memory.
  */
 int iovt_dpdk_pollers_start(struct iovt_engine *e, const unsigned *lcore_ids, unsigned n);
 
-/* Stops the pollers and waits for their lcores. Engine lock. */
+/**
+ * @brief Stops the pollers and waits for their lcores (rte_eal_wait_lcore).
+ *
+ * What the queues still hold stays there (the next fence applies it).
+ * Engine lock; no-op when none run. iovt_engine_destroy() stops them too.
+ * @param e the engine.
+ */
 void iovt_dpdk_pollers_stop(struct iovt_engine *e);
 
 #ifdef __cplusplus

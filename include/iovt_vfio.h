@@ -1,18 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/*
- * iovt's real sinks: the host-side IOVA maps a VMM keeps equal to the guest's
- * VT-d view. Each constructor fills a `struct iovt_sink` for
- * iovt_notifier_attach(); the notifier owns it from then on and frees it at
- * detach (the fd is the host's: no sink ever closes it).
+/**
+ * @file iovt_vfio.h
+ * @brief iovt's real sinks: the host-side IOVA maps a VMM keeps equal to the
+ * guest's VT-d view.
  *
- *   iovt_vfio_type1_sink_init   VFIO type1v2 container: VFIO_IOMMU_MAP_DMA /
- *                               VFIO_IOMMU_UNMAP_DMA (+ VFIO_DMA_UNMAP_FLAG_ALL)
- *   iovt_iommufd_sink_init      iommufd IOAS: IOMMU_IOAS_MAP (FIXED_IOVA) /
- *                               IOMMU_IOAS_UNMAP
- *   iovt_dpdk_vfio_sink_init    DPDK: rte_vfio_container_dma_map / _unmap
- *                               (only in builds with the `dpdk` feature)
+ * Each constructor fills a `struct iovt_sink` for iovt_notifier_attach();
+ * the notifier owns it from then on and frees it at detach (the fd is the
+ * host's: no sink ever closes it). A usage sketch:
+ * examples/vfio/vfio_sketch.c.
  *
- * What every sink here does with one engine call:
+ * | constructor | host map | kernel calls |
+ * |---|---|---|
+ * | iovt_vfio_type1_sink_init() | VFIO type1v2 container | VFIO_IOMMU_MAP_DMA / VFIO_IOMMU_UNMAP_DMA (+ VFIO_DMA_UNMAP_FLAG_ALL) |
+ * | iovt_iommufd_sink_init() | iommufd IOAS | IOMMU_IOAS_MAP (FIXED_IOVA) / IOMMU_IOAS_UNMAP |
+ * | iovt_dpdk_vfio_sink_init() | DPDK's VFIO container | rte_vfio_container_dma_map / _unmap (only in builds with the `dpdk` feature) |
+ *
+ * @par What every sink here does with one engine call
  *  - map(extent): the target is extent->hva (the engine fills it from the
  *    guest RAM map: GPA -> HVA is already done); permissions from
  *    extent->perm (R -> device may read, W -> device may write). Before any
@@ -30,12 +33,14 @@
  *  - Errors are the kernel's, negated (-EEXIST, -EINVAL, -ENOSPC, -ENOENT,
  *    -EBADF, -EFAULT, ...). *unmapped is what the kernel says it removed:
  *    the reply's byte count on success, 0 on failure (see iommufd below).
+ *
  * The engine keeps its record equal to what the sink reports, so after any
  * failed call the record is what the kernel holds.
  *
- * Threads: the engine calls one sink from one thread at a time (the fence
- * caller). The counters may be read from any thread at any time (each field
- * is an atomic load; a snapshot is not one instant).
+ * @par Threads
+ * The engine calls one sink from one thread at a time (the thread applying
+ * the batch). The counters may be read from any thread at any time (each
+ * field is an atomic load; a snapshot is not one instant).
  */
 #ifndef IOVT_VFIO_H
 #define IOVT_VFIO_H
@@ -50,149 +55,214 @@
 extern "C" {
 #endif
 
-/* Most usable IOVA ranges a sink keeps (more reported: the sink keeps the
- * first ones and says so in info.ranges_truncated). */
+/** Most usable IOVA ranges a sink keeps (more reported: the sink keeps the
+ * first ones and says so in iovt_vfio_sink_info::ranges_truncated). */
 #define IOVT_VFIO_MAX_RANGES 32u
 
-/* One usable IOVA range, inclusive. */
+/** @brief One usable IOVA range, inclusive. */
 struct iovt_vfio_iova_range {
-	uint64_t first;
-	uint64_t last;
+	uint64_t first; /**< first usable IOVA */
+	uint64_t last;  /**< last usable IOVA (inclusive) */
 };
 
-/* What the kernel reported at init (or what the config supplied), and what
- * the sink honours. */
+/** @brief What the kernel reported at init (or what the config supplied),
+ * and what the sink honours (iovt_vfio_sink_info()). */
 struct iovt_vfio_sink_info {
-	uint64_t page_sizes;     /* bit n: 2^n-byte pages (type1 iova_pgsizes); never 0 */
-	uint64_t iova_alignment; /* smallest page size / iommufd out_iova_alignment */
-	uint32_t dma_avail;      /* type1 DMA_AVAIL capability at init; 0: not reported */
-	uint32_t nr_ranges;      /* usable IOVA ranges (ascending, disjoint) */
-	struct iovt_vfio_iova_range ranges[IOVT_VFIO_MAX_RANGES];
-	bool ranges_reported;    /* false: the kernel said nothing, all of 64 bits assumed */
-	bool ranges_truncated;   /* the kernel reported more than IOVT_VFIO_MAX_RANGES */
-	bool unmap_all;          /* the kernel can unmap everything in one call */
+	uint64_t page_sizes;     /**< bit n: 2^n-byte pages (type1 iova_pgsizes); never 0 */
+	uint64_t iova_alignment; /**< smallest page size / iommufd out_iova_alignment */
+	uint32_t dma_avail;      /**< type1 DMA_AVAIL capability at init; 0: not reported */
+	uint32_t nr_ranges;      /**< usable IOVA ranges (ascending, disjoint) */
+	struct iovt_vfio_iova_range ranges[IOVT_VFIO_MAX_RANGES]; /**< the first nr_ranges are valid */
+	bool ranges_reported;    /**< false: the kernel said nothing, all of 64 bits assumed */
+	bool ranges_truncated;   /**< the kernel reported more than IOVT_VFIO_MAX_RANGES */
+	bool unmap_all;          /**< the kernel can unmap everything in one call */
 };
 
-/* Per-sink counters. calls count kernel calls made; errors count the kernel
- * calls that failed (the kernel rejected them); refused counts MAPs the sink
- * refused itself without a kernel call; *_ns is wall time spent inside the
- * kernel calls (CLOCK_MONOTONIC around each ioctl / rte call). */
+/** @brief Per-sink counters (iovt_vfio_sink_counters()).
+ *
+ * calls count kernel calls made; errors count the kernel calls that failed
+ * (the kernel rejected them); refused counts MAPs the sink refused itself
+ * without a kernel call; `*_ns` is wall time spent inside the kernel calls
+ * (CLOCK_MONOTONIC around each ioctl / rte call). */
 struct iovt_vfio_sink_counters {
-	uint64_t map_calls, unmap_calls, unmap_all_calls;
-	uint64_t map_errors, unmap_errors, unmap_all_errors;
-	uint64_t refused;
-	uint64_t map_ns, unmap_ns, unmap_all_ns;
-	uint64_t bytes_mapped;    /* by successful MAPs */
-	uint64_t bytes_unmapped;  /* reported by successful UNMAPs (unmap_all included) */
-	uint64_t unmap_all_bytes; /* reported by successful unmap_all calls */
-	int64_t last_errno;       /* positive errno of the last failure (refusals too); 0: none */
+	uint64_t map_calls;        /**< MAP kernel calls */
+	uint64_t unmap_calls;      /**< UNMAP kernel calls */
+	uint64_t unmap_all_calls;  /**< unmap-all kernel calls */
+	uint64_t map_errors;       /**< MAP kernel calls that failed */
+	uint64_t unmap_errors;     /**< UNMAP kernel calls that failed */
+	uint64_t unmap_all_errors; /**< unmap-all kernel calls that failed */
+	uint64_t refused;          /**< MAPs refused by the sink's own checks, no kernel call */
+	uint64_t map_ns;           /**< ns inside MAP calls */
+	uint64_t unmap_ns;         /**< ns inside UNMAP calls */
+	uint64_t unmap_all_ns;     /**< ns inside unmap-all calls */
+	uint64_t bytes_mapped;    /**< by successful MAPs */
+	uint64_t bytes_unmapped;  /**< reported by successful UNMAPs (unmap_all included) */
+	uint64_t unmap_all_bytes; /**< reported by successful unmap_all calls */
+	int64_t last_errno;       /**< positive errno of the last failure (refusals too); 0: none */
 };
 
-/* Sink configuration. All fields optional (zero = default); cfg NULL = all
+/** @brief Sink configuration. All fields optional (zero = default); cfg NULL = all
  * defaults. */
 struct iovt_vfio_sink_config {
-	/* Advertise at most this many mappings (caps.max_mappings). 0: what the
+	/** Advertise at most this many mappings (caps.max_mappings). 0: what the
 	 * kernel reports (type1 dma_avail, else unlimited; DPDK: 256, its
 	 * user-mapping table). A smaller value is kept; a larger one is capped
 	 * to the kernel's. */
 	uint32_t max_mappings;
-	/* Do not use one UNMAP over several mappings (one call per mapping). */
+	/** Do not use one UNMAP over several mappings (one call per mapping). */
 	bool no_multi_unmap;
-	/* Do not use the kernel's unmap-all even when present. */
+	/** Do not use the kernel's unmap-all even when present. */
 	bool no_unmap_all;
-	/* Do not ask the kernel at init: take page sizes and ranges from below
+	/** Do not ask the kernel at init: take page sizes and ranges from below
 	 * (defaults: 4 KiB pages, the whole 64-bit space, no unmap-all for type1,
 	 * unmap-all for iommufd). For hosts that already queried, and for tests. */
 	bool no_query;
-	uint64_t page_sizes;   /* with no_query: 0 = 4 KiB */
-	uint32_t nr_ranges;    /* with no_query: 0 = [0, 2^64-1] */
-	const struct iovt_vfio_iova_range *ranges;
-	/* Where the sink keeps its counters: host memory that must outlive the
+	uint64_t page_sizes;   /**< with no_query: 0 = 4 KiB */
+	uint32_t nr_ranges;    /**< with no_query: 0 = [0, 2^64-1] */
+	const struct iovt_vfio_iova_range *ranges; /**< with no_query: nr_ranges ranges, ascending, disjoint */
+	/** Where the sink keeps its counters: host memory that must outlive the
 	 * sink (so they can be read after the notifier detached and freed the
 	 * sink). NULL: inside the sink, readable until detach. The sink zeroes
 	 * them at init. */
 	struct iovt_vfio_sink_counters *counters;
 };
 
-/*
- * VFIO type1v2 container sink.
- * container_fd: an open /dev/vfio/vfio container with at least one group
- * attached and VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU) done (by the host; the sink
- * never closes it). Unless cfg->no_query, init asks the kernel:
- * VFIO_CHECK_EXTENSION(VFIO_TYPE1v2_IOMMU) (required) and
- * (VFIO_UNMAP_ALL), and VFIO_IOMMU_GET_INFO with its capability chain
- * (IOVA ranges, dma_avail).
- * Caps: IOVT_SINK_MULTI_UNMAP (type1v2 removes every whole mapping in the
- * range; an UNMAP that would bisect one fails -EINVAL and removes nothing),
- * IOVT_SINK_UNMAP_ALL when the extension is present, max_mappings from
- * dma_avail, page_sizes from iova_pgsizes.
- * Thread-safety: init is reentrant. Errors: -EINVAL (out NULL, bad cfg),
- * -EBADF (container_fd < 0), -ENODEV (no type1v2), -ENOMEM, -EPROTO
- * (malformed capability chain), or the kernel's errno from a query.
+/**
+ * @brief Fills a VFIO type1v2 container sink.
+ *
+ * Unless cfg->no_query, init asks the kernel:
+ * VFIO_CHECK_EXTENSION(VFIO_TYPE1v2_IOMMU) (required) and (VFIO_UNMAP_ALL),
+ * and VFIO_IOMMU_GET_INFO with its capability chain (IOVA ranges,
+ * dma_avail). Caps: IOVT_SINK_MULTI_UNMAP (type1v2 removes every whole
+ * mapping in the range; an UNMAP that would bisect one fails -EINVAL and
+ * removes nothing), IOVT_SINK_UNMAP_ALL when the extension is present,
+ * max_mappings from dma_avail, page_sizes from iova_pgsizes.
+ * Thread-safety: init is reentrant (any thread).
+ * @param[out] out the sink, for iovt_notifier_attach(); free it with
+ *        iovt_vfio_sink_free() if it is never attached.
+ * @param container_fd an open /dev/vfio/vfio container with at least one
+ *        group attached and VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU) done (by the
+ *        host; the sink never closes it). It must stay open while the sink
+ *        exists.
+ * @param cfg the configuration; NULL for defaults. Not kept after the call
+ *        (except cfg->counters, which must outlive the sink).
+ * @return 0 or a negative errno.
+ * @retval -EINVAL out NULL, a bad cfg.
+ * @retval -EBADF container_fd < 0.
+ * @retval -ENODEV no type1v2 in the container.
+ * @retval -ENOMEM out of memory.
+ * @retval -EPROTO a malformed capability chain.
+ * @retval other the kernel's errno from a query.
  */
 int iovt_vfio_type1_sink_init(struct iovt_sink *out, int container_fd,
 			      const struct iovt_vfio_sink_config *cfg);
 
-/*
- * iommufd IOAS sink.
- * iommufd_fd: an open /dev/iommu; ioas_id: an IOAS (IOMMU_IOAS_ALLOC) the
- * host's devices are attached to. Unless cfg->no_query, init asks
- * IOMMU_IOAS_IOVA_RANGES (usable ranges and out_iova_alignment).
- * Maps with IOMMU_IOAS_MAP_FIXED_IOVA (+ READABLE / WRITEABLE from perm);
- * unmaps with IOMMU_IOAS_UNMAP; unmap-all is iova 0, length U64_MAX.
- * Caps: MULTI_UNMAP | UNMAP_ALL | UNMAP_EMPTY_ERR (an UNMAP of an empty range
- * is -ENOENT; so is one that bisects a mapping) | PARTIAL_UNMAP (a failing
- * multi-mapping UNMAP may have removed the mappings before the one it failed
- * on). The kernel reports no byte count for a failed UNMAP, so *unmapped is
- * 0 then; the engine never sends an UNMAP that bisects a mapping, so a
- * partial removal means the record was already wrong (documented in
- * ARCHITECTURE.md). max_mappings 0 (no kernel limit) unless cfg says.
- * Errors: -EINVAL, -EBADF (fd < 0), -ENOMEM, or the kernel's errno.
+/**
+ * @brief Fills an iommufd IOAS sink.
+ *
+ * Unless cfg->no_query, init asks IOMMU_IOAS_IOVA_RANGES (usable ranges and
+ * out_iova_alignment). Maps with IOMMU_IOAS_MAP_FIXED_IOVA (+ READABLE /
+ * WRITEABLE from perm); unmaps with IOMMU_IOAS_UNMAP; unmap-all is iova 0,
+ * length U64_MAX. Caps: MULTI_UNMAP | UNMAP_ALL | UNMAP_EMPTY_ERR (an UNMAP
+ * of an empty range is -ENOENT; so is one that bisects a mapping) |
+ * PARTIAL_UNMAP (a failing multi-mapping UNMAP may have removed the mappings
+ * before the one it failed on). The kernel reports no byte count for a
+ * failed UNMAP, so `*unmapped` is 0 then; the engine never sends an UNMAP
+ * that bisects a mapping, so a partial removal means the record was already
+ * wrong (documented in ARCHITECTURE.md). max_mappings 0 (no kernel limit)
+ * unless cfg says. Thread-safety: init is reentrant (any thread).
+ * @param[out] out the sink, for iovt_notifier_attach(); free it with
+ *        iovt_vfio_sink_free() if it is never attached.
+ * @param iommufd_fd an open /dev/iommu (the host's; never closed by the
+ *        sink; open while the sink exists).
+ * @param ioas_id an IOAS (IOMMU_IOAS_ALLOC) the host's devices are attached to.
+ * @param cfg the configuration; NULL for defaults (cfg->counters must
+ *        outlive the sink).
+ * @return 0 or a negative errno.
+ * @retval -EINVAL out NULL, a bad cfg.
+ * @retval -EBADF iommufd_fd < 0.
+ * @retval -ENOMEM out of memory.
+ * @retval -EPROTO a malformed IOMMU_IOAS_IOVA_RANGES reply.
+ * @retval other the kernel's errno from the query.
  */
 int iovt_iommufd_sink_init(struct iovt_sink *out, int iommufd_fd, uint32_t ioas_id,
 			   const struct iovt_vfio_sink_config *cfg);
 
-/*
- * DPDK sink: rte_vfio_container_dma_map / rte_vfio_container_dma_unmap on
- * container_fd (a container from rte_vfio_container_create(), or
- * RTE_VFIO_DEFAULT_CONTAINER_FD = -1 for EAL's default container). EAL must
- * be initialised before the first map. DPDK's unmap needs the host address
- * too, and DPDK refuses to split its own records, so the sink remembers its
- * mappings (at most max_mappings, default 256 = DPDK's user-mapping table)
- * and sends one rte call per mapping inside an UNMAP range (MULTI_UNMAP and
- * PARTIAL_UNMAP at the sink level: a failing UNMAP reports the whole mappings
- * it removed before the failure). No kernel query (the rte API has none):
- * ranges and page sizes come from cfg (no_query is implied).
- * Errors are -rte_errno. In libiovt-dpdk (pkg-config iovt-dpdk), not libiovt.
+/**
+ * @brief Fills a DPDK sink: rte_vfio_container_dma_map / rte_vfio_container_dma_unmap.
+ *
+ * EAL must be initialised before the first map. DPDK's unmap needs the host
+ * address too, and DPDK refuses to split its own records, so the sink
+ * remembers its mappings (at most max_mappings, default 256 = DPDK's
+ * user-mapping table) and sends one rte call per mapping inside an UNMAP
+ * range (MULTI_UNMAP and PARTIAL_UNMAP at the sink level: a failing UNMAP
+ * reports the whole mappings it removed before the failure). No kernel
+ * query (the rte API has none): ranges and page sizes come from cfg
+ * (no_query is implied). The rte calls' errors reach the engine as
+ * -rte_errno. Thread-safety: init is reentrant (any thread). In
+ * libiovt-dpdk (pkg-config iovt-dpdk), not libiovt.
+ * @param[out] out the sink, for iovt_notifier_attach(); free it with
+ *        iovt_vfio_sink_free() if it is never attached.
+ * @param container_fd a container from rte_vfio_container_create(), or
+ *        RTE_VFIO_DEFAULT_CONTAINER_FD (-1) for EAL's default container.
+ * @param cfg the configuration; NULL for defaults (cfg->counters must
+ *        outlive the sink).
+ * @return 0 or a negative errno.
+ * @retval -ENOTSUP libiovt-dpdk not linked (or built without DPDK).
+ * @retval -EINVAL out NULL, a bad cfg.
+ * @retval -EBADF container_fd < 0 and not RTE_VFIO_DEFAULT_CONTAINER_FD.
+ * @retval -ENOMEM out of memory.
  */
 int iovt_dpdk_vfio_sink_init(struct iovt_sink *out, int container_fd,
 			     const struct iovt_vfio_sink_config *cfg);
 
-/*
- * Counters of a sink filled by one of the constructors above (the caller's
- * copy of the struct iovt_sink it passed to iovt_notifier_attach). Valid until
- * the notifier is detached unless cfg->counters was given (then read that
- * memory directly, any time). Any thread. -EINVAL for another kind of sink.
+/**
+ * @brief Reads the counters of a sink filled by one of the constructors above.
+ *
+ * Valid until the notifier is detached unless cfg->counters was given (then
+ * read that memory directly, any time). Any thread.
+ * @param sink the caller's copy of the struct iovt_sink it passed to
+ *        iovt_notifier_attach().
+ * @param[out] out the counters.
+ * @return 0, or -EINVAL for another kind of sink (or NULL).
  */
 int iovt_vfio_sink_counters(const struct iovt_sink *sink, struct iovt_vfio_sink_counters *out);
 
-/* What the kernel reported at init, as the sink honours it. Same rules. */
+/**
+ * @brief What the kernel reported at init, as the sink honours it.
+ *
+ * Same rules as iovt_vfio_sink_counters(): until detach, any thread.
+ * @param sink the caller's copy of the sink.
+ * @param[out] out the information.
+ * @return 0, or -EINVAL for another kind of sink (or NULL).
+ */
 int iovt_vfio_sink_info(const struct iovt_sink *sink, struct iovt_vfio_sink_info *out);
 
-/* Frees a sink that was never attached (attach takes ownership; after a
- * successful attach never call this). NULL ops: no-op. */
+/**
+ * @brief Frees a sink that was never attached.
+ *
+ * Attach takes ownership: never call this after an iovt_notifier_attach()
+ * that set its `*out` (0 or a replay error).
+ * @param sink the sink; NULL ops: no-op.
+ */
 void iovt_vfio_sink_free(struct iovt_sink *sink);
 
-/*
- * Parses a VFIO_IOMMU_GET_INFO reply (struct vfio_iommu_type1_info followed
- * by its capability chain; `len` bytes of it are valid) into *out: page
- * sizes, IOVA ranges, dma_avail. Unknown capabilities are skipped. What the
- * sink calls at init; public so a host (and the tests) can feed it
- * buffers. out->unmap_all is left false (it is an extension, not in the
- * reply). Errors: -EINVAL (NULL, len shorter than the fixed part), -EPROTO
- * (a capability offset outside the buffer, misaligned, or going backwards
- * — a loop —; a truncated capability; ranges unsorted or overlapping;
- * zero page sizes).
+/**
+ * @brief Parses a VFIO_IOMMU_GET_INFO reply.
+ *
+ * The reply is a struct vfio_iommu_type1_info followed by its capability
+ * chain; it fills page sizes, IOVA ranges, dma_avail. Unknown capabilities
+ * are skipped. What the sink calls at init; public so a host (and the
+ * tests) can feed it buffers. out->unmap_all is left false (it is an
+ * extension, not in the reply). Any thread; reads only `buf`.
+ * @param buf the reply.
+ * @param len the valid bytes of it.
+ * @param[out] out the parsed information.
+ * @return 0 or a negative errno.
+ * @retval -EINVAL NULL, len shorter than the fixed part.
+ * @retval -EPROTO a capability offset outside the buffer, misaligned, or
+ *         going backwards (a loop); a truncated capability; ranges
+ *         unsorted or overlapping; zero page sizes.
  */
 int iovt_vfio_type1_parse_info(const void *buf, size_t len, struct iovt_vfio_sink_info *out);
 

@@ -11,6 +11,7 @@ PKGS=(
   gnuplot-nox linux-perf
   libglib2.0-dev gdb
   libjansson-dev      # iovt-storm's JSON (the storm driver only; the library does not use it)
+  doxygen
 )
 
 missing=()

@@ -6,9 +6,7 @@
  * ("Translation structure formats"). Knows nothing of the tree or sinks: it
  * yields leaves in IOVA order, and spans it could not translate.
  *
- * Entry format (64 bit): bit 0 R, bit 1 W, bit 7 PS (large page, in PDPE and
- * PDE only), bits 12..HAW-1 address. An entry is present when R or W is set.
- * The effective permission of a leaf is the AND of R/W over the walk.
+ * Entry format: include/iovt_vtd.h (public: callers write these tables).
  *
  * What is an error (the span under the entry is reported as an error span,
  * which the caller treats as not mapped, and counted by kind):
@@ -33,10 +31,12 @@
 #include <stdint.h>
 
 #include "guest_ram.h"
+#include "iovt_vtd.h"
 
-#define VTD_PTE_R (1ull << 0)
-#define VTD_PTE_W (1ull << 1)
-#define VTD_PTE_PS (1ull << 7)
+/* The public header is the one definition of the entry format. */
+#define VTD_PTE_R IOVT_VTD_PTE_R
+#define VTD_PTE_W IOVT_VTD_PTE_W
+#define VTD_PTE_PS IOVT_VTD_PTE_PS
 
 enum vtd_error {
 	VTD_ERR_RESERVED,
