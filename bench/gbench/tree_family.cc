@@ -98,6 +98,18 @@ void BM_shadow_pair(benchmark::State &st)
 	iovt_thread_unregister();
 }
 
+
+// The same random lookup addresses for every implementation: STREAM of them,
+// each inside one of the n extents at 8 KiB spacing (odd offsets included).
+std::vector<uint64_t> lookup_stream(uint64_t n)
+{
+	std::vector<uint64_t> addr(STREAM);
+	uint64_t s = 12345;
+	for (auto &a : addr)
+		a = (xorshift(s) % n) * 2 * K4 + (s >> 52);
+	return addr;
+}
+
 void BM_shadow_lookup(benchmark::State &st)
 {
 	const uint64_t n = (uint64_t)st.range(0);
@@ -108,10 +120,7 @@ void BM_shadow_lookup(benchmark::State &st)
 		if (shadow_tree_insert(t, &x))
 			abort();
 	}
-	std::vector<uint64_t> addr(STREAM);
-	uint64_t s = 12345;
-	for (auto &a : addr)
-		a = (xorshift(s) % n) * 2 * K4 + (s >> 52);
+	std::vector<uint64_t> addr = lookup_stream(n);
 	size_t i = 0;
 	uint64_t misses = 0;
 	for (auto _ : st) {
@@ -184,10 +193,7 @@ void BM_gtree_lookup(benchmark::State &st)
 		DMAMap *m = dmamap(i * 2 * K4, K4);
 		g_tree_insert(g, m, m);
 	}
-	std::vector<uint64_t> addr(STREAM);
-	uint64_t s = 12345;
-	for (auto &a : addr)
-		a = (xorshift(s) % n) * 2 * K4 + (s >> 52);
+	std::vector<uint64_t> addr = lookup_stream(n);
 	size_t i = 0;
 	uint64_t misses = 0;
 	for (auto _ : st) {
