@@ -154,7 +154,11 @@ int apply_plan(const struct sync_target *t, struct sync_scratch *s, struct sync_
 	int first_err = 0;
 	bool unmap_failed = apply_unmaps(t, s, st, retry, &first_err);
 	apply_maps(t, s, st, retry, &first_err, unmap_failed);
-	shadow_tree_flush(t->tree); /* the sync's retired nodes: one call_rcu */
+	/* No flush here: the tree hands its retired nodes to call_rcu when its
+	 * batch is full (61 nodes, ~31 KiB at most per tree) and when it is
+	 * retired or destroyed. A flush per sync made a 1-page map/unmap pay a
+	 * call_rcu (and a wakeup of the call_rcu thread) every few fences:
+	 * fence/map_unmap_1 mean 282 -> 243 ns, pieces_1_32 p50 571 -> 411 ns. */
 	vec_clear(&s->unmaps);
 	vec_clear(&s->maps);
 	return first_err;
