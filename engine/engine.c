@@ -225,25 +225,14 @@ static void add_shadow(struct iovt_domain *d, struct iovt_stats *out)
 	out->iotlb_bytes += iotlb_memory_bytes(&d->iotlb);
 }
 
-/* The counters only a live domain holds (struct stat_counters). */
+/* The counters only a live domain holds (DOMAIN_*_COUNTERS). */
 static void add_domain_counters(struct iovt_domain *d, struct iovt_stats *out)
 {
 	const struct stat_counters *c = &d->stats;
-	out->invalidations += ld(&c->invalidations);
-	out->psi += ld(&c->psi);
-	out->dsi += ld(&c->dsi);
-	out->ih += ld(&c->ih);
-	out->ranges_coalesced += ld(&c->ranges);
-	out->ptes_walked += ld(&c->ptes);
-	out->map_calls += ld(&c->map_calls);
-	out->unmap_calls += ld(&c->unmap_calls);
-	out->raw_unmap_calls += ld(&c->raw_unmap_calls);
-	out->pages_mapped += ld(&c->pages_mapped);
-	out->pages_unmapped += ld(&c->pages_unmapped);
-	out->retry_ranges += ld(&c->retry_ranges);
-	out->retry_deferred += ld(&c->retry_deferred);
-	out->iotlb_invalidated += ld(&c->iotlb_invalidated);
-	out->ram_purged += ld(&c->ram_purged);
+#define ADD(f, stats_field) out->stats_field += ld(&c->f);
+	DOMAIN_INTAKE_COUNTERS(ADD)
+	DOMAIN_SYNC_COUNTERS(ADD)
+#undef ADD
 }
 
 /*

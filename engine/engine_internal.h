@@ -220,6 +220,21 @@ void thread_queues_release(void);               /* iovt_thread_unregister */
 #define ENGINE_STAT_ADD(e, field, v) \
 	atomic_fetch_add_explicit(&(e)->stats.field, (v), memory_order_relaxed)
 
+/*
+ * The counters only a domain holds (struct stat_counters' comment): X(its
+ * field, the iovt_stats field it adds to). The intake ones are owned by
+ * pending_lock, the sync ones by sync_lock. One list for the engine's sum
+ * (iovt_stats_get) and the fold at destroy (domain_fold_into_engine).
+ */
+#define DOMAIN_INTAKE_COUNTERS(X) \
+	X(invalidations, invalidations) X(psi, psi) X(dsi, dsi) X(ih, ih)
+#define DOMAIN_SYNC_COUNTERS(X)                                                        \
+	X(ranges, ranges_coalesced) X(ptes, ptes_walked) X(map_calls, map_calls)        \
+	X(unmap_calls, unmap_calls) X(raw_unmap_calls, raw_unmap_calls)                 \
+	X(pages_mapped, pages_mapped) X(pages_unmapped, pages_unmapped)                 \
+	X(retry_ranges, retry_ranges) X(retry_deferred, retry_deferred)                 \
+	X(iotlb_invalidated, iotlb_invalidated) X(ram_purged, ram_purged)
+
 /* A counter only one thread writes at a time (the lock that owns it is held):
  * no locked instruction. Readers load it relaxed. */
 #define OWNED_ADD(ptr, v) \

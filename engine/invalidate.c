@@ -27,13 +27,13 @@ static int post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 		ENGINE_STAT_ADD(e, errors[IOVT_ERR_UNKNOWN_DOMAIN], 1);
 		rc = -ENOENT;
 	} else if (v->kind == IOVT_INVAL_DSI) {
-		domain_pend(d, NULL, 0, true, &(struct pend_counts){ .dsi = 1 });
+		domain_pend(d, &(struct pend_batch){ .all = true, .dsi = 1 });
 	} else if (v->am > IOVT_PSI_MAX_AM || v->addr > domain_top(d)) {
 		STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1);
 		rc = -EINVAL;
 	} else {
 		struct range b = psi_block(v->addr, v->am, domain_top(d));
-		domain_pend(d, &b, 1, false, &(struct pend_counts){ .psi = 1, .ih = v->ih != 0 });
+		domain_pend(d, &(struct pend_batch){ .r = &b, .n = 1, .psi = 1, .ih = v->ih != 0 });
 	}
 	iovt_rcu_read_unlock();
 	return rc;

@@ -58,26 +58,22 @@ struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *
 void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
 void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
 void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
-/* Invalidations accepted for the domain, counted with its pending ranges. */
-struct pend_counts {
-	unsigned psi, dsi, ih;
-};
-/* Adds n ranges (or everything) to the pending set and counts c (may be NULL)
- * under pending_lock, which owns the intake counters; queues d for iovt_fence. */
-void domain_pend(struct iovt_domain *d, const struct range *r, unsigned n, bool all,
-		 const struct pend_counts *c);
-/* A fence's own invalidations for one domain, handed straight to its sync
- * instead of through the pending set (the inline drainer's fast path). */
-struct pend_carry {
+/* Invalidations accepted for one domain: their ranges (or everything) and
+ * their counts, as a drainer gathers them (or one legacy post). */
+struct pend_batch {
 	const struct range *r;
 	unsigned n;
 	bool all;
-	struct pend_counts counts;
+	unsigned psi, dsi, ih;
 };
-/* domain_sync_locked, adding c's ranges (and counting them) under the one
- * pending_lock hold that takes the pending set. */
+/* Adds b's ranges to the pending set and counts them under pending_lock,
+ * which owns the intake counters; queues d for iovt_fence. */
+void domain_pend(struct iovt_domain *d, const struct pend_batch *b);
+/* domain_sync_locked, adding b's ranges (and counting them) under the one
+ * pending_lock hold that takes the pending set, instead of through it (a
+ * fence's own invalidations: the inline drainer's fast path). b may be NULL. */
 int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
-			     bool *retry_left, const struct pend_carry *c);
+			     bool *retry_left, const struct pend_batch *b);
 /* Destroy: moves d's counters into the engine's (sync_lock held, d dead). */
 void domain_fold_into_engine(struct iovt_domain *d);
 

@@ -53,26 +53,20 @@ void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st)
 			STAT_ADD(d, errors[k], st->errors[k]);
 }
 
-static void count_pend_locked(struct iovt_domain *d, const struct pend_counts *c);
-
-void domain_pend(struct iovt_domain *d, const struct range *r, unsigned n, bool all,
-		 const struct pend_counts *c)
+static void add_batch(struct range_set *s, const struct pend_batch *b)
 {
-	pthread_mutex_lock(&d->pending_lock);
-	if (all)
-		range_set_add_all(&d->pending);
+	if (b->all)
+		range_set_add_all(s);
 	else
-		for (unsigned i = 0; i < n; i++)
-			range_set_add(&d->pending, r[i].first, r[i].last);
-	if (c)
-		count_pend_locked(d, c);
-	pthread_mutex_unlock(&d->pending_lock);
-	domain_mark_dirty(d);
+		for (unsigned i = 0; i < b->n; i++)
+			range_set_add(s, b->r[i].first, b->r[i].last);
 }
 
-/* pending_lock held: it owns the domain's intake counters */
-static void count_pend_locked(struct iovt_domain *d, const struct pend_counts *c)
+/* pending_lock held: it owns the domain's intake counters. */
+static void count_batch_locked(struct iovt_domain *d, const struct pend_batch *c)
 {
+	if (!(c->psi | c->dsi))
+		return; /* a control path's ranges: nothing to count */
 	struct iovt_engine *e = d->engine;
 	if (!d->stats_folded) {
 		/* pending_lock owns these (load + store; see struct stat_counters) */
@@ -92,37 +86,34 @@ static void count_pend_locked(struct iovt_domain *d, const struct pend_counts *c
 	}
 }
 
+void domain_pend(struct iovt_domain *d, const struct pend_batch *b)
+{
+	pthread_mutex_lock(&d->pending_lock);
+	add_batch(&d->pending, b);
+	count_batch_locked(d, b);
+	pthread_mutex_unlock(&d->pending_lock);
+	domain_mark_dirty(d);
+}
+
 void domain_fold_into_engine(struct iovt_domain *d)
 {
 	struct stat_counters *e = &d->engine->stats, *s = &d->stats;
-#define FOLD(f) atomic_fetch_add_explicit(&e->f, atomic_load_explicit(&s->f, memory_order_relaxed), \
-					  memory_order_relaxed)
+#define FOLD(f, stats_field)                                                                 \
+	atomic_fetch_add_explicit(&e->f, atomic_load_explicit(&s->f, memory_order_relaxed), \
+				  memory_order_relaxed);
 	pthread_mutex_lock(&d->pending_lock);
-	FOLD(invalidations);
-	FOLD(psi);
-	FOLD(dsi);
-	FOLD(ih);
+	DOMAIN_INTAKE_COUNTERS(FOLD)
 	d->stats_folded = true; /* later intake counts go to the engine (domain_pend) */
 	pthread_mutex_unlock(&d->pending_lock);
 	/* The sync counters: sync_lock is held and d is dead, no sync writes them again. */
-	FOLD(ranges);
-	FOLD(ptes);
-	FOLD(map_calls);
-	FOLD(unmap_calls);
-	FOLD(raw_unmap_calls);
-	FOLD(pages_mapped);
-	FOLD(pages_unmapped);
-	FOLD(retry_ranges);
-	FOLD(retry_deferred);
-	FOLD(iotlb_invalidated);
-	FOLD(ram_purged);
+	DOMAIN_SYNC_COUNTERS(FOLD)
 #undef FOLD
 }
 
 void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all)
 {
 	struct range r = { first, last };
-	domain_pend(d, &r, 1, all, NULL);
+	domain_pend(d, &(struct pend_batch){ .r = &r, .n = 1, .all = all });
 }
 
 /*
@@ -284,21 +275,18 @@ int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct ran
 }
 
 int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
-			     bool *retry_left, const struct pend_carry *c)
+			     bool *retry_left, const struct pend_batch *b)
 {
 	int rc = 0;
 
 	pthread_mutex_lock(&d->pending_lock);
-	if (c)
-		count_pend_locked(d, &c->counts);
+	if (b)
+		count_batch_locked(d, b); /* accepted, dead domain or not */
 	bool dead = atomic_load_explicit(&d->dead, memory_order_relaxed);
 	if (!dead) {
 		range_set_take(todo, &d->pending);
-		if (c && c->all)
-			range_set_add_all(todo);
-		else if (c)
-			for (unsigned i = 0; i < c->n; i++)
-				range_set_add(todo, c->r[i].first, c->r[i].last);
+		if (b)
+			add_batch(todo, b);
 	}
 	pthread_mutex_unlock(&d->pending_lock);
 	if (dead)

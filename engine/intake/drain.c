@@ -68,14 +68,14 @@ static void touch(struct drain_state *ds, uint16_t did)
 }
 
 /*
- * Consecutive items for one domain are gathered and added to its pending
- * set under one lock hold; counters are folded once per gathering.
+ * Consecutive items for one domain are gathered (b, its ranges in r) and
+ * added to its pending set under one lock hold, or carried by the fence
+ * that follows them; counters are folded once per gathering.
  */
 struct gather {
 	struct iovt_domain *d;
 	uint16_t did;
-	unsigned n, psi, dsi, ih;
-	bool all;
+	struct pend_batch b; /* b.r == r */
 	struct range r[BURST];
 };
 
@@ -111,19 +111,17 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 			uint16_t did = ds->touched.v[i];
 			ds->touched_bits[did >> 6] &= ~(1ull << (did & 63));
 			struct iovt_domain *d;
-			struct pend_carry pc, *pcp = NULL;
+			const struct pend_batch *b = NULL;
 			if (carry && carry->d && carry->did == did) {
 				d = carry->d; /* its reference */
 				carry->d = NULL;
-				pc = (struct pend_carry){ carry->r, carry->n, carry->all,
-							  { carry->psi, carry->dsi, carry->ih } };
-				pcp = &pc;
+				b = &carry->b;
 				domain_lock_drainer(d);
 			} else if (!(d = domain_sync_lock(e, did))) {
 				continue;
 			}
 			bool retry;
-			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, pcp);
+			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, b);
 			domain_sync_unlock(d);
 			if (rc && !err)
 				err = rc;
@@ -142,8 +140,7 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 	if (carry && carry->d) { /* not on the list (no memory for it): the slow way */
 		struct iovt_domain *d = carry->d;
 		carry->d = NULL;
-		domain_pend(d, carry->r, carry->n, carry->all,
-			    &(struct pend_counts){ carry->psi, carry->dsi, carry->ih });
+		domain_pend(d, &carry->b);
 		int rc = domain_sync(d, &ds->scratch, &ds->todo, NULL);
 		domain_put(d);
 		if (rc && !err)
@@ -168,8 +165,7 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 static void gather_reset(struct gather *g)
 {
 	g->d = NULL;
-	g->n = g->psi = g->dsi = g->ih = 0;
-	g->all = false;
+	g->b = (struct pend_batch){ .r = g->r };
 }
 
 static void gather_flush(struct gather *g)
@@ -177,7 +173,7 @@ static void gather_flush(struct gather *g)
 	struct iovt_domain *d = g->d;
 	if (!d)
 		return;
-	domain_pend(d, g->r, g->n, g->all, &(struct pend_counts){ g->psi, g->dsi, g->ih });
+	domain_pend(d, &g->b);
 	gather_reset(g);
 }
 
@@ -213,13 +209,13 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 		touch(&q->drain, it->did);
 	}
 	if (it->kind == ITEM_DSI) {
-		g->all = true;
-		g->dsi++;
+		g->b.all = true;
+		g->b.dsi++;
 		return;
 	}
-	if (g->all) {
-		g->psi++;
-		g->ih += it->ih;
+	if (g->b.all) {
+		g->b.psi++;
+		g->b.ih += it->ih;
 		return;
 	}
 	struct range b = psi_block(it->arg, it->am, domain_top(g->d));
@@ -227,14 +223,14 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 		count_stale(q->engine, it); /* an older, wider domain of this DID */
 		return;
 	}
-	g->psi++;
-	g->ih += it->ih;
-	struct range *prev = g->n ? &g->r[g->n - 1] : NULL;
+	g->b.psi++;
+	g->b.ih += it->ih;
+	struct range *prev = g->b.n ? &g->r[g->b.n - 1] : NULL;
 	if (prev && prev->last + 1 >= b.first && prev->first <= b.first) {
 		if (b.last > prev->last)
 			prev->last = b.last; /* the common streaming case: adjacent blocks */
 	} else {
-		g->r[g->n++] = b;
+		g->r[g->b.n++] = b;
 	}
 }
 
@@ -275,7 +271,7 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 			switch (it->kind) {
 			case ITEM_PSI:
 			case ITEM_DSI:
-				if (g.n == BURST)
+				if (g.b.n == BURST)
 					gather_flush(&g);
 				gather_item(q, &g, it);
 				break;
