@@ -200,8 +200,6 @@ static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
 	out->retry_ranges = ld(&c->retry_ranges);
 	out->retry_deferred = ld(&c->retry_deferred);
 	out->ram_purged = ld(&c->ram_purged);
-	out->iotlb_misses = ld(&c->iotlb_misses);
-	out->iotlb_evictions = ld(&c->iotlb_evictions);
 	out->iotlb_invalidated = ld(&c->iotlb_invalidated);
 	out->translate_noent = ld(&c->translate_noent);
 	out->translate_eacces = ld(&c->translate_eacces);

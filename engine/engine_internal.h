@@ -40,7 +40,7 @@ struct stat_counters {
 	_Atomic uint64_t pages_mapped, pages_unmapped;
 	_Atomic uint64_t queue_items, queue_full_waits, fences_inline, fences_drained;
 	_Atomic uint64_t ih, stale_domain, retry_ranges, retry_deferred, ram_purged;
-	_Atomic uint64_t iotlb_misses, iotlb_evictions, iotlb_invalidated;
+	_Atomic uint64_t iotlb_invalidated; /* misses, evictions, hits: counted by the IOTLB itself */
 	_Atomic uint64_t translate_noent, translate_eacces, translate_fault;
 	_Atomic uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
