@@ -316,7 +316,7 @@ int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out
 	 * -ENODEV (iotlb_close, iotlb_fill); `dead` shares a line with the
 	 * reference count that every drain moves. */
 	if (t)
-		rc = shadow_tree_lookup(t, iova, out) ? 0 : -ENOENT;
+		rc = shadow_tree_translate(t, iova, out, d->iotlb.entries) ? 0 : -ENOENT;
 	else
 		rc = translate_iotlb(d, iova, out);
 	iovt_rcu_read_unlock();

@@ -504,6 +504,9 @@ void BM_tree_lookup(benchmark::State &st)
 		benchmark::DoNotOptimize(e);
 	}
 	st.counters["misses"] = benchmark::Counter((double)misses);
+	st.counters["height"] = benchmark::Counter((double)shadow_tree_height(t));
+	st.counters["bytes_per_extent"] =
+		benchmark::Counter((double)shadow_tree_memory_bytes(t) / (double)shadow_tree_count(t));
 	st.SetItemsProcessed(st.iterations());
 }
 

@@ -41,6 +41,7 @@
 
 #include "common/alloc.h"
 #include "common/rcu.h"
+#include "tree/lookup_cache.h"
 
 #define LEAF_MAX 15u /* records per leaf: 15 nibbles + a 4-bit count = one word */
 #define FAN 31u      /* children per internal node: 512 bytes */
@@ -88,6 +89,7 @@ struct shadow_tree {
 	uint64_t count, mem; /* written by the writer, read racily (relaxed) */
 	struct batch *batch; /* retired nodes not yet handed to call_rcu */
 	struct rcu_head rcu; /* shadow_tree_retire */
+	struct lookup_cache lc; /* shadow_tree_translate's cache */
 };
 
 /* One process-wide arena: a call_rcu callback frees a node from its header
@@ -180,6 +182,20 @@ static inline unsigned leaf_pos(const struct leaf *l, uint64_t w, uint64_t key)
 		n -= half;
 	}
 	return b + (l->r[ow_at(w, b)].iova <= key);
+}
+
+static inline unsigned leaf_pos4(const struct leaf *l, uint64_t w, uint64_t key)
+{
+	unsigned n = ow_n(w), b = 0;
+	if (!n)
+		return 0;
+	for (unsigned step = 8; step; step >>= 1) {
+		unsigned j = b + step;                 /* candidate count */
+		unsigned at = (j <= n ? j : n) - 1;    /* in range: n >= 1 */
+		bool ok = j <= n && l->r[ow_at(w, at)].iova <= key;
+		b = ok ? j : b;
+	}
+	return b;
 }
 
 /*
@@ -322,6 +338,7 @@ static void tree_free(struct shadow_tree *t)
 {
 	if (t->root)
 		free_subtree(t->root);
+	lc_destroy(&t->lc);
 	if (t->batch) {
 		for (unsigned i = 0; i < t->batch->n; i++)
 			node_free(t->batch->p[i]);
@@ -353,28 +370,62 @@ void shadow_tree_retire(struct shadow_tree *t)
 /* ------------------------------------------------------------------------ */
 /* Read side                                                                 */
 
-bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_extent *out)
+/* The record covering iova, or NULL. Read side (or the writer). */
+static const struct rec *find_rec(const struct shadow_tree *t, uint64_t iova)
 {
 	if (iova > t->top)
-		return false;
+		return NULL;
 	const struct node *x = iovt_rcu_dereference(t->root);
 	if (!x)
-		return false;
+		return NULL;
 	while (x->level) {
 		const struct inode *in = (const struct inode *)x;
 		x = iovt_rcu_dereference(in->child[child_pos(in, iova)]);
 	}
 	const struct leaf *l = (const struct leaf *)x;
 	uint64_t w = __atomic_load_n(&l->h.word, __ATOMIC_ACQUIRE);
-	unsigned k = leaf_pos(l, w, iova);
+	unsigned k = leaf_pos4(l, w, iova);
 	if (!k)
-		return false;
+		return NULL;
 	const struct rec *r = &l->r[ow_at(w, k - 1)];
 	if (iova - r->iova >= (uint64_t)r->npages << 12)
-		return false;
-	if (out)
+		return NULL;
+	return r;
+}
+
+bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_extent *out)
+{
+	const struct rec *r = find_rec(t, iova);
+	if (r && out)
 		rec_copy(r, out);
+	return r != NULL;
+}
+
+bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_extent *out,
+			   uint64_t max_slots)
+{
+	struct iovt_extent tmp;
+	if (!out)
+		out = &tmp;
+	const struct node *root = iovt_rcu_dereference(t->root);
+	/* A tree of one or two levels answers in about one cache probe's
+	 * time: no cache (and no table memory) for small domains. */
+	if (!root || root->level < 2)
+		return shadow_tree_lookup(t, iova, out);
+	if (lc_get(&t->lc, iova, out))
+		return true;
+	uint64_t stamp = lc_stamp(&t->lc, iova); /* before the descent */
+	const struct rec *r = find_rec(t, iova);
+	if (!r)
+		return false; /* holes are not cached */
+	rec_copy(r, out);
+	lc_put(&t->lc, iova, out, stamp, __atomic_load_n(&t->count, __ATOMIC_RELAXED), max_slots);
 	return true;
+}
+
+uint64_t shadow_tree_cache_bytes(struct shadow_tree *t)
+{
+	return lc_memory_bytes(&t->lc);
 }
 
 /*
@@ -853,6 +904,8 @@ long shadow_tree_remove_range(struct shadow_tree *t, uint64_t first, uint64_t la
 				rec_copy(&l->r[ow_at(w, i)], &out[i - a]);
 			/* rule 3: the records stay whole for readers of w */
 			__atomic_store_n(&l->h.word, ow_remove(w, a, b - a), __ATOMIC_RELEASE);
+			for (unsigned i = 0; i < b - a; i++) /* after the unlink: lookup_cache.h */
+				lc_bump(&t->lc, out[i].iova, out[i].iova + out[i].size - 1);
 			stat_add(&t->count, -(int64_t)(b - a));
 			total += b - a;
 			if (removed)

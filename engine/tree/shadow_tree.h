@@ -106,6 +106,20 @@ int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t la
  */
 bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_extent *out);
 
+/*
+ * shadow_tree_lookup for iovt_translate: the same answer, through the
+ * tree's lookup cache when the tree has three levels or more
+ * (tree/lookup_cache.h: a hit reads one cache line; a miss descends and
+ * fills it; max_slots bounds it, 64 bytes a slot). Lock-free; may allocate
+ * on a miss (the cache's table) and queue one call_rcu when it grows.
+ * Caller inside an RCU read-side section; not for the writer.
+ */
+bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_extent *out,
+			   uint64_t max_slots);
+
+/* Bytes of the lookup cache's table (0 until the first translate). Racy. */
+uint64_t shadow_tree_cache_bytes(struct shadow_tree *t);
+
 /* Number of extents, and bytes of memory held (live nodes, as the
  * allocator rounds them; not the tree header nor nodes waiting for their
  * grace period). Racy snapshots outside the writer; exact when quiescent. */

@@ -14,6 +14,10 @@
  * inserted at that slot.
  * Pinned extents, inserted before readers start and never removed, must
  * always be found (no false misses), by lookup and by iterate.
+ * Half the lookups go through shadow_tree_translate (the lookup cache:
+ * tree/lookup_cache.h), reader 0 with a cache of 512 slots (evictions, a
+ * growth from 64 sets), reader 1 with 65536: a cached copy of a removed
+ * extent returned after its removal fails the same rem[u] >= rs check.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -166,6 +170,18 @@ static int iter_check(void *arg, const struct iovt_extent *e)
 	return 0;
 }
 
+static uint64_t stat_cached[NREADERS];
+
+/* The plain descent, or the cached translate (the cache's own answer when
+ * the tree is tall enough: shadow_tree_translate). */
+static bool lookup(unsigned id, uint64_t x, uint64_t a, struct iovt_extent *o)
+{
+	if (x & (1ull << 40))
+		return shadow_tree_lookup(T, a, o);
+	stat_cached[id]++;
+	return shadow_tree_translate(T, a, o, id ? 65536 : 512);
+}
+
 static void *reader(void *arg)
 {
 	unsigned id = (unsigned)(uintptr_t)arg;
@@ -179,7 +195,7 @@ static void *reader(void *arg)
 			uint64_t a = p->iova + (rnd(&r) % p->size);
 			struct iovt_extent o;
 			iovt_rcu_read_lock();
-			bool h = shadow_tree_lookup(T, a, &o);
+			bool h = lookup(id, x, a, &o);
 			iovt_rcu_read_unlock();
 			CHECK(h);
 			CHECK(memcmp(&o, p, sizeof(o)) == 0);
@@ -189,7 +205,7 @@ static void *reader(void *arg)
 			struct iovt_extent o;
 			uint64_t rs = ld32(&seq);
 			iovt_rcu_read_lock();
-			bool h = shadow_tree_lookup(T, a, &o);
+			bool h = lookup(id, x, a, &o);
 			iovt_rcu_read_unlock();
 			uint64_t re = ld32(&seq);
 			if (h) {
@@ -335,8 +351,12 @@ int main(void)
 	CHECK_EQ(walked, live);
 	CHECK_EQ(stat_ins - stat_rm + NPIN, live);
 	printf("tree-concurrent: %u ms, inserts %" PRIu64 ", removals %" PRIu64
-	       ", reads %" PRIu64 "+%" PRIu64 " (slot hits %" PRIu64 "+%" PRIu64 "), live %" PRIu64 "\n",
-	       ms, stat_ins, stat_rm, stat_reads[0], stat_reads[1], stat_hits[0], stat_hits[1], live);
+	       ", reads %" PRIu64 "+%" PRIu64 " (slot hits %" PRIu64 "+%" PRIu64 ", cached translates %"
+	       PRIu64 "+%" PRIu64 "), live %" PRIu64 ", height %u, cache %" PRIu64 " bytes\n",
+	       ms, stat_ins, stat_rm, stat_reads[0], stat_reads[1], stat_hits[0], stat_hits[1],
+	       stat_cached[0], stat_cached[1], live, shadow_tree_height(T), shadow_tree_cache_bytes(T));
+	CHECK(shadow_tree_height(T) >= 3); /* else translate bypasses the cache */
+	CHECK(shadow_tree_cache_bytes(T) > 0);
 	CHECK(stat_ins > 100 && stat_rm > 100 && stat_hits[0] + stat_hits[1] > 100);
 	shadow_tree_destroy(T);
 	free(lg);
