@@ -215,6 +215,7 @@ static void add_shadow(struct iovt_domain *d, struct iovt_stats *out)
 	if (t) {
 		out->extents += shadow_tree_count(t);
 		out->shadow_bytes += shadow_tree_memory_bytes(t);
+		out->iotlb_bytes += shadow_tree_cache_bytes(t); /* translate's cache */
 	}
 	out->iotlb_hits += iotlb_counter(&d->iotlb, IOTLB_HITS);
 	out->iotlb_misses += iotlb_counter(&d->iotlb, IOTLB_MISSES);

@@ -930,7 +930,7 @@ struct iovt_stats {
 	uint64_t iotlb_evictions;  /**< live IOTLB entries replaced to make room (engine: live domains) */
 	uint64_t iotlb_invalidated;/**< IOTLB entries dropped by invalidations, set_root, RAM removal */
 	uint64_t iotlb_entries;    /**< IOTLB entries cached now */
-	uint64_t iotlb_bytes;      /**< memory the IOTLBs hold now */
+	uint64_t iotlb_bytes;      /**< memory the translation caches hold now: the IOTLBs and the shadows' lookup caches (iovt_translate on a domain with a MAP notifier) */
 	uint64_t translate_noent;  /**< translations of an unmapped IOVA (-ENOENT) */
 	uint64_t translate_eacces; /**< iovt_translate_range refused for the permission (-EACCES) */
 	uint64_t translate_fault;  /**< translations a walk error answered (-EFAULT, -ELOOP, -E2BIG) */

@@ -5,6 +5,7 @@
  */
 #include "tree/lookup_cache.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ static inline size_t table_bytes(uint64_t nsets)
 	return sizeof(struct lc_table) + nsets * sizeof(struct lc_set);
 }
 
-bool lc_get(struct lookup_cache *c, uint64_t iova, struct iovt_extent *out)
+bool lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out)
 {
 	struct lc_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
 	if (!t)
@@ -74,7 +75,7 @@ bool lc_get(struct lookup_cache *c, uint64_t iova, struct iovt_extent *out)
 		atomic_thread_fence(memory_order_acquire);
 		if ((s1 & 1) || atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1)
 			return false;
-		return stamp == lc_stamp(c, iova);
+		return stamp == lc_stamp(gens, iova);
 	}
 	return false;
 }
@@ -125,8 +126,8 @@ static struct lc_table *table_for(struct lookup_cache *c, uint64_t extents, uint
 	return nt;
 }
 
-void lc_put(struct lookup_cache *c, uint64_t iova, const struct iovt_extent *e, uint64_t stamp,
-	    uint64_t extents, uint64_t max_slots)
+void lc_put(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova,
+	    const struct iovt_extent *e, uint64_t stamp, uint64_t extents, uint64_t max_slots)
 {
 	struct lc_table *t = table_for(c, extents, max_slots);
 	if (!t)
@@ -144,7 +145,7 @@ void lc_put(struct lookup_cache *c, uint64_t iova, const struct iovt_extent *e, 
 	for (unsigned i = 0; i < 2 && v == 2; i++) {
 		uint64_t tag = atomic_load_explicit(&s->w[i].tag, memory_order_relaxed);
 		uint64_t st = atomic_load_explicit(&s->w[i].stamp, memory_order_relaxed);
-		if (st != lc_stamp(c, (tag - 1) << 12))
+		if (st != lc_stamp(gens, (tag - 1) << 12))
 			v = i;
 	}
 	if (v == 2)
@@ -168,15 +169,29 @@ void lc_put(struct lookup_cache *c, uint64_t iova, const struct iovt_extent *e, 
 	atomic_store_explicit(&sl->seq, q + 2, memory_order_release);
 }
 
+int lc_enable(struct lookup_cache *c)
+{
+	if (atomic_load_explicit(&c->gens, memory_order_relaxed))
+		return 0;
+	_Atomic uint64_t *g = iovt_zalloc(0, LC_BUCKETS * sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	atomic_store_explicit(&c->gens, g, memory_order_release);
+	return 0;
+}
+
 void lc_bump(struct lookup_cache *c, uint64_t first, uint64_t last)
 {
-	uint64_t g0 = first >> 21, g1 = last >> 21;
+	_Atomic uint64_t *gens = atomic_load_explicit(&c->gens, memory_order_relaxed);
+	if (!gens)
+		return; /* off: nothing cached */
+	uint64_t g0 = first >> LC_GRAN_SHIFT, g1 = last >> LC_GRAN_SHIFT;
 	uint64_t n = g1 - g0 >= LC_BUCKETS ? LC_BUCKETS : g1 - g0 + 1;
 	for (uint64_t i = 0; i < n; i++) {
-		_Atomic uint64_t *g = &c->gen[(g0 + i) % LC_BUCKETS];
+		_Atomic uint64_t *g = &gens[(g0 + i) % LC_BUCKETS];
 		/* one writer: a plain increment, published with release (the
-		 * unlink or the retirement before it is then visible to a
-		 * filler that reads the new value) */
+		 * unlink before it is then visible to a filler that reads the
+		 * new value) */
 		atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + 1,
 				      memory_order_release);
 	}
@@ -185,12 +200,17 @@ void lc_bump(struct lookup_cache *c, uint64_t first, uint64_t last)
 uint64_t lc_memory_bytes(struct lookup_cache *c)
 {
 	struct lc_table *t = atomic_load_explicit(&c->table, memory_order_relaxed);
-	return t ? table_bytes(t->nsets) : 0;
+	uint64_t b = atomic_load_explicit(&c->gens, memory_order_relaxed)
+			     ? iovt_alloc_usable(LC_BUCKETS * sizeof(uint64_t))
+			     : 0;
+	return b + (t ? table_bytes(t->nsets) : 0);
 }
 
 void lc_destroy(struct lookup_cache *c)
 {
-	struct lc_table *t = atomic_load_explicit(&c->table, memory_order_relaxed);
-	free(t);
+	free(atomic_load_explicit(&c->table, memory_order_relaxed));
 	atomic_store_explicit(&c->table, NULL, memory_order_relaxed);
+	iovt_free(0, (void *)atomic_load_explicit(&c->gens, memory_order_relaxed),
+		  LC_BUCKETS * sizeof(uint64_t));
+	atomic_store_explicit(&c->gens, NULL, memory_order_relaxed);
 }

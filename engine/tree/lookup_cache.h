@@ -17,7 +17,7 @@
  * iovt_config.iotlb_entries slots), and replaced by one four times larger
  * when the tree outgrows it (the old one goes after a grace period).
  *
- * Validity. `gen[b]` (bucket b: 2 MiB granules modulo LC_BUCKETS) is bumped
+ * Validity. `gens[b]` (bucket b: 64 KiB granules modulo LC_BUCKETS) is bumped
  * by the tree's writer AFTER it unlinks an extent covering a page of the
  * bucket. A filler reads the bucket's gen (acquire) BEFORE it descends the
  * tree, and stamps its slot with it. A reader uses a slot only while its
@@ -35,6 +35,7 @@
  *
  * Synchronization table:
  *   function        read side?  caller                 waits for
+ *   lc_enable       no          the tree's one writer  nothing (mallocs 2 KiB)
  *   lc_get          required    any reader             nothing
  *   lc_stamp        required    any reader (a filler)  nothing
  *   lc_put          required    any reader (a filler)  nothing (mallocs a table; call_rcu on growth)
@@ -50,41 +51,53 @@
 
 #include "iovt.h" /* struct iovt_extent */
 
-#define LC_BUCKETS 32         /* generations per tree: 256 bytes */
+#define LC_BUCKETS 256        /* generations per tree: 2 KiB, allocated with the third level */
+#define LC_GRAN_SHIFT 16      /* a bucket: 64 KiB granules modulo LC_BUCKETS */
 #define LC_MIN_SETS 64u       /* the smallest table: 8 KiB */
 
 struct lc_table;
 
 struct lookup_cache {
 	_Atomic(struct lc_table *) table;
-	char pad_[64 - sizeof(void *)]; /* readers' line, away from the bumps */
-	_Atomic uint64_t gen[LC_BUCKETS];
+	_Atomic(_Atomic uint64_t *) gens; /* NULL: the cache is off (a small tree) */
 };
 
-/* true and *out (the whole extent) when iova's page is cached and its
- * stamp is live. Read side. *out may be written on a miss. */
-bool lc_get(struct lookup_cache *c, uint64_t iova, struct iovt_extent *out);
+/* Writer: turns the cache on (allocates the generations; they stay until
+ * the tree goes). Before it no reader caches anything, so removals made
+ * before need no bump. 0 or -ENOMEM (the cache stays off). */
+int lc_enable(struct lookup_cache *c);
+
+/* The generations, or NULL while the cache is off. Read side. */
+static inline _Atomic uint64_t *lc_gens(struct lookup_cache *c)
+{
+	return atomic_load_explicit(&c->gens, memory_order_acquire);
+}
 
 /* The stamp a filler reads before it descends. Read side. */
-static inline uint64_t lc_stamp(struct lookup_cache *c, uint64_t iova)
+static inline uint64_t lc_stamp(_Atomic uint64_t *gens, uint64_t iova)
 {
-	return atomic_load_explicit(&c->gen[(iova >> 21) % LC_BUCKETS], memory_order_acquire);
+	return atomic_load_explicit(&gens[(iova >> LC_GRAN_SHIFT) % LC_BUCKETS],
+				    memory_order_acquire);
 }
+
+/* true and *out (the whole extent) when iova's page is cached and its
+ * stamp is live. Read side; gens from lc_gens. *out may be written on a miss. */
+bool lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out);
 
 /* Caches extent e (found for iova) for iova's page, with the stamp read
  * before the descent. `extents`: the tree's size now (sizes the table);
  * `max_slots`: the capacity (64 bytes a slot). Best effort: a slot being
  * written by another filler, or no memory, caches nothing. */
-void lc_put(struct lookup_cache *c, uint64_t iova, const struct iovt_extent *e, uint64_t stamp,
-	    uint64_t extents, uint64_t max_slots);
+void lc_put(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova,
+	    const struct iovt_extent *e, uint64_t stamp, uint64_t extents, uint64_t max_slots);
 
 /* Writer: an extent covering [first, last] was unlinked (after the unlink). */
 void lc_bump(struct lookup_cache *c, uint64_t first, uint64_t last);
 
-/* Bytes of the table (0 before the first fill). Racy. */
+/* Bytes of the generations and the table (0 while off). Racy. */
 uint64_t lc_memory_bytes(struct lookup_cache *c);
 
-/* Frees the table; no reader can be left. */
+/* Frees the generations and the table; no reader can be left. */
 void lc_destroy(struct lookup_cache *c);
 
 #endif

@@ -410,16 +410,18 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 	const struct node *root = iovt_rcu_dereference(t->root);
 	/* A tree of one or two levels answers in about one cache probe's
 	 * time: no cache (and no table memory) for small domains. */
-	if (!root || root->level < 2)
+	_Atomic uint64_t *gens = lc_gens(&t->lc);
+	if (!root || root->level < 2 || !gens)
 		return shadow_tree_lookup(t, iova, out);
-	if (lc_get(&t->lc, iova, out))
+	if (lc_get(&t->lc, gens, iova, out))
 		return true;
-	uint64_t stamp = lc_stamp(&t->lc, iova); /* before the descent */
+	uint64_t stamp = lc_stamp(gens, iova); /* before the descent */
 	const struct rec *r = find_rec(t, iova);
 	if (!r)
 		return false; /* holes are not cached */
 	rec_copy(r, out);
-	lc_put(&t->lc, iova, out, stamp, __atomic_load_n(&t->count, __ATOMIC_RELAXED), max_slots);
+	lc_put(&t->lc, gens, iova, out, stamp, __atomic_load_n(&t->count, __ATOMIC_RELAXED),
+	       max_slots);
 	return true;
 }
 
@@ -698,6 +700,8 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 		struct node *ch[2] = { left, right };
 		inode_fill(nr, left->level + 1u, 2, ch, &pivot);
 		publish(&t->root, &nr->h);
+		if (nr->h.level >= 2) /* tall enough for translate's cache; */
+			(void)lc_enable(&t->lc); /* without memory it stays off */
 		return;
 	}
 	struct inode *in = (struct inode *)p->n[d];
