@@ -17,7 +17,7 @@
  * instead cost a second line: 47 vs 65 M/s at 64K extents). */
 struct lc_slot {
 	_Atomic uint64_t seq;         /* odd while a filler writes the slot */
-	_Atomic uint64_t tag;         /* page number + 1; 0: never filled */
+	_Atomic uint64_t tag;         /* key_tag(); 0: never filled */
 	_Atomic uint64_t stamp;       /* the bucket's gen read before the descent */
 	_Atomic uint64_t iova, size, gpa, hva;
 	_Atomic uint64_t perm_region; /* perm | region << 8 */
@@ -31,18 +31,40 @@ _Static_assert(sizeof(struct lc_set) == 128, "a set is two cache lines");
 struct lc_table {
 	uint64_t nsets; /* a power of two */
 	unsigned shift; /* 64 - log2(nsets) */
+	_Atomic unsigned levels; /* bit l: a key of level l was ever cached */
 	struct rcu_head rcu;
 	char pad_[64 - 2 * sizeof(uint64_t) - sizeof(struct rcu_head)];
 	struct lc_set set[];
 };
 _Static_assert(sizeof(struct lc_table) == 64, "sets start on a cache line");
 
-static inline struct lc_set *set_of(struct lc_table *t, uint64_t page)
+/*
+ * Keys. An extent is cached under the largest block of iova it covers
+ * whole: the 4 KiB page (level 0), the 2 MiB block (1) or the 1 GiB block
+ * (2), so that a lookup anywhere in a large extent hits one slot (keyed by
+ * page only, a table sized for a thousand 2 MiB extents would thrash on
+ * their 512K pages). A lookup probes level 0, then the levels ever cached.
+ * The stamp is the generation of the bucket of the block's first byte,
+ * which any removal of an extent covering the block bumps.
+ */
+static const unsigned lvl_shift[3] = { 12, 21, 30 };
+
+static inline uint64_t key_base(uint64_t iova, unsigned l)
+{
+	return iova & ~((1ull << lvl_shift[l]) - 1);
+}
+
+static inline uint64_t key_tag(uint64_t base, unsigned l)
+{
+	return base | (uint64_t)l << 1 | 1; /* never 0; base has 12 free bits */
+}
+
+static inline struct lc_set *set_of(struct lc_table *t, uint64_t tag)
 {
 	/* Fibonacci hashing, the product's TOP bits (its middle bits
-	 * repeat for pages in arithmetic progression: 8160 sets of 131072
+	 * repeat for keys in arithmetic progression: 8160 sets of 131072
 	 * used by 65536 pages 8 KiB apart) */
-	return &t->set[(page * 0x9e3779b97f4a7c15ull) >> t->shift];
+	return &t->set[(tag * 0x9e3779b97f4a7c15ull) >> t->shift];
 }
 
 static inline size_t table_bytes(uint64_t nsets)
@@ -50,17 +72,14 @@ static inline size_t table_bytes(uint64_t nsets)
 	return sizeof(struct lc_table) + nsets * sizeof(struct lc_set);
 }
 
-bool lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out)
+/* 1: hit (*out set), 0: not cached, -1: cached but dead or being written. */
+static int probe(struct lc_table *t, _Atomic uint64_t *gens, uint64_t tag, struct iovt_extent *out)
 {
-	struct lc_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
-	if (!t)
-		return false;
-	uint64_t page = iova >> 12;
-	struct lc_set *s = set_of(t, page);
+	struct lc_set *s = set_of(t, tag);
 	for (unsigned i = 0; i < 2; i++) {
 		struct lc_slot *sl = &s->w[i];
 		uint64_t s1 = atomic_load_explicit(&sl->seq, memory_order_acquire);
-		if (atomic_load_explicit(&sl->tag, memory_order_relaxed) != page + 1)
+		if (atomic_load_explicit(&sl->tag, memory_order_relaxed) != tag)
 			continue;
 		uint64_t stamp = atomic_load_explicit(&sl->stamp, memory_order_relaxed);
 		uint64_t pr = atomic_load_explicit(&sl->perm_region, memory_order_relaxed);
@@ -74,10 +93,31 @@ bool lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struc
 		 * not move (and was even) around them */
 		atomic_thread_fence(memory_order_acquire);
 		if ((s1 & 1) || atomic_load_explicit(&sl->seq, memory_order_relaxed) != s1)
-			return false;
-		return stamp == lc_stamp(gens, iova);
+			return -1;
+		return stamp == lc_stamp(gens, tag & ~0xfffull) ? 1 : -1;
 	}
+	return 0;
+}
+
+bool lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out)
+{
+	struct lc_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
+	if (!t)
+		return false;
+	int r = probe(t, gens, key_tag(key_base(iova, 0), 0), out);
+	if (r)
+		return r > 0;
+	unsigned lv = atomic_load_explicit(&t->levels, memory_order_relaxed);
+	for (unsigned l = 1; l < 3; l++)
+		if ((lv >> l & 1) && (r = probe(t, gens, key_tag(key_base(iova, l), l), out)))
+			return r > 0;
 	return false;
+}
+
+void lc_stamps(_Atomic uint64_t *gens, uint64_t iova, uint64_t stamps[LC_LEVELS])
+{
+	for (unsigned l = 0; l < LC_LEVELS; l++)
+		stamps[l] = lc_stamp(gens, key_base(iova, l));
 }
 
 static void table_free_cb(struct rcu_head *h)
@@ -127,29 +167,36 @@ static struct lc_table *table_for(struct lookup_cache *c, uint64_t extents, uint
 }
 
 void lc_put(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova,
-	    const struct iovt_extent *e, uint64_t stamp, uint64_t extents, uint64_t max_slots)
+	    const struct iovt_extent *e, const uint64_t stamps[LC_LEVELS], uint64_t extents,
+	    uint64_t max_slots)
 {
 	struct lc_table *t = table_for(c, extents, max_slots);
 	if (!t)
 		return;
-	uint64_t page = iova >> 12;
-	struct lc_set *s = set_of(t, page);
-	/* The victim: a slot of this page, else a free or dead one, else the
-	 * way a bit of the page picks (two hot pages of one set alternate). */
+	unsigned l = 2;
+	while (l && (key_base(iova, l) < e->iova ||
+		     key_base(iova, l) + (1ull << lvl_shift[l]) - 1 > e->iova + (e->size - 1)))
+		l--;
+	uint64_t tag = key_tag(key_base(iova, l), l);
+	if (l && !(atomic_load_explicit(&t->levels, memory_order_relaxed) >> l & 1))
+		atomic_fetch_or_explicit(&t->levels, 1u << l, memory_order_relaxed);
+	struct lc_set *s = set_of(t, tag);
+	/* The victim: a slot of this key, else a free or dead one, else the
+	 * way a bit of the key picks (two hot keys of one set alternate). */
 	unsigned v = 2;
 	for (unsigned i = 0; i < 2 && v == 2; i++) {
-		uint64_t tag = atomic_load_explicit(&s->w[i].tag, memory_order_relaxed);
-		if (tag == page + 1 || !tag)
+		uint64_t old = atomic_load_explicit(&s->w[i].tag, memory_order_relaxed);
+		if (old == tag || !old)
 			v = i;
 	}
 	for (unsigned i = 0; i < 2 && v == 2; i++) {
-		uint64_t tag = atomic_load_explicit(&s->w[i].tag, memory_order_relaxed);
+		uint64_t old = atomic_load_explicit(&s->w[i].tag, memory_order_relaxed);
 		uint64_t st = atomic_load_explicit(&s->w[i].stamp, memory_order_relaxed);
-		if (st != lc_stamp(gens, (tag - 1) << 12))
+		if (st != lc_stamp(gens, old & ~0xfffull))
 			v = i;
 	}
 	if (v == 2)
-		v = (unsigned)(page >> 7) & 1;
+		v = (unsigned)(tag >> 19) & 1;
 	struct lc_slot *sl = &s->w[v];
 	uint64_t q = atomic_load_explicit(&sl->seq, memory_order_relaxed);
 	if ((q & 1) || !atomic_compare_exchange_strong_explicit(&sl->seq, &q, q + 1,
@@ -158,8 +205,8 @@ void lc_put(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova,
 		return; /* another filler has it: skip, the next miss fills */
 	/* seqlock write: the odd sequence is visible before any field */
 	atomic_thread_fence(memory_order_release);
-	atomic_store_explicit(&sl->tag, page + 1, memory_order_relaxed);
-	atomic_store_explicit(&sl->stamp, stamp, memory_order_relaxed);
+	atomic_store_explicit(&sl->tag, tag, memory_order_relaxed);
+	atomic_store_explicit(&sl->stamp, stamps[l], memory_order_relaxed);
 	atomic_store_explicit(&sl->iova, e->iova, memory_order_relaxed);
 	atomic_store_explicit(&sl->size, e->size, memory_order_relaxed);
 	atomic_store_explicit(&sl->gpa, e->gpa, memory_order_relaxed);

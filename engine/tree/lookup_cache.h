@@ -7,9 +7,10 @@
  * it caches opaque record pointers that the tree hands it.
  *
  * Layout: `nsets` sets of two 64-byte slots, a set chosen by a hash of the
- * 4 KiB page (the product's top bits). A slot is one cache line: the page
- * (its tag), a copy of the extent found for it, and the generation of the
- * page's bucket when the filler began; a per-slot sequence (a seqlock)
+ * key (the product's top bits): the 4 KiB page, or the 2 MiB / 1 GiB block
+ * of iova when the extent covers it whole. A slot is one cache line: the
+ * key (its tag), a copy of the extent found for it, and the generation of
+ * the key's bucket when the filler began; a per-slot sequence (a seqlock)
  * makes them one value for a reader. A hit reads that line and the
  * bucket's generation, nothing of the tree. The table is allocated by the
  * first fill, sized from the tree's extent count (two slots an extent, at
@@ -54,6 +55,7 @@
 #define LC_BUCKETS 256        /* generations per tree: 2 KiB, allocated with the third level */
 #define LC_GRAN_SHIFT 16      /* a bucket: 64 KiB granules modulo LC_BUCKETS */
 #define LC_MIN_SETS 64u       /* the smallest table: 8 KiB */
+#define LC_LEVELS 3           /* keys: the 4 KiB page, the 2 MiB or 1 GiB block */
 
 struct lc_table;
 
@@ -73,23 +75,28 @@ static inline _Atomic uint64_t *lc_gens(struct lookup_cache *c)
 	return atomic_load_explicit(&c->gens, memory_order_acquire);
 }
 
-/* The stamp a filler reads before it descends. Read side. */
-static inline uint64_t lc_stamp(_Atomic uint64_t *gens, uint64_t iova)
+/* The generation of addr's bucket. Read side. */
+static inline uint64_t lc_stamp(_Atomic uint64_t *gens, uint64_t addr)
 {
-	return atomic_load_explicit(&gens[(iova >> LC_GRAN_SHIFT) % LC_BUCKETS],
+	return atomic_load_explicit(&gens[(addr >> LC_GRAN_SHIFT) % LC_BUCKETS],
 				    memory_order_acquire);
 }
+
+/* The stamps a filler reads before it descends: one per key level it may
+ * cache the answer under (lookup_cache.c, "Keys"). Read side. */
+void lc_stamps(_Atomic uint64_t *gens, uint64_t iova, uint64_t stamps[LC_LEVELS]);
 
 /* true and *out (the whole extent) when iova's page is cached and its
  * stamp is live. Read side; gens from lc_gens. *out may be written on a miss. */
 bool lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out);
 
-/* Caches extent e (found for iova) for iova's page, with the stamp read
- * before the descent. `extents`: the tree's size now (sizes the table);
+/* Caches extent e (found for iova) under the largest block of iova it
+ * covers, with the stamps read before the descent. `extents`: the tree's size now (sizes the table);
  * `max_slots`: the capacity (64 bytes a slot). Best effort: a slot being
  * written by another filler, or no memory, caches nothing. */
 void lc_put(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova,
-	    const struct iovt_extent *e, uint64_t stamp, uint64_t extents, uint64_t max_slots);
+	    const struct iovt_extent *e, const uint64_t stamps[LC_LEVELS], uint64_t extents,
+	    uint64_t max_slots);
 
 /* Writer: an extent covering [first, last] was unlinked (after the unlink). */
 void lc_bump(struct lookup_cache *c, uint64_t first, uint64_t last);

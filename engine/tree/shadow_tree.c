@@ -415,12 +415,13 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 		return shadow_tree_lookup(t, iova, out);
 	if (lc_get(&t->lc, gens, iova, out))
 		return true;
-	uint64_t stamp = lc_stamp(gens, iova); /* before the descent */
+	uint64_t stamps[LC_LEVELS];
+	lc_stamps(gens, iova, stamps); /* before the descent */
 	const struct rec *r = find_rec(t, iova);
 	if (!r)
 		return false; /* holes are not cached */
 	rec_copy(r, out);
-	lc_put(&t->lc, gens, iova, out, stamp, __atomic_load_n(&t->count, __ATOMIC_RELAXED),
+	lc_put(&t->lc, gens, iova, out, stamps, __atomic_load_n(&t->count, __ATOMIC_RELAXED),
 	       max_slots);
 	return true;
 }

@@ -558,6 +558,73 @@ static void test_retire_batch(void)
 	shadow_tree_retire(t); /* with extents and an empty batch */
 }
 
+/* translate (the lookup cache) answers as the descent: the first call
+ * fills, the second hits; after a removal, never the removed extent; a
+ * re-insert with other content is seen; the cache exists only once the
+ * tree has three levels; small capacity: evictions still answer right. */
+static void xlate_same(struct shadow_tree *t, uint64_t a, uint64_t max_slots)
+{
+	struct iovt_extent o, w;
+	bool hw = shadow_tree_lookup(t, a, &w);
+	for (int k = 0; k < 2; k++) {
+		memset(&o, 0xee, sizeof(o));
+		iovt_rcu_read_lock();
+		bool h = shadow_tree_translate(t, a, &o, max_slots);
+		iovt_rcu_read_unlock();
+		CHECK_EQ(h, hw);
+		if (h)
+			CHECK(memcmp(&o, &w, sizeof(o)) == 0);
+	}
+}
+
+static void test_translate_cache(void)
+{
+	for (uint64_t cap = 64; cap <= 1u << 16; cap <<= 10) {
+		struct shadow_tree *t = shadow_tree_create(48);
+		CHECK_EQ(ins(t, 0, K4), 0);
+		xlate_same(t, 0, cap);
+		CHECK_EQ(shadow_tree_cache_bytes(t), 0); /* one leaf: no cache */
+		/* 600 small extents, then 2 MiB and 1 GiB ones (block keys) */
+		for (uint64_t i = 1; i <= 600; i++)
+			CHECK_EQ(ins(t, i * 2 * K4, K4), 0);
+		for (uint64_t i = 0; i < 8; i++) {
+			CHECK_EQ(ins(t, G1 + i * 4 * M2, 2 * M2), 0);
+			CHECK_EQ(ins(t, 4 * G1 + i * 2 * G1, G1 + M2), 0);
+		}
+		CHECK(shadow_tree_height(t) >= 3);
+		for (int round = 0; round < 2; round++) {
+			for (uint64_t i = 0; i <= 601; i++)
+				xlate_same(t, i * 2 * K4 + (i % 7) * 512, cap);
+			for (uint64_t i = 0; i < 8; i++)
+				for (uint64_t a = 0; a < 2 * M2; a += 37 * K4) {
+					xlate_same(t, G1 + i * 4 * M2 + a, cap);
+					xlate_same(t, 4 * G1 + i * 2 * G1 + a * 311, cap);
+				}
+		}
+		CHECK(shadow_tree_cache_bytes(t) > 0);
+		/* removals: each removed extent misses at once, its neighbours
+		 * still answer; re-inserted with other content: the new one */
+		for (uint64_t i = 1; i <= 600; i += 3) {
+			CHECK_EQ(shadow_tree_remove_range(t, i * 2 * K4, i * 2 * K4, NULL, NULL), 1);
+			xlate_same(t, i * 2 * K4, cap);
+			xlate_same(t, (i + 1) * 2 * K4, cap);
+		}
+		for (uint64_t i = 0; i < 8; i++) {
+			uint64_t b = 4 * G1 + i * 2 * G1;
+			CHECK_EQ(shadow_tree_remove_range(t, b + G1, b + G1, NULL, NULL), 1);
+			xlate_same(t, b + 5 * M2, cap); /* inside the removed 1 GiB block */
+			struct iovt_extent e = ext(b, G1);
+			e.gpa ^= 0x40000000ull; /* other content, same range */
+			CHECK_EQ(shadow_tree_insert(t, &e), 0);
+			xlate_same(t, b + 5 * M2, cap);
+			CHECK_EQ(shadow_tree_remove_range(t, G1 + i * 4 * M2, G1 + i * 4 * M2, NULL, NULL), 1);
+			xlate_same(t, G1 + i * 4 * M2 + M2 + 5 * K4, cap);
+		}
+		CHECK_EQ(shadow_tree_verify(t), 0);
+		shadow_tree_destroy(t);
+	}
+}
+
 int main(void)
 {
 	NB = iovt_alloc_usable(48);
@@ -571,6 +638,7 @@ int main(void)
 	test_shapes();
 	test_crossing();
 	test_retire_batch();
+	test_translate_cache();
 	urcu_memb_unregister_thread();
 	printf("tree: all passed\n");
 	return 0;
