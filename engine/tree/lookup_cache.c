@@ -99,19 +99,19 @@ static int probe(struct lc_table *t, _Atomic uint64_t *gens, uint64_t tag, struc
 	return 0;
 }
 
-bool lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out)
+int lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out)
 {
 	struct lc_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
 	if (!t)
-		return false;
+		return 0;
 	int r = probe(t, gens, key_tag(key_base(iova, 0), 0), out);
 	if (r)
-		return r > 0;
+		return r;
 	unsigned lv = atomic_load_explicit(&t->levels, memory_order_relaxed);
 	for (unsigned l = 1; l < 3; l++)
 		if ((lv >> l & 1) && (r = probe(t, gens, key_tag(key_base(iova, l), l), out)))
-			return r > 0;
-	return false;
+			return r;
+	return 0;
 }
 
 void lc_stamps(_Atomic uint64_t *gens, uint64_t iova, uint64_t stamps[LC_LEVELS])

@@ -86,9 +86,11 @@ static inline uint64_t lc_stamp(_Atomic uint64_t *gens, uint64_t addr)
  * cache the answer under (lookup_cache.c, "Keys"). Read side. */
 void lc_stamps(_Atomic uint64_t *gens, uint64_t iova, uint64_t stamps[LC_LEVELS]);
 
-/* true and *out (the whole extent) when iova's page is cached and its
- * stamp is live. Read side; gens from lc_gens. *out may be written on a miss. */
-bool lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out);
+/* 1 and *out (the whole extent) when iova is cached and its stamp is
+ * live; 0 when it is not cached; -1 when it was, but a removal killed the
+ * stamp since (or a filler is rewriting the slot). Read side; gens from
+ * lc_gens. *out may be written on a miss. */
+int lc_get(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova, struct iovt_extent *out);
 
 /* Caches extent e (found for iova) under the largest block of iova it
  * covers, with the stamps read before the descent. `extents`: the tree's size now (sizes the table);

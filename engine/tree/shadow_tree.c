@@ -401,6 +401,25 @@ bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_
 	return r != NULL;
 }
 
+/*
+ * When the cache misses more than it hits, it costs more than the descent
+ * it saves: a writer churning the tree kills stamps faster than readers
+ * come back (each probe then finds its slot dead and its line cold, and the
+ * fill dirties another: 3.6 vs 7.6 M lookups/s at 64K extents with a 1M
+ * ops/s writer), or the working set exceeds the capacity. Each thread
+ * counts its hits over windows of LC_WINDOW probes; a window with fewer
+ * than half hits makes it descend directly for the next LC_BYPASS lookups
+ * (a probe window in eight while it lasts, which also keeps filling).
+ * Per thread, for the last tree it read.
+ */
+#define LC_WINDOW 32u
+#define LC_BYPASS (7u * LC_WINDOW)
+
+static __thread struct {
+	const struct shadow_tree *t;
+	unsigned probes, hits, skip;
+} tl_lc;
+
 bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_extent *out,
 			   uint64_t max_slots)
 {
@@ -413,7 +432,22 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 	_Atomic uint64_t *gens = lc_gens(&t->lc);
 	if (!root || root->level < 2 || !gens)
 		return shadow_tree_lookup(t, iova, out);
-	if (lc_get(&t->lc, gens, iova, out))
+	if (__builtin_expect(tl_lc.t != t, 0)) {
+		tl_lc.t = t;
+		tl_lc.probes = tl_lc.hits = tl_lc.skip = 0;
+	}
+	if (tl_lc.skip) {
+		tl_lc.skip--;
+		return shadow_tree_lookup(t, iova, out);
+	}
+	int got = lc_get(&t->lc, gens, iova, out);
+	tl_lc.hits += got > 0;
+	if (++tl_lc.probes == LC_WINDOW) {
+		if (tl_lc.hits < LC_WINDOW / 2)
+			tl_lc.skip = LC_BYPASS;
+		tl_lc.probes = tl_lc.hits = 0;
+	}
+	if (got > 0)
 		return true;
 	uint64_t stamps[LC_LEVELS];
 	lc_stamps(gens, iova, stamps); /* before the descent */
