@@ -420,6 +420,8 @@ static __thread struct {
 	unsigned probes, hits, skip;
 } tl_lc;
 
+bool shadow_tree_test_no_bypass;
+
 bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_extent *out,
 			   uint64_t max_slots)
 {
@@ -436,7 +438,7 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 		tl_lc.t = t;
 		tl_lc.probes = tl_lc.hits = tl_lc.skip = 0;
 	}
-	if (tl_lc.skip) {
+	if (tl_lc.skip && !shadow_tree_test_no_bypass) {
 		tl_lc.skip--;
 		return shadow_tree_lookup(t, iova, out);
 	}

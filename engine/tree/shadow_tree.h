@@ -117,6 +117,10 @@ bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_
 bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_extent *out,
 			   uint64_t max_slots);
 
+/* Tests only: when set, translate never bypasses the cache (a window of
+ * misses would otherwise send a test's checks to the plain descent). */
+extern bool shadow_tree_test_no_bypass;
+
 /* Bytes of the lookup cache's table (0 until the first translate). Racy. */
 uint64_t shadow_tree_cache_bytes(struct shadow_tree *t);
 
