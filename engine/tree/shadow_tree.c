@@ -415,7 +415,10 @@ bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_
 #define LC_WINDOW 32u
 #define LC_BYPASS (7u * LC_WINDOW)
 
-static __thread struct {
+/* initial-exec: in libiovt.so a plain __thread would be a __tls_get_addr
+ * call per translate (the library already needs static TLS: its private
+ * jemalloc's). */
+static __thread __attribute__((tls_model("initial-exec"))) struct {
 	const struct shadow_tree *t;
 	unsigned probes, hits, skip;
 } tl_lc;
