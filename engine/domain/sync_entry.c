@@ -291,7 +291,13 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 	pthread_mutex_unlock(&d->pending_lock);
 	if (dead)
 		goto out;
-	iotlb_drop(d, todo);
+	/* With a MAP notifier, iovt_translate answers from the shadow tree and
+	 * never reads the IOTLB: no sweep (it bumped a shared generation with a
+	 * locked add on every fence). Detaching the MAP notifier flushes the
+	 * IOTLB (retire_map_notifier), so translations cached before the attach,
+	 * or by fills that walked before it, are never returned afterwards. */
+	if (!d->map_notifier)
+		iotlb_drop(d, todo);
 
 	uint64_t top = domain_top(d);
 	uint64_t budget = IOVT_RETRY_BUDGET_PAGES;
