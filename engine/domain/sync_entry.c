@@ -38,19 +38,23 @@ void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
 	};
 }
 
-void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st)
+void domain_fold_stats(struct iovt_domain *d, struct sync_stats *st)
 {
 	DSTAT_ADD_OWNED(d, ranges, st->windows);
 	DSTAT_ADD_OWNED(d, ptes, st->ptes);
+	st->windows = st->ptes = 0;
 	if (st->map_calls | st->unmap_calls) {
 		DSTAT_ADD_OWNED(d, map_calls, st->map_calls);
 		DSTAT_ADD_OWNED(d, unmap_calls, st->unmap_calls);
 		DSTAT_ADD_OWNED(d, pages_mapped, st->pages_mapped);
 		DSTAT_ADD_OWNED(d, pages_unmapped, st->pages_unmapped);
+		st->map_calls = st->unmap_calls = st->pages_mapped = st->pages_unmapped = 0;
 	}
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
-		if (st->errors[k])
+		if (st->errors[k]) {
 			STAT_ADD(d, errors[k], st->errors[k]);
+			st->errors[k] = 0;
+		}
 }
 
 static void add_batch(struct range_set *s, const struct pend_batch *b)
@@ -330,12 +334,11 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 			break;
 		if (d->map_notifier) {
 			struct sync_target t;
-			struct sync_stats st = { 0 };
 			struct range all = { 0, top };
 			domain_sync_target(d, &t);
-			int src = todo->all ? sync_ranges(&t, &all, 1, s, &st, &d->retry)
-					    : sync_ranges(&t, todo->r, todo->n, s, &st, &d->retry);
-			domain_fold_stats(d, &st);
+			int src = todo->all ? sync_ranges(&t, &all, 1, s, &s->st, &d->retry)
+					    : sync_ranges(&t, todo->r, todo->n, s, &s->st, &d->retry);
+			domain_fold_stats(d, &s->st);
 			if (src && !rc)
 				rc = src;
 		}
