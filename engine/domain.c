@@ -195,6 +195,7 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	atomic_store_explicit(&d->dead, true, memory_order_release);
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_clear(&d->pending);
+	atomic_store_explicit(&d->pending_any, false, memory_order_relaxed);
 	pthread_mutex_unlock(&d->pending_lock);
 	domain_fold_into_engine(d);
 	pthread_mutex_unlock(&d->sync_lock);

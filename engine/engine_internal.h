@@ -26,7 +26,8 @@
  *    pages_*, retry_*, iotlb_invalidated, ram_purged): its sync_lock holder,
  *    with a plain load + store (DSTAT_ADD_OWNED);
  *  - a domain's intake counters (invalidations, psi, dsi, ih): the
- *    pending_lock holder, load + store (domain_pend);
+ *    pending_lock holder, load + store (domain_pend); those a fence carried
+ *    into its sync (carried_*): the sync_lock holder;
  *  - both only in the domain: the engine's figure is its own counters plus
  *    every live domain's plus every queue's (iovt_stats_get); a destroyed
  *    domain's are folded into the engine's under both locks (stats_folded);
@@ -42,6 +43,10 @@ struct stat_counters {
 	_Atomic uint64_t ih, stale_domain, retry_ranges, retry_deferred, ram_purged;
 	_Atomic uint64_t iotlb_invalidated; /* misses, evictions, hits: counted by the IOTLB itself */
 	_Atomic uint64_t translate_noent, translate_eacces, translate_fault;
+	/* Invalidations a fence carried straight into its sync (the inline
+	 * drainer's PSI + wait): counted by the sync_lock holder, not under
+	 * pending_lock, and added to invalidations/psi/dsi/ih when read. */
+	_Atomic uint64_t carried_invalidations, carried_psi, carried_dsi, carried_ih;
 	_Atomic uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 
@@ -94,6 +99,11 @@ struct iovt_domain {
 	_Atomic uint32_t control_waiting; /* control calls waiting for sync_lock (domain_lock_control) */
 	pthread_mutex_t pending_lock;   /* drainers adding vs the sync taking */
 	struct range_set pending;
+	/* pending is not empty (written under pending_lock): a sync that reads
+	 * false skips pending_lock. Ranges added after that look belong to a
+	 * drainer whose own fence syncs the domain after this one (it needs
+	 * sync_lock), or to iovt_fence's dirty list. */
+	_Atomic bool pending_any;
 	struct range_set retry;         /* spans whose sink calls failed (sync_lock) */
 	struct range_set capped;        /* spans not mapped for the extent cap (sync_lock) */
 	uint64_t retry_cursor, capped_cursor; /* where the next retry starts (sync_lock) */
@@ -233,7 +243,9 @@ void thread_queues_release(void);               /* iovt_thread_unregister */
 	X(unmap_calls, unmap_calls) X(raw_unmap_calls, raw_unmap_calls)                 \
 	X(pages_mapped, pages_mapped) X(pages_unmapped, pages_unmapped)                 \
 	X(retry_ranges, retry_ranges) X(retry_deferred, retry_deferred)                 \
-	X(iotlb_invalidated, iotlb_invalidated) X(ram_purged, ram_purged)
+	X(iotlb_invalidated, iotlb_invalidated) X(ram_purged, ram_purged)                \
+	X(carried_invalidations, invalidations) X(carried_psi, psi)                     \
+	X(carried_dsi, dsi) X(carried_ih, ih)
 
 /* A counter only one thread writes at a time (the lock that owns it is held):
  * no locked instruction. Readers load it relaxed. */

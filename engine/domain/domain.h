@@ -69,9 +69,11 @@ struct pend_batch {
 /* Adds b's ranges to the pending set and counts them under pending_lock,
  * which owns the intake counters; queues d for iovt_fence. */
 void domain_pend(struct iovt_domain *d, const struct pend_batch *b);
-/* domain_sync_locked, adding b's ranges (and counting them) under the one
- * pending_lock hold that takes the pending set, instead of through it (a
- * fence's own invalidations: the inline drainer's fast path). b may be NULL. */
+/* domain_sync_locked, adding b's ranges to what it takes from the pending
+ * set instead of going through it (a fence's own invalidations: the inline
+ * drainer's fast path). b is counted by the sync_lock holder (carried_*);
+ * pending_lock is taken only when other drainers left ranges (pending_any).
+ * b may be NULL. */
 int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 			     bool *retry_left, const struct pend_batch *b);
 /* Destroy: moves d's counters into the engine's (sync_lock held, d dead). */

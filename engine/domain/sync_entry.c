@@ -90,10 +90,34 @@ static void count_batch_locked(struct iovt_domain *d, const struct pend_batch *c
 	}
 }
 
+/* The intake counters of a batch a fence carried into its sync: owned by the
+ * sync_lock holder (carried_*). A dead domain's counters are the engine's. */
+static void count_carried(struct iovt_domain *d, const struct pend_batch *c, bool dead)
+{
+	if (!(c->psi | c->dsi))
+		return;
+	if (!dead) {
+		DSTAT_ADD_OWNED(d, carried_invalidations, c->psi + c->dsi);
+		if (c->psi)
+			DSTAT_ADD_OWNED(d, carried_psi, c->psi);
+		if (c->dsi)
+			DSTAT_ADD_OWNED(d, carried_dsi, c->dsi);
+		if (c->ih)
+			DSTAT_ADD_OWNED(d, carried_ih, c->ih);
+	} else {
+		struct iovt_engine *e = d->engine;
+		ENGINE_STAT_ADD(e, invalidations, c->psi + c->dsi);
+		ENGINE_STAT_ADD(e, psi, c->psi);
+		ENGINE_STAT_ADD(e, dsi, c->dsi);
+		ENGINE_STAT_ADD(e, ih, c->ih);
+	}
+}
+
 void domain_pend(struct iovt_domain *d, const struct pend_batch *b)
 {
 	pthread_mutex_lock(&d->pending_lock);
 	add_batch(&d->pending, b);
+	atomic_store_explicit(&d->pending_any, true, memory_order_relaxed);
 	count_batch_locked(d, b);
 	pthread_mutex_unlock(&d->pending_lock);
 	domain_mark_dirty(d);
@@ -283,18 +307,26 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 {
 	int rc = 0;
 
-	pthread_mutex_lock(&d->pending_lock);
-	if (b)
-		count_batch_locked(d, b); /* accepted, dead domain or not */
+	/* `dead` is set under sync_lock, with the counters folded (destroy). */
 	bool dead = atomic_load_explicit(&d->dead, memory_order_relaxed);
-	if (!dead) {
-		range_set_take(todo, &d->pending);
-		if (b)
-			add_batch(todo, b);
-	}
-	pthread_mutex_unlock(&d->pending_lock);
+	if (b)
+		count_carried(d, b, dead); /* accepted, dead domain or not */
 	if (dead)
 		goto out;
+	/* What other drainers left pending. A relaxed look is enough: ranges
+	 * added after it are their drainer's, whose own fence syncs the domain
+	 * after this sync lets go of sync_lock (struct iovt_domain). Most
+	 * fences find nothing and skip the lock. */
+	if (atomic_load_explicit(&d->pending_any, memory_order_relaxed)) {
+		pthread_mutex_lock(&d->pending_lock);
+		range_set_take(todo, &d->pending);
+		atomic_store_explicit(&d->pending_any, false, memory_order_relaxed);
+		pthread_mutex_unlock(&d->pending_lock);
+	} else {
+		range_set_clear(todo);
+	}
+	if (b)
+		add_batch(todo, b);
 	/* With a MAP notifier, iovt_translate answers from the shadow tree and
 	 * never reads the IOTLB: no sweep (it bumped a shared generation with a
 	 * locked add on every fence). Detaching the MAP notifier flushes the
@@ -364,6 +396,7 @@ int domain_sync_all_locked(struct iovt_domain *d, struct sync_scratch *s, struct
 {
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_add_all(&d->pending);
+	atomic_store_explicit(&d->pending_any, true, memory_order_relaxed);
 	pthread_mutex_unlock(&d->pending_lock);
 	return domain_sync_locked(d, s, todo, NULL);
 }
