@@ -219,6 +219,10 @@ bool queue_try_drain_begin(struct iovt_queue *q);   /* fails while a control pat
 void queue_drain_begin_wait(struct iovt_queue *q);  /* iovt_fence, queue destroy: first in line */
 void queue_drain_end(struct iovt_queue *q);
 unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag held */
+/* Drains everything, then applies fence `ticket` as if it had been posted
+ * last (the poster's inline fence: no fence item through the ring). The
+ * poster holds the drain flag: nothing else enters its ring meanwhile. */
+void queue_drain_fence(struct iovt_queue *q, uint64_t ticket);
 void queue_kick(struct iovt_queue *q);                          /* wake its worker */
 void engine_destroy_queues(struct iovt_engine *e);
 int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */

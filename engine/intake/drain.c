@@ -250,7 +250,33 @@ static void post_global(struct iovt_queue *q)
 	q->drain.touched_all = true;
 }
 
-unsigned queue_drain(struct iovt_queue *q, unsigned budget)
+/*
+ * The fence item's work in the middle of a burst (read-side section held, g
+ * the gathering just before it): the last domain's gathered ranges ride
+ * along with the fence when a reference can be had (else the domain is
+ * going away: the usual way). Returns inside a new section.
+ */
+static void fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticket, bool inline_fence)
+{
+	struct gather *carry = NULL;
+	if (g->d && domain_tryget(g->d))
+		carry = g;
+	else
+		gather_flush(g);
+	iovt_rcu_read_unlock();
+	apply_fence(q, ticket, inline_fence, carry);
+	if (carry)
+		gather_reset(g);
+	iovt_rcu_read_lock();
+}
+
+/*
+ * Pops up to `budget` items in bursts, one read-side section per burst
+ * (domain pointers in `g`), left for each fence: syncs run outside (see
+ * domain_sync_lock). `final` (nonzero): a fence after the last item, never
+ * posted (queue_drain_fence).
+ */
+static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final)
 {
 	struct intake_item buf[BURST];
 	struct gather g; /* r[] is written before it is read: only the head is set */
@@ -258,14 +284,18 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 	unsigned total = 0;
 	bool inline_fence = q->drain.draining_inline;
 
+	iovt_rcu_read_lock();
 	while (total < budget) {
 		unsigned want = budget - total < BURST ? budget - total : BURST;
 		unsigned n = q->ring->ops->pop(q->ring, buf, want);
 		if (!n)
 			break;
-		/* A read-side section per burst (domain pointers in `g`), left
-		 * for each fence: syncs run outside (see domain_sync_lock). */
-		iovt_rcu_read_lock();
+		if (total) {
+			/* A new burst, a new section (g's domain goes with the old one). */
+			gather_flush(&g);
+			iovt_rcu_read_unlock();
+			iovt_rcu_read_lock();
+		}
 		for (unsigned i = 0; i < n; i++) {
 			const struct intake_item *it = &buf[i];
 			switch (it->kind) {
@@ -279,32 +309,29 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 				gather_flush(&g);
 				post_global(q);
 				break;
-			case ITEM_FENCE: {
-				/* The last domain's gathered ranges ride along with
-				 * the fence when a reference can be had (else the
-				 * domain is going away: the usual way). */
-				struct gather *carry = NULL;
-				if (g.d && domain_tryget(g.d))
-					carry = &g;
-				else
-					gather_flush(&g);
-				iovt_rcu_read_unlock();
-				apply_fence(q, it->arg, inline_fence, carry);
-				if (carry)
-					gather_reset(&g);
-				iovt_rcu_read_lock();
+			case ITEM_FENCE:
+				fence_in_burst(q, &g, it->arg, inline_fence);
 				break;
 			}
-			}
 		}
-		gather_flush(&g);
-		iovt_rcu_read_unlock();
 		total += n;
+		if (final && n < want)
+			break; /* the poster's own ring: a short burst emptied it */
 	}
+	if (final) {
+		fence_in_burst(q, &g, final, inline_fence);
+		total++; /* counted as the item it would have been */
+	}
+	gather_flush(&g);
+	iovt_rcu_read_unlock();
 	if (total)
 		OWNED_ADD(&q->drain.ctr.queue_items, total);
 	return total;
 }
+
+unsigned queue_drain(struct iovt_queue *q, unsigned budget) { return drain(q, budget, 0); }
+
+void queue_drain_fence(struct iovt_queue *q, uint64_t ticket) { (void)drain(q, UINT_MAX, ticket); }
 
 /*
  * iovt_fence: drains every queue, then syncs every dirty domain (those the
