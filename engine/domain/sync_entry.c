@@ -50,7 +50,10 @@ void domain_fold_stats(struct iovt_domain *d, struct sync_stats *st)
 		DSTAT_ADD_OWNED(d, pages_unmapped, st->pages_unmapped);
 		st->map_calls = st->unmap_calls = st->pages_mapped = st->pages_unmapped = 0;
 	}
+	uint64_t any = 0;
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
+		any |= st->errors[k]; /* one vector OR, not 13 branches */
+	for (int k = 0; any && k < IOVT_ERR_KIND_COUNT; k++)
 		if (st->errors[k]) {
 			STAT_ADD(d, errors[k], st->errors[k]);
 			st->errors[k] = 0;
@@ -339,7 +342,7 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 	uint64_t budget = IOVT_RETRY_BUDGET_PAGES;
 	/* UNMAP-only notifiers get what the guest invalidated, nothing more:
 	 * spans retried for the MAP sink are no news to them. */
-	if (!range_set_empty(todo))
+	if (!range_set_empty(todo) && !cds_list_empty(&d->notifiers))
 		rc = notify_raw(d, todo);
 	if (todo->all) {
 		range_set_clear(&d->retry); /* a whole-domain sync covers them */
@@ -348,14 +351,18 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 		/* What the guest invalidated again is synced now: drop it from the
 		 * failure sets (the sync puts back what still fails) — else a
 		 * span the guest unmapped since could stay "capped" forever. */
-		for (size_t i = 0; i < todo->n; i++) {
-			range_set_remove(&d->retry, todo->r[i].first, todo->r[i].last);
-			range_set_remove(&d->capped, todo->r[i].first, todo->r[i].last);
+		bool retry_any = !range_set_empty(&d->retry), capped_any = !range_set_empty(&d->capped);
+		for (size_t i = 0; (retry_any || capped_any) && i < todo->n; i++) {
+			if (retry_any)
+				range_set_remove(&d->retry, todo->r[i].first, todo->r[i].last);
+			if (capped_any)
+				range_set_remove(&d->capped, todo->r[i].first, todo->r[i].last);
 		}
 		/* Half the budget is kept for capped spans when they can go in. */
 		bool capped_next = !range_set_empty(&d->capped) && cap_has_room(d);
 		uint64_t rb = capped_next ? budget / 2 : budget;
-		budget -= take_budget(todo, &d->retry, &d->retry_cursor, rb, d);
+		if (!range_set_empty(&d->retry))
+			budget -= take_budget(todo, &d->retry, &d->retry_cursor, rb, d);
 	}
 	/* Two passes at most: the second only when this sync's UNMAPs made
 	 * room under the cap for spans it had kept out. */
