@@ -359,7 +359,10 @@ int engine_fence_all(struct iovt_engine *e)
 		 * applied by the flag's holder): drain that much, not whatever a
 		 * producer keeps posting meanwhile (control_lock is held). */
 		unsigned posted = q->ring->ops->count(q->ring);
-		queue_drain_begin_wait(q);
+		/* One CAS when the flag is free (no other control path raises
+		 * drain_wanted: they hold control_lock too), else first in line. */
+		if (!queue_try_drain_begin(q))
+			queue_drain_begin_wait(q);
 		queue_drain(q, posted);
 		queue_drain_end(q);
 	}
