@@ -51,8 +51,8 @@ void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence
 void domain_free(struct iovt_domain *d);        /* the memory: never published, or no reader left */
 void domain_unqueue(struct iovt_domain *d);     /* destroy: off the dirty queue (control lock) */
 void dirty_put_all(struct iovt_engine *e);      /* engine destroy: the queue's references */
-void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t);
-struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
+void dirty_take_all(struct iovt_engine *e, struct __cds_wfcq_head *h, struct cds_wfcq_tail *t);
+struct cds_wfcq_node *dirty_next(struct __cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
 
 /* Sync entry (sync_entry.c). */
 void domain_sync_target(struct iovt_domain *d, struct sync_target *t);

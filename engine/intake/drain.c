@@ -340,7 +340,7 @@ void queue_drain_fence(struct iovt_queue *q, uint64_t ticket) { (void)drain(q, U
  */
 int engine_fence_all(struct iovt_engine *e)
 {
-	struct cds_wfcq_head h;
+	struct __cds_wfcq_head h;
 	struct cds_wfcq_tail t;
 	struct cds_wfcq_node *node;
 	int first_err = 0;
@@ -353,12 +353,12 @@ int engine_fence_all(struct iovt_engine *e)
 	struct queue_table *qt = iovt_rcu_dereference(e->queues);
 	for (unsigned qi = 0; qt && qi < qt->n; qi++) {
 		struct iovt_queue *q = qt->q[qi];
-		if (!q->ring->ops->count(q->ring) && !atomic_load(&q->draining))
-			continue;
 		/* What was posted before this call is in the ring now (or being
 		 * applied by the flag's holder): drain that much, not whatever a
 		 * producer keeps posting meanwhile (control_lock is held). */
 		unsigned posted = q->ring->ops->count(q->ring);
+		if (!posted && !atomic_load(&q->draining))
+			continue;
 		/* One CAS when the flag is free (no other control path raises
 		 * drain_wanted: they hold control_lock too), else first in line. */
 		if (!queue_try_drain_begin(q))
@@ -376,7 +376,6 @@ int engine_fence_all(struct iovt_engine *e)
 		if (rc && !first_err)
 			first_err = rc;
 	}
-	cds_wfcq_destroy(&h, &t);
 	IOVT_PROBE1(fence_end, first_err);
 	pthread_mutex_unlock(&e->control_lock);
 	return first_err;
