@@ -73,6 +73,7 @@ static void touch(struct drain_state *ds, uint16_t did)
  * that follows them; counters are folded once per gathering.
  */
 struct gather {
+	struct drain_state *ds;
 	struct iovt_domain *d;
 	uint16_t did;
 	struct pend_batch b; /* b.r == r */
@@ -83,16 +84,31 @@ struct gather {
  * A fence item: sync what this queue touched, then publish its ticket.
  * Outside any read-side section. `carry` (may be NULL, holds a reference):
  * the domain whose invalidations came right before the fence, not yet in its
- * pending set — they go straight into its sync (one pending_lock hold and
- * no DID lookup instead of two and one: the vCPU's PSI + wait).
+ * pending set nor on the queue's list — they go straight into its sync,
+ * first (no pending_lock hold, no DID lookup, no list entry: the vCPU's
+ * PSI + wait).
  */
 static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence, struct gather *carry)
 {
 	struct iovt_engine *e = q->engine;
 	struct drain_state *ds = &q->drain;
 	int err = 0;
+	int carried = -1; /* the DID synced with the carry */
 
 	IOVT_PROBE1(queue_fence_begin, ticket);
+	if (carry && carry->d) {
+		struct iovt_domain *d = carry->d; /* its reference */
+		carry->d = NULL;
+		bool retry;
+		domain_lock_drainer(d);
+		err = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, &carry->b);
+		domain_sync_unlock(d);
+		carried = carry->did;
+		if (retry)
+			touch(ds, carry->did); /* spans failed: this queue's next fence retries */
+		else /* listed by an earlier gathering? Its ranges were pending: synced now */
+			ds->touched_bits[carry->did >> 6] &= ~(1ull << (carry->did & 63));
+	}
 	if (ds->touched_all) {
 		/* After a global invalidation (rare): every domain now in the
 		 * table joins the list, in a read-side section that waits for
@@ -109,19 +125,14 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 		size_t n = ds->touched.n;
 		for (size_t i = 0; i < n; i++) {
 			uint16_t did = ds->touched.v[i];
+			if (did == carried)
+				continue; /* synced above; listed still only if spans failed */
 			ds->touched_bits[did >> 6] &= ~(1ull << (did & 63));
-			struct iovt_domain *d;
-			const struct pend_batch *b = NULL;
-			if (carry && carry->d && carry->did == did) {
-				d = carry->d; /* its reference */
-				carry->d = NULL;
-				b = &carry->b;
-				domain_lock_drainer(d);
-			} else if (!(d = domain_sync_lock(e, did))) {
+			struct iovt_domain *d = domain_sync_lock(e, did);
+			if (!d)
 				continue;
-			}
 			bool retry;
-			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, b);
+			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, NULL);
 			domain_sync_unlock(d);
 			if (rc && !err)
 				err = rc;
@@ -136,15 +147,6 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 				ds->touched.v[kept++] = did;
 		}
 		ds->touched.n = kept;
-	}
-	if (carry && carry->d) { /* not on the list (no memory for it): the slow way */
-		struct iovt_domain *d = carry->d;
-		carry->d = NULL;
-		domain_pend(d, &carry->b);
-		int rc = domain_sync(d, &ds->scratch, &ds->todo, NULL);
-		domain_put(d);
-		if (rc && !err)
-			err = rc;
 	}
 	if (err) {
 		int none = 0;
@@ -168,11 +170,14 @@ static void gather_reset(struct gather *g)
 	g->b = (struct pend_batch){ .r = g->r };
 }
 
+/* Into the pending set: the domain joins the queue's list for its next
+ * fence. (Ranges a fence carries are synced by it: they never join.) */
 static void gather_flush(struct gather *g)
 {
 	struct iovt_domain *d = g->d;
 	if (!d)
 		return;
+	touch(g->ds, g->did);
 	domain_pend(d, &g->b);
 	gather_reset(g);
 }
@@ -206,7 +211,6 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 		}
 		g->d = d;
 		g->did = it->did;
-		touch(&q->drain, it->did);
 	}
 	if (it->kind == ITEM_DSI) {
 		g->b.all = true;
@@ -281,6 +285,7 @@ static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final)
 	struct intake_item buf[BURST];
 	struct gather g; /* r[] is written before it is read: only the head is set */
 	gather_reset(&g);
+	g.ds = &q->drain;
 	unsigned total = 0;
 	bool inline_fence = q->drain.draining_inline;
 
