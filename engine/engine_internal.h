@@ -147,7 +147,7 @@ struct iovt_queue {
 	alignas(64) _Atomic int draining;      /* the drain flag: one drainer at a time */
 	_Atomic uint32_t drain_wanted;         /* a control path waits for the flag (queue_drain_begin_wait) */
 	_Atomic uint64_t fences_done;          /* tickets 1..fences_done have completed */
-	_Atomic uint32_t done_word;            /* futex word: bumps with fences_done */
+	_Atomic uint32_t done_word;            /* futex word: bumps with fences_done (not with those the producer drained itself) */
 	_Atomic uint32_t waiters;              /* threads asleep on done_word */
 	_Atomic int err;                       /* a fence error no fence call returned yet */
 

@@ -158,9 +158,14 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 	else
 		OWNED_ADD(&ds->ctr.fences_drained, 1);
 	atomic_store_explicit(&q->fences_done, ticket, memory_order_release);
-	atomic_fetch_add_explicit(&q->done_word, 1, memory_order_seq_cst);
-	if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
-		futex_wake_all(&q->done_word);
+	/* Only the producer waits on a queue's tickets (iovt.h): when it is
+	 * the drainer, no one sleeps on done_word, and the locked add that
+	 * orders the wake-up against a sleeper is not needed. */
+	if (!inline_fence) {
+		atomic_fetch_add_explicit(&q->done_word, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
+			futex_wake_all(&q->done_word);
+	}
 	IOVT_PROBE1(queue_fence_end, err);
 }
 
