@@ -5,10 +5,11 @@
 // (bench/gbench/fence_support.h); sides engine_queue (iovt_queue_psi +
 // iovt_queue_fence, drained inline), engine_legacy (iovt_invalidate_psi +
 // iovt_fence) and baseline (the QEMU-style baseline) run the same guest.
-// Counters: p50_ns / p99_ns / tmean_ns (mean of p10..p90) of single
-// iterations (rdtsc, calibrated against CLOCK_MONOTONIC), calls_per_step (sink calls). first_post/engine_legacy
-// runs each step on a new thread (its creation and exit are not in p50, but
-// are in the mean): p50 is a thread's first PSI + wait, implicit queue included. Compare sides in one run:
+// Counters: p50_ns / p99_ns / tmean_ns (the mean of p10..p90) of single
+// iterations (rdtsc, calibrated against CLOCK_MONOTONIC), calls_per_step
+// (sink calls). first_post/engine_legacy runs each step on a new thread (its
+// creation and exit are not in p50, but are in the mean): p50 is a thread's
+// first PSI + wait, implicit queue included. Compare sides in one run:
 //   iovt-gbench --benchmark_filter='^fence/' --benchmark_repetitions=5
 #include <benchmark/benchmark.h>
 
