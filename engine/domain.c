@@ -155,6 +155,12 @@ static int retire_map_notifier(struct iovt_domain *d)
 	rc = sync_unmap_everything(&t, &st);
 	domain_fold_stats(d, &st);
 	retire_tree(d);
+	/* While the MAP notifier was attached, syncs left the IOTLB alone
+	 * (domain_sync_locked_carry): what it cached before the attach, or
+	 * what a fill that walked before it cached after, may be stale. From
+	 * here translate reads the IOTLB again: start it empty (a fill in
+	 * flight carries a stamp older than this flush: never visible). */
+	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
 	free_notifier(d->map_notifier);
 	d->map_notifier = NULL;
 	range_set_clear(&d->retry);
@@ -189,6 +195,7 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	atomic_store_explicit(&d->dead, true, memory_order_release);
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_clear(&d->pending);
+	atomic_store_explicit(&d->pending_any, false, memory_order_relaxed);
 	pthread_mutex_unlock(&d->pending_lock);
 	domain_fold_into_engine(d);
 	pthread_mutex_unlock(&d->sync_lock);

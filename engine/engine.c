@@ -179,9 +179,9 @@ static uint64_t ld(const _Atomic uint64_t *p)
 static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->invalidations = ld(&c->invalidations);
-	out->psi = ld(&c->psi);
-	out->dsi = ld(&c->dsi);
+	out->invalidations = ld(&c->invalidations) + ld(&c->carried_invalidations);
+	out->psi = ld(&c->psi) + ld(&c->carried_psi);
+	out->dsi = ld(&c->dsi) + ld(&c->carried_dsi);
 	out->global = ld(&c->global);
 	out->fences = ld(&c->fences);
 	out->ranges_coalesced = ld(&c->ranges);
@@ -195,7 +195,7 @@ static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
 	out->queue_full_waits = ld(&c->queue_full_waits);
 	out->fences_inline = ld(&c->fences_inline);
 	out->fences_drained = ld(&c->fences_drained);
-	out->ih = ld(&c->ih);
+	out->ih = ld(&c->ih) + ld(&c->carried_ih);
 	out->stale_domain = ld(&c->stale_domain);
 	out->retry_ranges = ld(&c->retry_ranges);
 	out->retry_deferred = ld(&c->retry_deferred);

@@ -26,7 +26,8 @@
  *    pages_*, retry_*, iotlb_invalidated, ram_purged): its sync_lock holder,
  *    with a plain load + store (DSTAT_ADD_OWNED);
  *  - a domain's intake counters (invalidations, psi, dsi, ih): the
- *    pending_lock holder, load + store (domain_pend);
+ *    pending_lock holder, load + store (domain_pend); those a fence carried
+ *    into its sync (carried_*): the sync_lock holder;
  *  - both only in the domain: the engine's figure is its own counters plus
  *    every live domain's plus every queue's (iovt_stats_get); a destroyed
  *    domain's are folded into the engine's under both locks (stats_folded);
@@ -42,6 +43,10 @@ struct stat_counters {
 	_Atomic uint64_t ih, stale_domain, retry_ranges, retry_deferred, ram_purged;
 	_Atomic uint64_t iotlb_invalidated; /* misses, evictions, hits: counted by the IOTLB itself */
 	_Atomic uint64_t translate_noent, translate_eacces, translate_fault;
+	/* Invalidations a fence carried straight into its sync (the inline
+	 * drainer's PSI + wait): counted by the sync_lock holder, not under
+	 * pending_lock, and added to invalidations/psi/dsi/ih when read. */
+	_Atomic uint64_t carried_invalidations, carried_psi, carried_dsi, carried_ih;
 	_Atomic uint64_t errors[IOVT_ERR_KIND_COUNT];
 };
 
@@ -94,6 +99,11 @@ struct iovt_domain {
 	_Atomic uint32_t control_waiting; /* control calls waiting for sync_lock (domain_lock_control) */
 	pthread_mutex_t pending_lock;   /* drainers adding vs the sync taking */
 	struct range_set pending;
+	/* pending is not empty (written under pending_lock): a sync that reads
+	 * false skips pending_lock. Ranges added after that look belong to a
+	 * drainer whose own fence syncs the domain after this one (it needs
+	 * sync_lock), or to iovt_fence's dirty list. */
+	_Atomic bool pending_any;
 	struct range_set retry;         /* spans whose sink calls failed (sync_lock) */
 	struct range_set capped;        /* spans not mapped for the extent cap (sync_lock) */
 	uint64_t retry_cursor, capped_cursor; /* where the next retry starts (sync_lock) */
@@ -137,7 +147,7 @@ struct iovt_queue {
 	alignas(64) _Atomic int draining;      /* the drain flag: one drainer at a time */
 	_Atomic uint32_t drain_wanted;         /* a control path waits for the flag (queue_drain_begin_wait) */
 	_Atomic uint64_t fences_done;          /* tickets 1..fences_done have completed */
-	_Atomic uint32_t done_word;            /* futex word: bumps with fences_done */
+	_Atomic uint32_t done_word;            /* futex word: bumps with fences_done (not with those the producer drained itself) */
 	_Atomic uint32_t waiters;              /* threads asleep on done_word */
 	_Atomic int err;                       /* a fence error no fence call returned yet */
 
@@ -209,6 +219,10 @@ bool queue_try_drain_begin(struct iovt_queue *q);   /* fails while a control pat
 void queue_drain_begin_wait(struct iovt_queue *q);  /* iovt_fence, queue destroy: first in line */
 void queue_drain_end(struct iovt_queue *q);
 unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag held */
+/* Drains everything, then applies fence `ticket` as if it had been posted
+ * last (the poster's inline fence: no fence item through the ring). The
+ * poster holds the drain flag: nothing else enters its ring meanwhile. */
+void queue_drain_fence(struct iovt_queue *q, uint64_t ticket);
 void queue_kick(struct iovt_queue *q);                          /* wake its worker */
 void engine_destroy_queues(struct iovt_engine *e);
 int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
@@ -233,7 +247,9 @@ void thread_queues_release(void);               /* iovt_thread_unregister */
 	X(unmap_calls, unmap_calls) X(raw_unmap_calls, raw_unmap_calls)                 \
 	X(pages_mapped, pages_mapped) X(pages_unmapped, pages_unmapped)                 \
 	X(retry_ranges, retry_ranges) X(retry_deferred, retry_deferred)                 \
-	X(iotlb_invalidated, iotlb_invalidated) X(ram_purged, ram_purged)
+	X(iotlb_invalidated, iotlb_invalidated) X(ram_purged, ram_purged)                \
+	X(carried_invalidations, invalidations) X(carried_psi, psi)                     \
+	X(carried_dsi, dsi) X(carried_ih, ih)
 
 /* A counter only one thread writes at a time (the lock that owns it is held):
  * no locked instruction. Readers load it relaxed. */

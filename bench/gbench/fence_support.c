@@ -2,7 +2,9 @@
 #include "fence_support.h"
 
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <x86intrin.h>
 
 #include "baseline.h"
 #include "guest/vtd_walk.h" /* VTD_PTE_R/W: the entry format the guest writes */
@@ -42,7 +44,7 @@ const char *fb_workload_name(enum fb_workload w)
 {
 	static const char *const n[FB_WORKLOADS] = { "map_unmap_1", "map_unmap_1_region_empties",
 						     "pieces_1_32", "psi_unmapped", "psi_unchanged",
-						     "empty_wait" };
+						     "empty_wait", "first_post" };
 	return w < FB_WORKLOADS ? n[w] : "?";
 }
 
@@ -52,6 +54,39 @@ const char *fb_side_name(enum fb_side s)
 }
 
 uint64_t fb_sink_calls(const struct fb_world *w) { return w->calls; }
+
+int fb_has_side(enum fb_workload w, enum fb_side s)
+{
+	/* An explicit queue has no "first post": it is created by the host. */
+	return w != FB_FIRST_POST || s != FB_QUEUE;
+}
+
+struct new_thread_step {
+	struct fb_world *w;
+	uint64_t i, ticks;
+	int rc;
+};
+
+static void *new_thread_main(void *arg)
+{
+	struct new_thread_step *a = arg;
+	iovt_thread_register();
+	uint64_t t0 = __rdtsc();
+	a->rc = fb_step(a->w, a->i);
+	a->ticks = __rdtsc() - t0;
+	iovt_thread_unregister(); /* releases the implicit queue */
+	return NULL;
+}
+
+uint64_t fb_step_new_thread(struct fb_world *w, uint64_t i)
+{
+	struct new_thread_step a = { .w = w, .i = i };
+	pthread_t t;
+	if (pthread_create(&t, NULL, new_thread_main, &a))
+		return UINT64_MAX;
+	pthread_join(t, NULL);
+	return a.rc ? UINT64_MAX : a.ticks;
+}
 
 /* Pages of the pieces workload at step i: the cycle maps n = 1..32 pages
  * (even steps) and unmaps them (odd steps). */
@@ -115,6 +150,7 @@ int fb_step(struct fb_world *w, uint64_t i)
 		rc = psi(w, FAR, 0);
 		break;
 	case FB_PSI_UNCHANGED:
+	case FB_FIRST_POST:
 		rc = psi(w, BASE, 0);
 		break;
 	default:
@@ -155,7 +191,7 @@ struct fb_world *fb_create(enum fb_side side, enum fb_workload wl)
 	/* Initial state: the toggled pages unmapped, except for psi_unchanged;
 	 * the neighbour (map_unmap_1 only) 64 pages up in the same 2 MiB region. */
 	for (unsigned k = 0; k < MAX_PAGES; k++)
-		if (!(wl == FB_PSI_UNCHANGED && k == 0))
+		if (!((wl == FB_PSI_UNCHANGED || wl == FB_FIRST_POST) && k == 0))
 			set_pte(w, k, false);
 	if (wl == FB_MAP_UNMAP_1 && gs_map(w->gd, BASE + 64 * K4, NEIGH_GPA, K4, IOVT_PERM_RW, GS_LEAF_4K))
 		goto fail;

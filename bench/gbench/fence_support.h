@@ -27,6 +27,8 @@ enum fb_workload {
 	FB_PSI_UNMAPPED,      /* a 1-page PSI over space that is and stays unmapped */
 	FB_PSI_UNCHANGED,     /* a 1-page PSI over a mapping that does not change */
 	FB_EMPTY_WAIT,        /* the wait alone, nothing posted */
+	FB_FIRST_POST,        /* a thread's first PSI + wait over an unchanged mapping (engine_legacy:
+			       * each step on a new thread, whose implicit queue the PSI creates) */
 	FB_WORKLOADS
 };
 
@@ -38,6 +40,12 @@ struct fb_world;
 struct fb_world *fb_create(enum fb_side side, enum fb_workload w);
 void fb_destroy(struct fb_world *w);
 
+/* FB_FIRST_POST on engine_legacy: runs step i on a new thread (registered,
+ * then unregistered: its implicit queue is created by the step's PSI and
+ * released at exit) and returns the TSC ticks of the step alone, or
+ * UINT64_MAX on failure. */
+uint64_t fb_step_new_thread(struct fb_world *w, uint64_t i);
+
 /* One step: the guest's edit for step i, one PSI, the wait. Returns the wait's
  * result (0) or the first error. */
 int fb_step(struct fb_world *w, uint64_t i);
@@ -46,6 +54,8 @@ int fb_step(struct fb_world *w, uint64_t i);
 uint64_t fb_sink_calls(const struct fb_world *w);
 
 const char *fb_workload_name(enum fb_workload w);
+/* Sides a workload runs on (first_post: engine_legacy and baseline only). */
+int fb_has_side(enum fb_workload w, enum fb_side s);
 const char *fb_side_name(enum fb_side s);
 
 #ifdef __cplusplus

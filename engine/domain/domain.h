@@ -51,12 +51,12 @@ void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence
 void domain_free(struct iovt_domain *d);        /* the memory: never published, or no reader left */
 void domain_unqueue(struct iovt_domain *d);     /* destroy: off the dirty queue (control lock) */
 void dirty_put_all(struct iovt_engine *e);      /* engine destroy: the queue's references */
-void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t);
-struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
+void dirty_take_all(struct iovt_engine *e, struct __cds_wfcq_head *h, struct cds_wfcq_tail *t);
+struct cds_wfcq_node *dirty_next(struct __cds_wfcq_head *h, struct cds_wfcq_tail *t); /* NULL: empty */
 
 /* Sync entry (sync_entry.c). */
 void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
-void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st);
+void domain_fold_stats(struct iovt_domain *d, struct sync_stats *st); /* and zeroes *st */
 void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
 /* Invalidations accepted for one domain: their ranges (or everything) and
  * their counts, as a drainer gathers them (or one legacy post). */
@@ -69,9 +69,11 @@ struct pend_batch {
 /* Adds b's ranges to the pending set and counts them under pending_lock,
  * which owns the intake counters; queues d for iovt_fence. */
 void domain_pend(struct iovt_domain *d, const struct pend_batch *b);
-/* domain_sync_locked, adding b's ranges (and counting them) under the one
- * pending_lock hold that takes the pending set, instead of through it (a
- * fence's own invalidations: the inline drainer's fast path). b may be NULL. */
+/* domain_sync_locked, adding b's ranges to what it takes from the pending
+ * set instead of going through it (a fence's own invalidations: the inline
+ * drainer's fast path). b is counted by the sync_lock holder (carried_*);
+ * pending_lock is taken only when other drainers left ranges (pending_any).
+ * b may be NULL. */
 int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 			     bool *retry_left, const struct pend_batch *b);
 /* Destroy: moves d's counters into the engine's (sync_lock held, d dead). */

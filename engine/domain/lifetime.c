@@ -178,7 +178,7 @@ void domain_mark_dirty(struct iovt_domain *d)
 void domain_unqueue(struct iovt_domain *d)
 {
 	struct iovt_engine *e = d->engine;
-	struct cds_wfcq_head h;
+	struct __cds_wfcq_head h;
 	struct cds_wfcq_tail t;
 	struct cds_wfcq_node *node;
 	bool found = false;
@@ -194,7 +194,6 @@ void domain_unqueue(struct iovt_domain *d)
 		cds_wfcq_node_init(node);
 		cds_wfcq_enqueue(&e->dirty_head, &e->dirty_tail, node);
 	}
-	cds_wfcq_destroy(&h, &t);
 	if (found) {
 		atomic_store(&d->queued, 0);
 		domain_put(d);
@@ -204,7 +203,7 @@ void domain_unqueue(struct iovt_domain *d)
 /* Engine destroy (nothing else runs): drops the dirty queue's references. */
 void dirty_put_all(struct iovt_engine *e)
 {
-	struct cds_wfcq_head h;
+	struct __cds_wfcq_head h;
 	struct cds_wfcq_tail t;
 	struct cds_wfcq_node *node;
 
@@ -214,7 +213,6 @@ void dirty_put_all(struct iovt_engine *e)
 		atomic_store(&d->queued, 0);
 		domain_put(d);
 	}
-	cds_wfcq_destroy(&h, &t);
 }
 
 /*
@@ -224,15 +222,15 @@ void dirty_put_all(struct iovt_engine *e)
  * preempted there must not cost iovt_fence that. Yield instead: the link
  * store is the enqueuer's very next instruction.
  */
-void dirty_take_all(struct iovt_engine *e, struct cds_wfcq_head *h, struct cds_wfcq_tail *t)
+void dirty_take_all(struct iovt_engine *e, struct __cds_wfcq_head *h, struct cds_wfcq_tail *t)
 {
-	cds_wfcq_init(h, t);
+	__cds_wfcq_init(h, t); /* no mutex: only this thread uses it */
 	while (__cds_wfcq_splice_nonblocking(h, t, &e->dirty_head, &e->dirty_tail) ==
 	       CDS_WFCQ_RET_WOULDBLOCK)
 		sched_yield();
 }
 
-struct cds_wfcq_node *dirty_next(struct cds_wfcq_head *h, struct cds_wfcq_tail *t)
+struct cds_wfcq_node *dirty_next(struct __cds_wfcq_head *h, struct cds_wfcq_tail *t)
 {
 	struct cds_wfcq_node *node;
 	while ((node = __cds_wfcq_dequeue_nonblocking(h, t)) == CDS_WFCQ_WOULDBLOCK)

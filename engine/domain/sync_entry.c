@@ -21,36 +21,44 @@
 void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
 {
 	struct iovt_engine *e = d->engine;
-	*t = (struct sync_target){
-		.ram = e->ram,
-		.tree = d->tree,
-		.sink = d->map_notifier ? &d->map_notifier->sink : NULL,
-		.walk = {
-			.root_gpa = d->root_gpa,
-			.addr_width = d->addr_width,
-			.host_width = e->cfg.host_addr_width,
-			.allow_2m = d->allow_2m,
-			.allow_1g = d->allow_1g,
-			.budget = e->cfg.walk_budget,
-		},
-		.max_extents = e->cfg.max_extents_per_domain,
-		.capped = &d->capped,
-	};
+	/* Field by field: a compound literal zeroed the 88 bytes first with a
+	 * rep stos (slow to start: 3% of a one-page fence). Every field is
+	 * set; a field added to either struct must be added here. */
+	t->ram = e->ram;
+	t->tree = d->tree;
+	t->sink = d->map_notifier ? &d->map_notifier->sink : NULL;
+	t->walk.root_gpa = d->root_gpa;
+	t->walk.addr_width = d->addr_width;
+	t->walk.host_width = e->cfg.host_addr_width;
+	t->walk.allow_2m = d->allow_2m;
+	t->walk.allow_1g = d->allow_1g;
+	t->walk.first = 0; /* set per window */
+	t->walk.last = 0;
+	t->walk.budget = e->cfg.walk_budget;
+	t->max_extents = e->cfg.max_extents_per_domain;
+	t->capped = &d->capped;
 }
 
-void domain_fold_stats(struct iovt_domain *d, const struct sync_stats *st)
+void domain_fold_stats(struct iovt_domain *d, struct sync_stats *st)
 {
 	DSTAT_ADD_OWNED(d, ranges, st->windows);
 	DSTAT_ADD_OWNED(d, ptes, st->ptes);
+	st->windows = st->ptes = 0;
 	if (st->map_calls | st->unmap_calls) {
 		DSTAT_ADD_OWNED(d, map_calls, st->map_calls);
 		DSTAT_ADD_OWNED(d, unmap_calls, st->unmap_calls);
 		DSTAT_ADD_OWNED(d, pages_mapped, st->pages_mapped);
 		DSTAT_ADD_OWNED(d, pages_unmapped, st->pages_unmapped);
+		st->map_calls = st->unmap_calls = st->pages_mapped = st->pages_unmapped = 0;
 	}
+	uint64_t any = 0;
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
-		if (st->errors[k])
+		any |= st->errors[k]; /* one vector OR, not 13 branches */
+	for (int k = 0; any && k < IOVT_ERR_KIND_COUNT; k++)
+		if (st->errors[k]) {
 			STAT_ADD(d, errors[k], st->errors[k]);
+			st->errors[k] = 0;
+		}
 }
 
 static void add_batch(struct range_set *s, const struct pend_batch *b)
@@ -86,10 +94,34 @@ static void count_batch_locked(struct iovt_domain *d, const struct pend_batch *c
 	}
 }
 
+/* The intake counters of a batch a fence carried into its sync: owned by the
+ * sync_lock holder (carried_*). A dead domain's counters are the engine's. */
+static void count_carried(struct iovt_domain *d, const struct pend_batch *c, bool dead)
+{
+	if (!(c->psi | c->dsi))
+		return;
+	if (!dead) {
+		DSTAT_ADD_OWNED(d, carried_invalidations, c->psi + c->dsi);
+		if (c->psi)
+			DSTAT_ADD_OWNED(d, carried_psi, c->psi);
+		if (c->dsi)
+			DSTAT_ADD_OWNED(d, carried_dsi, c->dsi);
+		if (c->ih)
+			DSTAT_ADD_OWNED(d, carried_ih, c->ih);
+	} else {
+		struct iovt_engine *e = d->engine;
+		ENGINE_STAT_ADD(e, invalidations, c->psi + c->dsi);
+		ENGINE_STAT_ADD(e, psi, c->psi);
+		ENGINE_STAT_ADD(e, dsi, c->dsi);
+		ENGINE_STAT_ADD(e, ih, c->ih);
+	}
+}
+
 void domain_pend(struct iovt_domain *d, const struct pend_batch *b)
 {
 	pthread_mutex_lock(&d->pending_lock);
 	add_batch(&d->pending, b);
+	atomic_store_explicit(&d->pending_any, true, memory_order_relaxed);
 	count_batch_locked(d, b);
 	pthread_mutex_unlock(&d->pending_lock);
 	domain_mark_dirty(d);
@@ -279,25 +311,39 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 {
 	int rc = 0;
 
-	pthread_mutex_lock(&d->pending_lock);
-	if (b)
-		count_batch_locked(d, b); /* accepted, dead domain or not */
+	/* `dead` is set under sync_lock, with the counters folded (destroy). */
 	bool dead = atomic_load_explicit(&d->dead, memory_order_relaxed);
-	if (!dead) {
-		range_set_take(todo, &d->pending);
-		if (b)
-			add_batch(todo, b);
-	}
-	pthread_mutex_unlock(&d->pending_lock);
+	if (b)
+		count_carried(d, b, dead); /* accepted, dead domain or not */
 	if (dead)
 		goto out;
-	iotlb_drop(d, todo);
+	/* What other drainers left pending. A relaxed look is enough: ranges
+	 * added after it are their drainer's, whose own fence syncs the domain
+	 * after this sync lets go of sync_lock (struct iovt_domain). Most
+	 * fences find nothing and skip the lock. */
+	if (atomic_load_explicit(&d->pending_any, memory_order_relaxed)) {
+		pthread_mutex_lock(&d->pending_lock);
+		range_set_take(todo, &d->pending);
+		atomic_store_explicit(&d->pending_any, false, memory_order_relaxed);
+		pthread_mutex_unlock(&d->pending_lock);
+	} else {
+		range_set_clear(todo);
+	}
+	if (b)
+		add_batch(todo, b);
+	/* With a MAP notifier, iovt_translate answers from the shadow tree and
+	 * never reads the IOTLB: no sweep (it bumped a shared generation with a
+	 * locked add on every fence). Detaching the MAP notifier flushes the
+	 * IOTLB (retire_map_notifier), so translations cached before the attach,
+	 * or by fills that walked before it, are never returned afterwards. */
+	if (!d->map_notifier)
+		iotlb_drop(d, todo);
 
 	uint64_t top = domain_top(d);
 	uint64_t budget = IOVT_RETRY_BUDGET_PAGES;
 	/* UNMAP-only notifiers get what the guest invalidated, nothing more:
 	 * spans retried for the MAP sink are no news to them. */
-	if (!range_set_empty(todo))
+	if (!range_set_empty(todo) && !cds_list_empty(&d->notifiers))
 		rc = notify_raw(d, todo);
 	if (todo->all) {
 		range_set_clear(&d->retry); /* a whole-domain sync covers them */
@@ -306,14 +352,18 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 		/* What the guest invalidated again is synced now: drop it from the
 		 * failure sets (the sync puts back what still fails) — else a
 		 * span the guest unmapped since could stay "capped" forever. */
-		for (size_t i = 0; i < todo->n; i++) {
-			range_set_remove(&d->retry, todo->r[i].first, todo->r[i].last);
-			range_set_remove(&d->capped, todo->r[i].first, todo->r[i].last);
+		bool retry_any = !range_set_empty(&d->retry), capped_any = !range_set_empty(&d->capped);
+		for (size_t i = 0; (retry_any || capped_any) && i < todo->n; i++) {
+			if (retry_any)
+				range_set_remove(&d->retry, todo->r[i].first, todo->r[i].last);
+			if (capped_any)
+				range_set_remove(&d->capped, todo->r[i].first, todo->r[i].last);
 		}
 		/* Half the budget is kept for capped spans when they can go in. */
 		bool capped_next = !range_set_empty(&d->capped) && cap_has_room(d);
 		uint64_t rb = capped_next ? budget / 2 : budget;
-		budget -= take_budget(todo, &d->retry, &d->retry_cursor, rb, d);
+		if (!range_set_empty(&d->retry))
+			budget -= take_budget(todo, &d->retry, &d->retry_cursor, rb, d);
 	}
 	/* Two passes at most: the second only when this sync's UNMAPs made
 	 * room under the cap for spans it had kept out. */
@@ -324,12 +374,11 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 			break;
 		if (d->map_notifier) {
 			struct sync_target t;
-			struct sync_stats st = { 0 };
 			struct range all = { 0, top };
 			domain_sync_target(d, &t);
-			int src = todo->all ? sync_ranges(&t, &all, 1, s, &st, &d->retry)
-					    : sync_ranges(&t, todo->r, todo->n, s, &st, &d->retry);
-			domain_fold_stats(d, &st);
+			int src = todo->all ? sync_ranges(&t, &all, 1, s, &s->st, &d->retry)
+					    : sync_ranges(&t, todo->r, todo->n, s, &s->st, &d->retry);
+			domain_fold_stats(d, &s->st);
 			if (src && !rc)
 				rc = src;
 		}
@@ -355,6 +404,7 @@ int domain_sync_all_locked(struct iovt_domain *d, struct sync_scratch *s, struct
 {
 	pthread_mutex_lock(&d->pending_lock);
 	range_set_add_all(&d->pending);
+	atomic_store_explicit(&d->pending_any, true, memory_order_relaxed);
 	pthread_mutex_unlock(&d->pending_lock);
 	return domain_sync_locked(d, s, todo, NULL);
 }

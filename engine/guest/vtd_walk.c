@@ -150,10 +150,16 @@ static int walk_table(struct walk *w, unsigned level, const uint64_t *t, uint64_
 int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	     const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
 {
+	/* first and last as two 8-byte loads: the caller has just stored them
+	 * one by one, and the 16-byte load the compiler pairs them into could
+	 * not be forwarded from those stores (a stall on every walk; a
+	 * relaxed atomic load is never paired). */
+	const uint64_t first = __atomic_load_n(&p->first, __ATOMIC_RELAXED);
+	const uint64_t last = __atomic_load_n(&p->last, __ATOMIC_RELAXED);
 	unsigned haw = p->host_width ? p->host_width : 52;
 	unsigned levels = p->addr_width == 39 ? 3 : p->addr_width == 48 ? 4 : p->addr_width == 57 ? 5 : 0;
-	if (!levels || haw < 12 || haw > 52 || p->first > p->last ||
-	    (p->last >> p->addr_width) != 0 || (p->root_gpa & 0xfff) || !ops || !ops->leaf) {
+	if (!levels || haw < 12 || haw > 52 || first > last ||
+	    (last >> p->addr_width) != 0 || (p->root_gpa & 0xfff) || !ops || !ops->leaf) {
 		stats->errors[VTD_ERR_BAD_WIDTH]++;
 		return -EINVAL;
 	}
@@ -162,8 +168,8 @@ int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		.ops = ops,
 		.arg = arg,
 		.st = stats,
-		.first = p->first,
-		.last = p->last,
+		.first = first,
+		.last = last,
 		.addr_mask = ((1ull << haw) - 1) & ~0xfffull,
 		.rsv_hi = ((1ull << 52) - 1) & ~((1ull << haw) - 1),
 		.left = p->budget ? p->budget : UINT64_MAX,

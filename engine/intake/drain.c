@@ -73,6 +73,7 @@ static void touch(struct drain_state *ds, uint16_t did)
  * that follows them; counters are folded once per gathering.
  */
 struct gather {
+	struct drain_state *ds;
 	struct iovt_domain *d;
 	uint16_t did;
 	struct pend_batch b; /* b.r == r */
@@ -83,16 +84,31 @@ struct gather {
  * A fence item: sync what this queue touched, then publish its ticket.
  * Outside any read-side section. `carry` (may be NULL, holds a reference):
  * the domain whose invalidations came right before the fence, not yet in its
- * pending set — they go straight into its sync (one pending_lock hold and
- * no DID lookup instead of two and one: the vCPU's PSI + wait).
+ * pending set nor on the queue's list — they go straight into its sync,
+ * first (no pending_lock hold, no DID lookup, no list entry: the vCPU's
+ * PSI + wait).
  */
 static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence, struct gather *carry)
 {
 	struct iovt_engine *e = q->engine;
 	struct drain_state *ds = &q->drain;
 	int err = 0;
+	int carried = -1; /* the DID synced with the carry */
 
 	IOVT_PROBE1(queue_fence_begin, ticket);
+	if (carry && carry->d) {
+		struct iovt_domain *d = carry->d; /* its reference */
+		carry->d = NULL;
+		bool retry;
+		domain_lock_drainer(d);
+		err = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, &carry->b);
+		domain_sync_unlock(d);
+		carried = carry->did;
+		if (retry)
+			touch(ds, carry->did); /* spans failed: this queue's next fence retries */
+		else /* listed by an earlier gathering? Its ranges were pending: synced now */
+			ds->touched_bits[carry->did >> 6] &= ~(1ull << (carry->did & 63));
+	}
 	if (ds->touched_all) {
 		/* After a global invalidation (rare): every domain now in the
 		 * table joins the list, in a read-side section that waits for
@@ -109,19 +125,14 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 		size_t n = ds->touched.n;
 		for (size_t i = 0; i < n; i++) {
 			uint16_t did = ds->touched.v[i];
+			if (did == carried)
+				continue; /* synced above; listed still only if spans failed */
 			ds->touched_bits[did >> 6] &= ~(1ull << (did & 63));
-			struct iovt_domain *d;
-			const struct pend_batch *b = NULL;
-			if (carry && carry->d && carry->did == did) {
-				d = carry->d; /* its reference */
-				carry->d = NULL;
-				b = &carry->b;
-				domain_lock_drainer(d);
-			} else if (!(d = domain_sync_lock(e, did))) {
+			struct iovt_domain *d = domain_sync_lock(e, did);
+			if (!d)
 				continue;
-			}
 			bool retry;
-			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, b);
+			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, NULL);
 			domain_sync_unlock(d);
 			if (rc && !err)
 				err = rc;
@@ -137,15 +148,6 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 		}
 		ds->touched.n = kept;
 	}
-	if (carry && carry->d) { /* not on the list (no memory for it): the slow way */
-		struct iovt_domain *d = carry->d;
-		carry->d = NULL;
-		domain_pend(d, &carry->b);
-		int rc = domain_sync(d, &ds->scratch, &ds->todo, NULL);
-		domain_put(d);
-		if (rc && !err)
-			err = rc;
-	}
 	if (err) {
 		int none = 0;
 		atomic_compare_exchange_strong(&q->err, &none, err);
@@ -156,9 +158,14 @@ static void apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence
 	else
 		OWNED_ADD(&ds->ctr.fences_drained, 1);
 	atomic_store_explicit(&q->fences_done, ticket, memory_order_release);
-	atomic_fetch_add_explicit(&q->done_word, 1, memory_order_seq_cst);
-	if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
-		futex_wake_all(&q->done_word);
+	/* Only the producer waits on a queue's tickets (iovt.h): when it is
+	 * the drainer, no one sleeps on done_word, and the locked add that
+	 * orders the wake-up against a sleeper is not needed. */
+	if (!inline_fence) {
+		atomic_fetch_add_explicit(&q->done_word, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
+			futex_wake_all(&q->done_word);
+	}
 	IOVT_PROBE1(queue_fence_end, err);
 }
 
@@ -168,11 +175,14 @@ static void gather_reset(struct gather *g)
 	g->b = (struct pend_batch){ .r = g->r };
 }
 
+/* Into the pending set: the domain joins the queue's list for its next
+ * fence. (Ranges a fence carries are synced by it: they never join.) */
 static void gather_flush(struct gather *g)
 {
 	struct iovt_domain *d = g->d;
 	if (!d)
 		return;
+	touch(g->ds, g->did);
 	domain_pend(d, &g->b);
 	gather_reset(g);
 }
@@ -206,7 +216,6 @@ static void gather_item(struct iovt_queue *q, struct gather *g, const struct int
 		}
 		g->d = d;
 		g->did = it->did;
-		touch(&q->drain, it->did);
 	}
 	if (it->kind == ITEM_DSI) {
 		g->b.all = true;
@@ -250,22 +259,53 @@ static void post_global(struct iovt_queue *q)
 	q->drain.touched_all = true;
 }
 
-unsigned queue_drain(struct iovt_queue *q, unsigned budget)
+/*
+ * The fence item's work in the middle of a burst (read-side section held, g
+ * the gathering just before it): the last domain's gathered ranges ride
+ * along with the fence when a reference can be had (else the domain is
+ * going away: the usual way). Returns inside a new section.
+ */
+static void fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticket, bool inline_fence)
+{
+	struct gather *carry = NULL;
+	if (g->d && domain_tryget(g->d))
+		carry = g;
+	else
+		gather_flush(g);
+	iovt_rcu_read_unlock();
+	apply_fence(q, ticket, inline_fence, carry);
+	if (carry)
+		gather_reset(g);
+	iovt_rcu_read_lock();
+}
+
+/*
+ * Pops up to `budget` items in bursts, one read-side section per burst
+ * (domain pointers in `g`), left for each fence: syncs run outside (see
+ * domain_sync_lock). `final` (nonzero): a fence after the last item, never
+ * posted (queue_drain_fence).
+ */
+static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final)
 {
 	struct intake_item buf[BURST];
 	struct gather g; /* r[] is written before it is read: only the head is set */
 	gather_reset(&g);
+	g.ds = &q->drain;
 	unsigned total = 0;
 	bool inline_fence = q->drain.draining_inline;
 
+	iovt_rcu_read_lock();
 	while (total < budget) {
 		unsigned want = budget - total < BURST ? budget - total : BURST;
 		unsigned n = q->ring->ops->pop(q->ring, buf, want);
 		if (!n)
 			break;
-		/* A read-side section per burst (domain pointers in `g`), left
-		 * for each fence: syncs run outside (see domain_sync_lock). */
-		iovt_rcu_read_lock();
+		if (total) {
+			/* A new burst, a new section (g's domain goes with the old one). */
+			gather_flush(&g);
+			iovt_rcu_read_unlock();
+			iovt_rcu_read_lock();
+		}
 		for (unsigned i = 0; i < n; i++) {
 			const struct intake_item *it = &buf[i];
 			switch (it->kind) {
@@ -279,32 +319,29 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
 				gather_flush(&g);
 				post_global(q);
 				break;
-			case ITEM_FENCE: {
-				/* The last domain's gathered ranges ride along with
-				 * the fence when a reference can be had (else the
-				 * domain is going away: the usual way). */
-				struct gather *carry = NULL;
-				if (g.d && domain_tryget(g.d))
-					carry = &g;
-				else
-					gather_flush(&g);
-				iovt_rcu_read_unlock();
-				apply_fence(q, it->arg, inline_fence, carry);
-				if (carry)
-					gather_reset(&g);
-				iovt_rcu_read_lock();
+			case ITEM_FENCE:
+				fence_in_burst(q, &g, it->arg, inline_fence);
 				break;
 			}
-			}
 		}
-		gather_flush(&g);
-		iovt_rcu_read_unlock();
 		total += n;
+		if (final && n < want)
+			break; /* the poster's own ring: a short burst emptied it */
 	}
+	if (final) {
+		fence_in_burst(q, &g, final, inline_fence);
+		total++; /* counted as the item it would have been */
+	}
+	gather_flush(&g);
+	iovt_rcu_read_unlock();
 	if (total)
 		OWNED_ADD(&q->drain.ctr.queue_items, total);
 	return total;
 }
+
+unsigned queue_drain(struct iovt_queue *q, unsigned budget) { return drain(q, budget, 0); }
+
+void queue_drain_fence(struct iovt_queue *q, uint64_t ticket) { (void)drain(q, UINT_MAX, ticket); }
 
 /*
  * iovt_fence: drains every queue, then syncs every dirty domain (those the
@@ -313,7 +350,7 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget)
  */
 int engine_fence_all(struct iovt_engine *e)
 {
-	struct cds_wfcq_head h;
+	struct __cds_wfcq_head h;
 	struct cds_wfcq_tail t;
 	struct cds_wfcq_node *node;
 	int first_err = 0;
@@ -326,13 +363,16 @@ int engine_fence_all(struct iovt_engine *e)
 	struct queue_table *qt = iovt_rcu_dereference(e->queues);
 	for (unsigned qi = 0; qt && qi < qt->n; qi++) {
 		struct iovt_queue *q = qt->q[qi];
-		if (!q->ring->ops->count(q->ring) && !atomic_load(&q->draining))
-			continue;
 		/* What was posted before this call is in the ring now (or being
 		 * applied by the flag's holder): drain that much, not whatever a
 		 * producer keeps posting meanwhile (control_lock is held). */
 		unsigned posted = q->ring->ops->count(q->ring);
-		queue_drain_begin_wait(q);
+		if (!posted && !atomic_load(&q->draining))
+			continue;
+		/* One CAS when the flag is free (no other control path raises
+		 * drain_wanted: they hold control_lock too), else first in line. */
+		if (!queue_try_drain_begin(q))
+			queue_drain_begin_wait(q);
 		queue_drain(q, posted);
 		queue_drain_end(q);
 	}
@@ -346,7 +386,6 @@ int engine_fence_all(struct iovt_engine *e)
 		if (rc && !first_err)
 			first_err = rc;
 	}
-	cds_wfcq_destroy(&h, &t);
 	IOVT_PROBE1(fence_end, first_err);
 	pthread_mutex_unlock(&e->control_lock);
 	return first_err;

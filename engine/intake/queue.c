@@ -303,6 +303,15 @@ bool iovt_queue_fence_done(const struct iovt_queue *q, uint64_t ticket)
 	return atomic_load_explicit(&q->fences_done, memory_order_acquire) >= ticket;
 }
 
+/* The error of fences completed since the last call (one per queue). Most
+ * fences have none to report: a load, not a locked exchange. */
+static int take_err(struct iovt_queue *q)
+{
+	if (!atomic_load_explicit(&q->err, memory_order_acquire))
+		return 0;
+	return atomic_exchange_explicit(&q->err, 0, memory_order_acq_rel);
+}
+
 /*
  * Waits for a ticket. Draining inline when the flag is free is both the
  * fast path (the vCPU's PSI + wait: no hand-off, no wakeup) and what keeps
@@ -337,14 +346,22 @@ static int wait_ticket(struct iovt_queue *q, uint64_t ticket, bool may_drain)
 			futex_wait_for(&q->done_word, word, 1000000);
 		atomic_fetch_sub_explicit(&q->waiters, 1, memory_order_relaxed);
 	}
-	/* Most fences have no error to report: a load, not a locked exchange. */
-	if (!atomic_load_explicit(&q->err, memory_order_acquire))
-		return 0;
-	return atomic_exchange_explicit(&q->err, 0, memory_order_acq_rel);
+	return take_err(q);
 }
 
 int iovt_queue_fence(struct iovt_queue *q)
 {
+	/* The vCPU's PSI + wait: with the drain flag free, drain the ring and
+	 * apply the fence right after its last item, without pushing and
+	 * popping a fence item. The ticket is the one post_fence would have
+	 * given: the ring held every earlier one, and only this thread posts. */
+	if (!q->handoff && queue_try_drain_begin(q)) {
+		q->drain.draining_inline = true;
+		queue_drain_fence(q, ++q->fences_posted);
+		q->drain.draining_inline = false;
+		queue_drain_end(q);
+		return take_err(q);
+	}
 	return wait_ticket(q, post_fence(q), !q->handoff);
 }
 

@@ -39,7 +39,9 @@ struct intake_ring;
 struct intake_ring_ops {
 	/* Producer: appends up to n items, returns how many fit. */
 	unsigned (*push)(struct intake_ring *r, const struct intake_item *it, unsigned n);
-	/* Consumer: takes up to max items, returns how many. */
+	/* Consumer: takes up to max items, returns how many. Fewer than max
+	 * only when no more were there: with the producer not pushing (the
+	 * poster draining its own ring), a short pop leaves the ring empty. */
 	unsigned (*pop)(struct intake_ring *r, struct intake_item *out, unsigned max);
 	/* Items in the ring now (a racy snapshot). */
 	unsigned (*count)(const struct intake_ring *r);

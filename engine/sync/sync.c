@@ -39,10 +39,19 @@ static int build_windows(const struct sync_target *t, const struct range *ranges
 	for (size_t i = 0; i < n; i++) {
 		struct range w = ranges[i];
 		struct iovt_extent e;
-		if (shadow_tree_lookup(t->tree, w.first, &e))
+		bool found = shadow_tree_lookup(t->tree, w.first, &e);
+		if (found)
 			w.first = e.iova;
-		if (shadow_tree_lookup(t->tree, w.last, &e))
+		/* What the first lookup already says about `last`: the extent at
+		 * `first` reaches it, or no extent holds first's page (extents are
+		 * whole pages). A one-page PSI needs one lookup. */
+		uint64_t known = found ? e.iova + e.size - 1 : w.first | (IOVT_PAGE_SIZE - 1);
+		if (w.last <= known) {
+			if (found)
+				w.last = known;
+		} else if (shadow_tree_lookup(t->tree, w.last, &e)) {
 			w.last = e.iova + e.size - 1;
+		}
 		if (s->windows.n) {
 			struct range *prev = &s->windows.v[s->windows.n - 1];
 			if (prev->last + 1 >= w.first) {

@@ -14,7 +14,8 @@
  * Then faults stop and one fence with no new invalidation must converge:
  * model == guest truth over the area, record == model.
  *
- * Modes (argv[1]): map, unmap, partial, random, random-partial.
+ * Modes (argv[1]): map, unmap, partial, random, random-partial, queue-retry
+ * (the PSI + wait of an explicit queue: its next fence retries what failed).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -547,6 +548,31 @@ static void random_run(uint64_t seed, bool partial, bool multi, enum iovt_model_
 	fw_destroy(&w);
 }
 
+/* ---- fault-queue-retry: a queue's own next fence retries ----
+ * The PSI + wait on an explicit queue: the fence carries the PSI straight
+ * into the domain's sync. A MAP failed there; the queue's next fence, with
+ * nothing new posted and no iovt_fence, must retry it (and converge). */
+static void test_queue_retry(uint64_t seed)
+{
+	struct fw w;
+	fw_init(&w, IOVT_MODEL_TYPE1, true, false, 4 * M2, seed);
+	attach(&w, 0);
+	struct iovt_queue *q;
+	CHECK(iovt_queue_create(w.e, NULL, &q) == 0);
+	for (unsigned i = 0; i < 8; i++)
+		CHECK(gs_map(w.gd, i * 64 * K, 16 * M1 + i * 128 * K, 4 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_queue_psi(q, w.did, 0, 9, false) == 0); /* 512 pages: all eight */
+	fault_sink_fail_nth(w.fs, FAULT_MAP, 3, EIO);
+	CHECK_EQ(iovt_queue_fence(q), -EIO);
+	CHECK_EQ(iovt_model_sink_count(w.model), 7);
+	CHECK_EQ(iovt_queue_fence(q), 0); /* the retry: nothing posted since */
+	CHECK_EQ(iovt_model_sink_count(w.model), 8);
+	check_truth(&w);
+	iovt_queue_destroy(q);
+	fw_destroy(&w);
+	printf("fault queue-retry: a queue's next fence retried its failed MAP\n");
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "all";
@@ -570,6 +596,8 @@ int main(int argc, char **argv)
 		random_run(seed + 2, true, true, IOVT_MODEL_IOMMUFD);
 		random_run(seed + 3, true, false, IOVT_MODEL_IOMMUFD);
 	}
+	if (all || !strcmp(mode, "queue-retry"))
+		known = true, test_queue_retry(seed);
 	CHECK(known);
 	iovt_thread_unregister();
 	return 0;

@@ -370,13 +370,20 @@ static void test_capacity(enum iovt_queue_backend b)
 		post_psis(q, wd, 2);
 		e1 = stats(&w);
 		CHECK_EQ(e1.queue_full_waits - e0.queue_full_waits, 2);
-		/* 2 items in it now: the fence item finds a queue of 2 full. */
+		/* 2 items in it now: an inline fence pushes no item (it drains
+		 * the ring and applies itself after it), so it never waits. */
 		CHECK_EQ(iovt_queue_fence(q), 0);
+		e1 = stats(&w);
+		CHECK_EQ(e1.queue_full_waits - e0.queue_full_waits, 2);
+		/* A posted fence is an item: it finds a queue of 2 holding 2 full. */
+		post_psis(q, wd, 2);
+		uint64_t t = iovt_queue_fence_post(q);
+		CHECK_EQ(iovt_queue_fence_wait(q, t), 0);
 		e1 = stats(&w);
 		CHECK_EQ(e1.queue_full_waits - e0.queue_full_waits, c == 2 ? 3 : 2);
 		waits += c == 2 ? 3 : 2;
 		struct iovt_stats s1 = dstats(wd);
-		CHECK_EQ(s1.psi - s0.psi, 2 * c + 2);
+		CHECK_EQ(s1.psi - s0.psi, 2 * c + 4);
 		iovt_queue_destroy(q);
 	}
 	/* The largest capacity is accepted (wfcq allocates chunks as it fills;

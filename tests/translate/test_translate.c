@@ -29,6 +29,9 @@
  *              page inside it is synced and fenced (run exactly inside the
  *              fill's window by a second thread, iotlb_test_walked). After
  *              that fence the run's stale page must never come back.
+ *  map-detach  a translation cached, a MAP notifier attached (syncs then
+ *              leave the IOTLB alone), the page remapped and fenced, the
+ *              notifier detached: the IOTLB must not return the old page.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -712,10 +715,50 @@ static void case_destroyed(uint64_t *rng)
 	gs_destroy(v.gs);
 }
 
+/*
+ * A MAP notifier attached, then detached: while it is attached, syncs do not
+ * sweep the IOTLB (translate answers from the shadow), so the detach must
+ * flush it — else a translation cached before the attach comes back after
+ * the guest changed it and fenced.
+ */
+static int null_sink_event(void *arg, const struct iovt_event *ev)
+{
+	(void)arg;
+	(void)ev;
+	return 0;
+}
+
+static void case_map_detach(uint64_t *rng)
+{
+	(void)rng;
+	struct env v;
+	env_init(&v, NULL, 48, G1);
+	CHECK(gs_map(v.gd, 0x100000, 0x400000, 16 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	struct iovt_extent x;
+	CHECK(iovt_translate(v.d, 0x100000, &x) == 0); /* cached in the IOTLB */
+	CHECK_EQ(x.gpa, 0x400000);
+	struct iovt_sink sink;
+	struct iovt_notifier *n;
+	CHECK(iovt_callback_sink_init(&sink, null_sink_event, NULL, NULL) == 0);
+	CHECK(iovt_notifier_attach(v.d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &n) == 0);
+	/* The guest moves the first page, invalidates, waits. */
+	CHECK(gs_unmap(v.gd, 0x100000, K) == 0);
+	CHECK(gs_map(v.gd, 0x100000, 0x800000, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_psi(v.e, v.did, 0x100000, 0, false) == 0);
+	CHECK(iovt_fence(v.e) == 0);
+	CHECK(iovt_translate(v.d, 0x100000, &x) == 0); /* the shadow */
+	CHECK_EQ(x.gpa, 0x800000);
+	CHECK(iovt_notifier_detach(n) == 0);
+	judge(&v, 0x100000); /* the IOTLB again: never the page before the edit */
+	judge(&v, 0x101000);
+	env_fini(&v);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(uint64_t *rng);
 } cases[] = {
+	{ "map-detach", case_map_detach },
 	{ "service", case_service },
 	{ "hostile", case_hostile },
 	{ "destroyed", case_destroyed },
