@@ -565,7 +565,12 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	if (iova > top)
 		return -ENOENT;
 	uint64_t page = iova & ~(IOVT_PAGE_SIZE - 1);
-	struct fill f = { .ram = ram, .iova = iova, .err = -ENOENT, .why = VTD_ERR_COUNT };
+	struct fill f; /* only what the walk reads before `started`: no zeroing of the rest */
+	f.ram = ram;
+	f.iova = iova;
+	f.started = f.done = false;
+	f.err = -ENOENT;
+	f.why = VTD_ERR_COUNT;
 	f.end = page + IOTLB_RUN_MAX;
 	if (f.end - 1 > top || f.end < page)
 		f.end = top + 1; /* top + 1 may wrap to 0 at the 64-bit top: never here (57 bits) */
