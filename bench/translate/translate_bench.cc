@@ -13,6 +13,10 @@
 //       items_per_second = lookups/s (all threads); counters: hit_rate,
 //       p99_ns (1 lookup in 64 timed), inval_kops (invalidator's unmap+map
 //       pairs per s).
+//   vhost_shuffled/<impl>/pool:<P>/inval:0/real_time/threads:1
+//       the same with the pool visited in a fixed permuted order: the
+//       plain order is the warm-up's fill order, so the engine's entries
+//       (allocated in that order) are read sequentially there.
 //   miss/<impl>    every lookup a miss (a cyclic scan of 64K pages; the
 //                  engine's capacity fixed at 4096, as its default grows
 //                  to hold the scan): time per op = the cost of a miss
@@ -38,13 +42,14 @@ template <class Impl> Bench<Impl> *&bench_slot()
 	return b;
 }
 
-template <class Impl> void BM_vhost(benchmark::State &st)
+template <class Impl, bool Shuffled = false> void BM_vhost(benchmark::State &st)
 {
 	const uint64_t pool = (uint64_t)st.range(0);
 	const bool with_inval = st.range(1) != 0;
 	iovt_thread_register();
 	if (st.thread_index() == 0) {
 		bench_slot<Impl>() = new Bench<Impl>(pool);
+		bench_slot<Impl>()->shuffled = Shuffled;
 		bench_slot<Impl>()->warm_up();
 		if (with_inval)
 			bench_slot<Impl>()->inval = std::thread(&Bench<Impl>::invalidator, bench_slot<Impl>());
@@ -153,6 +158,12 @@ template <class Impl> void reg()
 		->ArgsProduct({ { 256, 4096, 65536 }, { 0, 1 } })
 		->Threads(1)
 		->Threads(2)
+		->UseRealTime();
+	n = std::string("vhost_shuffled/") + Impl::name;
+	benchmark::RegisterBenchmark(n.c_str(), BM_vhost<Impl, true>)
+		->ArgNames({ "pool", "inval" })
+		->ArgsProduct({ { 256, 65536 }, { 0 } })
+		->Threads(1)
 		->UseRealTime();
 	n = std::string("miss/") + Impl::name;
 	benchmark::RegisterBenchmark(n.c_str(), BM_miss<Impl>)->UseRealTime();
