@@ -81,15 +81,19 @@ template <class Impl, bool Shuffled = false> void BM_vhost(benchmark::State &st)
 	Bench<Impl> *b = bench_slot<Impl>();
 	b->hits += h;
 	b->misses += m;
+	b->threads_done.fetch_add(1, std::memory_order_release); /* b is not touched after this */
 	std::sort(lat.begin(), lat.end());
 	if (!lat.empty())
 		st.counters["p99_ns"] = benchmark::Counter((double)lat[lat.size() * 99 / 100],
 							   benchmark::Counter::kAvgThreads);
 	st.SetItemsProcessed((int64_t)st.iterations() * 2);
 	if (st.thread_index() == 0) {
-		// thread 0 finishes after every thread's loop (the closing barrier) —
-		// but other threads may still add their counts: wait a moment.
-		std::this_thread::sleep_for(std::chrono::milliseconds(20));
+		// Every thread's loop has ended (the closing barrier), but the others
+		// may not have added their counts yet: wait for each (a fixed 20 ms
+		// sleep here let a thread preempted longer on a loaded machine use
+		// the deleted Bench: one segfault in 4 full runs at load 8).
+		while (b->threads_done.load(std::memory_order_acquire) < st.threads())
+			std::this_thread::yield();
 		if (with_inval) {
 			b->stop = true;
 			b->inval.join();

@@ -253,6 +253,7 @@ template <class Impl> struct Bench {
 	Impl impl;
 	std::atomic<bool> stop{ false };
 	std::atomic<uint64_t> hits{ 0 }, misses{ 0 }, inval_ops{ 0 };
+	std::atomic<int> threads_done{ 0 }; // gbench threads past their loop (BM_vhost)
 	std::thread inval;
 	double inval_secs = 0;
 	// false: buffers in pool order (the order the warm-up filled them, so
