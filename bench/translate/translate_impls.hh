@@ -253,8 +253,14 @@ template <class Impl> struct Bench {
 	Impl impl;
 	std::atomic<bool> stop{ false };
 	std::atomic<uint64_t> hits{ 0 }, misses{ 0 }, inval_ops{ 0 };
+	std::atomic<int> threads_done{ 0 }; // gbench threads past their loop (BM_vhost)
 	std::thread inval;
 	double inval_secs = 0;
+	// false: buffers in pool order (the order the warm-up filled them, so
+	// the engine's entries, allocated in that order, are read sequentially
+	// and the hardware prefetcher follows); true: a fixed permutation of
+	// the pool (vhost_shuffled/*: no prefetchable order anywhere).
+	bool shuffled = false;
 	explicit Bench(uint64_t pool) : g(pool), impl(&g) {}
 	Bench(uint64_t pool, uint64_t cap) : g(pool), impl(&g, cap) {}
 	// Untimed warm-up to the steady state: the engine's table grows to the
@@ -311,7 +317,8 @@ template <class Impl> Bench<Impl> *miss_bench()
 template <class Impl> inline int vhost_step(Bench<Impl> *b, uint64_t i, iovt_extent *x)
 {
 	uint64_t ring = RING_IOVA + (i & 3) * K4 + 64;
-	uint64_t buf = b->g.buf(i) + 128;
+	// An odd multiplier modulo a power-of-two pool: a permutation.
+	uint64_t buf = b->g.buf(b->shuffled ? i * 2654435761ull : i) + 128;
 	int r1 = b->impl.lookup(ring, x);
 	int r2 = b->impl.lookup(buf, x + 1);
 	return (r1 == 1) + (r2 == 1);
