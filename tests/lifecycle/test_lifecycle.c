@@ -1541,11 +1541,16 @@ int main(void)
 	CHECK(st.fences_drained > 0);
 	CHECK(atomic_load(&polled) > 0);    /* the poller drained while workers were stopped */
 	CHECK(atomic_load(&hits_r1) > 0);   /* region 1 was mapped, so its removal meant something */
-	/* ... and purged something, when something was mapped there as it went
-	 * (a slow run, TSan, may remove only while nothing maps region 1; the
-	 * purge itself is proven case by case in lifecycle-ram-remove-purge) */
+	/* ... and something left the sink for it, when something was mapped
+	 * there as it went: the purge, or a sync that met the hole first (a
+	 * producer fencing between the region's unpublication and the purge
+	 * unmaps its extents as leaves outside RAM; with faster fences that
+	 * took them all in one ASan soak run). check_no_r1 proves the sink
+	 * holds none after; a slow run, TSan, may remove only while nothing
+	 * maps region 1; the purge itself is proven case by case in
+	 * lifecycle-ram-remove-purge. */
 	if (r1_at_remove)
-		CHECK(st.ram_purged > 0);
+		CHECK(st.ram_purged > 0 || st.errors[IOVT_ERR_LEAF_OUTSIDE_RAM] > 0);
 	CHECK(st.errors[IOVT_ERR_UNKNOWN_DOMAIN] > 0); /* producers did race the destroys */
 	CHECK(atomic_load(&dead_translates) > 0);
 
