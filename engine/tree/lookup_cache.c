@@ -246,7 +246,10 @@ void lc_bump(struct lookup_cache *c, uint64_t first, uint64_t last)
 
 uint64_t lc_memory_bytes(struct lookup_cache *c)
 {
-	struct lc_table *t = atomic_load_explicit(&c->table, memory_order_relaxed);
+	/* acquire: nsets was written before the publishing CAS (TSan found
+	 * the relaxed load racing a new table's memset); caller in a
+	 * read-side section, so a replaced table is still there */
+	struct lc_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
 	uint64_t b = atomic_load_explicit(&c->gens, memory_order_relaxed)
 			     ? iovt_alloc_usable(LC_BUCKETS * sizeof(uint64_t))
 			     : 0;

@@ -104,7 +104,7 @@ void lc_put(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova,
 void lc_bump(struct lookup_cache *c, uint64_t first, uint64_t last);
 
 /* Bytes of the generations and the table (0 while off). Racy. */
-uint64_t lc_memory_bytes(struct lookup_cache *c);
+uint64_t lc_memory_bytes(struct lookup_cache *c); /* caller in a read-side section (or quiescent) */
 
 /* Frees the generations and the table; no reader can be left. */
 void lc_destroy(struct lookup_cache *c);
