@@ -402,16 +402,17 @@ bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_
 }
 
 /*
- * When the cache misses more than it hits, it costs more than the descent
- * it saves: a writer churning the tree kills stamps faster than readers
- * come back (each probe then finds its slot dead and its line cold, and the
- * fill dirties another: 3.6 vs 7.6 M lookups/s at 64K extents with a 1M
- * ops/s writer), or the working set exceeds the capacity. Each thread
- * counts its hits over windows of LC_WINDOW probes; a window with fewer
- * than half hits makes it descend directly for the next LC_BYPASS lookups,
- * doubled for each bad window in a row up to 32x (the probe windows that
- * remain keep filling, and one good window ends it).
- * Per thread, for the last tree it read.
+ * When removals kill cached answers faster than readers come back (a
+ * writer churning the tree: each probe then finds its slot dead and its
+ * line cold, and the fill dirties another: 3.6 vs 7.6 M lookups/s at 64K
+ * extents with a 1M ops/s writer), the cache costs more than the descent
+ * it saves. Each thread counts the dead slots it meets over windows of
+ * LC_WINDOW probes; a window with half or more dead makes it descend
+ * directly for the next LC_BYPASS lookups, doubled for each such window in
+ * a row up to 32x (the probe windows that remain keep filling; one good
+ * window ends it). Slots never filled do not count: a cold cache is
+ * warming (counting them kept a fresh 64K-extent cache cold for millions
+ * of lookups). Per thread, for the last tree it read.
  */
 #define LC_WINDOW 32u
 #define LC_BYPASS (7u * LC_WINDOW)
@@ -422,7 +423,7 @@ bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_
  * jemalloc's). */
 static __thread __attribute__((tls_model("initial-exec"))) struct {
 	const struct shadow_tree *t;
-	unsigned probes, hits, skip, bad;
+	unsigned probes, dead, skip, bad;
 } tl_lc;
 
 bool shadow_tree_test_no_bypass;
@@ -441,23 +442,23 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 		return shadow_tree_lookup(t, iova, out);
 	if (__builtin_expect(tl_lc.t != t, 0)) {
 		tl_lc.t = t;
-		tl_lc.probes = tl_lc.hits = tl_lc.skip = tl_lc.bad = 0;
+		tl_lc.probes = tl_lc.dead = tl_lc.skip = tl_lc.bad = 0;
 	}
 	if (tl_lc.skip && !shadow_tree_test_no_bypass) {
 		tl_lc.skip--;
 		return shadow_tree_lookup(t, iova, out);
 	}
 	int got = lc_get(&t->lc, gens, iova, out);
-	tl_lc.hits += got > 0;
+	tl_lc.dead += got < 0;
 	if (++tl_lc.probes == LC_WINDOW) {
-		if (tl_lc.hits < LC_WINDOW / 2) {
+		if (tl_lc.dead >= LC_WINDOW / 2) {
 			/* each bad window in a row doubles the next bypass */
 			tl_lc.skip = LC_BYPASS << tl_lc.bad;
 			tl_lc.bad += tl_lc.bad < LC_BYPASS_MAX_SHIFT;
 		} else {
 			tl_lc.bad = 0;
 		}
-		tl_lc.probes = tl_lc.hits = 0;
+		tl_lc.probes = tl_lc.dead = 0;
 	}
 	if (got > 0)
 		return true;
