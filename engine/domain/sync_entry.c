@@ -70,51 +70,35 @@ static void add_batch(struct range_set *s, const struct pend_batch *b)
 			range_set_add(s, b->r[i].first, b->r[i].last);
 }
 
-/* pending_lock held: it owns the domain's intake counters. */
-static void count_batch_locked(struct iovt_domain *d, const struct pend_batch *c)
+/*
+ * Counts an accepted batch of invalidations: into the domain's intake
+ * counters (pending_lock held: it owns them), or, for a batch a fence
+ * carried straight into its sync, into carried_* (sync_lock held: it owns
+ * those); into the engine's once the domain's counters were folded
+ * (destroyed meanwhile).
+ */
+static void count_batch(struct iovt_domain *d, const struct pend_batch *c, bool folded,
+			bool carried)
 {
 	if (!(c->psi | c->dsi))
 		return; /* a control path's ranges: nothing to count */
-	struct iovt_engine *e = d->engine;
-	if (!d->stats_folded) {
-		/* pending_lock owns these (load + store; see struct stat_counters) */
-		DSTAT_ADD_OWNED(d, invalidations, c->psi + c->dsi);
-		if (c->psi)
-			DSTAT_ADD_OWNED(d, psi, c->psi);
-		if (c->dsi)
-			DSTAT_ADD_OWNED(d, dsi, c->dsi);
-		if (c->ih)
-			DSTAT_ADD_OWNED(d, ih, c->ih);
-	} else {
-		/* destroyed meanwhile: its counters are the engine's now */
-		ENGINE_STAT_ADD(e, invalidations, c->psi + c->dsi);
-		ENGINE_STAT_ADD(e, psi, c->psi);
-		ENGINE_STAT_ADD(e, dsi, c->dsi);
-		ENGINE_STAT_ADD(e, ih, c->ih);
-	}
-}
-
-/* The intake counters of a batch a fence carried into its sync: owned by the
- * sync_lock holder (carried_*). A dead domain's counters are the engine's. */
-static void count_carried(struct iovt_domain *d, const struct pend_batch *c, bool dead)
-{
-	if (!(c->psi | c->dsi))
-		return;
-	if (!dead) {
-		DSTAT_ADD_OWNED(d, carried_invalidations, c->psi + c->dsi);
-		if (c->psi)
-			DSTAT_ADD_OWNED(d, carried_psi, c->psi);
-		if (c->dsi)
-			DSTAT_ADD_OWNED(d, carried_dsi, c->dsi);
-		if (c->ih)
-			DSTAT_ADD_OWNED(d, carried_ih, c->ih);
-	} else {
+	if (folded) {
 		struct iovt_engine *e = d->engine;
 		ENGINE_STAT_ADD(e, invalidations, c->psi + c->dsi);
 		ENGINE_STAT_ADD(e, psi, c->psi);
 		ENGINE_STAT_ADD(e, dsi, c->dsi);
 		ENGINE_STAT_ADD(e, ih, c->ih);
+		return;
 	}
+	/* load + store: one owner (see struct stat_counters) */
+	struct stat_counters *st = &d->stats;
+	OWNED_ADD(carried ? &st->carried_invalidations : &st->invalidations, c->psi + c->dsi);
+	if (c->psi)
+		OWNED_ADD(carried ? &st->carried_psi : &st->psi, c->psi);
+	if (c->dsi)
+		OWNED_ADD(carried ? &st->carried_dsi : &st->dsi, c->dsi);
+	if (c->ih)
+		OWNED_ADD(carried ? &st->carried_ih : &st->ih, c->ih);
 }
 
 void domain_pend(struct iovt_domain *d, const struct pend_batch *b)
@@ -122,7 +106,7 @@ void domain_pend(struct iovt_domain *d, const struct pend_batch *b)
 	pthread_mutex_lock(&d->pending_lock);
 	add_batch(&d->pending, b);
 	atomic_store_explicit(&d->pending_any, true, memory_order_relaxed);
-	count_batch_locked(d, b);
+	count_batch(d, b, d->stats_folded, false);
 	pthread_mutex_unlock(&d->pending_lock);
 	domain_mark_dirty(d);
 }
@@ -314,7 +298,7 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 	/* `dead` is set under sync_lock, with the counters folded (destroy). */
 	bool dead = atomic_load_explicit(&d->dead, memory_order_relaxed);
 	if (b)
-		count_carried(d, b, dead); /* accepted, dead domain or not */
+		count_batch(d, b, dead, true); /* accepted, dead domain or not */
 	if (dead)
 		goto out;
 	/* What other drainers left pending. A relaxed look is enough: ranges
