@@ -170,28 +170,21 @@ static inline size_t node_bytes(const struct node *x)
  * branchy binary searches: 57 ns a lookup at 1K extents; these: ~32 ns).
  */
 
-/* Number of records of leaf l (order word w) whose iova <= key. */
+/*
+ * Number of records of leaf l (order word w) whose iova <= key: four fixed
+ * steps (8, 4, 2, 1), each reading the record at the candidate count,
+ * clamped into the leaf. A loop halving the live count instead ended after
+ * a number of steps that depends on the leaf, a mispredicted exit per
+ * lookup (29 -> 26 ns at 1K extents, 65 -> 52 ns at 64K).
+ */
 static inline unsigned leaf_pos(const struct leaf *l, uint64_t w, uint64_t key)
 {
 	unsigned n = ow_n(w), b = 0;
 	if (!n)
 		return 0;
-	while (n > 1) {
-		unsigned half = n >> 1;
-		b = l->r[ow_at(w, b + half)].iova <= key ? b + half : b;
-		n -= half;
-	}
-	return b + (l->r[ow_at(w, b)].iova <= key);
-}
-
-static inline unsigned leaf_pos4(const struct leaf *l, uint64_t w, uint64_t key)
-{
-	unsigned n = ow_n(w), b = 0;
-	if (!n)
-		return 0;
 	for (unsigned step = 8; step; step >>= 1) {
-		unsigned j = b + step;                 /* candidate count */
-		unsigned at = (j <= n ? j : n) - 1;    /* in range: n >= 1 */
+		unsigned j = b + step;              /* candidate count */
+		unsigned at = (j <= n ? j : n) - 1; /* in range: n >= 1 */
 		bool ok = j <= n && l->r[ow_at(w, at)].iova <= key;
 		b = ok ? j : b;
 	}
@@ -384,7 +377,7 @@ static const struct rec *find_rec(const struct shadow_tree *t, uint64_t iova)
 	}
 	const struct leaf *l = (const struct leaf *)x;
 	uint64_t w = __atomic_load_n(&l->h.word, __ATOMIC_ACQUIRE);
-	unsigned k = leaf_pos4(l, w, iova);
+	unsigned k = leaf_pos(l, w, iova);
 	if (!k)
 		return NULL;
 	const struct rec *r = &l->r[ow_at(w, k - 1)];
