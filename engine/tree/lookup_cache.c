@@ -183,20 +183,19 @@ void lc_put(struct lookup_cache *c, _Atomic uint64_t *gens, uint64_t iova,
 	struct lc_set *s = set_of(t, tag);
 	/* The victim: a slot of this key, else a free or dead one, else the
 	 * way a bit of the key picks (two hot keys of one set alternate). */
-	unsigned v = 2;
-	for (unsigned i = 0; i < 2 && v == 2; i++) {
+	unsigned v = 2, dead = 2;
+	for (unsigned i = 0; i < 2; i++) {
 		uint64_t old = atomic_load_explicit(&s->w[i].tag, memory_order_relaxed);
-		if (old == tag || !old)
+		if (old == tag || !old) {
 			v = i;
-	}
-	for (unsigned i = 0; i < 2 && v == 2; i++) {
-		uint64_t old = atomic_load_explicit(&s->w[i].tag, memory_order_relaxed);
-		uint64_t st = atomic_load_explicit(&s->w[i].stamp, memory_order_relaxed);
-		if (st != lc_stamp(gens, old & ~0xfffull))
-			v = i;
+			break;
+		}
+		if (dead == 2 && atomic_load_explicit(&s->w[i].stamp, memory_order_relaxed) !=
+					 lc_stamp(gens, old & ~0xfffull))
+			dead = i;
 	}
 	if (v == 2)
-		v = (unsigned)(tag >> 19) & 1;
+		v = dead != 2 ? dead : (unsigned)(tag >> 19) & 1;
 	struct lc_slot *sl = &s->w[v];
 	uint64_t q = atomic_load_explicit(&sl->seq, memory_order_relaxed);
 	if ((q & 1) || !atomic_compare_exchange_strong_explicit(&sl->seq, &q, q + 1,
