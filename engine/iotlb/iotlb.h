@@ -11,8 +11,9 @@
  *
  * Layout: `nsets` sets of IOTLB_WAYS slots, one cache line each: a 64-bit
  * sequence and 7 slots, each an RCU pointer to an immutable entry (one
- * cache line: jemalloc's 64-byte class, via engine/common/alloc.h) with a 15-bit tag of its key and a referenced bit in its top
- * 16 bits: a probe dereferences only the ways whose tag matches, the victim
+ * cache line: jemalloc's 64-byte class, via engine/common/alloc.h) with a
+ * 15-bit tag of its key and a referenced bit in its top 16 bits: a probe
+ * dereferences only the ways whose tag matches, the victim
  * choice dereferences nothing. An entry is a run of
  * IOVA (a 4 KiB-started run of at most IOTLB_RUN_MAX bytes, or a whole
  * 2 MiB / 1 GiB leaf) mapping host-contiguously, one permission, one RAM
