@@ -107,6 +107,9 @@ struct iovt_domain {
 	struct range_set retry;         /* spans whose sink calls failed (sync_lock) */
 	struct range_set capped;        /* spans not mapped for the extent cap (sync_lock) */
 	uint64_t retry_cursor, capped_cursor; /* where the next retry starts (sync_lock) */
+	/* The iovt_fence (engine fence_seq) whose queue drains last synced it:
+	 * written and read only by iovt_fence callers (control_lock). */
+	uint64_t fence_synced;
 
 	struct stat_counters stats;
 	bool stats_folded;              /* pending_lock: counters moved into the engine's (destroy) */
@@ -193,6 +196,7 @@ struct iovt_engine {
 	struct cds_wfcq_tail dirty_tail;
 	struct sync_scratch scratch;    /* control lock */
 	struct range_set todo;          /* control lock */
+	uint64_t fence_seq;             /* iovt_fence calls so far (control lock) */
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 
 	void *ext_pollers;              /* glue.c: libiovt-dpdk's lcore pollers (control lock) */

@@ -16,12 +16,13 @@
  *   domain_mark_dirty        either*     any                   nothing
  *   domain_pend/_add_pending either*     not pending_lock      pending_lock
  *   domain_sync_lock         no          none of d's           sync_lock
+ *   domain_sync_trylock_rcu  required    none of d's           nothing (a try)
  *   domain_sync[_locked]     no          [sync_lock]           sync/pending_lock, sinks
  *   domain_ram_purge         no          control_lock          sync_lock, sinks
  *   (* or the caller holds a reference)
  *
- * No function here waits for a grace period; none takes a mutex inside a
- * read-side section.
+ * No function here waits for a grace period; none waits for a mutex inside a
+ * read-side section (domain_sync_trylock_rcu only tries one).
  */
 #ifndef IOVT_DOMAIN_DOMAIN_H
 #define IOVT_DOMAIN_DOMAIN_H
@@ -82,8 +83,13 @@ void domain_fold_into_engine(struct iovt_domain *d);
 /* Span of earlier failures a sync retries beyond what it was asked (pages). */
 #define IOVT_RETRY_BUDGET_PAGES (1ull << 16)
 
-struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did); /* +1 ref, sync_lock held */
-void domain_sync_unlock(struct iovt_domain *d);                            /* unlock, -1 ref */
+/* sync_lock held, and a reference when *ref */
+struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did, bool *ref);
+void domain_sync_unlock(struct iovt_domain *d, bool ref); /* unlock; -1 ref when ref */
+/* In a read-side section, d found there: takes sync_lock if that needs no
+ * wait and d is alive — and then d stays allocated without a reference
+ * until pthread_mutex_unlock(&d->sync_lock), after the section ends. */
+bool domain_sync_trylock_rcu(struct iovt_domain *d);
 int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		       bool *retry_left);
 int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
