@@ -31,6 +31,11 @@ int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool m
 	/* Pass 1: keep or remove each old extent; group removals into UNMAPs. */
 	for (size_t oi = old_from; oi < s->old.n; oi++) {
 		const struct iovt_extent *o = &s->old.v[oi];
+		if (!o->size) {
+			/* Unchanged extents were here: a kept extent ends the group. */
+			*group_open = false;
+			continue;
+		}
 		while (ri < s->runs.n && end_of(&s->runs.v[ri]) <= o->iova)
 			ri++;
 		if (ri < s->runs.n && still_mapped(&s->runs.v[ri], o)) {

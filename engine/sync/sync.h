@@ -67,6 +67,11 @@ struct sync_scratch {
 	 * clears what it folds (a 144-byte `= { 0 }` per sync was a rep stos,
 	 * 4% of a one-page fence). A zeroed scratch starts it zero. */
 	struct sync_stats st;
+	/* push_old's state over one window (sync.c): the run it compares with,
+	 * and whether extents it left out await their marker in old[]. */
+	size_t old_ri;
+	bool old_dropped;
+	uint64_t old_dropped_end;
 };
 
 void sync_scratch_free(struct sync_scratch *s);
@@ -99,6 +104,9 @@ static inline bool run_continues(const struct iovt_extent *a, const struct iovt_
 /*
  * Diff of one window: old extents s->old[old_from..] against s->runs[run_from..]
  * (both sorted, covering the window); appends UNMAP groups and MAP pieces.
+ * An old extent of size 0 is a marker: unchanged extents were left out
+ * there (push_old), so no UNMAP group spans it. A run of size 0 maps
+ * nothing (its extent was one of those).
  * *group_open says whether the last UNMAP group may still grow (no kept
  * extent since); updated on return.
  */
