@@ -14,10 +14,11 @@ void sync_scratch_free(struct sync_scratch *s)
 	vec_free(&s->maps);
 }
 
-static bool same_extent(const struct iovt_extent *a, const struct iovt_extent *b)
+/* Does run r begin with extent e, mapped exactly as e says? */
+static bool run_starts_with(const struct iovt_extent *r, const struct iovt_extent *e)
 {
-	return a->iova == b->iova && a->size == b->size && a->gpa == b->gpa && a->hva == b->hva &&
-	       a->perm == b->perm && a->region == b->region;
+	return r->iova == e->iova && e->size <= r->size && r->gpa == e->gpa && r->hva == e->hva &&
+	       r->perm == e->perm && r->region == e->region;
 }
 
 /* Marks where left-out extents were (see push_old); diff_window reads it. */
@@ -30,13 +31,17 @@ static int push_dropped_marker(struct sync_scratch *s)
 
 /*
  * Collects a window's old extents for diff_window, leaving out each one a
- * run repeats exactly — diff_window would keep it and map nothing of that
- * run — and zeroing that run's size instead. A PSI over a 2 MiB window of
- * unchanged 4 KiB extents no longer copies and diffs every one of them
- * (perf, map4k-psi2m: copying them was a quarter of the engine, the diff
- * another sixth). The one thing a kept extent still tells the diff, that no
- * UNMAP group may span it, a zero-size marker says for a stretch of them.
- * Extents come in IOVA order, runs are sorted and disjoint: one cursor.
+ * run begins with — diff_window would keep it and map nothing of that part
+ * of the run — and moving that run's start past it instead (the run's
+ * remainder is what the diff still has to map around later kept extents).
+ * A PSI over a 2 MiB window of unchanged 4 KiB extents no longer copies
+ * and diffs every one of them (perf, map4k-psi2m: copying them was a
+ * quarter of the engine, the diff another sixth), whether each is a run of
+ * its own (scattered GPAs) or the guest's run holds many (contiguous GPAs,
+ * mapped a page at a time). An extent inside a run past its start goes to
+ * the diff as before. The one thing a kept extent still tells the diff,
+ * that no UNMAP group may span it, a zero-size marker says for a stretch of
+ * them. Extents come in IOVA order, runs are sorted and disjoint: one cursor.
  */
 static int push_old(void *arg, const struct iovt_extent *e)
 {
@@ -44,14 +49,17 @@ static int push_old(void *arg, const struct iovt_extent *e)
 	size_t ri = s->old_ri;
 	while (ri < s->runs.n && s->runs.v[ri].iova + s->runs.v[ri].size <= e->iova)
 		ri++;
-	if (ri < s->runs.n && same_extent(&s->runs.v[ri], e)) {
-		s->runs.v[ri].size = 0;
-		s->old_ri = ri + 1;
+	s->old_ri = ri;
+	if (ri < s->runs.n && run_starts_with(&s->runs.v[ri], e)) {
+		struct iovt_extent *r = &s->runs.v[ri];
+		r->iova += e->size;
+		r->gpa += e->size;
+		r->hva += e->size;
+		r->size -= e->size; /* 0: the run is all kept (the cursor moves on) */
 		s->old_dropped = true;
 		s->old_dropped_end = e->iova + e->size;
 		return 0;
 	}
-	s->old_ri = ri;
 	if (s->old_dropped && push_dropped_marker(s))
 		return -ENOMEM;
 	return vec_push(&s->old, *e) ? -ENOMEM : 0;
