@@ -54,6 +54,7 @@ struct vtd_walk_params {
 	unsigned host_width;/* HAW: address bits an entry may use (e.g. 46); 0 means 52 */
 	bool allow_2m;      /* PS in a PDE allowed (SLLPS bit 0) */
 	bool allow_1g;      /* PS in a PDPE allowed (SLLPS bit 1) */
+	bool merge_4k;      /* yield 4 KiB leaves that continue each other as one (see vtd_leaf) */
 	uint64_t first;     /* first IOVA of the range (inclusive) */
 	uint64_t last;      /* last IOVA of the range (inclusive) */
 	uint64_t budget;    /* max entries read; 0 means unlimited */
@@ -61,9 +62,12 @@ struct vtd_walk_params {
 
 struct vtd_leaf {
 	uint64_t iova;  /* aligned to size */
-	uint64_t size;  /* 4 KiB, 2 MiB or 1 GiB */
+	uint64_t size;  /* 4 KiB, 2 MiB or 1 GiB; with merge_4k, n x 4 KiB: n
+			 * entries of one table, each the next page's address
+			 * with every other bit equal (iova, gpa 4 KiB aligned) */
 	uint64_t gpa;   /* aligned to size */
 	uint32_t perm;  /* IOVT_PERM_R | IOVT_PERM_W (effective) */
+	uint32_t entries; /* table entries it stands for: 1, or n merged (merge_4k) */
 };
 
 struct vtd_walk_stats {

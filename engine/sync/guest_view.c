@@ -79,7 +79,8 @@ static int on_leaf(void *arg, const struct vtd_leaf *leaf)
 	/* Split at guest RAM region boundaries; parts in holes are not mapped.
 	 * A hole is skipped in one step to the next region (not page by page: a
 	 * hostile guest's 1 GiB leaves into holes would cost 2^18 steps each,
-	 * work the walk budget does not bound), and counted once per leaf. */
+	 * work the walk budget does not bound), and counted once per leaf — per
+	 * page of a merged run of 4 KiB entries (leaf->entries: each was one). */
 	bool hole_counted = false;
 	while (iova < end) {
 		uint64_t gpa = leaf->gpa + (iova - leaf->iova);
@@ -87,16 +88,19 @@ static int on_leaf(void *arg, const struct vtd_leaf *leaf)
 		if (!(w->have_region && gpa - rr->gpa < rr->size))
 			w->have_region = guest_ram_find(w->t->ram, gpa, rr);
 		if (!w->have_region) {
-			if (!hole_counted) {
-				w->st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM]++;
+			struct guest_ram_region next;
+			/* next.gpa > gpa here: gpa is in a hole. */
+			bool resumes = guest_ram_find_next(w->t->ram, gpa, &next) && next.gpa - gpa < end - iova;
+			uint64_t skip = resumes ? next.gpa - gpa : end - iova;
+			uint64_t leaves = leaf->entries > 1 ? skip >> 12 : !hole_counted;
+			if (leaves) {
+				w->st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM] += leaves;
 				note_error(w, -EFAULT);
 				hole_counted = true;
 			}
-			struct guest_ram_region next;
-			/* next.gpa > gpa here: gpa is in a hole. */
-			if (!guest_ram_find_next(w->t->ram, gpa, &next) || next.gpa - gpa >= end - iova)
+			if (!resumes)
 				break; /* RAM resumes past the leaf's (clipped) end, or never */
-			iova += next.gpa - gpa;
+			iova += skip;
 			continue;
 		}
 		const struct guest_ram_region r = *rr;
@@ -138,6 +142,7 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 
 	p.first = first;
 	p.last = last;
+	p.merge_4k = true; /* on_leaf folds them into runs anyway */
 	iovt_rcu_read_lock();
 	int rc = vtd_walk(t->ram, &p, &ops, &w, &ws);
 	iovt_rcu_read_unlock();

@@ -74,6 +74,55 @@ static int on_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
 
 static const struct vtd_walk_ops ops = { on_leaf, on_error };
 
+static uint64_t merged_leaves; /* merge_4k leaves of more than one entry met */
+
+static int on_leaf_expand(void *arg, const struct vtd_leaf *l)
+{
+	/* A merged leaf stands for `entries` 4 KiB leaves: record each. */
+	struct rec *r = arg;
+	CHECK(l->entries >= 1);
+	if (l->entries == 1)
+		return on_leaf(arg, l);
+	CHECK_EQ(l->size, (uint64_t)l->entries * K);
+	CHECK_EQ((l->iova | l->gpa) & (K - 1), 0);
+	merged_leaves++;
+	for (uint32_t k = 0; k < l->entries; k++)
+		rec_push(r, (struct ev){ false, VTD_ERR_COUNT, l->iova + k * K, K, l->gpa + k * K, l->perm });
+	r->nleaves += l->entries;
+	return 0;
+}
+
+static const struct vtd_walk_ops ops_expand = { on_leaf_expand, on_error };
+
+/*
+ * merge_4k (the engine's guest view) must see exactly what the plain walk
+ * sees: the same leaves once merged runs are cut back into pages, the same
+ * error spans, the same entries read (budget) and counts.
+ */
+static void check_merged_same(const struct vtd_walk_params *p, const struct rec *plain, int plain_rc,
+			      const struct vtd_walk_stats *plain_st)
+{
+	struct vtd_walk_params m = *p;
+	struct rec r = { 0 };
+	struct vtd_walk_stats st = { 0 };
+	m.merge_4k = true;
+	iovt_rcu_read_lock();
+	int rc = vtd_walk(ram, &m, &ops_expand, &r, &st);
+	iovt_rcu_read_unlock();
+	CHECK_EQ(rc, plain_rc);
+	CHECK_EQ(st.entries_read, plain_st->entries_read);
+	CHECK_EQ(st.leaves, plain_st->leaves);
+	for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
+		CHECK_EQ(st.errors[i], plain_st->errors[i]);
+	CHECK_EQ(r.n, plain->n);
+	for (size_t i = 0; i < r.n; i++) {
+		const struct ev *a = &r.ev[i], *b = &plain->ev[i];
+		CHECK(a->err == b->err && a->why == b->why && a->iova == b->iova && a->size == b->size &&
+		      a->gpa == b->gpa && a->perm == b->perm);
+	}
+	free(r.ev);
+}
+
 /* Walks and checks the invariants every walk must keep. */
 static int walk(const struct vtd_walk_params *p, struct rec *r, struct vtd_walk_stats *st)
 {
@@ -84,6 +133,8 @@ static int walk(const struct vtd_walk_params *p, struct rec *r, struct vtd_walk_
 	iovt_rcu_read_unlock();
 	if (rc == -EINVAL)
 		return rc;
+	if (!r->stop_at && !p->merge_4k)
+		check_merged_same(p, r, rc, st);
 	CHECK_EQ(st->leaves, r->nleaves);
 	uint64_t errs = 0;
 	for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
@@ -598,6 +649,56 @@ static void test_bad_params(void)
 
 /* ---- randomized: guestsim edits vs the walker vs the truth ---- */
 
+/*
+ * merge_4k on the cases where merging must stop: the next entry's address
+ * carrying out of the address field, a flag differing, a reserved bit, a
+ * gap, the range's end and the budget (each checked against the plain walk
+ * by walk()); and that a contiguous run does merge.
+ */
+static void test_merge_4k(void)
+{
+	uint64_t x = 3 * G1 + 5 * M2; /* 2 MiB aligned */
+	struct gs_domain *d = gs_domain_create(gs, 48, true, true);
+	struct vtd_walk_params p;
+	struct vtd_walk_stats st;
+	struct rec r = { 0 };
+	uint64_t before = merged_leaves;
+
+	CHECK_EQ(gs_map(d, x, DATA, 64 * K, IOVT_PERM_RW, GS_LEAF_4K), 0);
+	p = params(d, x, x + 64 * K - 1);
+	CHECK_EQ(walk(&p, &r, &st), 0);
+	CHECK_EQ(r.nleaves, 64);
+	CHECK(merged_leaves > before); /* the 64 pages did merge */
+	/* Flag change at page 10, reserved bit (host width 46) at 20, a gap at 30. */
+	uint64_t a10 = gs_pte_gpa(d, x + 10 * K, 1), a20 = gs_pte_gpa(d, x + 20 * K, 1);
+	gs_write_pte(gs, a10, gs_read_pte(gs, a10) & ~(uint64_t)IOVT_PERM_W);
+	gs_write_pte(gs, a20, gs_read_pte(gs, a20) | (1ull << 46));
+	gs_write_pte(gs, gs_pte_gpa(d, x + 30 * K, 1), 0);
+	CHECK_EQ(walk(&p, &r, &st), 0);
+	CHECK_EQ(r.nerrors, 1);
+	for (uint64_t b = 1; b < 70; b += 7) { /* budget ends inside merged runs */
+		p.budget = b;
+		(void)walk(&p, &r, &st);
+	}
+	p.budget = 0;
+	p.last = x + 17 * K + 5; /* the range ends inside a run */
+	CHECK_EQ(walk(&p, &r, &st), 0);
+	/* Host width 52: an address field ending in all ones, then the entry
+	 * that is that one + 4 KiB — a carry into bit 52, an ignored bit, address
+	 * 0. Two leaves far apart in GPA, never one. */
+	uint64_t top = ((1ull << 52) - K) | RW;
+	gs_write_pte(gs, gs_pte_gpa(d, x + 40 * K, 1), top);
+	gs_write_pte(gs, gs_pte_gpa(d, x + 41 * K, 1), top + K);
+	p = params(d, x + 40 * K, x + 42 * K - 1);
+	p.host_width = 0;
+	CHECK_EQ(walk(&p, &r, &st), 0);
+	CHECK_EQ(r.nleaves, 2);
+	CHECK_EQ(r.ev[0].gpa, (1ull << 52) - K);
+	CHECK_EQ(r.ev[1].gpa, 0);
+	gs_domain_destroy(d);
+	free(r.ev);
+}
+
 static uint64_t pick_size(uint64_t *s)
 {
 	switch (gs_rand_below(s, 8)) {
@@ -737,6 +838,7 @@ int main(void)
 	test_errors();
 	test_budget();
 	test_bad_params();
+	test_merge_4k();
 	test_random(seed);
 	gs_destroy(gs);
 	urcu_memb_unregister_thread();
