@@ -9,10 +9,10 @@
 #include "common/alloc.h"
 #include "common/rcu.h"
 #include "iotlb/iotlb.h"
+#include "iotlb/recycle.h"
 
 #define NLEVELS 3
 #define HIT_STRIPES 16
-#define RETIRE_BATCH 512
 
 struct iotlb_entry {             /* 48 bytes, allocated as one cache line */
 	uint64_t iova, len;         /* [iova, iova + len) */
@@ -21,26 +21,18 @@ struct iotlb_entry {             /* 48 bytes, allocated as one cache line */
 	_Atomic uint64_t seq;       /* visible while == its set's seq */
 };
 
-/* Entries and retire batches come from the engine's allocator (its private
- * jemalloc, thread cache on): glibc's memalign, and its bins fed by the
- * call_rcu thread's frees, were more than half of a miss (perf on
- * miss/engine: malloc_consolidate + unlink_chunk + _int_free 41% of the
- * samples; 251 -> 107 ns per miss). jemalloc's 64-byte class is 64-aligned:
- * one line per entry. (Recycling whole batches of entries after their grace
- * period instead was measured too: no faster than jemalloc's thread cache.) */
+/* Entries are lines from engine/iotlb/recycle (reused by the thread that
+ * retired them after a grace period, else jemalloc's 64-byte class via
+ * engine/common/alloc.h: one line per entry). Not zeroed: a fill writes
+ * every field. */
 static inline struct iotlb_entry *entry_new(void)
 {
-	/* Not mallocx with MALLOCX_ALIGN (its slow path: ~275 instructions a
-	 * miss under callgrind): the plain 64-byte class, whose regions sit
-	 * at multiples of 64 in page-aligned slabs. Not zeroed: a fill writes
-	 * every field. (Plain malloc in sanitizer builds: 16-aligned, slower,
-	 * as correct.) */
-	return iovt_alloc(0, 64);
+	return recycle_new();
 }
 
 static inline void entry_free(struct iotlb_entry *e)
 {
-	iovt_free(0, e, 64);
+	recycle_free(e);
 }
 
 /* A slot: an entry pointer (low 48 bits: user-space pointers fit on x86-64
@@ -131,81 +123,6 @@ void iotlb_init(struct iotlb *c, uint64_t entries)
 		atomic_init(&c->before[k], 0);
 	atomic_init(&c->grown, 0);
 	c->entries = entries;
-}
-
-/* Replaced entries wait in a per-thread batch for one call_rcu per
- * RETIRE_BATCH (a call_rcu per replaced entry cost a fence and a wakeup of
- * the call_rcu thread per miss; a shared list cost a locked write into the
- * victim's cold line). The batch holds pointers, so neither the retiring
- * thread nor the callback touches the entries' lines. At most RETIRE_BATCH-1
- * entries per thread wait for the next batch; a thread's exit frees its
- * batch after a grace period (it holds no engine lock there). */
-struct retire_batch {
-	struct rcu_head rcu;
-	uint32_t n;
-	struct iotlb_entry *e[RETIRE_BATCH];
-};
-
-static __thread struct retire_batch *my_batch;
-static pthread_key_t batch_key;
-static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
-
-static void batch_free_now(struct retire_batch *b)
-{
-	for (uint32_t i = 0; i < b->n; i++)
-		entry_free(b->e[i]);
-	iovt_free(0, b, sizeof(*b));
-}
-
-static void batch_free_rcu(struct rcu_head *h)
-{
-	iovt_rcu_callback_enter();
-	batch_free_now(caa_container_of(h, struct retire_batch, rcu));
-}
-
-static void batch_thread_exit(void *p)
-{
-	struct retire_batch *b = p;
-	my_batch = NULL;
-	if (!b)
-		return;
-	iovt_synchronize_rcu(); /* no read-side section, no lock held at exit */
-	batch_free_now(b);
-}
-
-static void batch_key_init(void)
-{
-	if (pthread_key_create(&batch_key, batch_thread_exit))
-		abort();
-}
-
-/* This thread's batch, with room for one more; NULL: no memory (then the
- * caller unlinks nothing). */
-static struct retire_batch *batch_get(void)
-{
-	struct retire_batch *b = my_batch;
-	if (__builtin_expect(!b, 0)) {
-		pthread_once(&batch_once, batch_key_init);
-		b = iovt_alloc(0, sizeof(*b));
-		if (!b)
-			return NULL;
-		b->n = 0;
-		my_batch = b;
-		pthread_setspecific(batch_key, b);
-	}
-	return b;
-}
-
-/* Entry e, unlinked, waits for a grace period in b (from batch_get, taken
- * before the unlink). Caller in a read-side section. */
-static void retire(struct retire_batch *b, struct iotlb_entry *e)
-{
-	b->e[b->n++] = e;
-	if (b->n == RETIRE_BATCH) {
-		my_batch = NULL;
-		pthread_setspecific(batch_key, NULL);
-		iovt_call_rcu(&b->rcu, batch_free_rcu);
-	}
 }
 
 /* A table and the entries still in its slots (no reader left). */
@@ -643,7 +560,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	atomic_init(&e->seq, seq[f.level]);
 	uint64_t h = key_hash(f.level ? f.x.iova : page, f.level);
 	struct iotlb_set *s = &t->sets[set_of(t, h)];
-	struct retire_batch *b = batch_get();
+	struct recycle_batch *b = recycle_room();
 	if (!b || ((uintptr_t)e & ~PTR_MASK)) {
 		entry_free(e);
 		return 0; /* answered, not cached */
@@ -662,7 +579,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		/* Counted as a live eviction without reading its stamp (a
 		 * cold line): dead ones are rare (see pick_victim). */
 		st->evicted = true;
-		retire(b, old);
+		recycle_retire(b, old);
 		count(t, IOTLB_EVICTIONS);
 		count_eviction(c, t);
 	}
@@ -698,7 +615,7 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
 		 * replaced it with an entry stamped before (dead) or after (fresh)
 		 * the bump; either is right as it is.
 		 * No memory for the batch: it stays, dead (its stamp is old). */
-		struct retire_batch *b = batch_get();
+		struct recycle_batch *b = recycle_room();
 		if (!b)
 			continue;
 		bool out = false;
@@ -709,7 +626,7 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
 			; /* a reader set or the victim choice cleared the ref bit */
 		if (out) {
 			dropped += es == prev;
-			retire(b, e);
+			recycle_retire(b, e);
 		}
 	}
 	return dropped;

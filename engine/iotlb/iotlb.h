@@ -55,8 +55,10 @@
  * A replaced or dropped entry goes into the calling thread's batch of
  * pointers, handed to one call_rcu per 512 (a call_rcu per entry cost a
  * fence and a wakeup of the call_rcu thread per miss; each grace period is
- * a membarrier IPI to the readers' CPUs); a thread's exit frees its partial
- * batch after a grace period. A retired table goes to call_rcu whole.
+ * a membarrier IPI to the readers' CPUs); after the grace period the batch
+ * goes back to that thread, whose next fills reuse its lines (recycle.h);
+ * a thread's exit frees its partial batch after a grace period. A retired
+ * table goes to call_rcu whole.
  *
  * Destroy: the owner closes the IOTLB (iotlb_close: c->table becomes a
  * sentinel no fill replaces), then sets *gone; a fill reads *gone after its
