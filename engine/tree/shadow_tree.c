@@ -83,13 +83,17 @@ struct batch {
 };
 _Static_assert(sizeof(struct batch) <= 512, "a batch fits 512 bytes");
 
+/* Lines: the cache's writer counter; then what every lookup reads (the
+ * cache's table and epoch, root, top: written rarely); then what the writer
+ * updates on every operation (a reader's line would otherwise move to the
+ * writer's core at each insert). */
 struct shadow_tree {
+	struct lookup_cache lc; /* shadow_tree_translate's cache (its two lines) */
 	struct node *root; /* NULL when no extent was ever inserted */
 	uint64_t top;      /* last valid IOVA */
-	uint64_t count, mem; /* written by the writer, read racily (relaxed) */
+	_Alignas(64) uint64_t count, mem; /* written by the writer, read racily (relaxed) */
 	struct batch *batch; /* retired nodes not yet handed to call_rcu */
 	struct rcu_head rcu; /* shadow_tree_retire */
-	struct lookup_cache lc; /* shadow_tree_translate's cache */
 };
 
 /* One process-wide arena: a call_rcu callback frees a node from its header
@@ -308,9 +312,10 @@ struct shadow_tree *shadow_tree_create(unsigned addr_width)
 	if (addr_width < 21 || addr_width > 64)
 		return NULL;
 	pthread_once(&g_arena_once, arena_init);
-	struct shadow_tree *t = calloc(1, sizeof(*t));
+	struct shadow_tree *t = iovt_aligned_alloc(64, sizeof(*t)); /* freed with free() */
 	if (!t)
 		return NULL;
+	memset(t, 0, sizeof(*t));
 	t->top = addr_width == 64 ? ~0ull : (1ull << addr_width) - 1;
 	return t;
 }
@@ -430,8 +435,7 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 	const struct node *root = iovt_rcu_dereference(t->root);
 	/* A tree of one or two levels answers in about one cache probe's
 	 * time: no cache (and no table memory) for small domains. */
-	_Atomic uint64_t *gens = lc_gens(&t->lc);
-	if (!root || root->level < 2 || !gens)
+	if (!root || root->level < 2 || !lc_on(&t->lc))
 		return shadow_tree_lookup(t, iova, out);
 	if (__builtin_expect(tl_lc.t != t, 0)) {
 		tl_lc.t = t;
@@ -441,7 +445,7 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 		tl_lc.skip--;
 		return shadow_tree_lookup(t, iova, out);
 	}
-	int got = lc_get(&t->lc, gens, iova, out);
+	int got = lc_get(&t->lc, iova, out);
 	tl_lc.dead += got < 0;
 	if (++tl_lc.probes == LC_WINDOW) {
 		if (tl_lc.dead >= LC_WINDOW / 2) {
@@ -455,14 +459,12 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 	}
 	if (got > 0)
 		return true;
-	uint64_t stamps[LC_LEVELS];
-	lc_stamps(gens, iova, stamps); /* before the descent */
+	struct lc_ticket k = lc_ticket(&t->lc); /* before the descent */
 	const struct rec *r = find_rec(t, iova);
 	if (!r)
 		return false; /* holes are not cached */
 	rec_copy(r, out);
-	lc_put(&t->lc, gens, iova, out, stamps, __atomic_load_n(&t->count, __ATOMIC_RELAXED),
-	       max_slots);
+	lc_put(&t->lc, k, iova, out, __atomic_load_n(&t->count, __ATOMIC_RELAXED), max_slots);
 	return true;
 }
 
@@ -741,8 +743,8 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 		struct node *ch[2] = { left, right };
 		inode_fill(nr, left->level + 1u, 2, ch, &pivot);
 		publish(&t->root, &nr->h);
-		if (nr->h.level >= 2) /* tall enough for translate's cache; */
-			(void)lc_enable(&t->lc); /* without memory it stays off */
+		if (nr->h.level >= 2) /* tall enough for translate's cache */
+			lc_enable(&t->lc);
 		return;
 	}
 	struct inode *in = (struct inode *)p->n[d];
@@ -950,7 +952,7 @@ long shadow_tree_remove_range(struct shadow_tree *t, uint64_t first, uint64_t la
 			/* rule 3: the records stay whole for readers of w */
 			__atomic_store_n(&l->h.word, ow_remove(w, a, b - a), __ATOMIC_RELEASE);
 			for (unsigned i = 0; i < b - a; i++) /* after the unlink: lookup_cache.h */
-				lc_bump(&t->lc, out[i].iova, out[i].iova + out[i].size - 1);
+				lc_invalidate(&t->lc, out[i].iova, out[i].iova + out[i].size - 1);
 			stat_add(&t->count, -(int64_t)(b - a));
 			total += b - a;
 			if (removed)

@@ -121,7 +121,7 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
  * misses would otherwise send a test's checks to the plain descent). */
 extern bool shadow_tree_test_no_bypass;
 
-/* Bytes of the lookup cache (generations and table; 0 until the tree has
+/* Bytes of the lookup cache (its table; 0 until the tree has
  * three levels). Racy; caller in a read-side section (or quiescent). */
 uint64_t shadow_tree_cache_bytes(struct shadow_tree *t);
 

@@ -418,7 +418,8 @@ static void *creader(void *arg)
  * translate reads the shadow through its lookup cache (tree/lookup_cache.h;
  * the 2048 spread pages make the tree three levels tall, and the bypass is
  * off so every translate probes the cache): the rule through the sync's
- * removals and the cache's generations. */
+ * removals and the cache's kills (it fails without the fillers' ticket
+ * check, tree/lookup_cache.h). */
 /* A MAP sink that takes every call (concurrent-shadow, map-detach). */
 static int null_sink_event(void *arg, const struct iovt_event *ev)
 {
