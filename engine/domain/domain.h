@@ -17,6 +17,7 @@
  *   domain_pend/_add_pending either*     not pending_lock      pending_lock
  *   domain_sync_lock         no          none of d's           sync_lock
  *   domain_sync_trylock_rcu  required    none of d's           nothing (a try)
+ *   domain_sync_hold_rcu     required    none of d's           nothing (a try)
  *   domain_sync[_locked]     no          [sync_lock]           sync/pending_lock, sinks
  *   domain_ram_purge         no          control_lock          sync_lock, sinks
  *   (* or the caller holds a reference)
@@ -90,6 +91,10 @@ void domain_sync_unlock(struct iovt_domain *d, bool ref); /* unlock; -1 ref when
  * wait and d is alive — and then d stays allocated without a reference
  * until pthread_mutex_unlock(&d->sync_lock), after the section ends. */
 bool domain_sync_trylock_rcu(struct iovt_domain *d);
+/* Either of the two: the lock by a try, else a reference (*ref); false if
+ * d is being freed. Read-side section, d found there. */
+bool domain_sync_hold_rcu(struct iovt_domain *d, bool *ref);
+bool domain_spans_left(const struct iovt_domain *d); /* sync_lock held */
 int domain_sync_locked(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,
 		       bool *retry_left);
 int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set *todo,

@@ -189,13 +189,9 @@ struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did, bool *
 {
 	iovt_rcu_read_lock();
 	struct iovt_domain *d = domain_find_rcu(e, did);
-	*ref = false;
-	if (d && !domain_sync_trylock_rcu(d)) {
-		if (domain_tryget(d))
-			*ref = true;
-		else
-			d = NULL; /* being freed */
-	}
+	*ref = false; /* also when there is no such domain */
+	if (d && !domain_sync_hold_rcu(d, ref))
+		d = NULL; /* being freed */
 	iovt_rcu_read_unlock();
 	if (*ref)
 		domain_lock_drainer(d);
@@ -232,6 +228,26 @@ bool domain_sync_trylock_rcu(struct iovt_domain *d)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * In a read-side section, d found there: holds d past the section — by its
+ * sync_lock when a try takes it (*ref false), else by a reference (*ref
+ * true; the caller locks outside the section). false: d is being freed.
+ */
+bool domain_sync_hold_rcu(struct iovt_domain *d, bool *ref)
+{
+	*ref = false;
+	if (domain_sync_trylock_rcu(d))
+		return true;
+	*ref = domain_tryget(d);
+	return *ref;
+}
+
+/* sync_lock held: spans a sync left for a later one (failed calls, the cap). */
+bool domain_spans_left(const struct iovt_domain *d)
+{
+	return !range_set_empty(&d->retry) || !range_set_empty(&d->capped);
 }
 
 /* The most extents the MAP sink's record may hold (engine cap, sink cap). */
@@ -413,7 +429,7 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 out:;
 	/* Capped spans keep the domain on the fences' lists even without room:
 	 * a sync of it then costs a lock and says -ENOSPC, nothing more. */
-	bool left = !range_set_empty(&d->retry) || !range_set_empty(&d->capped);
+	bool left = domain_spans_left(d);
 	if (left)
 		domain_mark_dirty(d); /* iovt_fence retries it */
 	if (retry_left)

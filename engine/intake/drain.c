@@ -282,15 +282,10 @@ static void post_global(struct iovt_queue *q)
 static int fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticket, bool inline_fence)
 {
 	struct gather *carry = NULL;
-	if (g->d && domain_sync_trylock_rcu(g->d)) {
-		g->ref = false;
+	if (g->d && domain_sync_hold_rcu(g->d, &g->ref))
 		carry = g;
-	} else if (g->d && domain_tryget(g->d)) {
-		g->ref = true;
-		carry = g;
-	} else {
+	else
 		gather_flush(g);
-	}
 	iovt_rcu_read_unlock();
 	int err = apply_fence(q, ticket, inline_fence, carry);
 	if (carry)
@@ -423,7 +418,7 @@ int engine_fence_all(struct iovt_engine *e)
 			 * one if spans are left (as that sync did, but we took the
 			 * list since). */
 			domain_lock_drainer(d);
-			bool left = !range_set_empty(&d->retry) || !range_set_empty(&d->capped);
+			bool left = domain_spans_left(d);
 			pthread_mutex_unlock(&d->sync_lock);
 			if (left)
 				domain_mark_dirty(d);

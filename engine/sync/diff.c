@@ -9,19 +9,6 @@
  */
 #include "sync/sync.h"
 
-static uint64_t end_of(const struct iovt_extent *e)
-{
-	return e->iova + e->size;
-}
-
-/* Does run r still map every page of extent o exactly as o says? */
-static bool still_mapped(const struct iovt_extent *r, const struct iovt_extent *o)
-{
-	uint64_t off = o->iova - r->iova;
-	return r->iova <= o->iova && end_of(o) <= end_of(r) && r->hva + off == o->hva &&
-	       r->gpa + off == o->gpa && r->perm == o->perm && r->region == o->region;
-}
-
 int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool multi_unmap,
 		bool *group_open)
 {
@@ -36,7 +23,7 @@ int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool m
 			*group_open = false;
 			continue;
 		}
-		while (ri < s->runs.n && end_of(&s->runs.v[ri]) <= o->iova)
+		while (ri < s->runs.n && extent_end(&s->runs.v[ri]) <= o->iova)
 			ri++;
 		if (ri < s->runs.n && still_mapped(&s->runs.v[ri], o)) {
 			/* Kept: compact it to the front of the window's old[] (already visited). */
@@ -47,10 +34,10 @@ int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool m
 		uint64_t pages = o->size >> IOVT_PAGE_SHIFT;
 		if (multi_unmap && *group_open) {
 			struct plan_unmap *g = &s->unmaps.v[s->unmaps.n - 1];
-			g->last = end_of(o) - 1;
+			g->last = extent_end(o) - 1;
 			g->pages += pages;
 		} else {
-			struct plan_unmap g = { .first = o->iova, .last = end_of(o) - 1, .pages = pages };
+			struct plan_unmap g = { .first = o->iova, .last = extent_end(o) - 1, .pages = pages };
 			if (vec_push(&s->unmaps, g))
 				return -ENOMEM;
 			*group_open = true;
@@ -62,10 +49,10 @@ int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool m
 	for (size_t r = run_from; r < s->runs.n; r++) {
 		const struct iovt_extent *run = &s->runs.v[r];
 		uint64_t cursor = run->iova;
-		while (cursor < end_of(run)) {
-			while (ki < kend && end_of(&s->old.v[ki]) <= cursor)
+		while (cursor < extent_end(run)) {
+			while (ki < kend && extent_end(&s->old.v[ki]) <= cursor)
 				ki++;
-			uint64_t stop = end_of(run);
+			uint64_t stop = extent_end(run);
 			if (ki < kend && s->old.v[ki].iova < stop)
 				stop = s->old.v[ki].iova;
 			if (stop > cursor) {
@@ -78,10 +65,10 @@ int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool m
 				if (vec_push(&s->maps, m))
 					return -ENOMEM;
 			}
-			if (ki < kend && s->old.v[ki].iova < end_of(run))
-				cursor = end_of(&s->old.v[ki]);
+			if (ki < kend && s->old.v[ki].iova < extent_end(run))
+				cursor = extent_end(&s->old.v[ki]);
 			else
-				cursor = end_of(run);
+				cursor = extent_end(run);
 		}
 	}
 	s->old.n = old_from; /* the window's extents are consumed */

@@ -14,17 +14,10 @@ void sync_scratch_free(struct sync_scratch *s)
 	vec_free(&s->maps);
 }
 
-/* Does run r begin with extent e, mapped exactly as e says? */
-static bool run_starts_with(const struct iovt_extent *r, const struct iovt_extent *e)
-{
-	return r->iova == e->iova && e->size <= r->size && r->gpa == e->gpa && r->hva == e->hva &&
-	       r->perm == e->perm && r->region == e->region;
-}
-
 /* Marks where left-out extents were (see push_old); diff_window reads it. */
 static int push_dropped_marker(struct sync_scratch *s)
 {
-	struct iovt_extent m = { .iova = s->old_dropped_end };
+	struct iovt_extent m = { .size = 0 };
 	s->old_dropped = false;
 	return vec_push(&s->old, m) ? -ENOMEM : 0;
 }
@@ -47,17 +40,16 @@ static int push_old(void *arg, const struct iovt_extent *e)
 {
 	struct sync_scratch *s = arg;
 	size_t ri = s->old_ri;
-	while (ri < s->runs.n && s->runs.v[ri].iova + s->runs.v[ri].size <= e->iova)
+	while (ri < s->runs.n && extent_end(&s->runs.v[ri]) <= e->iova)
 		ri++;
 	s->old_ri = ri;
-	if (ri < s->runs.n && run_starts_with(&s->runs.v[ri], e)) {
+	if (ri < s->runs.n && s->runs.v[ri].iova == e->iova && still_mapped(&s->runs.v[ri], e)) {
 		struct iovt_extent *r = &s->runs.v[ri];
 		r->iova += e->size;
 		r->gpa += e->size;
 		r->hva += e->size;
 		r->size -= e->size; /* 0: the run is all kept (the cursor moves on) */
 		s->old_dropped = true;
-		s->old_dropped_end = e->iova + e->size;
 		return 0;
 	}
 	if (s->old_dropped && push_dropped_marker(s))

@@ -71,7 +71,6 @@ struct sync_scratch {
 	 * and whether extents it left out await their marker in old[]. */
 	size_t old_ri;
 	bool old_dropped;
-	uint64_t old_dropped_end;
 };
 
 void sync_scratch_free(struct sync_scratch *s);
@@ -94,6 +93,19 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st);
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
 
+static inline uint64_t extent_end(const struct iovt_extent *e)
+{
+	return e->iova + e->size;
+}
+
+/* Does run r still map every page of extent o exactly as o says? */
+static inline bool still_mapped(const struct iovt_extent *r, const struct iovt_extent *o)
+{
+	uint64_t off = o->iova - r->iova;
+	return r->iova <= o->iova && extent_end(o) <= extent_end(r) && r->hva + off == o->hva &&
+	       r->gpa + off == o->gpa && r->perm == o->perm && r->region == o->region;
+}
+
 /* Can `b` extend run `a` as one sink mapping? */
 static inline bool run_continues(const struct iovt_extent *a, const struct iovt_extent *b)
 {
@@ -105,7 +117,7 @@ static inline bool run_continues(const struct iovt_extent *a, const struct iovt_
  * Diff of one window: old extents s->old[old_from..] against s->runs[run_from..]
  * (both sorted, covering the window); appends UNMAP groups and MAP pieces.
  * An old extent of size 0 is a marker: unchanged extents were left out
- * there (push_old), so no UNMAP group spans it. A run of size 0 maps
+ * there (push_old), so no UNMAP group spans it; nothing else of it is read. A run of size 0 maps
  * nothing (its extent was one of those).
  * *group_open says whether the last UNMAP group may still grow (no kept
  * extent since); updated on return.
