@@ -55,7 +55,7 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 	CDS_INIT_LIST_HEAD(&d->notifiers);
 	cds_wfcq_node_init(&d->dirty);
 	cds_lfht_node_init(&d->hnode);
-	pthread_mutex_init(&d->sync_lock, NULL);
+	sync_lock_init(&d->sync_lock);
 	pthread_mutex_init(&d->pending_lock, NULL);
 	range_set_init(&d->pending, 0);
 	range_set_init(&d->retry, 0);
@@ -96,7 +96,7 @@ int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa)
 		__atomic_store_n(&d->root_gpa, root_gpa, __ATOMIC_RELEASE);
 		rc = domain_sync_all_locked(d, &e->scratch, &e->todo);
 	}
-	pthread_mutex_unlock(&d->sync_lock);
+	sync_lock_release(&d->sync_lock);
 	pthread_mutex_unlock(&e->control_lock);
 	return rc;
 }
@@ -182,7 +182,7 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	pthread_mutex_lock(&e->control_lock);
 	domain_lock_control(d);
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed)) {
-		pthread_mutex_unlock(&d->sync_lock);
+		sync_lock_release(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		return -ENODEV;
 	}
@@ -198,7 +198,7 @@ int iovt_domain_destroy(struct iovt_domain *d)
 	atomic_store_explicit(&d->pending_any, false, memory_order_relaxed);
 	pthread_mutex_unlock(&d->pending_lock);
 	domain_fold_into_engine(d);
-	pthread_mutex_unlock(&d->sync_lock);
+	sync_lock_release(&d->sync_lock);
 	domain_table_del(e, d);
 	atomic_fetch_add_explicit(&e->domain_gen, 1, memory_order_release);
 	cds_list_del(&d->link);
@@ -230,20 +230,20 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 	pthread_mutex_lock(&e->control_lock);
 	domain_lock_control(d);
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed)) {
-		pthread_mutex_unlock(&d->sync_lock);
+		sync_lock_release(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		free(n);
 		return -ENODEV;
 	}
 	if (!wants_map) {
 		cds_list_add_tail(&n->link, &d->notifiers);
-		pthread_mutex_unlock(&d->sync_lock);
+		sync_lock_release(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		*out = n;
 		return 0;
 	}
 	if (d->map_notifier) {
-		pthread_mutex_unlock(&d->sync_lock);
+		sync_lock_release(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		free(n);
 		STAT_ADD(d, errors[IOVT_ERR_BAD_ARGUMENT], 1);
@@ -251,7 +251,7 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 	}
 	struct shadow_tree *tree = shadow_tree_create(d->addr_width);
 	if (!tree) {
-		pthread_mutex_unlock(&d->sync_lock);
+		sync_lock_release(&d->sync_lock);
 		pthread_mutex_unlock(&e->control_lock);
 		free(n);
 		return -ENOMEM;
@@ -268,7 +268,7 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 	domain_fold_stats(d, &st);
 	if (!range_set_empty(&d->retry) || !range_set_empty(&d->capped))
 		domain_mark_dirty(d);
-	pthread_mutex_unlock(&d->sync_lock);
+	sync_lock_release(&d->sync_lock);
 	pthread_mutex_unlock(&e->control_lock);
 	*out = n;
 	return rc;
@@ -287,7 +287,7 @@ int iovt_notifier_detach(struct iovt_notifier *n)
 		cds_list_del(&n->link);
 		free_notifier(n);
 	}
-	pthread_mutex_unlock(&d->sync_lock);
+	sync_lock_release(&d->sync_lock);
 	pthread_mutex_unlock(&d->engine->control_lock);
 	return rc;
 }

@@ -40,6 +40,7 @@ _Static_assert(IOVT_ERR_KIND_COUNT <= IOVT_ERR_KIND_SLOTS, "iovt_stats.errors[] 
 
 int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 {
+	sync_lock_setup(); /* before any domain's sync_lock is used */
 	struct iovt_engine *e = iovt_aligned_alloc(_Alignof(struct iovt_engine), sizeof(*e));
 	if (!e)
 		return -ENOMEM;
@@ -163,7 +164,7 @@ int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa)
 		cds_list_for_each_entry(d, &e->domain_list, link) {
 			domain_lock_control(d);
 			(void)domain_sync_all_locked(d, &e->scratch, &e->todo);
-			pthread_mutex_unlock(&d->sync_lock);
+			sync_lock_release(&d->sync_lock);
 		}
 		err = -EBUSY;
 	}

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "common/rcu.h"
+#include "common/synclock.h"
 
 #include <urcu/list.h>
 #include <urcu/rculfhash.h>
@@ -95,7 +96,7 @@ struct iovt_domain {
 
 	/* Lock order: engine control_lock > a queue's draining flag > sync_lock
 	 * > pending_lock. Producers take none of them. */
-	pthread_mutex_t sync_lock;      /* the one thread syncing: tree, sink, retry */
+	struct sync_lock sync_lock;     /* the one thread syncing: tree, sink, retry (common/synclock.h) */
 	_Atomic uint32_t control_waiting; /* control calls waiting for sync_lock (domain_lock_control) */
 	pthread_mutex_t pending_lock;   /* drainers adding vs the sync taking */
 	struct range_set pending;

@@ -17,6 +17,17 @@ static inline void futex_wait_for(_Atomic uint32_t *word, uint32_t expected, lon
 	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, &ts, NULL, 0);
 }
 
+/* Sleeps while *word == expected (no timeout; spurious wakeups are fine). */
+static inline void futex_wait(_Atomic uint32_t *word, uint32_t expected)
+{
+	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static inline void futex_wake_one(_Atomic uint32_t *word)
+{
+	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 static inline void futex_wake_all(_Atomic uint32_t *word)
 {
 	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);

@@ -89,7 +89,7 @@ struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did, bool *
 void domain_sync_unlock(struct iovt_domain *d, bool ref); /* unlock; -1 ref when ref */
 /* In a read-side section, d found there: takes sync_lock if that needs no
  * wait and d is alive — and then d stays allocated without a reference
- * until pthread_mutex_unlock(&d->sync_lock), after the section ends. */
+ * until domain_sync_unlock(d, false), after the section ends. */
 bool domain_sync_trylock_rcu(struct iovt_domain *d);
 /* Either of the two: the lock by a try, else a reference (*ref); false if
  * d is being freed. Read-side section, d found there. */

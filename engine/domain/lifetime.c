@@ -70,7 +70,6 @@ void domain_free(struct iovt_domain *d)
 	range_set_free(&d->capped);
 	iotlb_free(&d->iotlb);
 	pthread_mutex_destroy(&d->pending_lock);
-	pthread_mutex_destroy(&d->sync_lock);
 	free(d);
 }
 

@@ -200,10 +200,18 @@ struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did, bool *
 
 void domain_sync_unlock(struct iovt_domain *d, bool ref)
 {
-	/* Nothing of d after the unlock unless we hold a reference. */
-	pthread_mutex_unlock(&d->sync_lock);
-	if (ref)
+	if (ref) {
+		sync_lock_release(&d->sync_lock);
 		domain_put(d);
+		return;
+	}
+	/* Without a reference only the lock kept d allocated (see
+	 * domain_sync_trylock_rcu): the release reads d->sync_lock after its
+	 * store, so it runs in a read-side section begun while we held the
+	 * lock — destroy's free waits a grace period after taking it. */
+	iovt_rcu_read_lock();
+	sync_lock_release(&d->sync_lock);
+	iovt_rcu_read_unlock();
 }
 
 /*
@@ -220,11 +228,11 @@ void domain_sync_unlock(struct iovt_domain *d, bool ref)
 bool domain_sync_trylock_rcu(struct iovt_domain *d)
 {
 	if (atomic_load_explicit(&d->control_waiting, memory_order_relaxed) ||
-	    pthread_mutex_trylock(&d->sync_lock))
+	    !sync_lock_try(&d->sync_lock))
 		return false;
 	/* Set under sync_lock: our acquire saw it if destroy got there first. */
 	if (atomic_load_explicit(&d->dead, memory_order_relaxed)) {
-		pthread_mutex_unlock(&d->sync_lock);
+		sync_lock_release(&d->sync_lock);
 		return false;
 	}
 	return true;
@@ -450,7 +458,7 @@ int domain_sync_all_locked(struct iovt_domain *d, struct sync_scratch *s, struct
 void domain_lock_control(struct iovt_domain *d)
 {
 	atomic_fetch_add_explicit(&d->control_waiting, 1, memory_order_seq_cst);
-	pthread_mutex_lock(&d->sync_lock);
+	sync_lock_take(&d->sync_lock);
 	atomic_fetch_sub_explicit(&d->control_waiting, 1, memory_order_relaxed);
 }
 
@@ -466,7 +474,7 @@ void domain_lock_drainer(struct iovt_domain *d)
 		else
 			sched_yield();
 	}
-	pthread_mutex_lock(&d->sync_lock);
+	sync_lock_take(&d->sync_lock);
 }
 
 /* The same, taking the lock; the caller holds a reference (iovt_fence: the dirty queue's). */
@@ -475,7 +483,7 @@ int domain_sync(struct iovt_domain *d, struct sync_scratch *s, struct range_set 
 {
 	domain_lock_drainer(d);
 	int rc = domain_sync_locked(d, s, todo, retry_left);
-	pthread_mutex_unlock(&d->sync_lock);
+	sync_lock_release(&d->sync_lock);
 	return rc;
 }
 
@@ -534,6 +542,6 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 		rc = r;
 	range_set_free(&failed);
 out:
-	pthread_mutex_unlock(&d->sync_lock);
+	sync_lock_release(&d->sync_lock);
 	return rc;
 }

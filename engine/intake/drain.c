@@ -419,7 +419,7 @@ int engine_fence_all(struct iovt_engine *e)
 			 * list since). */
 			domain_lock_drainer(d);
 			bool left = domain_spans_left(d);
-			pthread_mutex_unlock(&d->sync_lock);
+			sync_lock_release(&d->sync_lock);
 			if (left)
 				domain_mark_dirty(d);
 		} else {

@@ -73,6 +73,7 @@ static int build_windows(const struct sync_target *t, const struct range *ranges
 			 struct sync_scratch *s)
 {
 	vec_clear(&s->windows);
+	s->one_old = -1;
 	for (size_t i = 0; i < n; i++) {
 		struct range w = ranges[i];
 		struct iovt_extent e;
@@ -86,6 +87,13 @@ static int build_windows(const struct sync_target *t, const struct range *ranges
 		if (w.last <= known) {
 			if (found)
 				w.last = known;
+			if (n == 1) {
+				/* The window is e, or one page that holds no extent:
+				 * its old extents are known without a second descent
+				 * (sync_ranges). The strict guest's one-page PSI. */
+				s->one_old = found;
+				s->one_ext = e;
+			}
 		} else if (shadow_tree_lookup(t->tree, w.last, &e)) {
 			w.last = e.iova + e.size - 1;
 		}
@@ -131,7 +139,9 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 		rc = guest_view_runs(t, w->first, w->last, s, st, &walk_err);
 		s->old_ri = 0;
 		s->old_dropped = false;
-		if (!rc)
+		if (!rc && s->one_old >= 0)
+			rc = s->one_old ? push_old(s, &s->one_ext) : 0; /* build_windows' lookup */
+		else if (!rc)
 			rc = shadow_tree_iterate(t->tree, w->first, w->last, push_old, s);
 		if (!rc && s->old_dropped)
 			rc = push_dropped_marker(s);

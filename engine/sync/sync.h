@@ -71,6 +71,10 @@ struct sync_scratch {
 	 * and whether extents it left out await their marker in old[]. */
 	size_t old_ri;
 	bool old_dropped;
+	/* build_windows, one range: 1 — the one window is extent one_ext, 0 —
+	 * it is one page holding no extent, -1 — unknown (iterate the tree). */
+	int one_old;
+	struct iovt_extent one_ext;
 };
 
 void sync_scratch_free(struct sync_scratch *s);

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/* The slow side of the sync lock: see synclock.h for the argument. */
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/futex.h"
+#include "common/synclock.h"
+
+bool sync_lock_asym;
+
+static int membarrier(int cmd)
+{
+	return (int)syscall(__NR_membarrier, cmd, 0, 0);
+}
+
+static void setup_once(void)
+{
+	int cmds = membarrier(MEMBARRIER_CMD_QUERY);
+	sync_lock_asym = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+			 membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+}
+
+void sync_lock_setup(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, setup_once);
+}
+
+/* Holders keep the lock for a sync (microseconds): a short spin catches the
+ * common hand-over between two drainers without the syscalls. */
+#define SPINS 128
+
+void sync_lock_take_slow(struct sync_lock *l)
+{
+	for (unsigned i = 0; i < SPINS; i++) {
+		cpu_relax();
+		if (sync_lock_try(l))
+			return;
+	}
+	atomic_fetch_add_explicit(&l->sleepers, 1, memory_order_seq_cst);
+	if (sync_lock_asym)
+		membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+	else
+		atomic_thread_fence(memory_order_seq_cst); /* the releasers fence too */
+	while (!sync_lock_try(l))
+		futex_wait(&l->word, 1);
+	atomic_fetch_sub_explicit(&l->sleepers, 1, memory_order_relaxed);
+}
+
+void sync_lock_wake(struct sync_lock *l)
+{
+	futex_wake_one(&l->word);
+}
