@@ -212,6 +212,114 @@ int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	return w.rc;
 }
 
+/*
+ * One page: the descent of vtd_walk without its generality — no recursion,
+ * no per-table scan set-up, the loop check against the few tables above —
+ * with the same checks in the same order, the same reports (clipped to the
+ * range) and the same stats, so that a caller cannot tell the two apart
+ * (tests/guest `walker` compares them on every one-page walk it makes).
+ * The strict guest's one-page PSI: the generic walk was ~780 of ~2,700
+ * instructions of a one-page PSI + wait (callgrind).
+ */
+int vtd_walk_page(const struct guest_ram *ram, const struct vtd_walk_params *p,
+		  const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
+{
+	const uint64_t first = __atomic_load_n(&p->first, __ATOMIC_RELAXED);
+	const uint64_t last = __atomic_load_n(&p->last, __ATOMIC_RELAXED);
+	if ((first ^ last) >> 12)
+		return vtd_walk(ram, p, ops, arg, stats); /* not one page */
+	unsigned haw = p->host_width ? p->host_width : 52;
+	unsigned levels = p->addr_width == 39 ? 3 : p->addr_width == 48 ? 4 : p->addr_width == 57 ? 5 : 0;
+	if (!levels || haw < 12 || haw > 52 || first > last ||
+	    (last >> p->addr_width) != 0 || (p->root_gpa & 0xfff) || !ops || !ops->leaf) {
+		stats->errors[VTD_ERR_BAD_WIDTH]++;
+		return -EINVAL;
+	}
+	const uint64_t addr_mask = ((1ull << haw) - 1) & ~0xfffull;
+	const uint64_t rsv_hi = ((1ull << 52) - 1) & ~((1ull << haw) - 1);
+	const uint64_t budget = p->budget ? p->budget : UINT64_MAX;
+	uint64_t left = budget;
+	uint64_t path[6];
+	struct guest_ram_region region = { 0 };
+	uint64_t tgpa = p->root_gpa;
+	uint32_t perm = VTD_PTE_R | VTD_PTE_W;
+	int rc = 0;
+	enum vtd_error why = VTD_ERR_COUNT;
+	uint64_t lo = 0, hi = 0; /* the span an error covers (before clipping) */
+
+	for (unsigned level = levels;; level--) {
+		const unsigned shift = LEVEL_SHIFT(level);
+		/* Entering the table at tgpa, which maps the span of one entry of
+		 * the level above: an error there covers that whole span. */
+		const uint64_t span = 1ull << (shift + 9);
+		const uint64_t base = first & ~(span - 1);
+		for (unsigned l = level + 1; l <= levels; l++)
+			if (path[l] == tgpa) {
+				why = VTD_ERR_LOOP;
+				lo = base, hi = base + span - 1;
+				goto error;
+			}
+		if (tgpa - region.gpa >= region.size && !guest_ram_find(ram, tgpa, &region)) {
+			why = VTD_ERR_TABLE_OUTSIDE_RAM;
+			lo = base, hi = base + span - 1;
+			goto error;
+		}
+		path[level] = tgpa;
+		const uint64_t *t = (const uint64_t *)(uintptr_t)(region.hva + (tgpa - region.gpa));
+		const uint64_t esize = 1ull << shift;
+		const uint64_t iova = first & ~(esize - 1);
+		if (left == 0) {
+			why = VTD_ERR_BUDGET; /* the rest of the range: this page from here */
+			lo = iova, hi = last;
+			goto error;
+		}
+		left--;
+		const uint64_t e = __atomic_load_n(&t[(first >> shift) & 511], __ATOMIC_RELAXED);
+		if (!(e & perm))
+			break; /* not present, or denied by the path: nothing to report */
+		const uint32_t pe = perm & (uint32_t)e & (VTD_PTE_R | VTD_PTE_W);
+		if (level == 1) {
+			if (__builtin_expect(e & rsv_hi, 0)) {
+				why = VTD_ERR_RESERVED;
+				lo = iova, hi = iova + esize - 1;
+				goto error;
+			}
+		} else {
+			if (e & rsv_hi)
+				why = VTD_ERR_RESERVED;
+			else if (e & VTD_PTE_PS) {
+				if (level >= 4)
+					why = VTD_ERR_RESERVED;
+				else if (!(level == 3 ? p->allow_1g : p->allow_2m))
+					why = VTD_ERR_LARGE_PAGE;
+				else if (e & (esize - 1) & addr_mask)
+					why = VTD_ERR_RESERVED;
+			}
+			if (why != VTD_ERR_COUNT) {
+				lo = iova, hi = iova + esize - 1;
+				goto error;
+			}
+			if (!(e & VTD_PTE_PS)) {
+				tgpa = e & addr_mask;
+				perm = pe;
+				continue;
+			}
+		}
+		const struct vtd_leaf leaf = { iova, esize, e & addr_mask, pe, 1 };
+		stats->leaves++;
+		rc = ops->leaf(arg, &leaf);
+		break;
+	}
+	stats->entries_read += budget - left;
+	return rc;
+error:
+	stats->errors[why]++;
+	if (ops->error)
+		rc = ops->error(arg, lo > first ? lo : first, (hi < last ? hi : last) - (lo > first ? lo : first) + 1, why);
+	stats->entries_read += budget - left;
+	return rc;
+}
+
 const char *vtd_error_name(enum vtd_error e)
 {
 	static const char *const names[VTD_ERR_COUNT] = {

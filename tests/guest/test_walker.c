@@ -123,6 +123,61 @@ static void check_merged_same(const struct vtd_walk_params *p, const struct rec 
 	free(r.ev);
 }
 
+/*
+ * vtd_walk_page (the engine's one-page descent) must be indistinguishable
+ * from vtd_walk over the same one-page range: events, return value, stats.
+ */
+static uint64_t page_walks_compared;
+
+static void check_page_same(const struct vtd_walk_params *p, const struct rec *plain, int plain_rc,
+			    const struct vtd_walk_stats *plain_st)
+{
+	struct rec r = { 0 };
+	struct vtd_walk_stats st = { 0 };
+	r.stop_at = plain->stop_at;
+	iovt_rcu_read_lock();
+	int rc = vtd_walk_page(ram, p, &ops, &r, &st);
+	iovt_rcu_read_unlock();
+	CHECK_EQ(rc, plain_rc);
+	CHECK_EQ(st.entries_read, plain_st->entries_read);
+	CHECK_EQ(st.leaves, plain_st->leaves);
+	for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
+		CHECK_EQ(st.errors[i], plain_st->errors[i]);
+	CHECK_EQ(r.n, plain->n);
+	for (size_t i = 0; i < r.n; i++) {
+		const struct ev *a = &r.ev[i], *b = &plain->ev[i];
+		CHECK(a->err == b->err && a->why == b->why && a->iova == b->iova && a->size == b->size &&
+		      a->gpa == b->gpa && a->perm == b->perm);
+	}
+	free(r.ev);
+	page_walks_compared++;
+}
+
+/* For a walk over more than a page: the first page of the range and the
+ * first page of each of its first events (leaves and error spans: loops,
+ * reserved bits, tables outside RAM, budget), walked both ways. */
+static void check_pages_of(const struct vtd_walk_params *p, const struct rec *plain)
+{
+	uint64_t pages[9];
+	unsigned n = 0;
+	pages[n++] = p->first;
+	for (size_t i = 0; i < plain->n && n < 9; i++)
+		pages[n++] = plain->ev[i].iova > p->first ? plain->ev[i].iova : p->first;
+	for (unsigned k = 0; k < n; k++) {
+		struct vtd_walk_params q = *p;
+		q.first = pages[k];
+		q.last = (pages[k] | (K - 1)) < p->last ? pages[k] | (K - 1) : p->last;
+		q.merge_4k = false;
+		struct rec r = { 0 };
+		struct vtd_walk_stats st = { 0 };
+		iovt_rcu_read_lock();
+		int rc = vtd_walk(ram, &q, &ops, &r, &st);
+		iovt_rcu_read_unlock();
+		check_page_same(&q, &r, rc, &st);
+		free(r.ev);
+	}
+}
+
 /* Walks and checks the invariants every walk must keep. */
 static int walk(const struct vtd_walk_params *p, struct rec *r, struct vtd_walk_stats *st)
 {
@@ -131,8 +186,12 @@ static int walk(const struct vtd_walk_params *p, struct rec *r, struct vtd_walk_
 	iovt_rcu_read_lock();
 	int rc = vtd_walk(ram, p, &ops, r, st);
 	iovt_rcu_read_unlock();
+	if (!((p->first ^ p->last) >> 12))
+		check_page_same(p, r, rc, st); /* -EINVAL included */
 	if (rc == -EINVAL)
 		return rc;
+	if ((p->first ^ p->last) >> 12 && p->first <= p->last)
+		check_pages_of(p, r);
 	if (!r->stop_at && !p->merge_4k)
 		check_merged_same(p, r, rc, st);
 	CHECK_EQ(st->leaves, r->nleaves);
@@ -791,6 +850,27 @@ static void test_random(uint64_t seed)
 					uint64_t first = win + gs_rand_below(&s, wsize - 64 * M2);
 					compare_range(d, first, first + gs_rand_below(&s, 64 * M2), &r);
 				}
+				/* One-page walks (vtd_walk_page against vtd_walk, in
+				 * walk()): the page just edited and random ones, whole
+				 * or part of a page, with budgets that run out on the way. */
+				for (unsigned k = 0; k < 16; k++) {
+					uint64_t pg = k ? win + K * gs_rand_below(&s, wsize / K) : iova & ~(K - 1);
+					uint64_t a = gs_rand_below(&s, 3) ? 0 : gs_rand_below(&s, K);
+					uint64_t b = gs_rand_below(&s, 3) ? K - 1 : a + gs_rand_below(&s, K - a);
+					struct vtd_walk_params pp = params(d, pg + a, pg + b);
+					pp.budget = gs_rand_below(&s, 2) ? 0 : gs_rand_below(&s, 7);
+					pp.host_width = 0;
+					struct vtd_walk_stats pst;
+					uint64_t before = page_walks_compared;
+					CHECK_EQ(walk(&pp, &r, &pst), 0);
+					CHECK_EQ(page_walks_compared, before + 1);
+					if (!pp.budget) {
+						uint64_t gpa;
+						uint32_t perm;
+						bool mapped = gs_truth_lookup(d, pg, &gpa, &perm);
+						CHECK_EQ(r.nleaves, mapped ? 1 : 0);
+					}
+				}
 			}
 		}
 		CHECK_EQ(gs_truth_check(d), 0);
@@ -842,6 +922,8 @@ int main(void)
 	test_random(seed);
 	gs_destroy(gs);
 	urcu_memb_unregister_thread();
-	printf("walker: ok\n");
+	CHECK(page_walks_compared >= 3 * 15 * 16);
+	printf("walker: ok (%llu one-page walks compared with vtd_walk_page)\n",
+	       (unsigned long long)page_walks_compared);
 	return 0;
 }
