@@ -40,12 +40,17 @@ void sync_lock_take_slow(struct sync_lock *l)
 			return;
 	}
 	atomic_fetch_add_explicit(&l->sleepers, 1, memory_order_seq_cst);
-	if (sync_lock_asym)
-		membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
-	else
+	/* Registered, membarrier does not fail; if it ever did, a release may
+	 * have missed us: sleep in short slices then, never for good. */
+	bool sliced = sync_lock_asym && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0;
+	if (!sync_lock_asym)
 		atomic_thread_fence(memory_order_seq_cst); /* the releasers fence too */
-	while (!sync_lock_try(l))
-		futex_wait(&l->word, 1);
+	while (!sync_lock_try(l)) {
+		if (sliced)
+			futex_wait_for(&l->word, 1, 1000000);
+		else
+			futex_wait(&l->word, 1);
+	}
 	atomic_fetch_sub_explicit(&l->sleepers, 1, memory_order_relaxed);
 }
 
