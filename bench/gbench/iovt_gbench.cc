@@ -19,6 +19,12 @@
 //                         in another IOVA region, paced at ~WRITER2_OPS_PER_S
 //                         (counter writer_Mops = achieved map/unmap+PSI+wait
 //                         per s; writer_errors must be 0). A world of its own.
+//       writer:3          (engine only) writer:1 with 256 KiB extents (64
+//                         pages, not 2 MiB blocks: 64 lookup-cache keys each),
+//                         paced at ~WRITER3_OPS_PER_S: a strict guest's
+//                         storage I/O unmapping its buffers (writer:1 and 3:
+//                         counter writer_ns_per_op = the writer's time per
+//                         insert or remove, pacing sleeps excluded)
 //       items_per_second  = aggregate lookups/s over all reader threads
 //   tree/insert_remove/<prefill>   shadow_tree_insert + shadow_tree_remove_range
 //                                  of one 4 KiB extent (items = 2 ops)
@@ -48,6 +54,8 @@
 // --benchmark_out_format=json). Debian's libbenchmark is a debug build (the
 // context says "library_build_type": "debug"); the timed code is iovt's.
 #include <benchmark/benchmark.h>
+
+#include <type_traits>
 
 #include <pthread.h>
 #include <time.h>
@@ -81,6 +89,9 @@ constexpr size_t IDX_N = 1u << 16;  // random index stream length (power of 2)
 constexpr double WRITER_OPS_PER_S = 1e6;
 constexpr uint64_t WRITER_SLOTS = 4096;  // writer's 4 KiB slots, 8 KiB apart
 constexpr double WRITER2_OPS_PER_S = 200e3;  // writer:2 map|unmap + PSI + wait per s
+constexpr double WRITER3_OPS_PER_S = 100e3;  // writer:3 insert|remove of 256 KiB extents per s
+constexpr uint64_t WRITER3_PAGES = 64;
+constexpr uint64_t WRITER3_SLOTS = 256;      // 512 KiB apart, from GB_WRITER_BASE + 1 GiB
 // writer:2 guest addresses (region 0's data area; the leaves use gpa < 256 MiB):
 // slot k at GB_WRITER_BASE + k*8K -> WR_SLOT_GPA + k*8K, keeper at +4K ->
 // WR_KEEP_GPA + k*8K: never host-contiguous, so each is its own extent.
@@ -186,6 +197,18 @@ struct Engine {
 	void remove(uint64_t iova)
 	{
 		if (shadow_tree_remove_range(t, iova, iova + K4 - 1, nullptr, nullptr) != 1)
+			abort();
+	}
+	void insert_big(uint64_t iova)
+	{
+		iovt_extent x = ext4k(iova);
+		x.size = WRITER3_PAGES * K4;
+		if (shadow_tree_insert(t, &x))
+			abort();
+	}
+	void remove_big(uint64_t iova)
+	{
+		if (shadow_tree_remove_range(t, iova, iova + WRITER3_PAGES * K4 - 1, nullptr, nullptr) != 1)
 			abort();
 	}
 };
@@ -305,21 +328,32 @@ template <class Impl> struct Writer {
 	std::thread th;
 	std::atomic<bool> stop{ false };
 	uint64_t ops = 0;
-	double secs = 0;
-	void start(Impl *impl)
+	double secs = 0, busy = 0; /* busy: time in the bursts, pacing sleeps excluded */
+	void start(Impl *impl, bool big = false)
 	{
-		th = std::thread([this, impl] {
+		th = std::thread([this, impl, big] {
 			impl->writer_thread_start();
 			double t0 = now_s(), next = t0;
 			uint64_t k = 0;
 			while (!stop.load(std::memory_order_relaxed)) {
+				double b0 = now_s();
 				for (int b = 0; b < BURST / 2; b++, k++) {
+					if constexpr (std::is_same<Impl, Engine>::value) {
+						if (big) {
+							uint64_t iova = GB_WRITER_BASE + (1ull << 30) +
+									(k % WRITER3_SLOTS) * 2 * WRITER3_PAGES * K4;
+							impl->insert_big(iova);
+							impl->remove_big(iova);
+							continue;
+						}
+					}
 					uint64_t iova = GB_WRITER_BASE + (k % WRITER_SLOTS) * 2 * K4;
 					impl->insert(iova);
 					impl->remove(iova);
 				}
+				busy += now_s() - b0;
 				ops += BURST;
-				pace(next, BURST / WRITER_OPS_PER_S);
+				pace(next, BURST / (big ? WRITER3_OPS_PER_S : WRITER_OPS_PER_S));
 			}
 			secs = now_s() - t0;
 			impl->writer_thread_end();
@@ -435,15 +469,16 @@ void BM_translate_fence_writer(benchmark::State &st)
 		iovt_thread_unregister();
 }
 
-template <class Impl> void BM_translate(benchmark::State &st, bool with_writer)
+template <class Impl> void BM_translate(benchmark::State &st, int writer)
 {
 	const uint64_t n = (uint64_t)st.range(0);
 	Impl *impl = instance<Impl>(n);
 	const std::vector<uint64_t> &addr = lookup_stream(n);
 	iovt_thread_register();
 	Writer<Impl> w;
+	const bool with_writer = writer != 0;
 	if (st.thread_index() == 0 && with_writer)
-		w.start(impl);
+		w.start(impl, writer == 3);
 	size_t i = (size_t)st.thread_index() * 7919;
 	uint64_t misses = 0;
 	for (auto _ : st) {
@@ -455,6 +490,7 @@ template <class Impl> void BM_translate(benchmark::State &st, bool with_writer)
 	if (st.thread_index() == 0 && with_writer) {
 		w.finish();
 		st.counters["writer_Mops"] = benchmark::Counter(w.ops / w.secs / 1e6);
+		st.counters["writer_ns_per_op"] = benchmark::Counter(w.busy / (double)w.ops * 1e9);
 	}
 	st.counters["misses"] = benchmark::Counter((double)misses);
 	st.SetItemsProcessed(st.iterations());
@@ -716,7 +752,7 @@ template <class Impl> void register_translate()
 {
 	for (int wr = 0; wr < 2; wr++) {
 		std::string name = std::string("translate/") + Impl::name + "/writer:" + std::to_string(wr);
-		benchmark::RegisterBenchmark(name.c_str(), BM_translate<Impl>, wr != 0)
+		benchmark::RegisterBenchmark(name.c_str(), BM_translate<Impl>, wr)
 			->Arg(1024)
 			->Arg(65536)
 			->Threads(1)
@@ -734,6 +770,12 @@ int main(int argc, char **argv)
 	register_translate<LockedGHash>();
 #endif
 	register_translate<LockedMap>();
+	benchmark::RegisterBenchmark("translate/engine/writer:3", BM_translate<Engine>, 3)
+		->Arg(1024)
+		->Arg(65536)
+		->Threads(1)
+		->Threads(2)
+		->UseRealTime();
 	benchmark::RegisterBenchmark("translate/engine/writer:2", BM_translate_fence_writer)
 		->Arg(1024)
 		->Arg(65536)

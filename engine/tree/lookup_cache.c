@@ -330,8 +330,18 @@ void lc_invalidate(struct lookup_cache *c, uint64_t first, uint64_t last)
 	 * common case of a domain no one translates). */
 	if (!atomic_load_explicit(&c->table, memory_order_seq_cst))
 		return;
-	uint64_t tags[LC_MAX_KEYS];
-	unsigned n = key_walk(first, last, tags, LC_MAX_KEYS);
+	/* A strict guest's storage buffers (64 KiB-1 MiB, 16-256 keys) are
+	 * killed key by key too: the epoch would empty the whole cache on
+	 * every such unmap (translate/engine/writer:3: 28 -> 105 M lookups/s
+	 * at 1K extents; the removal costs ~0.3-1.4 us more). */
+	uint64_t stack_tags[LC_STACK_KEYS];
+	static __thread uint64_t more_tags[LC_MAX_KEYS];
+	uint64_t *tags = stack_tags;
+	unsigned n = key_walk(first, last, tags, LC_STACK_KEYS);
+	if (n > LC_STACK_KEYS) {
+		tags = more_tags;
+		n = key_walk(first, last, tags, LC_MAX_KEYS);
+	}
 	if (n > LC_MAX_KEYS) {
 		atomic_store_explicit(&c->epoch,
 				      atomic_load_explicit(&c->epoch, memory_order_relaxed) + 1,

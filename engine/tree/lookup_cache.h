@@ -73,7 +73,11 @@
 #include "iovt.h" /* struct iovt_extent */
 
 #define LC_MIN_SETS 64u  /* the smallest table: 8 KiB */
-#define LC_MAX_KEYS 32u  /* keys killed one by one per removed extent; beyond: the epoch */
+/* Keys killed one by one per removed extent; beyond: the epoch. 256: an
+ * unaligned 1 MiB buffer of a strict guest (32 emptied the cache on every
+ * 128 KiB+ unmap: ARCHITECTURE.md, the lookup cache). */
+#define LC_MAX_KEYS 256u
+#define LC_STACK_KEYS 32u /* of which on the writer's stack (more: a per-thread buffer) */
 
 struct lc_table;
 

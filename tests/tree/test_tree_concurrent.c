@@ -86,7 +86,8 @@ static uint64_t rnd(uint64_t *s)
 /*
  * Layout: slots sit in the gaps between pinned extents of each region, so
  * writers free and re-create the very tables the pinned extents live in.
- * A few slots span regions, one spans more than 64 (all stripes).
+ * A few slots span regions, one spans more than 64 (all stripes). Some
+ * are 33-232 pages: more keys than the cache kills on the writer's stack.
  */
 static void layout(void)
 {
@@ -95,6 +96,8 @@ static void layout(void)
 		uint64_t base = regions[k % 8] * G1, j = k / 8; /* 128 per region */
 		slots[k].iova = base + j * 4 * M2 + (j % 3) * K4; /* 8 MiB blocks */
 		slots[k].size = (1 + j % 5) * K4;
+		if (j % 16 == 9) /* 33-232 pages: killed key by key in the lookup cache */
+			slots[k].size = (33 + (j * 37) % 200) * K4;
 		if (j % 16 == 5) { /* a 2 MiB-aligned pair of L2 slots */
 			slots[k].iova = base + j * 4 * M2 + 2 * M2;
 			slots[k].size = 2 * M2;
