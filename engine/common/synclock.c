@@ -2,6 +2,7 @@
 /* The slow side of the sync lock: see synclock.h for the argument. */
 #include <linux/membarrier.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -28,14 +29,20 @@ void sync_lock_setup(void)
 	pthread_once(&once, setup_once);
 }
 
-/* Holders keep the lock for a sync (microseconds): a short spin catches the
- * common hand-over between two drainers without the syscalls. */
-#define SPINS 128
+/* Holders keep the lock for a sync (0.1-10 µs): spinning, then yielding
+ * (the holder may be waiting for this very CPU), catches the common
+ * hand-over between two drainers without the membarrier (synclock.h: it
+ * interrupts every running thread of the process). */
+#define SPINS 256
+#define YIELDS 16
 
 void sync_lock_take_slow(struct sync_lock *l)
 {
-	for (unsigned i = 0; i < SPINS; i++) {
-		cpu_relax();
+	for (unsigned i = 0; i < SPINS + YIELDS; i++) {
+		if (i < SPINS)
+			cpu_relax();
+		else
+			sched_yield();
 		if (sync_lock_try(l))
 			return;
 	}

@@ -26,13 +26,27 @@
  * tries the lock and sleeps on `word` only while it reads 1 (futex_wait
  * re-checks under the futex bucket lock). A releaser R stores word = 0 and
  * then loads `sleepers`. If R's barrier point fell after its store, the
- * store was visible when membarrier returned: S reads 0 and takes the lock.
+ * store was visible when membarrier returned: S reads 0 and tries the lock
+ * (losing it to another taker is fine: that one releases in turn, below).
  * Otherwise R's load comes after its barrier point, so after S's add: R
- * reads sleepers > 0 and wakes S (after its store: S's futex_wait either
- * sees 0 and returns, or is asleep and is woken). A thread not running
- * during membarrier passed a context switch, a full barrier. Where
- * membarrier is missing (old kernels, some sandboxes, valgrind), the release
- * uses a full fence instead (sync_lock_asym is false).
+ * reads sleepers > 0 and wakes one sleeper (after its store: a futex_wait
+ * either sees 0 and returns, or is asleep and is woken). S keeps
+ * `sleepers` raised until it holds the lock, and every release that begins
+ * after its membarrier comes after a full barrier on the releaser's CPU,
+ * so one membarrier covers all of S's sleeps. A thread not running during
+ * membarrier passed a context switch, a full barrier. Where membarrier is
+ * missing (old kernels, some sandboxes, valgrind), the release uses a full
+ * fence instead (sync_lock_asym is false).
+ *
+ * The price: a take that must sleep interrupts every CPU running a thread
+ * of this process — in a VMM, vCPU threads in guest mode among them (a VM
+ * exit each), as liburcu-memb's grace periods already do. So the slow path
+ * spins, then yields, before it sleeps: a sync holds the lock for 0.1-10
+ * µs, and a drainer of another queue syncing the same domain mostly gets
+ * it in that time; what sleeps is a wait behind a slow sink call or a
+ * control call. (lifecycle-synclock catches a lost wake-up that stalls;
+ * a misplaced barrier, whose window is a few instructions wide, it does
+ * not reliably: that part rests on the argument above.)
  *
  * Not recursive, no owner check. TSan sees the CAS acquire and the store
  * release: the happens-before between holders is visible to it; a lost
@@ -87,8 +101,9 @@ void sync_lock_wake(struct sync_lock *l);
 
 /*
  * Releases the lock. The caller must be able to read *l afterwards: it
- * holds a reference to the lock's owner, or is in an RCU read-side section
- * that began while it held the lock (domain_sync_unlock).
+ * holds a reference to the lock's owner or the engine's control_lock (which
+ * destroy needs), or is in an RCU read-side section that began while it
+ * held the lock (domain_sync_unlock).
  */
 static inline void sync_lock_release(struct sync_lock *l)
 {

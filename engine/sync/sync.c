@@ -92,7 +92,8 @@ static int build_windows(const struct sync_target *t, const struct range *ranges
 				 * its old extents are known without a second descent
 				 * (sync_ranges). The strict guest's one-page PSI. */
 				s->one_old = found;
-				s->one_ext = e;
+				if (found)
+					s->one_ext = e;
 			}
 		} else if (shadow_tree_lookup(t->tree, w.last, &e)) {
 			w.last = e.iova + e.size - 1;

@@ -72,6 +72,7 @@ static int on_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
  * vtd_walk_page with vtd_walk. */
 struct one {
 	unsigned n;
+	int ret;         /* what the visitors return (a stop value, or 0) */
 	uint64_t v[5];
 };
 
@@ -80,7 +81,7 @@ static int one_leaf(void *arg, const struct vtd_leaf *l)
 	struct one *o = arg;
 	o->n++;
 	o->v[0] = l->iova, o->v[1] = l->size, o->v[2] = l->gpa, o->v[3] = l->perm, o->v[4] = 1000;
-	return 0;
+	return o->ret;
 }
 
 static int one_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
@@ -88,19 +89,28 @@ static int one_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why
 	struct one *o = arg;
 	o->n++;
 	o->v[0] = iova, o->v[1] = size, o->v[2] = 0, o->v[3] = 0, o->v[4] = why;
-	return 0;
+	return o->ret;
 }
 
-static void compare_page(const struct vtd_walk_params *p, uint64_t page_first, uint64_t page_last)
+/* `mode` (from the input): which visitors (an error visitor or none), what
+ * they return, and whether the budget is the input's or unlimited (one page
+ * reads at most five entries). */
+static void compare_page(const struct vtd_walk_params *p, uint64_t page_first, uint64_t page_last,
+			 unsigned mode)
 {
 	static const struct vtd_walk_ops ops = { one_leaf, one_error };
+	static const struct vtd_walk_ops ops_no_error = { one_leaf, NULL };
+	static const int rets[4] = { 0, 1, -2, 99 };
 	struct vtd_walk_params q = *p;
 	q.first = page_first;
 	q.last = page_last;
-	struct one a = { 0 }, b = { 0 };
+	if (mode & 8)
+		q.budget = 0;
+	struct one a = { .ret = rets[mode & 3] }, b = { .ret = rets[mode & 3] };
 	struct vtd_walk_stats sa = { 0 }, sb = { 0 };
-	int ra = vtd_walk(gs_guest_ram(gs), &q, &ops, &a, &sa);
-	int rb = vtd_walk_page(gs_guest_ram(gs), &q, &ops, &b, &sb);
+	const struct vtd_walk_ops *o = mode & 4 ? &ops_no_error : &ops;
+	int ra = vtd_walk(gs_guest_ram(gs), &q, o, &a, &sa);
+	int rb = vtd_walk_page(gs_guest_ram(gs), &q, o, &b, &sb);
 	if (ra != rb || a.n > 1 || a.n != b.n || memcmp(a.v, b.v, sizeof(a.v)) || memcmp(&sa, &sb, sizeof(sa)))
 		abort(); /* the one-page descent differs from the walker */
 }
@@ -176,7 +186,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (n != c.errors)
 		abort();
 	/* The pages at both ends of the range, through vtd_walk_page. */
-	compare_page(&p, p.first, (p.first | (K - 1)) < p.last ? p.first | (K - 1) : p.last);
-	compare_page(&p, (p.last & ~(K - 1)) > p.first ? p.last & ~(K - 1) : p.first, p.last);
+	compare_page(&p, p.first, (p.first | (K - 1)) < p.last ? p.first | (K - 1) : p.last, hdr >> 5);
+	compare_page(&p, (p.last & ~(K - 1)) > p.first ? p.last & ~(K - 1) : p.first, p.last, hdr >> 4);
 	return 0;
 }
