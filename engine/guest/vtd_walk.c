@@ -174,6 +174,17 @@ static int walk_table(struct walk *w, unsigned level, const uint64_t *t, uint64_
 	return stop;
 }
 
+/* The checks both entry points make: the widths, the range, the root's
+ * alignment, a leaf visitor. Sets the host width and the level count. */
+static bool walk_params_ok(const struct vtd_walk_params *p, uint64_t first, uint64_t last,
+			   const struct vtd_walk_ops *ops, unsigned *haw, unsigned *levels)
+{
+	*haw = p->host_width ? p->host_width : 52;
+	*levels = p->addr_width == 39 ? 3 : p->addr_width == 48 ? 4 : p->addr_width == 57 ? 5 : 0;
+	return *levels && *haw >= 12 && *haw <= 52 && first <= last && (last >> p->addr_width) == 0 &&
+	       !(p->root_gpa & 0xfff) && ops && ops->leaf;
+}
+
 int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	     const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
 {
@@ -183,10 +194,8 @@ int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	 * relaxed atomic load is never paired). */
 	const uint64_t first = __atomic_load_n(&p->first, __ATOMIC_RELAXED);
 	const uint64_t last = __atomic_load_n(&p->last, __ATOMIC_RELAXED);
-	unsigned haw = p->host_width ? p->host_width : 52;
-	unsigned levels = p->addr_width == 39 ? 3 : p->addr_width == 48 ? 4 : p->addr_width == 57 ? 5 : 0;
-	if (!levels || haw < 12 || haw > 52 || first > last ||
-	    (last >> p->addr_width) != 0 || (p->root_gpa & 0xfff) || !ops || !ops->leaf) {
+	unsigned haw, levels;
+	if (!walk_params_ok(p, first, last, ops, &haw, &levels)) {
 		stats->errors[VTD_ERR_BAD_WIDTH]++;
 		return -EINVAL;
 	}
@@ -228,10 +237,8 @@ int vtd_walk_page(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	const uint64_t last = __atomic_load_n(&p->last, __ATOMIC_RELAXED);
 	if ((first ^ last) >> 12)
 		return vtd_walk(ram, p, ops, arg, stats); /* not one page */
-	unsigned haw = p->host_width ? p->host_width : 52;
-	unsigned levels = p->addr_width == 39 ? 3 : p->addr_width == 48 ? 4 : p->addr_width == 57 ? 5 : 0;
-	if (!levels || haw < 12 || haw > 52 || first > last ||
-	    (last >> p->addr_width) != 0 || (p->root_gpa & 0xfff) || !ops || !ops->leaf) {
+	unsigned haw, levels;
+	if (!walk_params_ok(p, first, last, ops, &haw, &levels)) {
 		stats->errors[VTD_ERR_BAD_WIDTH]++;
 		return -EINVAL;
 	}

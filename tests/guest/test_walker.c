@@ -94,6 +94,23 @@ static int on_leaf_expand(void *arg, const struct vtd_leaf *l)
 
 static const struct vtd_walk_ops ops_expand = { on_leaf_expand, on_error };
 
+/* Two walks of the same range saw the same: return value, stats, events. */
+static void check_same_walk(int rc, const struct vtd_walk_stats *st, const struct rec *r, int plain_rc,
+			    const struct vtd_walk_stats *plain_st, const struct rec *plain)
+{
+	CHECK_EQ(rc, plain_rc);
+	CHECK_EQ(st->entries_read, plain_st->entries_read);
+	CHECK_EQ(st->leaves, plain_st->leaves);
+	for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
+		CHECK_EQ(st->errors[i], plain_st->errors[i]);
+	CHECK_EQ(r->n, plain->n);
+	for (size_t i = 0; i < r->n; i++) {
+		const struct ev *a = &r->ev[i], *b = &plain->ev[i];
+		CHECK(a->err == b->err && a->why == b->why && a->iova == b->iova && a->size == b->size &&
+		      a->gpa == b->gpa && a->perm == b->perm);
+	}
+}
+
 /*
  * merge_4k (the engine's guest view) must see exactly what the plain walk
  * sees: the same leaves once merged runs are cut back into pages, the same
@@ -109,17 +126,7 @@ static void check_merged_same(const struct vtd_walk_params *p, const struct rec 
 	iovt_rcu_read_lock();
 	int rc = vtd_walk(ram, &m, &ops_expand, &r, &st);
 	iovt_rcu_read_unlock();
-	CHECK_EQ(rc, plain_rc);
-	CHECK_EQ(st.entries_read, plain_st->entries_read);
-	CHECK_EQ(st.leaves, plain_st->leaves);
-	for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
-		CHECK_EQ(st.errors[i], plain_st->errors[i]);
-	CHECK_EQ(r.n, plain->n);
-	for (size_t i = 0; i < r.n; i++) {
-		const struct ev *a = &r.ev[i], *b = &plain->ev[i];
-		CHECK(a->err == b->err && a->why == b->why && a->iova == b->iova && a->size == b->size &&
-		      a->gpa == b->gpa && a->perm == b->perm);
-	}
+	check_same_walk(rc, &st, &r, plain_rc, plain_st, plain);
 	free(r.ev);
 }
 
@@ -138,17 +145,7 @@ static void check_page_same(const struct vtd_walk_params *p, const struct rec *p
 	iovt_rcu_read_lock();
 	int rc = vtd_walk_page(ram, p, &ops, &r, &st);
 	iovt_rcu_read_unlock();
-	CHECK_EQ(rc, plain_rc);
-	CHECK_EQ(st.entries_read, plain_st->entries_read);
-	CHECK_EQ(st.leaves, plain_st->leaves);
-	for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
-		CHECK_EQ(st.errors[i], plain_st->errors[i]);
-	CHECK_EQ(r.n, plain->n);
-	for (size_t i = 0; i < r.n; i++) {
-		const struct ev *a = &r.ev[i], *b = &plain->ev[i];
-		CHECK(a->err == b->err && a->why == b->why && a->iova == b->iova && a->size == b->size &&
-		      a->gpa == b->gpa && a->perm == b->perm);
-	}
+	check_same_walk(rc, &st, &r, plain_rc, plain_st, plain);
 	free(r.ev);
 	page_walks_compared++;
 }
