@@ -144,9 +144,9 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 	p.last = last;
 	p.merge_4k = true; /* on_leaf folds them into runs anyway */
 	iovt_rcu_read_lock();
-	/* A one-page window (the strict guest's PSI): one descent. */
-	int rc = (first ^ last) >> 12 ? vtd_walk(t->ram, &p, &ops, &w, &ws)
-				      : vtd_walk_page(t->ram, &p, &ops, &w, &ws);
+	/* A one-page window (the strict guest's PSI): one descent; any
+	 * other window: vtd_walk_page hands it to vtd_walk. */
+	int rc = vtd_walk_page(t->ram, &p, &ops, &w, &ws);
 	iovt_rcu_read_unlock();
 	st->ptes += ws.entries_read;
 	if (rc == -EINVAL) {
