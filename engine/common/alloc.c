@@ -35,9 +35,12 @@ iovt_arena_t iovt_arena_create(void)
 	return arena;
 }
 
+/* The thread cache is used (alloc.h): a region may then come from the
+ * cache of a thread that allocated from another arena of ours; jemalloc
+ * frees each region to the arena that owns it. */
 static int flags_for(iovt_arena_t arena)
 {
-	return arena ? (MALLOCX_ARENA(arena) | MALLOCX_TCACHE_NONE) : 0;
+	return arena ? MALLOCX_ARENA(arena) : 0;
 }
 
 void *iovt_alloc(iovt_arena_t arena, size_t size)

@@ -97,6 +97,14 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st);
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
 
+/*
+ * The guest view over the one page at `iova` (page aligned): 1 and *run set
+ * when a leaf maps it into guest RAM, 0 when it is not mapped (or the walk
+ * failed: counted in st, the first error in *walk_err as guest_view_runs).
+ */
+int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_extent *run,
+		    struct sync_stats *st, int *walk_err);
+
 static inline uint64_t extent_end(const struct iovt_extent *e)
 {
 	return e->iova + e->size;

@@ -101,9 +101,27 @@ struct shadow_tree {
 static iovt_arena_t g_arena;
 static pthread_once_t g_arena_once = PTHREAD_ONCE_INIT;
 
+/* What the allocator makes of each node size (leaves by capacity, then an
+ * internal node): asked once, not per allocation and retirement (nallocx,
+ * ~37 instructions, was most of a leaf's accounting). */
+static size_t g_usable[LEAF_MAX + 2];
+
+static inline size_t leaf_bytes(unsigned cap);
+
 static void arena_init(void)
 {
 	g_arena = iovt_arena_create();
+	for (unsigned cap = 0; cap <= LEAF_MAX; cap++)
+		g_usable[cap] = iovt_alloc_usable(leaf_bytes(cap));
+	g_usable[LEAF_MAX + 1] = iovt_alloc_usable(sizeof(struct inode));
+}
+
+/* The usable size of a node of `bytes` (a leaf_bytes or an inode's). */
+static inline size_t usable(size_t bytes)
+{
+	if (bytes == sizeof(struct inode))
+		return g_usable[LEAF_MAX + 1];
+	return g_usable[(bytes - sizeof(struct node)) / sizeof(struct rec)];
 }
 
 /* Identity order words: records 0..m-1 in slots 0..m-1. */
@@ -233,7 +251,7 @@ static struct node *node_alloc(struct shadow_tree *t, size_t bytes)
 {
 	struct node *x = iovt_alloc(g_arena, bytes);
 	if (x)
-		stat_add(&t->mem, (int64_t)iovt_alloc_usable(bytes));
+		stat_add(&t->mem, (int64_t)usable(bytes));
 	return x;
 }
 
@@ -255,7 +273,7 @@ static void node_free(struct node *x)
 /* Frees a node no reader ever saw (allocated for an update that failed). */
 static void node_unused(struct shadow_tree *t, struct node *x, size_t bytes)
 {
-	stat_add(&t->mem, -(int64_t)iovt_alloc_usable(bytes));
+	stat_add(&t->mem, -(int64_t)usable(bytes));
 	iovt_free(g_arena, x, bytes);
 }
 
@@ -300,7 +318,7 @@ static int batch_room(struct shadow_tree *t, unsigned k)
 /* x was unlinked (readers may still hold it): free it after a grace period. */
 static void retire(struct shadow_tree *t, struct node *x)
 {
-	stat_add(&t->mem, -(int64_t)iovt_alloc_usable(node_bytes(x)));
+	stat_add(&t->mem, -(int64_t)usable(node_bytes(x)));
 	t->batch->p[t->batch->n++] = x; /* room reserved by batch_room */
 }
 
@@ -942,9 +960,14 @@ long shadow_tree_remove_range(struct shadow_tree *t, uint64_t first, uint64_t la
 		struct leaf *l = path_leaf(&p);
 		uint64_t w = l->h.word, hi = p.hi[p.h - 1];
 		/* the records overlapping [first, last] are positions a..b-1 */
-		unsigned a = leaf_pos(l, w, first), b = leaf_pos(l, w, last);
+		unsigned a = leaf_pos(l, w, first), b, n = ow_n(w);
 		if (a && rec_last(&l->r[ow_at(w, a - 1)]) >= first)
 			a--;
+		/* b by a forward scan, not a second search: the records a
+		 * removal reaches are few (one, for the strict guest's UNMAP),
+		 * and at most a leaf's 15. */
+		for (b = a; b < n && l->r[ow_at(w, b)].iova <= last; b++)
+			;
 		if (b > a) {
 			struct iovt_extent out[LEAF_MAX];
 			for (unsigned i = a; i < b; i++)
@@ -975,7 +998,7 @@ static int verify_node(const struct node *x, unsigned level, uint64_t lo, uint64
 {
 	if (x->level != level)
 		return -1; /* leaves at different depths */
-	*mem += iovt_alloc_usable(node_bytes(x));
+	*mem += usable(node_bytes(x));
 	if (!level) {
 		const struct leaf *l = (const struct leaf *)x;
 		uint64_t w = l->h.word;
