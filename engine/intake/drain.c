@@ -277,9 +277,11 @@ static void post_global(struct iovt_queue *q)
  * the gathering just before it): the last domain's gathered ranges ride
  * along with the fence, its sync_lock taken here when free (no reference:
  * domain_sync_trylock_rcu), else with a reference; else the domain is going
- * away: the usual way. Returns inside a new section.
+ * away: the usual way. Returns inside a new section, or, when `last`, in
+ * none (the drain's final fence: g is empty after it either way).
  */
-static int fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticket, bool inline_fence)
+static int fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticket, bool inline_fence,
+			  bool last)
 {
 	struct gather *carry = NULL;
 	if (g->d && domain_sync_hold_rcu(g->d, &g->ref))
@@ -290,7 +292,8 @@ static int fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticke
 	int err = apply_fence(q, ticket, inline_fence, carry);
 	if (carry)
 		gather_reset(g);
-	iovt_rcu_read_lock();
+	if (!last)
+		iovt_rcu_read_lock();
 	return err;
 }
 
@@ -337,7 +340,7 @@ static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final, int
 				post_global(q);
 				break;
 			case ITEM_FENCE:
-				fence_in_burst(q, &g, it->arg, inline_fence);
+				fence_in_burst(q, &g, it->arg, inline_fence, false);
 				break;
 			}
 		}
@@ -346,14 +349,16 @@ static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final, int
 			break; /* the poster's own ring: a short burst emptied it */
 	}
 	if (final) {
-		int err = fence_in_burst(q, &g, final, inline_fence);
+		/* Leaves the section, and g empty: nothing to flush. */
+		int err = fence_in_burst(q, &g, final, inline_fence, true);
 		if (final == FINAL_UNTICKETED)
 			*final_err = err;
 		else
 			total++; /* counted as the item it would have been */
+	} else {
+		gather_flush(&g);
+		iovt_rcu_read_unlock();
 	}
-	gather_flush(&g);
-	iovt_rcu_read_unlock();
 	if (total)
 		OWNED_ADD(&q->drain.ctr.queue_items, total);
 	return total;

@@ -282,7 +282,12 @@ int iovt_queue_psi(struct iovt_queue *q, uint16_t did, uint64_t addr, unsigned a
 {
 	struct iovt_inval v = { .addr = addr, .did = did, .kind = IOVT_INVAL_PSI,
 				.am = am > 255 ? 255 : (uint8_t)am, .ih = ih };
-	return iovt_queue_post(q, &v, 1);
+	/* iovt_queue_post for one: no batch buffer, no loop (the vCPU's PSI). */
+	struct intake_item it;
+	int rc = encode(q, &v, &it);
+	if (!rc)
+		push_all(q, &it, 1);
+	return rc;
 }
 
 int iovt_queue_dsi(struct iovt_queue *q, uint16_t did)
