@@ -246,6 +246,7 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 	struct cds_lfht_node *node;
 
 	snapshot(&e->stats, out);
+	out->fences += ld(&e->fence_seq); /* iovt_fence calls (engine_fence_all) */
 	iovt_rcu_read_lock();
 	cds_lfht_for_each(e->domains, &it, node) {
 		struct iovt_domain *d = domain_of_node(node);

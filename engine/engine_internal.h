@@ -197,7 +197,10 @@ struct iovt_engine {
 	struct cds_wfcq_tail dirty_tail;
 	struct sync_scratch scratch;    /* control lock */
 	struct range_set todo;          /* control lock */
-	uint64_t fence_seq;             /* iovt_fence calls so far (control lock) */
+	/* iovt_fence calls so far: written under the control lock by a load
+	 * and a store (no locked add per fence), read racily by
+	 * iovt_stats_get, which counts them as `fences`. */
+	_Atomic uint64_t fence_seq;
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 
 	void *ext_pollers;              /* glue.c: libiovt-dpdk's lcore pollers (control lock) */

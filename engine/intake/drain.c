@@ -108,7 +108,7 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 			domain_lock_drainer(d);
 		err = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, &carry->b);
 		if (ticket == FINAL_UNTICKETED)
-			d->fence_synced = e->fence_seq;
+			d->fence_synced = atomic_load_explicit(&e->fence_seq, memory_order_relaxed);
 		domain_sync_unlock(d, carry->ref);
 		carried = carry->did;
 		if (retry)
@@ -142,7 +142,7 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 			bool retry;
 			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, NULL);
 			if (ticket == FINAL_UNTICKETED)
-				d->fence_synced = e->fence_seq;
+				d->fence_synced = atomic_load_explicit(&e->fence_seq, memory_order_relaxed);
 			domain_sync_unlock(d, ref);
 			if (rc && !err)
 				err = rc;
@@ -381,8 +381,8 @@ int engine_fence_all(struct iovt_engine *e)
 	int first_err = 0;
 
 	pthread_mutex_lock(&e->control_lock);
-	ENGINE_STAT_ADD(e, fences, 1);
-	uint64_t seq = ++e->fence_seq;
+	uint64_t seq = atomic_load_explicit(&e->fence_seq, memory_order_relaxed) + 1;
+	atomic_store_explicit(&e->fence_seq, seq, memory_order_relaxed); /* the `fences` count */
 	IOVT_PROBE1(fence_begin, 0);
 	/* The control lock pins the queue table (replaced only under it) and
 	 * every domain (destroyed only under it): no read-side section needed. */

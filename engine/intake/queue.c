@@ -261,6 +261,13 @@ int iovt_queue_post(struct iovt_queue *q, const struct iovt_inval *v, unsigned n
 	unsigned k = 0;
 	int first_err = 0;
 
+	if (n == 1) {
+		/* One item (the vCPU's PSI, iovt_invalidate_*): no batch loop. */
+		int rc = encode(q, v, &buf[0]);
+		if (!rc)
+			push_all(q, buf, 1);
+		return rc;
+	}
 	for (unsigned i = 0; i < n; i++) {
 		int rc = encode(q, &v[i], &buf[k]);
 		if (rc) {
@@ -282,12 +289,7 @@ int iovt_queue_psi(struct iovt_queue *q, uint16_t did, uint64_t addr, unsigned a
 {
 	struct iovt_inval v = { .addr = addr, .did = did, .kind = IOVT_INVAL_PSI,
 				.am = am > 255 ? 255 : (uint8_t)am, .ih = ih };
-	/* iovt_queue_post for one: no batch buffer, no loop (the vCPU's PSI). */
-	struct intake_item it;
-	int rc = encode(q, &v, &it);
-	if (!rc)
-		push_all(q, &it, 1);
-	return rc;
+	return iovt_queue_post(q, &v, 1);
 }
 
 int iovt_queue_dsi(struct iovt_queue *q, uint16_t did)
