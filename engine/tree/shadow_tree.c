@@ -864,7 +864,16 @@ static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, 
 	/* compact (and grow) into a copy, published by rule 2 */
 	if (batch_room(t, 1))
 		return -ENOMEM;
-	struct leaf *nl = leaf_alloc(t, cap_for(n + 1));
+	unsigned cap = cap_for(n + 1);
+	/* A 3-slot leaf filled by churn (its slots are removed records', not
+	 * live ones: a map/unmap pair at one IOVA takes a slot each time) is
+	 * copied into 7 slots, not 3: one copy every 6 inserts instead of 2
+	 * (fence/map_unmap_1: a copy was ~110 instructions per insert). 128
+	 * bytes more for such a leaf; leaf_tidy keeps 7 slots while one
+	 * record lives (n * 8 > 7), so it does not shrink back at once. */
+	if (cap == 3 && l->h.cap == 3)
+		cap = 7;
+	struct leaf *nl = leaf_alloc(t, cap);
 	if (!nl)
 		return -ENOMEM;
 	leaf_build(nl, l, w, k, nr);
