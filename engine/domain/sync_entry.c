@@ -31,6 +31,7 @@ void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
 	t->walk.addr_width = d->addr_width;
 	t->walk.host_width = e->cfg.host_addr_width;
 	t->walk.allow_2m = d->allow_2m;
+	t->walk.merge_4k = false; /* the guest view sets it per walk */
 	t->walk.allow_1g = d->allow_1g;
 	t->walk.first = 0; /* set per window */
 	t->walk.last = 0;
@@ -375,7 +376,9 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 		 * failed spans, no UNMAP-only notifier, the IOTLB unused (MAP
 		 * notifier) — what the steps below come to, without the
 		 * range-set copy, the budget and the passes (~110 of ~2,300
-		 * instructions of a one-page PSI + wait). */
+		 * instructions of a one-page PSI + wait). Under memory pressure
+		 * only it differs: no range_set_add that could fail into a
+		 * whole-domain sync. */
 		struct sync_target t;
 		domain_sync_target(d, &t);
 		rc = sync_ranges(&t, b->r, 1, s, &s->st, &d->retry);

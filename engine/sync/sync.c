@@ -127,6 +127,9 @@ static __attribute__((noinline)) void probe_window(uint64_t first, uint64_t last
  * diff of the general path, which give the same plan (the differential
  * tests run both: every one-page PSI comes this way). The strict guest's
  * PSI + wait: those stages were ~300 of ~2,470 instructions (callgrind).
+ * One difference, under memory pressure only: with nothing to change this
+ * path allocates nothing, where build_windows could fail with -ENOMEM and
+ * retry the range.
  */
 static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_scratch *s,
 		      struct sync_stats *st, struct range_set *retry, int *rcp)
@@ -138,8 +141,8 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 	probe_window(iova, iova + IOVT_PAGE_SIZE - 1);
 	int walk_err = 0;
 	bool have = guest_view_page(t, iova, &run, st, &walk_err) > 0;
-	st->windows++;
 	if (found && have && still_mapped(&run, &old)) {
+		st->windows++;
 		*rcp = walk_err;
 		return true;
 	}
@@ -150,6 +153,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 	}
 	if (have && vec_push(&s->maps, run))
 		goto nomem;
+	st->windows++; /* as sync_ranges: a window whose plan could be made */
 	int rc = apply_plan(t, s, st, retry);
 	*rcp = rc ? rc : walk_err;
 	return true;

@@ -865,13 +865,16 @@ static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, 
 	if (batch_room(t, 1))
 		return -ENOMEM;
 	unsigned cap = cap_for(n + 1);
-	/* A 3-slot leaf filled by churn (its slots are removed records', not
+	/* A small leaf filled by churn (its slots are removed records', not
 	 * live ones: a map/unmap pair at one IOVA takes a slot each time) is
-	 * copied into 7 slots, not 3: one copy every 6 inserts instead of 2
-	 * (fence/map_unmap_1: a copy was ~110 instructions per insert). 128
-	 * bytes more for such a leaf; leaf_tidy keeps 7 slots while one
-	 * record lives (n * 8 > 7), so it does not shrink back at once. */
-	if (cap == 3 && l->h.cap == 3)
+	 * copied into 7 slots, not 3, and stays at 7 while it churns: one
+	 * copy every 6 inserts instead of every 2 (fence/map_unmap_1: a copy
+	 * was ~110 instructions per insert). 128 bytes more for such a leaf.
+	 * Only with a record beside the new one (n >= 1): leaf_tidy keeps 7
+	 * slots while one record lives (n * 8 > 7), but shrinks a leaf that
+	 * empties to 3 — a lone churned extent would then alternate 7 and 3,
+	 * a copy on every map and every unmap (found by review). */
+	if (cap == 3 && n && (l->h.cap == 3 || l->h.cap == 7))
 		cap = 7;
 	struct leaf *nl = leaf_alloc(t, cap);
 	if (!nl)
