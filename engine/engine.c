@@ -259,7 +259,7 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 	for (unsigned i = 0; qt && i < qt->n; i++) {
 		const struct queue_counters *c = &qt->q[i]->drain.ctr;
 		uint64_t fi = ld(&c->fences_inline), fd = ld(&c->fences_drained);
-		out->fences += fi + fd;
+		out->fences += fi + fd + ld(&c->fences_alone); /* iovt_fence's fence_alone */
 		out->fences_inline += fi;
 		out->fences_drained += fd;
 		out->queue_items += ld(&c->queue_items);

@@ -120,6 +120,7 @@ struct iovt_domain {
  * summed into the engine's by iovt_stats_get, folded in at queue destroy. */
 struct queue_counters {
 	_Atomic uint64_t fences_inline, fences_drained, queue_items;
+	_Atomic uint64_t fences_alone; /* iovt_fence calls that drained only this queue (fence_alone) */
 };
 
 /* What a queue's drainer needs; used only by the holder of the queue's flag. */
@@ -235,6 +236,7 @@ void queue_kick(struct iovt_queue *q);                          /* wake its work
 void engine_destroy_queues(struct iovt_engine *e);
 int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
 struct iovt_queue *thread_queue(struct iovt_engine *e);         /* the implicit queue */
+struct iovt_queue *thread_queue_find(struct iovt_engine *e);    /* the same, or NULL: none made */
 void engine_live_add(struct iovt_engine *e);    /* iovt_engine_create */
 void engine_live_remove(struct iovt_engine *e); /* first thing in iovt_engine_destroy */
 void thread_queues_release(void);               /* iovt_thread_unregister */

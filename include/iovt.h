@@ -556,8 +556,12 @@ int iovt_invalidate_global(struct iovt_engine *e);
  * implicit or not — to every sink, then returns. After it returns the guest
  * may reuse the IOVAs it unmapped. Coalescing happens here: pending ranges
  * of one domain are merged, a DSI subsumes them. Serialised with other
- * iovt_fence() calls (engine lock); runs concurrently with queue fences and
- * workers. Registered thread; calls sinks on this thread.
+ * iovt_fence() calls (engine lock) — except when the only work is the
+ * calling thread's own: every other queue empty and idle and no domain
+ * waiting for a retry. Then it applies this thread's invalidations as
+ * iovt_queue_fence() would, without the engine lock, concurrently with
+ * other such calls. Runs concurrently with queue fences and workers.
+ * Registered thread; calls sinks on this thread.
  * @param e the engine.
  * @return 0, or the first error met (a walk error, a sink error; see
  *         @ref fence_errors); the engine's record stays equal to what each

@@ -135,7 +135,7 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	/* Its counters become the engine's (it left the table: stats_get no longer sums it). */
 	struct queue_counters *c = &q->drain.ctr;
 	uint64_t fi = atomic_load(&c->fences_inline), fd = atomic_load(&c->fences_drained);
-	ENGINE_STAT_ADD(e, fences, fi + fd);
+	ENGINE_STAT_ADD(e, fences, fi + fd + atomic_load(&c->fences_alone));
 	ENGINE_STAT_ADD(e, fences_inline, fi);
 	ENGINE_STAT_ADD(e, fences_drained, fd);
 	ENGINE_STAT_ADD(e, queue_items, atomic_load(&c->queue_items));
@@ -439,6 +439,14 @@ void thread_queues_release(void)
 {
 	for (unsigned i = 0; i < THREAD_QUEUES; i++)
 		release_thread_queue(i);
+}
+
+struct iovt_queue *thread_queue_find(struct iovt_engine *e)
+{
+	for (unsigned i = 0; i < THREAD_QUEUES; i++)
+		if (thread_queues[i].engine_id == e->id)
+			return thread_queues[i].q;
+	return NULL;
 }
 
 struct iovt_queue *thread_queue(struct iovt_engine *e)

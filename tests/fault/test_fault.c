@@ -309,6 +309,23 @@ static void test_map(uint64_t seed)
 	printf("fault-map (attach replay): %" PRIu64 " faults injected, all survived\n",
 	       fault_sink_injected(w.fs));
 	fw_destroy(&w);
+
+	/* The same after this thread has posted and fenced: its implicit queue
+	 * exists and is empty, and the domain waits on the dirty list, on no
+	 * queue's own list. iovt_fence must still finish the replay (its
+	 * lock-free way, fence_alone, is only for when no domain is dirty). */
+	fw_init(&w, IOVT_MODEL_TYPE1, false, false, 8 * M2, seed);
+	map_eight(&w, 0, 16 * M1);
+	map_eight(&w, M2, 32 * M1);
+	CHECK_EQ(iovt_fence(w.e), 0); /* no sink yet: nothing to send */
+	fault_sink_fail_nth(w.fs, FAULT_MAP, 4, EEXIST);
+	fault_sink_fail_nth(w.fs, FAULT_MAP, 9, EIO);
+	attach(&w, -EEXIST);
+	CHECK_EQ(iovt_model_sink_count(w.model), 14);
+	converge(&w);
+	CHECK_EQ(iovt_model_sink_count(w.model), 16);
+	printf("fault-map (attach replay, queue idle): retried by iovt_fence\n");
+	fw_destroy(&w);
 }
 
 /* ---- fault-unmap: UNMAP failures, and planned MAPs into the same IOVAs ---- */
