@@ -52,6 +52,14 @@ static void note_error(struct view_walk *w, int err)
 		w->err = err;
 }
 
+/* A span the walk could not read: counted by kind, the first error kept. */
+static void count_walk_error(struct sync_stats *st, int *err, enum vtd_error why)
+{
+	st->errors[walk_error_kind(why)]++;
+	if (!*err)
+		*err = walk_error_to_errno(why);
+}
+
 /* Appends one piece, extending the last run when it continues it. */
 static int push_piece(struct sync_scratch *s, const struct iovt_extent *p)
 {
@@ -126,8 +134,7 @@ static int on_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
 	struct view_walk *w = arg;
 	(void)iova;
 	(void)size;
-	w->st->errors[walk_error_kind(why)]++;
-	note_error(w, walk_error_to_errno(why));
+	count_walk_error(w->st, &w->err, why);
 	return 0; /* the span is simply not mapped; go on */
 }
 
@@ -204,9 +211,7 @@ static int on_page_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error
 	struct page_view *pv = arg;
 	(void)iova;
 	(void)size;
-	pv->st->errors[walk_error_kind(why)]++;
-	if (!pv->err)
-		pv->err = walk_error_to_errno(why);
+	count_walk_error(pv->st, &pv->err, why);
 	return 0; /* the page is simply not mapped */
 }
 

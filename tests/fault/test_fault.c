@@ -238,6 +238,25 @@ static void map_eight(struct fw *w, uint64_t base, uint64_t gpa_base)
 	inval(w, base, 8 * 64 * K);
 }
 
+static void attach_replay(uint64_t seed, bool fenced_first)
+{
+	struct fw w;
+	fw_init(&w, IOVT_MODEL_TYPE1, false, false, 8 * M2, seed);
+	map_eight(&w, 0, 16 * M1);
+	map_eight(&w, M2, 32 * M1);
+	if (fenced_first)
+		CHECK_EQ(iovt_fence(w.e), 0); /* no sink yet: nothing to send */
+	fault_sink_fail_nth(w.fs, FAULT_MAP, 4, EEXIST);
+	fault_sink_fail_nth(w.fs, FAULT_MAP, 9, EIO);
+	attach(&w, -EEXIST);
+	CHECK_EQ(iovt_model_sink_count(w.model), 14);
+	converge(&w);
+	CHECK_EQ(iovt_model_sink_count(w.model), 16);
+	printf("fault-map (attach replay%s): %" PRIu64 " faults injected, all survived\n",
+	       fenced_first ? ", the thread's queue idle" : "", fault_sink_injected(w.fs));
+	fw_destroy(&w);
+}
+
 static void test_map(uint64_t seed)
 {
 	struct fw w;
@@ -297,35 +316,12 @@ static void test_map(uint64_t seed)
 
 	/* The attach replay fails part way: attach returns the error, the record
 	 * is what the sink took, and a fence with no invalidation finishes it. */
-	fw_init(&w, IOVT_MODEL_TYPE1, false, false, 8 * M2, seed);
-	map_eight(&w, 0, 16 * M1);
-	map_eight(&w, M2, 32 * M1);
-	fault_sink_fail_nth(w.fs, FAULT_MAP, 4, EEXIST);
-	fault_sink_fail_nth(w.fs, FAULT_MAP, 9, EIO);
-	attach(&w, -EEXIST);
-	CHECK_EQ(iovt_model_sink_count(w.model), 14);
-	converge(&w);
-	CHECK_EQ(iovt_model_sink_count(w.model), 16);
-	printf("fault-map (attach replay): %" PRIu64 " faults injected, all survived\n",
-	       fault_sink_injected(w.fs));
-	fw_destroy(&w);
-
+	attach_replay(seed, false);
 	/* The same after this thread has posted and fenced: its implicit queue
 	 * exists and is empty, and the domain waits on the dirty list, on no
 	 * queue's own list. iovt_fence must still finish the replay (its
 	 * lock-free way, fence_alone, is only for when no domain is dirty). */
-	fw_init(&w, IOVT_MODEL_TYPE1, false, false, 8 * M2, seed);
-	map_eight(&w, 0, 16 * M1);
-	map_eight(&w, M2, 32 * M1);
-	CHECK_EQ(iovt_fence(w.e), 0); /* no sink yet: nothing to send */
-	fault_sink_fail_nth(w.fs, FAULT_MAP, 4, EEXIST);
-	fault_sink_fail_nth(w.fs, FAULT_MAP, 9, EIO);
-	attach(&w, -EEXIST);
-	CHECK_EQ(iovt_model_sink_count(w.model), 14);
-	converge(&w);
-	CHECK_EQ(iovt_model_sink_count(w.model), 16);
-	printf("fault-map (attach replay, queue idle): retried by iovt_fence\n");
-	fw_destroy(&w);
+	attach_replay(seed, true);
 }
 
 /* ---- fault-unmap: UNMAP failures, and planned MAPs into the same IOVAs ---- */
