@@ -15,7 +15,7 @@
  * UNMAP when the sink allows; each run minus the kept extents is one MAP per
  * piece.
  *
- * Single writer: the caller holds the engine's control lock, so the tree is
+ * Single writer: the caller holds the domain's sync_lock, so the tree is
  * read here without an RCU read-side section (only this thread changes it).
  */
 #ifndef IOVT_SYNC_SYNC_H
