@@ -202,6 +202,12 @@ struct iovt_engine {
 	 * and a store (no locked add per fence), read racily by
 	 * iovt_stats_get, which counts them as `fences`. */
 	_Atomic uint64_t fence_seq;
+	/* 1 while a control-lock holder moves invalidations that fence_alone
+	 * cannot see: a locked iovt_fence (from its start: it splices the
+	 * dirty list, then syncs what it took) or iovt_queue_destroy (the
+	 * queue leaves the table before its leftovers reach the pending sets).
+	 * Written under the control lock; fence_alone reads it last. */
+	_Atomic int control_moving;
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 
 	void *ext_pollers;              /* glue.c: libiovt-dpdk's lcore pollers (control lock) */

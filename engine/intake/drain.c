@@ -163,7 +163,7 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 		ds->touched.n = kept;
 	}
 	if (unticketed(ticket))
-		return err; /* iovt_fence's: its caller gets the error; no ticket, no count */
+		goto out; /* iovt_fence's: its caller gets the error; no ticket, no count */
 	if (err) {
 		int none = 0;
 		atomic_compare_exchange_strong(&q->err, &none, err);
@@ -182,7 +182,8 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 		if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
 			futex_wake_all(&q->done_word);
 	}
-	IOVT_PROBE1(queue_fence_end, err);
+out:
+	IOVT_PROBE1(queue_fence_end, err); /* every queue_fence_begin has its end */
 	return err;
 }
 
@@ -391,8 +392,11 @@ void queue_drain_fence(struct iovt_queue *q, uint64_t ticket) { (void)drain(q, U
  * dirty, then releases the flag: a ring seen empty because it popped is
  * either seen still draining, or its release is seen (acquire load) and
  * then its dirty marks are too. Something posted or marked after these
- * loads was not posted before this call. false: take the locked way
- * (nothing was done).
+ * loads was not posted before this call. Work a control-lock holder is
+ * moving is invisible to these looks — a locked fence's spliced dirty
+ * list, a destroyed queue's leftovers — so it raises control_moving, and
+ * then the locked way waits for it as it always did (a review found both
+ * windows). false: take the locked way (nothing was done).
  */
 static bool fence_alone(struct iovt_engine *e, int *err)
 {
@@ -409,7 +413,14 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 			alone = false;
 	}
 	iovt_rcu_read_unlock();
-	if (!alone || !cds_wfcq_empty(&e->dirty_head, &e->dirty_tail) ||
+	if (!alone || !cds_wfcq_empty(&e->dirty_head, &e->dirty_tail))
+		return false;
+	/* Last: a locked fence that spliced the dirty list (emptying it) or a
+	 * queue destroy that took its queue out of the table raised
+	 * control_moving first, before that exchange or that publication; the
+	 * fence makes this load see it once one of them was seen. */
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&e->control_moving, memory_order_relaxed) ||
 	    !queue_try_drain_begin(mine))
 		return false;
 	*err = 0;
@@ -439,6 +450,7 @@ static int fence_locked(struct iovt_engine *e)
 	int first_err = 0;
 
 	pthread_mutex_lock(&e->control_lock);
+	atomic_store_explicit(&e->control_moving, 1, memory_order_relaxed); /* before the splice */
 	uint64_t seq = atomic_load_explicit(&e->fence_seq, memory_order_relaxed) + 1;
 	atomic_store_explicit(&e->fence_seq, seq, memory_order_relaxed); /* the `fences` count */
 	/* The control lock pins the queue table (replaced only under it) and
@@ -491,6 +503,7 @@ static int fence_locked(struct iovt_engine *e)
 		if (rc && !first_err)
 			first_err = rc;
 	}
+	atomic_store_explicit(&e->control_moving, 0, memory_order_release); /* all synced */
 	pthread_mutex_unlock(&e->control_lock);
 	return first_err;
 }

@@ -121,12 +121,17 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	struct iovt_engine *e = q->engine;
 
 	pthread_mutex_lock(&e->control_lock);
+	/* Before q leaves the table (its release store publishes this too):
+	 * fence_alone must not miss the leftovers in between. */
+	atomic_store_explicit(&e->control_moving, 1, memory_order_relaxed);
 	while (queue_table_replace(e, NULL, q))
 		sched_yield(); /* a table of n - 1 pointers: memory comes back */
 	/* Leftovers go to the domains' pending sets; fences in it complete. */
 	queue_drain_begin_wait(q);
 	queue_drain(q, UINT_MAX);
 	queue_drain_end(q);
+	/* The leftovers are pending and their domains dirty: visible. */
+	atomic_store_explicit(&e->control_moving, 0, memory_order_release);
 	pthread_mutex_unlock(&e->control_lock);
 	/* A poller that found q on the list before it left may still hold it. */
 	iovt_synchronize_rcu();
