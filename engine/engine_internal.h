@@ -204,9 +204,11 @@ struct iovt_engine {
 	_Atomic uint64_t fence_seq;
 	/* 1 while a control-lock holder moves invalidations that fence_alone
 	 * cannot see: a locked iovt_fence (from its start: it splices the
-	 * dirty list, then syncs what it took) or iovt_queue_destroy (the
-	 * queue leaves the table before its leftovers reach the pending sets).
-	 * Written under the control lock; fence_alone reads it last. */
+	 * dirty list, then syncs what it took), iovt_queue_destroy (the
+	 * queue leaves the table before its leftovers reach the pending sets)
+	 * or a domain destroy's domain_unqueue (the dirty list taken, the
+	 * others put back). Written under the control lock; fence_alone
+	 * reads it last. */
 	_Atomic int control_moving;
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 

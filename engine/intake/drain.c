@@ -374,11 +374,6 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget) { return drain(q, bu
 void queue_drain_fence(struct iovt_queue *q, uint64_t ticket) { (void)drain(q, UINT_MAX, ticket, NULL); }
 
 /*
- * iovt_fence: drains every queue, then syncs every dirty domain (those the
- * queues fed, retries, root changes). Control lock: one at a time, and no
- * control call changes domains meanwhile.
- */
-/*
  * iovt_fence without the control lock, when only the caller's own implicit
  * queue has work: every other queue empty and idle, and no dirty domain.
  * Then the locked way would do exactly this — drain that queue with a
@@ -442,6 +437,11 @@ int engine_fence_all(struct iovt_engine *e)
 	return err;
 }
 
+/*
+ * iovt_fence's locked way: drains every queue, then syncs every dirty
+ * domain (those the queues fed, retries, root changes). Control lock: one
+ * at a time, and no control call changes domains meanwhile.
+ */
 static int fence_locked(struct iovt_engine *e)
 {
 	struct __cds_wfcq_head h;
