@@ -456,13 +456,13 @@ struct iovt_queue *thread_queue_find(struct iovt_engine *e)
 
 struct iovt_queue *thread_queue(struct iovt_engine *e)
 {
-	unsigned slot = THREAD_QUEUES;
-	for (unsigned i = 0; i < THREAD_QUEUES; i++) {
-		if (thread_queues[i].engine_id == e->id)
-			return thread_queues[i].q;
-		if (!thread_queues[i].engine_id && slot == THREAD_QUEUES)
-			slot = i;
-	}
+	struct iovt_queue *found = thread_queue_find(e);
+	if (found)
+		return found;
+	/* This thread's first post to e: a free slot, else the next one in turn. */
+	unsigned slot = 0;
+	while (slot < THREAD_QUEUES && thread_queues[slot].engine_id)
+		slot++;
 	if (slot == THREAD_QUEUES) {
 		slot = thread_queue_next++ % THREAD_QUEUES;
 		release_thread_queue(slot);

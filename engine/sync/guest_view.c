@@ -6,12 +6,18 @@
 #include "common/rcu.h"
 #include "sync/sync.h"
 
+/* What both walks' visitors count errors into (first member of each: one
+ * error visitor serves both). */
+struct walk_errors {
+	struct sync_stats *st;
+	int err; /* the first error of the walk */
+};
+
 struct view_walk {
+	struct walk_errors e;
 	const struct sync_target *t;
 	struct sync_scratch *s;
-	struct sync_stats *st;
 	uint64_t first, last;
-	int err;
 	struct guest_ram_region region; /* the last one found: leaves cluster */
 	bool have_region;
 };
@@ -46,19 +52,13 @@ static enum iovt_err_kind walk_error_kind(enum vtd_error why)
 	}
 }
 
-static void note_error(struct view_walk *w, int err)
+/* The first error of a walk is the one reported. */
+static void keep_first(int *slot, int err)
 {
-	if (!w->err)
-		w->err = err;
+	if (!*slot)
+		*slot = err;
 }
 
-/* A span the walk could not read: counted by kind, the first error kept. */
-static void count_walk_error(struct sync_stats *st, int *err, enum vtd_error why)
-{
-	st->errors[walk_error_kind(why)]++;
-	if (!*err)
-		*err = walk_error_to_errno(why);
-}
 
 /* Appends one piece, extending the last run when it continues it. */
 static int push_piece(struct sync_scratch *s, const struct iovt_extent *p)
@@ -102,8 +102,8 @@ static int on_leaf(void *arg, const struct vtd_leaf *leaf)
 			uint64_t skip = resumes ? next.gpa - gpa : end - iova;
 			uint64_t leaves = leaf->entries > 1 ? skip >> 12 : !hole_counted;
 			if (leaves) {
-				w->st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM] += leaves;
-				note_error(w, -EFAULT);
+				w->e.st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM] += leaves;
+				keep_first(&w->e.err, -EFAULT);
 				hole_counted = true;
 			}
 			if (!resumes)
@@ -129,20 +129,40 @@ static int on_leaf(void *arg, const struct vtd_leaf *leaf)
 	return 0;
 }
 
+/* Both walks' error visitor: a span the walk could not read is counted by
+ * kind, the first error kept; the span is simply not mapped; go on. */
 static int on_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
 {
-	struct view_walk *w = arg;
+	struct walk_errors *e = arg;
 	(void)iova;
 	(void)size;
-	count_walk_error(w->st, &w->err, why);
-	return 0; /* the span is simply not mapped; go on */
+	e->st->errors[walk_error_kind(why)]++;
+	keep_first(&e->err, walk_error_to_errno(why));
+	return 0;
+}
+
+/*
+ * After a walk: one refused outright (-EINVAL: bad widths or range) counts
+ * as a bad invalidation; the walk's first error goes to *walk_err. true:
+ * refused, nothing it saw is trustworthy.
+ */
+static bool walk_done(struct walk_errors *e, int rc, int *walk_err)
+{
+	bool refused = rc == -EINVAL;
+	if (refused) {
+		e->st->errors[IOVT_ERR_BAD_INVALIDATION]++;
+		keep_first(&e->err, -EINVAL);
+	}
+	if (walk_err)
+		keep_first(walk_err, e->err);
+	return refused;
 }
 
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err)
 {
 	static const struct vtd_walk_ops ops = { .leaf = on_leaf, .error = on_error };
-	struct view_walk w = { .t = t, .s = s, .st = st, .first = first, .last = last };
+	struct view_walk w = { .e = { .st = st }, .t = t, .s = s, .first = first, .last = last };
 	struct vtd_walk_params p = t->walk;
 	struct vtd_walk_stats ws = { 0 };
 	size_t runs_before = s->runs.n;
@@ -156,15 +176,10 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 	int rc = vtd_walk_page(t->ram, &p, &ops, &w, &ws);
 	iovt_rcu_read_unlock();
 	st->ptes += ws.entries_read;
-	if (rc == -EINVAL) {
-		st->errors[IOVT_ERR_BAD_INVALIDATION]++;
-		note_error(&w, -EINVAL);
-		s->runs.n = runs_before; /* nothing trustworthy was seen */
-	} else if (rc < 0) {
+	if (rc < 0 && rc != -EINVAL)
 		return rc; /* -ENOMEM from a visitor */
-	}
-	if (w.err && walk_err && !*walk_err)
-		*walk_err = w.err;
+	if (walk_done(&w.e, rc, walk_err))
+		s->runs.n = runs_before; /* nothing trustworthy was seen */
 	return 0;
 }
 
@@ -175,11 +190,10 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
  * the wrapper's cost.
  */
 struct page_view {
+	struct walk_errors e;
 	const struct guest_ram *ram;
-	struct sync_stats *st;
 	struct iovt_extent *run;
 	uint64_t iova;
-	int err;
 	bool have;
 };
 
@@ -189,9 +203,8 @@ static int on_page_leaf(void *arg, const struct vtd_leaf *leaf)
 	uint64_t gpa = leaf->gpa + (pv->iova - leaf->iova);
 	struct guest_ram_region r;
 	if (!guest_ram_find(pv->ram, gpa, &r)) {
-		pv->st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM]++;
-		if (!pv->err)
-			pv->err = -EFAULT;
+		pv->e.st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM]++;
+		keep_first(&pv->e.err, -EFAULT);
 		return 0;
 	}
 	*pv->run = (struct iovt_extent){
@@ -206,20 +219,11 @@ static int on_page_leaf(void *arg, const struct vtd_leaf *leaf)
 	return 0;
 }
 
-static int on_page_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
-{
-	struct page_view *pv = arg;
-	(void)iova;
-	(void)size;
-	count_walk_error(pv->st, &pv->err, why);
-	return 0; /* the page is simply not mapped */
-}
-
 int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_extent *run,
 		    struct sync_stats *st, int *walk_err)
 {
-	static const struct vtd_walk_ops ops = { .leaf = on_page_leaf, .error = on_page_error };
-	struct page_view pv = { .ram = t->ram, .st = st, .run = run, .iova = iova };
+	static const struct vtd_walk_ops ops = { .leaf = on_page_leaf, .error = on_error };
+	struct page_view pv = { .e = { .st = st }, .ram = t->ram, .run = run, .iova = iova };
 	struct vtd_walk_params p = t->walk;
 	struct vtd_walk_stats ws = { 0 };
 
@@ -229,13 +233,7 @@ int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_exte
 	int rc = vtd_walk_page(t->ram, &p, &ops, &pv, &ws);
 	iovt_rcu_read_unlock();
 	st->ptes += ws.entries_read;
-	if (rc == -EINVAL) {
-		st->errors[IOVT_ERR_BAD_INVALIDATION]++;
-		if (!pv.err)
-			pv.err = -EINVAL;
+	if (walk_done(&pv.e, rc, walk_err))
 		pv.have = false; /* nothing trustworthy was seen */
-	}
-	if (pv.err && walk_err && !*walk_err)
-		*walk_err = pv.err;
 	return pv.have;
 }
