@@ -55,7 +55,9 @@ static int report(struct walk *w, uint64_t lo, uint64_t hi, enum vtd_error why)
 	return w->stopped;
 }
 
-static int walk_table(struct walk *w, unsigned level, const uint64_t *t, uint64_t base, uint32_t perm);
+static inline __attribute__((always_inline)) int walk_table(struct walk *w, unsigned level,
+							   const uint64_t *t, uint64_t base,
+							   uint32_t perm);
 
 /* A present entry above level 1 (esize: the span it maps): why it cannot
  * be used, or VTD_ERR_COUNT. Reserved address bits, PS where the level or
@@ -95,7 +97,12 @@ static int enter(struct walk *w, unsigned level, uint64_t tgpa, uint64_t base, u
 			  base, perm);
 }
 
-static int walk_table(struct walk *w, unsigned level, const uint64_t *t, uint64_t base, uint32_t perm)
+/* Always inlined: into enter (vtd_walk's recursion, as before
+ * vtd_walk_block shared it: out of line it cost the generic walk a call per
+ * table, miss/walk 29.6 -> 34.8 ns) and into vtd_walk_block's leaf scan. */
+static inline __attribute__((always_inline)) int walk_table(struct walk *w, unsigned level,
+							   const uint64_t *t, uint64_t base,
+							   uint32_t perm)
 {
 	const unsigned shift = LEVEL_SHIFT(level);
 	const uint64_t span_last = base + ((1ull << (shift + 9)) - 1);
@@ -235,13 +242,14 @@ int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	return w.rc;
 }
 
-/* vtd_walk_page's descent for a table of `levels` levels: always inlined
+/* vtd_walk_block's descent for a table of `levels` levels: always inlined
  * with a constant `levels` (3, 4 or 5), so that the loops over the levels
  * and over the tables above unroll and every shift is an immediate. */
 static inline __attribute__((always_inline)) int
 walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		 const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats,
-		 uint64_t first, uint64_t last, unsigned haw, const unsigned levels)
+		 uint64_t first, uint64_t last, unsigned haw, const unsigned levels,
+		 const bool one_page)
 {
 	const uint64_t addr_mask = ((1ull << haw) - 1) & ~0xfffull;
 	const uint64_t rsv_hi = ((1ull << 52) - 1) & ~((1ull << haw) - 1);
@@ -276,6 +284,26 @@ walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		}
 		path[level] = tgpa;
 		const uint64_t *t = (const uint64_t *)(uintptr_t)(region.hva + (tgpa - region.gpa));
+		if (level == 1 && !one_page) {
+			/* More than a page of one leaf table: its scan is
+			 * vtd_walk's (runs merged, budget per entry, reports
+			 * clipped), entered with what the descent left. */
+			struct walk w = {
+				.ops = ops,
+				.arg = arg,
+				.st = stats,
+				.first = first,
+				.last = last,
+				.addr_mask = addr_mask,
+				.rsv_hi = rsv_hi,
+				.left = left,
+				.merge_4k = p->merge_4k,
+			};
+			walk_table(&w, 1, t, base, perm);
+			left = w.left;
+			rc = w.rc;
+			break;
+		}
 		const uint64_t esize = 1ull << shift;
 		const uint64_t iova = first & ~(esize - 1);
 		if (left == 0) {
@@ -322,34 +350,60 @@ error:
 }
 
 /*
- * One page: the descent of vtd_walk without its generality — no recursion,
- * no per-table scan set-up, the loop check against the few tables above —
- * with the same checks in the same order, the same reports (clipped to the
- * range) and the same stats, so that a caller cannot tell the two apart
- * (tests/guest `walker` compares them on every one-page walk it makes).
+ * A range inside one 2 MiB-aligned block (one leaf table): the descent of
+ * vtd_walk without its generality — no recursion, no per-table scan set-up
+ * above the leaf table, the loop check against the few tables above — with
+ * the same checks in the same order, the same reports (clipped to the range)
+ * and the same stats, so that a caller cannot tell the two apart (tests/guest
+ * `walker` compares them on every such walk it makes, and fuzz-walker on
+ * random tables). The leaf table itself is scanned by vtd_walk's own loop
+ * (walk_table) when the range is more than one page.
  * The strict guest's one-page PSI: the generic walk was ~780 of ~2,700
  * instructions of a one-page PSI + wait (callgrind); specialised by level
  * count (walk_page_levels), the descent fell from ~356 to ~229 of its own.
+ * An IOTLB miss (a 16-page run window) and a PSI window of a few pages
+ * (perm-churn, strict-dma) take it too: see ARCHITECTURE.md.
  */
-int vtd_walk_page(const struct guest_ram *ram, const struct vtd_walk_params *p,
-		  const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
+/* A range of more than one page in one block: the descent's copies with
+ * the leaf table's scan, out of line so that the one-page copies keep their
+ * small frame (inlined, the scan's state cost every one-page walk ~10
+ * instructions of spills). */
+static __attribute__((noinline)) int
+walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
+	   const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats, uint64_t first,
+	   uint64_t last, unsigned haw, unsigned levels)
+{
+	switch (levels) {
+	case 4:
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 4, false);
+	case 3:
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 3, false);
+	default:
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 5, false);
+	}
+}
+
+int vtd_walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
+		   const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
 {
 	const uint64_t first = __atomic_load_n(&p->first, __ATOMIC_RELAXED);
 	const uint64_t last = __atomic_load_n(&p->last, __ATOMIC_RELAXED);
-	if ((first ^ last) >> 12)
-		return vtd_walk(ram, p, ops, arg, stats); /* not one page */
+	if ((first ^ last) >> 21)
+		return vtd_walk(ram, p, ops, arg, stats); /* not one leaf table */
 	unsigned haw, levels;
 	if (!walk_params_ok(p, first, last, ops, &haw, &levels)) {
 		stats->errors[VTD_ERR_BAD_WIDTH]++;
 		return -EINVAL;
 	}
+	if ((first ^ last) >> 12)
+		return walk_block(ram, p, ops, arg, stats, first, last, haw, levels);
 	switch (levels) {
 	case 4:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 4);
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 4, true);
 	case 3:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 3);
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 3, true);
 	default:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 5);
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 5, true);
 	}
 }
 

@@ -96,12 +96,13 @@ int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	     const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats);
 
 /*
- * vtd_walk for a range inside one 4 KiB page (any other range: vtd_walk):
- * one descent, no recursion. Same leaves, error spans, return value and
- * stats as vtd_walk over that range; merge_4k means nothing for one page.
+ * vtd_walk for a range inside one 2 MiB-aligned block, i.e. one leaf table
+ * (any other range: vtd_walk): one descent, no recursion, then that table's
+ * scan. Same leaves, error spans, return value and stats as vtd_walk over
+ * that range (merge_4k included). Same caller rules as vtd_walk.
  */
-int vtd_walk_page(const struct guest_ram *ram, const struct vtd_walk_params *p,
-		  const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats);
+int vtd_walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
+		   const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats);
 
 const char *vtd_error_name(enum vtd_error e);
 

@@ -501,7 +501,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		wp.budget = IOTLB_FILL_BUDGET;
 	static const struct vtd_walk_ops ops = { .leaf = fill_leaf, .error = fill_error };
 	struct vtd_walk_stats ws = { 0 };
-	int rc = vtd_walk(ram, &wp, &ops, &f, &ws);
+	int rc = vtd_walk_block(ram, &wp, &ops, &f, &ws);
 	st->ptes += ws.entries_read;
 	if (__builtin_expect(iotlb_test_walked != NULL, 0))
 		iotlb_test_walked(iova);

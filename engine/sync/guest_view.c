@@ -171,9 +171,10 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 	p.last = last;
 	p.merge_4k = true; /* on_leaf folds them into runs anyway */
 	iovt_rcu_read_lock();
-	/* A one-page window (the strict guest's PSI): one descent; any
-	 * other window: vtd_walk_page hands it to vtd_walk. */
-	int rc = vtd_walk_page(t->ram, &p, &ops, &w, &ws);
+	/* A window inside one 2 MiB block (the strict guest's PSI, a buffer's
+	 * pages): one descent and the leaf table's scan; any other window:
+	 * vtd_walk_block hands it to vtd_walk. */
+	int rc = vtd_walk_block(t->ram, &p, &ops, &w, &ws);
 	iovt_rcu_read_unlock();
 	st->ptes += ws.entries_read;
 	if (rc < 0 && rc != -EINVAL)
@@ -230,7 +231,7 @@ int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_exte
 	p.first = iova;
 	p.last = iova + IOVT_PAGE_SIZE - 1;
 	iovt_rcu_read_lock();
-	int rc = vtd_walk_page(t->ram, &p, &ops, &pv, &ws);
+	int rc = vtd_walk_block(t->ram, &p, &ops, &pv, &ws);
 	iovt_rcu_read_unlock();
 	st->ptes += ws.entries_read;
 	if (walk_done(&pv.e, rc, walk_err))

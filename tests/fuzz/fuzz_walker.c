@@ -68,51 +68,60 @@ static int on_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
 	return 0;
 }
 
-/* A one-page walk yields at most one event: recorded to compare
- * vtd_walk_page with vtd_walk. */
-struct one {
+/* The events of one walk, folded into a count and a hash, to compare
+ * vtd_walk_block with vtd_walk event by event. */
+struct events {
 	unsigned n;
 	int ret;         /* what the visitors return (a stop value, or 0) */
-	uint64_t v[5];
+	uint64_t h;
 };
 
-static int one_leaf(void *arg, const struct vtd_leaf *l)
+static void fold(struct events *o, uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t e)
 {
-	struct one *o = arg;
+	const uint64_t v[5] = { a, b, c, d, e };
 	o->n++;
-	o->v[0] = l->iova, o->v[1] = l->size, o->v[2] = l->gpa, o->v[3] = l->perm, o->v[4] = 1000;
+	for (unsigned i = 0; i < 5; i++)
+		o->h = (o->h ^ v[i]) * 0x100000001b3ull; /* FNV-1a over the fields */
+}
+
+static int ev_leaf(void *arg, const struct vtd_leaf *l)
+{
+	struct events *o = arg;
+	fold(o, l->iova, l->size, l->gpa, l->perm, 1000 + l->entries);
 	return o->ret;
 }
 
-static int one_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
+static int ev_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
 {
-	struct one *o = arg;
-	o->n++;
-	o->v[0] = iova, o->v[1] = size, o->v[2] = 0, o->v[3] = 0, o->v[4] = why;
+	struct events *o = arg;
+	fold(o, iova, size, 0, 0, why);
 	return o->ret;
 }
 
 /* `mode` (from the input): which visitors (an error visitor or none), what
- * they return, and whether the budget is the input's or unlimited (one page
- * reads at most five entries). */
-static void compare_page(const struct vtd_walk_params *p, uint64_t page_first, uint64_t page_last,
-			 unsigned mode)
+ * they return, whether the budget is the input's or unlimited, whether 4 KiB
+ * runs are merged. [first, last] lies inside one 2 MiB block. */
+static void compare_block(const struct vtd_walk_params *p, uint64_t first, uint64_t last,
+			  unsigned mode)
 {
-	static const struct vtd_walk_ops ops = { one_leaf, one_error };
-	static const struct vtd_walk_ops ops_no_error = { one_leaf, NULL };
+	static const struct vtd_walk_ops ops = { ev_leaf, ev_error };
+	static const struct vtd_walk_ops ops_no_error = { ev_leaf, NULL };
 	static const int rets[4] = { 0, 1, -2, 99 };
 	struct vtd_walk_params q = *p;
-	q.first = page_first;
-	q.last = page_last;
+	q.first = first;
+	q.last = last;
 	if (mode & 8)
 		q.budget = 0;
-	struct one a = { .ret = rets[mode & 3] }, b = { .ret = rets[mode & 3] };
+	q.merge_4k = (mode & 16) != 0;
+	struct events a = { .ret = rets[mode & 3], .h = 14695981039346656037ull }, b = a;
 	struct vtd_walk_stats sa = { 0 }, sb = { 0 };
 	const struct vtd_walk_ops *o = mode & 4 ? &ops_no_error : &ops;
 	int ra = vtd_walk(gs_guest_ram(gs), &q, o, &a, &sa);
-	int rb = vtd_walk_page(gs_guest_ram(gs), &q, o, &b, &sb);
-	if (ra != rb || a.n > 1 || a.n != b.n || memcmp(a.v, b.v, sizeof(a.v)) || memcmp(&sa, &sb, sizeof(sa)))
-		abort(); /* the one-page descent differs from the walker */
+	int rb = vtd_walk_block(gs_guest_ram(gs), &q, o, &b, &sb);
+	if (ra != rb || a.n != b.n || a.h != b.h || memcmp(&sa, &sb, sizeof(sa)))
+		abort(); /* the one-table descent differs from the walker */
+	if (!((first ^ last) >> 12) && a.n > 1)
+		abort(); /* one page: at most one event */
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -185,8 +194,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n += st.errors[k];
 	if (n != c.errors)
 		abort();
-	/* The pages at both ends of the range, through vtd_walk_page. */
-	compare_page(&p, p.first, (p.first | (K - 1)) < p.last ? p.first | (K - 1) : p.last, hdr >> 5);
-	compare_page(&p, (p.last & ~(K - 1)) > p.first ? p.last & ~(K - 1) : p.first, p.last, hdr >> 4);
+	/* The pages at both ends of the range and the range's part in its
+	 * first 2 MiB block, through vtd_walk_block. */
+	compare_block(&p, p.first, (p.first | (K - 1)) < p.last ? p.first | (K - 1) : p.last, hdr >> 3);
+	compare_block(&p, (p.last & ~(K - 1)) > p.first ? p.last & ~(K - 1) : p.first, p.last, hdr >> 2);
+	compare_block(&p, p.first, (p.first | (M2 - 1)) < p.last ? p.first | (M2 - 1) : p.last, hdr);
 	return 0;
 }

@@ -131,28 +131,30 @@ static void check_merged_same(const struct vtd_walk_params *p, const struct rec 
 }
 
 /*
- * vtd_walk_page (the engine's one-page descent) must be indistinguishable
- * from vtd_walk over the same one-page range: events, return value, stats.
+ * vtd_walk_block (the engine's one-table descent) must be indistinguishable
+ * from vtd_walk over the same range inside one 2 MiB block: events, return
+ * value, stats.
  */
-static uint64_t page_walks_compared;
+static uint64_t block_walks_compared;
 
-static void check_page_same(const struct vtd_walk_params *p, const struct rec *plain, int plain_rc,
+static void check_block_same(const struct vtd_walk_params *p, const struct rec *plain, int plain_rc,
 			    const struct vtd_walk_stats *plain_st)
 {
 	struct rec r = { 0 };
 	struct vtd_walk_stats st = { 0 };
 	r.stop_at = plain->stop_at;
 	iovt_rcu_read_lock();
-	int rc = vtd_walk_page(ram, p, &ops, &r, &st);
+	int rc = vtd_walk_block(ram, p, &ops, &r, &st);
 	iovt_rcu_read_unlock();
 	check_same_walk(rc, &st, &r, plain_rc, plain_st, plain);
 	free(r.ev);
-	page_walks_compared++;
+	block_walks_compared++;
 }
 
-/* For a walk over more than a page: the first page of the range and the
+/* For a walk over more than one block: the first page of the range, the
  * first page of each of its first events (leaves and error spans: loops,
- * reserved bits, tables outside RAM, budget), walked both ways. */
+ * reserved bits, tables outside RAM, budget), and the range's part in the
+ * block of each, walked both ways. */
 static void check_pages_of(const struct vtd_walk_params *p, const struct rec *plain)
 {
 	uint64_t pages[9];
@@ -160,17 +162,18 @@ static void check_pages_of(const struct vtd_walk_params *p, const struct rec *pl
 	pages[n++] = p->first;
 	for (size_t i = 0; i < plain->n && n < 9; i++)
 		pages[n++] = plain->ev[i].iova > p->first ? plain->ev[i].iova : p->first;
-	for (unsigned k = 0; k < n; k++) {
+	for (unsigned k = 0; k < 2 * n; k++) {
 		struct vtd_walk_params q = *p;
-		q.first = pages[k];
-		q.last = (pages[k] | (K - 1)) < p->last ? pages[k] | (K - 1) : p->last;
-		q.merge_4k = false;
+		const uint64_t end = k < n ? K : M2; /* the page, then the block */
+		q.first = pages[k % n];
+		q.last = (q.first | (end - 1)) < p->last ? q.first | (end - 1) : p->last;
+		q.merge_4k = k >= n && p->merge_4k;
 		struct rec r = { 0 };
 		struct vtd_walk_stats st = { 0 };
 		iovt_rcu_read_lock();
 		int rc = vtd_walk(ram, &q, &ops, &r, &st);
 		iovt_rcu_read_unlock();
-		check_page_same(&q, &r, rc, &st);
+		check_block_same(&q, &r, rc, &st);
 		free(r.ev);
 	}
 }
@@ -183,11 +186,25 @@ static int walk(const struct vtd_walk_params *p, struct rec *r, struct vtd_walk_
 	iovt_rcu_read_lock();
 	int rc = vtd_walk(ram, p, &ops, r, st);
 	iovt_rcu_read_unlock();
-	if (!((p->first ^ p->last) >> 12))
-		check_page_same(p, r, rc, st); /* -EINVAL included */
+	if (!((p->first ^ p->last) >> 21)) {
+		check_block_same(p, r, rc, st); /* -EINVAL included */
+		if (!p->merge_4k && rc != -EINVAL) {
+			/* The same range with 4 KiB runs merged, both ways. */
+			struct vtd_walk_params m = *p;
+			struct rec mr = { 0 };
+			struct vtd_walk_stats mst = { 0 };
+			m.merge_4k = true;
+			mr.stop_at = r->stop_at;
+			iovt_rcu_read_lock();
+			int mrc = vtd_walk(ram, &m, &ops, &mr, &mst);
+			iovt_rcu_read_unlock();
+			check_block_same(&m, &mr, mrc, &mst);
+			free(mr.ev);
+		}
+	}
 	if (rc == -EINVAL)
 		return rc;
-	if ((p->first ^ p->last) >> 12 && p->first <= p->last)
+	if ((p->first ^ p->last) >> 21 && p->first <= p->last)
 		check_pages_of(p, r);
 	if (!r->stop_at && !p->merge_4k)
 		check_merged_same(p, r, rc, st);
@@ -847,7 +864,7 @@ static void test_random(uint64_t seed)
 					uint64_t first = win + gs_rand_below(&s, wsize - 64 * M2);
 					compare_range(d, first, first + gs_rand_below(&s, 64 * M2), &r);
 				}
-				/* One-page walks (vtd_walk_page against vtd_walk, in
+				/* One-page walks (vtd_walk_block against vtd_walk, in
 				 * walk()): the page just edited and random ones, whole
 				 * or part of a page, with budgets that run out on the way. */
 				for (unsigned k = 0; k < 16; k++) {
@@ -858,15 +875,31 @@ static void test_random(uint64_t seed)
 					pp.budget = gs_rand_below(&s, 2) ? 0 : gs_rand_below(&s, 7);
 					pp.host_width = 0;
 					struct vtd_walk_stats pst;
-					uint64_t before = page_walks_compared;
+					uint64_t before = block_walks_compared;
 					CHECK_EQ(walk(&pp, &r, &pst), 0);
-					CHECK_EQ(page_walks_compared, before + 1);
+					CHECK(block_walks_compared > before);
 					if (!pp.budget) {
 						uint64_t gpa;
 						uint32_t perm;
 						bool mapped = gs_truth_lookup(d, pg, &gpa, &perm);
 						CHECK_EQ(r.nleaves, mapped ? 1 : 0);
 					}
+				}
+				/* Windows of a few pages up to a whole block (an IOTLB
+				 * fill's run, a PSI's window), merged and not, budgets
+				 * that run out in the leaf table's scan included. */
+				for (unsigned k = 0; k < 16; k++) {
+					uint64_t pg = k ? win + K * gs_rand_below(&s, wsize / K) : iova & ~(K - 1);
+					uint64_t room = (pg | (M2 - 1)) - pg; /* bytes left in the block */
+					uint64_t len = gs_rand_below(&s, 2) ? gs_rand_below(&s, 32 * K)
+									    : gs_rand_below(&s, M2);
+					struct vtd_walk_params pp = params(d, pg, pg + (len < room ? len : room));
+					pp.budget = gs_rand_below(&s, 2) ? 0 : gs_rand_below(&s, 40);
+					pp.host_width = 0;
+					struct vtd_walk_stats pst;
+					uint64_t before = block_walks_compared;
+					CHECK_EQ(walk(&pp, &r, &pst), 0); /* merged and not */
+					CHECK_EQ(block_walks_compared, before + 2);
 				}
 			}
 		}
@@ -919,8 +952,8 @@ int main(void)
 	test_random(seed);
 	gs_destroy(gs);
 	urcu_memb_unregister_thread();
-	CHECK(page_walks_compared >= 3 * 15 * 16);
-	printf("walker: ok (%llu one-page walks compared with vtd_walk_page)\n",
-	       (unsigned long long)page_walks_compared);
+	CHECK(block_walks_compared >= 3 * 15 * 32);
+	printf("walker: ok (%llu one-block walks compared with vtd_walk_block)\n",
+	       (unsigned long long)block_walks_compared);
 	return 0;
 }
