@@ -206,6 +206,27 @@ walk_params_ok(const struct vtd_walk_params *p, uint64_t first, uint64_t last,
 	       !(p->root_gpa & 0xfff) && ops && ops->leaf;
 }
 
+/* The walk state both walkers scan a table with (vtd_walk sets the rest:
+ * the RAM lookups, the loop path, the root level). */
+static inline __attribute__((always_inline)) struct walk
+walk_state(const struct vtd_walk_params *p, const struct vtd_walk_ops *ops, void *arg,
+	   struct vtd_walk_stats *stats, uint64_t first, uint64_t last, unsigned haw, uint64_t left)
+{
+	return (struct walk){
+		.ops = ops,
+		.arg = arg,
+		.st = stats,
+		.first = first,
+		.last = last,
+		.addr_mask = ((1ull << haw) - 1) & ~0xfffull,
+		.rsv_hi = ((1ull << 52) - 1) & ~((1ull << haw) - 1),
+		.left = left,
+		.allow_2m = p->allow_2m,
+		.allow_1g = p->allow_1g,
+		.merge_4k = p->merge_4k,
+	};
+}
+
 int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	     const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
 {
@@ -220,21 +241,10 @@ int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		stats->errors[VTD_ERR_BAD_WIDTH]++;
 		return -EINVAL;
 	}
-	struct walk w = {
-		.ram = ram,
-		.ops = ops,
-		.arg = arg,
-		.st = stats,
-		.first = first,
-		.last = last,
-		.addr_mask = ((1ull << haw) - 1) & ~0xfffull,
-		.rsv_hi = ((1ull << 52) - 1) & ~((1ull << haw) - 1),
-		.left = p->budget ? p->budget : UINT64_MAX,
-		.top = levels,
-		.allow_2m = p->allow_2m,
-		.allow_1g = p->allow_1g,
-		.merge_4k = p->merge_4k,
-	};
+	struct walk w = walk_state(p, ops, arg, stats, first, last, haw,
+				   p->budget ? p->budget : UINT64_MAX);
+	w.ram = ram;
+	w.top = levels;
 	for (unsigned l = 0; l < 6; l++)
 		w.path[l] = UINT64_MAX; /* never a table address: it is not 4 KiB aligned */
 	enter(&w, levels, p->root_gpa, 0, VTD_PTE_R | VTD_PTE_W);
@@ -288,17 +298,7 @@ walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 			/* More than a page of one leaf table: its scan is
 			 * vtd_walk's (runs merged, budget per entry, reports
 			 * clipped), entered with what the descent left. */
-			struct walk w = {
-				.ops = ops,
-				.arg = arg,
-				.st = stats,
-				.first = first,
-				.last = last,
-				.addr_mask = addr_mask,
-				.rsv_hi = rsv_hi,
-				.left = left,
-				.merge_4k = p->merge_4k,
-			};
+			struct walk w = walk_state(p, ops, arg, stats, first, last, haw, left);
 			walk_table(&w, 1, t, base, perm);
 			left = w.left;
 			rc = w.rc;
@@ -349,6 +349,34 @@ error:
 	return rc;
 }
 
+/* The page or block descent for the domain's level count. */
+static inline __attribute__((always_inline)) int
+walk_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
+	    const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats, uint64_t first,
+	    uint64_t last, unsigned haw, unsigned levels, const bool one_page)
+{
+	switch (levels) {
+	case 4:
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 4, one_page);
+	case 3:
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 3, one_page);
+	default:
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 5, one_page);
+	}
+}
+
+/* A range of more than one page in one block: the descent's copies with
+ * the leaf table's scan, out of line so that the one-page copies keep their
+ * small frame (inlined, the scan's state cost every one-page walk ~10
+ * instructions of spills). */
+static __attribute__((noinline)) int
+walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
+	   const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats, uint64_t first,
+	   uint64_t last, unsigned haw, unsigned levels)
+{
+	return walk_levels(ram, p, ops, arg, stats, first, last, haw, levels, false);
+}
+
 /*
  * A range inside one 2 MiB-aligned block (one leaf table): the descent of
  * vtd_walk without its generality — no recursion, no per-table scan set-up
@@ -364,25 +392,6 @@ error:
  * An IOTLB miss (a 16-page run window) and a PSI window of a few pages
  * (perm-churn, strict-dma) take it too: see ARCHITECTURE.md.
  */
-/* A range of more than one page in one block: the descent's copies with
- * the leaf table's scan, out of line so that the one-page copies keep their
- * small frame (inlined, the scan's state cost every one-page walk ~10
- * instructions of spills). */
-static __attribute__((noinline)) int
-walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
-	   const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats, uint64_t first,
-	   uint64_t last, unsigned haw, unsigned levels)
-{
-	switch (levels) {
-	case 4:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 4, false);
-	case 3:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 3, false);
-	default:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 5, false);
-	}
-}
-
 int vtd_walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		   const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
 {
@@ -397,14 +406,7 @@ int vtd_walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	}
 	if ((first ^ last) >> 12)
 		return walk_block(ram, p, ops, arg, stats, first, last, haw, levels);
-	switch (levels) {
-	case 4:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 4, true);
-	case 3:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 3, true);
-	default:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 5, true);
-	}
+	return walk_levels(ram, p, ops, arg, stats, first, last, haw, levels, true);
 }
 
 const char *vtd_error_name(enum vtd_error e)
