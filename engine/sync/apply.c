@@ -114,7 +114,7 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 	for (size_t i = 0; i < s->maps.n; i++) {
 		const struct iovt_extent *m = &s->maps.v[i];
 		uint64_t last = m->iova + m->size - 1;
-		if (check_overlap && shadow_tree_iterate(t->tree, m->iova, last, first_hit, NULL)) {
+		if (check_overlap && shadow_tree_iterate_w(t->tree, m->iova, last, first_hit, NULL)) {
 			range_set_add(retry, m->iova, last);
 			continue;
 		}

@@ -77,7 +77,7 @@ static int build_windows(const struct sync_target *t, const struct range *ranges
 	for (size_t i = 0; i < n; i++) {
 		struct range w = ranges[i];
 		struct iovt_extent e;
-		bool found = shadow_tree_lookup(t->tree, w.first, &e);
+		bool found = shadow_tree_lookup_w(t->tree, w.first, &e);
 		if (found)
 			w.first = e.iova;
 		/* What the first lookup already says about `last`: the extent at
@@ -95,7 +95,7 @@ static int build_windows(const struct sync_target *t, const struct range *ranges
 				if (found)
 					s->one_ext = e;
 			}
-		} else if (shadow_tree_lookup(t->tree, w.last, &e)) {
+		} else if (shadow_tree_lookup_w(t->tree, w.last, &e)) {
 			w.last = e.iova + e.size - 1;
 		}
 		if (s->windows.n) {
@@ -135,7 +135,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 		      struct sync_stats *st, struct range_set *retry, int *rcp)
 {
 	struct iovt_extent old, run;
-	bool found = shadow_tree_lookup(t->tree, iova, &old);
+	bool found = shadow_tree_lookup_w(t->tree, iova, &old);
 	if (found && (old.iova != iova || old.size != IOVT_PAGE_SIZE))
 		return false; /* the extent is wider than the page: so is the window */
 	probe_window(iova, iova + IOVT_PAGE_SIZE - 1);
@@ -190,7 +190,7 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 		const struct range *w = &s->windows.v[k];
 		/* An UNMAP group may span the gap only if no extent lives there. */
 		if (k > 0 && group_open &&
-		    shadow_tree_iterate(t->tree, s->windows.v[k - 1].last + 1, w->first - 1,
+		    shadow_tree_iterate_w(t->tree, s->windows.v[k - 1].last + 1, w->first - 1,
 					any_extent, NULL))
 			group_open = false;
 
@@ -203,7 +203,7 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 		if (!rc && s->one_old >= 0)
 			rc = s->one_old ? push_old(s, &s->one_ext) : 0; /* build_windows' lookup */
 		else if (!rc)
-			rc = shadow_tree_iterate(t->tree, w->first, w->last, push_old, s);
+			rc = shadow_tree_iterate_w(t->tree, w->first, w->last, push_old, s);
 		if (!rc && s->old_dropped)
 			rc = push_dropped_marker(s);
 		if (!rc)
@@ -252,7 +252,7 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 	struct sync_scratch s = { 0 };
 	struct range_set retry;
 	range_set_init(&retry, 0);
-	int rc = shadow_tree_iterate(t->tree, 0, top, push_unmap_each, &s);
+	int rc = shadow_tree_iterate_w(t->tree, 0, top, push_unmap_each, &s);
 	if (!rc && (sink->caps.flags & IOVT_SINK_MULTI_UNMAP) && s.unmaps.n > 1) {
 		/* One call from the first extent to the last: it bisects nothing. */
 		struct plan_unmap *all = &s.unmaps.v[0];

@@ -83,6 +83,14 @@ struct batch {
 };
 _Static_assert(sizeof(struct batch) <= 512, "a batch fits 512 bytes");
 
+/* The writer's descent: nodes, child indexes and ranges from the root. */
+struct path {
+	unsigned h; /* n[0] the root .. n[h-1] the leaf */
+	struct node *n[MAX_H];
+	unsigned idx[MAX_H];
+	uint64_t lo[MAX_H], hi[MAX_H];
+};
+
 /* Lines: the cache's writer counter; then what every lookup reads (the
  * cache's table and epoch, root, top: written rarely); then what the writer
  * updates on every operation (a reader's line would otherwise move to the
@@ -94,6 +102,12 @@ struct shadow_tree {
 	_Alignas(64) uint64_t count, mem; /* written by the writer, read racily (relaxed) */
 	struct batch *batch; /* retired nodes not yet handed to call_rcu */
 	struct rcu_head rcu; /* shadow_tree_retire */
+	/* The writer's last descent (descend_w), valid while no node was
+	 * published since: a pivot or a child pointer changes only by
+	 * publishing a node, so every key in the leaf's range descends along
+	 * the same path. Writer only. */
+	bool finger_ok;
+	struct path finger;
 };
 
 /* One process-wide arena: a call_rcu callback frees a node from its header
@@ -231,8 +245,9 @@ static inline unsigned child_pos(const struct inode *in, uint64_t key)
 	return c;
 }
 
-static inline void publish(struct node **slot, struct node *x)
+static inline void publish(struct shadow_tree *t, struct node **slot, struct node *x)
 {
+	t->finger_ok = false; /* the shape changes: the writer's finger is stale */
 	/* A release store: the node was built before it; readers load the
 	 * pointer with iovt_rcu_dereference (a dependent load). Not liburcu's
 	 * rcu_assign_pointer, whose x86 form adds an sfence. */
@@ -386,6 +401,18 @@ void shadow_tree_retire(struct shadow_tree *t)
 /* ------------------------------------------------------------------------ */
 /* Read side                                                                 */
 
+/* The record of leaf l (order word w) covering iova, or NULL. */
+static inline const struct rec *leaf_cover(const struct leaf *l, uint64_t w, uint64_t iova)
+{
+	unsigned k = leaf_pos(l, w, iova);
+	if (!k)
+		return NULL;
+	const struct rec *r = &l->r[ow_at(w, k - 1)];
+	if (iova - r->iova >= (uint64_t)r->npages << 12)
+		return NULL;
+	return r;
+}
+
 /* The record covering iova, or NULL. Read side (or the writer). */
 static const struct rec *find_rec(const struct shadow_tree *t, uint64_t iova)
 {
@@ -399,14 +426,7 @@ static const struct rec *find_rec(const struct shadow_tree *t, uint64_t iova)
 		x = iovt_rcu_dereference(in->child[child_pos(in, iova)]);
 	}
 	const struct leaf *l = (const struct leaf *)x;
-	uint64_t w = __atomic_load_n(&l->h.word, __ATOMIC_ACQUIRE);
-	unsigned k = leaf_pos(l, w, iova);
-	if (!k)
-		return NULL;
-	const struct rec *r = &l->r[ow_at(w, k - 1)];
-	if (iova - r->iova >= (uint64_t)r->npages << 12)
-		return NULL;
-	return r;
+	return leaf_cover(l, __atomic_load_n(&l->h.word, __ATOMIC_ACQUIRE), iova);
 }
 
 bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_extent *out)
@@ -499,8 +519,13 @@ uint64_t shadow_tree_cache_bytes(struct shadow_tree *t)
  * the whole call lies inside the range of its leaf in every version, so the
  * descent for any cur in that range finds it.
  */
-int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t last,
-			shadow_visit_fn fn, void *arg)
+static const struct path *descend_w(struct shadow_tree *t, uint64_t key);
+
+/* Both iterates: `writer` (a constant) descends through the writer's
+ * finger (shadow_tree_iterate_w), else as a reader. */
+static inline __attribute__((always_inline)) int
+iterate(const struct shadow_tree *t, uint64_t first, uint64_t last, shadow_visit_fn fn, void *arg,
+	const bool writer)
 {
 	if (first > t->top || first > last)
 		return 0;
@@ -513,6 +538,12 @@ int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t la
 		if (!x)
 			return 0;
 		uint64_t hi = t->top;
+		if (writer) {
+			/* the caller is the writer: t is its own (shadow_tree_iterate_w) */
+			const struct path *p = descend_w((struct shadow_tree *)t, cur);
+			x = p->n[p->h - 1];
+			hi = p->hi[p->h - 1];
+		}
 		while (x->level) {
 			const struct inode *in = (const struct inode *)x;
 			unsigned i = child_pos(in, cur);
@@ -542,6 +573,18 @@ int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t la
 	}
 }
 
+int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t last,
+			shadow_visit_fn fn, void *arg)
+{
+	return iterate(t, first, last, fn, arg, false);
+}
+
+int shadow_tree_iterate_w(struct shadow_tree *t, uint64_t first, uint64_t last,
+			  shadow_visit_fn fn, void *arg)
+{
+	return iterate(t, first, last, fn, arg, true);
+}
+
 uint64_t shadow_tree_count(const struct shadow_tree *t)
 {
 	return __atomic_load_n(&t->count, __ATOMIC_RELAXED);
@@ -565,14 +608,6 @@ unsigned shadow_tree_pending_retired(const struct shadow_tree *t)
 /* ------------------------------------------------------------------------ */
 /* Write side (one writer)                                                   */
 
-/* The writer's descent: nodes, child indexes and ranges from the root. */
-struct path {
-	unsigned h; /* n[0] the root .. n[h-1] the leaf */
-	struct node *n[MAX_H];
-	unsigned idx[MAX_H];
-	uint64_t lo[MAX_H], hi[MAX_H];
-};
-
 static void descend(const struct shadow_tree *t, uint64_t key, struct path *p)
 {
 	struct node *x = t->root;
@@ -595,6 +630,23 @@ static void descend(const struct shadow_tree *t, uint64_t key, struct path *p)
 		d++;
 	}
 	p->h = d + 1;
+}
+
+/*
+ * descend through the finger: a key inside the range of the leaf the last
+ * descent reached, with no node published since, takes the same path (a
+ * strict guest's map then unmap at one IOVA, a rebuild's ascending inserts,
+ * a removal's next leaf: each a full descent before). The path returned is
+ * the tree's own: valid until the writer's next descend_w.
+ */
+static const struct path *descend_w(struct shadow_tree *t, uint64_t key)
+{
+	struct path *f = &t->finger;
+	if (!t->finger_ok || key < f->lo[f->h - 1] || key > f->hi[f->h - 1]) {
+		descend(t, key, f);
+		t->finger_ok = true;
+	}
+	return f;
 }
 
 static inline struct leaf *path_leaf(const struct path *p)
@@ -650,7 +702,7 @@ static void collapse_root(struct shadow_tree *t)
 {
 	while (t->root->level && t->root->word == 1) {
 		struct node *old = t->root;
-		publish(&t->root, ((struct inode *)old)->child[0]);
+		publish(t, &t->root, ((struct inode *)old)->child[0]);
 		retire(t, old);
 	}
 }
@@ -687,7 +739,7 @@ static int unlink_empty(struct shadow_tree *t, const struct path *p, unsigned d)
 		if (j != drop)
 			pv[m++] = par->piv[j];
 	inode_fill(np, par->h.level, n - 1, ch, pv);
-	publish(slot_of(t, p, up - 1), &np->h);
+	publish(t, slot_of(t, p, up - 1), &np->h);
 	retire(t, &par->h);
 	for (unsigned k = up; k <= d; k++)
 		retire(t, p->n[k]);
@@ -716,7 +768,7 @@ static int raise_boundary(struct shadow_tree *t, const struct path *p, uint64_t 
 		return -ENOMEM;
 	inode_fill(np, old->h.level, (unsigned)old->h.word, old->child, old->piv);
 	np->piv[p->idx[d]] = v;
-	publish(slot_of(t, p, (unsigned)d), &np->h);
+	publish(t, slot_of(t, p, (unsigned)d), &np->h);
 	retire(t, &old->h);
 	return 0;
 }
@@ -760,7 +812,7 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 		struct inode *nr = (struct inode *)pl->x[--pl->n];
 		struct node *ch[2] = { left, right };
 		inode_fill(nr, left->level + 1u, 2, ch, &pivot);
-		publish(&t->root, &nr->h);
+		publish(t, &t->root, &nr->h);
 		if (nr->h.level >= 2) /* tall enough for translate's cache */
 			lc_enable(&t->lc);
 		return;
@@ -780,7 +832,7 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 	if (n + 1 <= FAN) {
 		struct inode *ni = (struct inode *)pl->x[--pl->n];
 		inode_fill(ni, in->h.level, n + 1, ch, pv);
-		publish(slot_of(t, p, (unsigned)d), &ni->h);
+		publish(t, slot_of(t, p, (unsigned)d), &ni->h);
 		return;
 	}
 	/* 32 children: 16 and 16, pivot 15 goes up */
@@ -880,7 +932,7 @@ static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, 
 	if (!nl)
 		return -ENOMEM;
 	leaf_build(nl, l, w, k, nr);
-	publish(slot_of(t, p, p->h - 1), &nl->h);
+	publish(t, slot_of(t, p, p->h - 1), &nl->h);
 	retire(t, &l->h);
 	return 0;
 }
@@ -903,31 +955,42 @@ int shadow_tree_insert(struct shadow_tree *t, const struct iovt_extent *e)
 		l->r[0] = nr;
 		l->h.used = 1;
 		l->h.word = ident_word(1);
-		publish(&t->root, &l->h);
+		publish(t, &t->root, &l->h);
 		stat_add(&t->count, 1);
 		return 0;
 	}
-	struct path p;
+	const struct path *p;
 	unsigned k;
 	for (;;) {
-		descend(t, s, &p);
-		const struct leaf *l = path_leaf(&p);
+		p = descend_w(t, s);
+		const struct leaf *l = path_leaf(p);
 		uint64_t w = l->h.word;
 		k = leaf_pos(l, w, s);
 		if (k && rec_last(&l->r[ow_at(w, k - 1)]) >= s)
 			return -EEXIST;
 		if (k < ow_n(w) && l->r[ow_at(w, k)].iova <= last)
 			return -EEXIST;
-		if (last <= p.hi[p.h - 1])
+		if (last <= p->hi[p->h - 1])
 			break;
-		int rc = cross(t, &p, last);
+		int rc = cross(t, p, last);
 		if (rc)
 			return rc;
 	}
-	int rc = leaf_insert(t, &p, k, &nr);
+	int rc = leaf_insert(t, p, k, &nr);
 	if (!rc)
 		stat_add(&t->count, 1);
 	return rc;
+}
+
+bool shadow_tree_lookup_w(struct shadow_tree *t, uint64_t iova, struct iovt_extent *out)
+{
+	if (iova > t->top || !t->root)
+		return false;
+	const struct leaf *l = path_leaf(descend_w(t, iova));
+	const struct rec *r = leaf_cover(l, l->h.word, iova); /* the writer's own word */
+	if (r && out)
+		rec_copy(r, out);
+	return r != NULL;
 }
 
 /* After records left the leaf of p: unlink it if empty, shrink it if it is
@@ -952,7 +1015,7 @@ static void leaf_tidy(struct shadow_tree *t, const struct path *p)
 	if (!nl)
 		return;
 	leaf_build(nl, l, w, 0, NULL);
-	publish(slot_of(t, p, p->h - 1), &nl->h);
+	publish(t, slot_of(t, p, p->h - 1), &nl->h);
 	retire(t, &l->h);
 }
 
@@ -967,10 +1030,9 @@ long shadow_tree_remove_range(struct shadow_tree *t, uint64_t first, uint64_t la
 		last = t->top;
 	long total = 0;
 	for (uint64_t cur = first;;) {
-		struct path p;
-		descend(t, cur, &p);
-		struct leaf *l = path_leaf(&p);
-		uint64_t w = l->h.word, hi = p.hi[p.h - 1];
+		const struct path *p = descend_w(t, cur);
+		struct leaf *l = path_leaf(p);
+		uint64_t w = l->h.word, hi = p->hi[p->h - 1];
 		/* the records overlapping [first, last] are positions a..b-1 */
 		unsigned a = leaf_pos(l, w, first), b, n = ow_n(w);
 		if (a && rec_last(&l->r[ow_at(w, a - 1)]) >= first)
@@ -993,7 +1055,7 @@ long shadow_tree_remove_range(struct shadow_tree *t, uint64_t first, uint64_t la
 			if (removed)
 				for (unsigned i = 0; i < b - a; i++)
 					removed(arg, &out[i]);
-			leaf_tidy(t, &p);
+			leaf_tidy(t, p);
 		}
 		if (hi >= last)
 			break;

@@ -97,6 +97,10 @@ void shadow_tree_flush(struct shadow_tree *t);
  */
 int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t last,
 			shadow_visit_fn fn, void *arg);
+/* shadow_tree_iterate for the tree's writer: through its finger (see
+ * shadow_tree_lookup_w). The visitor must not write the tree. */
+int shadow_tree_iterate_w(struct shadow_tree *t, uint64_t first, uint64_t last,
+			  shadow_visit_fn fn, void *arg);
 
 /*
  * Finds the extent covering `iova`. Lock-free, wait-free: per level one
@@ -105,6 +109,15 @@ int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t la
  * extent into *out on a hit.
  */
 bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_extent *out);
+
+/*
+ * shadow_tree_lookup for the tree's writer (it must be the one writer, see
+ * above): the same answer, descending through the writer's finger — the
+ * path of its last descent, reused while the key stays inside that leaf's
+ * range and no node was published since — so that the sync's lookups of a
+ * window's ends and its updates that follow share one descent.
+ */
+bool shadow_tree_lookup_w(struct shadow_tree *t, uint64_t iova, struct iovt_extent *out);
 
 /*
  * shadow_tree_lookup for iovt_translate: the same answer, through the

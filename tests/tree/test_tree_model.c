@@ -187,6 +187,7 @@ int main(void)
 				n_ins++;
 				struct iovt_extent o;
 				CHECK(shadow_tree_lookup(t, e.iova + e.size - 1, &o) && same(&o, &e));
+				CHECK(shadow_tree_lookup_w(t, e.iova, &o) && same(&o, &e));
 			} else {
 				n_eexist++;
 			}
@@ -233,7 +234,9 @@ int main(void)
 				a = rand_addr();
 			}
 			struct iovt_extent o;
-			bool h = shadow_tree_lookup(t, a, &o);
+			/* the reader's descent, or the writer's through its finger
+			 * (the path of its last descent, reused while valid) */
+			bool h = below(2) ? shadow_tree_lookup(t, a, &o) : shadow_tree_lookup_w(t, a, &o);
 			size_t i = m_lower(a);
 			bool want = i < mn && mv[i].iova <= a;
 			CHECK_EQ(h, want);
@@ -246,7 +249,8 @@ int main(void)
 			uint64_t last = first + len > first ? first + len : ~0ull;
 			c.n = 0;
 			c.stop_at = below(4) == 0 ? 1 + below(4) : 0;
-			int rc = shadow_tree_iterate(t, first, last, collect, &c);
+			int rc = below(2) ? shadow_tree_iterate(t, first, last, collect, &c)
+					  : shadow_tree_iterate_w(t, first, last, collect, &c);
 			size_t i = m_lower(first), j = i;
 			while (j < mn && mv[j].iova <= last)
 				j++;
