@@ -71,7 +71,8 @@ typedef int (*shadow_visit_fn)(void *arg, const struct iovt_extent *e);
  * Removes every extent that overlaps [first, last] (inclusive), whole:
  * an extent is never split. Calls `removed` (may be NULL) once for each in
  * ascending IOVA order, after it is unlinked (the copy stays valid for the
- * call; the visitor must not write the tree). Returns the number removed,
+ * call; the visitor must not write the tree, nor call the writer's
+ * lookup_w/iterate_w: they move the finger the removal is holding). Returns the number removed,
  * or -EINVAL (first > last). Never fails for memory: emptied nodes it
  * cannot afford to restructure stay linked, empty and valid.
  * Writer-side.

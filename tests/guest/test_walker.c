@@ -898,7 +898,11 @@ static void test_random(uint64_t seed)
 					pp.host_width = 0;
 					struct vtd_walk_stats pst;
 					uint64_t before = block_walks_compared;
-					CHECK_EQ(walk(&pp, &r, &pst), 0); /* merged and not */
+					/* a visitor that stops the walk part way, at times */
+					r.stop_at = gs_rand_below(&s, 3) ? 0 : 1 + gs_rand_below(&s, 4);
+					int wrc = walk(&pp, &r, &pst); /* merged and not */
+					CHECK(wrc == 0 || (r.stop_at && wrc == 99));
+					r.stop_at = 0;
 					CHECK_EQ(block_walks_compared, before + 2);
 				}
 			}
