@@ -511,18 +511,17 @@ uint64_t shadow_tree_cache_bytes(struct shadow_tree *t)
 	return lc_memory_bytes(&t->lc);
 }
 
+static const struct path *descend_w(struct shadow_tree *t, uint64_t key);
+
 /*
  * Leaf by leaf: descend to the leaf holding cur, visit its records that
  * overlap [cur, last], go on at the leaf's upper bound + 1. Each descent may
  * see a newer tree than the previous one; `prev` (the last IOVA visited)
  * keeps the visit ascending and each extent once. An extent present during
  * the whole call lies inside the range of its leaf in every version, so the
- * descent for any cur in that range finds it.
+ * descent for any cur in that range finds it. Both iterates: `writer` (a
+ * constant) descends through the writer's finger (shadow_tree_iterate_w).
  */
-static const struct path *descend_w(struct shadow_tree *t, uint64_t key);
-
-/* Both iterates: `writer` (a constant) descends through the writer's
- * finger (shadow_tree_iterate_w), else as a reader. */
 static inline __attribute__((always_inline)) int
 iterate(const struct shadow_tree *t, uint64_t first, uint64_t last, shadow_visit_fn fn, void *arg,
 	const bool writer)
