@@ -206,6 +206,11 @@ walk_params_ok(const struct vtd_walk_params *p, uint64_t first, uint64_t last,
 	       !(p->root_gpa & 0xfff) && ops && ops->leaf;
 }
 
+/* An entry's address bits 12..HAW-1, and bits HAW..51 (reserved in every
+ * entry), for a host address width haw. */
+static inline uint64_t addr_mask_of(unsigned haw) { return ((1ull << haw) - 1) & ~0xfffull; }
+static inline uint64_t rsv_hi_of(unsigned haw) { return ((1ull << 52) - 1) & ~((1ull << haw) - 1); }
+
 /* The walk state both walkers scan a table with (vtd_walk sets the rest:
  * the RAM lookups, the loop path, the root level). */
 static inline __attribute__((always_inline)) struct walk
@@ -218,8 +223,8 @@ walk_state(const struct vtd_walk_params *p, const struct vtd_walk_ops *ops, void
 		.st = stats,
 		.first = first,
 		.last = last,
-		.addr_mask = ((1ull << haw) - 1) & ~0xfffull,
-		.rsv_hi = ((1ull << 52) - 1) & ~((1ull << haw) - 1),
+		.addr_mask = addr_mask_of(haw),
+		.rsv_hi = rsv_hi_of(haw),
 		.left = left,
 		.allow_2m = p->allow_2m,
 		.allow_1g = p->allow_1g,
@@ -261,8 +266,8 @@ walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		 uint64_t first, uint64_t last, unsigned haw, const unsigned levels,
 		 const bool one_page)
 {
-	const uint64_t addr_mask = ((1ull << haw) - 1) & ~0xfffull;
-	const uint64_t rsv_hi = ((1ull << 52) - 1) & ~((1ull << haw) - 1);
+	const uint64_t addr_mask = addr_mask_of(haw);
+	const uint64_t rsv_hi = rsv_hi_of(haw);
 	const uint64_t budget = p->budget ? p->budget : UINT64_MAX;
 	uint64_t left = budget;
 	uint64_t path[6];

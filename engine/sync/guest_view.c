@@ -59,7 +59,6 @@ static void keep_first(int *slot, int err)
 		*slot = err;
 }
 
-
 /* Appends one piece, extending the last run when it continues it. */
 static int push_piece(struct sync_scratch *s, const struct iovt_extent *p)
 {
