@@ -84,9 +84,9 @@ static inline struct iotlb_table *live(struct iotlb_table *t)
 
 void (*iotlb_test_walked)(uint64_t iova);
 
-/* 0: not assigned yet. initial-exec: no __tls_get_addr call per hit in
- * libiovt.so (the library already needs static TLS). */
-static __thread __attribute__((tls_model("initial-exec"))) unsigned hit_stripe;
+/* 0: not assigned yet. Initial-exec, as every thread-local of the library
+ * (meson.build): no __tls_get_addr call per hit in libiovt.so. */
+static __thread unsigned hit_stripe;
 static _Atomic unsigned next_stripe;
 static __thread uint32_t clock_rand;
 

@@ -454,10 +454,9 @@ bool shadow_tree_lookup(const struct shadow_tree *t, uint64_t iova, struct iovt_
 #define LC_BYPASS (7u * LC_WINDOW)
 #define LC_BYPASS_MAX_SHIFT 5u /* at most 32x: one probe window in 225 */
 
-/* initial-exec: in libiovt.so a plain __thread would be a __tls_get_addr
- * call per translate (the library already needs static TLS: its private
- * jemalloc's). */
-static __thread __attribute__((tls_model("initial-exec"))) struct {
+/* Initial-exec, as every thread-local of the library (meson.build):
+ * no __tls_get_addr call per translate in libiovt.so. */
+static __thread struct {
 	const struct shadow_tree *t;
 	unsigned probes, dead, skip, bad;
 } tl_lc;
