@@ -243,8 +243,29 @@ void queue_drain_fence(struct iovt_queue *q, uint64_t ticket);
 void queue_kick(struct iovt_queue *q);                          /* wake its worker */
 void engine_destroy_queues(struct iovt_engine *e);
 int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
-struct iovt_queue *thread_queue(struct iovt_engine *e);         /* the implicit queue */
-struct iovt_queue *thread_queue_find(struct iovt_engine *e);    /* the same, or NULL: none made */
+/* The calling thread's implicit queues (queue.c), most recently used first. */
+#define THREAD_QUEUES 4
+struct thread_queue_slot {
+	uint64_t engine_id; /* 0: free */
+	struct iovt_queue *q;
+};
+extern __thread struct thread_queue_slot thread_queues[THREAD_QUEUES];
+struct iovt_queue *thread_queue_find_rest(struct iovt_engine *e); /* slots 1..: to the front */
+struct iovt_queue *thread_queue_make(struct iovt_engine *e);      /* the same, else a new one */
+/* The implicit queue, or NULL: none made (iovt_fence). */
+static inline struct iovt_queue *thread_queue_find(struct iovt_engine *e)
+{
+	if (__builtin_expect(thread_queues[0].engine_id == e->id, 1))
+		return thread_queues[0].q;
+	return thread_queue_find_rest(e);
+}
+/* The implicit queue, made on this thread's first post to e; NULL: no memory. */
+static inline struct iovt_queue *thread_queue(struct iovt_engine *e)
+{
+	if (__builtin_expect(thread_queues[0].engine_id == e->id, 1))
+		return thread_queues[0].q;
+	return thread_queue_make(e);
+}
 void engine_live_add(struct iovt_engine *e);    /* iovt_engine_create */
 void engine_live_remove(struct iovt_engine *e); /* first thing in iovt_engine_destroy */
 void thread_queues_release(void);               /* iovt_thread_unregister */

@@ -390,19 +390,16 @@ int iovt_queue_fence_wait(struct iovt_queue *q, uint64_t ticket)
 }
 
 /*
- * Each thread's implicit queue per engine, found through a small cache.
- * Engine ids are never reused, so a stale entry can never match. A thread
- * releases its implicit queues at iovt_thread_unregister (and one when its
- * cache evicts it), so threads that come and go leave nothing behind. The
- * engine may be gone by then: the list of live engines says, and holding
- * its lock keeps iovt_engine_destroy from starting meanwhile.
+ * Each thread's implicit queue per engine, found through a small cache
+ * (engine_internal.h), most recently used first: the legacy calls of a
+ * thread that uses one engine find its queue in slot 0, inline. Engine ids
+ * are never reused, so a stale entry can never match. A thread releases its
+ * implicit queues at iovt_thread_unregister (and the least recently used one
+ * when its cache is full), so threads that come and go leave nothing behind.
+ * The engine may be gone by then: the list of live engines says, and
+ * holding its lock keeps iovt_engine_destroy from starting meanwhile.
  */
-#define THREAD_QUEUES 4
-static __thread struct {
-	uint64_t engine_id;
-	struct iovt_queue *q;
-} thread_queues[THREAD_QUEUES];
-static __thread unsigned thread_queue_next;
+__thread struct thread_queue_slot thread_queues[THREAD_QUEUES];
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static CDS_LIST_HEAD(live_engines);
@@ -446,32 +443,37 @@ void thread_queues_release(void)
 		release_thread_queue(i);
 }
 
-struct iovt_queue *thread_queue_find(struct iovt_engine *e)
+/* Slots 0..upto-1 move down one; `s` goes first. */
+static void to_front(unsigned upto, struct thread_queue_slot s)
 {
-	for (unsigned i = 0; i < THREAD_QUEUES; i++)
-		if (thread_queues[i].engine_id == e->id)
-			return thread_queues[i].q;
+	memmove(&thread_queues[1], &thread_queues[0], upto * sizeof(thread_queues[0]));
+	thread_queues[0] = s;
+}
+
+struct iovt_queue *thread_queue_find_rest(struct iovt_engine *e)
+{
+	for (unsigned i = 1; i < THREAD_QUEUES; i++) {
+		if (thread_queues[i].engine_id == e->id) {
+			struct thread_queue_slot hit = thread_queues[i];
+			to_front(i, hit);
+			return hit.q;
+		}
+	}
 	return NULL;
 }
 
-struct iovt_queue *thread_queue(struct iovt_engine *e)
+struct iovt_queue *thread_queue_make(struct iovt_engine *e)
 {
-	struct iovt_queue *found = thread_queue_find(e);
+	struct iovt_queue *found = thread_queue_find_rest(e);
 	if (found)
 		return found;
-	/* This thread's first post to e: a free slot, else the next one in turn. */
-	unsigned slot = 0;
-	while (slot < THREAD_QUEUES && thread_queues[slot].engine_id)
-		slot++;
-	if (slot == THREAD_QUEUES) {
-		slot = thread_queue_next++ % THREAD_QUEUES;
-		release_thread_queue(slot);
-	}
+	/* This thread's first post to e: the least recently used slot goes
+	 * (after the queue exists: a failed create evicts nothing). */
 	struct iovt_queue *q;
 	if (iovt_queue_create(e, NULL, &q))
 		return NULL;
 	q->implicit = true;
-	thread_queues[slot].engine_id = e->id;
-	thread_queues[slot].q = q;
+	release_thread_queue(THREAD_QUEUES - 1);
+	to_front(THREAD_QUEUES - 1, (struct thread_queue_slot){ .engine_id = e->id, .q = q });
 	return q;
 }
