@@ -35,10 +35,11 @@ static int push_dropped_marker(struct sync_scratch *s)
  * the diff as before. The one thing a kept extent still tells the diff,
  * that no UNMAP group may span it, a zero-size marker says for a stretch of
  * them. Extents come in IOVA order, runs are sorted and disjoint: one cursor.
+ * This is the one-extent form (build_windows' lookup); a window's tree walk
+ * makes the same comparison inside the leaves (shadow_tree_iterate_unkept_w).
  */
-static int push_old(void *arg, const struct iovt_extent *e)
+static int push_old(struct sync_scratch *s, const struct iovt_extent *e)
 {
-	struct sync_scratch *s = arg;
 	size_t ri = s->old_ri;
 	while (ri < s->runs.n && extent_end(&s->runs.v[ri]) <= e->iova)
 		ri++;
@@ -55,6 +56,20 @@ static int push_old(void *arg, const struct iovt_extent *e)
 	if (s->old_dropped && push_dropped_marker(s))
 		return -ENOMEM;
 	return vec_push(&s->old, *e) ? -ENOMEM : 0;
+}
+
+/* The tree's side of push_old over a whole window (shadow_tree_iterate_unkept_w
+ * makes the same comparison in the leaves, without a call per extent): the
+ * extents it did not leave out, a stretch at a time. */
+static int push_unkept(void *arg, const struct iovt_extent *e, unsigned n, bool dropped_before)
+{
+	struct sync_scratch *s = arg;
+	if (dropped_before && push_dropped_marker(s))
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++)
+		if (vec_push(&s->old, e[i]))
+			return -ENOMEM;
+	return 0;
 }
 
 static int any_extent(void *arg, const struct iovt_extent *e)
@@ -203,7 +218,9 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 		if (!rc && s->one_old >= 0)
 			rc = s->one_old ? push_old(s, &s->one_ext) : 0; /* build_windows' lookup */
 		else if (!rc)
-			rc = shadow_tree_iterate_w(t->tree, w->first, w->last, push_old, s);
+			rc = shadow_tree_iterate_unkept_w(t->tree, w->first, w->last, s->runs.v,
+							  s->runs.n, &s->old_ri, &s->old_dropped,
+							  push_unkept, s);
 		if (!rc && s->old_dropped)
 			rc = push_dropped_marker(s);
 		if (!rc)
