@@ -140,6 +140,136 @@ static struct iovt_extent rand_extent(void)
 	return e;
 }
 
+/* ---- shadow_tree_iterate_unkept_w against the per-extent rule ---- */
+/* Its output as one sequence: extents, and a zero-size marker where the
+ * visitor was told extents were left out before a stretch. */
+struct unkept {
+	struct coll seq;
+	unsigned calls, stop_at; /* stop_at: return 9 from that call (0: never) */
+};
+
+static void seq_push(struct coll *c, const struct iovt_extent *e)
+{
+	size_t stop = c->stop_at;
+	c->stop_at = 0;
+	(void)collect(c, e);
+	c->stop_at = stop;
+}
+
+static int collect_unkept(void *arg, const struct iovt_extent *e, unsigned n, bool dropped_before)
+{
+	struct unkept *u = arg;
+	CHECK(n >= 1 && n <= 15);
+	if (dropped_before)
+		seq_push(&u->seq, &(struct iovt_extent){ .size = 0 });
+	for (unsigned i = 0; i < n; i++)
+		seq_push(&u->seq, &e[i]);
+	return ++u->calls == u->stop_at ? 9 : 0;
+}
+
+/* Runs over the model's extents in [first, last]: some begin with an
+ * extent exactly or map more past it, some differ from it in one field,
+ * some begin inside it, some extents have none; sorted and disjoint. */
+static size_t rand_runs(struct iovt_extent *runs, size_t cap, size_t i, size_t j)
+{
+	size_t n = 0;
+	uint64_t end = 0; /* past the last run */
+	for (size_t q = i; q < j && n < cap; q++) {
+		struct iovt_extent r = mv[q];
+		unsigned k = (unsigned)below(100);
+		if (k < 20)
+			continue;
+		if (k < 60) {
+			/* as it is */
+		} else if (k < 68) {
+			r.size += (1 + below(4)) * K4; /* maps more past it */
+		} else if (k < 76) {
+			if (r.size == K4)
+				continue;
+			r.size -= K4; /* begins with it, ends inside it */
+		} else if (k < 84) {
+			switch (below(4)) {
+			case 0: r.gpa += K4; break;
+			case 1: r.hva += K4; break;
+			case 2: r.perm ^= 1; break;
+			default: r.region ^= 1; break;
+			}
+		} else if (k < 92) {
+			if (r.size == K4)
+				continue;
+			r.iova += K4; r.gpa += K4; r.hva += K4; r.size -= K4; /* inside it */
+		} else {
+			if (r.iova < K4)
+				continue;
+			r.iova -= K4; r.gpa -= K4; r.hva -= K4; r.size += K4; /* before it */
+		}
+		if (r.iova < end || r.iova + r.size > (1ull << AW))
+			continue;
+		runs[n++] = r;
+		end = r.iova + r.size;
+	}
+	return n;
+}
+
+static long unkept_calls, unkept_visited, unkept_left_out;
+
+static void check_unkept(struct shadow_tree *t, uint64_t first, uint64_t last)
+{
+	static struct iovt_extent runs[64], want_runs[64];
+	static struct coll want;
+	static struct unkept u;
+	size_t i = m_lower(first), j = i;
+	while (j < mn && mv[j].iova <= last)
+		j++;
+	size_t nr = rand_runs(runs, 64, i, j < i + 64 ? j : i + 64);
+	memcpy(want_runs, runs, nr * sizeof(*runs));
+	/* the reference: sync.c's push_old, an extent at a time */
+	size_t wri = 0;
+	bool wdrop = below(2), drop0 = wdrop;
+	want.n = 0;
+	for (size_t q = i; q < j; q++) {
+		const struct iovt_extent *e = &mv[q];
+		while (wri < nr && want_runs[wri].iova + want_runs[wri].size <= e->iova)
+			wri++;
+		struct iovt_extent *r = &want_runs[wri];
+		if (wri < nr && r->iova == e->iova && e->size <= r->size && r->gpa == e->gpa &&
+		    r->hva == e->hva && r->perm == e->perm && r->region == e->region) {
+			r->iova += e->size; r->gpa += e->size; r->hva += e->size; r->size -= e->size;
+			wdrop = true;
+			continue;
+		}
+		if (wdrop)
+			seq_push(&want, &(struct iovt_extent){ .size = 0 });
+		wdrop = false;
+		seq_push(&want, e);
+	}
+	u.seq.n = 0;
+	u.calls = 0;
+	u.stop_at = below(6) == 0 ? 1 + (unsigned)below(3) : 0;
+	size_t ri = 0;
+	bool drop = drop0;
+	int rc = shadow_tree_iterate_unkept_w(t, first, last, runs, nr, &ri, &drop, collect_unkept, &u);
+	if (u.stop_at && u.calls == u.stop_at) {
+		/* stopped: what it handed over is the start of the sequence */
+		CHECK_EQ(rc, 9);
+		CHECK(u.seq.n <= want.n);
+		for (size_t q = 0; q < u.seq.n; q++)
+			CHECK(same(&u.seq.v[q], &want.v[q]));
+		return;
+	}
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(u.seq.n, want.n);
+	for (size_t q = 0; q < want.n; q++)
+		CHECK(same(&u.seq.v[q], &want.v[q]));
+	for (size_t q = 0; q < nr; q++)
+		CHECK(same(&runs[q], &want_runs[q]));
+	CHECK_EQ(drop, wdrop);
+	CHECK_EQ(ri, wri);
+	unkept_calls++;
+	unkept_visited += want.n;
+	unkept_left_out += (j - i) - want.n; /* markers counted in want.n: a lower bound */
+}
+
 /* Full comparison of tree and model. */
 static void compare_all(struct shadow_tree *t, struct coll *c)
 {
@@ -249,6 +379,10 @@ int main(void)
 			uint64_t last = first + len > first ? first + len : ~0ull;
 			c.n = 0;
 			c.stop_at = below(4) == 0 ? 1 + below(4) : 0;
+			if (below(3) == 0) { /* the sync's gathering of old extents */
+				check_unkept(t, first, last);
+				goto next;
+			}
 			int rc = below(2) ? shadow_tree_iterate(t, first, last, collect, &c)
 					  : shadow_tree_iterate_w(t, first, last, collect, &c);
 			size_t i = m_lower(first), j = i;
@@ -266,6 +400,7 @@ int main(void)
 				CHECK(same(&c.v[q], &mv[i + q]));
 			c.stop_at = 0;
 		}
+	next:
 		CHECK_EQ(shadow_tree_count(t), mn);
 		if (op % 2500 == 0)
 			compare_all(t, &c);
@@ -273,7 +408,10 @@ int main(void)
 	compare_all(t, &c);
 	printf("tree-model: %ld ops, %ld inserted, %ld rejected overlaps, %ld removed, %ld hits, %zu left\n",
 	       ops, n_ins, n_eexist, n_rm, n_hit, mn);
+	printf("tree-model: iterate_unkept_w: %ld calls, %ld extents and markers visited, >= %ld left out\n",
+	       unkept_calls, unkept_visited, unkept_left_out);
 	CHECK(n_ins > ops / 10 && n_eexist > ops / 100 && n_rm > ops / 20);
+	CHECK(unkept_visited > ops / 100 && unkept_left_out > ops / 100);
 	CHECK_EQ(shadow_tree_remove_range(t, 0, ~0ull, NULL, NULL), mn);
 	CHECK_EQ(shadow_tree_count(t), 0);
 	shadow_tree_destroy(t);
