@@ -613,7 +613,11 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 		last = t->top;
 	uint64_t cur = first, hi;
 	bool drop = *dropped;
-	struct iovt_extent *run = runs + *ri, *const end = runs + nruns;
+	struct iovt_extent *run = runs, *end = runs; /* runs may be NULL (none) */
+	if (nruns) {
+		run += *ri;
+		end += nruns;
+	}
 	int rc = 0;
 	for (;;) {
 		const struct leaf *l = leaf_at(t, cur, &hi, true);
@@ -660,7 +664,8 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 		cur = hi + 1;
 	}
 out:
-	*ri = (size_t)(run - runs);
+	if (nruns)
+		*ri = (size_t)(run - runs);
 	*dropped = drop;
 	return rc;
 }
