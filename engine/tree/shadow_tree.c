@@ -510,7 +510,8 @@ uint64_t shadow_tree_cache_bytes(struct shadow_tree *t)
 	return lc_memory_bytes(&t->lc);
 }
 
-static const struct path *descend_w(struct shadow_tree *t, uint64_t key);
+static inline __attribute__((always_inline)) const struct path *descend_w(struct shadow_tree *t,
+									   uint64_t key);
 
 /* The leaf whose range holds cur, and in *hi that range's upper bound; NULL:
  * the tree is empty. `writer` (a constant) descends through the finger. */
@@ -693,11 +694,12 @@ unsigned shadow_tree_pending_retired(const struct shadow_tree *t)
 /* ------------------------------------------------------------------------ */
 /* Write side (one writer)                                                   */
 
-static void descend(const struct shadow_tree *t, uint64_t key, struct path *p)
+/* p's path from n[d] down to key's leaf: n[d], lo[d], hi[d] are set and
+ * [lo[d], hi[d]] holds key; n[0..d-1] and their idx stay. */
+static void descend_from(uint64_t key, struct path *p, unsigned d)
 {
-	struct node *x = t->root;
-	uint64_t lo = 0, hi = t->top;
-	unsigned d = 0;
+	struct node *x = p->n[d];
+	uint64_t lo = p->lo[d], hi = p->hi[d];
 	for (;;) {
 		p->n[d] = x;
 		p->lo[d] = lo;
@@ -717,21 +719,81 @@ static void descend(const struct shadow_tree *t, uint64_t key, struct path *p)
 	p->h = d + 1;
 }
 
+static void descend(const struct shadow_tree *t, uint64_t key, struct path *p)
+{
+	p->n[0] = t->root;
+	p->lo[0] = 0;
+	p->hi[0] = t->top;
+	descend_from(key, p, 0);
+}
+
 /*
  * descend through the finger: a key inside the range of the leaf the last
  * descent reached, with no node published since, takes the same path (a
  * strict guest's map then unmap at one IOVA, a rebuild's ascending inserts,
- * a removal's next leaf: each a full descent before). The path returned is
- * the tree's own: valid until the writer's next descend_w.
+ * a removal's next leaf: each a full descent before). The next leaf of an
+ * iterate (map4k-psi2m walks ~17 leaves a window, dsi-unchanged every
+ * leaf) is its parent's next child, taken without a search when it has one;
+ * any other key goes down from the deepest node of the path whose range
+ * holds it. The path returned is the tree's own: valid until the writer's
+ * next descend_w.
  */
-static const struct path *descend_w(struct shadow_tree *t, uint64_t key)
+bool shadow_tree_test_check_finger;
+
+/* The finger's path against a full descent (shadow_tree_test_check_finger). */
+static void finger_check(const struct shadow_tree *t, uint64_t key, const struct path *f)
+{
+	struct path p;
+	descend(t, key, &p);
+	bool same = p.h == f->h;
+	for (unsigned d = 0; same && d < p.h; d++)
+		same = p.n[d] == f->n[d] && p.lo[d] == f->lo[d] && p.hi[d] == f->hi[d] &&
+		       (d + 1 == p.h || p.idx[d] == f->idx[d]);
+	if (!same)
+		abort();
+}
+
+/* descend_w past its first test: the next leaf, or a partial descent. */
+static __attribute__((noinline)) const struct path *descend_w_slow(struct shadow_tree *t, uint64_t key)
 {
 	struct path *f = &t->finger;
-	if (!t->finger_ok || key < f->lo[f->h - 1] || key > f->hi[f->h - 1]) {
+	if (!t->finger_ok) {
 		descend(t, key, f);
 		t->finger_ok = true;
+	} else {
+		unsigned d = f->h - 1;
+		if (d && key == f->hi[d] + 1) {
+			/* the next leaf, when it has the same parent: no search */
+			struct inode *in = (struct inode *)f->n[d - 1];
+			unsigned i = f->idx[d - 1] + 1;
+			if (i < in->h.word) {
+				f->idx[d - 1] = i;
+				f->n[d] = in->child[i];
+				f->lo[d] = in->piv[i - 1]; /* == key */
+				f->hi[d] = i + 1 < in->h.word ? in->piv[i] - 1 : f->hi[d - 1];
+				goto done;
+			}
+		}
+		while (d && (key < f->lo[d] || key > f->hi[d]))
+			d--; /* the root's range holds every key */
+		if (d + 1 < f->h)
+			descend_from(key, f, d);
 	}
+done:
+	if (__builtin_expect(shadow_tree_test_check_finger, 0))
+		finger_check(t, key, f);
 	return f;
+}
+
+/* The first test inline: most writer operations stay in the finger's leaf. */
+static inline __attribute__((always_inline)) const struct path *descend_w(struct shadow_tree *t,
+									   uint64_t key)
+{
+	struct path *f = &t->finger;
+	if (__builtin_expect(t->finger_ok && key >= f->lo[f->h - 1] && key <= f->hi[f->h - 1] &&
+			     !shadow_tree_test_check_finger, 1))
+		return f;
+	return descend_w_slow(t, key);
 }
 
 static inline struct leaf *path_leaf(const struct path *p)

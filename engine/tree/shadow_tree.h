@@ -156,6 +156,9 @@ bool shadow_tree_translate(struct shadow_tree *t, uint64_t iova, struct iovt_ext
 /* Tests only: when set, translate never bypasses the cache (a window of
  * misses would otherwise send a test's checks to the plain descent). */
 extern bool shadow_tree_test_no_bypass;
+/* Tests only: when set, every descent through the writer's finger is
+ * checked against a full descent from the root (abort on a difference). */
+extern bool shadow_tree_test_check_finger;
 
 /* Bytes of the lookup cache (its table; 0 until the tree has
  * three levels). Racy; caller in a read-side section (or quiescent). */

@@ -301,6 +301,7 @@ int main(void)
 		ops = 1000;
 	struct shadow_tree *t = shadow_tree_create(AW);
 	CHECK(t);
+	shadow_tree_test_check_finger = true; /* every finger path == a full descent */
 	struct coll c = { 0 };
 	long n_ins = 0, n_eexist = 0, n_rm = 0, n_hit = 0;
 
