@@ -727,17 +727,6 @@ static void descend(const struct shadow_tree *t, uint64_t key, struct path *p)
 	descend_from(key, p, 0);
 }
 
-/*
- * descend through the finger: a key inside the range of the leaf the last
- * descent reached, with no node published since, takes the same path (a
- * strict guest's map then unmap at one IOVA, a rebuild's ascending inserts,
- * a removal's next leaf: each a full descent before). The next leaf of an
- * iterate (map4k-psi2m walks ~17 leaves a window, dsi-unchanged every
- * leaf) is its parent's next child, taken without a search when it has one;
- * any other key goes down from the deepest node of the path whose range
- * holds it. The path returned is the tree's own: valid until the writer's
- * next descend_w.
- */
 bool shadow_tree_test_check_finger;
 
 /* The finger's path against a full descent (shadow_tree_test_check_finger). */
@@ -753,7 +742,18 @@ static void finger_check(const struct shadow_tree *t, uint64_t key, const struct
 		abort();
 }
 
-/* descend_w past its first test: the next leaf, or a partial descent. */
+/*
+ * descend through the finger: a key inside the range of the leaf the last
+ * descent reached, with no node published since, takes the same path (a
+ * strict guest's map then unmap at one IOVA, a rebuild's ascending inserts,
+ * a removal's next leaf: each a full descent before). The next leaf of an
+ * iterate (map4k-psi2m walks ~17 leaves a window, dsi-unchanged every
+ * leaf) is its parent's next child, taken without a search when it has one;
+ * any other key goes down from the deepest node of the path whose range
+ * holds it. The path returned is the tree's own: valid until the writer's
+ * next descend_w. descend_w_slow is all but the first test, which is
+ * inline (descend_w, below).
+ */
 static __attribute__((noinline)) const struct path *descend_w_slow(struct shadow_tree *t, uint64_t key)
 {
 	struct path *f = &t->finger;
