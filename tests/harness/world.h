@@ -52,7 +52,8 @@ struct world_totals {
 	uint64_t charged_ns;
 	uint64_t fence_errors;
 	uint64_t engine_ns;               /* time spent inside iovt_* calls (judges excluded) */
-	uint64_t sink_ns;                 /* of which inside the model sinks' calls */
+	uint64_t sink_ns;                 /* of which inside the model sinks' calls (each
+					   * with world_clock_read_ns() of its timer added) */
 	/* Invalidation-to-fence latency: per fence that had invalidations, from
 	 * the first invalidation posted after the previous fence to the fence's
 	 * return (judges excluded). Percentiles over every sample. */
@@ -85,6 +86,9 @@ struct baseline *world_baseline(struct world *w, unsigned dom);
 /* Counters for either mode: the engine's iovt_stats_get, or the sum over the
  * baselines (ranges_coalesced = walks, fences = world fences). */
 void world_stats(struct world *w, struct iovt_stats *out);
+/* The cost of one clock read, which each timed sink call adds to sink_ns
+ * (its timer's part outside the interval it measures); measured once. */
+uint64_t world_clock_read_ns(void);
 uint16_t world_did(const struct world *w, unsigned dom);
 struct iovt_domain *world_domain(struct world *w, unsigned dom);
 /* Guest RAM region i (for choosing data GPAs). Table pages live at the end of region 0. */
