@@ -103,9 +103,10 @@ int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t la
 int shadow_tree_iterate_w(struct shadow_tree *t, uint64_t first, uint64_t last,
 			  shadow_visit_fn fn, void *arg);
 
-/* Visitor of a stretch of extents: e[0..n-1] (1 <= n <= 15) in ascending
- * IOVA order, valid during the call; dropped_before: extents were left out
- * between the last extent visited (or the call's start) and e[0]. */
+/* Visitor of a stretch of extents: e[0..n-1] (1 <= n <= 15; today always
+ * 1) in ascending IOVA order, valid during the call; dropped_before:
+ * extents were left out between the last extent visited (or the call's
+ * start) and e[0]. */
 typedef int (*shadow_visit_unkept_fn)(void *arg, const struct iovt_extent *e, unsigned n,
 				      bool dropped_before);
 /*
@@ -115,11 +116,11 @@ typedef int (*shadow_visit_unkept_fn)(void *arg, const struct iovt_extent *e, un
  * when the first run not ending at or before its start begins where it
  * begins and maps all of it as it says (GPA, HVA, permission, region); that
  * run then begins past it (its iova, gpa, hva advanced, its size reduced;
- * 0 when all of it was kept). The other extents go to fn, several at a
- * time, in order; *dropped says whether extents were left out since the
- * last one visited (read at the start, updated at the end: the caller
- * marks a trailing stretch). Returns 0 or fn's nonzero value. Writer only
- * (through the finger); fn must not write the tree.
+ * 0 when all of it was kept). The other extents go to fn, in order.
+ * *dropped says whether extents were left out since the last one visited
+ * (read at the start, updated at the end: the caller marks a trailing
+ * stretch). Returns 0 or fn's nonzero value. Writer only (through the
+ * finger); fn must not write the tree.
  */
 int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t last,
 				 struct iovt_extent *runs, size_t nruns, size_t *ri, bool *dropped,
