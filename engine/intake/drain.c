@@ -418,9 +418,10 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 	if (atomic_load_explicit(&e->control_moving, memory_order_relaxed) ||
 	    !queue_try_drain_begin(mine))
 		return false;
-	/* All of it: only this thread posts to its implicit queue, and it is
-	 * here (as iovt_queue_fence drains its poster's ring). */
-	(void)drain(mine, UINT_MAX, FINAL_ALONE, err); /* sets *err */
+	/* What is there now: only this thread posts to its implicit queue, but
+	 * a sink callback of this very fence may post again (a bound, as the
+	 * locked way's; a review found the unbounded drain). */
+	(void)drain(mine, mine->ring->ops->count(mine->ring), FINAL_ALONE, err); /* sets *err */
 	OWNED_ADD(&mine->drain.ctr.fences_alone, 1); /* the drain flag owns it */
 	queue_drain_end(mine);
 	return true;

@@ -649,9 +649,10 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 			}
 			struct iovt_extent c;
 			rec_copy(r, &c);
-			if ((rc = fn(arg, &c, 1, drop)))
+			bool before = drop;
+			drop = false; /* visited, even if fn stops here */
+			if ((rc = fn(arg, &c, 1, before)))
 				goto out;
-			drop = false;
 		}
 		if (hi >= last)
 			break;
@@ -783,9 +784,11 @@ static inline __attribute__((always_inline)) const struct path *descend_w(struct
 									   uint64_t key)
 {
 	struct path *f = &t->finger;
-	if (__builtin_expect(t->finger_ok && key >= f->lo[f->h - 1] && key <= f->hi[f->h - 1] &&
-			     !shadow_tree_test_check_finger, 1))
+	if (__builtin_expect(t->finger_ok && key >= f->lo[f->h - 1] && key <= f->hi[f->h - 1], 1)) {
+		if (__builtin_expect(shadow_tree_test_check_finger, 0))
+			finger_check(t, key, f);
 		return f;
+	}
 	return descend_w_slow(t, key);
 }
 

@@ -884,6 +884,17 @@ static void test_implicit_queues(void)
 		iovt_stats_get(es[i], &st);
 		CHECK_EQ(st.psi, ROUNDS);
 	}
+	/* Most recently used first: the fences 0..3 (each finds its queue)
+	 * left 3, 2, 1, 0; a post to 0 makes it 0, 3, 2, 1. A fifth engine's
+	 * first post then evicts the least recently used, 1 (in turn, as the
+	 * cache evicted before, it would be the first one made, 0). */
+	CHECK_EQ(iovt_invalidate_psi(es[0], 9, 0, 0, false), 0);
+	CHECK_EQ(iovt_invalidate_psi(es[4], 9, 0, 0, false), 0);
+	for (unsigned i = 0; i < 5; i++) {
+		struct iovt_stats st;
+		iovt_stats_get(es[i], &st);
+		CHECK_EQ(st.queues, i == 1 ? 0 : 1);
+	}
 	for (unsigned r = 0; r < ROUNDS; r++)
 		for (unsigned i = 0; i < NE; i++)
 			CHECK_EQ(iovt_invalidate_psi(es[i], 9, r * K, 0, false), 0);
@@ -892,7 +903,7 @@ static void test_implicit_queues(void)
 		CHECK_EQ(iovt_fence(es[i]), 0);
 		struct iovt_stats st;
 		iovt_stats_get(es[i], &st);
-		CHECK_EQ(st.psi, (i < 4 ? 2 : 1) * ROUNDS);
+		CHECK_EQ(st.psi, (i < 4 ? 2 : 1) * ROUNDS + (i == 0 || i == 4));
 		CHECK(st.queues <= 1); /* evicted queues were released, not leaked */
 		held += (unsigned)st.queues;
 	}
