@@ -418,10 +418,11 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 	if (atomic_load_explicit(&e->control_moving, memory_order_relaxed) ||
 	    !queue_try_drain_begin(mine))
 		return false;
-	/* What is there now: only this thread posts to its implicit queue, but
-	 * a sink callback of this very fence may post again (a bound, as the
-	 * locked way's; a review found the unbounded drain). */
-	(void)drain(mine, mine->ring->ops->count(mine->ring), FINAL_ALONE, err); /* sets *err */
+	/* At most a ring's worth: all that was posted before (only this thread
+	 * posts to its implicit queue, and the ring holds no more), and a bound
+	 * if a sink callback of this very fence posts again (a review found the
+	 * unbounded drain). A load, not the ring's count through its ops. */
+	(void)drain(mine, mine->ring->capacity, FINAL_ALONE, err); /* sets *err */
 	OWNED_ADD(&mine->drain.ctr.fences_alone, 1); /* the drain flag owns it */
 	queue_drain_end(mine);
 	return true;
