@@ -268,6 +268,68 @@ static void check_unkept(struct shadow_tree *t, uint64_t first, uint64_t last)
 		unkept_left_out += (j - i) - want.n; /* markers counted in want.n: a lower bound */
 }
 
+/*
+ * The map4k-psi2m shape: a window of 4 KiB extents whose GPAs and HVAs
+ * continue, which the guest view folds into one run. All of them are left
+ * out, the run used up; one changed page in the middle is handed over with
+ * a marker before it, and the run then resumes past it only where the next
+ * extent begins (push_old's rule: the run's start no longer matches).
+ */
+static void check_unkept_one_run(void)
+{
+	enum { N = 512 };
+	struct shadow_tree *t = shadow_tree_create(AW);
+	CHECK(t);
+	const uint64_t base = 7 * M2, gpa = 3 * G1, hva = 0x7f0000000000ull;
+	for (unsigned i = 0; i < N; i++) {
+		struct iovt_extent e = { .iova = base + i * K4, .size = K4, .gpa = gpa + i * K4,
+					 .hva = hva + i * K4, .perm = 3, .region = 1 };
+		CHECK_EQ(shadow_tree_insert(t, &e), 0);
+	}
+	struct unkept u = { 0 };
+	for (unsigned changed = 0; changed <= N; changed += N / 2) { /* 0, 256: a page; 512: none */
+		struct iovt_extent run = { .iova = base, .size = N * K4, .gpa = gpa, .hva = hva,
+					   .perm = 3, .region = 1 };
+		struct iovt_extent runs[2] = { run, { 0 } };
+		size_t nr = 1;
+		if (changed < N) { /* the guest remapped page `changed`: two runs around it */
+			runs[0].size = changed * K4;
+			runs[1] = run;
+			runs[1].iova += (changed + 1) * K4;
+			runs[1].gpa += (changed + 1) * K4;
+			runs[1].hva += (changed + 1) * K4;
+			runs[1].size -= (changed + 1) * K4;
+			nr = runs[0].size ? 2 : 1;
+			if (!runs[0].size)
+				runs[0] = runs[1];
+		}
+		size_t ri = 0;
+		bool drop = false;
+		u.seq.n = 0;
+		u.calls = 0;
+		CHECK_EQ(shadow_tree_iterate_unkept_w(t, base, base + N * K4 - 1, runs, nr, &ri, &drop,
+						      collect_unkept, &u), 0);
+		for (size_t q = 0; q < nr; q++)
+			CHECK_EQ(runs[q].size, 0); /* every run used up */
+		CHECK_EQ(ri, nr - 1);
+		CHECK(drop); /* the last extents were left out */
+		if (changed == N) {
+			CHECK_EQ(u.seq.n, 0);
+		} else {
+			/* the changed page's old extent, after a marker when pages
+			 * before it were left out */
+			CHECK_EQ(u.seq.n, changed ? 2 : 1);
+			const struct iovt_extent *e = &u.seq.v[u.seq.n - 1];
+			CHECK(e->iova == base + changed * K4 && e->size == K4 && e->gpa == gpa + changed * K4);
+			if (changed)
+				CHECK_EQ(u.seq.v[0].size, 0);
+		}
+	}
+	CHECK_EQ(shadow_tree_remove_range(t, 0, ~0ull, NULL, NULL), N);
+	shadow_tree_destroy(t);
+	free(u.seq.v);
+}
+
 /* Full comparison of tree and model. */
 static void compare_all(struct shadow_tree *t, struct coll *c)
 {
@@ -300,6 +362,7 @@ int main(void)
 	struct shadow_tree *t = shadow_tree_create(AW);
 	CHECK(t);
 	shadow_tree_test_check_finger = true; /* every finger path == a full descent */
+	check_unkept_one_run();
 	struct coll c = { 0 };
 	long n_ins = 0, n_eexist = 0, n_rm = 0, n_hit = 0;
 
