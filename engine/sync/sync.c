@@ -59,17 +59,14 @@ static int push_old(struct sync_scratch *s, const struct iovt_extent *e)
 }
 
 /* The tree's side of push_old over a whole window (shadow_tree_iterate_unkept_w
- * makes the same comparison in the leaves, without a call per extent): the
- * extents it did not leave out, a stretch at a time. */
-static int push_unkept(void *arg, const struct iovt_extent *e, unsigned n, bool dropped_before)
+ * makes the same comparison in the leaves, without a call per kept extent):
+ * an extent it did not leave out, after the marker for those it did. */
+static int push_unkept(void *arg, const struct iovt_extent *e, bool dropped_before)
 {
 	struct sync_scratch *s = arg;
 	if (dropped_before && push_dropped_marker(s))
 		return -ENOMEM;
-	for (unsigned i = 0; i < n; i++)
-		if (vec_push(&s->old, e[i]))
-			return -ENOMEM;
-	return 0;
+	return vec_push(&s->old, *e) ? -ENOMEM : 0;
 }
 
 static int any_extent(void *arg, const struct iovt_extent *e)

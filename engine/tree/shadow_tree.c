@@ -651,7 +651,7 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 			rec_copy(r, &c);
 			bool before = drop;
 			drop = false; /* visited, even if fn stops here */
-			if ((rc = fn(arg, &c, 1, before)))
+			if ((rc = fn(arg, &c, before)))
 				goto out;
 		}
 		if (hi >= last)

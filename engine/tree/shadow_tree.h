@@ -103,12 +103,10 @@ int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t la
 int shadow_tree_iterate_w(struct shadow_tree *t, uint64_t first, uint64_t last,
 			  shadow_visit_fn fn, void *arg);
 
-/* Visitor of a stretch of extents: e[0..n-1] (1 <= n <= 15; today always
- * 1) in ascending IOVA order, valid during the call; dropped_before:
- * extents were left out between the last extent visited (or the call's
- * start) and e[0]. */
-typedef int (*shadow_visit_unkept_fn)(void *arg, const struct iovt_extent *e, unsigned n,
-				      bool dropped_before);
+/* Visitor of an extent that was not left out (*e valid during the call);
+ * dropped_before: extents were left out between the last extent visited
+ * (or the call's start) and this one. */
+typedef int (*shadow_visit_unkept_fn)(void *arg, const struct iovt_extent *e, bool dropped_before);
 /*
  * shadow_tree_iterate_w less the extents a run already holds: the sync's
  * gathering of a window's old extents (engine/sync/sync.c, push_old). runs

@@ -111,13 +111,18 @@ uint64_t world_clock_read_ns(void)
 	return clock_read_ns;
 }
 
+/* A timed sink call's time since t0, its timer's unseen part included. */
+static void timed_end(struct timed_sink *t, uint64_t t0)
+{
+	atomic_fetch_add_explicit(t->ns, now_ns() - t0 + clock_read_ns, memory_order_relaxed);
+}
 
 static int timed_map(void *ctx, const struct iovt_extent *m)
 {
 	struct timed_sink *t = ctx;
 	uint64_t t0 = now_ns();
 	int rc = t->inner.ops->map(t->inner.ctx, m);
-	atomic_fetch_add_explicit(t->ns, now_ns() - t0 + clock_read_ns, memory_order_relaxed);
+	timed_end(t, t0);
 	return rc;
 }
 
@@ -126,7 +131,7 @@ static int timed_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapp
 	struct timed_sink *t = ctx;
 	uint64_t t0 = now_ns();
 	int rc = t->inner.ops->unmap(t->inner.ctx, iova, size, unmapped);
-	atomic_fetch_add_explicit(t->ns, now_ns() - t0 + clock_read_ns, memory_order_relaxed);
+	timed_end(t, t0);
 	return rc;
 }
 
@@ -135,7 +140,7 @@ static int timed_unmap_all(void *ctx, uint64_t *unmapped)
 	struct timed_sink *t = ctx;
 	uint64_t t0 = now_ns();
 	int rc = t->inner.ops->unmap_all(t->inner.ctx, unmapped);
-	atomic_fetch_add_explicit(t->ns, now_ns() - t0 + clock_read_ns, memory_order_relaxed);
+	timed_end(t, t0);
 	return rc;
 }
 

@@ -156,14 +156,12 @@ static void seq_push(struct coll *c, const struct iovt_extent *e)
 	c->stop_at = stop;
 }
 
-static int collect_unkept(void *arg, const struct iovt_extent *e, unsigned n, bool dropped_before)
+static int collect_unkept(void *arg, const struct iovt_extent *e, bool dropped_before)
 {
 	struct unkept *u = arg;
-	CHECK(n >= 1 && n <= 15);
 	if (dropped_before)
 		seq_push(&u->seq, &(struct iovt_extent){ .size = 0 });
-	for (unsigned i = 0; i < n; i++)
-		seq_push(&u->seq, &e[i]);
+	seq_push(&u->seq, e);
 	return ++u->calls == u->stop_at ? 9 : 0;
 }
 
