@@ -986,9 +986,19 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 	insert_up(t, p, d - 1, &a->h, pv[h - 1], &b->h, pl);
 }
 
-/* The leaf of p is full (15 live): two leaves, and the path above. */
+/*
+ * The leaf of p is full (15 live): two leaves, and the path above.
+ * Appending at either end (an ascending or a descending fill: a strict
+ * guest's top-down IOVAs, a rebuild) keeps the full leaf as it is, with a
+ * narrower range, beside a new leaf holding the one record: no copy of the
+ * 15 records, one leaf allocated and none retired (strict-dma: ~4,200
+ * splits per 20K PSIs). The full leaf is not written: a reader that reached
+ * it through the old parent reads it whole, and its records lie inside its
+ * new range (the insert's overlap checks). Else two halves.
+ */
 static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, const struct rec *nr)
 {
+	const bool edge = k == 0 || k == LEAF_MAX;
 	unsigned need = 0;
 	int d;
 	for (d = (int)p->h - 2; d >= 0; d--) {
@@ -1003,11 +1013,11 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 	if (batch_room(t, p->h))
 		return -ENOMEM;
 	struct pool pl = { .n = 0 };
-	struct leaf *a = leaf_alloc(t, LEAF_MAX), *b = leaf_alloc(t, LEAF_MAX);
-	for (; a && b && pl.n < need; pl.n++)
+	struct leaf *a = leaf_alloc(t, LEAF_MAX), *b = edge ? NULL : leaf_alloc(t, LEAF_MAX);
+	for (; a && (b || edge) && pl.n < need; pl.n++)
 		if (!(pl.x[pl.n] = node_alloc(t, sizeof(struct inode))))
 			break;
-	if (!a || !b || pl.n < need) {
+	if (!a || (!b && !edge) || pl.n < need) {
 		while (pl.n)
 			node_unused(t, pl.x[--pl.n], sizeof(struct inode));
 		if (a)
@@ -1016,8 +1026,20 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 			node_unused(t, &b->h, leaf_bytes(LEAF_MAX));
 		return -ENOMEM;
 	}
-	const struct leaf *l = path_leaf(p);
+	struct leaf *l = path_leaf(p);
 	uint64_t w = l->h.word;
+	if (edge) {
+		/* a: the new record alone, beside l (its records all end
+		 * before nr starts, or start after nr ends) */
+		a->r[0] = *nr;
+		a->h.used = 1;
+		a->h.word = ident_word(1);
+		if (k == 0)
+			insert_up(t, p, (int)p->h - 2, &a->h, l->r[ow_at(w, 0)].iova, &l->h, &pl);
+		else
+			insert_up(t, p, (int)p->h - 2, &l->h, nr->iova, &a->h, &pl);
+		return 0;
+	}
 	struct rec all[LEAF_MAX + 1];
 	for (unsigned i = 0, m = 0; i <= LEAF_MAX; i++) {
 		if (i == k)
@@ -1025,9 +1047,7 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 		if (i < LEAF_MAX)
 			all[m++] = l->r[ow_at(w, i)];
 	}
-	/* Appending at either end (an ascending or descending fill) leaves the
-	 * full side full; else halves. */
-	unsigned m = k == LEAF_MAX ? LEAF_MAX : k == 0 ? 1 : (LEAF_MAX + 1) / 2;
+	const unsigned m = (LEAF_MAX + 1) / 2;
 	memcpy(a->r, all, m * sizeof(*all));
 	a->h.used = (uint8_t)m;
 	a->h.word = ident_word(m);
