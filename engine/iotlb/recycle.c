@@ -43,6 +43,8 @@ struct recycle_batch {
 struct owner {
 	_Atomic(struct recycle_batch *) back; /* pushed by callbacks after their grace period */
 	_Atomic uint32_t held;          /* batches on back (a bound, not exact) */
+	_Atomic uint32_t allowance;     /* held's bound: written by the thread, read by callbacks */
+	_Atomic uint32_t dropped;       /* batches callbacks freed for want of room, not yet seen */
 	_Atomic uint32_t refs;          /* the thread's + one per batch in flight */
 	struct recycle_batch *cur;      /* being filled by recycle_retire (thread only) */
 	struct recycle_batch *ready;    /* taken from back: lines to reuse (thread only) */
@@ -56,6 +58,16 @@ static pthread_once_t owner_once = PTHREAD_ONCE_INIT;
 static void line_free(void *p)
 {
 	iovt_free(0, p, LINE);
+}
+
+/* Nothing to reuse, and a callback freed a batch since the thread last
+ * looked: it would have been reused. Relaxed: a heuristic (recycle.h). */
+static __attribute__((noinline)) void ran_dry(struct owner *o)
+{
+	atomic_store_explicit(&o->dropped, 0, memory_order_relaxed);
+	uint32_t a = atomic_load_explicit(&o->allowance, memory_order_relaxed);
+	if (a < RECYCLE_HOLD_CEIL)
+		atomic_store_explicit(&o->allowance, 2 * a, memory_order_relaxed);
 }
 
 void *recycle_new(void)
@@ -92,6 +104,8 @@ void *recycle_new(void)
 			return p;
 		}
 	}
+	if (o && atomic_load_explicit(&o->dropped, memory_order_relaxed))
+		ran_dry(o);
 	/* The plain 64-byte class: 64-aligned regions in page-aligned slabs
 	 * (not mallocx with MALLOCX_ALIGN: its slow path cost ~275
 	 * instructions a miss under callgrind). Plain malloc in sanitizer
@@ -146,7 +160,8 @@ static void batch_back(struct rcu_head *h)
 	iovt_rcu_callback_enter();
 	struct recycle_batch *b = caa_container_of(h, struct recycle_batch, rcu);
 	struct owner *o = b->owner;
-	if (atomic_load_explicit(&o->held, memory_order_relaxed) < RECYCLE_HOLD_MAX) {
+	if (atomic_load_explicit(&o->held, memory_order_relaxed) <
+	    atomic_load_explicit(&o->allowance, memory_order_relaxed)) {
 		atomic_fetch_add_explicit(&o->held, 1, memory_order_relaxed);
 		for (uint32_t i = 0; i < b->n; i++)
 			POISON(b->line[i]);
@@ -157,6 +172,8 @@ static void batch_back(struct rcu_head *h)
 							      memory_order_relaxed));
 	} else {
 		batch_free_lines(b, false);
+		if (!atomic_load_explicit(&o->dropped, memory_order_relaxed))
+			atomic_store_explicit(&o->dropped, 1, memory_order_relaxed);
 	}
 	owner_put(o); /* after the push: the last put frees what was pushed */
 }
@@ -199,6 +216,8 @@ struct recycle_batch *recycle_room(void)
 			return NULL;
 		atomic_init(&o->back, NULL);
 		atomic_init(&o->held, 0);
+		atomic_init(&o->allowance, RECYCLE_HOLD_MIN);
+		atomic_init(&o->dropped, 0);
 		atomic_init(&o->refs, 1);
 		o->cur = o->ready = o->spare = NULL;
 		if (pthread_setspecific(owner_key, o)) {
@@ -227,4 +246,9 @@ void recycle_retire(struct recycle_batch *b, void *line)
 		atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
 		iovt_call_rcu(&b->rcu, batch_back);
 	}
+}
+
+unsigned recycle_test_allowance(void)
+{
+	return me ? atomic_load_explicit(&me->allowance, memory_order_relaxed) : 0;
 }

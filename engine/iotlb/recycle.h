@@ -15,22 +15,30 @@
  * (pthread_mutex_trylock/unlock, arena_dalloc_small, mallocx, sdallocx).
  *
  * Bounded: a callback hands a batch back only while its thread holds
- * fewer than RECYCLE_HOLD_MAX (4) batches handed back and not taken yet;
- * past that it frees the batch's lines to the allocator, as before (a
- * thread that retires without filling, an invalidator's sweeps, keeps no
- * more). So a thread holds at most 2 x 4 batches of lines (those on its
- * list and those it took from it and has not reused yet: 256 KiB of
- * lines), plus the batch it fills and a spare. Few, too, because reused
- * lines are scattered: a table that grows fills its first entries from
- * them, and a scan in fill order (vhost/engine/pool:65536 in its plain
- * order) then reads those out of address order. A steady stream of misses
- * needs one or two: a batch normally comes back before the next one is
- * full. The lines are the process's (the default arena), not an engine's:
- * an engine's destroy frees the entries still in its tables; the lines its
- * threads retired earlier stay with those threads, bounded as above. A
- * thread that exits frees its partial batch after a grace period and the
- * lines it held; batches still in flight are freed by the last callback (a
- * reference per batch).
+ * fewer than its allowance of batches handed back and not taken yet; past
+ * that it frees the batch's lines to the allocator, as before. The
+ * allowance starts at RECYCLE_HOLD_MIN (4) and doubles, up to
+ * RECYCLE_HOLD_CEIL (512 batches: 16 MiB of lines), each time the thread
+ * runs dry (a fill finds nothing handed back and asks the allocator) after
+ * a callback had freed a batch for want of room: the thread needed what
+ * was freed. liburcu's call_rcu thread runs callbacks every ~10 ms, so a
+ * grace period hands back ~10 ms of the thread's retirements at once; a
+ * steady stream of misses needs that many (~300 batches at 15 M misses/s:
+ * with 4, 68% of fills fell back to the allocator). A thread that retires
+ * without filling (an invalidator's sweeps) never runs dry and keeps 4; a
+ * thread that filled fast and went idle keeps what it last needed, at most
+ * one grace period of its own retirements (never more than the ceiling),
+ * until it exits. So a thread holds at most 2 x its allowance of batches
+ * (those on its list and those it took and has not reused yet), plus the
+ * batch it fills and a spare. Reused lines are scattered: a table that
+ * grows fills its first entries from them, and a scan in fill order
+ * (vhost/engine/pool:65536 in its plain order) then reads those out of
+ * address order. The lines are the process's (the default arena), not an
+ * engine's: an engine's destroy frees the entries still in its tables; the
+ * lines its threads retired earlier stay with those threads, bounded as
+ * above. A thread that exits frees its partial batch after a grace period
+ * and the lines it held; batches still in flight are freed by the last
+ * callback (a reference per batch).
  *
  * Reused lines come back in the order they were retired (the eviction's,
  * so scattered), not the address order of jemalloc's slabs that the
@@ -47,6 +55,7 @@
  *   recycle_room     any thread; no lock (may allocate the thread's batch)
  *   recycle_retire   read side, or the unlinking writer; call_rcu per 512
  *   recycle_free     a line never published (no reader can hold it)
+ *   recycle_test_allowance  the calling thread (tests)
  */
 #ifndef IOVT_IOTLB_RECYCLE_H
 #define IOVT_IOTLB_RECYCLE_H
@@ -54,7 +63,8 @@
 #include <stdint.h>
 
 #define RECYCLE_BATCH 512
-#define RECYCLE_HOLD_MAX 4
+#define RECYCLE_HOLD_MIN 4
+#define RECYCLE_HOLD_CEIL 512
 
 struct recycle_batch;
 
@@ -72,5 +82,9 @@ struct recycle_batch *recycle_room(void);
 /* An unlinked line (b from recycle_room, taken before the unlink): reused
  * or freed after a grace period. */
 void recycle_retire(struct recycle_batch *b, void *line);
+
+/* The calling thread's allowance of handed-back batches (tests): 0 before
+ * its first recycle_room. */
+unsigned recycle_test_allowance(void);
 
 #endif

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * translate-recycle: the IOTLB line recycler's allowance (engine/iotlb/
+ * recycle.h), the bound on what a thread keeps of the lines it retired.
+ *  - A thread that only retires (an invalidator's sweeps) keeps the
+ *    minimum, however many of its batches the callbacks had to free.
+ *  - A thread that runs dry after a callback freed one of its batches
+ *    doubles its allowance, up to the ceiling and never past it.
+ *  - A thread never holds more handed-back batches than its allowance:
+ *    exactly that many batches of fills are reused, the next one is not.
+ * Lines are handed back only after their grace period: urcu_memb_barrier
+ * waits for every callback.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <urcu/urcu-memb.h>
+
+#include "check.h"
+#include "common/alloc.h"
+#include "iotlb/recycle.h"
+
+CHECK_SEED_STORAGE;
+
+/* Retires `batches` full batches of fresh lines (not from recycle_new:
+ * only a fill may change the allowance, and this is no fill). */
+static void retire(unsigned batches)
+{
+	for (unsigned i = 0; i < batches * RECYCLE_BATCH; i++) {
+		struct recycle_batch *b = recycle_room();
+		CHECK(b != NULL);
+		void *line = iovt_alloc(0, 64);
+		CHECK(line != NULL);
+		recycle_retire(b, line);
+	}
+}
+
+/* n fills, each line dropped again (never published). */
+static void take(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		void *line = recycle_new();
+		CHECK(line != NULL);
+		recycle_free(line);
+	}
+}
+
+int main(void)
+{
+	urcu_memb_register_thread();
+
+	CHECK_EQ(recycle_test_allowance(), 0); /* no batch yet */
+	/* A retirer (an invalidator's sweeps): 64 batches, 4 handed back, 60
+	 * freed; it never fills, so never runs dry: 4. */
+	retire(64);
+	urcu_memb_barrier();
+	CHECK_EQ(recycle_test_allowance(), RECYCLE_HOLD_MIN);
+
+	unsigned a = RECYCLE_HOLD_MIN;
+	for (int round = 0; round < 10; round++) {
+		if (round) {
+			retire(a + 8); /* 8 more than it may keep: freed */
+			urcu_memb_barrier();
+		}
+		/* Exactly `a` batches were handed back: that many fills reuse
+		 * lines, and the allowance stays... */
+		take(a * RECYCLE_BATCH);
+		CHECK_EQ(recycle_test_allowance(), a);
+		/* ...until the next fill runs dry after batches were freed. */
+		take(1);
+		unsigned next = 2 * a < RECYCLE_HOLD_CEIL ? 2 * a : RECYCLE_HOLD_CEIL;
+		CHECK_EQ(recycle_test_allowance(), next);
+		/* Dry again, nothing freed since: no growth. */
+		take(5);
+		CHECK_EQ(recycle_test_allowance(), next);
+		a = next;
+	}
+	CHECK_EQ(a, RECYCLE_HOLD_CEIL);
+
+	urcu_memb_unregister_thread();
+	printf("translate-recycle: ok (allowance %u..%u batches of %u lines)\n", RECYCLE_HOLD_MIN,
+	       RECYCLE_HOLD_CEIL, RECYCLE_BATCH);
+	return 0;
+}
