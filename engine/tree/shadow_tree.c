@@ -1167,6 +1167,16 @@ static void leaf_tidy(struct shadow_tree *t, const struct path *p)
 		(void)unlink_empty(t, p, p->h - 1);
 		return;
 	}
+	if (!n) {
+		/* The tree's last extent went: the root leaf goes too, so that
+		 * an empty domain holds no node (the next insert makes a 1-slot
+		 * leaf). Optional, like the rest (skipped without memory). */
+		if (batch_room(t, 1))
+			return;
+		publish(t, &t->root, NULL);
+		retire(t, &l->h);
+		return;
+	}
 	/* Hysteresis: a leaf grown to cap_for(n + 1) by one insert is not
 	 * shrunk back by the remove that follows (cap_for(2) = 3 < 8). */
 	unsigned cap = n ? cap_for(n) : 3;
