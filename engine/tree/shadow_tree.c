@@ -803,6 +803,20 @@ static inline struct node **slot_of(struct shadow_tree *t, const struct path *p,
 	return d ? &((struct inode *)p->n[d - 1])->child[p->idx[d - 1]] : &t->root;
 }
 
+/* Publishes nl in place of the leaf of p (a copy: compacted, grown or
+ * shrunk; same range). Nothing above it changes, so the finger — p is the
+ * finger when it came from descend_w — stays valid with the new leaf: the
+ * next operation in that leaf needs no descent (perm-churn: a quarter of
+ * its flips copy a leaf). */
+static void replace_leaf(struct shadow_tree *t, const struct path *p, struct leaf *nl)
+{
+	publish(t, slot_of(t, p, p->h - 1), &nl->h);
+	if (p == &t->finger) {
+		t->finger.n[p->h - 1] = &nl->h;
+		t->finger_ok = true;
+	}
+}
+
 static void inode_fill(struct inode *in, unsigned level, unsigned n, struct node *const *ch,
 		       const uint64_t *pv)
 {
@@ -1095,7 +1109,7 @@ static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, 
 	if (!nl)
 		return -ENOMEM;
 	leaf_build(nl, l, w, k, nr);
-	publish(t, slot_of(t, p, p->h - 1), &nl->h);
+	replace_leaf(t, p, nl);
 	retire(t, &l->h);
 	return 0;
 }
@@ -1188,7 +1202,7 @@ static void leaf_tidy(struct shadow_tree *t, const struct path *p)
 	if (!nl)
 		return;
 	leaf_build(nl, l, w, 0, NULL);
-	publish(t, slot_of(t, p, p->h - 1), &nl->h);
+	replace_leaf(t, p, nl);
 	retire(t, &l->h);
 }
 
