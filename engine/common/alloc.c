@@ -25,7 +25,8 @@ int iovt_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, s
  * The private copy's compiled-in options (its `malloc_conf`, renamed; the
  * environment's MALLOC_CONF, read after it, still wins). Slabs of 8 pages
  * for the 256..512-byte classes — tree leaves and internal nodes, retire
- * batches — instead of jemalloc's 1-page, 8-region slabs: a tree writer
+ * batches — instead of jemalloc's defaults (512: 1 page, 8 regions; 256: 1
+ * page, 16; 320, 384, 448: 5, 3, 7 pages): a tree writer
  * allocates nodes that the call_rcu thread frees ~10 ms later, so every
  * thread-cache refill found no free region in the bin and carved a new
  * slab (the dirty-extent recycle and emap registration: ~540 instructions

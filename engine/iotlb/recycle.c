@@ -154,7 +154,8 @@ static void owner_put(struct owner *o)
  * callback saw, which (the grace period, iovt_rcu_callback_enter) includes
  * every read-side section that could have held the line; b->next and the
  * poisoning travel the same way. `held` is relaxed: it is only a bound
- * (two callback threads may both pass the check: one batch over). */
+ * (with N callback threads, N may pass the check together: N - 1 over;
+ * the engine uses liburcu's one default call_rcu thread). */
 static void batch_back(struct rcu_head *h)
 {
 	iovt_rcu_callback_enter();

@@ -25,12 +25,17 @@
  * grace period hands back ~10 ms of the thread's retirements at once; a
  * steady stream of misses needs that many (~300 batches at 15 M misses/s:
  * with 4, 68% of fills fell back to the allocator). A thread that retires
- * without filling (an invalidator's sweeps) never runs dry and keeps 4; a
- * thread that filled fast and went idle keeps what it last needed, at most
- * one grace period of its own retirements (never more than the ceiling),
- * until it exits. So a thread holds at most 2 x its allowance of batches
- * (those on its list and those it took and has not reused yet), plus the
- * batch it fills and a spare. Reused lines are scattered: a table that
+ * without filling (an invalidator's sweeps) never runs dry and keeps 4. A
+ * thread runs dry only after its fills used up every batch it held, so
+ * each doubling follows fills of the whole allowance since the last
+ * handback: 4 + 8 + ... + 256 batches (260 K fills) before it may hold
+ * 512. That holds for a thread that both sweeps and fills too: its
+ * sweeps' overflow counts as freed, but it grows only as fast as its fills
+ * use up what came back. A thread that filled fast and went idle keeps up
+ * to what it last needed until it exits. So a thread holds at most 2 x its
+ * allowance of batches, 2 x the ceiling at most (those on its list and
+ * those it took and has not reused yet), plus the batch it fills and a
+ * spare. Reused lines are scattered: a table that
  * grows fills its first entries from them, and a scan in fill order
  * (vhost/engine/pool:65536 in its plain order) then reads those out of
  * address order. The lines are the process's (the default arena), not an

@@ -9,7 +9,11 @@
  *  - A thread never holds more handed-back batches than its allowance:
  *    exactly that many batches of fills are reused, the next one is not.
  * Lines are handed back only after their grace period: urcu_memb_barrier
- * waits for every callback.
+ * waits for every callback. The counts are exact because the engine queues
+ * its callbacks on liburcu's one default call_rcu thread (with several, a
+ * bound may be passed by one batch per extra thread: recycle.c), and
+ * because no callback runs during take(): every retire() hands over whole
+ * batches and the barrier drains them.
  */
 #include <stdint.h>
 #include <stdio.h>

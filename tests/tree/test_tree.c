@@ -433,6 +433,32 @@ static void test_accounting(void)
 		free(order);
 		shadow_tree_destroy(t);
 	}
+
+	/* Fills in either direction that begin beside a full leaf (a guest's
+	 * top-down IOVAs above mappings it made earlier; a range an unlinked
+	 * leaf handed to a full sibling): the edge split keeps the full leaf and
+	 * the new leaf must take the gap on its side, or every later extent
+	 * splits the full leaf again (a 512-byte leaf each: 533 bytes an extent
+	 * with the pivot at the new record). Also plain fills both ways. */
+	for (int mode = 0; mode < 4; mode++) {
+		const uint64_t hi = 1ull << 30, n = 600;
+		t = shadow_tree_create(48);
+		CHECK(t);
+		for (uint64_t i = 0; i < 15 && mode < 2; i++)
+			CHECK_EQ(ins(t, mode == 0 ? i * 2 * K4 : hi + i * 2 * K4, K4), 0);
+		for (uint64_t i = 0; i < n; i++) {
+			/* 0, 2: descending from hi; 1, 3: ascending from 0 */
+			uint64_t a = mode & 1 ? (i + 1) * 2 * K4 : hi - (i + 1) * 2 * K4;
+			CHECK_EQ(ins(t, a, K4), 0);
+		}
+		uint64_t cnt = shadow_tree_count(t), mem = shadow_tree_memory_bytes(t);
+		CHECK_EQ(shadow_tree_verify(t), 0);
+		printf("memory: %" PRIu64 " extents, fill %s%s: %.1f bytes each, height %u\n", cnt,
+		       mode & 1 ? "ascending" : "descending", mode < 2 ? " beside a full leaf" : "",
+		       (double)mem / (double)cnt, shadow_tree_height(t));
+		CHECK(mem <= 64 * cnt);
+		shadow_tree_destroy(t);
+	}
 }
 
 /* Random shapes: splits anywhere, iterate across leaves, merges of ranges. */

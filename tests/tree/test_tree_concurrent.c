@@ -301,6 +301,83 @@ static int count_cb(void *arg, const struct iovt_extent *e)
 	return 0;
 }
 
+/*
+ * Phase two: a tree that empties and refills while readers look. Each cycle
+ * inserts 1..40 one-page extents at pages 0..63 (ascending or descending:
+ * the root leaf, its edge splits, a root above it) and removes them all:
+ * the root leaf goes with the last extent (root NULL, 0 bytes) and comes
+ * back. Readers translate, look up and iterate: whatever they see is
+ * exactly what was inserted at that IOVA (gpa and hva derived from it).
+ */
+static struct shadow_tree *E;
+static int e_stop;
+static uint64_t e_seen[NREADERS];
+
+static int e_check(void *arg, const struct iovt_extent *e)
+{
+	(void)arg;
+	CHECK_EQ(e->size, K4);
+	CHECK_EQ(e->gpa, e->iova + G1);
+	CHECK_EQ(e->hva, e->iova ^ 0x5555000ull);
+	return 0;
+}
+
+static void *e_reader(void *arg)
+{
+	unsigned id = (unsigned)(uintptr_t)arg;
+	uint64_t r = check_seed * 17 + id + 1, seen = 0;
+	urcu_memb_register_thread();
+	while (!__atomic_load_n(&e_stop, __ATOMIC_RELAXED)) {
+		uint64_t x = rnd(&r), a = (x % 64) * K4 + (x >> 40) % K4;
+		struct iovt_extent o;
+		iovt_rcu_read_lock();
+		bool h = x & 1 ? shadow_tree_translate(E, a, &o, 1024) : shadow_tree_lookup(E, a, &o);
+		if (h) {
+			CHECK_EQ(o.iova, a & ~(K4 - 1));
+			e_check(NULL, &o);
+			seen++;
+		}
+		if ((x & 15) == 0)
+			CHECK_EQ(shadow_tree_iterate(E, 0, ~0ull, e_check, NULL), 0);
+		iovt_rcu_read_unlock();
+	}
+	urcu_memb_unregister_thread();
+	e_seen[id] = seen;
+	return NULL;
+}
+
+static void empty_cycles(unsigned cycles)
+{
+	E = shadow_tree_create(48);
+	CHECK(E);
+	pthread_t rt[NREADERS];
+	for (unsigned i = 0; i < NREADERS; i++)
+		CHECK(pthread_create(&rt[i], NULL, e_reader, (void *)(uintptr_t)i) == 0);
+	uint64_t r = check_seed * 7 + 3;
+	for (unsigned c = 0; c < cycles; c++) {
+		uint64_t x = rnd(&r);
+		unsigned n = 1 + (unsigned)(x % 40);
+		bool desc = (x >> 8) & 1;
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t a = (desc ? 63 - i : i) * K4;
+			struct iovt_extent e = { .iova = a, .size = K4, .gpa = a + G1,
+						 .hva = a ^ 0x5555000ull, .perm = 3, .region = 1 };
+			CHECK_EQ(shadow_tree_insert(E, &e), 0);
+		}
+		CHECK_EQ(shadow_tree_remove_range(E, 0, ~0ull, NULL, NULL), n);
+		CHECK_EQ(shadow_tree_height(E), 0);
+		CHECK_EQ(shadow_tree_memory_bytes(E), 0);
+	}
+	__atomic_store_n(&e_stop, 1, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < NREADERS; i++)
+		pthread_join(rt[i], NULL);
+	CHECK_EQ(shadow_tree_verify(E), 0);
+	printf("tree-concurrent: %u empty/refill cycles, reads that found an extent %" PRIu64 "+%" PRIu64
+	       "\n", cycles, e_seen[0], e_seen[1]);
+	CHECK(e_seen[0] + e_seen[1] > 0);
+	shadow_tree_destroy(E);
+}
+
 int main(void)
 {
 	uint64_t seed = check_pick_seed("tree-concurrent");
@@ -363,5 +440,10 @@ int main(void)
 	CHECK(stat_ins > 100 && stat_rm > 100 && stat_hits[0] + stat_hits[1] > 100);
 	shadow_tree_destroy(T);
 	free(lg);
+#ifdef SLOW_BUILD
+	empty_cycles(20000);
+#else
+	empty_cycles(200000);
+#endif
 	return 0;
 }
