@@ -108,6 +108,10 @@ struct shadow_tree {
 	 * the same path. Writer only. */
 	bool finger_ok;
 	struct path finger;
+	/* The leaf and position of the last in-place insert (writer only; a
+	 * hint: a stale pointer only picks a split point). */
+	const struct leaf *seq_leaf;
+	unsigned seq_k;
 };
 
 /* One process-wide arena: a call_rcu callback frees a node from its header
@@ -1067,7 +1071,13 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 		if (i < LEAF_MAX)
 			all[m++] = l->r[ow_at(w, i)];
 	}
-	const unsigned m = (LEAF_MAX + 1) / 2;
+	/* A run of inserts at consecutive positions of this leaf (a buffer's
+	 * pieces, ascending, inside a top-down order of buffers) splits where
+	 * it is, the new record last in a: the run goes on in a's free slots
+	 * and the records after it stay together in b. Any other insert: two
+	 * halves (random inserts keep leaves at least half full). */
+	const bool run = t->seq_leaf == l && t->seq_k + 1 == k;
+	const unsigned m = run ? k + 1 : (LEAF_MAX + 1) / 2;
 	memcpy(a->r, all, m * sizeof(*all));
 	a->h.used = (uint8_t)m;
 	a->h.word = ident_word(m);
@@ -1077,6 +1087,10 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 	/* all[m-1] ends before all[m] starts: b's first IOVA bounds a */
 	retire(t, (struct node *)&l->h);
 	insert_up(t, p, (int)p->h - 2, &a->h, all[m].iova, &b->h, &pl);
+	if (run) {
+		t->seq_leaf = a; /* nr is a's last: the run's next insert follows it */
+		t->seq_k = k;
+	}
 	return 0;
 }
 
@@ -1092,6 +1106,8 @@ static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, 
 		unsigned s = l->h.used++;
 		l->r[s] = *nr;
 		__atomic_store_n(&l->h.word, ow_insert(w, k, s), __ATOMIC_RELEASE);
+		t->seq_leaf = l;
+		t->seq_k = k;
 		return 0;
 	}
 	if (n == LEAF_MAX)
