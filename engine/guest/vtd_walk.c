@@ -151,12 +151,15 @@ static inline __attribute__((always_inline)) int walk_table(struct walk *w, unsi
 				 * over contiguously mapped pages. */
 				const uint64_t a = e & w->addr_mask;
 				const uint64_t maxn = ((w->addr_mask - a) >> 12) + 1;
+				/* At most this many more: the table's range, the
+				 * address field, the budget (one per entry taken). */
+				uint64_t lim = end - i;
+				lim = lim < maxn - 1 ? lim : maxn - 1;
+				lim = lim < left ? lim : left;
 				uint64_t n = 1;
-				while (i + n <= end && n < maxn && left &&
-				       __atomic_load_n(&t[i + n], __ATOMIC_RELAXED) == e + (n << 12)) {
-					left--;
+				while (n <= lim && __atomic_load_n(&t[i + n], __ATOMIC_RELAXED) == e + (n << 12))
 					n++;
-				}
+				left -= n - 1;
 				size = n << 12;
 				entries = (uint32_t)n;
 				i += (unsigned)(n - 1);
