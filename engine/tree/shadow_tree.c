@@ -48,6 +48,7 @@
 #define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
 #define BATCH_N 61u  /* nodes per retirement batch: 512 bytes */
 #define MAX_SIZE (1ull << 44)
+#define RUN_SPLIT_MAX_BYTES 96u /* bytes an extent under which runs split where they are: the QEMU-style GTree's */
 
 struct rec {
 	uint64_t iova, gpa, hva;
@@ -814,10 +815,11 @@ static inline struct node **slot_of(struct shadow_tree *t, const struct path *p,
  * its flips copy a leaf). */
 static void replace_leaf(struct shadow_tree *t, const struct path *p, struct leaf *nl)
 {
+	const bool ok = t->finger_ok; /* as it was: valid if p is the finger */
 	publish(t, slot_of(t, p, p->h - 1), &nl->h);
 	if (p == &t->finger) {
 		t->finger.n[p->h - 1] = &nl->h;
-		t->finger_ok = true;
+		t->finger_ok = ok;
 	}
 }
 
@@ -1075,8 +1077,13 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 	 * pieces, ascending, inside a top-down order of buffers) splits where
 	 * it is, the new record last in a: the run goes on in a's free slots
 	 * and the records after it stay together in b. Any other insert: two
-	 * halves (random inserts keep leaves at least half full). */
-	const bool run = t->seq_leaf == l && t->seq_k + 1 == k;
+	 * halves (random inserts keep leaves at least half full). A run that
+	 * stops early leaves a short a of 15 slots: runs of two cut from full
+	 * leaves, round after round, made 182 bytes an extent (review), so
+	 * run splits are taken only while the tree holds at most
+	 * RUN_SPLIT_MAX_BYTES an extent (strict-dma runs at 58-65). */
+	const bool run = t->seq_leaf == l && t->seq_k + 1 == k &&
+			 t->mem <= RUN_SPLIT_MAX_BYTES * t->count;
 	const unsigned m = run ? k + 1 : (LEAF_MAX + 1) / 2;
 	memcpy(a->r, all, m * sizeof(*all));
 	a->h.used = (uint8_t)m;

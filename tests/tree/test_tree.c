@@ -459,6 +459,33 @@ static void test_accounting(void)
 		CHECK(mem <= 64 * cnt);
 		shadow_tree_destroy(t);
 	}
+
+	/* Short runs cut from full leaves (found by review): 13 extents 4 MiB
+	 * apart, then rounds of one extent appended at the top and a run of
+	 * two just after the first extent of the last leaf (at (r-1) x 4 MiB,
+	 * since each round cuts that extent and its run off). Each round's
+	 * run fills the leaf at its second insert: a split where the run is
+	 * cut a 3-extent leaf of 15 slots off every round (182 bytes an
+	 * extent); run splits are taken only while the tree holds at most the
+	 * GTree's bytes per extent, so it stays near them. */
+	t = shadow_tree_create(48);
+	CHECK(t);
+	{
+		const uint64_t g = 1024 * K4;
+		for (uint64_t i = 0; i < 13; i++)
+			CHECK_EQ(ins(t, i * g, K4), 0);
+		for (uint64_t r = 1; r <= 3000; r++) {
+			CHECK_EQ(ins(t, (12 + r) * g, K4), 0);
+			CHECK_EQ(ins(t, (r - 1) * g + K4, K4), 0);
+			CHECK_EQ(ins(t, (r - 1) * g + 2 * K4, K4), 0);
+		}
+		uint64_t cnt = shadow_tree_count(t), mem = shadow_tree_memory_bytes(t);
+		CHECK_EQ(shadow_tree_verify(t), 0);
+		printf("memory: %" PRIu64 " extents, runs of two cut from full leaves: %.1f bytes each\n",
+		       cnt, (double)mem / (double)cnt);
+		CHECK(mem <= GTREE_BYTES_PER_EXTENT * cnt);
+	}
+	shadow_tree_destroy(t);
 }
 
 /* Random shapes: splits anywhere, iterate across leaves, merges of ranges. */
