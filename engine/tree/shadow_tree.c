@@ -727,6 +727,7 @@ static void descend(const struct shadow_tree *t, uint64_t key, struct path *p)
 }
 
 bool shadow_tree_test_check_finger;
+bool shadow_tree_test_split_where;
 
 /* The finger's path against a full descent (shadow_tree_test_check_finger). */
 static void finger_check(const struct shadow_tree *t, uint64_t key, const struct path *f)
@@ -1082,8 +1083,9 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 	 * leaves, round after round, made 182 bytes an extent (review), so
 	 * run splits are taken only while the tree holds at most
 	 * RUN_SPLIT_MAX_BYTES an extent (strict-dma runs at 58-65). */
-	const bool run = t->seq_leaf == l && t->seq_k + 1 == k &&
-			 t->mem <= RUN_SPLIT_MAX_BYTES * t->count;
+	const bool run = (t->seq_leaf == l && t->seq_k + 1 == k &&
+			  t->mem <= RUN_SPLIT_MAX_BYTES * t->count) ||
+			 __builtin_expect(shadow_tree_test_split_where, 0);
 	const unsigned m = run ? k + 1 : (LEAF_MAX + 1) / 2;
 	memcpy(a->r, all, m * sizeof(*all));
 	a->h.used = (uint8_t)m;

@@ -158,6 +158,9 @@ extern bool shadow_tree_test_no_bypass;
 /* Tests only: when set, every descent through the writer's finger is
  * checked against a full descent from the root (abort on a difference). */
 extern bool shadow_tree_test_check_finger;
+/* Tests only: when set, every split inside a full leaf is made where the
+ * insert lands (as a run's is), whatever the runs and the tree's bytes. */
+extern bool shadow_tree_test_split_where;
 
 /* Bytes of the lookup cache (its table; 0 until the tree has
  * three levels). Racy; caller in a read-side section (or quiescent). */

@@ -365,6 +365,9 @@ int main(void)
 	long n_ins = 0, n_eexist = 0, n_rm = 0, n_hit = 0;
 
 	for (long op = 0; op < ops; op++) {
+		/* splits inside a leaf: in halves or where the insert lands (a
+		 * run's), mixed in one tree */
+		shadow_tree_test_split_where = (op >> 6) & 1;
 		unsigned k = (unsigned)below(100);
 		unsigned pins = mn < 1500 ? 40 : 20; /* keep the model near ~1.5k */
 		if (k < pins) {
