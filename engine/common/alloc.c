@@ -32,7 +32,8 @@ int iovt_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, s
  * slab (the dirty-extent recycle and emap registration: ~540 instructions
  * a node on strict-dma, 7% of the engine's). With 64 regions a slab is
  * seldom emptied and carved again: strict-dma's engine 126.9M -> 122.3M
- * instructions, own CPU -3% (ARCHITECTURE.md, "The fixed cost of a fence").
+ * instructions, own CPU -3% (ARCHITECTURE.md, "Libraries", the allocator's
+ * options).
  * At most a partly used slab of 32 KiB per class and arena more.
  */
 const char *iovt_je_malloc_conf = "slab_sizes:256-512:8";

@@ -1131,9 +1131,11 @@ static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, 
 	 * copy every 6 inserts instead of every 2 (fence/map_unmap_1: a copy
 	 * was ~110 instructions per insert). 128 bytes more for such a leaf.
 	 * Only with a record beside the new one (n >= 1): leaf_tidy keeps 7
-	 * slots while one record lives (n * 8 > 7), but shrinks a leaf that
-	 * empties to 3 — a lone churned extent would then alternate 7 and 3,
-	 * a copy on every map and every unmap (found by review). */
+	 * slots while one record lives (n * 8 > 7). A leaf that empties is
+	 * unlinked, or freed as the root, since the eighth session; before,
+	 * an emptied root shrank to 3 and a lone churned extent alternated 7
+	 * and 3, a copy on every map and every unmap (found by review). An
+	 * empty leaf left linked (an unlink it could not afford) gets 3. */
 	if (cap == 3 && n && (l->h.cap == 3 || l->h.cap == 7))
 		cap = 7;
 	struct leaf *nl = leaf_alloc(t, cap);
@@ -1208,11 +1210,11 @@ static void leaf_tidy(struct shadow_tree *t, const struct path *p)
 	struct leaf *l = path_leaf(p);
 	uint64_t w = l->h.word;
 	unsigned n = ow_n(w);
-	if (!n && p->h > 1) {
-		(void)unlink_empty(t, p, p->h - 1);
-		return;
-	}
 	if (!n) {
+		if (p->h > 1) {
+			(void)unlink_empty(t, p, p->h - 1);
+			return;
+		}
 		/* The tree's last extent went: the root leaf goes too, so that
 		 * an empty domain holds no node (the next insert makes a 1-slot
 		 * leaf). Optional, like the rest (skipped without memory). */
@@ -1223,8 +1225,9 @@ static void leaf_tidy(struct shadow_tree *t, const struct path *p)
 		return;
 	}
 	/* Hysteresis: a leaf grown to cap_for(n + 1) by one insert is not
-	 * shrunk back by the remove that follows (cap_for(2) = 3 < 8). */
-	unsigned cap = n ? cap_for(n) : 3;
+	 * shrunk back by the remove that follows (cap_for(2) = 3 < 8). An
+	 * emptied leaf never gets here: it is unlinked, or freed as the root. */
+	unsigned cap = cap_for(n);
 	if (n * 8 > l->h.cap || cap >= l->h.cap)
 		return;
 	if (batch_room(t, 1))
