@@ -242,6 +242,8 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag he
 void queue_drain_fence(struct iovt_queue *q, uint64_t ticket);
 void queue_kick(struct iovt_queue *q);                          /* wake its worker */
 void engine_destroy_queues(struct iovt_engine *e);
+/* iovt_queue_psi's body: iovt_invalidate_psi posts through it too. */
+int queue_post_psi(struct iovt_queue *q, uint16_t did, uint64_t addr, unsigned am, bool ih);
 int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
 /* The calling thread's implicit queues (queue.c), most recently used first. */
 #define THREAD_QUEUES 4

@@ -47,9 +47,12 @@ static int post_one(struct iovt_engine *e, const struct iovt_inval *v)
 
 int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsigned am, bool ih)
 {
+	struct iovt_queue *q = thread_queue(e);
+	if (__builtin_expect(q != NULL, 1))
+		return queue_post_psi(q, did, addr, am, ih);
 	struct iovt_inval v = { .addr = addr, .did = did, .kind = IOVT_INVAL_PSI,
 				.am = am > 255 ? 255 : (uint8_t)am, .ih = ih };
-	return post_one(e, &v);
+	return post_direct(e, &v);
 }
 
 int iovt_invalidate_dsi(struct iovt_engine *e, uint16_t did)

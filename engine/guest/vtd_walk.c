@@ -181,7 +181,7 @@ static inline __attribute__((always_inline)) int walk_table(struct walk *w, unsi
 				continue;
 			}
 		}
-		const struct vtd_leaf leaf = { iova, size, e & w->addr_mask, p, entries };
+		const struct vtd_leaf leaf = { iova, size, e & w->addr_mask, p, entries, &w->region };
 		w->st->leaves += entries;
 		int rc = w->ops->leaf(w->arg, &leaf);
 		if (rc) {
@@ -342,7 +342,7 @@ walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 				continue;
 			}
 		}
-		const struct vtd_leaf leaf = { iova, esize, e & addr_mask, pe, 1 };
+		const struct vtd_leaf leaf = { iova, esize, e & addr_mask, pe, 1, &region };
 		stats->leaves++;
 		rc = ops->leaf(arg, &leaf);
 		break;

@@ -355,7 +355,10 @@ static int fill_leaf(void *arg, const struct vtd_leaf *leaf)
 			return 1;
 		}
 		uint64_t gpa = leaf->gpa + (f->iova - leaf->iova);
-		if (!guest_ram_find(f->ram, gpa, &f->region)) {
+		const struct guest_ram_region *h = leaf->ram_hint;
+		if (gpa - h->gpa < h->size)
+			f->region = *h; /* the walker's: the page table's region, as a rule */
+		else if (!guest_ram_find(f->ram, gpa, &f->region)) {
 			f->err = -EFAULT; /* the leaf targets a hole of guest RAM */
 			f->why = VTD_ERR_COUNT;
 			return 1;

@@ -56,9 +56,26 @@ static void rec_push(struct rec *r, struct ev e)
 	r->ev[r->n++] = e;
 }
 
+static uint64_t hints_checked; /* leaves whose ram_hint named a region */
+
+/* A leaf's ram_hint is empty (size 0) or a region of guest RAM as the map
+ * holds it: a consumer may take it for any GPA it contains. */
+static void check_hint(const struct vtd_leaf *l)
+{
+	const struct guest_ram_region *h = l->ram_hint;
+	CHECK(h != NULL);
+	if (!h->size)
+		return;
+	struct guest_ram_region r;
+	CHECK(guest_ram_find(ram, h->gpa, &r));
+	CHECK(r.gpa == h->gpa && r.size == h->size && r.hva == h->hva && r.id == h->id);
+	hints_checked++;
+}
+
 static int on_leaf(void *arg, const struct vtd_leaf *l)
 {
 	struct rec *r = arg;
+	check_hint(l);
 	rec_push(r, (struct ev){ false, VTD_ERR_COUNT, l->iova, l->size, l->gpa, l->perm });
 	r->nleaves++;
 	return r->stop_at && r->n == r->stop_at ? 99 : 0;
@@ -80,6 +97,7 @@ static int on_leaf_expand(void *arg, const struct vtd_leaf *l)
 {
 	/* A merged leaf stands for `entries` 4 KiB leaves: record each. */
 	struct rec *r = arg;
+	check_hint(l);
 	CHECK(l->entries >= 1);
 	if (l->entries == 1)
 		return on_leaf(arg, l);
@@ -957,7 +975,8 @@ int main(void)
 	gs_destroy(gs);
 	urcu_memb_unregister_thread();
 	CHECK(block_walks_compared >= 3 * 15 * 32);
-	printf("walker: ok (%llu one-block walks compared with vtd_walk_block)\n",
-	       (unsigned long long)block_walks_compared);
+	CHECK(hints_checked > 1000);
+	printf("walker: ok (%llu one-block walks compared with vtd_walk_block, %llu leaf RAM hints checked)\n",
+	       (unsigned long long)block_walks_compared, (unsigned long long)hints_checked);
 	return 0;
 }
