@@ -17,6 +17,7 @@ bool (*iovt_alloc_fault)(size_t size);
  */
 #include <jemalloc/jemalloc.h>
 
+void *iovt_je_malloc(size_t size);
 void *iovt_je_mallocx(size_t size, int flags);
 void iovt_je_sdallocx(void *ptr, size_t size, int flags);
 size_t iovt_je_nallocx(size_t size, int flags);
@@ -64,7 +65,11 @@ void *iovt_alloc(iovt_arena_t arena, size_t size)
 {
 	if (FAULT(size))
 		return NULL;
-	return mallocx(size, flags_for(arena));
+	/* The default arena by malloc: jemalloc 5.3's mallocx has no fast path
+	 * (its options parsed, then imalloc: ~120 instructions an allocation
+	 * where malloc's thread-cache hit is ~30; sdallocx with flags 0 has
+	 * one). */
+	return arena ? mallocx(size, flags_for(arena)) : iovt_je_malloc(size);
 }
 
 void *iovt_zalloc(iovt_arena_t arena, size_t size)

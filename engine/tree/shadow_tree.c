@@ -115,10 +115,9 @@ struct shadow_tree {
 	unsigned seq_k;
 };
 
-/* One process-wide arena: a call_rcu callback frees a node from its header
- * alone, and many domains do not leak arenas (alloc.h cannot destroy them). */
-static iovt_arena_t g_arena;
-static pthread_once_t g_arena_once = PTHREAD_ONCE_INIT;
+/* Nodes come from the engine's jemalloc through its default arenas and the
+ * thread cache's fast path (alloc.h). The once: g_usable below. */
+static pthread_once_t g_sizes_once = PTHREAD_ONCE_INIT;
 
 /* What the allocator makes of each node size (leaves by capacity, then an
  * internal node): asked once, not per allocation and retirement (nallocx,
@@ -127,9 +126,8 @@ static size_t g_usable[LEAF_MAX + 2];
 
 static inline size_t leaf_bytes(unsigned cap);
 
-static void arena_init(void)
+static void sizes_init(void)
 {
-	g_arena = iovt_arena_create();
 	for (unsigned cap = 0; cap <= LEAF_MAX; cap++)
 		g_usable[cap] = iovt_alloc_usable(leaf_bytes(cap));
 	g_usable[LEAF_MAX + 1] = iovt_alloc_usable(sizeof(struct inode));
@@ -269,7 +267,7 @@ static void stat_add(uint64_t *v, int64_t d)
 
 static struct node *node_alloc(struct shadow_tree *t, size_t bytes)
 {
-	struct node *x = iovt_alloc(g_arena, bytes);
+	struct node *x = iovt_alloc(0, bytes);
 	if (x)
 		stat_add(&t->mem, (int64_t)usable(bytes));
 	return x;
@@ -287,14 +285,14 @@ static struct leaf *leaf_alloc(struct shadow_tree *t, unsigned cap)
 
 static void node_free(struct node *x)
 {
-	iovt_free(g_arena, x, node_bytes(x));
+	iovt_free(0, x, node_bytes(x));
 }
 
 /* Frees a node no reader ever saw (allocated for an update that failed). */
 static void node_unused(struct shadow_tree *t, struct node *x, size_t bytes)
 {
 	stat_add(&t->mem, -(int64_t)usable(bytes));
-	iovt_free(g_arena, x, bytes);
+	iovt_free(0, x, bytes);
 }
 
 static void batch_free_cb(struct rcu_head *h)
@@ -349,7 +347,7 @@ struct shadow_tree *shadow_tree_create(unsigned addr_width)
 {
 	if (addr_width < 21 || addr_width > 64)
 		return NULL;
-	pthread_once(&g_arena_once, arena_init);
+	pthread_once(&g_sizes_once, sizes_init);
 	struct shadow_tree *t = iovt_aligned_alloc(64, sizeof(*t)); /* freed with free() */
 	if (!t)
 		return NULL;
