@@ -260,14 +260,22 @@ int vtd_walk(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	return w.rc;
 }
 
-/* vtd_walk_block's descent for a table of `levels` levels: always inlined
- * with a constant `levels` (3, 4 or 5), so that the loops over the levels
- * and over the tables above unroll and every shift is an immediate. */
+/* What the descent does at the leaf table (a constant in every copy). */
+enum walk_mode {
+	WALK_PAGE,  /* the entry over `first` only (a one-page range) */
+	WALK_BLOCK, /* the table's scan over [first, last] (walk_table) */
+	WALK_RUN,   /* the entry over `first` and those continuing it (vtd_walk_run) */
+};
+
+/* vtd_walk_block's and vtd_walk_run's descent for a table of `levels`
+ * levels: always inlined with a constant `levels` (3, 4 or 5) and mode, so
+ * that the loops over the levels and over the tables above unroll and every
+ * shift is an immediate. */
 static inline __attribute__((always_inline)) int
 walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		 const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats,
 		 uint64_t first, uint64_t last, unsigned haw, const unsigned levels,
-		 const bool one_page)
+		 const enum walk_mode mode)
 {
 	const uint64_t addr_mask = addr_mask_of(haw);
 	const uint64_t rsv_hi = rsv_hi_of(haw);
@@ -302,7 +310,7 @@ walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		}
 		path[level] = tgpa;
 		const uint64_t *t = (const uint64_t *)(uintptr_t)(region.hva + (tgpa - region.gpa));
-		if (level == 1 && !one_page) {
+		if (level == 1 && mode == WALK_BLOCK) {
 			/* More than a page of one leaf table: its scan is
 			 * vtd_walk's (runs merged, budget per entry, reports
 			 * clipped), entered with what the descent left. */
@@ -342,8 +350,22 @@ walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 				continue;
 			}
 		}
-		const struct vtd_leaf leaf = { iova, esize, e & addr_mask, pe, 1, &region };
-		stats->leaves++;
+		uint64_t n = 1;
+		if (mode == WALK_RUN && level == 1) {
+			/* walk_table's merge: the entries that continue e, each
+			 * one read within the budget, none past `last` nor
+			 * where the address field would carry out. */
+			const unsigned i = (unsigned)(first >> 12) & 511;
+			const uint64_t maxn = ((addr_mask - (e & addr_mask)) >> 12) + 1;
+			uint64_t lim = ((last >> 12) & 511) - i;
+			lim = lim < maxn - 1 ? lim : maxn - 1;
+			lim = lim < left ? lim : left;
+			while (n <= lim && __atomic_load_n(&t[i + n], __ATOMIC_RELAXED) == e + (n << 12))
+				n++;
+			left -= n - 1;
+		}
+		const struct vtd_leaf leaf = { iova, esize * n, e & addr_mask, pe, (uint32_t)n, &region };
+		stats->leaves += n;
 		rc = ops->leaf(arg, &leaf);
 		break;
 	}
@@ -361,15 +383,15 @@ error:
 static inline __attribute__((always_inline)) int
 walk_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	    const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats, uint64_t first,
-	    uint64_t last, unsigned haw, unsigned levels, const bool one_page)
+	    uint64_t last, unsigned haw, unsigned levels, const enum walk_mode mode)
 {
 	switch (levels) {
 	case 4:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 4, one_page);
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 4, mode);
 	case 3:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 3, one_page);
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 3, mode);
 	default:
-		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 5, one_page);
+		return walk_page_levels(ram, p, ops, arg, stats, first, last, haw, 5, mode);
 	}
 }
 
@@ -382,7 +404,7 @@ walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	   const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats, uint64_t first,
 	   uint64_t last, unsigned haw, unsigned levels)
 {
-	return walk_levels(ram, p, ops, arg, stats, first, last, haw, levels, false);
+	return walk_levels(ram, p, ops, arg, stats, first, last, haw, levels, WALK_BLOCK);
 }
 
 /*
@@ -414,7 +436,20 @@ int vtd_walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
 	}
 	if ((first ^ last) >> 12)
 		return walk_block(ram, p, ops, arg, stats, first, last, haw, levels);
-	return walk_levels(ram, p, ops, arg, stats, first, last, haw, levels, true);
+	return walk_levels(ram, p, ops, arg, stats, first, last, haw, levels, WALK_PAGE);
+}
+
+int vtd_walk_run(const struct guest_ram *ram, const struct vtd_walk_params *p,
+		 const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)
+{
+	const uint64_t first = __atomic_load_n(&p->first, __ATOMIC_RELAXED);
+	const uint64_t last = __atomic_load_n(&p->last, __ATOMIC_RELAXED);
+	unsigned haw, levels;
+	if ((first ^ last) >> 21 || !walk_params_ok(p, first, last, ops, &haw, &levels)) {
+		stats->errors[VTD_ERR_BAD_WIDTH]++;
+		return -EINVAL;
+	}
+	return walk_levels(ram, p, ops, arg, stats, first, last, haw, levels, WALK_RUN);
 }
 
 const char *vtd_error_name(enum vtd_error e)

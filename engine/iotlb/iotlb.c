@@ -367,8 +367,8 @@ static int fill_leaf(void *arg, const struct vtd_leaf *leaf)
 		f->x.perm = leaf->perm;
 		f->x.region = f->region.id;
 		uint64_t lo = leaf->iova, hi = leaf->iova + leaf->size; /* exclusive */
-		if (leaf->size == IOVT_PAGE_SIZE) {
-			f->level = 0;
+		if (leaf->size == IOVT_PAGE_SIZE || leaf->entries > 1) {
+			f->level = 0; /* a 4 KiB leaf, or a run of them (vtd_walk_run) */
 		} else {
 			f->level = leaf->size == (1ull << 21) ? 1 : 2;
 			f->done = true; /* a large leaf is cached whole, alone */
@@ -493,7 +493,13 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	f.started = f.done = false;
 	f.err = -ENOENT;
 	f.why = VTD_ERR_COUNT;
+	/* The run window ends with iova's leaf table: one descent and the
+	 * entries that continue iova's (vtd_walk_run), not a scan of the
+	 * window that may cross into the next table (then the generic walk). */
 	f.end = page + IOTLB_RUN_MAX;
+	const uint64_t block_end = (page | ((1ull << 21) - 1)) + 1;
+	if (f.end > block_end)
+		f.end = block_end;
 	if (f.end - 1 > top || f.end < page)
 		f.end = top + 1; /* top + 1 may wrap to 0 at the 64-bit top: never here (57 bits) */
 	struct vtd_walk_params wp = *p;
@@ -504,7 +510,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		wp.budget = IOTLB_FILL_BUDGET;
 	static const struct vtd_walk_ops ops = { .leaf = fill_leaf, .error = fill_error };
 	struct vtd_walk_stats ws = { 0 };
-	int rc = vtd_walk_block(ram, &wp, &ops, &f, &ws);
+	int rc = vtd_walk_run(ram, &wp, &ops, &f, &ws);
 	st->ptes += ws.entries_read;
 	if (__builtin_expect(iotlb_test_walked != NULL, 0))
 		iotlb_test_walked(iova);

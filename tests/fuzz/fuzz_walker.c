@@ -13,6 +13,7 @@
  *    not overlap leaves or each other;
  *  - an error span is reported for every error counted.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,11 +75,16 @@ struct events {
 	unsigned n;
 	int ret;         /* what the visitors return (a stop value, or 0) */
 	uint64_t h;
+	uint64_t iova0, size0; /* the first event's span */
 };
 
 static void fold(struct events *o, uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t e)
 {
 	const uint64_t v[5] = { a, b, c, d, e };
+	if (!o->n) {
+		o->iova0 = a;
+		o->size0 = b;
+	}
 	o->n++;
 	for (unsigned i = 0; i < 5; i++)
 		o->h = (o->h ^ v[i]) * 0x100000001b3ull; /* FNV-1a over the fields */
@@ -122,6 +128,24 @@ static void compare_block(const struct vtd_walk_params *p, uint64_t first, uint6
 		abort(); /* the one-table descent differs from the walker */
 	if (!((first ^ last) >> 12) && a.n > 1)
 		abort(); /* one page: at most one event */
+
+	/* vtd_walk_run (the IOTLB fill): vtd_walk's first event with 4 KiB runs
+	 * merged when it holds `first`, else nothing. */
+	struct vtd_walk_params m = q;
+	m.merge_4k = true;
+	struct events c = { .ret = 1, .h = 14695981039346656037ull }, d = c;
+	struct vtd_walk_stats sc = { 0 }, sd = { 0 };
+	int rc = vtd_walk(gs_guest_ram(gs), &m, &ops, &c, &sc);
+	int rd = vtd_walk_run(gs_guest_ram(gs), &q, &ops, &d, &sd);
+	if (rc == -EINVAL) {
+		if (rd != -EINVAL || d.n)
+			abort();
+	} else if (c.n && c.iova0 <= first && first - c.iova0 < c.size0) {
+		if (rd != rc || d.n != 1 || d.h != c.h || memcmp(&sc, &sd, sizeof(sc)))
+			abort(); /* the run walk differs from the walker's first event */
+	} else if (rd != 0 || d.n || sd.entries_read > sc.entries_read) {
+		abort(); /* first not present: nothing to report */
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -154,6 +154,53 @@ static void check_merged_same(const struct vtd_walk_params *p, const struct rec 
  * value, stats.
  */
 static uint64_t block_walks_compared;
+static uint64_t run_walks_compared, run_walks_reported; /* vtd_walk_run: all, with an event */
+
+/*
+ * vtd_walk_run (the IOTLB fill's walk) over a one-block range must report
+ * what vtd_walk with merge_4k reports first when that event holds p->first
+ * (the same leaf, run merged, or the same error span; the same return value
+ * for a visitor that stops there, the same entries read), and nothing when
+ * it does not (p->first not present: later leaves are not its business).
+ */
+static void check_run_same(const struct vtd_walk_params *p)
+{
+	struct vtd_walk_params m = *p;
+	m.merge_4k = true;
+	struct rec plain = { .stop_at = 1 }, r = { .stop_at = 1 };
+	struct vtd_walk_stats pst = { 0 }, st = { 0 };
+	iovt_rcu_read_lock();
+	int prc = vtd_walk(ram, &m, &ops, &plain, &pst);
+	int rc = vtd_walk_run(ram, p, &ops, &r, &st);
+	iovt_rcu_read_unlock();
+	run_walks_compared++;
+	if (prc == -EINVAL) {
+		CHECK_EQ(rc, -EINVAL);
+		CHECK_EQ(r.n, 0);
+		free(plain.ev);
+		free(r.ev);
+		return;
+	}
+	const struct ev *f = plain.n ? &plain.ev[0] : NULL;
+	if (f && f->iova <= p->first && p->first - f->iova < f->size) {
+		run_walks_reported++;
+		CHECK_EQ(rc, prc);
+		CHECK_EQ(r.n, 1);
+		const struct ev *a = &r.ev[0];
+		CHECK(a->err == f->err && a->why == f->why && a->iova == f->iova && a->size == f->size &&
+		      a->gpa == f->gpa && a->perm == f->perm);
+		CHECK_EQ(st.entries_read, pst.entries_read);
+		CHECK_EQ(st.leaves, pst.leaves);
+		for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
+			CHECK_EQ(st.errors[i], pst.errors[i]);
+	} else {
+		CHECK_EQ(rc, 0);
+		CHECK_EQ(r.n, 0);
+		CHECK(st.entries_read <= pst.entries_read);
+	}
+	free(plain.ev);
+	free(r.ev);
+}
 
 static void check_block_same(const struct vtd_walk_params *p, const struct rec *plain, int plain_rc,
 			    const struct vtd_walk_stats *plain_st)
@@ -167,6 +214,7 @@ static void check_block_same(const struct vtd_walk_params *p, const struct rec *
 	check_same_walk(rc, &st, &r, plain_rc, plain_st, plain);
 	free(r.ev);
 	block_walks_compared++;
+	check_run_same(p);
 }
 
 /* For a walk over more than one block: the first page of the range, the
@@ -976,6 +1024,9 @@ int main(void)
 	urcu_memb_unregister_thread();
 	CHECK(block_walks_compared >= 3 * 15 * 32);
 	CHECK(hints_checked > 1000);
+	CHECK(run_walks_reported > 1000 && run_walks_reported < run_walks_compared);
+	printf("walker: %llu vtd_walk_run walks compared, %llu with an event\n",
+	       (unsigned long long)run_walks_compared, (unsigned long long)run_walks_reported);
 	printf("walker: ok (%llu one-block walks compared with vtd_walk_block, %llu leaf RAM hints checked)\n",
 	       (unsigned long long)block_walks_compared, (unsigned long long)hints_checked);
 	return 0;
