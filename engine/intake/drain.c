@@ -310,7 +310,8 @@ static int fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticke
  * publishes no ticket and returns its error (*final_err) instead of leaving
  * it for the queue's producer.
  */
-static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final, int *final_err)
+/* drain_in: the caller entered a read-side section for it (fence_alone). */
+static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, int *final_err)
 {
 	struct intake_item buf[BURST];
 	struct gather g; /* r[] is written before it is read: only the head is set */
@@ -319,7 +320,6 @@ static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final, int
 	unsigned total = 0;
 	bool inline_fence = q->drain.draining_inline;
 
-	iovt_rcu_read_lock();
 	while (total < budget) {
 		unsigned want = budget - total < BURST ? budget - total : BURST;
 		unsigned n = q->ring->ops->pop(q->ring, buf, want);
@@ -369,6 +369,12 @@ static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final, int
 	return total;
 }
 
+static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final, int *final_err)
+{
+	iovt_rcu_read_lock();
+	return drain_in(q, budget, final, final_err);
+}
+
 unsigned queue_drain(struct iovt_queue *q, unsigned budget) { return drain(q, budget, 0, NULL); }
 
 void queue_drain_fence(struct iovt_queue *q, uint64_t ticket) { (void)drain(q, UINT_MAX, ticket, NULL); }
@@ -399,7 +405,9 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 	if (!mine)
 		return false;
 	bool alone = true;
-	iovt_rcu_read_lock(); /* the table and its queues: freed a grace period after */
+	/* The table and its queues are freed a grace period after; the section
+	 * goes on into the drain's (one section, not two: drain_in). */
+	iovt_rcu_read_lock();
 	struct queue_table *qt = iovt_rcu_dereference(e->queues);
 	for (unsigned i = 0; qt && i < qt->n && alone; i++) {
 		struct iovt_queue *q = qt->q[i];
@@ -407,9 +415,8 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 				  atomic_load_explicit(&q->draining, memory_order_acquire)))
 			alone = false;
 	}
-	iovt_rcu_read_unlock();
 	if (!alone || !cds_wfcq_empty(&e->dirty_head, &e->dirty_tail))
-		return false;
+		goto locked_way;
 	/* Last: a locked fence that spliced the dirty list (emptying it) or a
 	 * queue destroy that took its queue out of the table raised
 	 * control_moving first, before that exchange or that publication; the
@@ -417,15 +424,18 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&e->control_moving, memory_order_relaxed) ||
 	    !queue_try_drain_begin(mine))
-		return false;
+		goto locked_way;
 	/* At most a ring's worth: all that was posted before (only this thread
 	 * posts to its implicit queue, and the ring holds no more), and a bound
 	 * if a sink callback of this very fence posts again (a review found the
 	 * unbounded drain). A load, not the ring's count through its ops. */
-	(void)drain(mine, mine->ring->capacity, FINAL_ALONE, err); /* sets *err */
+	(void)drain_in(mine, mine->ring->capacity, FINAL_ALONE, err); /* sets *err, leaves the section */
 	OWNED_ADD(&mine->drain.ctr.fences_alone, 1); /* the drain flag owns it */
 	queue_drain_end(mine);
 	return true;
+locked_way:
+	iovt_rcu_read_unlock();
+	return false;
 }
 
 static int fence_locked(struct iovt_engine *e);
