@@ -1164,6 +1164,14 @@ int shadow_tree_insert(struct shadow_tree *t, const struct iovt_extent *e)
 		l->h.used = 1;
 		l->h.word = ident_word(1);
 		publish(t, &t->root, &l->h);
+		/* The finger: the root leaf alone, as descend would find it (a
+		 * domain that empties and refills — one strict map/unmap in an
+		 * otherwise empty domain — would descend again at once). */
+		t->finger.h = 1;
+		t->finger.n[0] = &l->h;
+		t->finger.lo[0] = 0;
+		t->finger.hi[0] = t->top;
+		t->finger_ok = true;
 		stat_add(&t->count, 1);
 		return 0;
 	}
