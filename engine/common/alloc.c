@@ -35,7 +35,9 @@ int iovt_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, s
  * seldom emptied and carved again: strict-dma's engine 126.9M -> 122.3M
  * instructions, own CPU -3% (ARCHITECTURE.md, "Libraries", the allocator's
  * options).
- * At most a partly used slab of 32 KiB per class and arena more.
+ * At most a partly used slab of 32 KiB per class and arena more (tree nodes
+ * come from the automatic arenas, one per thread group: more writer
+ * threads, more partly used slabs).
  */
 const char *iovt_je_malloc_conf = "slab_sizes:256-512:8";
 

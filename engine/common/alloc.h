@@ -4,9 +4,10 @@
  * through the thread cache: without it every node allocation took the
  * arena's bin lock (~250 instructions and a locked pair; callgrind, a
  * one-page map + fence) and every free on the call_rcu thread took it again.
- * Arena 0 is allocated by malloc and freed by sdallocx with no flags, the
- * two calls jemalloc 5.3 gives a fast path (a node of an arena of its own,
- * by mallocx with MALLOCX_ARENA: ~146 instructions; by malloc: ~30).
+ * Arena 0 (iovt_alloc's "default": the calling thread's automatic arena) is
+ * allocated by malloc and freed by sdallocx with no flags, the two calls
+ * jemalloc 5.3 gives a fast path (a node of an arena of its own, by mallocx
+ * with MALLOCX_ARENA: ~146 instructions; by malloc: ~30).
  * The call_rcu thread's cache holds what it frees until jemalloc's bounded
  * flush hands it back: bounded, not a leak. The jemalloc is a private copy
  * (alloc.c): the host's malloc is never replaced. Build with -Dallocator=malloc to

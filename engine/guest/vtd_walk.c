@@ -315,6 +315,7 @@ walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 			 * vtd_walk's (runs merged, budget per entry, reports
 			 * clipped), entered with what the descent left. */
 			struct walk w = walk_state(p, ops, arg, stats, first, last, haw, left);
+			w.region = region; /* the leaves' RAM hint (walk_table enters no table here) */
 			walk_table(&w, 1, t, base, perm);
 			left = w.left;
 			rc = w.rc;
@@ -419,8 +420,8 @@ walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
  * The strict guest's one-page PSI: the generic walk was ~780 of ~2,700
  * instructions of a one-page PSI + wait (callgrind); specialised by level
  * count (walk_page_levels), the descent fell from ~356 to ~229 of its own.
- * An IOTLB miss (a 16-page run window) and a PSI window of a few pages
- * (perm-churn, strict-dma) take it too: see ARCHITECTURE.md.
+ * A PSI window of a few pages (perm-churn, strict-dma) takes it too; the
+ * IOTLB's fill takes vtd_walk_run (below): see ARCHITECTURE.md.
  */
 int vtd_walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		   const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats)

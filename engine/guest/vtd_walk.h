@@ -68,10 +68,11 @@ struct vtd_leaf {
 	uint64_t gpa;   /* aligned to size */
 	uint32_t perm;  /* IOVT_PERM_R | IOVT_PERM_W (effective) */
 	uint32_t entries; /* table entries it stands for: 1, or n merged (merge_4k) */
-	/* A guest RAM region the walker found in this walk (the last table's;
-	 * size 0: none), valid for the call: a hint for the leaf's own target
-	 * lookup, which is nearly always in the same region (one lookup less
-	 * a walk: a one-page PSI's ~27 instructions of ~1,800). */
+	/* A guest RAM region the walker found in this walk (of a table it
+	 * entered: never empty for a leaf, which comes from one), valid for the
+	 * call: a hint for the leaf's own target lookup, often in the same
+	 * region (one lookup less a walk: a one-page PSI's ~27 instructions of
+	 * ~1,800). */
 	const struct guest_ram_region *ram_hint;
 };
 

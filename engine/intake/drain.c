@@ -303,14 +303,10 @@ static int fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticke
 }
 
 /*
- * Pops up to `budget` items in bursts, one read-side section per burst
- * (domain pointers in `g`), left for each fence: syncs run outside (see
- * domain_sync_lock). `final` (nonzero): a fence after the last item, never
- * posted (queue_drain_fence); FINAL_UNTICKETED: iovt_fence's, which
- * publishes no ticket and returns its error (*final_err) instead of leaving
- * it for the queue's producer.
+ * drain's body, entered inside a read-side section the caller took for it
+ * (fence_alone: one section from its look at the queues on); it leaves it.
+ * See drain.
  */
-/* drain_in: the caller entered a read-side section for it (fence_alone). */
 static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, int *final_err)
 {
 	struct intake_item buf[BURST];
@@ -369,6 +365,14 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 	return total;
 }
 
+/*
+ * Pops up to `budget` items in bursts, one read-side section per burst
+ * (domain pointers in `g`), left for each fence: syncs run outside (see
+ * domain_sync_lock). `final` (nonzero): a fence after the last item, never
+ * posted (queue_drain_fence); FINAL_UNTICKETED: iovt_fence's, which
+ * publishes no ticket and returns its error (*final_err) instead of leaving
+ * it for the queue's producer.
+ */
 static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final, int *final_err)
 {
 	iovt_rcu_read_lock();

@@ -338,7 +338,7 @@ struct fill {
 	const struct guest_ram *ram;
 	uint64_t iova;              /* the address asked */
 	uint64_t end;               /* window end (exclusive) */
-	bool started, done;
+	bool started;
 	int err;
 	enum vtd_error why;
 	unsigned level;
@@ -346,78 +346,60 @@ struct fill {
 	struct iotlb_entry x;       /* the run being built */
 };
 
+/*
+ * The one event vtd_walk_run reports (a leaf, or an error span, holding
+ * iova; nothing when iova is not present): iova's 2 MiB or 1 GiB leaf, or
+ * the run of 4 KiB leaves from iova's page that continue it (up to f->end),
+ * clipped to the RAM region holding iova's target.
+ */
 static int fill_leaf(void *arg, const struct vtd_leaf *leaf)
 {
 	struct fill *f = arg;
-	if (!f->started) {
-		if (f->iova - leaf->iova >= leaf->size) {
-			f->err = -ENOENT; /* the first leaf lies past iova: a hole */
-			return 1;
-		}
-		uint64_t gpa = leaf->gpa + (f->iova - leaf->iova);
-		const struct guest_ram_region *h = leaf->ram_hint;
-		if (gpa - h->gpa < h->size)
-			f->region = *h; /* the walker's: the page table's region, as a rule */
-		else if (!guest_ram_find(f->ram, gpa, &f->region)) {
-			f->err = -EFAULT; /* the leaf targets a hole of guest RAM */
-			f->why = VTD_ERR_COUNT;
-			return 1;
-		}
-		f->started = true;
-		f->x.perm = leaf->perm;
-		f->x.region = f->region.id;
-		uint64_t lo = leaf->iova, hi = leaf->iova + leaf->size; /* exclusive */
-		if (leaf->size == IOVT_PAGE_SIZE || leaf->entries > 1) {
-			f->level = 0; /* a 4 KiB leaf, or a run of them (vtd_walk_run) */
-		} else {
-			f->level = leaf->size == (1ull << 21) ? 1 : 2;
-			f->done = true; /* a large leaf is cached whole, alone */
-		}
-		if (f->level == 0 && hi > f->end)
-			hi = f->end;
-		/* Clip to the RAM region holding iova's target. */
-		uint64_t rlo = f->region.gpa, rhi = f->region.gpa + f->region.size;
-		if (leaf->gpa + (lo - leaf->iova) < rlo)
-			lo = leaf->iova + (rlo - leaf->gpa);
-		if (leaf->gpa + (hi - leaf->iova) > rhi)
-			hi = leaf->iova + (rhi - leaf->gpa);
-		f->x.iova = lo;
-		f->x.len = hi - lo;
-		f->x.gpa = leaf->gpa + (lo - leaf->iova);
-		f->x.hva = f->region.hva + (f->x.gpa - f->region.gpa);
-		if (f->level == 0 && lo + f->x.len < f->end &&
-		    f->x.gpa + f->x.len == rhi)
-			f->done = true; /* the region ends here */
-		return f->done;
+	if (f->iova - leaf->iova >= leaf->size) {
+		f->err = -ENOENT; /* not iova's leaf (vtd_walk_run reports no other): a hole */
+		return 1;
 	}
-	/* Extend a 4 KiB-started run with a leaf that continues it. */
-	uint64_t next = f->x.iova + f->x.len;
-	uint64_t ngpa = f->x.gpa + f->x.len;
-	if (leaf->iova > next || leaf->perm != f->x.perm ||
-	    leaf->gpa + (next - leaf->iova) != ngpa)
+	uint64_t gpa = leaf->gpa + (f->iova - leaf->iova);
+	const struct guest_ram_region *h = leaf->ram_hint;
+	if (gpa - h->gpa < h->size)
+		f->region = *h; /* the walker's: the page table's region, as a rule */
+	else if (!guest_ram_find(f->ram, gpa, &f->region)) {
+		f->err = -EFAULT; /* the leaf targets a hole of guest RAM */
+		f->why = VTD_ERR_COUNT;
 		return 1;
-	uint64_t hi = leaf->iova + leaf->size;
-	if (hi > f->end)
-		hi = f->end;
-	uint64_t rhi = f->region.gpa + f->region.size;
-	if (ngpa + (hi - next) > rhi)
-		hi = next + (rhi - ngpa);
-	if (hi <= next)
-		return 1;
-	f->x.len = hi - f->x.iova;
-	return hi == f->end || ngpa + (hi - next) == rhi;
+	}
+	f->started = true;
+	f->x.perm = leaf->perm;
+	f->x.region = f->region.id;
+	uint64_t lo = leaf->iova, hi = leaf->iova + leaf->size; /* exclusive */
+	if (leaf->size == IOVT_PAGE_SIZE || leaf->entries > 1) {
+		f->level = 0; /* a 4 KiB leaf, or a run of them */
+		if (hi > f->end)
+			hi = f->end;
+	} else {
+		f->level = leaf->size == (1ull << 21) ? 1 : 2; /* cached whole, alone */
+	}
+	/* Clip to the RAM region holding iova's target. */
+	uint64_t rlo = f->region.gpa, rhi = f->region.gpa + f->region.size;
+	if (leaf->gpa + (lo - leaf->iova) < rlo)
+		lo = leaf->iova + (rlo - leaf->gpa);
+	if (leaf->gpa + (hi - leaf->iova) > rhi)
+		hi = leaf->iova + (rhi - leaf->gpa);
+	f->x.iova = lo;
+	f->x.len = hi - lo;
+	f->x.gpa = leaf->gpa + (lo - leaf->iova);
+	f->x.hva = f->region.hva + (f->x.gpa - f->region.gpa);
+	return 1;
 }
 
 static int fill_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
 {
 	struct fill *f = arg;
-	if (f->started)
-		return 1; /* the run ends before the span nobody can translate */
 	if (f->iova - iova < size) {
 		f->err = why == VTD_ERR_LOOP ? -ELOOP : why == VTD_ERR_BUDGET ? -E2BIG : -EFAULT;
 		f->why = why;
 	} else {
-		f->err = -ENOENT; /* the span lies past iova: iova itself is a hole */
+		f->err = -ENOENT; /* the span lies past iova (vtd_walk_run reports no such span) */
 	}
 	return 1;
 }
@@ -490,7 +472,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	struct fill f; /* only what the walk reads before `started`: no zeroing of the rest */
 	f.ram = ram;
 	f.iova = iova;
-	f.started = f.done = false;
+	f.started = false;
 	f.err = -ENOENT;
 	f.why = VTD_ERR_COUNT;
 	/* The run window ends with iova's leaf table: one descent and the

@@ -143,8 +143,12 @@ static void compare_block(const struct vtd_walk_params *p, uint64_t first, uint6
 	} else if (c.n && c.iova0 <= first && first - c.iova0 < c.size0) {
 		if (rd != rc || d.n != 1 || d.h != c.h || memcmp(&sc, &sd, sizeof(sc)))
 			abort(); /* the run walk differs from the walker's first event */
-	} else if (rd != 0 || d.n || sd.entries_read > sc.entries_read) {
-		abort(); /* first not present: nothing to report */
+	} else {
+		if (rd != 0 || d.n || sd.entries_read > sc.entries_read || sd.leaves)
+			abort(); /* first not present: nothing to report */
+		for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
+			if (sd.errors[i])
+				abort();
 	}
 }
 

@@ -58,14 +58,14 @@ static void rec_push(struct rec *r, struct ev e)
 
 static uint64_t hints_checked; /* leaves whose ram_hint named a region */
 
-/* A leaf's ram_hint is empty (size 0) or a region of guest RAM as the map
- * holds it: a consumer may take it for any GPA it contains. */
+/* A leaf's ram_hint is a region of guest RAM as the map holds it (every leaf
+ * comes from a table the walk entered, so never empty): a consumer may take
+ * it for any GPA it contains. */
 static void check_hint(const struct vtd_leaf *l)
 {
 	const struct guest_ram_region *h = l->ram_hint;
 	CHECK(h != NULL);
-	if (!h->size)
-		return;
+	CHECK(h->size != 0);
 	struct guest_ram_region r;
 	CHECK(guest_ram_find(ram, h->gpa, &r));
 	CHECK(r.gpa == h->gpa && r.size == h->size && r.hva == h->hva && r.id == h->id);
@@ -197,6 +197,9 @@ static void check_run_same(const struct vtd_walk_params *p)
 		CHECK_EQ(rc, 0);
 		CHECK_EQ(r.n, 0);
 		CHECK(st.entries_read <= pst.entries_read);
+		CHECK_EQ(st.leaves, 0);
+		for (unsigned i = 0; i < VTD_ERR_COUNT; i++)
+			CHECK_EQ(st.errors[i], 0);
 	}
 	free(plain.ev);
 	free(r.ev);
@@ -781,6 +784,19 @@ static void test_bad_params(void)
 	CHECK_EQ(walk(&p, &r, &st), -EINVAL);
 	CHECK_EQ(walk(&good, &r, &st), 0);
 	CHECK_EQ(r.n, 1);
+	/* vtd_walk_run takes one 2 MiB block only: a range over two is bad
+	 * parameters (nothing walked, counted), not a walk of the first. */
+	p = good;
+	p.first = M2 - K;
+	p.last = M2;
+	struct rec rr = { 0 };
+	memset(&st, 0, sizeof(st));
+	iovt_rcu_read_lock();
+	CHECK_EQ(vtd_walk_run(ram, &p, &ops, &rr, &st), -EINVAL);
+	iovt_rcu_read_unlock();
+	CHECK_EQ(rr.n, 0);
+	CHECK_EQ(st.errors[VTD_ERR_BAD_WIDTH], 1);
+	CHECK_EQ(st.entries_read, 0);
 	CHECK(strcmp(vtd_error_name(VTD_ERR_LOOP), "loop") == 0);
 	gs_domain_destroy(d);
 	free(r.ev);
