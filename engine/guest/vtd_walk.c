@@ -55,6 +55,29 @@ static int report(struct walk *w, uint64_t lo, uint64_t hi, enum vtd_error why)
 	return w->stopped;
 }
 
+/*
+ * merge_4k's rule: how many entries from t[i] on (t[i] == e, 1 at least)
+ * stand for one run: each the next page's address with every other bit
+ * equal — so present, the same permission, no reserved bit — as long as
+ * the address field does not carry out. At most this many more: the
+ * range's last index `end`, the address field, the budget `left` (one per
+ * entry taken). Then one compare per page. walk_table and vtd_walk_run's
+ * descent both merge through it.
+ */
+static inline __attribute__((always_inline)) uint64_t
+run_entries(const uint64_t *t, unsigned i, unsigned end, uint64_t e, uint64_t addr_mask,
+	    uint64_t left)
+{
+	const uint64_t maxn = ((addr_mask - (e & addr_mask)) >> 12) + 1;
+	uint64_t lim = end - i;
+	lim = lim < maxn - 1 ? lim : maxn - 1;
+	lim = lim < left ? lim : left;
+	uint64_t n = 1;
+	while (n <= lim && __atomic_load_n(&t[i + n], __ATOMIC_RELAXED) == e + (n << 12))
+		n++;
+	return n;
+}
+
 static inline __attribute__((always_inline)) int walk_table(struct walk *w, unsigned level,
 							   const uint64_t *t, uint64_t base,
 							   uint32_t perm);
@@ -142,23 +165,12 @@ static inline __attribute__((always_inline)) int walk_table(struct walk *w, unsi
 			 * this one (scattered pages: dsi-unchanged). */
 			if (merge && i < end &&
 			    __atomic_load_n(&t[i + 1], __ATOMIC_RELAXED) == e + (1ull << 12)) {
-				/* The entries that continue this one: each the next page's
-				 * address with every other bit equal — so present, the
-				 * same permission, no reserved bit — as long as the
-				 * address field does not carry out (maxn). Each is an
-				 * entry read, within the budget. One compare per page
-				 * instead of a leaf call: most of an oversized PSI's walk
-				 * over contiguously mapped pages. */
-				const uint64_t a = e & w->addr_mask;
-				const uint64_t maxn = ((w->addr_mask - a) >> 12) + 1;
-				/* At most this many more: the table's range, the
-				 * address field, the budget (one per entry taken). */
-				uint64_t lim = end - i;
-				lim = lim < maxn - 1 ? lim : maxn - 1;
-				lim = lim < left ? lim : left;
-				uint64_t n = 1;
-				while (n <= lim && __atomic_load_n(&t[i + n], __ATOMIC_RELAXED) == e + (n << 12))
-					n++;
+				/* The entries that continue this one
+				 * (run_entries), each an entry read within the
+				 * budget. One compare per page instead of a leaf
+				 * call: most of an oversized PSI's walk over
+				 * contiguously mapped pages. */
+				const uint64_t n = run_entries(t, i, end, e, w->addr_mask, left);
 				left -= n - 1;
 				size = n << 12;
 				entries = (uint32_t)n;
@@ -353,16 +365,9 @@ walk_page_levels(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		}
 		uint64_t n = 1;
 		if (mode == WALK_RUN && level == 1) {
-			/* walk_table's merge: the entries that continue e, each
-			 * one read within the budget, none past `last` nor
-			 * where the address field would carry out. */
-			const unsigned i = (unsigned)(first >> 12) & 511;
-			const uint64_t maxn = ((addr_mask - (e & addr_mask)) >> 12) + 1;
-			uint64_t lim = ((last >> 12) & 511) - i;
-			lim = lim < maxn - 1 ? lim : maxn - 1;
-			lim = lim < left ? lim : left;
-			while (n <= lim && __atomic_load_n(&t[i + n], __ATOMIC_RELAXED) == e + (n << 12))
-				n++;
+			/* walk_table's merge, none past `last` */
+			n = run_entries(t, (unsigned)(first >> 12) & 511, (unsigned)(last >> 12) & 511, e,
+					addr_mask, left);
 			left -= n - 1;
 		}
 		const struct vtd_leaf leaf = { iova, esize * n, e & addr_mask, pe, (uint32_t)n, &region };

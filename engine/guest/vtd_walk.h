@@ -129,6 +129,22 @@ int vtd_walk_block(const struct guest_ram *ram, const struct vtd_walk_params *p,
 int vtd_walk_run(const struct guest_ram *ram, const struct vtd_walk_params *p,
 		 const struct vtd_walk_ops *ops, void *arg, struct vtd_walk_stats *stats);
 
+/*
+ * The guest RAM region holding gpa, a leaf's target: the walker's ram_hint
+ * when it holds it (no lookup), else guest_ram_find's answer. For a leaf
+ * visitor, inside the walk's read-side section.
+ */
+static inline bool vtd_leaf_ram_find(const struct guest_ram *ram, const struct vtd_leaf *leaf,
+				     uint64_t gpa, struct guest_ram_region *out)
+{
+	const struct guest_ram_region *h = leaf->ram_hint;
+	if (gpa - h->gpa < h->size) {
+		*out = *h;
+		return true;
+	}
+	return guest_ram_find(ram, gpa, out);
+}
+
 const char *vtd_error_name(enum vtd_error e);
 
 #endif

@@ -299,7 +299,7 @@ int iovt_queue_post(struct iovt_queue *q, const struct iovt_inval *v, unsigned n
  * (out NULL: iovt_queue_psi, iovt_invalidate_psi) or stored in *out for a
  * batch (encode). The vCPU's strict-mode unmap takes it straight, without
  * the iovt_inval round trip, the kind switch and the batch loop (callgrind,
- * fence/map_unmap_1: ~145 -> ~90 instructions a post, the ring's included).
+ * fence/map_unmap_1: ~181 -> ~109 instructions a post, the ring's included).
  * One function for both: its USDT note must be the only one named psi
  * (perf/check-probes.sh).
  */

@@ -360,10 +360,7 @@ static int fill_leaf(void *arg, const struct vtd_leaf *leaf)
 		return 1;
 	}
 	uint64_t gpa = leaf->gpa + (f->iova - leaf->iova);
-	const struct guest_ram_region *h = leaf->ram_hint;
-	if (gpa - h->gpa < h->size)
-		f->region = *h; /* the walker's: the page table's region, as a rule */
-	else if (!guest_ram_find(f->ram, gpa, &f->region)) {
+	if (!vtd_leaf_ram_find(f->ram, leaf, gpa, &f->region)) {
 		f->err = -EFAULT; /* the leaf targets a hole of guest RAM */
 		f->why = VTD_ERR_COUNT;
 		return 1;

@@ -92,15 +92,8 @@ static int on_leaf(void *arg, const struct vtd_leaf *leaf)
 	while (iova < end) {
 		uint64_t gpa = leaf->gpa + (iova - leaf->iova);
 		struct guest_ram_region *rr = &w->region;
-		if (!(w->have_region && gpa - rr->gpa < rr->size)) {
-			const struct guest_ram_region *h = leaf->ram_hint;
-			if (gpa - h->gpa < h->size) {
-				*rr = *h;
-				w->have_region = true;
-			} else {
-				w->have_region = guest_ram_find(w->t->ram, gpa, rr);
-			}
-		}
+		if (!(w->have_region && gpa - rr->gpa < rr->size))
+			w->have_region = vtd_leaf_ram_find(w->t->ram, leaf, gpa, rr);
 		if (!w->have_region) {
 			struct guest_ram_region next;
 			/* next.gpa > gpa here: gpa is in a hole. */
@@ -209,9 +202,7 @@ static int on_page_leaf(void *arg, const struct vtd_leaf *leaf)
 	struct page_view *pv = arg;
 	uint64_t gpa = leaf->gpa + (pv->iova - leaf->iova);
 	struct guest_ram_region r;
-	if (gpa - leaf->ram_hint->gpa < leaf->ram_hint->size)
-		r = *leaf->ram_hint; /* the walker's: the page table's region, as a rule */
-	else if (!guest_ram_find(pv->ram, gpa, &r)) {
+	if (!vtd_leaf_ram_find(pv->ram, leaf, gpa, &r)) {
 		pv->e.st->errors[IOVT_ERR_LEAF_OUTSIDE_RAM]++;
 		keep_first(&pv->e.err, -EFAULT);
 		return 0;

@@ -845,6 +845,14 @@ static unsigned cap_for(unsigned live)
 
 /* Copies the n live records of l (order word w) into fresh leaf nl in IOVA
  * order, with *ins (if any) at position k. nl is not yet published. */
+/* A new leaf's records: r[0..m-1], in order (its slots in order too). */
+static void leaf_fill(struct leaf *l, const struct rec *r, unsigned m)
+{
+	memcpy(l->r, r, m * sizeof(*r));
+	l->h.used = (uint8_t)m;
+	l->h.word = ident_word(m);
+}
+
 static void leaf_build(struct leaf *nl, const struct leaf *l, uint64_t w, unsigned k,
 		       const struct rec *ins)
 {
@@ -1055,9 +1063,7 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 	if (edge) {
 		/* a: the new record alone, beside l (its records all end
 		 * before nr starts, or start after nr ends) */
-		a->r[0] = *nr;
-		a->h.used = 1;
-		a->h.word = ident_word(1);
+		leaf_fill(a, nr, 1);
 		if (k == 0)
 			insert_up(t, p, (int)p->h - 2, &a->h, l->r[ow_at(w, 0)].iova, &l->h, &pl);
 		else
@@ -1085,12 +1091,8 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 			  t->mem <= RUN_SPLIT_MAX_BYTES * t->count) ||
 			 __builtin_expect(shadow_tree_test_split_where, 0);
 	const unsigned m = run ? k + 1 : (LEAF_MAX + 1) / 2;
-	memcpy(a->r, all, m * sizeof(*all));
-	a->h.used = (uint8_t)m;
-	a->h.word = ident_word(m);
-	memcpy(b->r, all + m, (LEAF_MAX + 1 - m) * sizeof(*all));
-	b->h.used = (uint8_t)(LEAF_MAX + 1 - m);
-	b->h.word = ident_word(LEAF_MAX + 1 - m);
+	leaf_fill(a, all, m);
+	leaf_fill(b, all + m, LEAF_MAX + 1 - m);
 	/* all[m-1] ends before all[m] starts: b's first IOVA bounds a */
 	retire(t, (struct node *)&l->h);
 	insert_up(t, p, (int)p->h - 2, &a->h, all[m].iova, &b->h, &pl);
@@ -1160,13 +1162,13 @@ int shadow_tree_insert(struct shadow_tree *t, const struct iovt_extent *e)
 		struct leaf *l = leaf_alloc(t, 1);
 		if (!l)
 			return -ENOMEM;
-		l->r[0] = nr;
-		l->h.used = 1;
-		l->h.word = ident_word(1);
+		leaf_fill(l, &nr, 1);
 		publish(t, &t->root, &l->h);
-		/* The finger: the root leaf alone, as descend would find it (a
-		 * domain that empties and refills — one strict map/unmap in an
-		 * otherwise empty domain — would descend again at once). */
+		/* The finger: the root leaf alone (a domain that empties and
+		 * refills — one strict map/unmap in an otherwise empty domain —
+		 * would descend again at the next operation). What descend()
+		 * makes of a leaf root, set directly: its loop cost
+		 * fence/map_unmap_1_region_empties 12 instructions a step. */
 		t->finger.h = 1;
 		t->finger.n[0] = &l->h;
 		t->finger.lo[0] = 0;
