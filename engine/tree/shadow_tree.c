@@ -141,13 +141,13 @@ static inline size_t usable(size_t bytes)
 	return g_usable[(bytes - sizeof(struct node)) / sizeof(struct rec)];
 }
 
-/* Identity order words: records 0..m-1 in slots 0..m-1. */
-static uint64_t ident_word(unsigned m)
+/* Identity order words: records 0..m-1 in slots 0..m-1 (m <= 15): the
+ * nibbles 0..14 in positions 1..15, cut to m, and the count. A shift and a
+ * mask, not a loop per slot (every copied or split leaf takes one). */
+static inline uint64_t ident_word(unsigned m)
 {
-	uint64_t w = m;
-	for (unsigned i = 0; i < m; i++)
-		w |= (uint64_t)i << (4 + 4 * i);
-	return w;
+	const uint64_t all = 0xEDCBA9876543210ull << 4;
+	return (m < LEAF_MAX ? all & ((1ull << (4 + 4 * m)) - 1) : all) | m;
 }
 
 static inline unsigned ow_n(uint64_t w)
@@ -1071,13 +1071,8 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 				  &a->h, &pl);
 		return 0;
 	}
-	struct rec all[LEAF_MAX + 1];
-	for (unsigned i = 0, m = 0; i <= LEAF_MAX; i++) {
-		if (i == k)
-			all[m++] = *nr;
-		if (i < LEAF_MAX)
-			all[m++] = l->r[ow_at(w, i)];
-	}
+	/* the 16 records in order (nr at k) go straight into a's slots, then
+	 * b's: no copy of them all first */
 	/* A run of inserts at consecutive positions of this leaf (a buffer's
 	 * pieces, ascending, inside a top-down order of buffers) splits where
 	 * it is, the new record last in a: the run goes on in a's free slots
@@ -1091,11 +1086,20 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 			  t->mem <= RUN_SPLIT_MAX_BYTES * t->count) ||
 			 __builtin_expect(shadow_tree_test_split_where, 0);
 	const unsigned m = run ? k + 1 : (LEAF_MAX + 1) / 2;
-	leaf_fill(a, all, m);
-	leaf_fill(b, all + m, LEAF_MAX + 1 - m);
-	/* all[m-1] ends before all[m] starts: b's first IOVA bounds a */
+	for (unsigned j = 0; j <= LEAF_MAX; j++) {
+		const struct rec *r = j < k ? &l->r[ow_at(w, j)] : j == k ? nr : &l->r[ow_at(w, j - 1)];
+		if (j < m)
+			a->r[j] = *r;
+		else
+			b->r[j - m] = *r;
+	}
+	a->h.used = (uint8_t)m;
+	a->h.word = ident_word(m);
+	b->h.used = (uint8_t)(LEAF_MAX + 1 - m);
+	b->h.word = ident_word(LEAF_MAX + 1 - m);
+	/* a's last record ends before b's first starts: b's first IOVA bounds a */
 	retire(t, (struct node *)&l->h);
-	insert_up(t, p, (int)p->h - 2, &a->h, all[m].iova, &b->h, &pl);
+	insert_up(t, p, (int)p->h - 2, &a->h, b->r[0].iova, &b->h, &pl);
 	if (run) {
 		t->seq_leaf = a; /* nr is a's last: the run's next insert follows it */
 		t->seq_k = k;
