@@ -668,6 +668,40 @@ out:
 	return rc;
 }
 
+size_t shadow_tree_collect_w(struct shadow_tree *t, uint64_t first, uint64_t last,
+			     struct iovt_extent *out, size_t max)
+{
+	if (first > t->top || first > last)
+		return 0;
+	if (last > t->top)
+		last = t->top;
+	uint64_t cur = first, hi;
+	size_t m = 0;
+	for (;;) {
+		const struct leaf *l = leaf_at(t, cur, &hi, true);
+		if (!l)
+			return 0;
+		const uint64_t w = l->h.word; /* the writer's own word */
+		const unsigned n = ow_n(w);
+		/* from the record covering cur, or the first after it (every
+		 * extent lies inside its leaf's range: each is met once) */
+		unsigned k = leaf_pos(l, w, cur);
+		if (k && rec_last(&l->r[ow_at(w, k - 1)]) >= cur)
+			k--;
+		for (; k < n; k++) {
+			const struct rec *r = &l->r[ow_at(w, k)];
+			if (r->iova > last)
+				return m;
+			if (m == max)
+				return max + 1;
+			rec_copy(r, &out[m++]);
+		}
+		if (hi >= last)
+			return m;
+		cur = hi + 1;
+	}
+}
+
 uint64_t shadow_tree_count(const struct shadow_tree *t)
 {
 	return __atomic_load_n(&t->count, __ATOMIC_RELAXED);

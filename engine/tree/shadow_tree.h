@@ -103,6 +103,16 @@ int shadow_tree_iterate(const struct shadow_tree *t, uint64_t first, uint64_t la
 int shadow_tree_iterate_w(struct shadow_tree *t, uint64_t first, uint64_t last,
 			  shadow_visit_fn fn, void *arg);
 
+/*
+ * The extents overlapping [first, last], in ascending IOVA order, copied
+ * into out[0..] while they fit: returns their number, or max + 1 when there
+ * are more than max (out then holds the first max). A small window's old
+ * extents in one pass, without the lookups of its ends first (engine/sync/
+ * sync.c, sync_small). Writer only (through the finger).
+ */
+size_t shadow_tree_collect_w(struct shadow_tree *t, uint64_t first, uint64_t last,
+			     struct iovt_extent *out, size_t max);
+
 /* Visitor of an extent that was not left out (*e valid during the call);
  * dropped_before: extents were left out between the last extent visited
  * (or the call's start) and this one. */

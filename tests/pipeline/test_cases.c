@@ -97,6 +97,25 @@ int main(void)
 	world_psi(w, 0, io, 9, true);
 	expect(w, 0, 1); /* 512 mappings, no kept one between: one UNMAP */
 
+	/* Two mappings removed around one that stays, in a small window (a
+	 * 4-page PSI: the sync's small path) and in a 2 MiB one (the general
+	 * path): the kept mapping ends the UNMAP group, two UNMAPs. One UNMAP
+	 * spanning it would drop a mapping the guest still has. */
+	for (int big = 0; big < 2; big++) {
+		const uint64_t at = io + (big ? 4 * M2 : 2 * M2);
+		for (uint64_t p = 0; p < 3; p++) /* scattered GPAs: three mappings */
+			CHECK(world_map(w, 0, at + p * K, gpa + p * 10 * K, K, IOVT_PERM_RW, K) == 0);
+		world_psi(w, 0, at, big ? 9 : 2, false);
+		expect(w, 3, 0);
+		CHECK(world_unmap(w, 0, at, K) == 0);
+		CHECK(world_unmap(w, 0, at + 2 * K, K) == 0);
+		world_psi(w, 0, at, big ? 9 : 2, true);
+		expect(w, 0, 2);
+		CHECK(world_unmap(w, 0, at + K, K) == 0);
+		world_psi(w, 0, at, big ? 9 : 2, true);
+		expect(w, 0, 1);
+	}
+
 	/* A non-present directory entry whose block is much larger than the PSI:
 	 * a 4 KiB PSI into an empty 512 GiB region must walk little and send nothing. */
 	struct iovt_stats st0, st1;
