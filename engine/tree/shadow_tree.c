@@ -1221,7 +1221,16 @@ int shadow_tree_insert(struct shadow_tree *t, const struct iovt_extent *e)
 		p = descend_w(t, s);
 		const struct leaf *l = path_leaf(p);
 		uint64_t w = l->h.word;
-		k = leaf_pos(l, w, s);
+		/* Right after the last in-place insert (a buffer's pieces, in
+		 * order): its position is checked, not searched. The hint may be
+		 * stale or another leaf's; the two compares decide alone: the
+		 * record at seq_k ends before s and the next begins after last,
+		 * so s goes between them (the leaf is sorted), overlapping
+		 * nothing. */
+		k = t->seq_k + 1;
+		if (!(t->seq_leaf == l && k <= ow_n(w) && rec_last(&l->r[ow_at(w, k - 1)]) < s &&
+		      (k == ow_n(w) || l->r[ow_at(w, k)].iova > last)))
+			k = leaf_pos(l, w, s);
 		if (k && rec_last(&l->r[ow_at(w, k - 1)]) >= s)
 			return -EEXIST;
 		if (k < ow_n(w) && l->r[ow_at(w, k)].iova <= last)
