@@ -86,9 +86,7 @@ static int apply_unmaps(const struct sync_target *t, struct sync_scratch *s,
 		int rc = sink->ops->unmap(sink->ctx, g->first, size, &done);
 		st->unmap_calls++;
 		if (rc == 0) {
-			uint64_t pages = 0;
-			shadow_tree_remove_range(t->tree, g->first, g->last, count_removed, &pages);
-			st->pages_unmapped += pages;
+			shadow_tree_remove_count(t->tree, g->first, g->last, &st->pages_unmapped);
 			continue;
 		}
 		failed = true;

@@ -80,6 +80,11 @@ typedef int (*shadow_visit_fn)(void *arg, const struct iovt_extent *e);
 long shadow_tree_remove_range(struct shadow_tree *t, uint64_t first, uint64_t last,
 			      shadow_visit_fn removed, void *arg);
 
+/* shadow_tree_remove_range without a visitor, adding the pages of the
+ * extents it removes to *pages. Writer-side. */
+long shadow_tree_remove_count(struct shadow_tree *t, uint64_t first, uint64_t last,
+			      uint64_t *pages);
+
 /*
  * Hands the nodes retired since the last flush to one call_rcu (they are
  * freed after a grace period). Writer-side; cheap when nothing is pending.

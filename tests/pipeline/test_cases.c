@@ -97,23 +97,32 @@ int main(void)
 	world_psi(w, 0, io, 9, true);
 	expect(w, 0, 1); /* 512 mappings, no kept one between: one UNMAP */
 
-	/* Two mappings removed around one that stays, in a small window (a
-	 * 4-page PSI: the sync's small path) and in a 2 MiB one (the general
+	/* Two mappings removed around one that stays, in a small window (an
+	 * 8-page PSI: the sync's small path) and in a 2 MiB one (the general
 	 * path): the kept mapping ends the UNMAP group, two UNMAPs. One UNMAP
-	 * spanning it would drop a mapping the guest still has. */
+	 * spanning it would drop a mapping the guest still has. The pages
+	 * counted are those the UNMAPs removed (two pages a mapping). */
 	for (int big = 0; big < 2; big++) {
 		const uint64_t at = io + (big ? 4 * M2 : 2 * M2);
+		const unsigned am = big ? 9 : 3;
+		struct iovt_stats s0, s1;
+		iovt_stats_get(world_engine(w), &s0);
 		for (uint64_t p = 0; p < 3; p++) /* scattered GPAs: three mappings */
-			CHECK(world_map(w, 0, at + p * K, gpa + p * 10 * K, K, IOVT_PERM_RW, K) == 0);
-		world_psi(w, 0, at, big ? 9 : 2, false);
+			CHECK(world_map(w, 0, at + p * 2 * K, gpa + p * 10 * K, 2 * K, IOVT_PERM_RW, K) == 0);
+		world_psi(w, 0, at, am, false);
 		expect(w, 3, 0);
-		CHECK(world_unmap(w, 0, at, K) == 0);
-		CHECK(world_unmap(w, 0, at + 2 * K, K) == 0);
-		world_psi(w, 0, at, big ? 9 : 2, true);
+		CHECK(world_unmap(w, 0, at, 2 * K) == 0);
+		CHECK(world_unmap(w, 0, at + 4 * K, 2 * K) == 0);
+		world_psi(w, 0, at, am, true);
 		expect(w, 0, 2);
-		CHECK(world_unmap(w, 0, at + K, K) == 0);
-		world_psi(w, 0, at, big ? 9 : 2, true);
+		iovt_stats_get(world_engine(w), &s1);
+		CHECK_EQ(s1.pages_mapped - s0.pages_mapped, 6);
+		CHECK_EQ(s1.pages_unmapped - s0.pages_unmapped, 4);
+		CHECK(world_unmap(w, 0, at + 2 * K, 2 * K) == 0);
+		world_psi(w, 0, at, am, true);
 		expect(w, 0, 1);
+		iovt_stats_get(world_engine(w), &s1);
+		CHECK_EQ(s1.pages_unmapped - s0.pages_unmapped, 6);
 	}
 
 	/* A non-present directory entry whose block is much larger than the PSI:
