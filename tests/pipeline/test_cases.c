@@ -125,6 +125,25 @@ int main(void)
 		CHECK_EQ(s1.pages_unmapped - s0.pages_unmapped, 6);
 	}
 
+	/* A strict guest's buffer: three pieces mapped under one small PSI
+	 * (three MAPs), all unmapped under another (one UNMAP: nothing stays
+	 * between them). The sync's small path plans both without a diff. */
+	{
+		const uint64_t at = io + 6 * M2;
+		struct iovt_stats s0, s1;
+		iovt_stats_get(world_engine(w), &s0);
+		for (uint64_t p = 0; p < 3; p++)
+			CHECK(world_map(w, 0, at + p * 2 * K, gpa + (20 - p * 6) * K, 2 * K, IOVT_PERM_RW, K) == 0);
+		world_psi(w, 0, at, 3, false);
+		expect(w, 3, 0);
+		CHECK(world_unmap(w, 0, at, 6 * K) == 0);
+		world_psi(w, 0, at, 3, true);
+		expect(w, 0, 1);
+		iovt_stats_get(world_engine(w), &s1);
+		CHECK_EQ(s1.pages_mapped - s0.pages_mapped, 6);
+		CHECK_EQ(s1.pages_unmapped - s0.pages_unmapped, 6);
+	}
+
 	/* A non-present directory entry whose block is much larger than the PSI:
 	 * a 4 KiB PSI into an empty 512 GiB region must walk little and send nothing. */
 	struct iovt_stats st0, st1;
