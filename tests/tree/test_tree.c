@@ -725,6 +725,50 @@ static void test_strict_churn(void)
 	shadow_tree_destroy(t);
 }
 
+static int none(void *arg, const struct iovt_extent *e)
+{
+	(void)arg;
+	(void)e;
+	return 0;
+}
+
+/*
+ * The writer's two fingers (shadow_tree.c, descend_w_slow): both end in
+ * one leaf (an iterate steps the finger into the other's leaf), the leaf
+ * is copied (compacted: replace_leaf), the finger steps on to the next
+ * leaf, and a key of the copied leaf comes back: the other finger must
+ * name the copy, not the retired leaf. Every finger path is checked
+ * against a full descent (abort on a difference).
+ */
+static void test_two_fingers(void)
+{
+	struct shadow_tree *t = shadow_tree_create(48);
+	CHECK(t);
+	shadow_tree_test_check_finger = true;
+	/* 45 one-page extents two pages apart, ascending: leaves X, Y, Z of 15 */
+	for (uint64_t i = 0; i < 45; i++)
+		CHECK_EQ(ins(t, i * 2 * K4, K4), 0);
+	CHECK_EQ(shadow_tree_height(t), 2);
+	const uint64_t x = 3 * 2 * K4, y = 20 * 2 * K4, z = 35 * 2 * K4;
+	hit(t, x, x, K4); /* readers' lookups */
+	struct iovt_extent o;
+	CHECK(shadow_tree_lookup_w(t, x, &o)); /* finger: X */
+	CHECK(shadow_tree_lookup_w(t, y, &o)); /* finger: Y, the other: X */
+	CHECK(shadow_tree_lookup_w(t, x, &o)); /* the two swap: X, the other Y */
+	CHECK_EQ(shadow_tree_iterate_w(t, 14 * 2 * K4, 16 * 2 * K4, none, NULL), 0); /* X -> Y */
+	CHECK_EQ(shadow_tree_remove_range(t, y, y, NULL, NULL), 1); /* 14 live, 15 slots used */
+	CHECK_EQ(ins(t, y + K4, K4), 0);                            /* Y copied */
+	CHECK_EQ(shadow_tree_iterate_w(t, 28 * 2 * K4, 31 * 2 * K4, none, NULL), 0); /* Y -> Z */
+	CHECK(shadow_tree_lookup_w(t, y + K4, &o)); /* the other finger: Y's copy */
+	CHECK_EQ(ins(t, y, K4), 0);
+	hit(t, y, y, K4);
+	hit(t, y + K4, y + K4, K4);
+	CHECK(shadow_tree_lookup_w(t, z, &o));
+	CHECK_EQ(shadow_tree_verify(t), 0);
+	shadow_tree_test_check_finger = false;
+	shadow_tree_destroy(t);
+}
+
 int main(void)
 {
 	NB = iovt_alloc_usable(48);
@@ -740,6 +784,7 @@ int main(void)
 	test_retire_batch();
 	test_translate_cache();
 	test_strict_churn();
+	test_two_fingers();
 	urcu_memb_unregister_thread();
 	printf("tree: all passed\n");
 	return 0;
