@@ -78,6 +78,17 @@ run_entries(const uint64_t *t, unsigned i, unsigned end, uint64_t e, uint64_t ad
 	return n;
 }
 
+/* The OR of n (a constant) entries from t: none grants anything when it
+ * has no bit of the path's permission. Each a relaxed load, as the scan's. */
+static inline __attribute__((always_inline)) uint64_t or_entries(const uint64_t *t, const unsigned n)
+{
+	uint64_t x = 0;
+#pragma GCC unroll 8
+	for (unsigned k = 0; k < n; k++)
+		x |= __atomic_load_n(&t[k], __ATOMIC_RELAXED);
+	return x;
+}
+
 static inline __attribute__((always_inline)) int walk_table(struct walk *w, unsigned level,
 							   const uint64_t *t, uint64_t base,
 							   uint32_t perm);
@@ -149,14 +160,15 @@ static inline __attribute__((always_inline)) int walk_table(struct walk *w, unsi
 		const uint64_t e = __atomic_load_n(&t[i], __ATOMIC_RELAXED);
 		/* Not present, or the path already denies everything this entry could grant. */
 		if (!(e & perm)) {
-			/* The next ones too, four at a time, each read within the
-			 * budget: an oversized PSI's tail, the whole of a strict
-			 * guest's unmap PSI (~7 instructions an entry one by one). */
-			while (i + 4 <= end && left >= 4 &&
-			       !((__atomic_load_n(&t[i + 1], __ATOMIC_RELAXED) |
-				  __atomic_load_n(&t[i + 2], __ATOMIC_RELAXED) |
-				  __atomic_load_n(&t[i + 3], __ATOMIC_RELAXED) |
-				  __atomic_load_n(&t[i + 4], __ATOMIC_RELAXED)) & perm)) {
+			/* The next ones too, eight then four at a time, each read
+			 * within the budget: an oversized PSI's tail, the whole of
+			 * a strict guest's unmap PSI (~7 instructions an entry one
+			 * by one; ~4 four at a time). */
+			while (i + 8 <= end && left >= 8 && !(or_entries(t + i + 1, 8) & perm)) {
+				i += 8;
+				left -= 8;
+			}
+			if (i + 4 <= end && left >= 4 && !(or_entries(t + i + 1, 4) & perm)) {
 				i += 4;
 				left -= 4;
 			}

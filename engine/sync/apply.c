@@ -109,6 +109,9 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 	if (sink->caps.max_mappings && (!limit || sink->caps.max_mappings < limit))
 		limit = sink->caps.max_mappings;
 
+	/* The record's extents, read once: this loop is its only writer now */
+	uint64_t count = limit ? shadow_tree_count(t->tree) : 0;
+
 	for (size_t i = 0; i < s->maps.n; i++) {
 		const struct iovt_extent *m = &s->maps.v[i];
 		uint64_t last = m->iova + m->size - 1;
@@ -116,7 +119,7 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 			range_set_add(retry, m->iova, last);
 			continue;
 		}
-		if (limit && shadow_tree_count(t->tree) >= limit) {
+		if (limit && count >= limit) {
 			st->errors[IOVT_ERR_EXTENT_CAP]++;
 			note(first_err, -ENOSPC);
 			range_set_add(t->capped ? t->capped : retry, m->iova, last);
@@ -143,6 +146,7 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 			continue;
 		}
 		st->pages_mapped += m->size >> IOVT_PAGE_SHIFT;
+		count++;
 	}
 }
 

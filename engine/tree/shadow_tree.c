@@ -1256,12 +1256,13 @@ int shadow_tree_insert(struct shadow_tree *t, const struct iovt_extent *e)
 		 * nothing. */
 		k = t->seq_k + 1;
 		if (!(t->seq_leaf == l && k <= ow_n(w) && rec_last(&l->r[ow_at(w, k - 1)]) < s &&
-		      (k == ow_n(w) || l->r[ow_at(w, k)].iova > last)))
+		      (k == ow_n(w) || l->r[ow_at(w, k)].iova > last))) {
 			k = leaf_pos(l, w, s);
-		if (k && rec_last(&l->r[ow_at(w, k - 1)]) >= s)
-			return -EEXIST;
-		if (k < ow_n(w) && l->r[ow_at(w, k)].iova <= last)
-			return -EEXIST;
+			if (k && rec_last(&l->r[ow_at(w, k - 1)]) >= s)
+				return -EEXIST;
+			if (k < ow_n(w) && l->r[ow_at(w, k)].iova <= last)
+				return -EEXIST;
+		}
 		if (last <= p->hi[p->h - 1])
 			break;
 		int rc = cross(t, p, last);
