@@ -17,19 +17,31 @@
 #define vec_reserve1(vec)                                                              \
 	((vec)->n < (vec)->cap ? 0 : vec_grow_((void **)&(vec)->v, &(vec)->cap, sizeof(*(vec)->v)))
 
+/* Makes room for k elements in all (not k more); 0 or -ENOMEM. */
+#define vec_reserve(vec, k)                                                            \
+	((vec)->cap >= (k) ? 0 : vec_grow_to_((void **)&(vec)->v, &(vec)->cap, sizeof(*(vec)->v), (k)))
+
 #define vec_push(vec, val) (vec_reserve1(vec) ? -ENOMEM : ((vec)->v[(vec)->n++] = (val), 0))
 #define vec_clear(vec) ((vec)->n = 0)
 #define vec_free(vec) (free((vec)->v), (vec)->v = NULL, (vec)->n = (vec)->cap = 0)
 
-static inline int vec_grow_(void **v, size_t *cap, size_t elem)
+/* Doubles the capacity (64 at first) until it holds `want`. */
+static inline int vec_grow_to_(void **v, size_t *cap, size_t elem, size_t want)
 {
-	size_t ncap = *cap ? *cap * 2 : 64;
+	size_t ncap = *cap ? *cap : 64;
+	while (ncap < want)
+		ncap *= 2;
 	void *p = realloc(*v, ncap * elem);
 	if (!p)
 		return -ENOMEM;
 	*v = p;
 	*cap = ncap;
 	return 0;
+}
+
+static inline int vec_grow_(void **v, size_t *cap, size_t elem)
+{
+	return vec_grow_to_(v, cap, elem, *cap + 1);
 }
 
 #endif

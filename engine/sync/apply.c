@@ -24,12 +24,6 @@ static int note(int *first_err, int err)
 	return err;
 }
 
-static int count_removed(void *arg, const struct iovt_extent *e)
-{
-	*(uint64_t *)arg += e->size >> IOVT_PAGE_SHIFT;
-	return 0;
-}
-
 static int first_hit(void *arg, const struct iovt_extent *e)
 {
 	(void)arg;
@@ -68,7 +62,7 @@ static uint64_t forget_prefix(struct shadow_tree *tree, uint64_t first, uint64_t
 	uint64_t pages = 0;
 	shadow_tree_iterate(tree, first, last, prefix_step, &p);
 	if (p.end)
-		shadow_tree_remove_range(tree, first, p.end - 1, count_removed, &pages);
+		shadow_tree_remove_count(tree, first, p.end - 1, &pages);
 	return pages;
 }
 

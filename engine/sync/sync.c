@@ -38,20 +38,38 @@ static int push_dropped_marker(struct sync_scratch *s)
  * This is the one-extent form (build_windows' lookup); a window's tree walk
  * makes the same comparison inside the leaves (shadow_tree_iterate_unkept_w).
  */
-static int push_old(struct sync_scratch *s, const struct iovt_extent *e)
+/* push_old's rule for one extent: the first run not ending at or before e
+ * (from cursor *run, runs up to end) begins where e does and maps all of
+ * it as e says; then e is kept and that run begins past it. (The tree's
+ * side makes the same comparison inside its leaves:
+ * shadow_tree_iterate_unkept_w.) */
+static inline bool kept_by_run(struct iovt_extent **run, struct iovt_extent *end,
+			       const struct iovt_extent *e)
 {
-	size_t ri = s->old_ri;
-	while (ri < s->runs.n && extent_end(&s->runs.v[ri]) <= e->iova)
-		ri++;
-	s->old_ri = ri;
-	if (ri < s->runs.n && s->runs.v[ri].iova == e->iova && still_mapped(&s->runs.v[ri], e)) {
-		struct iovt_extent *r = &s->runs.v[ri];
+	struct iovt_extent *r = *run;
+	while (r < end && extent_end(r) <= e->iova)
+		r++;
+	*run = r;
+	if (r < end && r->iova == e->iova && still_mapped(r, e)) {
 		r->iova += e->size;
 		r->gpa += e->size;
 		r->hva += e->size;
 		r->size -= e->size; /* 0: the run is all kept (the cursor moves on) */
-		s->old_dropped = true;
-		return 0;
+		return true;
+	}
+	return false;
+}
+
+static int push_old(struct sync_scratch *s, const struct iovt_extent *e)
+{
+	if (s->runs.n) { /* runs.v may be NULL without runs */
+		struct iovt_extent *run = s->runs.v + s->old_ri;
+		bool kept = kept_by_run(&run, s->runs.v + s->runs.n, e);
+		s->old_ri = (size_t)(run - s->runs.v);
+		if (kept) {
+			s->old_dropped = true;
+			return 0;
+		}
 	}
 	if (s->old_dropped && push_dropped_marker(s))
 		return -ENOMEM;
@@ -178,12 +196,11 @@ nomem:
 	return true;
 }
 
-/* sync_small's bounds: a range of fewer pages, holding at most this many
- * extents (more are rare there: the general path, which does not copy the
+/* sync_small's bounds: a range of at most this many pages (a PSI of am
+ * <= 6), holding at most this many extents (more are rare there: the general path, which does not copy the
  * unchanged ones, and the collection's wasted copies stay few). */
 #define SMALL_PAGES 64u
 #define SMALL_OLD 32u
-_Static_assert(SMALL_OLD < 64, "vec_reserve1 of an empty vector leaves room for SMALL_OLD");
 
 /*
  * push_old over extents already in s->old[0..k-1], in place: those a run
@@ -198,13 +215,7 @@ static void drop_kept(struct sync_scratch *s, size_t k)
 	bool dropped = false;
 	for (size_t i = 0; i < k; i++) {
 		const struct iovt_extent e = old[i]; /* read before j (<= i) is written */
-		while (run < end && extent_end(run) <= e.iova)
-			run++;
-		if (run < end && run->iova == e.iova && still_mapped(run, &e)) {
-			run->iova += e.size;
-			run->gpa += e.size;
-			run->hva += e.size;
-			run->size -= e.size; /* 0: all of it kept */
+		if (kept_by_run(&run, end, &e)) {
 			dropped = true;
 			continue;
 		}
@@ -228,8 +239,13 @@ static void drop_kept(struct sync_scratch *s, size_t k)
  * in it, so every extent goes, in one UNMAP when the sink takes several
  * mappings at once (no kept extent between them), else one each.
  */
+bool sync_test_count_small;
+uint64_t sync_test_small[3];
+
 static int plan_small(struct sync_scratch *s, size_t k, bool multi)
 {
+	if (__builtin_expect(sync_test_count_small, 0))
+		sync_test_small[!k ? 0 : !s->runs.n ? 1 : 2]++;
 	if (!k) {
 		struct iovt_extent *v = s->maps.v; /* empty: apply_plan clears it */
 		size_t cap = s->maps.cap;
@@ -267,7 +283,7 @@ static int plan_small(struct sync_scratch *s, size_t k, bool multi)
 }
 
 /*
- * One range of fewer than SMALL_PAGES pages (a strict guest's buffer, a
+ * One range of at most SMALL_PAGES pages (a strict guest's buffer, a
  * permission flip): its old extents collected in one pass of the tree
  * (shadow_tree_collect_w), the window grown to the first and last of them,
  * walked, and the extents a run keeps dropped from the copies (drop_kept).
@@ -285,7 +301,7 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	if ((r->last - r->first) >> IOVT_PAGE_SHIFT >= SMALL_PAGES)
 		return false;
 	vec_clear(&s->old);
-	if (vec_reserve1(&s->old))
+	if (vec_reserve(&s->old, SMALL_OLD))
 		return false; /* the general path meets the same -ENOMEM and retries */
 	size_t k = shadow_tree_collect_w(t->tree, r->first, r->last, s->old.v, SMALL_OLD);
 	if (k > SMALL_OLD)

@@ -79,6 +79,13 @@ struct sync_scratch {
 
 void sync_scratch_free(struct sync_scratch *s);
 
+/* Tests only (single-threaded ones: the counts are plain adds): when set,
+ * sync.c's small path counts its plans by way — [0] nothing recorded in
+ * the window, [1] nothing mapped in it, [2] the diff — so that a test can
+ * show each way ran. */
+extern bool sync_test_count_small;
+extern uint64_t sync_test_small[3];
+
 /*
  * Makes the sink and the shadow tree equal to the guest view over `ranges`
  * (sorted, disjoint). Spans whose calls failed are added to `retry`.

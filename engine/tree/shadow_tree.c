@@ -115,7 +115,8 @@ struct shadow_tree {
 	struct path *finger, *alt; /* paths[0] and paths[1], in some order */
 	struct path paths[2];
 	/* The leaf and position of the last in-place insert (writer only; a
-	 * hint: a stale pointer only picks a split point). */
+	 * hint, never trusted: it picks a run's split point, and the next
+	 * insert's position when two compares confirm it). */
 	const struct leaf *seq_leaf;
 	unsigned seq_k;
 };
@@ -788,9 +789,10 @@ static void finger_check(const struct shadow_tree *t, uint64_t key, const struct
  * a removal's next leaf: each a full descent before). The next leaf of an
  * iterate (map4k-psi2m walks ~17 leaves a window, dsi-unchanged every
  * leaf) is its parent's next child, taken without a search when it has one;
- * any other key goes down from the deepest node of the path whose range
- * holds it. The path returned is the tree's own: valid until the writer's
- * next descend_w. descend_w_slow is all but the first test, which is
+ * a key in the other finger's leaf swaps the two fingers; any other key
+ * descends from the root into the other finger's path, which becomes the
+ * finger (the old one is the other now). The path returned is the tree's
+ * own: valid until the writer's next descend_w. descend_w_slow is all but the first test, which is
  * inline (descend_w, below).
  */
 static __attribute__((noinline)) const struct path *descend_w_slow(struct shadow_tree *t, uint64_t key)
@@ -902,16 +904,23 @@ static unsigned cap_for(unsigned live)
 	return want <= 3 ? 3 : want <= 7 ? 7 : LEAF_MAX;
 }
 
-/* Copies the n live records of l (order word w) into fresh leaf nl in IOVA
- * order, with *ins (if any) at position k. nl is not yet published. */
-/* A new leaf's records: r[0..m-1], in order (its slots in order too). */
-static void leaf_fill(struct leaf *l, const struct rec *r, unsigned m)
+/* A new leaf whose records 0..m-1 are written, in order: its used count
+ * and its order word. */
+static inline void leaf_seal(struct leaf *l, unsigned m)
 {
-	memcpy(l->r, r, m * sizeof(*r));
 	l->h.used = (uint8_t)m;
 	l->h.word = ident_word(m);
 }
 
+/* A new leaf's records: r[0..m-1], in order (its slots in order too). */
+static void leaf_fill(struct leaf *l, const struct rec *r, unsigned m)
+{
+	memcpy(l->r, r, m * sizeof(*r));
+	leaf_seal(l, m);
+}
+
+/* Copies the n live records of l (order word w) into fresh leaf nl in IOVA
+ * order, with *ins (if any) at position k. nl is not yet published. */
 static void leaf_build(struct leaf *nl, const struct leaf *l, uint64_t w, unsigned k,
 		       const struct rec *ins)
 {
@@ -922,8 +931,7 @@ static void leaf_build(struct leaf *nl, const struct leaf *l, uint64_t w, unsign
 		if (i < n)
 			nl->r[m++] = l->r[ow_at(w, i)];
 	}
-	nl->h.used = (uint8_t)m;
-	nl->h.word = ident_word(m);
+	leaf_seal(nl, m);
 }
 
 /* Climbs from the root while it is an internal node with one child. */
@@ -1154,10 +1162,8 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 		else
 			b->r[j - m] = *r;
 	}
-	a->h.used = (uint8_t)m;
-	a->h.word = ident_word(m);
-	b->h.used = (uint8_t)(LEAF_MAX + 1 - m);
-	b->h.word = ident_word(LEAF_MAX + 1 - m);
+	leaf_seal(a, m);
+	leaf_seal(b, LEAF_MAX + 1 - m);
 	/* a's last record ends before b's first starts: b's first IOVA bounds a */
 	retire(t, (struct node *)&l->h);
 	insert_up(t, p, (int)p->h - 2, &a->h, b->r[0].iova, &b->h, &pl);

@@ -80,6 +80,37 @@ static void test_add_remove(void)
 	guest_ram_destroy(ram);
 }
 
+/*
+ * The per-thread cache of the last two regions found (guest_ram.c): both
+ * cached, then one removed, re-added elsewhere in host memory, and a
+ * second map with a region at the same GPA: every answer is the map's
+ * current one, never a cached copy of an older set or of the other map.
+ */
+static void test_find_cache(void)
+{
+	struct guest_ram *ram = guest_ram_create(), *other = guest_ram_create();
+	struct guest_ram_region r;
+	CHECK(ram && other);
+	CHECK_EQ(guest_ram_add(ram, 0x100000, 2 * K, buf[0], NULL), 0);
+	CHECK_EQ(guest_ram_add(ram, 0x200000, 2 * K, buf[1], NULL), 0);
+	CHECK_EQ(guest_ram_add(other, 0x200000, 2 * K, buf[2], NULL), 0);
+	for (int round = 0; round < 2; round++) { /* the second round from the cache */
+		CHECK(guest_ram_find(ram, 0x100000, &r) && r.hva == (uintptr_t)buf[0]);
+		CHECK(guest_ram_find(ram, 0x201000, &r) && r.hva == (uintptr_t)buf[1]);
+	}
+	CHECK(guest_ram_find(other, 0x200000, &r) && r.hva == (uintptr_t)buf[2]);
+	CHECK(guest_ram_find(ram, 0x200000, &r) && r.hva == (uintptr_t)buf[1]);
+	CHECK_EQ(guest_ram_remove(ram, 0x200000), 0);
+	CHECK(!guest_ram_find(ram, 0x200000, &r));
+	CHECK(guest_ram_find(ram, 0x100000, &r) && r.hva == (uintptr_t)buf[0]);
+	CHECK(!guest_ram_find(ram, 0x201000, &r));
+	CHECK_EQ(guest_ram_add(ram, 0x200000, 2 * K, buf[3], NULL), 0);
+	CHECK(guest_ram_find(ram, 0x200000, &r) && r.hva == (uintptr_t)buf[3]);
+	CHECK(guest_ram_find(other, 0x201000, &r) && r.hva == (uintptr_t)buf[2]);
+	guest_ram_destroy(other);
+	guest_ram_destroy(ram);
+}
+
 static void test_capacity(void)
 {
 	struct guest_ram *ram = guest_ram_create();
@@ -212,6 +243,7 @@ int main(void)
 {
 	urcu_memb_register_thread();
 	test_add_remove();
+	test_find_cache();
 	test_capacity();
 	test_read_u64();
 	test_rcu_race();

@@ -750,6 +750,26 @@ static void test_budget(void)
 	uint64_t before = gs_tables_in_use(gs);
 	gs_domain_destroy(d); /* frees the shared tables once */
 	CHECK_EQ(before - gs_tables_in_use(gs), 4);
+
+	/* The leaf-table scan skips non-present entries eight and four at a
+	 * time, each charged to the budget: a budget that runs out anywhere in
+	 * such a stretch stops at exactly that entry (no skip may take more
+	 * entries than are left). One leaf at page 0, the rest of the 2 MiB
+	 * block empty; the path is 4 entries (PML4E, PDPE, PDE, PTE 0). */
+	d = gs_domain_create(gs, 48, true, true);
+	x = 5 * G1;
+	CHECK_EQ(gs_map(d, x, DATA, K, IOVT_PERM_RW, GS_LEAF_4K), 0);
+	for (uint64_t b = 4; b < 4 + 40; b++) {
+		p = params(d, x, x + M2 - 1);
+		p.budget = b;
+		CHECK_EQ(walk(&p, &r, &st), 0); /* both walks: walk() compares vtd_walk_block */
+		CHECK_EQ(st.entries_read, b);
+		CHECK_EQ(r.nleaves, 1);
+		CHECK_EQ(r.nerrors, 1);
+		/* PTEs 0 .. b-4 read: the error from PTE b-3 to the block's end */
+		check_err(&r.ev[1], x + (b - 3) * K, M2 - (b - 3) * K, VTD_ERR_BUDGET);
+	}
+	gs_domain_destroy(d);
 	free(r.ev);
 }
 
