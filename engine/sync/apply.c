@@ -97,6 +97,8 @@ static int apply_unmaps(const struct sync_target *t, struct sync_scratch *s,
 static void apply_maps(const struct sync_target *t, struct sync_scratch *s, struct sync_stats *st,
 		       struct range_set *retry, int *first_err, bool check_overlap)
 {
+	if (!s->maps.n)
+		return; /* an UNMAP-only plan (a strict guest's unmap PSI) */
 	const struct iovt_sink *sink = t->sink;
 	/* The sink's own limit too: a MAP it would refuse (-ENOSPC) is not sent. */
 	uint64_t limit = t->max_extents;
