@@ -22,22 +22,6 @@ static int push_dropped_marker(struct sync_scratch *s)
 	return vec_push(&s->old, m) ? -ENOMEM : 0;
 }
 
-/*
- * Collects a window's old extents for diff_window, leaving out each one a
- * run begins with — diff_window would keep it and map nothing of that part
- * of the run — and moving that run's start past it instead (the run's
- * remainder is what the diff still has to map around later kept extents).
- * A PSI over a 2 MiB window of unchanged 4 KiB extents no longer copies
- * and diffs every one of them (perf, map4k-psi2m: copying them was a
- * quarter of the engine, the diff another sixth), whether each is a run of
- * its own (scattered GPAs) or the guest's run holds many (contiguous GPAs,
- * mapped a page at a time). An extent inside a run past its start goes to
- * the diff as before. The one thing a kept extent still tells the diff,
- * that no UNMAP group may span it, a zero-size marker says for a stretch of
- * them. Extents come in IOVA order, runs are sorted and disjoint: one cursor.
- * This is the one-extent form (build_windows' lookup); a window's tree walk
- * makes the same comparison inside the leaves (shadow_tree_iterate_unkept_w).
- */
 /* push_old's rule for one extent: the first run not ending at or before e
  * (from cursor *run, runs up to end) begins where e does and maps all of
  * it as e says; then e is kept and that run begins past it. (The tree's
@@ -60,6 +44,22 @@ static inline bool kept_by_run(struct iovt_extent **run, struct iovt_extent *end
 	return false;
 }
 
+/*
+ * Collects a window's old extents for diff_window, leaving out each one a
+ * run begins with — diff_window would keep it and map nothing of that part
+ * of the run — and moving that run's start past it instead (the run's
+ * remainder is what the diff still has to map around later kept extents).
+ * A PSI over a 2 MiB window of unchanged 4 KiB extents no longer copies
+ * and diffs every one of them (perf, map4k-psi2m: copying them was a
+ * quarter of the engine, the diff another sixth), whether each is a run of
+ * its own (scattered GPAs) or the guest's run holds many (contiguous GPAs,
+ * mapped a page at a time). An extent inside a run past its start goes to
+ * the diff as before. The one thing a kept extent still tells the diff,
+ * that no UNMAP group may span it, a zero-size marker says for a stretch of
+ * them. Extents come in IOVA order, runs are sorted and disjoint: one cursor.
+ * This is the one-extent form (build_windows' lookup); a window's tree walk
+ * makes the same comparison inside the leaves (shadow_tree_iterate_unkept_w).
+ */
 static int push_old(struct sync_scratch *s, const struct iovt_extent *e)
 {
 	if (s->runs.n) { /* runs.v may be NULL without runs */
@@ -197,8 +197,9 @@ nomem:
 }
 
 /* sync_small's bounds: a range of at most this many pages (a PSI of am
- * <= 6), holding at most this many extents (more are rare there: the general path, which does not copy the
- * unchanged ones, and the collection's wasted copies stay few). */
+ * <= 6), holding at most this many extents (more are rare there: the
+ * general path, which does not copy the unchanged ones, and the
+ * collection's wasted copies stay few). */
 #define SMALL_PAGES 64u
 #define SMALL_OLD 32u
 
@@ -230,6 +231,9 @@ static void drop_kept(struct sync_scratch *s, size_t k)
 	s->old.n = j;
 }
 
+bool sync_test_count_small;
+uint64_t sync_test_small[3];
+
 /*
  * sync_small's plan from the k old extents in s->old and the runs: what
  * drop_kept and diff_window make of them. Two cases need neither, and they
@@ -239,9 +243,6 @@ static void drop_kept(struct sync_scratch *s, size_t k)
  * in it, so every extent goes, in one UNMAP when the sink takes several
  * mappings at once (no kept extent between them), else one each.
  */
-bool sync_test_count_small;
-uint64_t sync_test_small[3];
-
 static int plan_small(struct sync_scratch *s, size_t k, bool multi)
 {
 	if (__builtin_expect(sync_test_count_small, 0))
