@@ -13,13 +13,12 @@
 		size_t cap;  \
 	}
 
-/* Makes room for one more element; 0 or -ENOMEM. */
-#define vec_reserve1(vec)                                                              \
-	((vec)->n < (vec)->cap ? 0 : vec_grow_((void **)&(vec)->v, &(vec)->cap, sizeof(*(vec)->v)))
-
 /* Makes room for k elements in all (not k more); 0 or -ENOMEM. */
 #define vec_reserve(vec, k)                                                            \
 	((vec)->cap >= (k) ? 0 : vec_grow_to_((void **)&(vec)->v, &(vec)->cap, sizeof(*(vec)->v), (k)))
+
+/* Makes room for one more element; 0 or -ENOMEM. */
+#define vec_reserve1(vec) vec_reserve(vec, (vec)->n + 1)
 
 #define vec_push(vec, val) (vec_reserve1(vec) ? -ENOMEM : ((vec)->v[(vec)->n++] = (val), 0))
 #define vec_clear(vec) ((vec)->n = 0)
@@ -37,11 +36,6 @@ static inline int vec_grow_to_(void **v, size_t *cap, size_t elem, size_t want)
 	*v = p;
 	*cap = ncap;
 	return 0;
-}
-
-static inline int vec_grow_(void **v, size_t *cap, size_t elem)
-{
-	return vec_grow_to_(v, cap, elem, *cap + 1);
 }
 
 #endif

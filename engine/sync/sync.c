@@ -150,6 +150,22 @@ static __attribute__((noinline)) void probe_window(uint64_t first, uint64_t last
 }
 
 /*
+ * Out of memory before any call of a plan: nothing of it is applied (the
+ * plan is dropped) and its ranges are retried at the next fence, never
+ * lost. Returns rc.
+ */
+static int retry_all(struct sync_scratch *s, struct range_set *retry, const struct range *r,
+		     size_t n, int rc)
+{
+	for (size_t j = 0; j < n; j++)
+		range_set_add(retry, r[j].first, r[j].last);
+	vec_clear(&s->old);
+	vec_clear(&s->unmaps);
+	vec_clear(&s->maps);
+	return rc;
+}
+
+/*
  * One range of exactly one page whose extent, if any, is that page: the
  * window is the page, so the plan is at most one UNMAP (the old extent,
  * unless the page still maps the same) and one MAP (the page, if the guest
@@ -188,11 +204,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 	*rcp = rc ? rc : walk_err;
 	return true;
 nomem:
-	/* Out of memory before any call: retry the page (never lost). */
-	range_set_add(retry, iova, iova + IOVT_PAGE_SIZE - 1);
-	vec_clear(&s->unmaps);
-	vec_clear(&s->maps);
-	*rcp = -ENOMEM;
+	*rcp = retry_all(s, retry, &(struct range){ iova, iova + IOVT_PAGE_SIZE - 1 }, 1, -ENOMEM);
 	return true;
 }
 
@@ -320,13 +332,8 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	int rc = guest_view_runs(t, first, last, s, st, &walk_err);
 	if (!rc)
 		rc = plan_small(s, k, multi);
-	if (rc) {
-		/* Out of memory mid-plan: apply nothing of it, retry it all. */
-		range_set_add(retry, r->first, r->last);
-		vec_clear(&s->old);
-		vec_clear(&s->unmaps);
-		vec_clear(&s->maps);
-		*rcp = rc;
+	if (rc) { /* out of memory mid-plan */
+		*rcp = retry_all(s, retry, r, 1, rc);
 		return true;
 	}
 	st->windows++;
@@ -351,12 +358,8 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 	bool group_open = false;
 	int walk_err = 0;
 	int rc = build_windows(t, ranges, n, s);
-	if (rc) {
-		/* Out of memory before any call: retry every range (never lost). */
-		for (size_t j = 0; j < n; j++)
-			range_set_add(retry, ranges[j].first, ranges[j].last);
-		return rc;
-	}
+	if (rc)
+		return retry_all(s, retry, ranges, n, rc);
 
 	for (size_t k = 0; k < s->windows.n; k++) {
 		const struct range *w = &s->windows.v[k];
@@ -382,14 +385,8 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 			rc = push_dropped_marker(s);
 		if (!rc)
 			rc = diff_window(s, 0, 0, multi, &group_open);
-		if (rc) {
-			/* Out of memory mid-plan: apply nothing of it, retry it all. */
-			for (size_t j = 0; j < n; j++)
-				range_set_add(retry, ranges[j].first, ranges[j].last);
-			vec_clear(&s->unmaps);
-			vec_clear(&s->maps);
-			return rc;
-		}
+		if (rc) /* out of memory mid-plan */
+			return retry_all(s, retry, ranges, n, rc);
 		st->windows++;
 	}
 	rc = apply_plan(t, s, st, retry);
