@@ -5,6 +5,7 @@
 #include <string.h>
 
 bool (*iovt_alloc_fault)(size_t size);
+bool (*iovt_vec_fault)(size_t bytes); /* vec.h: here, beside its sibling */
 #define FAULT(size) __builtin_expect(iovt_alloc_fault != NULL && iovt_alloc_fault(size), 0)
 
 #ifdef IOVT_USE_JEMALLOC

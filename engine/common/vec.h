@@ -4,7 +4,14 @@
 #define IOVT_COMMON_VEC_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
+
+/* Fault injection for the engine's own tests (never set in production), as
+ * iovt_alloc_fault (alloc.h) for the allocator: when non-NULL, every growth
+ * asks it first and fails with -ENOMEM when it says so. Asked on the growth
+ * branch only: a reserve that fits costs nothing more. */
+extern bool (*iovt_vec_fault)(size_t bytes);
 
 #define VEC(type)            \
 	struct {             \
@@ -30,6 +37,8 @@ static inline int vec_grow_to_(void **v, size_t *cap, size_t elem, size_t want)
 	size_t ncap = *cap ? *cap : 64;
 	while (ncap < want)
 		ncap *= 2;
+	if (__builtin_expect(iovt_vec_fault != NULL, 0) && iovt_vec_fault(ncap * elem))
+		return -ENOMEM;
 	void *p = realloc(*v, ncap * elem);
 	if (!p)
 		return -ENOMEM;

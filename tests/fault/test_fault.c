@@ -15,7 +15,9 @@
  * model == guest truth over the area, record == model.
  *
  * Modes (argv[1]): map, unmap, partial, random, random-partial, queue-retry
- * (the PSI + wait of an explicit queue: its next fence retries what failed).
+ * (the PSI + wait of an explicit queue: its next fence retries what failed),
+ * vec-enomem (the engine's own memory instead of the sink: the sync's
+ * scratch vectors fail to grow, once per round at every growth in turn).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -23,6 +25,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "common/vec.h" /* iovt_vec_fault: the sync's vectors, for vec-enomem */
 #include "fault_sink.h"
 #include "guestsim.h"
 #include "iovt.h"
@@ -586,6 +589,120 @@ static void test_queue_retry(uint64_t seed)
 	printf("fault queue-retry: a queue's next fence retried its failed MAP\n");
 }
 
+/* ---- vec-enomem: the sync's scratch vectors cannot grow ---- */
+
+/* The hook fails the vec_fail_at-th growth since the round began (0: none). */
+static uint64_t vec_growths, vec_fail_at, vec_failures;
+
+static bool vec_fault(size_t bytes)
+{
+	(void)bytes;
+	if (++vec_growths != vec_fail_at)
+		return false;
+	vec_failures++;
+	return true;
+}
+
+/* A fence judged as fence_judged judges one (record == device, nothing
+ * rejected), with -ENOMEM allowed only when a growth failed during it; then
+ * device == guest, at once or after the next fence, which retries what
+ * failed with no new invalidation (and cannot fail: one growth a round
+ * fails). Every change the test makes is invalidated before its fence. */
+static void fence_vec(struct fw *w, uint64_t *enomem)
+{
+	uint64_t before = vec_failures;
+	int rc = iovt_fence(w->e);
+	w->fences++;
+	if (vec_failures == before)
+		CHECK_EQ(rc, 0);
+	else
+		CHECK(rc == 0 || rc == -ENOMEM);
+	struct iovt_model_stats ms;
+	iovt_model_sink_stats(w->model, &ms);
+	CHECK_EQ(ms.rejected_calls, 0);
+	check_record(w, rc ? "after a fence out of memory" : "after a fence");
+	if (rc) {
+		(*enomem)++;
+		w->failed_fences++;
+		CHECK_EQ(iovt_fence(w->e), 0);
+		w->fences++;
+		iovt_model_sink_stats(w->model, &ms);
+		CHECK_EQ(ms.rejected_calls, 0);
+		check_record(w, "after the retry");
+	}
+	check_truth(w);
+}
+
+/*
+ * One round on a fresh engine (its thread's queue starts with empty
+ * vectors, so each first use grows one), with the fail_at-th growth
+ * failing: the sync's small path (a strict guest's buffer in pieces, mapped
+ * then flipped), its general path (80 one-page runs in one 2 MiB PSI, more
+ * than a first growth holds, mapped then unmapped), a DSI, and the last
+ * pieces unmapped, each fence judged by fence_vec. Returns the growths the
+ * round asked for.
+ */
+static uint64_t vec_round(uint64_t seed, bool multi, uint64_t fail_at, uint64_t *enomem)
+{
+	struct fw w;
+	fw_init(&w, multi ? IOVT_MODEL_IOMMUFD : IOVT_MODEL_TYPE1, multi, false, 4 * M2, seed);
+	attach(&w, 0);
+	vec_growths = 0;
+	vec_fail_at = fail_at;
+	iovt_vec_fault = vec_fault;
+	/* small: three pieces of 3, 5 and 2 pages, then the middle ones read-only */
+	CHECK(gs_map(w.gd, 0, 16 * M1, 3 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(gs_map(w.gd, 3 * K, 24 * M1, 5 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(gs_map(w.gd, 8 * K, 20 * M1, 2 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	inval(&w, 0, 10 * K);
+	fence_vec(&w, enomem);
+	CHECK(gs_map(w.gd, 2 * K, 16 * M1 + 2 * K, K, IOVT_PERM_R, GS_LEAF_4K) == 0);
+	CHECK(gs_map(w.gd, 3 * K, 24 * M1, 3 * K, IOVT_PERM_R, GS_LEAF_4K) == 0);
+	inval(&w, 2 * K, 4 * K);
+	fence_vec(&w, enomem);
+	/* general: 80 pages, none contiguous in GPA with the next */
+	for (uint64_t i = 0; i < 80; i++)
+		CHECK(gs_map(w.gd, M2 + i * K, 32 * M1 + 2 * i * K, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	inval(&w, M2, M2);
+	fence_vec(&w, enomem);
+	CHECK(gs_unmap(w.gd, M2, 40 * K) == 0);
+	inval(&w, M2, M2);
+	fence_vec(&w, enomem);
+	CHECK(gs_unmap(w.gd, M2 + 40 * K, 40 * K) == 0);
+	CHECK(iovt_invalidate_dsi(w.e, w.did) == 0);
+	fence_vec(&w, enomem);
+	CHECK(gs_unmap(w.gd, 0, 10 * K) == 0);
+	inval(&w, 0, 10 * K);
+	fence_vec(&w, enomem);
+	iovt_vec_fault = NULL;
+	uint64_t asked = vec_growths;
+	CHECK_EQ(iovt_model_sink_count(w.model), 0);
+	w.converges++;
+	fw_destroy(&w);
+	return asked;
+}
+
+static void test_vec_enomem(uint64_t seed)
+{
+	for (int multi = 0; multi <= 1; multi++) {
+		uint64_t enomem = 0, failures = vec_failures;
+		const uint64_t growths = vec_round(seed, multi, 0, &enomem);
+		CHECK_EQ(enomem, 0);
+		CHECK(growths >= 4); /* runs, old, maps, unmaps at least */
+		for (uint64_t k = 1; k <= growths; k++) {
+			uint64_t before = vec_failures;
+			vec_round(seed + k, multi, k, &enomem);
+			CHECK_EQ(vec_failures, before + 1); /* growth k came, as in the clean round */
+		}
+		/* a failed growth is not always a failed fence (the small path
+		 * falls back to the general one, which may then grow), but most are */
+		CHECK(enomem >= growths / 2);
+		printf("fault-vec-enomem (%s): %" PRIu64 " growths a round, each failed once: %" PRIu64
+		       " failed fences, %" PRIu64 " faults, every round converged\n",
+		       multi ? "multi-unmap" : "single unmaps", growths, enomem, vec_failures - failures);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "all";
@@ -611,6 +728,8 @@ int main(int argc, char **argv)
 	}
 	if (all || !strcmp(mode, "queue-retry"))
 		known = true, test_queue_retry(seed);
+	if (all || !strcmp(mode, "vec-enomem"))
+		known = true, test_vec_enomem(seed);
 	CHECK(known);
 	iovt_thread_unregister();
 	return 0;
