@@ -8,9 +8,9 @@
  * extent records: 48, 112, 240 or 496 bytes, each a jemalloc size class.
  * Its order word (header word 0) names the live records in IOVA order: bits
  * 0..3 hold their number n, nibble k (bits 4+4k..7+4k) the slot of the k-th.
- * An internal node holds n <= 31 children and n-1 pivots (512 bytes): child
- * i covers [piv[i-1], piv[i]-1] within the node's own range; the root covers
- * [0, top]. Every extent lies inside the range of its leaf (an insert that
+ * An internal node holds n <= 31 children and n-1 pivots, in 256 bytes (15
+ * slots) while n <= 15, else in 512 (31): child i covers [piv[i-1],
+ * piv[i]-1] within the node's own range; the root covers [0, top]. Every extent lies inside the range of its leaf (an insert that
  * would cross a leaf boundary moves the boundary first), so the one extent
  * that can cover an IOVA is in the leaf the IOVA descends to.
  *
@@ -45,6 +45,7 @@
 
 #define LEAF_MAX 15u /* records per leaf: 15 nibbles + a 4-bit count = one word */
 #define FAN 31u      /* children per internal node: 512 bytes */
+#define FAN_SMALL 15u /* ... while it has at most this many: 256 bytes */
 #define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
 #define BATCH_N 61u  /* nodes per retirement batch: 512 bytes */
 #define MAX_SIZE (1ull << 44)
@@ -70,12 +71,34 @@ struct leaf {
 	struct rec r[];
 };
 
+/* h.cap (immutable): FAN_SMALL or FAN, the smaller when it holds the node's
+ * h.word children (inode_cap). cap pivots, then cap child pointers
+ * (in_child). A copy of the node's children writes half the bytes while
+ * they are few: strict-dma's splits and unlinks copy the root of a tree of
+ * a few leaves, and a copy is fresh memory (see ARCHITECTURE.md). */
 struct inode {
 	struct node h;
-	uint64_t piv[FAN]; /* n-1 used; the rest, and always piv[FAN-1], UINT64_MAX */
-	struct node *child[FAN];
+	uint64_t piv[]; /* n-1 used; the rest, and always piv[cap-1], UINT64_MAX */
 };
-_Static_assert(sizeof(struct inode) <= 512, "an internal node fits 512 bytes");
+
+static inline size_t inode_bytes(unsigned cap)
+{
+	return sizeof(struct node) + cap * (sizeof(uint64_t) + sizeof(struct node *));
+}
+_Static_assert(sizeof(struct node) + FAN * 16 == 512 && sizeof(struct node) + FAN_SMALL * 16 == 256,
+	       "internal nodes of 512 and 256 bytes");
+
+/* The capacity of an internal node of n children. */
+static inline unsigned inode_cap(unsigned n)
+{
+	return n <= FAN_SMALL ? FAN_SMALL : FAN;
+}
+
+/* Its child pointers, after its cap pivots. */
+static inline struct node **in_child(const struct inode *in)
+{
+	return (struct node **)(uintptr_t)(in->piv + in->h.cap);
+}
 
 struct batch {
 	struct rcu_head rcu;
@@ -128,7 +151,7 @@ static pthread_once_t g_sizes_once = PTHREAD_ONCE_INIT;
 /* What the allocator makes of each node size (leaves by capacity, then an
  * internal node): asked once, not per allocation and retirement (nallocx,
  * ~37 instructions, was most of a leaf's accounting). */
-static size_t g_usable[LEAF_MAX + 2];
+static size_t g_usable[LEAF_MAX + 3];
 
 static inline size_t leaf_bytes(unsigned cap);
 
@@ -136,14 +159,17 @@ static void sizes_init(void)
 {
 	for (unsigned cap = 0; cap <= LEAF_MAX; cap++)
 		g_usable[cap] = iovt_alloc_usable(leaf_bytes(cap));
-	g_usable[LEAF_MAX + 1] = iovt_alloc_usable(sizeof(struct inode));
+	g_usable[LEAF_MAX + 1] = iovt_alloc_usable(inode_bytes(FAN));
+	g_usable[LEAF_MAX + 2] = iovt_alloc_usable(inode_bytes(FAN_SMALL));
 }
 
 /* The usable size of a node of `bytes` (a leaf_bytes or an inode's). */
 static inline size_t usable(size_t bytes)
 {
-	if (bytes == sizeof(struct inode))
+	if (bytes == inode_bytes(FAN)) /* no leaf size is either */
 		return g_usable[LEAF_MAX + 1];
+	if (bytes == inode_bytes(FAN_SMALL))
+		return g_usable[LEAF_MAX + 2];
 	return g_usable[(bytes - sizeof(struct node)) / sizeof(struct rec)];
 }
 
@@ -206,7 +232,7 @@ static inline size_t leaf_bytes(unsigned cap)
 
 static inline size_t node_bytes(const struct node *x)
 {
-	return x->level ? sizeof(struct inode) : leaf_bytes(x->cap);
+	return x->level ? inode_bytes(x->cap) : leaf_bytes(x->cap);
 }
 
 /*
@@ -240,15 +266,23 @@ static inline unsigned leaf_pos(const struct leaf *l, uint64_t w, uint64_t key)
  * The child of `in` whose range holds key: the number of pivots <= key.
  * Unused pivots hold UINT64_MAX (inode_fill). Two rounds of independent
  * compares instead of a chain of five: the three block fences (pivots 7,
- * 15, 23) pick a block of eight, then its eight pivots are counted.
+ * 15, 23) pick a block of eight, then its eight pivots are counted. A small
+ * node has two blocks (its piv[14] is the pad): its words 15 and 23 are
+ * child pointers, read inside the node and not counted (a select, not a
+ * branch: a tree's levels may differ in size).
  */
 static inline unsigned child_pos(const struct inode *in, uint64_t key)
 {
-	unsigned blk = (in->piv[7] <= key) + (in->piv[15] <= key) + (in->piv[23] <= key);
+	/* relaxed loads: in a small node these are child pointers, which the
+	 * writer may replace (publish) while a reader is here */
+	unsigned hi = (__atomic_load_n(&in->piv[15], __ATOMIC_RELAXED) <= key) +
+		      (__atomic_load_n(&in->piv[23], __ATOMIC_RELAXED) <= key);
+	unsigned blk = (in->piv[7] <= key) + (in->h.cap == FAN ? hi : 0);
 	const uint64_t *p = in->piv + 8 * blk;
 	unsigned c = 8 * blk;
-	/* the block's pivots before its fence (block 3: piv[24..30], the last
-	 * one the array's UINT64_MAX pad, so no load leaves the node) */
+	/* the block's pivots before its fence (the last block: piv[24..30] or
+	 * piv[8..14], the last one the UINT64_MAX pad, so no load leaves the
+	 * node) */
 	for (unsigned i = 0; i < 7; i++)
 		c += p[i] <= key;
 	return c;
@@ -369,7 +403,7 @@ static void free_subtree(struct node *x)
 	if (x->level) {
 		struct inode *in = (struct inode *)x;
 		for (unsigned i = 0; i < in->h.word; i++)
-			free_subtree(in->child[i]);
+			free_subtree(in_child(in)[i]);
 	}
 	node_free(x);
 }
@@ -434,7 +468,7 @@ static const struct rec *find_rec(const struct shadow_tree *t, uint64_t iova)
 		return NULL;
 	while (x->level) {
 		const struct inode *in = (const struct inode *)x;
-		x = iovt_rcu_dereference(in->child[child_pos(in, iova)]);
+		x = iovt_rcu_dereference(in_child(in)[child_pos(in, iova)]);
 	}
 	const struct leaf *l = (const struct leaf *)x;
 	return leaf_cover(l, __atomic_load_n(&l->h.word, __ATOMIC_ACQUIRE), iova);
@@ -544,7 +578,7 @@ leaf_at(const struct shadow_tree *t, uint64_t cur, uint64_t *hi, const bool writ
 		unsigned i = child_pos(in, cur);
 		if (i + 1 < in->h.word)
 			*hi = in->piv[i] - 1; /* >= cur: piv[i] > cur */
-		x = iovt_rcu_dereference(in->child[i]);
+		x = iovt_rcu_dereference(in_child(in)[i]);
 	}
 	return (const struct leaf *)x;
 }
@@ -752,7 +786,7 @@ static void descend_from(uint64_t key, struct path *p, unsigned d)
 		if (i + 1 < in->h.word)
 			hi = in->piv[i] - 1;
 		p->idx[d] = i;
-		x = in->child[i];
+		x = in_child(in)[i];
 		d++;
 	}
 	p->h = d + 1;
@@ -809,7 +843,7 @@ static __attribute__((noinline)) const struct path *descend_w_slow(struct shadow
 			unsigned i = f->idx[d - 1] + 1;
 			if (i < in->h.word) {
 				f->idx[d - 1] = i;
-				f->n[d] = in->child[i];
+				f->n[d] = in_child(in)[i];
 				f->lo[d] = in->piv[i - 1]; /* == key */
 				f->hi[d] = i + 1 < in->h.word ? in->piv[i] - 1 : f->hi[d - 1];
 				goto done;
@@ -858,7 +892,7 @@ static inline struct leaf *path_leaf(const struct path *p)
 /* Where n[d] is linked. */
 static inline struct node **slot_of(struct shadow_tree *t, const struct path *p, unsigned d)
 {
-	return d ? &((struct inode *)p->n[d - 1])->child[p->idx[d - 1]] : &t->root;
+	return d ? &in_child((struct inode *)p->n[d - 1])[p->idx[d - 1]] : &t->root;
 }
 
 /* Publishes nl in place of the leaf of p (a copy: compacted, grown or
@@ -882,18 +916,26 @@ static void replace_leaf(struct shadow_tree *t, const struct path *p, struct lea
 	}
 }
 
+/* in: inode_bytes(inode_cap(n)) bytes (inode_alloc). */
 static void inode_fill(struct inode *in, unsigned level, unsigned n, struct node *const *ch,
 		       const uint64_t *pv)
 {
+	const unsigned cap = inode_cap(n);
 	memset(&in->h, 0, sizeof(in->h));
 	in->h.word = n;
 	in->h.level = (uint8_t)level;
-	in->h.cap = FAN;
-	memcpy(in->child, ch, n * sizeof(*ch));
+	in->h.cap = (uint8_t)cap;
+	memcpy(in_child(in), ch, n * sizeof(*ch));
 	memcpy(in->piv, pv, (n - 1) * sizeof(*pv));
 	/* the rest UINT64_MAX, never <= a key below it (child_pos): all-ones
 	 * bytes, one memset instead of a store per pivot */
-	memset(in->piv + n - 1, 0xff, (FAN - (n - 1)) * sizeof(*pv));
+	memset(in->piv + n - 1, 0xff, (cap - (n - 1)) * sizeof(*pv));
+}
+
+/* An internal node for n children (inode_fill), or NULL. */
+static struct inode *inode_alloc(struct shadow_tree *t, unsigned n)
+{
+	return (struct inode *)node_alloc(t, inode_bytes(inode_cap(n)));
 }
 
 /* Slack for in-place inserts: half the live records again (at least one
@@ -939,7 +981,7 @@ static void collapse_root(struct shadow_tree *t)
 {
 	while (t->root->level && t->root->word == 1) {
 		struct node *old = t->root;
-		publish(t, &t->root, ((struct inode *)old)->child[0]);
+		publish(t, &t->root, in_child((struct inode *)old)[0]);
 		retire(t, old);
 	}
 }
@@ -963,7 +1005,7 @@ static int unlink_empty(struct shadow_tree *t, const struct path *p, unsigned d)
 		return 1; /* the whole tree is this empty chain: leave it */
 	if (batch_room(t, (d - up + 1) + 1 + MAX_H))
 		return -ENOMEM;
-	struct inode *np = (struct inode *)node_alloc(t, sizeof(struct inode));
+	struct inode *np = inode_alloc(t, n - 1);
 	if (!np)
 		return -ENOMEM;
 	struct node *ch[FAN];
@@ -971,7 +1013,7 @@ static int unlink_empty(struct shadow_tree *t, const struct path *p, unsigned d)
 	unsigned drop = i ? i - 1 : 0; /* the left sibling takes the range, or the right */
 	for (unsigned j = 0, m = 0; j < n; j++)
 		if (j != i)
-			ch[m++] = par->child[j];
+			ch[m++] = in_child(par)[j];
 	for (unsigned j = 0, m = 0; j + 1 < n; j++)
 		if (j != drop)
 			pv[m++] = par->piv[j];
@@ -1000,10 +1042,10 @@ static int raise_boundary(struct shadow_tree *t, const struct path *p, uint64_t 
 	if (batch_room(t, 1))
 		return -ENOMEM;
 	struct inode *old = (struct inode *)p->n[d];
-	struct inode *np = (struct inode *)node_alloc(t, sizeof(struct inode));
+	struct inode *np = inode_alloc(t, (unsigned)old->h.word);
 	if (!np)
 		return -ENOMEM;
-	inode_fill(np, old->h.level, (unsigned)old->h.word, old->child, old->piv);
+	inode_fill(np, old->h.level, (unsigned)old->h.word, in_child(old), old->piv);
 	np->piv[p->idx[d]] = v;
 	publish(t, slot_of(t, p, (unsigned)d), &np->h);
 	retire(t, &old->h);
@@ -1032,10 +1074,19 @@ static int cross(struct shadow_tree *t, const struct path *p, uint64_t last)
 	return raise_boundary(t, p, last + 1);
 }
 
+/* Internal nodes allocated before a split changes anything: x[0] small,
+ * x[1] big (inode_cap), as insert_up takes them. */
 struct pool {
-	struct node *x[2 * MAX_H + 4];
-	unsigned n;
+	struct node *x[2][2 * MAX_H + 4];
+	unsigned n[2];
 };
+
+/* One for n children. */
+static inline struct inode *pool_take(struct pool *pl, unsigned n)
+{
+	const unsigned big = inode_cap(n) == FAN;
+	return (struct inode *)pl->x[big][--pl->n[big]];
+}
 
 /*
  * Replaces child idx[d] of n[d] by (left, pivot, right), splitting full
@@ -1046,7 +1097,7 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 		      uint64_t pivot, struct node *right, struct pool *pl)
 {
 	if (d < 0) {
-		struct inode *nr = (struct inode *)pl->x[--pl->n];
+		struct inode *nr = pool_take(pl, 2);
 		struct node *ch[2] = { left, right };
 		inode_fill(nr, left->level + 1u, 2, ch, &pivot);
 		publish(t, &t->root, &nr->h);
@@ -1058,23 +1109,24 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 	unsigned n = (unsigned)in->h.word, i = p->idx[d];
 	struct node *ch[FAN + 1];
 	uint64_t pv[FAN];
-	memcpy(ch, in->child, i * sizeof(*ch));
+	struct node *const *ich = in_child(in);
+	memcpy(ch, ich, i * sizeof(*ch));
 	ch[i] = left;
 	ch[i + 1] = right;
-	memcpy(ch + i + 2, in->child + i + 1, (n - i - 1) * sizeof(*ch));
+	memcpy(ch + i + 2, ich + i + 1, (n - i - 1) * sizeof(*ch));
 	memcpy(pv, in->piv, i * sizeof(*pv));
 	pv[i] = pivot;
 	memcpy(pv + i + 1, in->piv + i, (n - 1 - i) * sizeof(*pv));
 	retire(t, &in->h);
 	if (n + 1 <= FAN) {
-		struct inode *ni = (struct inode *)pl->x[--pl->n];
+		struct inode *ni = pool_take(pl, n + 1);
 		inode_fill(ni, in->h.level, n + 1, ch, pv);
 		publish(t, slot_of(t, p, (unsigned)d), &ni->h);
 		return;
 	}
 	/* 32 children: 16 and 16, pivot 15 goes up */
-	struct inode *a = (struct inode *)pl->x[--pl->n], *b = (struct inode *)pl->x[--pl->n];
 	unsigned h = (FAN + 1) / 2;
+	struct inode *a = pool_take(pl, h), *b = pool_take(pl, FAN + 1 - h);
 	inode_fill(a, in->h.level, h, ch, pv);
 	inode_fill(b, in->h.level, FAN + 1 - h, ch + h, pv + h);
 	insert_up(t, p, d - 1, &a->h, pv[h - 1], &b->h, pl);
@@ -1098,29 +1150,37 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, const struct rec *nr)
 {
 	const bool edge = k == 0 || k == LEAF_MAX;
-	unsigned need = 0;
+	unsigned need[2] = { 0, 0 }; /* small, big: what insert_up will take */
 	int d;
 	for (d = (int)p->h - 2; d >= 0; d--) {
-		if (p->n[d]->word < FAN) {
-			need++;
+		const unsigned n = (unsigned)p->n[d]->word;
+		if (n < FAN) {
+			need[inode_cap(n + 1) == FAN]++;
 			break;
 		}
-		need += 2;
+		need[inode_cap((FAN + 1) / 2) == FAN] += 2; /* two halves */
 	}
 	if (d < 0)
-		need++; /* a new root */
+		need[inode_cap(2) == FAN]++; /* a new root */
 	if (batch_room(t, p->h))
 		return -ENOMEM;
 	struct pool pl; /* x[] is written before it is read: only n set (a
 			 * zeroed pool was ~58 instructions a split) */
-	pl.n = 0;
+	pl.n[0] = pl.n[1] = 0;
 	struct leaf *a = leaf_alloc(t, LEAF_MAX), *b = edge ? NULL : leaf_alloc(t, LEAF_MAX);
-	for (; a && (b || edge) && pl.n < need; pl.n++)
-		if (!(pl.x[pl.n] = node_alloc(t, sizeof(struct inode))))
-			break;
-	if (!a || (!b && !edge) || pl.n < need) {
-		while (pl.n)
-			node_unused(t, pl.x[--pl.n], sizeof(struct inode));
+	bool ok = a && (b || edge);
+	for (unsigned big = 0; big < 2; big++)
+		while (ok && pl.n[big] < need[big]) {
+			struct node *x = node_alloc(t, inode_bytes(big ? FAN : FAN_SMALL));
+			if (x)
+				pl.x[big][pl.n[big]++] = x;
+			else
+				ok = false;
+		}
+	if (!ok) {
+		for (unsigned big = 0; big < 2; big++)
+			while (pl.n[big])
+				node_unused(t, pl.x[big][--pl.n[big]], inode_bytes(big ? FAN : FAN_SMALL));
 		if (a)
 			node_unused(t, &a->h, leaf_bytes(LEAF_MAX));
 		if (b)
@@ -1434,15 +1494,18 @@ static int verify_node(const struct node *x, unsigned level, uint64_t lo, uint64
 	}
 	const struct inode *in = (const struct inode *)x;
 	unsigned n = (unsigned)in->h.word;
-	if (n < 1 || n > FAN || (root && n < 2))
+	if (n < 1 || n > FAN || (root && n < 2) || in->h.cap != inode_cap(n))
 		return -8;
 	for (unsigned i = 0; i + 1 < n; i++)
 		if (in->piv[i] <= (i ? in->piv[i - 1] : lo) || in->piv[i] > hi)
 			return -9; /* a child with an empty range, or pivots out of order */
+	for (unsigned i = n - 1; i < in->h.cap; i++)
+		if (in->piv[i] != UINT64_MAX)
+			return -9; /* a pad child_pos would count */
 	int rc7 = 0;
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t clo = i ? in->piv[i - 1] : lo, chi = i + 1 < n ? in->piv[i] - 1 : hi;
-		int rc = verify_node(in->child[i], level - 1, clo, chi, false, cnt, mem);
+		int rc = verify_node(in_child(in)[i], level - 1, clo, chi, false, cnt, mem);
 		if (rc == -7)
 			rc7 = rc;
 		else if (rc)
