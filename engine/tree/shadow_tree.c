@@ -49,6 +49,7 @@
 #define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
 #define BATCH_N 61u  /* nodes per retirement batch: 512 bytes */
 #define MAX_SIZE (1ull << 44)
+#define EDGE_ROOM 3u /* leaf_insert's early edge split: a buffer's ~3.7 pieces (strict-dma) */
 #define RUN_SPLIT_MAX_BYTES 96u /* bytes an extent under which runs split where they are: the QEMU-style GTree's */
 
 struct rec {
@@ -1133,12 +1134,12 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 }
 
 /*
- * The leaf of p is full (15 live): two leaves, and the path above.
+ * The leaf of p is full (15 live), or nearly and nr goes first (leaf_insert:
+ * EDGE_EARLY): two leaves, and the path above.
  * Appending at either end (an ascending or a descending fill: a strict
- * guest's top-down IOVAs, a rebuild) keeps the full leaf as it is, with a
+ * guest's top-down IOVAs, a rebuild) keeps the leaf as it is, with a
  * narrower range, beside a new leaf holding the one record: no copy of the
- * 15 records, one leaf allocated and none retired (strict-dma: 990 of its
- * 4,238 splits per 20K PSIs; the rest land mid-leaf). The full leaf is not
+ * records, one leaf allocated and none retired. The full leaf is not
  * written: a reader that reached it through the old parent reads it whole,
  * and its records lie inside its new range (the insert's overlap checks).
  * The new leaf takes the whole gap between the full leaf's records and the
@@ -1149,7 +1150,8 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
  */
 static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, const struct rec *nr)
 {
-	const bool edge = k == 0 || k == LEAF_MAX;
+	const unsigned n0 = ow_n(path_leaf(p)->h.word);
+	const bool edge = k == 0 || k == n0;
 	unsigned need[2] = { 0, 0 }; /* small, big: what insert_up will take */
 	int d;
 	for (d = (int)p->h - 2; d >= 0; d--) {
@@ -1196,8 +1198,10 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 		if (k == 0)
 			insert_up(t, p, (int)p->h - 2, &a->h, l->r[ow_at(w, 0)].iova, &l->h, &pl);
 		else
-			insert_up(t, p, (int)p->h - 2, &l->h, rec_last(&l->r[ow_at(w, LEAF_MAX - 1)]) + 1,
+			insert_up(t, p, (int)p->h - 2, &l->h, rec_last(&l->r[ow_at(w, n0 - 1)]) + 1,
 				  &a->h, &pl);
+		t->seq_leaf = a; /* a buffer's next piece follows nr in a */
+		t->seq_k = 0;
 		return 0;
 	}
 	/* the 16 records in order (nr at k) go straight into a's slots, then
@@ -1240,6 +1244,19 @@ static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, 
 	struct leaf *l = path_leaf(p);
 	uint64_t w = l->h.word;
 	unsigned n = ow_n(w);
+	/* A descending fill's next buffer: nr goes before every record of a
+	 * leaf that has at most EDGE_ROOM slots of room, and the buffer's other
+	 * pieces will follow it, ascending. Inserted here, they would fill the
+	 * leaf mid-run, and its split would copy both halves into two new
+	 * leaves; an edge split now writes one new leaf and leaves this one
+	 * as it is (strict-dma: every one of its ~2,450 splits per 20K PSIs
+	 * was such a run split, k = 1..10). Under the memory bound of run
+	 * splits: the leaf it leaves has at least LEAF_MAX - EDGE_ROOM
+	 * records. Ascending fills (nr last) need none: their pieces are each
+	 * last too, and the full leaf's edge split costs no copy either. */
+	if (k == 0 && n >= LEAF_MAX - EDGE_ROOM &&
+	    t->mem <= RUN_SPLIT_MAX_BYTES * t->count)
+		return leaf_split(t, p, k, nr);
 	if (l->h.used < l->h.cap) {
 		/* In place (rule 3): slot `used` was never named by an order
 		 * word, so no reader reads it before the release store. */
