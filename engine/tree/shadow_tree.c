@@ -10,13 +10,16 @@
  * 0..3 hold their number n, nibble k (bits 4+4k..7+4k) the slot of the k-th.
  * An internal node holds n <= 31 children and n-1 pivots, in 256 bytes (15
  * slots) while n <= 15, else in 512 (31): child i covers [piv[i-1],
- * piv[i]-1] within the node's own range; the root covers [0, top]. Every extent lies inside the range of its leaf (an insert that
- * would cross a leaf boundary moves the boundary first), so the one extent
- * that can cover an IOVA is in the leaf the IOVA descends to.
+ * piv[i]-1] within the node's own range; the root covers [0, top]. Every
+ * extent lies inside the range of its leaf (an insert that would cross a
+ * leaf boundary moves the boundary first), so the one extent that can
+ * cover an IOVA is in the leaf the IOVA descends to.
  *
  * Reader safety, the three kinds of write:
- *  1. A published internal node is never written again (copy-on-write): a
- *     reader that loaded its pointer reads a fixed node.
+ *  1. A published internal node is never written again (copy-on-write),
+ *     but for its child slots, each replaced by rule 2 (a leaf's copy in
+ *     place of the leaf): a reader that loaded its pointer reads fixed
+ *     pivots and either child.
  *  2. A child pointer (or the root pointer) is replaced by one release store
  *     of a fully built node; a reader follows either the old node (intact
  *     until a grace period after its retirement) or the new one.
@@ -88,6 +91,9 @@ static inline size_t inode_bytes(unsigned cap)
 }
 _Static_assert(sizeof(struct node) + FAN * 16 == 512 && sizeof(struct node) + FAN_SMALL * 16 == 256,
 	       "internal nodes of 512 and 256 bytes");
+
+/* A word of an internal node read whatever its stored type (child_pos). */
+typedef uint64_t __attribute__((may_alias)) u64_alias;
 
 /* The capacity of an internal node of n children. */
 static inline unsigned inode_cap(unsigned n)
@@ -275,9 +281,11 @@ static inline unsigned leaf_pos(const struct leaf *l, uint64_t w, uint64_t key)
 static inline unsigned child_pos(const struct inode *in, uint64_t key)
 {
 	/* relaxed loads: in a small node these are child pointers, which the
-	 * writer may replace (publish) while a reader is here */
-	unsigned hi = (__atomic_load_n(&in->piv[15], __ATOMIC_RELAXED) <= key) +
-		      (__atomic_load_n(&in->piv[23], __ATOMIC_RELAXED) <= key);
+	 * writer may replace (publish) while a reader is here; read as words
+	 * through a may_alias type (they are stored as pointers) */
+	const u64_alias *w = (const u64_alias *)in->piv;
+	unsigned hi = (__atomic_load_n(&w[15], __ATOMIC_RELAXED) <= key) +
+		      (__atomic_load_n(&w[23], __ATOMIC_RELAXED) <= key);
 	unsigned blk = (in->piv[7] <= key) + (in->h.cap == FAN ? hi : 0);
 	const uint64_t *p = in->piv + 8 * blk;
 	unsigned c = 8 * blk;
@@ -386,14 +394,14 @@ static void retire(struct shadow_tree *t, struct node *x)
 
 struct shadow_tree *shadow_tree_create(unsigned addr_width)
 {
-	if (addr_width < 21 || addr_width > 64)
-		return NULL;
+	if (addr_width < 21 || addr_width > 63)
+		return NULL; /* below 2^63: no key is UINT64_MAX, which child_pos would count past the pads */
 	pthread_once(&g_sizes_once, sizes_init);
 	struct shadow_tree *t = iovt_aligned_alloc(64, sizeof(*t)); /* freed with free() */
 	if (!t)
 		return NULL;
 	memset(t, 0, sizeof(*t));
-	t->top = addr_width == 64 ? ~0ull : (1ull << addr_width) - 1;
+	t->top = (1ull << addr_width) - 1;
 	t->finger = &t->paths[0];
 	t->alt = &t->paths[1];
 	return t;
@@ -1135,11 +1143,11 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
 
 /*
  * The leaf of p is full (15 live), or nearly and nr goes first (leaf_insert:
- * EDGE_EARLY): two leaves, and the path above.
+ * EDGE_ROOM): two leaves, and the path above.
  * Appending at either end (an ascending or a descending fill: a strict
  * guest's top-down IOVAs, a rebuild) keeps the leaf as it is, with a
  * narrower range, beside a new leaf holding the one record: no copy of the
- * records, one leaf allocated and none retired. The full leaf is not
+ * records, one leaf allocated and none retired. The leaf is not
  * written: a reader that reached it through the old parent reads it whole,
  * and its records lie inside its new range (the insert's overlap checks).
  * The new leaf takes the whole gap between the full leaf's records and the
@@ -1254,9 +1262,14 @@ static int leaf_insert(struct shadow_tree *t, const struct path *p, unsigned k, 
 	 * splits: the leaf it leaves has at least LEAF_MAX - EDGE_ROOM
 	 * records. Ascending fills (nr last) need none: their pieces are each
 	 * last too, and the full leaf's edge split costs no copy either. */
-	if (k == 0 && n >= LEAF_MAX - EDGE_ROOM &&
-	    t->mem <= RUN_SPLIT_MAX_BYTES * t->count)
-		return leaf_split(t, p, k, nr);
+	if (k == 0 && n >= LEAF_MAX - EDGE_ROOM && t->mem <= RUN_SPLIT_MAX_BYTES * t->count) {
+		int rc = leaf_split(t, p, k, nr);
+		/* Without memory for it, a leaf with room still takes nr in
+		 * place (the split changed nothing): an insert that needed no
+		 * allocation before does not fail now. */
+		if (rc != -ENOMEM || l->h.used == l->h.cap)
+			return rc;
+	}
 	if (l->h.used < l->h.cap) {
 		/* In place (rule 3): slot `used` was never named by an order
 		 * word, so no reader reads it before the release store. */
@@ -1484,13 +1497,14 @@ static int verify_node(const struct node *x, unsigned level, uint64_t lo, uint64
 {
 	if (x->level != level)
 		return -1; /* leaves at different depths */
+	if (level ? x->cap != FAN_SMALL && x->cap != FAN
+		  : x->cap != 1 && x->cap != 3 && x->cap != 7 && x->cap != LEAF_MAX)
+		return -2; /* a size no node has (checked before usable() indexes by it) */
 	*mem += usable(node_bytes(x));
 	if (!level) {
 		const struct leaf *l = (const struct leaf *)x;
 		uint64_t w = l->h.word;
 		unsigned n = ow_n(w), seen = 0;
-		if (l->h.cap != 1 && l->h.cap != 3 && l->h.cap != 7 && l->h.cap != LEAF_MAX)
-			return -2;
 		if (n > l->h.cap || l->h.used > l->h.cap)
 			return -3;
 		for (unsigned k = 0; k < n; k++) {

@@ -40,7 +40,7 @@
 struct shadow_tree;
 
 /*
- * Creates an empty tree for IOVAs below 2^addr_width (any value 21..64).
+ * Creates an empty tree for IOVAs below 2^addr_width (any value 21..63).
  * An empty tree holds no node. Returns NULL on ENOMEM or a bad width.
  */
 struct shadow_tree *shadow_tree_create(unsigned addr_width);

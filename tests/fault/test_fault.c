@@ -636,11 +636,12 @@ static void fence_vec(struct fw *w, uint64_t *enomem)
 /*
  * One round on a fresh engine (its thread's queue starts with empty
  * vectors, so each first use grows one), with the fail_at-th growth
- * failing: the sync's small path (a strict guest's buffer in pieces, mapped
- * then flipped), its general path (80 one-page runs in one 2 MiB PSI, more
- * than a first growth holds, mapped then unmapped), a DSI, and the last
- * pieces unmapped, each fence judged by fence_vec. Returns the growths the
- * round asked for.
+ * failing: the sync's one-page path (a page mapped, then unmapped), its
+ * small path (a strict guest's buffer in pieces, mapped then flipped), its
+ * general path (80 one-page runs in one 2 MiB PSI, more than a first
+ * growth holds, mapped then unmapped), a DSI, and the last pieces
+ * unmapped, each fence judged by fence_vec. Returns the growths the round
+ * asked for.
  */
 static uint64_t vec_round(uint64_t seed, bool multi, uint64_t fail_at, uint64_t *enomem)
 {
@@ -650,6 +651,14 @@ static uint64_t vec_round(uint64_t seed, bool multi, uint64_t fail_at, uint64_t 
 	vec_growths = 0;
 	vec_fail_at = fail_at;
 	iovt_vec_fault = vec_fault;
+	/* one page, mapped then unmapped: the one-page path (sync_page), first,
+	 * while its plan's vectors have never grown */
+	CHECK(gs_map(w.gd, 3 * M2, 40 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	inval(&w, 3 * M2, K);
+	fence_vec(&w, enomem);
+	CHECK(gs_unmap(w.gd, 3 * M2, K) == 0);
+	inval(&w, 3 * M2, K);
+	fence_vec(&w, enomem);
 	/* small: three pieces of 3, 5 and 2 pages, then the middle ones read-only */
 	CHECK(gs_map(w.gd, 0, 16 * M1, 3 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
 	CHECK(gs_map(w.gd, 3 * K, 24 * M1, 5 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
