@@ -269,6 +269,14 @@ static inline unsigned leaf_pos(const struct leaf *l, uint64_t w, uint64_t key)
 	return b;
 }
 
+/* The position in leaf l (order word w) of the first record that ends at or
+ * after key: the one covering key, else the first after it. */
+static inline unsigned leaf_from(const struct leaf *l, uint64_t w, uint64_t key)
+{
+	unsigned k = leaf_pos(l, w, key);
+	return k && rec_last(&l->r[ow_at(w, k - 1)]) >= key ? k - 1 : k;
+}
+
 /*
  * The child of `in` whose range holds key: the number of pivots <= key.
  * Unused pivots hold UINT64_MAX (inode_fill). Two rounds of independent
@@ -736,9 +744,7 @@ size_t shadow_tree_collect_w(struct shadow_tree *t, uint64_t first, uint64_t las
 		const unsigned n = ow_n(w);
 		/* from the record covering cur, or the first after it (every
 		 * extent lies inside its leaf's range: each is met once) */
-		unsigned k = leaf_pos(l, w, cur);
-		if (k && rec_last(&l->r[ow_at(w, k - 1)]) >= cur)
-			k--;
+		unsigned k = leaf_from(l, w, cur);
 		for (; k < n; k++) {
 			const struct rec *r = &l->r[ow_at(w, k)];
 			if (r->iova > last)
@@ -835,8 +841,8 @@ static void finger_check(const struct shadow_tree *t, uint64_t key, const struct
  * a key in the other finger's leaf swaps the two fingers; any other key
  * descends from the root into the other finger's path, which becomes the
  * finger (the old one is the other now). The path returned is the tree's
- * own: valid until the writer's next descend_w. descend_w_slow is all but the first test, which is
- * inline (descend_w, below).
+ * own: valid until the writer's next descend_w. descend_w_slow is all but
+ * the first test, which is inline (descend_w, below).
  */
 static __attribute__((noinline)) const struct path *descend_w_slow(struct shadow_tree *t, uint64_t key)
 {
@@ -1158,7 +1164,9 @@ static void insert_up(struct shadow_tree *t, const struct path *p, int d, struct
  */
 static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, const struct rec *nr)
 {
-	const unsigned n0 = ow_n(path_leaf(p)->h.word);
+	struct leaf *l = path_leaf(p);
+	const uint64_t w = l->h.word;
+	const unsigned n0 = ow_n(w);
 	const bool edge = k == 0 || k == n0;
 	unsigned need[2] = { 0, 0 }; /* small, big: what insert_up will take */
 	int d;
@@ -1197,8 +1205,6 @@ static int leaf_split(struct shadow_tree *t, const struct path *p, unsigned k, c
 			node_unused(t, &b->h, leaf_bytes(LEAF_MAX));
 		return -ENOMEM;
 	}
-	struct leaf *l = path_leaf(p);
-	uint64_t w = l->h.word;
 	if (edge) {
 		/* a: the new record alone, beside l (its records all end
 		 * before nr starts, or start after nr ends) */
@@ -1441,9 +1447,7 @@ remove_core(struct shadow_tree *t, uint64_t first, uint64_t last, shadow_visit_f
 		struct leaf *l = path_leaf(p);
 		uint64_t w = l->h.word, hi = p->hi[p->h - 1];
 		/* the records overlapping [first, last] are positions a..b-1 */
-		unsigned a = leaf_pos(l, w, first), b, n = ow_n(w);
-		if (a && rec_last(&l->r[ow_at(w, a - 1)]) >= first)
-			a--;
+		unsigned a = leaf_from(l, w, first), b, n = ow_n(w);
 		/* b by a forward scan, not a second search: the records a
 		 * removal reaches are few (one, for the strict guest's UNMAP),
 		 * and at most a leaf's 15. */

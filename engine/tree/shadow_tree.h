@@ -6,19 +6,19 @@
  * Layout: a B+-tree of extents (ARCHITECTURE.md, "The shadow tree"). Leaves
  * hold up to 15 extents inline (32 bytes each) plus one 64-bit order word
  * (which slots are live, in IOVA order); internal nodes hold up to 31
- * children and their pivots (256 bytes up to 15 children, else 512). Every node covers an IOVA range given by its
- * ancestors' pivots, and every extent lies wholly inside the range of its
- * leaf, so a lookup descends to one leaf and searches it alone.
+ * children and their pivots (256 bytes up to 15 children, else 512). Every
+ * node covers an IOVA range given by its ancestors' pivots, and every
+ * extent lies wholly inside the range of its leaf, so a lookup descends to
+ * one leaf and searches it alone.
  *
  * Concurrency: readers (lookup, iterate under rcu) never lock and never
  * retry: an internal node's pivots are immutable once published
  * (copy-on-write; a child slot changes only by one release store of a fully
  * built node), and a leaf changes in place only by writing an extent into a
  * slot no reader can yet reach and then storing its new order word (one
- * release store). A
- * replaced or emptied node is retired: it joins the tree's batch, freed by
- * ONE call_rcu per batch (shadow_tree_flush, or automatically when the batch
- * is full).
+ * release store). A replaced or emptied node is retired: it joins the
+ * tree's batch, freed by ONE call_rcu per batch (shadow_tree_flush, or
+ * automatically when the batch is full).
  *
  * Writers: ONE at a time per tree. insert, remove_range and flush must be
  * serialised by the caller; the engine's writer is the domain's sync_lock
