@@ -278,7 +278,7 @@ void report_print_table(FILE *out, const struct scenario_result *r, int n)
 	fputc('\n', out);
 	fprintf(out, "side by side (x = baseline / engine; eng = time in the engine or baseline, sink "
 		     "included; own = eng minus the model sink's time, its timer's %" PRIu64 " ns a call "
-		     "included; vmm = (eng + est. sink cost) / "
+		     "taken out of both (each timed call's clock read); vmm = (eng + est. sink cost) / "
 		     "invalidation; lat = first invalidation -> fence return)\n", world_clock_read_ns());
 	fprintf(out, "%-22s %9s %9s %7s %9s %9s %7s %8s %8s %6s %9s %9s %7s %8s %8s %8s %8s %5s %5s\n",
 		"scenario", "calls_E", "calls_B", "x", "eng_ms_E", "eng_ms_B", "x", "own_ms_E",

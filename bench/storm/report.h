@@ -20,7 +20,7 @@ struct side_result {
 	uint64_t mismatches;    /* model sink vs guest view differences at fences */
 	uint64_t errors;
 	double wall_s;          /* whole scenario, judges included */
-	double engine_s;        /* inside iovt_* calls only (sink calls included) */
+	double engine_s;        /* inside iovt_* calls only (sink calls included), less each call's clock read */
 	double sink_s;          /* of which inside the model sink */
 	double own_s;           /* engine_s - sink_s: the side's own CPU; 0 where not measurable */
 	double cpu_s;
