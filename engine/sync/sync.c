@@ -229,8 +229,8 @@ static void drop_kept(struct sync_scratch *s, size_t k)
 	for (size_t i = 0; i < k; i++) {
 		/* In place: a marker goes below i (a record before it left),
 		 * and a record moves down only when j < i. Copying each one out
-		 * first was ~10 instructions a record (perm-churn: ~15 a flip,
-		 * most of them kept). */
+		 * first was ~10 instructions a record (callgrind, perm-churn:
+		 * 3,667 -> 3,617 a flip). */
 		const struct iovt_extent *e = &old[i];
 		if (kept_by_run(&run, end, e)) {
 			dropped = true;
