@@ -130,6 +130,17 @@ static void check_record(struct fw *w, const char *when)
 	CHECK_EQ(st.extents, iovt_model_sink_count(w->model));
 }
 
+/* What every fence is judged by, whatever it injected: the model sink
+ * rejected no call (nothing mapped twice, no mapping bisected), and the
+ * record equals what the device holds. */
+static void check_fence_state(struct fw *w, const char *when)
+{
+	struct iovt_model_stats ms;
+	iovt_model_sink_stats(w->model, &ms);
+	CHECK_EQ(ms.rejected_calls, 0);
+	check_record(w, when);
+}
+
 /* The device equals the guest: every page of the area. */
 static void check_truth(struct fw *w)
 {
@@ -174,10 +185,7 @@ static int fence_judged(struct fw *w)
 	last_inj[FAULT_UNMAP] = fst.injected[FAULT_UNMAP];
 	w->err_map = m;
 	w->err_unmap = u;
-	struct iovt_model_stats ms;
-	iovt_model_sink_stats(w->model, &ms);
-	CHECK_EQ(ms.rejected_calls, 0);
-	check_record(w, rc ? "after a failed fence" : "after a fence");
+	check_fence_state(w, rc ? "after a failed fence" : "after a fence");
 	if (rc)
 		w->failed_fences++;
 	return rc;
@@ -617,18 +625,13 @@ static void fence_vec(struct fw *w, uint64_t *enomem)
 		CHECK_EQ(rc, 0);
 	else
 		CHECK(rc == 0 || rc == -ENOMEM);
-	struct iovt_model_stats ms;
-	iovt_model_sink_stats(w->model, &ms);
-	CHECK_EQ(ms.rejected_calls, 0);
-	check_record(w, rc ? "after a fence out of memory" : "after a fence");
+	check_fence_state(w, rc ? "after a fence out of memory" : "after a fence");
 	if (rc) {
 		(*enomem)++;
 		w->failed_fences++;
 		CHECK_EQ(iovt_fence(w->e), 0);
 		w->fences++;
-		iovt_model_sink_stats(w->model, &ms);
-		CHECK_EQ(ms.rejected_calls, 0);
-		check_record(w, "after the retry");
+		check_fence_state(w, "after the retry");
 	}
 	check_truth(w);
 }
