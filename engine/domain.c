@@ -154,13 +154,17 @@ static int retire_map_notifier(struct iovt_domain *d)
 	domain_sync_target(d, &t);
 	rc = sync_unmap_everything(&t, &st);
 	domain_fold_stats(d, &st);
-	retire_tree(d);
 	/* While the MAP notifier was attached, syncs left the IOTLB alone
 	 * (domain_sync_locked_carry): what it cached before the attach, or
-	 * what a fill that walked before it cached after, may be stale. From
-	 * here translate reads the IOTLB again: start it empty (a fill in
-	 * flight carries a stamp older than this flush: never visible). */
+	 * what a fill that walked before it cached after, may be stale. Once
+	 * the tree is unpublished translate reads the IOTLB again, so it is
+	 * emptied first, while no reader uses it (a fill in flight carries a
+	 * stamp older than this flush: never visible). Flushed after the
+	 * tree went, a translate in between answered from entries that a
+	 * fenced invalidation had made stale (found by review; the
+	 * lifecycle-detach-stale test). */
 	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
+	retire_tree(d);
 	free_notifier(d->map_notifier);
 	d->map_notifier = NULL;
 	range_set_clear(&d->retry);
