@@ -152,8 +152,6 @@ static int retire_map_notifier(struct iovt_domain *d)
 	int rc;
 
 	domain_sync_target(d, &t);
-	rc = sync_unmap_everything(&t, &st);
-	domain_fold_stats(d, &st);
 	/* While the MAP notifier was attached, syncs left the IOTLB alone
 	 * (domain_sync_locked_carry): what it cached before the attach, or
 	 * what a fill that walked before it cached after, may be stale. Once
@@ -164,7 +162,15 @@ static int retire_map_notifier(struct iovt_domain *d)
 	 * fenced invalidation had made stale (found by review; the
 	 * lifecycle-detach-stale test). */
 	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
-	retire_tree(d);
+	/* Unpublished, then the sink emptied from it: the record stays whole
+	 * until it is freed (sync_unmap_everything), so a translate that
+	 * still holds it finds what the guest maps — emptied as the sink was,
+	 * it answered -ENOENT for mapped pages (lifecycle-attach-translate);
+	 * one that comes later walks the guest. */
+	iovt_rcu_assign(d->tree, NULL);
+	rc = sync_unmap_everything(&t, &st);
+	domain_fold_stats(d, &st);
+	shadow_tree_retire(t.tree);
 	free_notifier(d->map_notifier);
 	d->map_notifier = NULL;
 	range_set_clear(&d->retry);
@@ -261,14 +267,19 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 		return -ENOMEM;
 	}
 	d->map_notifier = n;
-	iovt_rcu_assign(d->tree, tree);
 
-	/* Replay: the new sink starts equal to the guest view. */
+	/* Replay: the new sink starts equal to the guest view. Into the tree
+	 * before it is published: until then translate walks the guest (the
+	 * IOTLB), not a record still filling (-ENOENT for pages the guest
+	 * maps, found by review; lifecycle-attach-translate). No sync runs
+	 * meanwhile: sync_lock is held. */
 	struct sync_target t;
 	struct sync_stats st = { 0 };
 	struct range all = { 0, domain_top(d) };
 	domain_sync_target(d, &t);
+	t.tree = tree;
 	int rc = sync_ranges(&t, &all, 1, &e->scratch, &st, &d->retry);
+	iovt_rcu_assign(d->tree, tree);
 	domain_fold_stats(d, &st);
 	if (!range_set_empty(&d->retry) || !range_set_empty(&d->capped))
 		domain_mark_dirty(d);

@@ -240,6 +240,31 @@ static void add_domain_counters(struct iovt_domain *d, struct iovt_stats *out)
  * when quiescent; a domain or queue destroyed during the call may be
  * counted twice or not at all in that one snapshot.
  */
+/*
+ * The stats calls' read-side section. They may come from any thread
+ * (iovt.h), and a grace period waits only for registered readers: on a
+ * thread the library does not know (a VMM's monitoring thread), the
+ * section protected nothing, and the IOTLB table the counts walk could be
+ * freed under it by a growth (found by review: a use-after-free under ASan
+ * in iotlb_count). Such a thread is registered for the call. Returns
+ * whether it was.
+ */
+static bool stats_read_lock(void)
+{
+	bool temporary = !thread_registered;
+	if (temporary)
+		urcu_memb_register_thread();
+	iovt_rcu_read_lock();
+	return temporary;
+}
+
+static void stats_read_unlock(bool temporary)
+{
+	iovt_rcu_read_unlock();
+	if (temporary)
+		urcu_memb_unregister_thread();
+}
+
 void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 {
 	struct cds_lfht_iter it;
@@ -247,7 +272,7 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 
 	snapshot(&e->stats, out);
 	out->fences += ld(&e->fence_seq); /* iovt_fence calls (engine_fence_all) */
-	iovt_rcu_read_lock();
+	bool temporary = stats_read_lock();
 	cds_lfht_for_each(e->domains, &it, node) {
 		struct iovt_domain *d = domain_of_node(node);
 		if (!atomic_load_explicit(&d->dead, memory_order_acquire))
@@ -265,15 +290,15 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 		out->queue_items += ld(&c->queue_items);
 	}
 	out->domain_objects = domain_objects_now();
-	iovt_rcu_read_unlock();
+	stats_read_unlock(temporary);
 }
 
 void iovt_domain_stats_get(struct iovt_domain *d, struct iovt_stats *out)
 {
 	snapshot(&d->stats, out);
-	iovt_rcu_read_lock();
+	bool temporary = stats_read_lock();
 	add_shadow(d, out);
-	iovt_rcu_read_unlock();
+	stats_read_unlock(temporary);
 }
 
 const char *iovt_err_kind_name(enum iovt_err_kind k)

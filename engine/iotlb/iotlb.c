@@ -623,11 +623,18 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
 uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
 {
 	atomic_fetch_add_explicit(&c->gen, 1, memory_order_seq_cst);
-	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_seq_cst));
-	if (!t)
-		return 0;
-	uint64_t dropped = 0;
+	/* The table is loaded inside the section: a growth retires the one it
+	 * replaces with call_rcu, and a sweep that loaded it before entering
+	 * could walk it after it was freed (and retire its entries twice).
+	 * Callers sweep outside any section (a sync, close, set_root, RAM
+	 * purge); found by review. */
 	iovt_rcu_read_lock();
+	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_seq_cst));
+	if (!t) {
+		iovt_rcu_read_unlock();
+		return 0;
+	}
+	uint64_t dropped = 0;
 	/* Sets that may hold an entry overlapping [first, last]: runs start at
 	 * most maxrun - 4 KiB before first; large leaves by block, for the
 	 * levels in use (see iotlb_fill for why reading both here is enough). */

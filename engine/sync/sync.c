@@ -406,6 +406,13 @@ static int push_unmap_each(void *arg, const struct iovt_extent *e)
 	return vec_push(&s->unmaps, g) ? -ENOMEM : 0;
 }
 
+/*
+ * The record is being retired (unpublished by the caller, freed after a
+ * grace period): its extents are read, never removed, so that a translate
+ * that loaded it before it was unpublished keeps finding what the guest
+ * maps, not the holes an emptying left (lifecycle-attach-translate). Every
+ * call is made even after one fails; the first error is returned.
+ */
 int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 {
 	const struct iovt_sink *sink = t->sink;
@@ -421,16 +428,17 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 			st->errors[IOVT_ERR_SINK_UNMAP]++;
 			return rc;
 		}
-		shadow_tree_remove_range(t->tree, 0, top, NULL, NULL);
 		st->pages_unmapped += done >> IOVT_PAGE_SHIFT;
 		return 0;
 	}
 
 	struct sync_scratch s = { 0 };
-	struct range_set retry;
-	range_set_init(&retry, 0);
 	int rc = shadow_tree_iterate_w(t->tree, 0, top, push_unmap_each, &s);
-	if (!rc && (sink->caps.flags & IOVT_SINK_MULTI_UNMAP) && s.unmaps.n > 1) {
+	if (rc) { /* -ENOMEM: no call made */
+		sync_scratch_free(&s);
+		return rc;
+	}
+	if ((sink->caps.flags & IOVT_SINK_MULTI_UNMAP) && s.unmaps.n > 1) {
 		/* One call from the first extent to the last: it bisects nothing. */
 		struct plan_unmap *all = &s.unmaps.v[0];
 		all->last = s.unmaps.v[s.unmaps.n - 1].last;
@@ -438,9 +446,21 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 			all->pages += s.unmaps.v[i].pages;
 		s.unmaps.n = 1;
 	}
-	if (!rc)
-		rc = apply_plan(t, &s, st, &retry);
+	for (size_t i = 0; i < s.unmaps.n; i++) {
+		const struct plan_unmap *g = &s.unmaps.v[i];
+		uint64_t done = 0;
+		int err = sink->ops->unmap(sink->ctx, g->first, g->last - g->first + 1, &done);
+		st->unmap_calls++;
+		if (!err) {
+			st->pages_unmapped += g->pages;
+			continue;
+		}
+		st->errors[IOVT_ERR_SINK_UNMAP]++;
+		if ((sink->caps.flags & IOVT_SINK_PARTIAL_UNMAP) && done)
+			st->pages_unmapped += done >> IOVT_PAGE_SHIFT;
+		if (!rc)
+			rc = err;
+	}
 	sync_scratch_free(&s);
-	range_set_free(&retry);
 	return rc;
 }

@@ -95,7 +95,10 @@ extern uint64_t sync_test_small[3];
 int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t n,
 		struct sync_scratch *s, struct sync_stats *st, struct range_set *retry);
 
-/* Removes everything the sink holds (detach, domain destroy). */
+/* Tells the sink to drop every extent of the record (detach, domain
+ * destroy). The record itself is left as it is: the caller has unpublished
+ * it and retires it. Returns 0, -ENOMEM (no call made) or the first sink
+ * error (every call is made). */
 int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st);
 
 /* Stage entry points (used by sync_ranges and by unit tests). */

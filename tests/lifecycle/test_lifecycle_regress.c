@@ -54,6 +54,19 @@
  *                     answered the mapping the fenced DSI had invalidated
  *                     (12% of the reads in that window; destroy retires the
  *                     notifier the same way).
+ *  attach-translate   readers translate pages the guest maps throughout
+ *                     while the control thread attaches and detaches a MAP
+ *                     notifier: attach published an empty record before
+ *                     its replay filled it, and detach emptied the record
+ *                     (unmapping the sink) before unpublishing it, so
+ *                     translate answered -ENOENT for mapped pages.
+ *  stats-any-thread   a thread never registered with the library reads
+ *                     the engine's and a domain's stats while the domain's
+ *                     IOTLB grows under misses and the domain is destroyed:
+ *                     its read-side section protected nothing (a grace
+ *                     period waits for registered readers only), and the
+ *                     count walked a table a growth had freed (ASan: a
+ *                     heap-use-after-free in iotlb_count, some runs).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -1081,6 +1094,159 @@ static void case_detach_stale(void)
 	gs_destroy(gs);
 }
 
+/* ---- attach-translate ---- */
+
+struct steady_rig {
+	struct iovt_domain *d;
+	uint64_t gpa;
+	atomic_int stop;
+	atomic_ulong reads, wrong;
+};
+
+static void *steady_reader(void *p)
+{
+	struct steady_rig *r = p;
+	unsigned i = 0;
+	iovt_thread_register();
+	watchdog_expect(0, "reader");
+	while (!atomic_load(&r->stop)) {
+		uint64_t iova = (i++ % STALE_PAGES) * K;
+		struct iovt_extent x;
+		int rc = iovt_translate(r->d, iova, &x);
+		if (rc != 0 || x.gpa + (iova - x.iova) != r->gpa + iova) {
+			if (atomic_fetch_add_explicit(&r->wrong, 1, memory_order_relaxed) < 5)
+				fprintf(stderr, "attach-translate: iova %#" PRIx64 ": rc %d, gpa %#" PRIx64
+						" (the guest maps %#" PRIx64 ")\n",
+					iova, rc, rc ? 0 : x.gpa + (iova - x.iova), r->gpa + iova);
+		}
+		atomic_fetch_add_explicit(&r->reads, 1, memory_order_relaxed);
+		watchdog_progress(0);
+	}
+	watchdog_idle(0);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void case_attach_translate(void)
+{
+	struct guestsim *gs = gs_create(1, 32 * M1, 4 * M1);
+	CHECK(gs);
+	struct iovt_engine *e;
+	CHECK_EQ(iovt_engine_create(NULL, &e), 0);
+	const struct gs_region *g = gs_region(gs, 0);
+	CHECK_EQ(iovt_guest_ram_add(e, g->gpa, g->size, g->hva, NULL), 0);
+	struct gs_domain *gd = gs_domain_create(gs, 48, false, false);
+	CHECK(gd);
+	struct steady_rig r = { .gpa = g->gpa + M1 };
+	/* Scattered: one extent a page, so the replay and the unmapping take
+	 * a while; the mapping never changes. */
+	for (unsigned i = 0; i < STALE_PAGES; i++)
+		CHECK_EQ(gs_map(gd, i * K, r.gpa + i * K, K, i & 1 ? IOVT_PERM_R : IOVT_PERM_RW, 0), 0);
+	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(gd), .addr_width = 48 };
+	CHECK_EQ(iovt_domain_create(e, &dc, &r.d), 0);
+
+	pthread_t t;
+	watchdog_start("lifecycle-attach-translate", STALL_SECONDS);
+	CHECK(pthread_create(&t, NULL, steady_reader, &r) == 0);
+	watchdog_expect(1, "control");
+	unsigned long cycles = 0;
+	double end = now() + run_seconds(2.0);
+	while (now() < end) {
+		struct iovt_notifier *n = attach_cb(r.d, IOVT_NOTIFY_IOTLB_EVENTS, accept_fn, NULL);
+		CHECK_EQ(iovt_notifier_detach(n), 0);
+		cycles++;
+		watchdog_progress(1);
+	}
+	watchdog_idle(1);
+	atomic_store(&r.stop, 1);
+	CHECK(pthread_join(t, NULL) == 0);
+	watchdog_stop();
+	printf("attach-translate: %lu attach/detach cycles, %lu reads, %lu wrong\n", cycles,
+	       atomic_load(&r.reads), atomic_load(&r.wrong));
+	CHECK(cycles >= 10);
+	CHECK_EQ(atomic_load(&r.wrong), 0);
+	iovt_engine_destroy(e);
+	gs_destroy(gs);
+}
+
+/* ---- stats-any-thread ---- */
+
+struct any_rig {
+	struct iovt_engine *e;
+	struct iovt_domain *_Atomic d; /* a reference the stats thread may use */
+	atomic_int stop;
+	atomic_ulong calls;
+};
+
+/* Never calls iovt_thread_register: iovt.h allows the stats from any thread. */
+static void *stats_reader(void *p)
+{
+	struct any_rig *r = p;
+	watchdog_expect(0, "stats");
+	while (!atomic_load(&r->stop)) {
+		struct iovt_stats st;
+		struct iovt_domain *d = atomic_load(&r->d);
+		if (d)
+			iovt_domain_stats_get(d, &st);
+		iovt_stats_get(r->e, &st);
+		atomic_fetch_add(&r->calls, 1);
+		watchdog_progress(0);
+	}
+	watchdog_idle(0);
+	return NULL;
+}
+
+static void case_stats_any_thread(void)
+{
+	struct guestsim *gs = gs_create(1, 256 * M1, 16 * M1);
+	CHECK(gs);
+	struct any_rig r = { 0 };
+	CHECK_EQ(iovt_engine_create(NULL, &r.e), 0);
+	const struct gs_region *g = gs_region(gs, 0);
+	CHECK_EQ(iovt_guest_ram_add(r.e, g->gpa, g->size, g->hva, NULL), 0);
+	struct gs_domain *gd = gs_domain_create(gs, 48, false, false);
+	CHECK(gd);
+	/* Every other page: one-page runs, an IOTLB entry each. */
+	const unsigned pages = 32768;
+	for (unsigned i = 0; i < pages; i++)
+		CHECK_EQ(gs_map(gd, (1ull << 30) + 2ull * i * K, g->gpa + (uint64_t)(i % 60000) * K, K,
+				IOVT_PERM_RW, GS_LEAF_4K), 0);
+	pthread_t t;
+	watchdog_start("lifecycle-stats-any-thread", STALL_SECONDS);
+	CHECK(pthread_create(&t, NULL, stats_reader, &r) == 0);
+	watchdog_expect(1, "control");
+	unsigned rounds = 0;
+	double end = now() + run_seconds(2.0);
+	while (now() < end) {
+		struct iovt_domain *d;
+		struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(gd),
+						 .addr_width = 48 };
+		CHECK_EQ(iovt_domain_create(r.e, &dc, &d), 0);
+		iovt_domain_get(d); /* the stats thread's */
+		atomic_store(&r.d, d);
+		struct iovt_extent x;
+		for (unsigned i = 0; i < pages; i++) /* misses: the table grows */
+			CHECK_EQ(iovt_translate(d, (1ull << 30) + 2ull * i * K, &x), 0);
+		CHECK_EQ(iovt_domain_destroy(d), 0);
+		atomic_store(&r.d, NULL);
+		/* the stats thread is past its last use of d after two calls */
+		for (unsigned long c = atomic_load(&r.calls); atomic_load(&r.calls) < c + 2;)
+			watchdog_progress(1);
+		iovt_domain_put(d);
+		rounds++;
+		watchdog_progress(1);
+	}
+	watchdog_idle(1);
+	atomic_store(&r.stop, 1);
+	CHECK(pthread_join(t, NULL) == 0);
+	watchdog_stop();
+	printf("stats-any-thread: %u rounds of %u misses, %lu stats calls from an unregistered thread\n",
+	       rounds, pages, atomic_load(&r.calls));
+	CHECK(rounds >= 1);
+	iovt_engine_destroy(r.e);
+	gs_destroy(gs);
+}
+
 int main(int argc, char **argv)
 {
 	const char *c = argc > 1 ? argv[1] : "";
@@ -1118,6 +1284,10 @@ int main(int argc, char **argv)
 		case_stale_width();
 	else if (!strcmp(c, "detach-stale"))
 		case_detach_stale();
+	else if (!strcmp(c, "attach-translate"))
+		case_attach_translate();
+	else if (!strcmp(c, "stats-any-thread"))
+		case_stats_any_thread();
 	else {
 		fprintf(stderr, "usage: %s CASE (see the file's head)\n", argv[0]);
 		return 2;
