@@ -426,8 +426,17 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 		/* Half the budget is kept for capped spans when they can go in. */
 		bool capped_next = !range_set_empty(&d->capped) && cap_has_room(d);
 		uint64_t rb = capped_next ? budget / 2 : budget;
-		if (!range_set_empty(&d->retry))
+		if (!range_set_empty(&d->retry)) {
 			budget -= take_budget(todo, &d->retry, &d->retry_cursor, rb, d);
+			/* The retried spans are synced now too: capped spans
+			 * inside them leave the set as well (the sync puts back
+			 * what the cap still refuses). Left there, a span a
+			 * retry had mapped stayed "capped" once the cap was full
+			 * again, and every fence returned -ENOSPC (found by
+			 * review). */
+			for (size_t i = 0; capped_any && i < todo->n; i++)
+				range_set_remove(&d->capped, todo->r[i].first, todo->r[i].last);
+		}
 	}
 	/* Two passes at most: the second only when this sync's UNMAPs made
 	 * room under the cap for spans it had kept out. */

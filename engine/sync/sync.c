@@ -154,11 +154,20 @@ static __attribute__((noinline)) void probe_window(uint64_t first, uint64_t last
  * plan is dropped) and its ranges are retried at the next fence, never
  * lost. Returns rc.
  */
-static int retry_all(struct sync_scratch *s, struct range_set *retry, const struct range *r,
-		     size_t n, int rc)
+static int retry_all(const struct sync_target *t, struct sync_scratch *s, struct range_set *retry,
+		     const struct range *r, size_t n, int rc)
 {
-	for (size_t j = 0; j < n; j++)
-		range_set_add(retry, r[j].first, r[j].last);
+	const uint64_t top = t->walk.addr_width >= 64 ? UINT64_MAX : (1ull << t->walk.addr_width) - 1;
+	for (size_t j = 0; j < n; j++) {
+		/* The whole domain (a DSI, an attach's replay) as the set's
+		 * `all`, which the next sync takes whole: as a range it went
+		 * through the retry budget, 2^16 pages a fence (a 48-bit
+		 * domain recovered in up to 2^20 fences; found by review). */
+		if (r[j].first == 0 && r[j].last >= top)
+			range_set_add_all(retry);
+		else
+			range_set_add(retry, r[j].first, r[j].last);
+	}
 	vec_clear(&s->old);
 	vec_clear(&s->unmaps);
 	vec_clear(&s->maps);
@@ -204,7 +213,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 	*rcp = rc ? rc : walk_err;
 	return true;
 nomem:
-	*rcp = retry_all(s, retry, &(struct range){ iova, iova + IOVT_PAGE_SIZE - 1 }, 1, -ENOMEM);
+	*rcp = retry_all(t, s, retry, &(struct range){ iova, iova + IOVT_PAGE_SIZE - 1 }, 1, -ENOMEM);
 	return true;
 }
 
@@ -339,7 +348,7 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	if (!rc)
 		rc = plan_small(s, k, multi);
 	if (rc) { /* out of memory mid-plan */
-		*rcp = retry_all(s, retry, r, 1, rc);
+		*rcp = retry_all(t, s, retry, r, 1, rc);
 		return true;
 	}
 	st->windows++;
@@ -365,7 +374,7 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 	int walk_err = 0;
 	int rc = build_windows(t, ranges, n, s);
 	if (rc)
-		return retry_all(s, retry, ranges, n, rc);
+		return retry_all(t, s, retry, ranges, n, rc);
 
 	for (size_t k = 0; k < s->windows.n; k++) {
 		const struct range *w = &s->windows.v[k];
@@ -392,7 +401,7 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 		if (!rc)
 			rc = diff_window(s, 0, 0, multi, &group_open);
 		if (rc) /* out of memory mid-plan */
-			return retry_all(s, retry, ranges, n, rc);
+			return retry_all(t, s, retry, ranges, n, rc);
 		st->windows++;
 	}
 	rc = apply_plan(t, s, st, retry);

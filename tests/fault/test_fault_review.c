@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fault-review: the sink-failure scenarios the thirteenth session's review
+ * found (`test_fault_review CASE`), each asserting the contract the review
+ * saw broken; each failed before its fix.
+ *
+ *  dsi-enomem     a DSI whose plan runs out of memory: the whole domain
+ *                 was retried as a range, 2^16 pages a fence, so a page at
+ *                 64 GiB reached the device 256 fences later (each of them
+ *                 returning 0). Now the retry is the whole domain at once.
+ *  capped-retry   capped spans (past the sink's cap) inside a span retried
+ *                 after a failed multi-UNMAP: the retry mapped them but
+ *                 they stayed "capped", and once the cap was full again
+ *                 every fence returned -ENOSPC with the device equal to
+ *                 the guest.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "common/alloc.h" /* iovt_alloc_fault */
+#include "common/vec.h"   /* iovt_vec_fault */
+#include "guestsim.h"
+#include "iovt.h"
+#include "iovt_model.h"
+
+CHECK_SEED_STORAGE;
+
+#define K 0x1000ull
+#define M1 0x100000ull
+#define M2 0x200000ull
+
+/* ---- a wrapper sink with hand-made failures ---- */
+struct wrap {
+	struct iovt_sink inner;
+	struct iovt_model_sink *model;
+	int arm_tree_enomem;    /* after the next successful MAP, the allocator fails */
+	int fail_unmaps;        /* the next n UNMAPs fail (nothing removed, 0 reported) */
+	int iommufd_prefix;     /* the next UNMAP removes its first mapping, fails, reports 0 */
+};
+
+static bool always_fail(size_t s)
+{
+	(void)s;
+	return true;
+}
+
+static int w_map(void *ctx, const struct iovt_extent *m)
+{
+	struct wrap *w = ctx;
+	int rc = w->inner.ops->map(w->inner.ctx, m);
+	if (!rc && w->arm_tree_enomem) {
+		w->arm_tree_enomem = 0;
+		iovt_alloc_fault = always_fail; /* the tree insert that follows fails */
+	}
+	return rc;
+}
+
+static int w_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	struct wrap *w = ctx;
+	iovt_alloc_fault = NULL;
+	if (w->fail_unmaps) {
+		w->fail_unmaps--;
+		*unmapped = 0;
+		return -EIO;
+	}
+	if (w->iommufd_prefix) {
+		w->iommufd_prefix = 0;
+		struct iovt_extent first;
+		CHECK(iovt_model_sink_dump(w->model, iova, &first, 1) == 1);
+		uint64_t done = 0;
+		CHECK(w->inner.ops->unmap(w->inner.ctx, first.iova, first.size, &done) == 0);
+		*unmapped = 0; /* as engine/sinks/iommufd_sink.c: no reply on failure */
+		return -EBUSY;
+	}
+	return w->inner.ops->unmap(w->inner.ctx, iova, size, unmapped);
+}
+
+static const struct iovt_sink_ops w_ops = { .map = w_map, .unmap = w_unmap };
+
+struct world {
+	struct guestsim *gs;
+	struct gs_domain *gd;
+	struct iovt_engine *e;
+	struct iovt_domain *d;
+	struct iovt_notifier *n;
+	struct iovt_model_sink *model;
+	struct wrap w;
+	struct iovt_sink sink;
+};
+
+static uint32_t model_max;
+static void world_init(struct world *x, enum iovt_model_flavor fl, bool multi, uint32_t extra_flags)
+{
+	memset(x, 0, sizeof(*x));
+	x->gs = gs_create(1, 512 * M2, 32 * M2);
+	CHECK(x->gs);
+	const struct gs_region *r = gs_region(x->gs, 0);
+	CHECK(iovt_engine_create(NULL, &x->e) == 0);
+	CHECK(iovt_guest_ram_add(x->e, r->gpa, r->size, r->hva, NULL) == 0);
+	x->gd = gs_domain_create(x->gs, 48, true, false);
+	CHECK(x->gd);
+	struct iovt_domain_config dc = { .did = 3, .root_gpa = gs_domain_root(x->gd),
+					 .addr_width = 48, .allow_2m = true };
+	CHECK(iovt_domain_create(x->e, &dc, &x->d) == 0);
+	struct iovt_model_config mc = { .flavor = fl, .multi_unmap = multi, .max_mappings = model_max };
+	CHECK(iovt_model_sink_create(&mc, &x->model, &x->w.inner) == 0);
+	x->w.model = x->model;
+	x->sink.ops = &w_ops;
+	x->sink.ctx = &x->w;
+	x->sink.caps = x->w.inner.caps;
+	x->sink.caps.flags &= ~IOVT_SINK_UNMAP_ALL;
+	x->sink.caps.flags |= extra_flags;
+	x->sink.name = "wrap";
+	CHECK(iovt_notifier_attach(x->d, IOVT_NOTIFY_IOTLB_EVENTS, &x->sink, &x->n) == 0);
+}
+
+static void world_destroy(struct world *x)
+{
+	iovt_engine_destroy(x->e);
+	iovt_model_sink_destroy(x->model);
+	gs_destroy(x->gs);
+}
+
+static void psi(struct world *x, uint64_t iova, uint64_t size)
+{
+	uint64_t first = iova >> 12, last = (iova + size - 1) >> 12;
+	unsigned am = 0;
+	while ((first >> am) != (last >> am))
+		am++;
+	CHECK(iovt_invalidate_psi(x->e, 3, (first >> am) << (12 + am), am, false) == 0);
+}
+
+static __attribute__((unused)) uint64_t rejected(struct world *x)
+{
+	struct iovt_model_stats ms;
+	iovt_model_sink_stats(x->model, &ms);
+	return ms.rejected_calls;
+}
+
+static __attribute__((unused)) void show(struct world *x, const char *what, uint64_t iova)
+{
+	struct iovt_extent t, m;
+	int rc = iovt_translate(x->d, iova, &t);
+	bool held = iovt_model_sink_find(x->model, iova, &m);
+	uint64_t gpa;
+	uint32_t perm;
+	bool guest = gs_truth_lookup(x->gd, iova, &gpa, &perm);
+	printf("  %s 0x%" PRIx64 ": guest %s, record %s, device %s\n", what, iova,
+	       guest ? "maps" : "-", rc ? "-" : "holds", held ? "holds" : "-");
+}
+
+
+/* The device equals the guest over [lo, hi). */
+static void device_is_guest(struct world *x, uint64_t lo, uint64_t hi, const char *when)
+{
+	for (uint64_t a = lo; a < hi; a += K) {
+		uint64_t gpa;
+		uint32_t perm;
+		struct iovt_extent m;
+		bool g = gs_truth_lookup(x->gd, a, &gpa, &perm), h = iovt_model_sink_find(x->model, a, &m);
+		if (g != h || (g && m.gpa + (a - m.iova) != gpa)) {
+			fprintf(stderr, "%s: device != guest at 0x%" PRIx64 "\n", when, a);
+			CHECK(0);
+		}
+	}
+}
+
+static uint64_t vec_fail_left;
+static bool vec_fail(size_t b)
+{
+	(void)b;
+	return vec_fail_left ? (vec_fail_left--, true) : false;
+}
+
+static void case_dsi_enomem(void)
+{
+	struct world x;
+	world_init(&x, IOVT_MODEL_TYPE1, true, 0);
+	const uint64_t hi = 1ull << 36; /* 64 GiB: the 257th slice of 2^16 pages */
+	CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(gs_map(x.gd, hi, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_dsi(x.e, 3) == 0);
+	vec_fail_left = 1000;
+	iovt_vec_fault = vec_fail;
+	CHECK_EQ(iovt_fence(x.e), -ENOMEM);
+	iovt_vec_fault = NULL;
+	/* the next fence retries the whole domain: both pages reach the device */
+	CHECK_EQ(iovt_fence(x.e), 0);
+	struct iovt_extent m;
+	CHECK(iovt_model_sink_find(x.model, 0, &m));
+	CHECK(iovt_model_sink_find(x.model, hi, &m));
+	device_is_guest(&x, 0, 2 * M1, "dsi-enomem");
+	device_is_guest(&x, hi, hi + 2 * M1, "dsi-enomem");
+	printf("dsi-enomem: the whole domain retried by the next fence\n");
+	world_destroy(&x);
+}
+
+static void case_capped_retry(void)
+{
+	struct world x;
+	model_max = 3;
+	world_init(&x, IOVT_MODEL_TYPE1, true, 0);
+	model_max = 0;
+	CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);       /* A */
+	CHECK(gs_map(x.gd, 128 * K, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* C */
+	CHECK(gs_map(x.gd, M1, 24 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);      /* D */
+	psi(&x, 0, K);
+	psi(&x, 128 * K, K);
+	psi(&x, M1, K);
+	CHECK_EQ(iovt_fence(x.e), 0);
+	CHECK(gs_map(x.gd, 32 * K, 28 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* S1 */
+	CHECK(gs_map(x.gd, 64 * K, 32 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* S2 */
+	psi(&x, 32 * K, K);
+	psi(&x, 64 * K, K);
+	CHECK_EQ(iovt_fence(x.e), -ENOSPC); /* S1, S2 past the cap */
+	CHECK(gs_unmap(x.gd, 0, K) == 0);
+	CHECK(gs_unmap(x.gd, 128 * K, K) == 0);
+	psi(&x, 0, K);
+	psi(&x, 128 * K, K);
+	x.w.fail_unmaps = 1; /* the multi-UNMAP of A..C fails: its span is retried */
+	CHECK(iovt_fence(x.e) != 0);
+	int rc = 0;
+	for (int i = 0; i < 4; i++)
+		rc = iovt_fence(x.e);
+	device_is_guest(&x, 0, 2 * M1, "capped-retry");
+	CHECK_EQ(iovt_model_sink_count(x.model), 3);
+	CHECK_EQ(rc, 0); /* the device equals the guest: nothing is capped */
+	printf("capped-retry: spans a retry mapped leave the capped set\n");
+	world_destroy(&x);
+}
+
+int main(int argc, char **argv)
+{
+	const char *c = argc > 1 ? argv[1] : "";
+	check_pick_seed("fault-review");
+	iovt_thread_register();
+	if (!strcmp(c, "dsi-enomem"))
+		case_dsi_enomem();
+	else if (!strcmp(c, "capped-retry"))
+		case_capped_retry();
+	else {
+		fprintf(stderr, "usage: %s CASE (see the file's head)\n", argv[0]);
+		return 2;
+	}
+	iovt_thread_unregister();
+	return 0;
+}
