@@ -120,9 +120,11 @@ void iovt_thread_unregister(void);
 
 /** @brief Engine configuration for iovt_engine_create(); zero fields take defaults. */
 struct iovt_config {
-	/** Max page-table entries read by one walk (hostile tables). 0: default
-	 * 2^24. A walk that spends it reports -E2BIG and unmaps what it could
-	 * not see. */
+	/** Max page-table entries read by one sync of a domain (hostile
+	 * tables): every window a fence syncs for the domain draws on it, so
+	 * a fence's walking, and the plan it builds, are bounded by it however
+	 * many ranges were pending. 0: default 2^24. A sync that spends it
+	 * reports -E2BIG and unmaps what it could not see. */
 	uint64_t walk_budget;
 	/** Max extents one domain's shadow may hold. 0: default 2^22. */
 	uint64_t max_extents_per_domain;

@@ -157,6 +157,32 @@ static bool walk_done(struct walk_errors *e, int rc, int *walk_err)
 	return refused;
 }
 
+/*
+ * The sync's budget for one walk (sync.h, walk_left): false when it is
+ * spent, the window then a budget error without a walk. A sync of many
+ * windows read up to the budget in each (1024 pending ranges over a table
+ * DAG: 1024 budgets of entries, and as many runs held for the plan, per
+ * fence; found by review).
+ */
+static bool walk_budget_take(struct sync_scratch *s, struct vtd_walk_params *p,
+			     struct sync_stats *st, int *walk_err)
+{
+	if (__builtin_expect(!s->walk_left, 0)) {
+		st->errors[IOVT_ERR_WALK_BUDGET]++;
+		if (walk_err)
+			keep_first(walk_err, -E2BIG);
+		return false;
+	}
+	p->budget = s->walk_left == UINT64_MAX ? 0 : s->walk_left;
+	return true;
+}
+
+static void walk_budget_spent(struct sync_scratch *s, uint64_t read)
+{
+	if (s->walk_left != UINT64_MAX)
+		s->walk_left -= read < s->walk_left ? read : s->walk_left;
+}
+
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err)
 {
@@ -166,6 +192,8 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 	struct vtd_walk_stats ws = { 0 };
 	size_t runs_before = s->runs.n;
 
+	if (!walk_budget_take(s, &p, st, walk_err))
+		return 0;
 	p.first = first;
 	p.last = last;
 	p.merge_4k = true; /* on_leaf folds them into runs anyway */
@@ -176,6 +204,7 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 	int rc = vtd_walk_block(t->ram, &p, &ops, &w, &ws);
 	iovt_rcu_read_unlock();
 	st->ptes += ws.entries_read;
+	walk_budget_spent(s, ws.entries_read);
 	if (rc < 0 && rc != -EINVAL)
 		return rc; /* -ENOMEM from a visitor */
 	if (walk_done(&w.e, rc, walk_err))
@@ -220,19 +249,22 @@ static int on_page_leaf(void *arg, const struct vtd_leaf *leaf)
 }
 
 int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_extent *run,
-		    struct sync_stats *st, int *walk_err)
+		    struct sync_scratch *s, struct sync_stats *st, int *walk_err)
 {
 	static const struct vtd_walk_ops ops = { .leaf = on_page_leaf, .error = on_error };
 	struct page_view pv = { .e = { .st = st }, .ram = t->ram, .run = run, .iova = iova };
 	struct vtd_walk_params p = t->walk;
 	struct vtd_walk_stats ws = { 0 };
 
+	if (!walk_budget_take(s, &p, st, walk_err))
+		return 0;
 	p.first = iova;
 	p.last = iova + IOVT_PAGE_SIZE - 1;
 	iovt_rcu_read_lock();
 	int rc = vtd_walk_block(t->ram, &p, &ops, &pv, &ws);
 	iovt_rcu_read_unlock();
 	st->ptes += ws.entries_read;
+	walk_budget_spent(s, ws.entries_read);
 	if (walk_done(&pv.e, rc, walk_err))
 		pv.have = false; /* nothing trustworthy was seen */
 	return pv.have;

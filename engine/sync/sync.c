@@ -195,7 +195,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 		return false; /* the extent is wider than the page: so is the window */
 	probe_window(iova, iova + IOVT_PAGE_SIZE - 1);
 	int walk_err = 0;
-	bool have = guest_view_page(t, iova, &run, st, &walk_err) > 0;
+	bool have = guest_view_page(t, iova, &run, s, st, &walk_err) > 0;
 	if (found && have && still_mapped(&run, &old)) {
 		st->windows++;
 		*rcp = walk_err;
@@ -210,7 +210,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 		goto nomem;
 	st->windows++; /* as sync_ranges: a window whose plan could be made */
 	int rc = apply_plan(t, s, st, retry);
-	*rcp = rc ? rc : walk_err;
+	*rcp = walk_err ? walk_err : rc; /* the walk came first */
 	return true;
 nomem:
 	*rcp = retry_all(t, s, retry, &(struct range){ iova, iova + IOVT_PAGE_SIZE - 1 }, 1, -ENOMEM);
@@ -353,12 +353,12 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	}
 	st->windows++;
 	rc = apply_plan(t, s, st, retry);
-	*rcp = rc ? rc : walk_err;
+	*rcp = walk_err ? walk_err : rc; /* the walk came first */
 	return true;
 }
 
-int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t n,
-		struct sync_scratch *s, struct sync_stats *st, struct range_set *retry)
+static int sync_ranges_in(const struct sync_target *t, const struct range *ranges, size_t n,
+			  struct sync_scratch *s, struct sync_stats *st, struct range_set *retry)
 {
 	bool multi = t->sink->caps.flags & IOVT_SINK_MULTI_UNMAP;
 	if (n == 1) {
@@ -405,7 +405,37 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 		st->windows++;
 	}
 	rc = apply_plan(t, s, st, retry);
-	return rc ? rc : walk_err;
+	return walk_err ? walk_err : rc; /* the first error met: the walks come before the calls */
+}
+
+/* Elements a scratch vector keeps between syncs (512 KiB of extents): a
+ * larger one, grown by one large sync, is freed after it instead of held
+ * for the life of its queue or engine (found by review: a hostile DSI left
+ * its 1.3 GiB of runs allocated). */
+#define SCRATCH_KEEP (1u << 14)
+
+static void scratch_trim(struct sync_scratch *s)
+{
+	if (__builtin_expect(s->runs.cap > SCRATCH_KEEP, 0))
+		vec_free(&s->runs);
+	if (__builtin_expect(s->maps.cap > SCRATCH_KEEP, 0))
+		vec_free(&s->maps);
+	if (__builtin_expect(s->old.cap > SCRATCH_KEEP, 0))
+		vec_free(&s->old);
+	if (__builtin_expect(s->unmaps.cap > SCRATCH_KEEP, 0))
+		vec_free(&s->unmaps);
+	if (__builtin_expect(s->windows.cap > SCRATCH_KEEP, 0))
+		vec_free(&s->windows);
+}
+
+int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t n,
+		struct sync_scratch *s, struct sync_stats *st, struct range_set *retry)
+{
+	/* One budget of page-table entries for the whole sync (sync.h). */
+	s->walk_left = t->walk.budget ? t->walk.budget : UINT64_MAX;
+	int rc = sync_ranges_in(t, ranges, n, s, st, retry);
+	scratch_trim(s);
+	return rc;
 }
 
 static int push_unmap_each(void *arg, const struct iovt_extent *e)

@@ -75,6 +75,10 @@ struct sync_scratch {
 	 * it is one page holding no extent, -1 — unknown (iterate the tree). */
 	int one_old;
 	struct iovt_extent one_ext;
+	/* Page-table entries this sync may still read, across all its
+	 * windows (UINT64_MAX: no bound): the walk budget is the sync's, not
+	 * each window's (sync_ranges). */
+	uint64_t walk_left;
 };
 
 void sync_scratch_free(struct sync_scratch *s);
@@ -103,7 +107,10 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st);
 
 /* Stage entry points (used by sync_ranges and by unit tests). */
 
-/* Appends the runs of the guest view over [first, last] to s->runs. */
+/* Appends the runs of the guest view over [first, last] to s->runs. Both
+ * walks read at most s->walk_left entries and take what they read from it;
+ * with none left, the window is not walked: a budget error (counted, -E2BIG
+ * in *walk_err), nothing mapped there. */
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
 
@@ -113,7 +120,7 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
  * failed: counted in st, the first error in *walk_err as guest_view_runs).
  */
 int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_extent *run,
-		    struct sync_stats *st, int *walk_err);
+		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
 
 static inline uint64_t extent_end(const struct iovt_extent *e)
 {
