@@ -140,15 +140,22 @@ void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bo
  * before this and inserts after it is never visible). Only the guest's
  * ranges: the retried spans are the sink's business, not the guest's.
  */
+static void todo_span(const void *arg, size_t i, uint64_t *first, uint64_t *last)
+{
+	const struct range_set *todo = arg;
+	*first = todo->r[i].first;
+	*last = todo->r[i].last;
+}
+
 static void iotlb_drop(struct iovt_domain *d, const struct range_set *todo)
 {
 	uint64_t n = 0;
-	if (todo->all) {
+	if (todo->all)
 		n = iotlb_flush(&d->iotlb);
-	} else {
-		for (size_t i = 0; i < todo->n; i++)
-			n += iotlb_invalidate(&d->iotlb, todo->r[i].first, todo->r[i].last);
-	}
+	else if (todo->n == 1)
+		n = iotlb_invalidate(&d->iotlb, todo->r[0].first, todo->r[0].last);
+	else if (todo->n)
+		n = iotlb_invalidate_n(&d->iotlb, todo->n, todo_span, todo); /* one full sweep at most */
 	if (n)
 		DSTAT_ADD_OWNED(d, iotlb_invalidated, n);
 }

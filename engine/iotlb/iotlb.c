@@ -620,48 +620,116 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
 	return dropped;
 }
 
-uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
+/* Where an entry overlapping [first, last] can sit in t: runs start at most
+ * maxrun - 4 KiB before first; large leaves by block, for the levels in use
+ * (see iotlb_fill for why reading both here is enough). */
+struct sweep {
+	uint64_t lo;     /* first page set key's IOVA (first less the longest run) */
+	unsigned levels; /* levels in use */
+	uint64_t keys;   /* set visits; more than nsets (or 0: wrapped): every set */
+};
+
+static struct sweep sweep_of(const struct iotlb_table *t, uint64_t first, uint64_t last)
 {
-	atomic_fetch_add_explicit(&c->gen, 1, memory_order_seq_cst);
-	/* The table is loaded inside the section: a growth retires the one it
-	 * replaces with call_rcu, and a sweep that loaded it before entering
-	 * could walk it after it was freed (and retire its entries twice).
-	 * Callers sweep outside any section (a sync, close, set_root, RAM
-	 * purge); found by review. */
-	iovt_rcu_read_lock();
-	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_seq_cst));
-	if (!t) {
-		iovt_rcu_read_unlock();
-		return 0;
-	}
-	uint64_t dropped = 0;
-	/* Sets that may hold an entry overlapping [first, last]: runs start at
-	 * most maxrun - 4 KiB before first; large leaves by block, for the
-	 * levels in use (see iotlb_fill for why reading both here is enough). */
+	struct sweep w;
 	uint64_t run = atomic_load_explicit(&t->maxrun, memory_order_seq_cst) - IOVT_PAGE_SIZE;
-	unsigned levels = atomic_load_explicit(&t->levels, memory_order_seq_cst) | 1;
-	uint64_t lo = first > run ? first - run : 0;
-	uint64_t keys = 0;
+	w.levels = atomic_load_explicit(&t->levels, memory_order_seq_cst) | 1;
+	w.lo = first > run ? first - run : 0;
+	w.keys = 0;
 	for (unsigned l = 0; l < NLEVELS; l++) {
-		if (!(levels & (1u << l)))
+		if (!(w.levels & (1u << l)))
 			continue;
-		uint64_t a = (l ? first : lo) >> level_shift[l], b = last >> level_shift[l];
-		keys += b - a + 1;
-		if (keys > t->nsets || keys == 0)
+		uint64_t a = (l ? first : w.lo) >> level_shift[l], b = last >> level_shift[l];
+		w.keys += b - a + 1;
+		if (w.keys > t->nsets || w.keys == 0)
 			break;
 	}
-	if (keys > t->nsets || keys == 0) {
+	return w;
+}
+
+static bool sweep_all(const struct iotlb_table *t, const struct sweep *w)
+{
+	return w->keys > t->nsets || w->keys == 0;
+}
+
+static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_t first, uint64_t last)
+{
+	uint64_t dropped = 0;
+	if (sweep_all(t, w)) {
 		for (uint32_t i = 0; i < t->nsets; i++)
 			dropped += sweep_set(&t->sets[i], first, last);
-	} else {
-		for (unsigned l = 0; l < NLEVELS; l++) {
-			if (!(levels & (1u << l)))
-				continue;
-			uint64_t a = (l ? first : lo) >> level_shift[l], b = last >> level_shift[l];
-			for (uint64_t k = a; k <= b; k++)
-				dropped += sweep_set(&t->sets[set_index(t, k << level_shift[l], l)], first, last);
-		}
+		return dropped;
 	}
+	for (unsigned l = 0; l < NLEVELS; l++) {
+		if (!(w->levels & (1u << l)))
+			continue;
+		uint64_t a = (l ? first : w->lo) >> level_shift[l], b = last >> level_shift[l];
+		for (uint64_t k = a; k <= b; k++)
+			dropped += sweep_set(&t->sets[set_index(t, k << level_shift[l], l)], first, last);
+	}
+	return dropped;
+}
+
+/* The table, loaded inside the read-side section the caller entered: a
+ * growth retires the one it replaces with call_rcu, and a sweep that loaded
+ * it before entering could walk it after it was freed (and retire its
+ * entries twice). Callers sweep outside any section (a sync, close,
+ * set_root, RAM purge); found by review. After the gen bump (seq_cst). */
+static struct iotlb_table *sweep_table(struct iotlb *c)
+{
+	atomic_fetch_add_explicit(&c->gen, 1, memory_order_seq_cst);
+	return live(atomic_load_explicit(&c->table, memory_order_seq_cst));
+}
+
+uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
+{
+	iovt_rcu_read_lock();
+	struct iotlb_table *t = sweep_table(c);
+	uint64_t dropped = 0;
+	if (t) {
+		struct sweep w = sweep_of(t, first, last);
+		dropped = sweep_sets(t, &w, first, last);
+	}
+	iovt_rcu_read_unlock();
+	return dropped;
+}
+
+uint64_t iotlb_invalidate_n(struct iotlb *c, size_t n,
+			    void (*span)(const void *arg, size_t i, uint64_t *first, uint64_t *last),
+			    const void *arg)
+{
+	iovt_rcu_read_lock();
+	struct iotlb_table *t = sweep_table(c);
+	uint64_t dropped = 0, keys = 0;
+	if (!t)
+		goto out;
+	for (size_t i = 0; i < n && keys <= t->nsets; i++) {
+		uint64_t first, last;
+		span(arg, i, &first, &last);
+		struct sweep w = sweep_of(t, first, last);
+		keys += sweep_all(t, &w) ? (uint64_t)t->nsets + 1 : w.keys;
+	}
+	if (keys > t->nsets) {
+		/* every set once, dropping what overlaps any span: the hull
+		 * (more than the spans: an IOTLB may drop any entry) */
+		uint64_t lo = UINT64_MAX, hi = 0;
+		for (size_t i = 0; i < n; i++) {
+			uint64_t first, last;
+			span(arg, i, &first, &last);
+			lo = first < lo ? first : lo;
+			hi = last > hi ? last : hi;
+		}
+		for (uint32_t i = 0; i < t->nsets; i++)
+			dropped += sweep_set(&t->sets[i], lo, hi);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t first, last;
+		span(arg, i, &first, &last);
+		struct sweep w = sweep_of(t, first, last);
+		dropped += sweep_sets(t, &w, first, last);
+	}
+out:
 	iovt_rcu_read_unlock();
 	return dropped;
 }

@@ -145,6 +145,15 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last);
 uint64_t iotlb_flush(struct iotlb *c);
 /*
+ * iotlb_invalidate over n spans, span(arg, i, &first, &last) giving the
+ * i-th: one sweep of every set instead when the spans' sets add up to the
+ * table's (a fence's 1024 pending PSIs of 256 MiB each swept a 262,144-entry
+ * table 1024 times: 3.6 s; found by review). Returns the entries dropped.
+ */
+uint64_t iotlb_invalidate_n(struct iotlb *c, size_t n,
+			    void (*span)(const void *arg, size_t i, uint64_t *first, uint64_t *last),
+			    const void *arg);
+/*
  * Destroy: flushes, then closes the IOTLB for good (the table goes after a
  * grace period; no fill caches again: lookups miss, fills answer uncached).
  * Call it BEFORE publishing the owner's *gone: a reader that sees *gone
