@@ -335,6 +335,13 @@ bool iovt_domain_alive(const struct iovt_domain *d);
 #define IOVT_SINK_UNMAP_EMPTY_ERR (1u << 2)
 /** Sink capability: a failed UNMAP may have removed part of its range. */
 #define IOVT_SINK_PARTIAL_UNMAP (1u << 3)
+/** Sink capability: with IOVT_SINK_PARTIAL_UNMAP, the part a failed UNMAP
+ * removed is not counted (`*unmapped` 0; iommufd writes no reply on
+ * failure, yet removes whole mappings in ascending order up to the first it
+ * cannot). The engine then unmaps each extent it records there alone; one
+ * already gone answers -ENOENT (set IOVT_SINK_UNMAP_EMPTY_ERR too), and
+ * both leave its record. */
+#define IOVT_SINK_PARTIAL_UNCOUNTED (1u << 4)
 
 /** @brief What a sink can do; the engine plans its calls to fit. */
 struct iovt_sink_caps {

@@ -8,7 +8,8 @@
  * ascending order and stops at the first it cannot remove, so a failed
  * multi-mapping UNMAP may have removed a prefix (IOVT_SINK_PARTIAL_UNMAP) —
  * and reports no byte count when it fails (the reply is written only on
- * success), so *unmapped is 0 then. unmap-all is iova 0, length U64_MAX and
+ * success), so *unmapped is 0 then (IOVT_SINK_PARTIAL_UNCOUNTED: the engine
+ * finds the prefix by unmapping each of the range's extents alone). unmap-all is iova 0, length U64_MAX and
  * succeeds on an empty IOAS.
  */
 #include <errno.h>
@@ -180,7 +181,8 @@ int iovt_iommufd_sink_init(struct iovt_sink *out, int iommufd_fd, uint32_t ioas_
 		.caps = {
 			.flags = (cfg && cfg->no_multi_unmap ? 0 : IOVT_SINK_MULTI_UNMAP) |
 				 (s->base.info.unmap_all ? IOVT_SINK_UNMAP_ALL : 0) |
-				 IOVT_SINK_UNMAP_EMPTY_ERR | IOVT_SINK_PARTIAL_UNMAP,
+				 IOVT_SINK_UNMAP_EMPTY_ERR | IOVT_SINK_PARTIAL_UNMAP |
+				 IOVT_SINK_PARTIAL_UNCOUNTED,
 			.max_mappings = vfio_max_mappings(0, cfg),
 			.page_sizes = s->base.info.page_sizes,
 		},

@@ -66,6 +66,52 @@ static uint64_t forget_prefix(struct shadow_tree *tree, uint64_t first, uint64_t
 	return pages;
 }
 
+static int collect_each(void *arg, const struct iovt_extent *e)
+{
+	VEC(struct iovt_extent) *v = arg;
+	return vec_push(v, *e) ? -ENOMEM : 0;
+}
+
+/*
+ * A failed UNMAP of several extents from a sink that may have removed part
+ * of its range without saying how much (IOVT_SINK_PARTIAL_UNCOUNTED:
+ * iommufd writes no reply on failure, yet removes whole mappings in order
+ * and stops at the first it cannot): each extent the record still holds
+ * there is unmapped alone. Removed (also a failure that counts all of it),
+ * or not held (-ENOENT from a sink with IOVT_SINK_UNMAP_EMPTY_ERR), it
+ * leaves the record; refused, it stays (the group's span is retried). Before this the removed prefix stayed in
+ * the record: a guest that mapped it again at the same place was told
+ * nothing (the diff kept it) and its device faulted, or every retry hit
+ * -ENOENT on it (found by review: fault-multi-unmap-prefix).
+ */
+static void resolve_group(const struct sync_target *t, const struct plan_unmap *g,
+			  struct sync_stats *st, int *first_err)
+{
+	const struct iovt_sink *sink = t->sink;
+	VEC(struct iovt_extent) v = { 0 };
+	if (shadow_tree_iterate_w(t->tree, g->first, g->last, collect_each, &v)) {
+		note(first_err, -ENOMEM);
+		vec_free(&v);
+		return; /* the record keeps them all: the retry resolves them later */
+	}
+	for (size_t i = 0; v.n > 1 && i < v.n; i++) {
+		const struct iovt_extent *e = &v.v[i];
+		uint64_t done = 0;
+		int rc = sink->ops->unmap(sink->ctx, e->iova, e->size, &done);
+		st->unmap_calls++;
+		bool gone = rc == -ENOENT && (sink->caps.flags & IOVT_SINK_UNMAP_EMPTY_ERR);
+		if (rc && !gone)
+			st->errors[IOVT_ERR_SINK_UNMAP]++;
+		if (rc && !gone && done < e->size)
+			continue; /* still held: the retry unmaps it */
+		uint64_t pages = 0;
+		shadow_tree_remove_count(t->tree, e->iova, e->iova + e->size - 1, &pages);
+		if (!gone)
+			st->pages_unmapped += pages;
+	}
+	vec_free(&v);
+}
+
 static int apply_unmaps(const struct sync_target *t, struct sync_scratch *s,
 			struct sync_stats *st, struct range_set *retry, int *first_err)
 {
@@ -88,6 +134,8 @@ static int apply_unmaps(const struct sync_target *t, struct sync_scratch *s,
 		note(first_err, rc);
 		if ((sink->caps.flags & IOVT_SINK_PARTIAL_UNMAP) && done)
 			st->pages_unmapped += forget_prefix(t->tree, g->first, g->last, done);
+		else if ((sink->caps.flags & IOVT_SINK_PARTIAL_UNCOUNTED) && g->pages > 1)
+			resolve_group(t, g, st, first_err);
 		if (range_set_add(retry, g->first, g->last))
 			note(first_err, -ENOMEM);
 	}

@@ -8,6 +8,12 @@
  *                 was retried as a range, 2^16 pages a fence, so a page at
  *                 64 GiB reached the device 256 fences later (each of them
  *                 returning 0). Now the retry is the whole domain at once.
+ *  multi-unmap-prefix  an iommufd-like sink (IOVT_SINK_PARTIAL_UNCOUNTED:
+ *                 no byte count on failure) fails a multi-mapping UNMAP after
+ *                 removing its first mapping: the record kept it, so a
+ *                 guest that mapped it again at the same place was told
+ *                 nothing (device != guest, fences returning 0), or every
+ *                 retry of the span hit -ENOENT.
  *  capped-retry   capped spans (past the sink's cap) inside a span retried
  *                 after a failed multi-UNMAP: the retry mapped them but
  *                 they stayed "capped", and once the cap was full again
@@ -233,6 +239,40 @@ static void case_capped_retry(void)
 	world_destroy(&x);
 }
 
+static void case_multi_unmap_prefix(void)
+{
+	for (int remap_both = 0; remap_both < 2; remap_both++) {
+		struct world x;
+		world_init(&x, IOVT_MODEL_IOMMUFD, true, IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED);
+		CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);      /* A */
+		CHECK(gs_map(x.gd, 64 * K, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* B */
+		psi(&x, 0, 128 * K);
+		CHECK_EQ(iovt_fence(x.e), 0);
+		CHECK(gs_unmap(x.gd, 0, 128 * K) == 0);
+		psi(&x, 0, 128 * K);
+		x.w.iommufd_prefix = 1; /* one UNMAP for A..B: A goes, then it fails */
+		CHECK(iovt_fence(x.e) != 0);
+		/* the guest maps B (and A) again, at the same places */
+		if (remap_both)
+			CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+		CHECK(gs_map(x.gd, 64 * K, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+		psi(&x, 0, 128 * K);
+		int rc = 0;
+		for (int i = 0; i < 3; i++)
+			rc = iovt_fence(x.e);
+		CHECK_EQ(rc, 0);
+		device_is_guest(&x, 0, 2 * M1, "multi-unmap-prefix");
+		/* the record is the device: translate answers what it holds */
+		for (uint64_t a = 0; a < 128 * K; a += K) {
+			struct iovt_extent t, m;
+			bool held = iovt_model_sink_find(x.model, a, &m);
+			CHECK_EQ(iovt_translate(x.d, a, &t) == 0, held);
+		}
+		world_destroy(&x);
+	}
+	printf("multi-unmap-prefix: the removed prefix left the record\n");
+}
+
 int main(int argc, char **argv)
 {
 	const char *c = argc > 1 ? argv[1] : "";
@@ -242,6 +282,8 @@ int main(int argc, char **argv)
 		case_dsi_enomem();
 	else if (!strcmp(c, "capped-retry"))
 		case_capped_retry();
+	else if (!strcmp(c, "multi-unmap-prefix"))
+		case_multi_unmap_prefix();
 	else {
 		fprintf(stderr, "usage: %s CASE (see the file's head)\n", argv[0]);
 		return 2;

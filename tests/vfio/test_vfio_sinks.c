@@ -79,7 +79,8 @@ static void test_caps(void)
 		break;
 	case IOMMUFD:
 		CHECK_EQ(s.caps.flags, IOVT_SINK_MULTI_UNMAP | IOVT_SINK_UNMAP_ALL |
-					       IOVT_SINK_UNMAP_EMPTY_ERR | IOVT_SINK_PARTIAL_UNMAP);
+					       IOVT_SINK_UNMAP_EMPTY_ERR | IOVT_SINK_PARTIAL_UNMAP |
+					       IOVT_SINK_PARTIAL_UNCOUNTED);
 		CHECK_EQ(s.caps.max_mappings, 0);
 		CHECK(strcmp(s.name, "iommufd") == 0);
 		break;
