@@ -7,8 +7,9 @@
  *  - UNMAP failed: nothing leaves, unless the sink reports a partial removal
  *    (IOVT_SINK_PARTIAL_UNMAP), then the whole extents inside the reported
  *    prefix leave. The span is retried at the next fence.
- *  - MAP failed: nothing enters; retried. MAP ok but the tree cannot take the
- *    extent (ENOMEM): the mapping is taken back from the sink.
+ *  - MAP: the extent enters the tree first, then the sink is called; a tree
+ *    that cannot take it (ENOMEM) means no call (retried); a MAP that fails
+ *    takes it out again (retried).
  * After a failed UNMAP a planned MAP may collide with an extent that stayed;
  * such MAPs are not sent (they would be -EEXIST) but retried.
  */
@@ -169,23 +170,29 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 			range_set_add(t->capped ? t->capped : retry, m->iova, last);
 			continue;
 		}
-		IOVT_PROBE3(sink_map, m->iova, m->size, m->hva);
-		int rc = sink->ops->map(sink->ctx, m);
-		st->map_calls++;
+		/* Recorded first, then sent: a record that cannot take it
+		 * (ENOMEM) keeps the MAP from being sent at all, and one the
+		 * sink refuses leaves the record again (a removal never fails
+		 * for memory). Sent first, the MAP had to be taken back when
+		 * the record could not take it, and a take-back the sink
+		 * refused left it holding a mapping the record did not (found
+		 * by review). A reader meanwhile may see the extent before the
+		 * sink holds it: the guest's own mapping, which translate may
+		 * answer between an invalidation and its wait. */
+		int rc = shadow_tree_insert(t->tree, m);
 		if (rc) {
-			st->errors[IOVT_ERR_SINK_MAP]++;
 			note(first_err, rc);
 			range_set_add(retry, m->iova, last);
 			continue;
 		}
-		rc = shadow_tree_insert(t->tree, m);
+		IOVT_PROBE3(sink_map, m->iova, m->size, m->hva);
+		rc = sink->ops->map(sink->ctx, m);
+		st->map_calls++;
 		if (rc) {
-			/* The record cannot hold it: take it back so sink == record. */
-			uint64_t done = 0;
+			uint64_t pages = 0;
+			shadow_tree_remove_count(t->tree, m->iova, last, &pages);
+			st->errors[IOVT_ERR_SINK_MAP]++;
 			note(first_err, rc);
-			st->unmap_calls++;
-			if (sink->ops->unmap(sink->ctx, m->iova, m->size, &done))
-				st->errors[IOVT_ERR_SINK_UNMAP]++;
 			range_set_add(retry, m->iova, last);
 			continue;
 		}
