@@ -414,6 +414,20 @@ static void case_dag_budget(uint64_t *rng)
 	env_fini(&v);
 }
 
+/* The DAG of case_dag_budget with scattered leaves (no two merge: a run
+ * each), under the root's entry 1 (HOST_IOVA). */
+static void scattered_dag(struct env *v)
+{
+	uint64_t pt = gs_alloc_table(v->gs), pd = gs_alloc_table(v->gs), pdpt = gs_alloc_table(v->gs);
+	CHECK(pt && pd && pdpt);
+	for (unsigned i = 0; i < 512; i++) {
+		CHECK(gs_write_pte(v->gs, pt + 8 * i, (DATA_GPA + 2 * i * K) | 3) == 0);
+		CHECK(gs_write_pte(v->gs, pd + 8 * i, pt | 3) == 0);
+		CHECK(gs_write_pte(v->gs, pdpt + 8 * i, pd | 3) == 0);
+	}
+	CHECK(gs_write_pte(v->gs, gs_domain_root(v->gd) + 8 * 1, pdpt | 3) == 0);
+}
+
 /* ---- 2b. the same DAG under many PSIs before one fence ---- */
 /* Each pending range is a window of the sync; the walk budget is the sync's
  * (found by review: it was each window's, so 1024 pending PSIs over the DAG
@@ -427,15 +441,7 @@ static void case_dag_windows(uint64_t *rng)
 	struct env v;
 	env_init(&v, &cfg, 48, true, true);
 	setup_sentinel(&v);
-	uint64_t pt = gs_alloc_table(v.gs), pd = gs_alloc_table(v.gs), pdpt = gs_alloc_table(v.gs);
-	CHECK(pt && pd && pdpt);
-	for (unsigned i = 0; i < 512; i++) {
-		/* scattered leaves: no two merge, a run each */
-		CHECK(gs_write_pte(v.gs, pt + 8 * i, (DATA_GPA + 2 * i * K) | 3) == 0);
-		CHECK(gs_write_pte(v.gs, pd + 8 * i, pt | 3) == 0);
-		CHECK(gs_write_pte(v.gs, pdpt + 8 * i, pd | 3) == 0);
-	}
-	CHECK(gs_write_pte(v.gs, gs_domain_root(v.gd) + 8 * 1, pdpt | 3) == 0); /* HOST_IOVA */
+	scattered_dag(&v);
 	struct snap a, b;
 	take(&v, &a);
 	/* 1 GiB PSIs a gigabyte apart: none touches another, a window each */
@@ -470,14 +476,7 @@ static void case_iotlb_sweep_flood(uint64_t *rng)
 	(void)rng;
 	struct env v;
 	env_init(&v, NULL, 48, true, true);
-	uint64_t pt = gs_alloc_table(v.gs), pd = gs_alloc_table(v.gs), pdpt = gs_alloc_table(v.gs);
-	CHECK(pt && pd && pdpt);
-	for (unsigned i = 0; i < 512; i++) {
-		CHECK(gs_write_pte(v.gs, pt + 8 * i, (DATA_GPA + 2 * i * K) | 3) == 0);
-		CHECK(gs_write_pte(v.gs, pd + 8 * i, pt | 3) == 0);
-		CHECK(gs_write_pte(v.gs, pdpt + 8 * i, pd | 3) == 0);
-	}
-	CHECK(gs_write_pte(v.gs, gs_domain_root(v.gd) + 8 * 1, pdpt | 3) == 0); /* HOST_IOVA */
+	scattered_dag(&v);
 	struct iovt_domain_config dc = { .did = 6, .root_gpa = gs_domain_root(v.gd), .addr_width = 48 };
 	struct iovt_domain *d;
 	CHECK(iovt_domain_create(v.e, &dc, &d) == 0);

@@ -998,6 +998,41 @@ static void case_stale_width(void)
 	printf("stale-width: a PSI for a wider incarnation of the DID is stale\n");
 }
 
+/* ---- one guest region, one engine, one 48-bit guest domain (the three
+ * cases below) ---- */
+
+struct one_guest {
+	struct guestsim *gs;
+	const struct gs_region *g;
+	struct iovt_engine *e;
+	struct gs_domain *gd;
+};
+
+static void one_guest_init(struct one_guest *o, uint64_t region_size, uint64_t table_bytes)
+{
+	o->gs = gs_create(1, region_size, table_bytes);
+	CHECK(o->gs);
+	CHECK_EQ(iovt_engine_create(NULL, &o->e), 0);
+	o->g = gs_region(o->gs, 0);
+	CHECK_EQ(iovt_guest_ram_add(o->e, o->g->gpa, o->g->size, o->g->hva, NULL), 0);
+	o->gd = gs_domain_create(o->gs, 48, false, false);
+	CHECK(o->gd);
+}
+
+static struct iovt_domain *one_guest_domain(struct one_guest *o)
+{
+	struct iovt_domain *d;
+	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(o->gd), .addr_width = 48 };
+	CHECK_EQ(iovt_domain_create(o->e, &dc, &d), 0);
+	return d;
+}
+
+static void one_guest_fini(struct one_guest *o)
+{
+	iovt_engine_destroy(o->e);
+	gs_destroy(o->gs);
+}
+
 /* ---- detach-stale ---- */
 
 #define STALE_PAGES 64
@@ -1042,17 +1077,12 @@ static void *stale_reader(void *p)
 
 static void case_detach_stale(void)
 {
-	struct guestsim *gs = gs_create(1, 32 * M1, 4 * M1);
-	CHECK(gs);
-	struct iovt_engine *e;
-	CHECK_EQ(iovt_engine_create(NULL, &e), 0);
-	const struct gs_region *g = gs_region(gs, 0);
-	CHECK_EQ(iovt_guest_ram_add(e, g->gpa, g->size, g->hva, NULL), 0);
-	struct gs_domain *gd = gs_domain_create(gs, 48, false, false);
-	CHECK(gd);
-	struct stale_rig r = { .old_gpa = g->gpa + M1, .new_gpa = g->gpa + 4 * M1 };
-	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(gd), .addr_width = 48 };
-	CHECK_EQ(iovt_domain_create(e, &dc, &r.d), 0);
+	struct one_guest o;
+	one_guest_init(&o, 32 * M1, 4 * M1);
+	struct iovt_engine *e = o.e;
+	struct gs_domain *gd = o.gd;
+	struct stale_rig r = { .old_gpa = o.g->gpa + M1, .new_gpa = o.g->gpa + 4 * M1 };
+	r.d = one_guest_domain(&o);
 
 	pthread_t t;
 	watchdog_start("lifecycle-detach-stale", STALL_SECONDS);
@@ -1090,8 +1120,7 @@ static void case_detach_stale(void)
 	       atomic_load(&r.stale));
 	CHECK(atomic_load(&r.cycle) >= 10);
 	CHECK_EQ(atomic_load(&r.stale), 0);
-	iovt_engine_destroy(e);
-	gs_destroy(gs);
+	one_guest_fini(&o);
 }
 
 /* ---- attach-translate ---- */
@@ -1129,21 +1158,15 @@ static void *steady_reader(void *p)
 
 static void case_attach_translate(void)
 {
-	struct guestsim *gs = gs_create(1, 32 * M1, 4 * M1);
-	CHECK(gs);
-	struct iovt_engine *e;
-	CHECK_EQ(iovt_engine_create(NULL, &e), 0);
-	const struct gs_region *g = gs_region(gs, 0);
-	CHECK_EQ(iovt_guest_ram_add(e, g->gpa, g->size, g->hva, NULL), 0);
-	struct gs_domain *gd = gs_domain_create(gs, 48, false, false);
-	CHECK(gd);
-	struct steady_rig r = { .gpa = g->gpa + M1 };
+	struct one_guest o;
+	one_guest_init(&o, 32 * M1, 4 * M1);
+	struct gs_domain *gd = o.gd;
+	struct steady_rig r = { .gpa = o.g->gpa + M1 };
 	/* Scattered: one extent a page, so the replay and the unmapping take
 	 * a while; the mapping never changes. */
 	for (unsigned i = 0; i < STALE_PAGES; i++)
 		CHECK_EQ(gs_map(gd, i * K, r.gpa + i * K, K, i & 1 ? IOVT_PERM_R : IOVT_PERM_RW, 0), 0);
-	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(gd), .addr_width = 48 };
-	CHECK_EQ(iovt_domain_create(e, &dc, &r.d), 0);
+	r.d = one_guest_domain(&o);
 
 	pthread_t t;
 	watchdog_start("lifecycle-attach-translate", STALL_SECONDS);
@@ -1165,8 +1188,7 @@ static void case_attach_translate(void)
 	       atomic_load(&r.reads), atomic_load(&r.wrong));
 	CHECK(cycles >= 10);
 	CHECK_EQ(atomic_load(&r.wrong), 0);
-	iovt_engine_destroy(e);
-	gs_destroy(gs);
+	one_guest_fini(&o);
 }
 
 /* ---- stats-any-thread ---- */
@@ -1198,14 +1220,11 @@ static void *stats_reader(void *p)
 
 static void case_stats_any_thread(void)
 {
-	struct guestsim *gs = gs_create(1, 256 * M1, 16 * M1);
-	CHECK(gs);
-	struct any_rig r = { 0 };
-	CHECK_EQ(iovt_engine_create(NULL, &r.e), 0);
-	const struct gs_region *g = gs_region(gs, 0);
-	CHECK_EQ(iovt_guest_ram_add(r.e, g->gpa, g->size, g->hva, NULL), 0);
-	struct gs_domain *gd = gs_domain_create(gs, 48, false, false);
-	CHECK(gd);
+	struct one_guest o;
+	one_guest_init(&o, 256 * M1, 16 * M1);
+	struct any_rig r = { .e = o.e };
+	const struct gs_region *g = o.g;
+	struct gs_domain *gd = o.gd;
 	/* Every other page: one-page runs, an IOTLB entry each. */
 	const unsigned pages = 32768;
 	for (unsigned i = 0; i < pages; i++)
@@ -1218,10 +1237,7 @@ static void case_stats_any_thread(void)
 	unsigned rounds = 0;
 	double end = now() + run_seconds(2.0);
 	while (now() < end) {
-		struct iovt_domain *d;
-		struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(gd),
-						 .addr_width = 48 };
-		CHECK_EQ(iovt_domain_create(r.e, &dc, &d), 0);
+		struct iovt_domain *d = one_guest_domain(&o);
 		iovt_domain_get(d); /* the stats thread's */
 		atomic_store(&r.d, d);
 		struct iovt_extent x;
@@ -1243,8 +1259,7 @@ static void case_stats_any_thread(void)
 	printf("stats-any-thread: %u rounds of %u misses, %lu stats calls from an unregistered thread\n",
 	       rounds, pages, atomic_load(&r.calls));
 	CHECK(rounds >= 1);
-	iovt_engine_destroy(r.e);
-	gs_destroy(gs);
+	one_guest_fini(&o);
 }
 
 int main(int argc, char **argv)
