@@ -243,15 +243,18 @@ static void add_domain_counters(struct iovt_domain *d, struct iovt_stats *out)
 /*
  * The stats calls' read-side section. They may come from any thread
  * (iovt.h), and a grace period waits only for registered readers: on a
- * thread the library does not know (a VMM's monitoring thread), the
- * section protected nothing, and the IOTLB table the counts walk could be
- * freed under it by a growth (found by review: a use-after-free under ASan
- * in iotlb_count). Such a thread is registered for the call. Returns
- * whether it was.
+ * thread liburcu does not know (a VMM's monitoring thread), the section
+ * protected nothing, and the IOTLB table the counts walk could be freed
+ * under it by a growth (found by review: a use-after-free under ASan in
+ * iotlb_count). Such a thread is registered for the call. Asked of
+ * liburcu, not of iovt's own flag: a thread the host registered itself (or
+ * a call_rcu thread) registered twice aborted in liburcu, and its
+ * unregistration would have dropped the host's (found by the review of
+ * that fix). Returns whether it registered.
  */
 static bool stats_read_lock(void)
 {
-	bool temporary = !thread_registered;
+	bool temporary = !iovt_rcu_thread_is_reader();
 	if (temporary)
 		urcu_memb_register_thread();
 	iovt_rcu_read_lock();

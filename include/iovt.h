@@ -46,7 +46,8 @@
  * | iovt_fence() | any registered thread | other iovt_fence() calls and control calls (engine lock) |
  * | iovt_poll() | the host's loop, one caller per poller number | nothing another thread holds (skips busy queues) |
  * | engine, guest RAM, domain, notifier, queue and worker control calls | any registered thread | the engine lock; may call sinks |
- * | iovt_stats_get(), iovt_domain_stats_get(), iovt_err_kind_name() | any thread | nothing |
+ * | iovt_stats_get(), iovt_domain_stats_get() | any thread (one liburcu does not know is registered with it for the call) | nothing; on such a thread, liburcu's registry lock (held through a grace period in progress) |
+ * | iovt_err_kind_name() | any thread | nothing |
  * Sinks are called from the thread that applies a batch (a fence caller, a
  * worker, a poller, or a control call), one call at a time per domain.
  */

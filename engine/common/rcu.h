@@ -29,9 +29,14 @@
 #if !defined(_LGPL_SOURCE) && !defined(IOVT_TSAN)
 #define _LGPL_SOURCE
 #endif
+#include <stdbool.h>
 #include <urcu/urcu-memb.h>
 #include <urcu/pointer.h>
 #include <urcu/compiler.h>
+
+/* Whether the calling thread is registered with liburcu-memb, by iovt or by
+ * anyone else (engine/common/rcu_reader.c). */
+bool iovt_rcu_thread_is_reader(void);
 
 #ifdef IOVT_TSAN
 void __tsan_acquire(void *addr);

@@ -110,6 +110,9 @@ void domain_pend(struct iovt_domain *d, const struct pend_batch *b)
 	atomic_store_explicit(&d->pending_any, true, memory_order_relaxed);
 	count_batch(d, b, d->stats_folded, false);
 	pthread_mutex_unlock(&d->pending_lock);
+	/* pending_any, then `queued`: with fence_locked's fence after it
+	 * clears `queued`, one of the two sees the other's store (drain.c). */
+	atomic_thread_fence(memory_order_seq_cst);
 	domain_mark_dirty(d);
 }
 
@@ -435,6 +438,8 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 		uint64_t rb = capped_next ? budget / 2 : budget;
 		if (!range_set_empty(&d->retry)) {
 			budget -= take_budget(todo, &d->retry, &d->retry_cursor, rb, d);
+			if (todo->all) /* the retry set was `all`: a whole-domain sync */
+				range_set_clear(&d->capped);
 			/* The retried spans are synced now too: capped spans
 			 * inside them leave the set as well (the sync puts back
 			 * what the cap still refuses). Left there, a span a

@@ -459,25 +459,6 @@ int engine_fence_all(struct iovt_engine *e)
  * domain (those the queues fed, retries, root changes). Control lock: one
  * at a time, and no control call changes domains meanwhile.
  */
-/*
- * Whether ranges were pended for d since it was taken off the dirty queue
- * (its `queued` cleared just before), read under pending_lock: a drainer
- * that pends after this read takes the lock after it, so it sees queued ==
- * 0 and lists d again; one that pended before is seen here. A relaxed load
- * after the store to `queued` could be satisfied before that store was
- * visible (store-load reordering, x86 included) while the drainer read
- * queued == 1: d left the dirty queue with ranges pending, and a later
- * iovt_fence returned without them (found by review). Only when a queue's
- * drain already synced d in this fence: the rarer branch.
- */
-static bool pending_seen(struct iovt_domain *d)
-{
-	pthread_mutex_lock(&d->pending_lock);
-	bool any = atomic_load_explicit(&d->pending_any, memory_order_relaxed);
-	pthread_mutex_unlock(&d->pending_lock);
-	return any;
-}
-
 static int fence_locked(struct iovt_engine *e)
 {
 	struct __cds_wfcq_head h;
@@ -520,8 +501,17 @@ static int fence_locked(struct iovt_engine *e)
 	while ((node = dirty_next(&h, &t))) {
 		struct iovt_domain *d = caa_container_of(node, struct iovt_domain, dirty);
 		atomic_store_explicit(&d->queued, 0, memory_order_release);
+		/* Before any look at pending_any (here, or domain_sync's): a
+		 * drainer sets it and then reads `queued` to list the domain
+		 * again (domain_pend, with the other fence). Without this pair
+		 * both loads could read the old values (store-load reordering,
+		 * x86 included): the domain left the list with ranges pending
+		 * and a later iovt_fence returned without them (found by
+		 * review; not reproduced: a window of a few store-buffer
+		 * cycles). */
+		atomic_thread_fence(memory_order_seq_cst);
 		int rc = 0;
-		if (d->fence_synced == seq && !pending_seen(d)) {
+		if (d->fence_synced == seq && !atomic_load_explicit(&d->pending_any, memory_order_relaxed)) {
 			/* A queue's drain above synced it (its failed spans
 			 * included) and nothing came since: another sync would
 			 * retry them twice in one iovt_fence. Listed for the next

@@ -105,10 +105,8 @@ static void resolve_group(const struct sync_target *t, const struct plan_unmap *
 			st->errors[IOVT_ERR_SINK_UNMAP]++;
 		if (rc && !gone && done < e->size)
 			continue; /* still held: the retry unmaps it */
-		uint64_t pages = 0;
-		shadow_tree_remove_count(t->tree, e->iova, e->iova + e->size - 1, &pages);
-		if (!gone)
-			st->pages_unmapped += pages;
+		/* gone: the group's failed call removed it, and counted nothing */
+		shadow_tree_remove_count(t->tree, e->iova, e->iova + e->size - 1, &st->pages_unmapped);
 	}
 	vec_free(&v);
 }

@@ -193,7 +193,7 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 	size_t runs_before = s->runs.n;
 
 	if (!walk_budget_take(s, &p, st, walk_err))
-		return 0;
+		return GUEST_VIEW_SKIPPED;
 	p.first = first;
 	p.last = last;
 	p.merge_4k = true; /* on_leaf folds them into runs anyway */

@@ -345,6 +345,8 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	vec_clear(&s->runs);
 	int walk_err = 0;
 	int rc = guest_view_runs(t, first, last, s, st, &walk_err);
+	if (rc == GUEST_VIEW_SKIPPED) /* a sync's first walk: never (sync.h) */
+		rc = -E2BIG;
 	if (!rc)
 		rc = plan_small(s, k, multi);
 	if (rc) { /* out of memory mid-plan */
@@ -388,6 +390,18 @@ static int sync_ranges_in(const struct sync_target *t, const struct range *range
 		vec_clear(&s->runs);
 		vec_clear(&s->old);
 		rc = guest_view_runs(t, w->first, w->last, s, st, &walk_err);
+		if (rc == GUEST_VIEW_SKIPPED) {
+			/* The sync's walk budget is spent (earlier windows): this
+			 * one keeps its record and is retried at the next fence,
+			 * within the retry budget — a span taken from the retry or
+			 * capped sets is not lost, and nothing is unmapped unseen
+			 * (found by review). An UNMAP group cannot span it. */
+			if (range_set_add(retry, w->first, w->last))
+				return retry_all(t, s, retry, ranges, n, -ENOMEM);
+			group_open = false;
+			st->windows++;
+			continue;
+		}
 		s->old_ri = 0;
 		s->old_dropped = false;
 		if (!rc && s->one_old >= 0)
@@ -438,19 +452,58 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 	return rc;
 }
 
-static int push_unmap_each(void *arg, const struct iovt_extent *e)
+/* sync_unmap_everything's visitors: the span of all the extents, and one
+ * UNMAP per extent (no allocation: the calls are made from the walk of the
+ * record, which they do not change). */
+struct whole_span {
+	uint64_t first, last, pages;
+	bool any;
+};
+
+static int span_each(void *arg, const struct iovt_extent *e)
 {
-	struct sync_scratch *s = arg;
-	struct plan_unmap g = { e->iova, e->iova + e->size - 1, e->size >> IOVT_PAGE_SHIFT };
-	return vec_push(&s->unmaps, g) ? -ENOMEM : 0;
+	struct whole_span *w = arg;
+	if (!w->any)
+		w->first = e->iova;
+	w->any = true;
+	w->last = e->iova + e->size - 1;
+	w->pages += e->size >> IOVT_PAGE_SHIFT;
+	return 0;
+}
+
+struct unmap_each {
+	const struct iovt_sink *sink;
+	struct sync_stats *st;
+	int rc; /* the first error */
+};
+
+static int unmap_each(void *arg, const struct iovt_extent *e)
+{
+	struct unmap_each *u = arg;
+	uint64_t done = 0;
+	int err = u->sink->ops->unmap(u->sink->ctx, e->iova, e->size, &done);
+	u->st->unmap_calls++;
+	if (!err) {
+		u->st->pages_unmapped += e->size >> IOVT_PAGE_SHIFT;
+	} else if (!(err == -ENOENT && (u->sink->caps.flags & IOVT_SINK_UNMAP_EMPTY_ERR))) {
+		u->st->errors[IOVT_ERR_SINK_UNMAP]++;
+		if (!u->rc)
+			u->rc = err;
+	} /* else already gone: a failed call before removed it */
+	return 0;
 }
 
 /*
  * The record is being retired (unpublished by the caller, freed after a
  * grace period): its extents are read, never removed, so that a translate
  * that loaded it before it was unpublished keeps finding what the guest
- * maps, not the holes an emptying left (lifecycle-attach-translate). Every
- * call is made even after one fails; the first error is returned.
+ * maps, not the holes an emptying left (lifecycle-attach-translate). No
+ * allocation: one call for everything (a multi-unmap sink), else one per
+ * extent from the walk of the record; a merged call that fails is followed
+ * by one call per extent, so that what the sink could remove goes (an
+ * iommufd that stopped at a busy mapping removed a prefix and said
+ * nothing; an allocation failure sent no call at all before: found by
+ * review). Returns 0 or the first error.
  */
 int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 {
@@ -470,36 +523,22 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 		st->pages_unmapped += done >> IOVT_PAGE_SHIFT;
 		return 0;
 	}
-
-	struct sync_scratch s = { 0 };
-	int rc = shadow_tree_iterate_w(t->tree, 0, top, push_unmap_each, &s);
-	if (rc) { /* -ENOMEM: no call made */
-		sync_scratch_free(&s);
-		return rc;
-	}
-	if ((sink->caps.flags & IOVT_SINK_MULTI_UNMAP) && s.unmaps.n > 1) {
+	int first = 0;
+	if ((sink->caps.flags & IOVT_SINK_MULTI_UNMAP) && shadow_tree_count(t->tree) > 1) {
 		/* One call from the first extent to the last: it bisects nothing. */
-		struct plan_unmap *all = &s.unmaps.v[0];
-		all->last = s.unmaps.v[s.unmaps.n - 1].last;
-		for (size_t i = 1; i < s.unmaps.n; i++)
-			all->pages += s.unmaps.v[i].pages;
-		s.unmaps.n = 1;
-	}
-	for (size_t i = 0; i < s.unmaps.n; i++) {
-		const struct plan_unmap *g = &s.unmaps.v[i];
+		struct whole_span w = { 0 };
+		shadow_tree_iterate_w(t->tree, 0, top, span_each, &w);
 		uint64_t done = 0;
-		int err = sink->ops->unmap(sink->ctx, g->first, g->last - g->first + 1, &done);
+		int rc = sink->ops->unmap(sink->ctx, w.first, w.last - w.first + 1, &done);
 		st->unmap_calls++;
-		if (!err) {
-			st->pages_unmapped += g->pages;
-			continue;
+		if (!rc) {
+			st->pages_unmapped += w.pages;
+			return 0;
 		}
 		st->errors[IOVT_ERR_SINK_UNMAP]++;
-		if ((sink->caps.flags & IOVT_SINK_PARTIAL_UNMAP) && done)
-			st->pages_unmapped += done >> IOVT_PAGE_SHIFT;
-		if (!rc)
-			rc = err;
+		first = rc;
 	}
-	sync_scratch_free(&s);
-	return rc;
+	struct unmap_each u = { sink, st, 0 };
+	shadow_tree_iterate_w(t->tree, 0, top, unmap_each, &u);
+	return first ? first : u.rc;
 }

@@ -100,17 +100,20 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 		struct sync_scratch *s, struct sync_stats *st, struct range_set *retry);
 
 /* Tells the sink to drop every extent of the record (detach, domain
- * destroy). The record itself is left as it is: the caller has unpublished
- * it and retires it. Returns 0, -ENOMEM (no call made) or the first sink
- * error (every call is made). */
+ * destroy), allocating nothing. The record itself is left as it is: the
+ * caller has unpublished it and retires it. Returns 0 or the first sink
+ * error (every extent is tried). */
 int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st);
 
 /* Stage entry points (used by sync_ranges and by unit tests). */
 
 /* Appends the runs of the guest view over [first, last] to s->runs. Both
- * walks read at most s->walk_left entries and take what they read from it;
- * with none left, the window is not walked: a budget error (counted, -E2BIG
- * in *walk_err), nothing mapped there. */
+ * walks read at most s->walk_left entries and take what they read from it.
+ * With none left the window is not walked: a budget error (counted, -E2BIG
+ * in *walk_err); guest_view_runs then returns GUEST_VIEW_SKIPPED (the
+ * caller keeps the window's record and retries it), guest_view_page 0 (a
+ * sync's first walk: never happens). */
+#define GUEST_VIEW_SKIPPED 1
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
 

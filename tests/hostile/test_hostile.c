@@ -461,6 +461,12 @@ static void case_dag_windows(uint64_t *rng)
 	CHECK(dt < 5.0);
 	check_unmapped(&v, HOST_IOVA + 2ull * (windows - 1) * G1);
 	CHECK(iovt_model_sink_count(v.m) <= budget + 1);
+	/* the windows the budget did not reach are retried, a budget a fence */
+	take(&v, &a);
+	CHECK_EQ(iovt_fence(v.e), (uint64_t)-E2BIG);
+	take(&v, &b);
+	CHECK(b.d.ptes_walked - a.d.ptes_walked > 0);
+	CHECK(b.d.ptes_walked - a.d.ptes_walked <= budget);
 	check_sentinel(&v);
 	check_consistent(&v, rng);
 	env_fini(&v);
@@ -488,13 +494,36 @@ static void case_iotlb_sweep_flood(uint64_t *rng)
 	struct iovt_stats st;
 	iovt_domain_stats_get(d, &st);
 	CHECK(st.iotlb_entries > (1u << 17));
-	/* 1024 PSIs of 2^16 pages, none touching another, then a fence */
+	/* The guest moves one page (a PT of its own for the first 2 MiB:
+	 * the DAG's PT is shared), then 1024 PSIs of 2^16 pages, none
+	 * touching another, and a fence: every set swept once. */
+	CHECK(iovt_translate(d, HOST_IOVA + 5 * K, &x) == 0); /* cached */
+	uint64_t pt2 = gs_alloc_table(v.gs), pd2 = gs_alloc_table(v.gs);
+	CHECK(pt2 && pd2);
+	uint64_t pdpt = gs_read_pte(v.gs, gs_domain_root(v.gd) + 8);
+	uint64_t pd = gs_read_pte(v.gs, pdpt & ~0xfffull);
+	uint64_t pt = gs_read_pte(v.gs, pd & ~0xfffull) & ~0xfffull;
+	for (unsigned i = 0; i < 512; i++) {
+		CHECK(gs_write_pte(v.gs, pd2 + 8 * i, gs_read_pte(v.gs, (pd & ~0xfffull) + 8 * i)) == 0);
+		uint64_t e = gs_read_pte(v.gs, pt + 8 * i);
+		CHECK(gs_write_pte(v.gs, pt2 + 8 * i, i == 5 ? (DATA_GPA + 3000 * K) | 3 : e) == 0);
+	}
+	CHECK(gs_write_pte(v.gs, pd2, pt2 | 3) == 0);
+	CHECK(gs_write_pte(v.gs, (pdpt & ~0xfffull), pd2 | 3) == 0);
 	for (unsigned k = 0; k < 1024; k++)
 		CHECK(iovt_invalidate_psi(v.e, 6, HOST_IOVA + (uint64_t)k * (2ull << 28), 16, false) == 0);
 	double t0 = now_s();
 	CHECK_EQ(iovt_fence(v.e), 0);
 	double dt = now_s() - t0;
 	CHECK(dt < 1.0);
+	CHECK(iovt_translate(d, HOST_IOVA + 5 * K, &x) == 0);
+	CHECK_EQ(x.gpa + (HOST_IOVA + 5 * K - x.iova), DATA_GPA + 3000 * K);
+	/* A few small PSIs (each span its own sets): the page moves back. */
+	CHECK(gs_write_pte(v.gs, pt2 + 8 * 5, (DATA_GPA + 10 * K) | 3) == 0);
+	for (unsigned k = 0; k < 3; k++)
+		CHECK(iovt_invalidate_psi(v.e, 6, HOST_IOVA + k * (1ull << 30), 0, false) == 0);
+	CHECK(iovt_invalidate_psi(v.e, 6, HOST_IOVA + 5 * K, 0, false) == 0);
+	CHECK_EQ(iovt_fence(v.e), 0);
 	CHECK(iovt_translate(d, HOST_IOVA + 5 * K, &x) == 0);
 	CHECK_EQ(x.gpa + (HOST_IOVA + 5 * K - x.iova), DATA_GPA + 10 * K);
 	printf("iotlb-sweep-flood: 1024 PSIs over a %" PRIu64 "-entry IOTLB in %.3f s\n",

@@ -67,6 +67,12 @@
  *                     period waits for registered readers only), and the
  *                     count walked a table a growth had freed (ASan: a
  *                     heap-use-after-free in iotlb_count, some runs).
+ *  stats-host-registered  the stats from threads liburcu already knows
+ *                     without iovt: one the host registered itself (also
+ *                     inside its own read-side section) and liburcu's
+ *                     call_rcu thread. The first fix registered them again
+ *                     (liburcu aborts; without its asserts the registry is
+ *                     corrupted and the host's registration dropped).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -1262,6 +1268,49 @@ static void case_stats_any_thread(void)
 	one_guest_fini(&o);
 }
 
+/* ---- stats-host-registered ---- */
+
+static struct iovt_engine *host_e;
+static atomic_int host_cb_done;
+
+static void *host_registered(void *p)
+{
+	(void)p;
+	struct iovt_stats st;
+	urcu_memb_register_thread(); /* the host's own registration, not iovt's */
+	iovt_stats_get(host_e, &st);
+	urcu_memb_read_lock(); /* and inside the host's own section */
+	iovt_stats_get(host_e, &st);
+	urcu_memb_read_unlock();
+	/* still registered: a section and the host's unregistration work */
+	urcu_memb_read_lock();
+	urcu_memb_read_unlock();
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+static void host_cb(struct rcu_head *h)
+{
+	(void)h;
+	struct iovt_stats st;
+	iovt_stats_get(host_e, &st); /* on liburcu's call_rcu thread */
+	atomic_store(&host_cb_done, 1);
+}
+
+static void case_stats_host_registered(void)
+{
+	static struct rcu_head head;
+	CHECK_EQ(iovt_engine_create(NULL, &host_e), 0);
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, host_registered, NULL) == 0);
+	CHECK(pthread_join(t, NULL) == 0);
+	urcu_memb_call_rcu(&head, host_cb);
+	urcu_memb_barrier();
+	CHECK_EQ(atomic_load(&host_cb_done), 1);
+	iovt_engine_destroy(host_e);
+	printf("stats-host-registered: no second registration\n");
+}
+
 int main(int argc, char **argv)
 {
 	const char *c = argc > 1 ? argv[1] : "";
@@ -1303,6 +1352,8 @@ int main(int argc, char **argv)
 		case_attach_translate();
 	else if (!strcmp(c, "stats-any-thread"))
 		case_stats_any_thread();
+	else if (!strcmp(c, "stats-host-registered"))
+		case_stats_host_registered();
 	else {
 		fprintf(stderr, "usage: %s CASE (see the file's head)\n", argv[0]);
 		return 2;
