@@ -319,6 +319,7 @@ const char *iovt_err_kind_name(enum iovt_err_kind k)
 		[IOVT_ERR_SINK_MAP] = "sink_map",
 		[IOVT_ERR_SINK_UNMAP] = "sink_unmap",
 		[IOVT_ERR_BAD_ARGUMENT] = "bad_argument",
+		[IOVT_ERR_NO_MEMORY] = "no_memory",
 	};
 	return (unsigned)k < IOVT_ERR_KIND_COUNT ? names[k] : "?";
 }

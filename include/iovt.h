@@ -594,7 +594,7 @@ int iovt_fence(struct iovt_engine *e);
  * | -ELOOP | a table that is its own ancestor (pt_loop) |
  * | -E2BIG | the walk budget was spent (walk_budget); the rest of the span is unmapped until the guest invalidates it again |
  * | -ENOSPC | the extent cap was reached (extent_cap): the MAP was not sent. The span waits for room: it is retried (walked again) only when an UNMAP has freed entries, within the retry budget, and every sync of the domain returns -ENOSPC until it is mapped (it walks nothing meanwhile) |
- * | -ENOMEM | the engine's own memory; the span is retried |
+ * | -ENOMEM | the engine's own memory (no_memory); the span is retried |
  * | other | the sink's own errno (sink_map, sink_unmap); retried at the next fences within the retry budget |
  *
  * The retry budget: a sync retries at most 2^16 pages of span of earlier
@@ -908,6 +908,8 @@ enum iovt_err_kind {
 	IOVT_ERR_BAD_ARGUMENT,     /**< a control call refused its arguments: domain create (width, root,
 				    * DID in use), set_root, attach (flags, sink, -EBUSY), guest RAM
 				    * add/remove, queue create, workers start */
+	IOVT_ERR_NO_MEMORY,        /**< the engine's own memory ran out in a sync (a plan, the record):
+				    * nothing of what failed was sent; the span is retried */
 	IOVT_ERR_KIND_COUNT        /**< the number of kinds */
 };
 /** Slots of iovt_stats::errors: fixed, room for new kinds. */

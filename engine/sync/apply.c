@@ -91,6 +91,7 @@ static void resolve_group(const struct sync_target *t, const struct plan_unmap *
 	const struct iovt_sink *sink = t->sink;
 	VEC(struct iovt_extent) v = { 0 };
 	if (shadow_tree_iterate_w(t->tree, g->first, g->last, collect_each, &v)) {
+		st->errors[IOVT_ERR_NO_MEMORY]++;
 		note(first_err, -ENOMEM);
 		vec_free(&v);
 		return; /* the record keeps them all: the retry resolves them later */
@@ -179,6 +180,8 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 		 * answer between an invalidation and its wait. */
 		int rc = shadow_tree_insert(t->tree, m);
 		if (rc) {
+			if (rc == -ENOMEM)
+				st->errors[IOVT_ERR_NO_MEMORY]++;
 			note(first_err, rc);
 			range_set_add(retry, m->iova, last);
 			continue;

@@ -154,9 +154,11 @@ static __attribute__((noinline)) void probe_window(uint64_t first, uint64_t last
  * plan is dropped) and its ranges are retried at the next fence, never
  * lost. Returns rc.
  */
-static int retry_all(const struct sync_target *t, struct sync_scratch *s, struct range_set *retry,
-		     const struct range *r, size_t n, int rc)
+static int retry_all(const struct sync_target *t, struct sync_scratch *s, struct sync_stats *st,
+		     struct range_set *retry, const struct range *r, size_t n, int rc)
 {
+	if (rc == -ENOMEM)
+		st->errors[IOVT_ERR_NO_MEMORY]++;
 	const uint64_t top = t->walk.addr_width >= 64 ? UINT64_MAX : (1ull << t->walk.addr_width) - 1;
 	for (size_t j = 0; j < n; j++) {
 		/* The whole domain (a DSI, an attach's replay) as the set's
@@ -213,7 +215,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 	*rcp = walk_err ? walk_err : rc; /* the walk came first */
 	return true;
 nomem:
-	*rcp = retry_all(t, s, retry, &(struct range){ iova, iova + IOVT_PAGE_SIZE - 1 }, 1, -ENOMEM);
+	*rcp = retry_all(t, s, st, retry, &(struct range){ iova, iova + IOVT_PAGE_SIZE - 1 }, 1, -ENOMEM);
 	return true;
 }
 
@@ -350,7 +352,7 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	if (!rc)
 		rc = plan_small(s, k, multi);
 	if (rc) { /* out of memory mid-plan */
-		*rcp = retry_all(t, s, retry, r, 1, rc);
+		*rcp = retry_all(t, s, st, retry, r, 1, rc);
 		return true;
 	}
 	st->windows++;
@@ -376,7 +378,7 @@ static int sync_ranges_in(const struct sync_target *t, const struct range *range
 	int walk_err = 0;
 	int rc = build_windows(t, ranges, n, s);
 	if (rc)
-		return retry_all(t, s, retry, ranges, n, rc);
+		return retry_all(t, s, st, retry, ranges, n, rc);
 
 	for (size_t k = 0; k < s->windows.n; k++) {
 		const struct range *w = &s->windows.v[k];
@@ -397,7 +399,7 @@ static int sync_ranges_in(const struct sync_target *t, const struct range *range
 			 * capped sets is not lost, and nothing is unmapped unseen
 			 * (found by review). An UNMAP group cannot span it. */
 			if (range_set_add(retry, w->first, w->last))
-				return retry_all(t, s, retry, ranges, n, -ENOMEM);
+				return retry_all(t, s, st, retry, ranges, n, -ENOMEM);
 			group_open = false;
 			st->windows++;
 			continue;
@@ -415,7 +417,7 @@ static int sync_ranges_in(const struct sync_target *t, const struct range *range
 		if (!rc)
 			rc = diff_window(s, 0, 0, multi, &group_open);
 		if (rc) /* out of memory mid-plan */
-			return retry_all(t, s, retry, ranges, n, rc);
+			return retry_all(t, s, st, retry, ranges, n, rc);
 		st->windows++;
 	}
 	rc = apply_plan(t, s, st, retry);

@@ -201,6 +201,9 @@ static void case_dsi_enomem(void)
 	iovt_vec_fault = vec_fail;
 	CHECK_EQ(iovt_fence(x.e), -ENOMEM);
 	iovt_vec_fault = NULL;
+	struct iovt_stats dst;
+	iovt_domain_stats_get(x.d, &dst);
+	CHECK_EQ(dst.errors[IOVT_ERR_NO_MEMORY], 1);
 	/* the next fence retries the whole domain: both pages reach the device */
 	CHECK_EQ(iovt_fence(x.e), 0);
 	struct iovt_extent m;
@@ -258,6 +261,9 @@ static void case_map_enomem(void)
 	iovt_alloc_fault = NULL;
 	x.w.fail_unmaps = 0;
 	CHECK(rc != 0);
+	struct iovt_stats dst;
+	iovt_domain_stats_get(x.d, &dst);
+	CHECK(dst.errors[IOVT_ERR_NO_MEMORY] > 0); /* counted, not only returned */
 	struct iovt_extent t, m;
 	bool held = iovt_model_sink_find(x.model, 16 * K, &m);
 	CHECK_EQ(iovt_translate(x.d, 16 * K, &t) == 0, held); /* record == device */
