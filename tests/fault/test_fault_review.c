@@ -21,6 +21,10 @@
  *                 unmapped the page the device kept it with fences
  *                 returning 0. Now the record takes the extent first, and
  *                 a MAP it cannot take is not sent.
+ *  detach-unmap-all  a detach whose unmap-all stops at a busy mapping (as
+ *                 iommufd and DPDK do): every mapping after it stayed in
+ *                 the device after the notifier was gone. Now one UNMAP per
+ *                 extent follows, and only the busy one stays.
  *  capped-retry   capped spans (past the sink's cap) inside a span retried
  *                 after a failed multi-UNMAP: the retry mapped them but
  *                 they stayed "capped", and once the cap was full again
@@ -52,6 +56,8 @@ struct wrap {
 	int arm_tree_enomem;    /* after the next successful MAP, the allocator fails */
 	int fail_unmaps;        /* the next n UNMAPs fail (nothing removed, 0 reported) */
 	int iommufd_prefix;     /* the next UNMAP removes its first mapping, fails, reports 0 */
+	int busy_all;           /* the mapping at busy_iova is busy: unmap_all stops there */
+	uint64_t busy_iova;
 };
 
 static __attribute__((unused)) bool always_fail(size_t s)
@@ -75,6 +81,10 @@ static int w_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
 {
 	struct wrap *w = ctx;
 	iovt_alloc_fault = NULL;
+	if (w->busy_all && w->busy_iova - iova < size) {
+		*unmapped = 0;
+		return -EBUSY; /* the busy mapping refuses every UNMAP that reaches it */
+	}
 	if (w->fail_unmaps) {
 		w->fail_unmaps--;
 		*unmapped = 0;
@@ -92,7 +102,25 @@ static int w_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
 	return w->inner.ops->unmap(w->inner.ctx, iova, size, unmapped);
 }
 
-static const struct iovt_sink_ops w_ops = { .map = w_map, .unmap = w_unmap };
+/* Unmap-all as iommufd and DPDK fail it: stops at a busy mapping (the
+ * second), having removed the ones before it. */
+static int w_unmap_all(void *ctx, uint64_t *unmapped)
+{
+	struct wrap *w = ctx;
+	struct iovt_extent e[64];
+	size_t n = iovt_model_sink_dump(w->model, 0, e, 64);
+	*unmapped = 0;
+	for (size_t i = 0; i < n && i < 64; i++) {
+		if (w->busy_all && e[i].iova == w->busy_iova)
+			return -EBUSY;
+		uint64_t done = 0;
+		CHECK(w->inner.ops->unmap(w->inner.ctx, e[i].iova, e[i].size, &done) == 0);
+		*unmapped += done;
+	}
+	return 0;
+}
+
+static const struct iovt_sink_ops w_ops = { .map = w_map, .unmap = w_unmap, .unmap_all = w_unmap_all };
 
 struct world {
 	struct guestsim *gs;
@@ -281,6 +309,27 @@ static void case_map_enomem(void)
 	world_destroy(&x);
 }
 
+static void case_detach_unmap_all(void)
+{
+	struct world x;
+	world_init(&x, IOVT_MODEL_TYPE1, true, IOVT_SINK_UNMAP_ALL);
+	for (unsigned i = 0; i < 8; i++)
+		CHECK(gs_map(x.gd, i * 64 * K, 16 * M1 + i * 2 * K, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	psi(&x, 0, 512 * K);
+	CHECK_EQ(iovt_fence(x.e), 0);
+	CHECK_EQ(iovt_model_sink_count(x.model), 8);
+	x.w.busy_all = 1;
+	x.w.busy_iova = 64 * K; /* the second */
+	CHECK(iovt_notifier_detach(x.n) != 0);
+	x.n = NULL;
+	/* the first went with unmap-all, the second is busy, the rest went one by one */
+	CHECK_EQ(iovt_model_sink_count(x.model), 1);
+	struct iovt_extent m;
+	CHECK(iovt_model_sink_find(x.model, 64 * K, &m));
+	printf("detach-unmap-all: a failed unmap-all is followed by one UNMAP per extent\n");
+	world_destroy(&x);
+}
+
 static void case_multi_unmap_prefix(void)
 {
 	for (int remap_both = 0; remap_both < 2; remap_both++) {
@@ -328,6 +377,8 @@ int main(int argc, char **argv)
 		case_multi_unmap_prefix();
 	else if (!strcmp(c, "map-enomem"))
 		case_map_enomem();
+	else if (!strcmp(c, "detach-unmap-all"))
+		case_detach_unmap_all();
 	else {
 		fprintf(stderr, "usage: %s CASE (see the file's head)\n", argv[0]);
 		return 2;
