@@ -205,6 +205,14 @@ int iovt_iommufd_sink_init(struct iovt_sink *out, int iommufd_fd, uint32_t ioas_
  *        iovt_vfio_sink_free() if it is never attached.
  * @param container_fd a container from rte_vfio_container_create(), or
  *        RTE_VFIO_DEFAULT_CONTAINER_FD (-1) for EAL's default container.
+ *        Prefer a container of its own: DPDK answers a MAP whose IOVA the
+ *        container already maps (the kernel's -EEXIST) with success, and
+ *        EAL's default container holds EAL's own DMA mappings (its
+ *        hugepages, at IOVAs of its choosing) — a guest IOVA range over
+ *        them would be recorded as mapped while the device reaches EAL's
+ *        memory. With the default container the guest's IOVA ranges must
+ *        not overlap any other mapping in it (found by review; DPDK 22.11,
+ *        eal_vfio.c).
  * @param cfg the configuration; NULL for defaults (cfg->counters must
  *        outlive the sink).
  * @return 0 or a negative errno.

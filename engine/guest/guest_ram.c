@@ -100,6 +100,37 @@ static void publish(struct guest_ram *ram, struct region_set *next)
 	iovt_call_rcu(&old->rcu, set_free_rcu);
 }
 
+/*
+ * A new region's id: what an extent records of its region, 24 bits in the
+ * shadow tree's record (GUEST_RAM_ID_LIMIT). Ids wrap past the limit,
+ * skipping those still in the map: a removed region's extents are purged
+ * and its IOTLB entries dropped before its removal returns (and a refused
+ * removal puts it back under the same engine lock, before any add), so no
+ * record names an id that has left the map. Ids only grew before: after
+ * 2^24 adds (RAM plug churn), every mapping into new RAM was refused by the
+ * tree, uncounted, and devices faulted there (found by review).
+ */
+static uint32_t new_id(struct guest_ram *ram, const struct region_set *s)
+{
+	for (;;) {
+		uint32_t id = ram->next_id++;
+		if (ram->next_id >= GUEST_RAM_ID_LIMIT)
+			ram->next_id = 1;
+		bool used = false;
+		for (uint32_t k = 0; k < s->n && !used; k++)
+			used = s->r[k].id == id;
+		if (!used)
+			return id; /* at most GUEST_RAM_MAX_REGIONS ids are in use */
+	}
+}
+
+uint32_t guest_ram_test_next_id(struct guest_ram *ram, uint32_t next)
+{
+	uint32_t old = ram->next_id;
+	ram->next_id = next;
+	return old;
+}
+
 /* Publishes a copy of the array with r inserted (r->id 0: a new id). Writer lock. */
 static int insert_locked(struct guest_ram *ram, struct guest_ram_region r, uint32_t *id_out)
 {
@@ -113,7 +144,7 @@ static int insert_locked(struct guest_ram *ram, struct guest_ram_region r, uint3
 	if (!n)
 		return -ENOMEM;
 	if (!r.id)
-		r.id = ram->next_id++;
+		r.id = new_id(ram, s);
 	size_t at = (size_t)(i + 1);
 	memcpy(n->r, s->r, at * sizeof(n->r[0]));
 	n->r[at] = r;

@@ -15,6 +15,9 @@
 #include <stdint.h>
 
 #define GUEST_RAM_MAX_REGIONS 256u
+/* Region ids are below this (the shadow tree records 24 bits of them); they
+ * wrap, never naming a region still in the map (guest_ram.c, new_id). */
+#define GUEST_RAM_ID_LIMIT (1u << 24)
 
 struct guest_ram_region {
 	uint64_t gpa;    /* first byte, 4 KiB aligned */
@@ -50,6 +53,10 @@ bool guest_ram_find(const struct guest_ram *ram, uint64_t gpa, struct guest_ram_
  * Lets a caller skip a hole in one step instead of page by page.
  * Caller inside an RCU read-side section, or not racing writers. */
 bool guest_ram_find_next(const struct guest_ram *ram, uint64_t gpa, struct guest_ram_region *out);
+
+/* Tests only: sets the next id to try (1..GUEST_RAM_ID_LIMIT-1); returns
+ * the one it replaces. Writer-side (no concurrent add). */
+uint32_t guest_ram_test_next_id(struct guest_ram *ram, uint32_t next);
 
 /* Reads the naturally aligned 8-byte word at gpa (the guest may be writing
  * it concurrently: a relaxed atomic load). -EFAULT when gpa is in a hole.

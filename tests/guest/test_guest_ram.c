@@ -239,6 +239,35 @@ static void test_guestsim_ram(void)
 	gs_destroy(gs);
 }
 
+/* Region ids stay below GUEST_RAM_ID_LIMIT (what the shadow tree records)
+ * and never name a region still in the map: they wrap, skipping live ones.
+ * They only grew before, and after 2^24 adds the tree refused every mapping
+ * into new RAM (found by review). */
+static void test_id_wrap(void)
+{
+	static char buf[4][4 * K] __attribute__((aligned(4096)));
+	struct guest_ram *ram = guest_ram_create();
+	CHECK(ram);
+	uint32_t a, b, c, id;
+	CHECK_EQ(guest_ram_add(ram, 0x100000, K, buf[0], &a), 0); /* id 1 */
+	guest_ram_test_next_id(ram, GUEST_RAM_ID_LIMIT - 2);
+	CHECK_EQ(guest_ram_add(ram, 0x200000, K, buf[1], &b), 0);
+	CHECK_EQ(b, GUEST_RAM_ID_LIMIT - 2);
+	CHECK_EQ(guest_ram_add(ram, 0x300000, K, buf[2], &c), 0);
+	CHECK_EQ(c, GUEST_RAM_ID_LIMIT - 1);
+	/* past the limit: 1 is a's (still in the map), so 2 */
+	CHECK_EQ(guest_ram_add(ram, 0x400000, K, buf[3], &id), 0);
+	CHECK_EQ(id, 2);
+	/* churn: every id below the limit, none a live region's */
+	for (unsigned i = 0; i < 1000; i++) {
+		CHECK_EQ(guest_ram_remove(ram, 0x400000), 0);
+		CHECK_EQ(guest_ram_add(ram, 0x400000, K, buf[3], &id), 0);
+		CHECK(id > 0 && id < GUEST_RAM_ID_LIMIT);
+		CHECK(id != a && id != b && id != c);
+	}
+	guest_ram_destroy(ram);
+}
+
 int main(void)
 {
 	urcu_memb_register_thread();
@@ -248,6 +277,7 @@ int main(void)
 	test_read_u64();
 	test_rcu_race();
 	test_guestsim_ram();
+	test_id_wrap();
 	urcu_memb_unregister_thread();
 	printf("guest-ram: ok\n");
 	return 0;
