@@ -202,14 +202,17 @@ struct iovt_engine {
 	 * and a store (no locked add per fence), read racily by
 	 * iovt_stats_get, which counts them as `fences`. */
 	_Atomic uint64_t fence_seq;
-	/* 1 while a control-lock holder moves invalidations that fence_alone
+	/* Odd while a control-lock holder moves invalidations that fence_alone
 	 * cannot see: a locked iovt_fence (from its start: it splices the
 	 * dirty list, then syncs what it took), iovt_queue_destroy (the
 	 * queue leaves the table before its leftovers reach the pending sets)
 	 * or a domain destroy's domain_unqueue (the dirty list taken, the
-	 * others put back). Written under the control lock; fence_alone
-	 * reads it last. */
-	_Atomic int control_moving;
+	 * others put back); +1 at the start and +1 at the end of each move
+	 * (control_move_begin/end). fence_alone reads it before and after its
+	 * looks and takes the locked way if it was odd or moved: a flag read
+	 * last missed a move that ended between its looks and that read
+	 * (found by review). Written under the control lock. */
+	_Atomic unsigned control_seq;
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 
 	void *ext_pollers;              /* glue.c: libiovt-dpdk's lcore pollers (control lock) */
@@ -305,5 +308,28 @@ void thread_queues_release(void);               /* iovt_thread_unregister */
 		atomic_fetch_add_explicit(&(d)->stats.field, (v), memory_order_relaxed);     \
 		atomic_fetch_add_explicit(&(d)->engine->stats.field, (v), memory_order_relaxed); \
 	} while (0)
+
+/* A move of invalidations out of fence_alone's sight (control lock held;
+ * see control_seq). begin returns false when one is already under way (the
+ * same lock holder, nested: domain_unqueue inside a locked fence), and
+ * that one ends it. The odd value is visible before the move's own
+ * publication (a release store or an exchange that follows it). */
+static inline bool control_move_begin(struct iovt_engine *e)
+{
+	unsigned v = atomic_load_explicit(&e->control_seq, memory_order_relaxed);
+	if (v & 1)
+		return false;
+	atomic_store_explicit(&e->control_seq, v + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	return true;
+}
+
+static inline void control_move_end(struct iovt_engine *e, bool began)
+{
+	if (began)
+		atomic_store_explicit(&e->control_seq,
+				      atomic_load_explicit(&e->control_seq, memory_order_relaxed) + 1,
+				      memory_order_release);
+}
 
 #endif

@@ -187,8 +187,7 @@ void domain_unqueue(struct iovt_domain *d)
 	/* The other domains are off the list until put back: an iovt_fence
 	 * of its own thread's work (fence_alone) must not take the list's
 	 * emptiness for "nothing pending" meanwhile (control_lock held). */
-	int was = atomic_load_explicit(&e->control_moving, memory_order_relaxed);
-	atomic_store_explicit(&e->control_moving, 1, memory_order_relaxed);
+	bool moving = control_move_begin(e);
 	dirty_take_all(e, &h, &t);
 	while ((node = dirty_next(&h, &t))) {
 		if (node == &d->dirty) {
@@ -198,7 +197,7 @@ void domain_unqueue(struct iovt_domain *d)
 		cds_wfcq_node_init(node);
 		cds_wfcq_enqueue(&e->dirty_head, &e->dirty_tail, node);
 	}
-	atomic_store_explicit(&e->control_moving, was, memory_order_release);
+	control_move_end(e, moving);
 	if (found) {
 		atomic_store(&d->queued, 0);
 		domain_put(d);

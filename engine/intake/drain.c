@@ -316,9 +316,21 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 	unsigned total = 0;
 	bool inline_fence = q->drain.draining_inline;
 
+	/* A locked iovt_fence drains another thread's queue up to the count
+	 * it read first (all posted before the call): a pop that comes back
+	 * short is no proof of an empty ring there. The wfcq ring cannot hand
+	 * out a full chunk while its producer is between linking the next one
+	 * and storing the link; stopping then returned the fence before up to
+	 * a chunk of earlier PSIs (found by review, shown under gdb). The
+	 * producer's next instruction is that store: yield until it lands. */
+	const bool counted = final == FINAL_UNTICKETED;
 	while (total < budget) {
 		unsigned want = budget - total < BURST ? budget - total : BURST;
 		unsigned n = q->ring->ops->pop(q->ring, buf, want);
+		if (!n && counted && budget != UINT_MAX) {
+			sched_yield();
+			continue;
+		}
 		if (!n)
 			break;
 		if (total) {
@@ -346,7 +358,7 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 			}
 		}
 		total += n;
-		if (final && n < want)
+		if (final && !counted && n < want)
 			break; /* the poster's own ring: a short burst emptied it */
 	}
 	if (final) {
@@ -399,7 +411,7 @@ void queue_drain_fence(struct iovt_queue *q, uint64_t ticket) { (void)drain(q, U
  * then its dirty marks are too. Something posted or marked after these
  * loads was not posted before this call. Work a control-lock holder is
  * moving is invisible to these looks — a locked fence's spliced dirty
- * list, a destroyed queue's leftovers — so it raises control_moving, and
+ * list, a destroyed queue's leftovers — so it makes control_seq odd, and
  * then the locked way waits for it as it always did (a review found both
  * windows). false: take the locked way (nothing was done).
  */
@@ -409,9 +421,14 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 	if (!mine)
 		return false;
 	bool alone = true;
+	/* Before every look below: a move under way (odd), or one that ran
+	 * while they were made (the value moved), sends it the locked way. */
+	const unsigned seq = atomic_load_explicit(&e->control_seq, memory_order_acquire);
 	/* The table and its queues are freed a grace period after; the section
 	 * goes on into the drain's (one section, not two: drain_in). */
 	iovt_rcu_read_lock();
+	if (seq & 1)
+		goto locked_way;
 	struct queue_table *qt = iovt_rcu_dereference(e->queues);
 	for (unsigned i = 0; qt && i < qt->n && alone; i++) {
 		struct iovt_queue *q = qt->q[i];
@@ -421,12 +438,13 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 	}
 	if (!alone || !cds_wfcq_empty(&e->dirty_head, &e->dirty_tail))
 		goto locked_way;
-	/* Last: a locked fence that spliced the dirty list (emptying it) or a
-	 * queue destroy that took its queue out of the table raised
-	 * control_moving first, before that exchange or that publication; the
-	 * fence makes this load see it once one of them was seen. */
+	/* Last: a locked fence that spliced the dirty list (emptying it), a
+	 * queue destroy that took its queue out of the table or a domain
+	 * destroy that took the list made control_seq odd first, before that
+	 * exchange or that publication; the fence makes this load see it (or
+	 * the end of that move) once one of them was seen. */
 	atomic_thread_fence(memory_order_acquire);
-	if (atomic_load_explicit(&e->control_moving, memory_order_relaxed) ||
+	if (atomic_load_explicit(&e->control_seq, memory_order_relaxed) != seq ||
 	    !queue_try_drain_begin(mine))
 		goto locked_way;
 	/* At most a ring's worth: all that was posted before (only this thread
@@ -467,7 +485,7 @@ static int fence_locked(struct iovt_engine *e)
 	int first_err = 0;
 
 	pthread_mutex_lock(&e->control_lock);
-	atomic_store_explicit(&e->control_moving, 1, memory_order_relaxed); /* before the splice */
+	bool moving = control_move_begin(e); /* before the splice */
 	uint64_t seq = atomic_load_explicit(&e->fence_seq, memory_order_relaxed) + 1;
 	atomic_store_explicit(&e->fence_seq, seq, memory_order_relaxed); /* the `fences` count */
 	/* The control lock pins the queue table (replaced only under it) and
@@ -485,6 +503,12 @@ static int fence_locked(struct iovt_engine *e)
 		 * drain_wanted: they hold control_lock too), else first in line. */
 		if (!queue_try_drain_begin(q))
 			queue_drain_begin_wait(q);
+		/* A drainer that held the flag meanwhile applied some of them:
+		 * what is left of them is at most what the ring holds now (the
+		 * drain below waits for every item it counts: drain_in). */
+		unsigned now = q->ring->ops->count(q->ring);
+		if (now < posted)
+			posted = now;
 		/* With a fence after them (no ticket: the producer did not post
 		 * it): the last domain's ranges go straight into its sync, and
 		 * the domains this queue touched are synced here — not through
@@ -493,6 +517,12 @@ static int fence_locked(struct iovt_engine *e)
 		int rc = 0;
 		(void)drain(q, posted, FINAL_UNTICKETED, &rc);
 		queue_drain_end(q);
+		/* What was posted after the count (a hand-off producer's fence,
+		 * say) is its worker's: a worker that found the flag held here
+		 * skipped the queue and may be asleep, and that fence waited
+		 * for its idle timeout, 50 ms (found by review). */
+		if (q->handoff && q->ring->ops->count(q->ring))
+			queue_kick(q);
 		if (rc && !first_err)
 			first_err = rc;
 	}
@@ -529,7 +559,7 @@ static int fence_locked(struct iovt_engine *e)
 		if (rc && !first_err)
 			first_err = rc;
 	}
-	atomic_store_explicit(&e->control_moving, 0, memory_order_release); /* all synced */
+	control_move_end(e, moving); /* all synced */
 	pthread_mutex_unlock(&e->control_lock);
 	return first_err;
 }

@@ -121,9 +121,9 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	struct iovt_engine *e = q->engine;
 
 	pthread_mutex_lock(&e->control_lock);
-	/* Before q leaves the table (its release store publishes this too):
-	 * fence_alone must not miss the leftovers in between. */
-	atomic_store_explicit(&e->control_moving, 1, memory_order_relaxed);
+	/* Before q leaves the table: fence_alone must not miss the leftovers
+	 * in between. */
+	bool moving = control_move_begin(e);
 	while (queue_table_replace(e, NULL, q))
 		sched_yield(); /* a table of n - 1 pointers: memory comes back */
 	/* Leftovers go to the domains' pending sets; fences in it complete. */
@@ -131,7 +131,7 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	queue_drain(q, UINT_MAX);
 	queue_drain_end(q);
 	/* The leftovers are pending and their domains dirty: visible. */
-	atomic_store_explicit(&e->control_moving, 0, memory_order_release);
+	control_move_end(e, moving);
 	pthread_mutex_unlock(&e->control_lock);
 	/* A poller that found q on the list before it left may still hold it. */
 	iovt_synchronize_rcu();

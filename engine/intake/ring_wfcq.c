@@ -231,8 +231,13 @@ static unsigned wfcq_pop(struct intake_ring *base, struct intake_item *out, unsi
 static unsigned wfcq_count(const struct intake_ring *base)
 {
 	const struct ring_wfcq *r = caa_container_of(base, struct ring_wfcq, base);
-	return (unsigned)(atomic_load_explicit(&r->pushed, memory_order_acquire) -
-			  atomic_load_explicit(&r->popped, memory_order_acquire));
+	/* popped first: pushed read after it is never below it. Read the other
+	 * way, a consumer popping in between made the difference wrap to ~2^32
+	 * (a locked iovt_fence then drained a streaming producer's queue for
+	 * as long as it streamed; found by review). Clamped as the rte ring's. */
+	uint64_t popped = atomic_load_explicit(&r->popped, memory_order_acquire);
+	uint64_t n = atomic_load_explicit(&r->pushed, memory_order_acquire) - popped;
+	return (unsigned)(n < base->capacity ? n : base->capacity);
 }
 
 static void wfcq_destroy(struct intake_ring *base)

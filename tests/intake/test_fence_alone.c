@@ -8,7 +8,7 @@
  * for another thread's PSI, so the dirty list looks empty. (The other two,
  * a queue destroy between the table replace and its drain and a domain
  * destroy re-queueing the dirty list, are guarded the same way,
- * control_moving, but cannot be held open by a sink.)
+ * control_seq, but cannot be held open by a sink.)
  * The fencing thread's own implicit queue exists and is idle, every other
  * queue is idle: exactly fence_alone's conditions. Its iovt_fence must wait
  * for the blocked delivery (the contract of iovt_fence in iovt.h: every
