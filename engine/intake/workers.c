@@ -34,12 +34,20 @@ void queue_kick(struct iovt_queue *q)
 		futex_wake_all(&w->seq);
 }
 
+/* Where the calling thread's next pass starts in the queue table: one
+ * further each pass. Every pass started at the first queue before, so a
+ * queue that always held a budget's worth starved the later ones of its
+ * group (their hand-off fences waited as long as it streamed; found by
+ * review). Initial-exec, as every thread-local of the library. */
+static __thread unsigned poll_start;
+
 unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, unsigned budget)
 {
 	unsigned total = 0;
 
 	if (!npollers || poller >= npollers || !budget)
 		return 0;
+	const unsigned start = poll_start++;
 	/* The table is read in a read-side section, a queue is drained outside
 	 * it: holding its drain flag keeps it alive (iovt_queue_destroy waits
 	 * for the flag after its grace period). The table may change between
@@ -51,7 +59,7 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
 			iovt_rcu_read_unlock();
 			break;
 		}
-		struct iovt_queue *q = qt->q[qi];
+		struct iovt_queue *q = qt->q[(start + qi) % qt->n];
 		bool mine = q->group % npollers == poller && q->ring->ops->count(q->ring) &&
 			    queue_try_drain_begin(q); /* else its producer (or iovt_fence) is on it */
 		iovt_rcu_read_unlock();
