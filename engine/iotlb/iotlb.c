@@ -629,6 +629,11 @@ struct sweep {
 	uint64_t keys;   /* set visits; more than nsets (or 0: wrapped): every set */
 };
 
+static bool sweep_all(const struct iotlb_table *t, const struct sweep *w)
+{
+	return w->keys > t->nsets || w->keys == 0;
+}
+
 static struct sweep sweep_of(const struct iotlb_table *t, uint64_t first, uint64_t last)
 {
 	struct sweep w;
@@ -641,15 +646,10 @@ static struct sweep sweep_of(const struct iotlb_table *t, uint64_t first, uint64
 			continue;
 		uint64_t a = (l ? first : w.lo) >> level_shift[l], b = last >> level_shift[l];
 		w.keys += b - a + 1;
-		if (w.keys > t->nsets || w.keys == 0)
+		if (sweep_all(t, &w))
 			break;
 	}
 	return w;
-}
-
-static bool sweep_all(const struct iotlb_table *t, const struct sweep *w)
-{
-	return w->keys > t->nsets || w->keys == 0;
 }
 
 static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_t first, uint64_t last)

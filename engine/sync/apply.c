@@ -67,6 +67,19 @@ static uint64_t forget_prefix(struct shadow_tree *tree, uint64_t first, uint64_t
 	return pages;
 }
 
+int unmap_alone(const struct iovt_sink *sink, const struct iovt_extent *e, struct sync_stats *st,
+		uint64_t *done)
+{
+	*done = 0;
+	int rc = sink->ops->unmap(sink->ctx, e->iova, e->size, done);
+	st->unmap_calls++;
+	if (rc == -ENOENT && (sink->caps.flags & IOVT_SINK_UNMAP_EMPTY_ERR))
+		return 1;
+	if (rc)
+		st->errors[IOVT_ERR_SINK_UNMAP]++;
+	return rc;
+}
+
 static int collect_each(void *arg, const struct iovt_extent *e)
 {
 	VEC(struct iovt_extent) *v = arg;
@@ -98,13 +111,8 @@ static void resolve_group(const struct sync_target *t, const struct plan_unmap *
 	}
 	for (size_t i = 0; v.n > 1 && i < v.n; i++) {
 		const struct iovt_extent *e = &v.v[i];
-		uint64_t done = 0;
-		int rc = sink->ops->unmap(sink->ctx, e->iova, e->size, &done);
-		st->unmap_calls++;
-		bool gone = rc == -ENOENT && (sink->caps.flags & IOVT_SINK_UNMAP_EMPTY_ERR);
-		if (rc && !gone)
-			st->errors[IOVT_ERR_SINK_UNMAP]++;
-		if (rc && !gone && done < e->size)
+		uint64_t done;
+		if (unmap_alone(sink, e, st, &done) < 0 && done < e->size)
 			continue; /* still held: the retry unmaps it */
 		/* gone: the group's failed call removed it, and counted nothing */
 		shadow_tree_remove_count(t->tree, e->iova, e->iova + e->size - 1, &st->pages_unmapped);
@@ -190,8 +198,7 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 		rc = sink->ops->map(sink->ctx, m);
 		st->map_calls++;
 		if (rc) {
-			uint64_t pages = 0;
-			shadow_tree_remove_count(t->tree, m->iova, last, &pages);
+			shadow_tree_remove_range(t->tree, m->iova, last, NULL, NULL);
 			st->errors[IOVT_ERR_SINK_MAP]++;
 			note(first_err, rc);
 			range_set_add(retry, m->iova, last);

@@ -159,7 +159,7 @@ static int retry_all(const struct sync_target *t, struct sync_scratch *s, struct
 {
 	if (rc == -ENOMEM)
 		st->errors[IOVT_ERR_NO_MEMORY]++;
-	const uint64_t top = t->walk.addr_width >= 64 ? UINT64_MAX : (1ull << t->walk.addr_width) - 1;
+	const uint64_t top = target_top(t);
 	for (size_t j = 0; j < n; j++) {
 		/* The whole domain (a DSI, an attach's replay) as the set's
 		 * `all`, which the next sync takes whole: as a range it went
@@ -482,16 +482,12 @@ struct unmap_each {
 static int unmap_each(void *arg, const struct iovt_extent *e)
 {
 	struct unmap_each *u = arg;
-	uint64_t done = 0;
-	int err = u->sink->ops->unmap(u->sink->ctx, e->iova, e->size, &done);
-	u->st->unmap_calls++;
-	if (!err) {
+	uint64_t done;
+	int rc = unmap_alone(u->sink, e, u->st, &done);
+	if (!rc)
 		u->st->pages_unmapped += e->size >> IOVT_PAGE_SHIFT;
-	} else if (!(err == -ENOENT && (u->sink->caps.flags & IOVT_SINK_UNMAP_EMPTY_ERR))) {
-		u->st->errors[IOVT_ERR_SINK_UNMAP]++;
-		if (!u->rc)
-			u->rc = err;
-	} /* else already gone: a failed call before removed it */
+	else if (rc < 0 && !u->rc)
+		u->rc = rc; /* (1: already gone, a failed call before removed it) */
 	return 0;
 }
 
@@ -510,7 +506,7 @@ static int unmap_each(void *arg, const struct iovt_extent *e)
 int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 {
 	const struct iovt_sink *sink = t->sink;
-	uint64_t top = t->walk.addr_width >= 64 ? UINT64_MAX : (1ull << t->walk.addr_width) - 1;
+	const uint64_t top = target_top(t);
 
 	if (shadow_tree_count(t->tree) == 0)
 		return 0;

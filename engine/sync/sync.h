@@ -157,6 +157,22 @@ static inline bool run_continues(const struct iovt_extent *a, const struct iovt_
 int diff_window(struct sync_scratch *s, size_t old_from, size_t run_from, bool multi_unmap,
 		bool *group_open);
 
+/* The last IOVA of the target's domain (its address width). */
+static inline uint64_t target_top(const struct sync_target *t)
+{
+	return t->walk.addr_width >= 64 ? UINT64_MAX : (1ull << t->walk.addr_width) - 1;
+}
+
+/*
+ * One extent's UNMAP alone, after a failed call over it may already have
+ * removed it (apply.c's resolve_group, sync_unmap_everything). Counts the
+ * call, and a refusal. Returns 0 (removed now), 1 (already gone: -ENOENT
+ * from a sink with IOVT_SINK_UNMAP_EMPTY_ERR) or the refusal; *done: the
+ * bytes the sink says it removed.
+ */
+int unmap_alone(const struct iovt_sink *sink, const struct iovt_extent *e, struct sync_stats *st,
+		uint64_t *done);
+
 /* Executes s->unmaps then s->maps against the sink, updating the tree. */
 int apply_plan(const struct sync_target *t, struct sync_scratch *s, struct sync_stats *st,
 	       struct range_set *retry);
