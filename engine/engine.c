@@ -221,6 +221,7 @@ static void add_shadow(struct iovt_domain *d, struct iovt_stats *out)
 	out->iotlb_hits += iotlb_counter(&d->iotlb, IOTLB_HITS);
 	out->iotlb_misses += iotlb_counter(&d->iotlb, IOTLB_MISSES);
 	out->iotlb_evictions += iotlb_counter(&d->iotlb, IOTLB_EVICTIONS);
+	out->iotlb_sets_swept += iotlb_sets_swept(&d->iotlb);
 	out->iotlb_entries += iotlb_count(&d->iotlb);
 	out->iotlb_bytes += iotlb_memory_bytes(&d->iotlb);
 }

@@ -954,7 +954,10 @@ struct iovt_stats {
 				    * destroyed ones still referenced or waiting for a grace period
 				    * (a leak of references shows here; engine stats only) */
 	uint64_t errors[IOVT_ERR_KIND_SLOTS]; /**< by enum iovt_err_kind; slots past IOVT_ERR_KIND_COUNT are 0 */
-	uint64_t reserved[16]; /**< written 0: room to grow (README "Versioning") */
+	uint64_t iotlb_sets_swept; /**< IOTLB sets visited by invalidation sweeps (engine: live
+				    * domains): what invalidation floods cost the IOTLBs; a fence's
+				    * ranges cost at most one pass over a table's sets */
+	uint64_t reserved[15]; /**< written 0: room to grow (README "Versioning") */
 };
 
 /**

@@ -652,14 +652,17 @@ static struct sweep sweep_of(const struct iotlb_table *t, uint64_t first, uint64
 	return w;
 }
 
-static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_t first, uint64_t last)
+static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_t first, uint64_t last,
+			   uint64_t *visits)
 {
 	uint64_t dropped = 0;
 	if (sweep_all(t, w)) {
 		for (uint32_t i = 0; i < t->nsets; i++)
 			dropped += sweep_set(&t->sets[i], first, last);
+		*visits += t->nsets;
 		return dropped;
 	}
+	*visits += w->keys;
 	for (unsigned l = 0; l < NLEVELS; l++) {
 		if (!(w->levels & (1u << l)))
 			continue;
@@ -685,10 +688,11 @@ uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
 {
 	iovt_rcu_read_lock();
 	struct iotlb_table *t = sweep_table(c);
-	uint64_t dropped = 0;
+	uint64_t dropped = 0, visits = 0;
 	if (t) {
 		struct sweep w = sweep_of(t, first, last);
-		dropped = sweep_sets(t, &w, first, last);
+		dropped = sweep_sets(t, &w, first, last, &visits);
+		atomic_fetch_add_explicit(&c->swept, visits, memory_order_relaxed);
 	}
 	iovt_rcu_read_unlock();
 	return dropped;
@@ -721,14 +725,17 @@ uint64_t iotlb_invalidate_n(struct iotlb *c, size_t n,
 		}
 		for (uint32_t i = 0; i < t->nsets; i++)
 			dropped += sweep_set(&t->sets[i], lo, hi);
+		atomic_fetch_add_explicit(&c->swept, t->nsets, memory_order_relaxed);
 		goto out;
 	}
+	uint64_t visits = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t first, last;
 		span(arg, i, &first, &last);
 		struct sweep w = sweep_of(t, first, last);
-		dropped += sweep_sets(t, &w, first, last);
+		dropped += sweep_sets(t, &w, first, last, &visits);
 	}
+	atomic_fetch_add_explicit(&c->swept, visits, memory_order_relaxed);
 out:
 	iovt_rcu_read_unlock();
 	return dropped;
@@ -747,6 +754,11 @@ uint64_t iotlb_counter(struct iotlb *c, enum iotlb_counter k)
 		for (int i = 0; i < HIT_STRIPES; i++)
 			n += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
 	return n;
+}
+
+uint64_t iotlb_sets_swept(struct iotlb *c)
+{
+	return atomic_load_explicit(&c->swept, memory_order_relaxed);
 }
 
 uint64_t iotlb_count(struct iotlb *c)

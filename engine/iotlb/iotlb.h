@@ -111,7 +111,8 @@ struct iotlb {
 	_Atomic uint64_t grown;       /* growths */
 	char pad_[64 - (3 + IOTLB_NCOUNT) * sizeof(uint64_t)];
 	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
-	char pad2_[64 - sizeof(uint64_t)];
+	_Atomic uint64_t swept; /* sets visited by sweeps (gen's line: the sweep writes it anyway) */
+	char pad2_[64 - 2 * sizeof(uint64_t)];
 };
 
 /* What a fill did (the IOTLB counts misses and evictions itself). */
@@ -173,6 +174,9 @@ extern void (*iotlb_test_walked)(uint64_t iova);
  * entries replaced to make room. */
 uint64_t iotlb_counter(struct iotlb *c, enum iotlb_counter k);
 uint64_t iotlb_capacity(struct iotlb *c);
+/* Sets the sweeps have visited (iovt_stats.iotlb_sets_swept): what an
+ * invalidation flood costs the IOTLB, counted rather than timed. */
+uint64_t iotlb_sets_swept(struct iotlb *c);
 uint64_t iotlb_start_entries(uint64_t entries); /* the first table's size for a capacity */ /* entries the current table holds at most (0: none yet) */
 uint64_t iotlb_count(struct iotlb *c);    /* visible entries now (walks the table) */
 uint64_t iotlb_memory_bytes(struct iotlb *c);

@@ -112,7 +112,8 @@ static int round_(const char *name)
 		fprintf(stderr, "%s: %lu mutual-exclusion violations\n", name, atomic_load(&violations));
 		bad = 1;
 	}
-	if (counter != total || total != THREADS * iterations) {
+	/* counter is a plain variable: two holders at once lose increments */
+	if (counter != THREADS * iterations) {
 		fprintf(stderr, "%s: counter %lu, acquisitions %lu, expected %lu\n", name, counter,
 			total, THREADS * iterations);
 		bad = 1;
