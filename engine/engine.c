@@ -205,6 +205,7 @@ static void snapshot(const struct stat_counters *c, struct iovt_stats *out)
 	out->translate_noent = ld(&c->translate_noent);
 	out->translate_eacces = ld(&c->translate_eacces);
 	out->translate_fault = ld(&c->translate_fault);
+	out->pending_widened = ld(&c->pending_widened);
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
 		out->errors[k] = ld(&c->errors[k]);
 }

@@ -44,6 +44,7 @@ struct stat_counters {
 	_Atomic uint64_t ih, stale_domain, retry_ranges, retry_deferred, ram_purged;
 	_Atomic uint64_t iotlb_invalidated; /* misses, evictions, hits: counted by the IOTLB itself */
 	_Atomic uint64_t translate_noent, translate_eacces, translate_fault;
+	_Atomic uint64_t pending_widened; /* STAT_ADD: domain and engine (rare) */
 	/* Invalidations a fence carried straight into its sync (the inline
 	 * drainer's PSI + wait): counted by the sync_lock holder, not under
 	 * pending_lock, and added to invalidations/psi/dsi/ih when read. */

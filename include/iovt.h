@@ -957,7 +957,10 @@ struct iovt_stats {
 	uint64_t iotlb_sets_swept; /**< IOTLB sets visited by invalidation sweeps (engine: live
 				    * domains): what invalidation floods cost the IOTLBs; a fence's
 				    * ranges cost at most one pass over a table's sets */
-	uint64_t reserved[15]; /**< written 0: room to grow (README "Versioning") */
+	uint64_t pending_widened;  /**< invalidated ranges merged into a neighbour because a domain's
+				    * set of pending ranges was full (1024): a flood of disjoint PSIs,
+				    * bounded in memory, shows here (each merge syncs a wider window) */
+	uint64_t reserved[14]; /**< written 0: room to grow (README "Versioning") */
 };
 
 /**

@@ -63,13 +63,32 @@ void domain_fold_stats(struct iovt_domain *d, struct sync_stats *st)
 		}
 }
 
-static void add_batch(struct range_set *s, const struct pend_batch *b)
+/*
+ * What a full range set did (range_set.max ranges: a flood of disjoint
+ * PSIs widens a neighbour instead of growing) and an allocation it could
+ * not make (the set became `all`): bounded, nothing lost, and counted
+ * (both went uncounted; found by review). Rare: one compare when neither.
+ */
+static void set_overflow(struct iovt_domain *d, uint64_t widened, bool oom)
 {
-	if (b->all)
+	if (widened)
+		STAT_ADD(d, pending_widened, widened);
+	if (oom)
+		STAT_ADD(d, errors[IOVT_ERR_NO_MEMORY], 1);
+}
+
+static void add_batch(struct iovt_domain *d, struct range_set *s, const struct pend_batch *b)
+{
+	if (b->all) {
 		range_set_add_all(s);
-	else
-		for (unsigned i = 0; i < b->n; i++)
-			range_set_add(s, b->r[i].first, b->r[i].last);
+		return;
+	}
+	const uint64_t widened = s->forced_merges;
+	bool oom = false;
+	for (unsigned i = 0; i < b->n; i++)
+		oom |= range_set_add(s, b->r[i].first, b->r[i].last) != 0;
+	if (__builtin_expect(oom || s->forced_merges != widened, 0))
+		set_overflow(d, s->forced_merges - widened, oom);
 }
 
 /*
@@ -106,7 +125,7 @@ static void count_batch(struct iovt_domain *d, const struct pend_batch *c, bool 
 void domain_pend(struct iovt_domain *d, const struct pend_batch *b)
 {
 	pthread_mutex_lock(&d->pending_lock);
-	add_batch(&d->pending, b);
+	add_batch(d, &d->pending, b);
 	atomic_store_explicit(&d->pending_any, true, memory_order_relaxed);
 	count_batch(d, b, d->stats_folded, false);
 	pthread_mutex_unlock(&d->pending_lock);
@@ -323,14 +342,14 @@ static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint
 		uint64_t pages = ((r->last - r->first) >> IOVT_PAGE_SHIFT) + 1;
 		if (pages > budget - moved) {
 			uint64_t last = r->first + ((budget - moved) << IOVT_PAGE_SHIFT) - 1;
-			range_set_add(todo, r->first, last);
+			add_batch(d, todo, &(struct pend_batch){ .r = &(struct range){ r->first, last }, .n = 1 });
 			r->first = last + 1; /* the rest stays */
 			*cursor = r->first;
 			moved = budget;
 			split = true;
 			break;
 		}
-		range_set_add(todo, r->first, r->last);
+		add_batch(d, todo, &(struct pend_batch){ .r = r, .n = 1 });
 		*cursor = r->last + 1;
 		moved += pages;
 		cnt++;
@@ -404,7 +423,7 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 		range_set_clear(todo);
 	}
 	if (b)
-		add_batch(todo, b);
+		add_batch(d, todo, b);
 	/* With a MAP notifier, iovt_translate answers from the shadow tree and
 	 * never reads the IOTLB: no sweep (it bumped a shared generation with a
 	 * locked add on every fence). Detaching the MAP notifier flushes the

@@ -188,6 +188,9 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 		 * answer between an invalidation and its wait. */
 		int rc = shadow_tree_insert(t->tree, m);
 		if (rc) {
+			/* -EINVAL / -EEXIST cannot come: runs stay below the
+			 * record's extent size (sync.h, RUN_BREAK) and a plan's
+			 * MAPs never overlap what the record keeps. */
 			if (rc == -ENOMEM)
 				st->errors[IOVT_ERR_NO_MEMORY]++;
 			note(first_err, rc);

@@ -138,11 +138,24 @@ static inline bool still_mapped(const struct iovt_extent *r, const struct iovt_e
 	       r->gpa + off == o->gpa && r->perm == o->perm && r->region == o->region;
 }
 
+/*
+ * Runs break at every multiple of RUN_BREAK: the record cannot hold an
+ * extent of SHADOW_TREE_MAX_SIZE (16 TiB) or more, and a guest that maps a
+ * 16 TiB region contiguously (1 GiB leaves) built a run the record refused
+ * on every fence, never sent, uncounted (found by review). At a fixed IOVA,
+ * not after a length: every walk of the same mapping breaks it at the same
+ * place, so the extents recorded from one walk are kept by the next (a run
+ * begins at each). Leaves never cross it (a leaf, or a merged run of 4 KiB
+ * entries, lies inside one table's 1 GiB), so only the extension checks.
+ */
+#define RUN_BREAK (SHADOW_TREE_MAX_SIZE >> 1)
+
 /* Can `b` extend run `a` as one sink mapping? */
 static inline bool run_continues(const struct iovt_extent *a, const struct iovt_extent *b)
 {
 	return a->iova + a->size == b->iova && a->hva + a->size == b->hva &&
-	       a->gpa + a->size == b->gpa && a->perm == b->perm && a->region == b->region;
+	       a->gpa + a->size == b->gpa && a->perm == b->perm && a->region == b->region &&
+	       (b->iova & (RUN_BREAK - 1));
 }
 
 /*

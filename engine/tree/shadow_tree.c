@@ -51,7 +51,7 @@
 #define FAN_SMALL 15u /* ... while it has at most this many: 256 bytes */
 #define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
 #define BATCH_N 61u  /* nodes per retirement batch: 512 bytes */
-#define MAX_SIZE (1ull << 44)
+#define MAX_SIZE SHADOW_TREE_MAX_SIZE
 #define EDGE_ROOM 3u /* leaf_insert's early edge split: a buffer's ~3.7 pieces (strict-dma) */
 #define RUN_SPLIT_MAX_BYTES 96u /* bytes an extent under which runs split where they are: the QEMU-style GTree's */
 

@@ -57,9 +57,12 @@ void shadow_tree_destroy(struct shadow_tree *t);
  * published pointer cleared) and have no writer left. Any thread, any lock. */
 void shadow_tree_retire(struct shadow_tree *t);
 
+/* An extent's size is below this (a record holds a 32-bit page count). */
+#define SHADOW_TREE_MAX_SIZE (1ull << 44)
+
 /*
  * Inserts one extent. iova and size must be 4 KiB aligned, size > 0 and
- * < 2^44, iova+size within the width. Any overlap with an existing extent
+ * < SHADOW_TREE_MAX_SIZE, iova+size within the width. Any overlap with an existing extent
  * is an error (-EEXIST) and changes nothing. -EINVAL on a bad extent;
  * -ENOMEM when a node cannot be allocated (the tree is then unchanged).
  * Writer-side (one writer at a time, see above).
