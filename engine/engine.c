@@ -64,6 +64,8 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 		return -EINVAL;
 	}
 	pthread_mutex_init(&e->control_lock, NULL);
+	pthread_mutex_init(&e->queues_lock, NULL);
+	pthread_mutex_init(&e->workers_lock, NULL);
 	e->id = atomic_fetch_add(&last_engine_id, 1) + 1;
 	CDS_INIT_LIST_HEAD(&e->domain_list);
 	range_set_init(&e->todo, 0);
@@ -110,6 +112,8 @@ void iovt_engine_destroy(struct iovt_engine *e)
 	sync_scratch_free(&e->scratch);
 	range_set_free(&e->todo);
 	pthread_mutex_destroy(&e->control_lock);
+	pthread_mutex_destroy(&e->queues_lock);
+	pthread_mutex_destroy(&e->workers_lock);
 	free(e);
 }
 

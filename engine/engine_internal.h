@@ -185,7 +185,16 @@ struct iovt_engine {
 	uint64_t id;                    /* unique in the process: keys thread-local caches */
 	struct cds_list_head live_link; /* on the list of live engines (intake/queue.c) */
 	_Atomic uint64_t domain_gen;    /* bumped when a domain goes away */
-	struct queue_table *queues;     /* every iovt_queue: RCU, replaced whole (control lock) */
+	struct queue_table *queues;     /* every iovt_queue: RCU, replaced whole (queues_lock) */
+	/* The queue table's writers: a create takes it alone, a destroy inside
+	 * the control lock (lock order: control_lock > queues_lock). Held
+	 * around the table's copy only: no sink is ever called under it. */
+	pthread_mutex_t queues_lock;
+	/* Workers' and lcore pollers' start and stop, never with the control
+	 * lock: a worker's exit releases its implicit queue under the control
+	 * lock while stop joins it (found by review: a stop joining under the
+	 * control lock deadlocked with a worker that had posted from a sink). */
+	pthread_mutex_t workers_lock;
 	struct iovt_config cfg;
 	struct guest_ram *ram;
 	struct cds_lfht *domains;       /* every domain, for iteration (RCU) */
@@ -216,7 +225,7 @@ struct iovt_engine {
 	_Atomic unsigned control_seq;
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 
-	void *ext_pollers;              /* glue.c: libiovt-dpdk's lcore pollers (control lock) */
+	void *ext_pollers;              /* glue.c: libiovt-dpdk's lcore pollers (workers_lock) */
 	void (*ext_pollers_stop)(void *set);
 	_Atomic unsigned nworkers;      /* running engine workers (kicks read it) */
 	_Atomic bool workers_stop;

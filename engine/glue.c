@@ -28,7 +28,7 @@ const struct iovt_dpdk_glue *dpdk_glue(void)
 int iovt_internal_pollers_start(struct iovt_engine *e, int (*start)(void *set),
 				void (*stop)(void *set), void *set)
 {
-	pthread_mutex_lock(&e->control_lock);
+	pthread_mutex_lock(&e->workers_lock);
 	int rc = -EBUSY;
 	if (!e->ext_pollers && !atomic_load(&e->nworkers)) {
 		rc = start(set);
@@ -37,17 +37,17 @@ int iovt_internal_pollers_start(struct iovt_engine *e, int (*start)(void *set),
 			e->ext_pollers_stop = stop;
 		}
 	}
-	pthread_mutex_unlock(&e->control_lock);
+	pthread_mutex_unlock(&e->workers_lock);
 	return rc;
 }
 
 void iovt_internal_pollers_stop(struct iovt_engine *e)
 {
-	pthread_mutex_lock(&e->control_lock);
+	pthread_mutex_lock(&e->workers_lock);
 	if (e->ext_pollers) {
 		e->ext_pollers_stop(e->ext_pollers);
 		e->ext_pollers = NULL;
 		e->ext_pollers_stop = NULL;
 	}
-	pthread_mutex_unlock(&e->control_lock);
+	pthread_mutex_unlock(&e->workers_lock);
 }

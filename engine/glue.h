@@ -36,14 +36,14 @@ struct iovt_dpdk_glue {
 IOVT_INTERNAL_API int iovt_internal_dpdk_register(const struct iovt_dpdk_glue *g);
 
 /*
- * External pollers (DPDK lcores): under the engine's control lock, -EBUSY if
+ * External pollers (DPDK lcores): under the engine's workers lock, -EBUSY if
  * engine workers or other pollers run; else start(set) and, when it returns
  * 0, records set so that iovt_internal_pollers_stop (and engine destroy) can
  * stop(set). start's error is returned as is.
  */
 IOVT_INTERNAL_API int iovt_internal_pollers_start(struct iovt_engine *e, int (*start)(void *set),
 						  void (*stop)(void *set), void *set);
-/* Stops the recorded pollers (stop(set) under the control lock); no-op when none. */
+/* Stops the recorded pollers (stop(set) under the workers lock); no-op when none. */
 IOVT_INTERNAL_API void iovt_internal_pollers_stop(struct iovt_engine *e);
 
 /* The core's view of the registration (NULL fields when nothing registered). */

@@ -50,6 +50,13 @@
  * | iovt_err_kind_name() | any thread | nothing |
  * Sinks are called from the thread that applies a batch (a fence caller, a
  * worker, a poller, or a control call), one call at a time per domain.
+ * Inside a sink callback a thread may post invalidations
+ * (iovt_invalidate_psi(), _dsi(), _global(): a bridge forwarding to another
+ * domain; the first post creates the thread's implicit queue without the
+ * engine lock, which the caller of the sink may hold) and use the lock-free
+ * calls above; it must not call iovt_fence(), wait on a queue fence or make
+ * a control call: the engine lock or the domain's sync may be held by this
+ * very thread (a deadlock).
  */
 #ifndef IOVT_H
 #define IOVT_H

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* iovt pollers on DPDK worker lcores (include/iovt_dpdk.h); the engine
- * records them under its control lock (engine/glue.h). */
+ * records them under its workers lock (engine/glue.h). */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -53,7 +53,7 @@ static int poller_main(void *arg)
 	return 0;
 }
 
-/* Under the engine's control lock (iovt_internal_pollers_start). */
+/* Under the engine's workers lock (iovt_internal_pollers_start). */
 static int launch_all(void *arg)
 {
 	struct dpdk_pollers *set = arg;
@@ -71,7 +71,7 @@ static int launch_all(void *arg)
 	return 0;
 }
 
-/* Under the engine's control lock (iovt_internal_pollers_stop). */
+/* Under the engine's workers lock (iovt_internal_pollers_stop). */
 static void halt_all(void *arg)
 {
 	struct dpdk_pollers *set = arg;

@@ -488,11 +488,19 @@ static int fence_locked(struct iovt_engine *e)
 	bool moving = control_move_begin(e); /* before the splice */
 	uint64_t seq = atomic_load_explicit(&e->fence_seq, memory_order_relaxed) + 1;
 	atomic_store_explicit(&e->fence_seq, seq, memory_order_relaxed); /* the `fences` count */
-	/* The control lock pins the queue table (replaced only under it) and
-	 * every domain (destroyed only under it): no read-side section needed. */
-	struct queue_table *qt = iovt_rcu_dereference(e->queues);
-	for (unsigned qi = 0; qt && qi < qt->n; qi++) {
-		struct iovt_queue *q = qt->q[qi];
+	/* The control lock pins every queue and every domain (destroyed only
+	 * under it), not the queue table: a create replaces it under its own
+	 * lock (a sink callback's first post, iovt_queue_create). Each queue
+	 * is looked up again by index inside a short read-side section (the
+	 * drain below runs syncs, outside any): a create keeps the order and
+	 * appends, and only a destroy, excluded here, removes. */
+	for (unsigned qi = 0;; qi++) {
+		iovt_rcu_read_lock();
+		struct queue_table *qt = iovt_rcu_dereference(e->queues);
+		struct iovt_queue *q = qt && qi < qt->n ? qt->q[qi] : NULL;
+		iovt_rcu_read_unlock();
+		if (!q)
+			break;
 		/* What was posted before this call is in the ring now (or being
 		 * applied by the flag's holder): drain that much, not whatever a
 		 * producer keeps posting meanwhile (control_lock is held). */

@@ -32,6 +32,8 @@ static void queue_table_free_rcu(struct rcu_head *h)
 }
 
 /* Publishes a copy of the table with `add` added or `drop` removed. Control lock. */
+/* A new table: the old one's queues in their order, less `drop`, then
+ * `add` at the end (fence_locked walks it by index: drain.c). queues_lock. */
 static int queue_table_replace(struct iovt_engine *e, struct iovt_queue *add, struct iovt_queue *drop)
 {
 	struct queue_table *old = e->queues;
@@ -105,9 +107,15 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	q->handoff = c.handoff;
 	range_set_init(&q->drain.todo, 0);
 
-	pthread_mutex_lock(&e->control_lock);
+	/* The table's own lock, not the control lock: a thread's first post
+	 * creates its implicit queue here, and that post may come from a sink
+	 * callback of a control call or a locked fence holding the control
+	 * lock on this very thread (found by review: such a sink deadlocked).
+	 * A new queue moves no invalidation, so fence_alone's control_seq has
+	 * nothing to see; a destroy takes both locks. */
+	pthread_mutex_lock(&e->queues_lock);
 	int rc = queue_table_replace(e, q, NULL);
-	pthread_mutex_unlock(&e->control_lock);
+	pthread_mutex_unlock(&e->queues_lock);
 	if (rc) {
 		queue_free(q);
 		return rc;
@@ -116,16 +124,18 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	return 0;
 }
 
-void iovt_queue_destroy(struct iovt_queue *q)
+/* iovt_queue_destroy, entered with the control lock held; releases it. */
+static void queue_destroy_unlock(struct iovt_queue *q)
 {
 	struct iovt_engine *e = q->engine;
 
-	pthread_mutex_lock(&e->control_lock);
 	/* Before q leaves the table: fence_alone must not miss the leftovers
 	 * in between. */
 	bool moving = control_move_begin(e);
+	pthread_mutex_lock(&e->queues_lock);
 	while (queue_table_replace(e, NULL, q))
 		sched_yield(); /* a table of n - 1 pointers: memory comes back */
+	pthread_mutex_unlock(&e->queues_lock);
 	/* Leftovers go to the domains' pending sets; fences in it complete. */
 	queue_drain_begin_wait(q);
 	queue_drain(q, UINT_MAX);
@@ -145,6 +155,21 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	ENGINE_STAT_ADD(e, fences_drained, fd);
 	ENGINE_STAT_ADD(e, queue_items, atomic_load(&c->queue_items));
 	queue_free(q);
+}
+
+void iovt_queue_destroy(struct iovt_queue *q)
+{
+	pthread_mutex_lock(&q->engine->control_lock);
+	queue_destroy_unlock(q);
+}
+
+/* iovt_queue_destroy unless the control lock is held: false, nothing done. */
+static bool queue_destroy_try(struct iovt_queue *q)
+{
+	if (pthread_mutex_trylock(&q->engine->control_lock))
+		return false;
+	queue_destroy_unlock(q);
+	return true;
 }
 
 void engine_destroy_queues(struct iovt_engine *e)
@@ -465,29 +490,39 @@ void engine_live_remove(struct iovt_engine *e)
 	pthread_mutex_unlock(&live_lock);
 }
 
-static void release_thread_queue(unsigned slot)
+/* Releases the slot's queue (waiting for its engine's control lock, or,
+ * with `try`, not: false then, the slot kept). */
+static bool release_thread_queue(unsigned slot, bool try)
 {
 	uint64_t id = thread_queues[slot].engine_id;
 	struct iovt_queue *q = thread_queues[slot].q;
-	thread_queues[slot].engine_id = 0;
-	thread_queues[slot].q = NULL;
 	if (!id)
-		return;
+		return true;
+	bool done = true;
 	pthread_mutex_lock(&live_lock);
 	struct cds_list_head *pos;
 	cds_list_for_each(pos, &live_engines) {
 		if (caa_container_of(pos, struct iovt_engine, live_link)->id == id) {
-			iovt_queue_destroy(q); /* leftovers go to the pending sets */
+			/* leftovers go to the pending sets */
+			if (try)
+				done = queue_destroy_try(q);
+			else
+				iovt_queue_destroy(q);
 			break;
 		}
 	}
 	pthread_mutex_unlock(&live_lock);
+	if (done) {
+		thread_queues[slot].engine_id = 0;
+		thread_queues[slot].q = NULL;
+	}
+	return done;
 }
 
 void thread_queues_release(void)
 {
 	for (unsigned i = 0; i < THREAD_QUEUES; i++)
-		release_thread_queue(i);
+		(void)release_thread_queue(i, false);
 }
 
 /* Slots 0..upto-1 move down one; `s` goes first. */
@@ -514,13 +549,19 @@ struct iovt_queue *thread_queue_make(struct iovt_engine *e)
 	struct iovt_queue *found = thread_queue_find_rest(e);
 	if (found)
 		return found;
-	/* This thread's first post to e: the least recently used slot goes
-	 * (after the queue exists: a failed create evicts nothing). */
+	/* This thread's first post to e. The post may come from a sink
+	 * callback of a control call or a locked fence that holds an
+	 * engine's control lock on this very thread (found by review: such
+	 * a sink deadlocked), so nothing here waits for one: the queue table
+	 * has its own lock (iovt_queue_create), and the least recently used
+	 * slot goes only if its engine's control lock is free; else no queue
+	 * this time, and the caller adds to the pending set directly. */
+	if (!release_thread_queue(THREAD_QUEUES - 1, true))
+		return NULL;
 	struct iovt_queue *q;
 	if (iovt_queue_create(e, NULL, &q))
 		return NULL;
 	q->implicit = true;
-	release_thread_queue(THREAD_QUEUES - 1);
 	to_front(THREAD_QUEUES - 1, (struct thread_queue_slot){ .engine_id = e->id, .q = q });
 	return q;
 }

@@ -120,9 +120,9 @@ int iovt_workers_start(struct iovt_engine *e, unsigned n)
 		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EINVAL;
 	}
-	pthread_mutex_lock(&e->control_lock);
+	pthread_mutex_lock(&e->workers_lock);
 	if (atomic_load(&e->nworkers) || e->ext_pollers) {
-		pthread_mutex_unlock(&e->control_lock);
+		pthread_mutex_unlock(&e->workers_lock);
 		return -EBUSY;
 	}
 	atomic_store(&e->workers_stop, false);
@@ -135,22 +135,22 @@ int iovt_workers_start(struct iovt_engine *e, unsigned n)
 		w->count = n;
 		if (pthread_create(&w->thread, NULL, worker_main, w)) {
 			join_workers(e, i);
-			pthread_mutex_unlock(&e->control_lock);
+			pthread_mutex_unlock(&e->workers_lock);
 			return -EAGAIN;
 		}
 	}
 	atomic_store_explicit(&e->nworkers, n, memory_order_release);
-	pthread_mutex_unlock(&e->control_lock);
+	pthread_mutex_unlock(&e->workers_lock);
 	return 0;
 }
 
 void iovt_workers_stop(struct iovt_engine *e)
 {
-	pthread_mutex_lock(&e->control_lock);
+	pthread_mutex_lock(&e->workers_lock);
 	unsigned n = atomic_load(&e->nworkers);
 	if (n) {
 		join_workers(e, n);
 		atomic_store_explicit(&e->nworkers, 0, memory_order_release);
 	}
-	pthread_mutex_unlock(&e->control_lock);
+	pthread_mutex_unlock(&e->workers_lock);
 }

@@ -73,6 +73,13 @@
  *                     call_rcu thread. The first fix registered them again
  *                     (liburcu aborts; without its asserts the registry is
  *                     corrupted and the host's registration dropped).
+ * And of the fourteenth session's review of the API:
+ *  sink-posts         a sink callback that posts an invalidation: from the
+ *                     attach's replay and from a locked iovt_fence (the
+ *                     thread's first post took the control lock the caller
+ *                     held: a hang), and from a worker that is then stopped
+ *                     (its exit took the control lock that iovt_workers_stop
+ *                     held while joining it: a hang).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -1268,6 +1275,113 @@ static void case_stats_any_thread(void)
 	one_guest_fini(&o);
 }
 
+/* ---- sink-posts ---- */
+
+/* A sink that forwards: each MAP or UNMAP it receives posts a DSI for
+ * another domain through iovt_invalidate_dsi (a vhost / DEVIOTLB bridge
+ * does the like), from whatever thread called it. */
+static struct iovt_engine *posts_e;
+static atomic_ulong posts_ok, posts_bad;
+
+static int posting_sink(void *arg, const struct iovt_event *ev)
+{
+	(void)arg;
+	(void)ev;
+	if (iovt_invalidate_dsi(posts_e, DID + 1) == 0)
+		atomic_fetch_add(&posts_ok, 1);
+	else
+		atomic_fetch_add(&posts_bad, 1);
+	return 0;
+}
+
+struct posts_fence_arg {
+	struct iovt_engine *e;
+	int rc;
+};
+
+static void *posts_fencer(void *p)
+{
+	struct posts_fence_arg *a = p;
+	iovt_thread_register(); /* no implicit queue on this thread yet */
+	a->rc = iovt_fence(a->e);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+/*
+ * A sink callback that posts an invalidation: the thread's first post
+ * creates its implicit queue, which took the control lock that the control
+ * call or locked fence calling the sink already held on this very thread;
+ * and a worker that had posted from a sink released its implicit queue at
+ * exit under the control lock while iovt_workers_stop joined it holding
+ * that lock (both hung; found by review). Each step under the watchdog.
+ */
+static void case_sink_posts(void)
+{
+	struct one_guest o;
+	one_guest_init(&o, 64 * M1, 4 * M1);
+	posts_e = o.e;
+	const struct gs_region *g = o.g;
+	struct iovt_domain *d = one_guest_domain(&o), *d2;
+	struct iovt_domain_config dc2 = { .did = DID + 1, .root_gpa = gs_domain_root(o.gd), .addr_width = 48 };
+	CHECK_EQ(iovt_domain_create(o.e, &dc2, &d2), 0);
+	CHECK_EQ(gs_map(o.gd, 1ull << 30, g->gpa, K, IOVT_PERM_RW, GS_LEAF_4K), 0);
+	struct iovt_sink s;
+	CHECK_EQ(iovt_callback_sink_init(&s, posting_sink, NULL, NULL), 0);
+	struct iovt_notifier *n = NULL;
+	watchdog_start("lifecycle-sink-posts", STALL_SECONDS);
+	watchdog_expect(0, "control");
+
+	/* 1. The attach's replay calls the sink under the control lock, on a
+	 * thread that never posted to this engine. */
+	CHECK_EQ(iovt_notifier_attach(d, IOVT_NOTIFY_IOTLB_EVENTS, &s, &n), 0);
+	CHECK_EQ(atomic_load(&posts_ok), 1);
+	watchdog_progress(0);
+
+	/* 2. A locked iovt_fence (a thread without an implicit queue, the
+	 * PSI on another queue) syncs the domain and calls the sink. */
+	struct iovt_queue *q;
+	CHECK_EQ(iovt_queue_create(o.e, NULL, &q), 0);
+	CHECK_EQ(gs_map(o.gd, (1ull << 30) + K, g->gpa + 8 * K, K, IOVT_PERM_RW, GS_LEAF_4K), 0);
+	CHECK_EQ(iovt_queue_psi(q, DID, (1ull << 30) + K, 0, false), 0);
+	struct posts_fence_arg fa = { .e = o.e, .rc = -1 };
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, posts_fencer, &fa) == 0);
+	CHECK(pthread_join(t, NULL) == 0);
+	CHECK_EQ(fa.rc, 0);
+	CHECK_EQ(atomic_load(&posts_ok), 2);
+	watchdog_progress(0);
+
+	/* 3. A worker calls the sink (a hand-off queue's fence), posts from
+	 * it, and is stopped. */
+	struct iovt_queue_config hc = { .handoff = true };
+	struct iovt_queue *hq;
+	CHECK_EQ(iovt_queue_create(o.e, &hc, &hq), 0);
+	CHECK_EQ(iovt_workers_start(o.e, 1), 0);
+	CHECK_EQ(gs_map(o.gd, (1ull << 30) + 2 * K, g->gpa + 16 * K, K, IOVT_PERM_RW, GS_LEAF_4K), 0);
+	CHECK_EQ(iovt_queue_psi(hq, DID, (1ull << 30) + 2 * K, 0, false), 0);
+	CHECK_EQ(iovt_queue_fence(hq), 0);
+	CHECK_EQ(atomic_load(&posts_ok), 3);
+	watchdog_progress(0);
+	iovt_workers_stop(o.e);
+	watchdog_progress(0);
+
+	/* The three DSIs reached DID + 1: counted there once fenced. */
+	CHECK_EQ(iovt_fence(o.e), 0);
+	struct iovt_stats st;
+	iovt_domain_stats_get(d2, &st);
+	CHECK_EQ(st.dsi, 3);
+	CHECK_EQ(atomic_load(&posts_bad), 0);
+	watchdog_idle(0);
+	watchdog_stop();
+	iovt_queue_destroy(hq);
+	iovt_queue_destroy(q);
+	CHECK_EQ(iovt_domain_destroy(d2), 0);
+	CHECK_EQ(iovt_domain_destroy(d), 0);
+	one_guest_fini(&o);
+	printf("sink-posts: 3 posts from sink callbacks (attach, locked fence, worker), workers stopped\n");
+}
+
 /* ---- stats-host-registered ---- */
 
 static struct iovt_engine *host_e;
@@ -1354,6 +1468,8 @@ int main(int argc, char **argv)
 		case_stats_any_thread();
 	else if (!strcmp(c, "stats-host-registered"))
 		case_stats_host_registered();
+	else if (!strcmp(c, "sink-posts"))
+		case_sink_posts();
 	else {
 		fprintf(stderr, "usage: %s CASE (see the file's head)\n", argv[0]);
 		return 2;
