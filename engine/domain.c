@@ -224,9 +224,19 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
 	struct iovt_engine *e = d->engine;
 	bool wants_map = flags & IOVT_NOTIFY_MAP;
 
+	/* A MAP sink's page sizes must include 4 KiB: the record maps any
+	 * run of whole pages (page_sizes was read nowhere, and a sink of 2 MiB
+	 * pages refused every MAP, retried forever; found by review). Flags
+	 * the header does not define, and PARTIAL_UNCOUNTED without
+	 * PARTIAL_UNMAP, are refused: an old build would ignore a later one. */
+	const uint32_t cf = sink ? sink->caps.flags : 0;
 	if (!sink || !sink->ops || !sink->ops->unmap || !flags ||
 	    (flags & ~(IOVT_NOTIFY_IOTLB_EVENTS | IOVT_NOTIFY_DEVIOTLB_UNMAP)) ||
-	    (wants_map && (!(flags & IOVT_NOTIFY_UNMAP) || !sink->ops->map))) {
+	    (wants_map && (!(flags & IOVT_NOTIFY_UNMAP) || !sink->ops->map ||
+			   (flags & IOVT_NOTIFY_DEVIOTLB_UNMAP) ||
+			   (sink->caps.page_sizes && !(sink->caps.page_sizes & IOVT_PAGE_SIZE)))) ||
+	    (cf & ~IOVT_SINK_CAPS_KNOWN) ||
+	    ((cf & IOVT_SINK_PARTIAL_UNCOUNTED) && !(cf & IOVT_SINK_PARTIAL_UNMAP))) {
 		STAT_ADD(d, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EINVAL;
 	}

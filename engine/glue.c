@@ -38,6 +38,8 @@ int iovt_internal_pollers_start(struct iovt_engine *e, int (*start)(void *set),
 		}
 	}
 	pthread_mutex_unlock(&e->workers_lock);
+	if (rc == -EBUSY)
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 	return rc;
 }
 

@@ -350,12 +350,16 @@ bool iovt_domain_alive(const struct iovt_domain *d);
  * already gone answers -ENOENT (set IOVT_SINK_UNMAP_EMPTY_ERR too), and
  * both leave its record. */
 #define IOVT_SINK_PARTIAL_UNCOUNTED (1u << 4)
+/** Every IOVT_SINK_* flag this header defines (others: -EINVAL at attach). */
+#define IOVT_SINK_CAPS_KNOWN ((1u << 5) - 1)
 
 /** @brief What a sink can do; the engine plans its calls to fit. */
 struct iovt_sink_caps {
 	uint32_t flags;        /**< IOVT_SINK_* */
 	uint32_t max_mappings; /**< 0: unlimited (VFIO type1 default: 65535) */
-	uint64_t page_sizes;   /**< bitmap of supported page sizes (bit n: 2^n bytes); 0: 4 KiB */
+	uint64_t page_sizes;   /**< bitmap of supported page sizes (bit n: 2^n bytes); 0: 4 KiB.
+				 *   A MAP sink's must include 4 KiB (the engine maps runs of
+				 *   whole 4 KiB pages; -EINVAL at attach otherwise) */
 };
 
 /**
@@ -462,8 +466,12 @@ int iovt_callback_sink_init(struct iovt_sink *out, iovt_event_fn fn, void *arg,
  *    nothing that was mapped. Their errors are returned by the fence and
  *    not retried (a device IOTLB has nothing to retry).
  *
- * MAP without UNMAP is -EINVAL. Engine lock; safe while fences run; calls
- * the sink (the replay) on this thread.
+ * MAP without UNMAP is -EINVAL, and so is MAP with DEVIOTLB_UNMAP (attach
+ * a second, UNMAP-only notifier for the device IOTLB), a caps.flags bit
+ * this header does not define, IOVT_SINK_PARTIAL_UNCOUNTED without
+ * IOVT_SINK_PARTIAL_UNMAP, and a MAP sink whose caps.page_sizes lacks
+ * 4 KiB. Engine lock; safe while fences run; calls the sink (the replay)
+ * on this thread.
  *
  * Ownership: `*out` is set exactly when the notifier is attached — on 0 and
  * on a replay error — and then the notifier owns `sink` (copied; its
@@ -493,8 +501,9 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
  * A MAP notifier's sink is told to unmap all it holds first; then the sink's
  * destroy() runs and the handle is gone. Engine lock; safe while fences and
  * translations run on other threads (no grace-period wait: the tree is freed
- * after one, by call_rcu; a concurrent iovt_translate() then returns
- * -ENODEV).
+ * after one, by call_rcu; a concurrent iovt_translate() answers from the
+ * record until it is unpublished, then by walking the guest table, as for
+ * a domain without a MAP notifier: never -ENODEV for a live domain).
  * @param n the notifier; invalid after the call. Not after the domain's
  *        destroy (which freed it).
  * @return 0, or the first sink error (detached all the same: the record of
@@ -658,7 +667,7 @@ struct iovt_inval {
 	uint8_t kind;   /**< enum iovt_inval_kind */
 	uint8_t am;     /**< PSI: mask order, 0..IOVT_PSI_MAX_AM */
 	uint8_t ih;     /**< PSI: invalidation hint (counted, does not narrow the work) */
-	uint8_t pad[3]; /**< 0 */
+	uint8_t pad[3]; /**< must be 0 (else -EINVAL, bad_invalidation): room to grow */
 };
 
 /** @brief The data structure behind a queue (iovt_queue_config::backend). */
@@ -670,7 +679,7 @@ enum iovt_queue_backend {
 
 /** @brief Queue configuration for iovt_queue_create(); zero fields take defaults. */
 struct iovt_queue_config {
-	unsigned capacity;  /**< items; 0: 4096 */
+	unsigned capacity;  /**< items, 2..2^24 (else -EINVAL); 0: 4096 */
 	unsigned group;     /**< drained by worker / poller number group % n */
 	enum iovt_queue_backend backend; /**< the data structure */
 	/** Fences never drain on the posting thread: they wake the queue's worker
@@ -928,7 +937,7 @@ struct iovt_stats {
 	uint64_t psi;             /**< PSIs accepted */
 	uint64_t dsi;             /**< DSIs accepted */
 	uint64_t global;          /**< global invalidations accepted (engine stats only) */
-	uint64_t fences;          /**< fences applied */
+	uint64_t fences;          /**< fences applied (engine stats only: a fence is a queue's or the engine's, not a domain's) */
 	uint64_t ranges_coalesced; /**< ranges walked after coalescing */
 	uint64_t ptes_walked;      /**< page-table entries read */
 	uint64_t map_calls;        /**< sink map() calls */
@@ -938,13 +947,13 @@ struct iovt_stats {
 	uint64_t pages_unmapped;   /**< 4 KiB pages unmapped through sinks */
 	uint64_t extents;          /**< extents in shadows now */
 	uint64_t shadow_bytes;     /**< memory the shadows hold now (tables + extents) */
-	uint64_t queue_items;      /**< items drained from intake queues (invalidations + fences) */
-	uint64_t queue_full_waits; /**< posts that found their queue full and waited */
-	uint64_t fences_inline;    /**< queue fences applied by the posting thread itself */
-	uint64_t fences_drained;   /**< queue fences applied by a worker, a poller, iovt_fence or queue destroy */
+	uint64_t queue_items;      /**< items drained from intake queues (invalidations + fences; engine stats only) */
+	uint64_t queue_full_waits; /**< posts that found their queue full and waited (engine stats only) */
+	uint64_t fences_inline;    /**< queue fences applied by the posting thread itself (engine stats only) */
+	uint64_t fences_drained;   /**< queue fences applied by a worker, a poller, iovt_fence or queue destroy (engine stats only) */
 	uint64_t queues;           /**< intake queues now, explicit and implicit (engine stats only) */
 	uint64_t ih;               /**< accepted PSIs with the invalidation hint set */
-	uint64_t stale_domain;     /**< accepted invalidations whose domain was destroyed before the drain */
+	uint64_t stale_domain;     /**< accepted invalidations whose domain was destroyed before the drain (engine stats only) */
 	uint64_t retry_ranges;     /**< failed or capped spans taken up again by a sync */
 	uint64_t retry_deferred;   /**< syncs that left failed spans for later (retry budget) */
 	uint64_t ram_purged;       /**< extents unmapped because their guest RAM was removed */

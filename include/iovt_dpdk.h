@@ -25,9 +25,10 @@ extern "C" {
 /**
  * @brief Is libiovt-dpdk registered with libiovt?
  *
- * Any thread. libiovt-dpdk (pkg-config iovt-dpdk) registers itself with
- * libiovt when it is loaded; false when it is not linked, or when the two
- * libraries come from different releases (then it is refused).
+ * Any thread. libiovt-dpdk (pkg-config iovt-dpdk, which defines this
+ * function: a program that calls it links libiovt-dpdk) registers itself
+ * with libiovt when it is loaded; false when the two libraries come from
+ * different releases (then it is refused).
  * @return true when the rte_ring backend and the lcore pollers exist.
  */
 bool iovt_dpdk_available(void);
@@ -44,7 +45,6 @@ bool iovt_dpdk_available(void);
  * @param lcore_ids the worker lcores.
  * @param n how many, 1..64.
  * @return 0 or a negative errno; on an error no poller is left running.
- * @retval -ENOTSUP built without DPDK.
  * @retval -EINVAL n 0 or > 64, lcore_ids NULL, an lcore that is not a worker lcore.
  * @retval -EBUSY already started (or workers run), an lcore busy.
  * @retval -ENOMEM out of memory.

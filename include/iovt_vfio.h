@@ -216,7 +216,6 @@ int iovt_iommufd_sink_init(struct iovt_sink *out, int iommufd_fd, uint32_t ioas_
  * @param cfg the configuration; NULL for defaults (cfg->counters must
  *        outlive the sink).
  * @return 0 or a negative errno.
- * @retval -ENOTSUP libiovt-dpdk not linked (or built without DPDK).
  * @retval -EINVAL out NULL, a bad cfg.
  * @retval -EBADF container_fd < 0 and not RTE_VFIO_DEFAULT_CONTAINER_FD.
  * @retval -ENOMEM out of memory.
@@ -269,8 +268,9 @@ void iovt_vfio_sink_free(struct iovt_sink *sink);
  * @return 0 or a negative errno.
  * @retval -EINVAL NULL, len shorter than the fixed part.
  * @retval -EPROTO a capability offset outside the buffer, misaligned, or
- *         going backwards (a loop); a truncated capability; ranges
- *         unsorted or overlapping; zero page sizes.
+ *         going backwards (a loop); a truncated capability; an IOVA-range
+ *         capability with no range, or ranges that overlap or end before
+ *         they begin (ranges in any order are sorted); zero page sizes.
  */
 int iovt_vfio_type1_parse_info(const void *buf, size_t len, struct iovt_vfio_sink_info *out);
 

@@ -89,6 +89,7 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	case IOVT_QUEUE_RTE_RING:
 		if (!rte_create) {
 			free(q);
+			ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 			return -ENOTSUP;
 		}
 		q->ring = rte_create(c.capacity);
@@ -227,6 +228,11 @@ static int encode(struct iovt_queue *q, const struct iovt_inval *v, struct intak
 {
 	struct iovt_engine *e = q->engine;
 
+	if (__builtin_expect(v->pad[0] | v->pad[1] | v->pad[2], 0)) {
+		/* room for later fields: an old caller's zeros must mean "none" */
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_INVALIDATION], 1);
+		return -EINVAL;
+	}
 	switch (v->kind) {
 	case IOVT_INVAL_PSI:
 		return psi_post(q, v->did, v->addr, v->am, v->ih, it);

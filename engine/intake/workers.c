@@ -123,6 +123,7 @@ int iovt_workers_start(struct iovt_engine *e, unsigned n)
 	pthread_mutex_lock(&e->workers_lock);
 	if (atomic_load(&e->nworkers) || e->ext_pollers) {
 		pthread_mutex_unlock(&e->workers_lock);
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		return -EBUSY;
 	}
 	atomic_store(&e->workers_stop, false);

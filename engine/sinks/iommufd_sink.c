@@ -133,6 +133,10 @@ static int ifd_query(struct iommufd_sink *s)
 		}
 		memset(in, 0, sizeof(*in));
 		uint32_t keep = q.num_iovas;
+		if (keep == 0) {
+			free(r);
+			return -EPROTO; /* nothing mappable: no IOMMU says that (type1's parse agrees) */
+		}
 		if (keep > IOVT_VFIO_MAX_RANGES) {
 			keep = IOVT_VFIO_MAX_RANGES;
 			in->ranges_truncated = true;

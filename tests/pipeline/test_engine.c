@@ -118,6 +118,32 @@ int main(void)
 	iovt_stats_get(e, &st);
 	CHECK_EQ(st.errors[IOVT_ERR_UNKNOWN_DOMAIN], 2);
 	CHECK_EQ(st.errors[IOVT_ERR_BAD_INVALIDATION], 2);
+	/* A review of the API against the header (fourteenth session): each
+	 * of these was accepted, or refused uncounted. */
+	struct iovt_queue *bq;
+	CHECK(iovt_queue_create(e, NULL, &bq) == 0);
+	struct iovt_inval padded = { .addr = 0, .did = 7, .kind = IOVT_INVAL_PSI, .pad = { 0, 1, 0 } };
+	CHECK(iovt_queue_post(bq, &padded, 1) == -EINVAL); /* pad must be 0 */
+	iovt_queue_destroy(bq);
+	iovt_stats_get(e, &st);
+	CHECK_EQ(st.errors[IOVT_ERR_BAD_INVALIDATION], 3);
+	const uint64_t bad0 = st.errors[IOVT_ERR_BAD_ARGUMENT];
+	struct iovt_notifier *no = NULL;
+	/* MAP together with DEVIOTLB_UNMAP */
+	CHECK(iovt_notifier_attach(d, IOVT_NOTIFY_IOTLB_EVENTS | IOVT_NOTIFY_DEVIOTLB_UNMAP, &sink, &no) ==
+	      -EINVAL);
+	struct iovt_sink odd = raw;
+	odd.caps.flags |= 1u << 20; /* a capability this header does not define */
+	CHECK(iovt_notifier_attach(d, IOVT_NOTIFY_UNMAP, &odd, &no) == -EINVAL);
+	odd = raw;
+	odd.caps.flags = IOVT_SINK_PARTIAL_UNCOUNTED; /* without PARTIAL_UNMAP */
+	CHECK(iovt_notifier_attach(d, IOVT_NOTIFY_UNMAP, &odd, &no) == -EINVAL);
+	CHECK(no == NULL);
+	CHECK(iovt_workers_start(e, 1) == 0);
+	CHECK(iovt_workers_start(e, 1) == -EBUSY);
+	iovt_workers_stop(e);
+	iovt_stats_get(e, &st);
+	CHECK_EQ(st.errors[IOVT_ERR_BAD_ARGUMENT], bad0 + 4);
 	CHECK(strcmp(iovt_err_kind_name(IOVT_ERR_PT_LOOP), "pt_loop") == 0);
 
 	/* A failing sink: the record stays what the sink holds, the fence
