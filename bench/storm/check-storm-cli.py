@@ -97,6 +97,26 @@ except (ValueError, KeyError, TypeError) as e:
     failures.append("json")
     print("FAIL json: %s" % e, file=sys.stderr)
 
+# JSON: a file name that is not UTF-8 (bytes are legal in a Linux path):
+# the scenario was left out of the file without an error (jansson refuses
+# such a string; found by review). Now its bytes >= 0x80 read \xNN.
+latin = os.path.join(tmp.encode(), b"caf\xe9.trace")
+shutil.copy(sample, latin)
+out_json = os.path.join(tmp, "latin.json")
+p = subprocess.run([storm.encode(), b"--replay", latin, b"--json", out_json.encode()],
+                   capture_output=True, timeout=120)
+print("%-40s exit %d" % ("replay of a trace named in Latin-1", p.returncode))
+try:
+    if p.returncode:
+        raise ValueError("exit %d: %r" % (p.returncode, p.stderr[-500:]))
+    doc = json.load(open(out_json))
+    (sc,) = doc["scenarios"]
+    if sc["name"] != "replay:caf\\xe9" or not doc["context"]["replay"].endswith("caf\\xe9.trace"):
+        raise ValueError("name %r, replay %r" % (sc["name"], doc["context"].get("replay")))
+except (ValueError, KeyError, TypeError) as e:
+    failures.append("json-latin1")
+    print("FAIL json-latin1: %s" % e, file=sys.stderr)
+
 # Progress: on stderr when it is a terminal (a pty here), "scenario i of n, side".
 import pty
 master, slave = pty.openpty()

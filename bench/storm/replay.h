@@ -24,6 +24,15 @@
 #define REPLAY_MAX_PAGES_DEFAULT (1ull << 24)
 /* Events (non-blank, non-comment lines) a trace may hold: 32 bytes each. */
 #define REPLAY_MAX_EVENTS (1ul << 24)
+/* Lines, blank and comment ones too. */
+#define REPLAY_MAX_LINES (4ul * REPLAY_MAX_EVENTS)
+/* Default bound on the run's work, estimated before it runs by a dry run of
+ * the replay (replay_load): the pages each invalidation covers that its
+ * domain may map, the held edits each one scans, the spans the judges read
+ * at each wait. A step is ~70 ns of the baseline's run over a small
+ * domain, ~500 ns over a large one (its GTree's compares: a random trace of
+ * 20,000 events measured so): 2^27 steps is at most a minute or so a side. */
+#define REPLAY_MAX_WORK_DEFAULT (1ull << 27)
 /* Longest line, in bytes (a longer one is not a text trace). */
 #define REPLAY_MAX_LINE 4096u
 
@@ -32,6 +41,7 @@ struct replay_options {
 	 * any malformed line makes the trace unreplayable. */
 	bool skip_malformed;
 	uint64_t max_pages; /* 0: REPLAY_MAX_PAGES_DEFAULT */
+	uint64_t max_work;  /* 0: REPLAY_MAX_WORK_DEFAULT */
 };
 
 /*
@@ -41,7 +51,8 @@ struct replay_options {
  * reported on stderr as "replay: FILE:LINE: ..." before anything runs.
  * Returns 0, or a negative errno when the trace cannot be replayed: the
  * file cannot be read or decoded, it is not a text trace (control bytes,
- * a line over REPLAY_MAX_LINE), it exceeds max_pages or REPLAY_MAX_EVENTS,
+ * a line over REPLAY_MAX_LINE), it exceeds max_pages, max_work,
+ * REPLAY_MAX_EVENTS or REPLAY_MAX_LINES,
  * or (unless opt->skip_malformed) it has malformed lines. An empty trace
  * replays. opt may be NULL (defaults).
  */

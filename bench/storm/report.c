@@ -145,6 +145,33 @@ static void cpu_model(char *buf, size_t len)
 }
 
 /* Google Benchmark's context block, with iovt's build in it. */
+/* A JSON string of s: as it is when it is UTF-8, else with each byte of
+ * 0x80 and above as the text \xNN (a replayed file's name may be any
+ * bytes: jansson refuses such a string, and the scenario went missing from
+ * the file without an error; found by review). NULL only without memory. */
+static json_t *json_text(const char *s)
+{
+	json_t *j = json_string(s);
+	if (j)
+		return j;
+	size_t n = strlen(s);
+	char *e = malloc(4 * n + 1);
+	if (!e)
+		return NULL;
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x80)
+			e[o++] = (char)c;
+		else
+			o += (size_t)snprintf(e + o, 5, "\\x%02x", c);
+	}
+	e[o] = 0;
+	j = json_string(e);
+	free(e);
+	return j;
+}
+
 static json_t *json_context(const struct report_context *ctx)
 {
 	char date[64], host[256] = "unknown", cpu[128];
@@ -165,8 +192,10 @@ static json_t *json_context(const struct report_context *ctx)
 		"repetitions", ctx->repetitions, "build_type", IOVT_STORM_BUILD_TYPE,
 		"compiler", IOVT_STORM_COMPILER, "iovt_version", IOVT_STORM_VERSION,
 		"git_commit", IOVT_STORM_GIT_COMMIT, "executable", "iovt-storm");
-	if (c && ctx->replay)
-		json_object_set_new(c, "replay", json_string(ctx->replay));
+	if (c && ctx->replay && json_object_set_new(c, "replay", json_text(ctx->replay))) {
+		json_decref(c);
+		return NULL;
+	}
 	/* added to every timed sink call's time (tests/harness/world.c) */
 	if (c)
 		json_object_set_new(c, "sink_timer_ns", json_integer((json_int_t)world_clock_read_ns()));
@@ -189,16 +218,21 @@ int report_write_json(const char *path, const struct report_context *ctx,
 	json_t *scen = json_array(), *doc;
 	uname(&u);
 	cpu_model(cpu, sizeof(cpu));
-	for (int i = 0; i < n; i++) {
+	bool lost = !scen; /* a value that could not be made: the file is not written */
+	for (int i = 0; i < n && !lost; i++) {
 		size_t nf = sizeof(side_fields) / sizeof(side_fields[0]);
-		json_array_append_new(scen, json_pack("{s:s,s:s,s:i,s:o*,s:o*}", "name", r[i].name,
-			"what", r[i].what, "repetitions", r[i].reps,
+		lost = json_array_append_new(scen, json_pack("{s:o,s:o,s:i,s:o,s:o}", "name",
+			json_text(r[i].name), "what", json_text(r[i].what), "repetitions", r[i].reps,
 			"engine", json_record(r[i].engine, sizeof(*r[i].engine), r[i].reps,
 					      side_fields, nf),
 			"baseline", json_record(r[i].baseline, sizeof(*r[i].baseline), r[i].reps,
-						side_fields, nf)));
+						side_fields, nf))) != 0;
 	}
-	doc = json_pack("{s:o*,s:{s:I,s:s,s:s,s:s},s:o}", "context", json_context(ctx), "machine",
+	if (lost) {
+		json_decref(scen);
+		return -ENOMEM;
+	}
+	doc = json_pack("{s:o,s:{s:I,s:s,s:s,s:s},s:o}", "context", json_context(ctx), "machine",
 			"cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "cpu_model", cpu,
 			"kernel", u.release, "arch", u.machine, "scenarios", scen);
 #ifdef IOVT_STORM_TRANSLATE

@@ -7,7 +7,8 @@
  *
  *   iovt-storm [--json FILE] [--scenario NAME] [--scale F] [--repetitions N]
  *              [--no-translate] [--list]
- *              [--replay TRACE [--replay-skip-malformed] [--replay-max-pages N]]
+ *              [--replay TRACE [--replay-skip-malformed] [--replay-max-pages N]
+ *                              [--replay-max-work N]]
  *
  * The command line is checked before anything runs: a bad option, value or
  * argument, or a --json FILE that cannot be written, exits 2 at once.
@@ -54,7 +55,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: iovt-storm [--json FILE] [--scenario NAME] [--scale F] [--repetitions N]\n"
 		"                  [--no-translate] [--list]\n"
-		"                  [--replay TRACE [--replay-skip-malformed] [--replay-max-pages N]]\n"
+		"                  [--replay TRACE [--replay-skip-malformed] [--replay-max-pages N]\n"
+		"                                  [--replay-max-work N]]\n"
 		"  --scale F                 scenario size, 0 < F <= %g (default 1)\n"
 		"  --repetitions N           runs of each scenario and side, 1..%d (default 1);\n"
 		"                            tables show medians, the JSON min/median/max\n"
@@ -62,8 +64,30 @@ static void usage(FILE *f)
 		"  --replay TRACE            replay a recorded trace (README \"Trace replay\")\n"
 		"  --replay-skip-malformed   skip the trace's malformed lines (default: refuse it)\n"
 		"  --replay-max-pages N      pages of 4 KiB the trace may map+unmap in all\n"
-		"                            (default %llu)\n",
-		MAX_SCALE, MAX_REPETITIONS, (unsigned long long)REPLAY_MAX_PAGES_DEFAULT);
+		"                            (default %llu)\n"
+		"  --replay-max-work N       steps the replay may cost (invalidations times the\n"
+		"                            pages they cover, ...; estimated before it runs;\n"
+		"                            default %llu)\n",
+		MAX_SCALE, MAX_REPETITIONS, (unsigned long long)REPLAY_MAX_PAGES_DEFAULT,
+		(unsigned long long)REPLAY_MAX_WORK_DEFAULT);
+}
+
+/* A decimal count above 0: digits only (strtoull took " -1" as 2^64 - 1, and
+ * "010" as 8; found by review). */
+static bool count_arg(const char *s, uint64_t *out)
+{
+	if (!*s)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (*p < '0' || *p > '9')
+			return false;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || !v)
+		return false;
+	*out = v;
+	return true;
 }
 
 static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -199,6 +223,7 @@ int main(int argc, char **argv)
 		{ "replay", required_argument, 0, 'r' },
 		{ "replay-skip-malformed", no_argument, 0, 'S' },
 		{ "replay-max-pages", required_argument, 0, 'P' },
+		{ "replay-max-work", required_argument, 0, 'W' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -229,15 +254,16 @@ int main(int argc, char **argv)
 		case 'T': no_translate = true; break;
 		case 'r': replay = optarg; break;
 		case 'S': ropt.skip_malformed = ropt_given = true; break;
-		case 'P': {
-			errno = 0;
-			unsigned long long v = strtoull(optarg, &end, 0);
-			if (errno || end == optarg || *end || !v || optarg[0] == '-')
+		case 'P':
+			if (!count_arg(optarg, &ropt.max_pages))
 				return bad_usage("--replay-max-pages %s: not a page count above 0", optarg);
-			ropt.max_pages = v;
 			ropt_given = true;
 			break;
-		}
+		case 'W':
+			if (!count_arg(optarg, &ropt.max_work))
+				return bad_usage("--replay-max-work %s: not a step count above 0", optarg);
+			ropt_given = true;
+			break;
 		case 'l': list = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -246,7 +272,8 @@ int main(int argc, char **argv)
 	if (optind < argc)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
 	if (ropt_given && !replay)
-		return bad_usage("--replay-skip-malformed and --replay-max-pages go with --replay");
+		return bad_usage("--replay-skip-malformed, --replay-max-pages and --replay-max-work go "
+				 "with --replay");
 	if (list) {
 		for (const struct scenario *sc = scenarios; sc->name; sc++)
 			printf("%-22s %s\n", sc->name, sc->what);

@@ -205,6 +205,34 @@ refused("unknown scenario", ["--scenario", "no-such-scenario"], r"no scenario na
 refused("--replay-max-pages 0", R + [os.path.join(src, "sample.trace"), "--replay-max-pages", "0"],
         r"--replay-max-pages 0: not a page count")
 refused("--replay-max-pages without --replay", ["--replay-max-pages", "5"], r"go with --replay")
+for v in [" -1", "-1", "0x10", "1e3", ""]:  # decimal digits only (" -1" was 2^64 - 1)
+    refused("--replay-max-pages %r" % v, R + [os.path.join(src, "sample.trace"), "--replay-max-pages", v],
+            r"--replay-max-pages .*: not a page count")
+refused("--replay-max-pages 010 (ten, not 8)", R + [os.path.join(src, "sample.trace"), "--replay-max-pages", "010"],
+        r"more than 10 pages")
+refused("--replay-max-work 0", R + [os.path.join(src, "sample.trace"), "--replay-max-work", "0"],
+        r"--replay-max-work 0: not a step count")
+refused("--replay-max-work without --replay", ["--replay-max-work", "5"], r"go with --replay")
+
+# 5b. The run's work, bounded before it runs (found by review: these ran
+#     for minutes to hours within the page bound): a 64 MiB map and a
+#     million DSIs over it (21 KB gzipped), edits never invalidated that
+#     every later PSI scans, a gigabyte of blank lines (4.7 MB gzipped).
+with gzip.open(path("dsiflood.trace.gz"), "wb", compresslevel=1) as f:
+    f.write(b"map 1 0x1000 0x0 0x4000000 rw\npsi 1 0 0 0\nwait\n" + b"dsi 1\nwait\n" * 1000000)
+refused("a million DSIs over 64 MiB", R + [path("dsiflood.trace.gz")],
+        r"dsiflood\.trace\.gz:\d+: the trace would cost the run more than \d+ steps by this line.*--replay-max-work")
+lines = ["map 1 %x %x 1000 rw" % (0x100000000 + i * 0x2000, i * 0x1000) for i in range(40000)]
+lines += ["psi 1 %x 0 0\nwait" % (i * 0x1000) for i in range(40000)]
+t = write("held.trace", "\n".join(lines) + "\n")
+refused("40k held edits, 40k PSIs elsewhere", R + [t], r"held\.trace:\d+: the trace would cost")
+refused("the same, a lower work bound", R + [os.path.join(src, "sample.trace"), "--replay-max-work", "1"],
+        r"sample\.trace:\d+: the trace would cost")
+with gzip.open(path("blank.trace.gz"), "wb", compresslevel=1) as f:
+    chunk = b"\n" * (1 << 22)
+    for _ in range(17):  # 17 x 4 Mi lines: past the bound of 64 Mi lines
+        f.write(chunk)
+refused("68 M blank lines", R + [path("blank.trace.gz")], r"blank\.trace\.gz:67108864: more than 67108864 lines")
 
 # 6. Good traces still replay: the sample (and its judges pass: exit 0), a PSI
 #    of the largest AM the engine takes, a 1 GiB map.
