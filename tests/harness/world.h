@@ -104,6 +104,9 @@ int world_unmap(struct world *w, unsigned dom, uint64_t iova, uint64_t size);
 
 /* Invalidations, straight to the engine (or the baseline, processed now). */
 int world_psi(struct world *w, unsigned dom, uint64_t addr, unsigned am, bool ih);
+/* A PSI for a DID that may name no domain (-ENOENT, counted as
+ * unknown_domain on both sides, timed like every invalidation). */
+int world_psi_did(struct world *w, uint16_t did, uint64_t addr, unsigned am, bool ih);
 int world_dsi(struct world *w, unsigned dom);
 int world_global(struct world *w);
 /* PSIs covering [iova, iova+size) the way Linux issues them: one PSI of the
