@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/rcu.h"
+#include "common/sink_call.h"
 #include "domain/domain.h"
 #include "tree/shadow_tree.h"
 
@@ -104,7 +105,7 @@ int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa)
 static void free_notifier(struct iovt_notifier *n)
 {
 	if (n->sink.ops && n->sink.ops->destroy)
-		n->sink.ops->destroy(n->sink.ctx);
+		sink_destroy(&n->sink);
 	free(n);
 }
 

@@ -8,11 +8,13 @@
 #include <sched.h>
 
 #include "common/rcu.h"
+#include "common/sink_call.h"
 #include "domain/domain.h"
 
 /*
- * Without memory for the thread's queue, the invalidation goes straight to
- * the domain's pending set (a drainer's lock, briefly): never lost.
+ * Without memory for the thread's queue, or from inside a sink callback
+ * (common/sink_call.h), the invalidation goes straight to the domain's
+ * pending set (a drainer's lock, briefly): never lost; iovt_fence syncs it.
  */
 static int post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 {
@@ -41,13 +43,15 @@ static int post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 
 static int post_one(struct iovt_engine *e, const struct iovt_inval *v)
 {
+	if (in_sink_callback())
+		return post_direct(e, v); /* common/sink_call.h */
 	struct iovt_queue *q = thread_queue(e);
 	return q ? iovt_queue_post(q, v, 1) : post_direct(e, v);
 }
 
 int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsigned am, bool ih)
 {
-	struct iovt_queue *q = thread_queue(e);
+	struct iovt_queue *q = in_sink_callback() ? NULL : thread_queue(e); /* common/sink_call.h */
 	if (__builtin_expect(q != NULL, 1))
 		return queue_post_psi(q, did, addr, am, ih);
 	struct iovt_inval v = { .addr = addr, .did = did, .kind = IOVT_INVAL_PSI,

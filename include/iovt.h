@@ -52,11 +52,11 @@
  * worker, a poller, or a control call), one call at a time per domain.
  * Inside a sink callback a thread may post invalidations
  * (iovt_invalidate_psi(), _dsi(), _global(): a bridge forwarding to another
- * domain; the first post creates the thread's implicit queue without the
- * engine lock, which the caller of the sink may hold) and use the lock-free
- * calls above; it must not call iovt_fence(), wait on a queue fence or make
- * a control call: the engine lock or the domain's sync may be held by this
- * very thread (a deadlock).
+ * domain; there they go straight to the domain's pending set, not through
+ * the thread's queue, and the next iovt_fence() applies them) and use the
+ * lock-free calls above; it must not post to a queue, call iovt_fence(),
+ * wait on a queue fence or make a control call: the engine lock, a queue's
+ * drain or the domain's sync may be held by this very thread (a deadlock).
  */
 #ifndef IOVT_H
 #define IOVT_H
@@ -359,7 +359,8 @@ struct iovt_sink_caps {
 	uint32_t max_mappings; /**< 0: unlimited (VFIO type1 default: 65535) */
 	uint64_t page_sizes;   /**< bitmap of supported page sizes (bit n: 2^n bytes); 0: 4 KiB.
 				 *   A MAP sink's must include 4 KiB (the engine maps runs of
-				 *   whole 4 KiB pages; -EINVAL at attach otherwise) */
+				 *   whole 4 KiB pages; -EINVAL at attach otherwise: a host
+				 *   IOMMU of 64 KiB pages cannot shadow a 4 KiB guest) */
 };
 
 /**

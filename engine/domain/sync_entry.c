@@ -15,6 +15,7 @@
 
 #include "common/futex.h"
 #include "common/rcu.h"
+#include "common/sink_call.h"
 #include "domain/domain.h"
 #include "tree/shadow_tree.h"
 
@@ -89,6 +90,15 @@ static void add_batch(struct iovt_domain *d, struct range_set *s, const struct p
 		oom |= range_set_add(s, b->r[i].first, b->r[i].last) != 0;
 	if (__builtin_expect(oom || s->forced_merges != widened, 0))
 		set_overflow(d, s->forced_merges - widened, oom);
+}
+
+/* A retried span into the sync's set: an allocation that fails counts;
+ * a widening does not (pending_widened is what the guest's invalidations
+ * did: a domain with many failing spans widened on every sync; review). */
+static void add_retried(struct iovt_domain *d, struct range_set *todo, uint64_t first, uint64_t last)
+{
+	if (__builtin_expect(range_set_add(todo, first, last) != 0, 0))
+		set_overflow(d, 0, true);
 }
 
 /*
@@ -194,8 +204,7 @@ static int notify_raw(struct iovt_domain *d, const struct range_set *todo)
 	cds_list_for_each_entry(n, &d->notifiers, link) {
 		for (size_t i = 0; i < nr; i++) {
 			uint64_t done = 0;
-			int rc = n->sink.ops->unmap(n->sink.ctx, r[i].first, r[i].last - r[i].first + 1,
-						    &done);
+			int rc = sink_unmap(&n->sink, r[i].first, r[i].last - r[i].first + 1, &done);
 			DSTAT_ADD_OWNED(d, raw_unmap_calls, 1);
 			if (rc && !first_err)
 				first_err = rc;
@@ -342,14 +351,14 @@ static uint64_t take_budget(struct range_set *todo, struct range_set *from, uint
 		uint64_t pages = ((r->last - r->first) >> IOVT_PAGE_SHIFT) + 1;
 		if (pages > budget - moved) {
 			uint64_t last = r->first + ((budget - moved) << IOVT_PAGE_SHIFT) - 1;
-			add_batch(d, todo, &(struct pend_batch){ .r = &(struct range){ r->first, last }, .n = 1 });
+			add_retried(d, todo, r->first, last);
 			r->first = last + 1; /* the rest stays */
 			*cursor = r->first;
 			moved = budget;
 			split = true;
 			break;
 		}
-		add_batch(d, todo, &(struct pend_batch){ .r = r, .n = 1 });
+		add_retried(d, todo, r->first, r->last);
 		*cursor = r->last + 1;
 		moved += pages;
 		cnt++;

@@ -16,6 +16,7 @@
 #include <errno.h>
 
 #include "common/probes.h"
+#include "common/sink_call.h"
 #include "sync/sync.h"
 
 static int note(int *first_err, int err)
@@ -71,7 +72,7 @@ int unmap_alone(const struct iovt_sink *sink, const struct iovt_extent *e, struc
 		uint64_t *done)
 {
 	*done = 0;
-	int rc = sink->ops->unmap(sink->ctx, e->iova, e->size, done);
+	int rc = sink_unmap(sink, e->iova, e->size, done);
 	st->unmap_calls++;
 	if (rc == -ENOENT && (sink->caps.flags & IOVT_SINK_UNMAP_EMPTY_ERR))
 		return 1;
@@ -131,7 +132,7 @@ static int apply_unmaps(const struct sync_target *t, struct sync_scratch *s,
 		uint64_t done = 0;
 		uint64_t size = g->last - g->first + 1;
 		IOVT_PROBE3(sink_unmap, g->first, size, g->pages);
-		int rc = sink->ops->unmap(sink->ctx, g->first, size, &done);
+		int rc = sink_unmap(sink, g->first, size, &done);
 		st->unmap_calls++;
 		if (rc == 0) {
 			shadow_tree_remove_count(t->tree, g->first, g->last, &st->pages_unmapped);
@@ -198,7 +199,7 @@ static void apply_maps(const struct sync_target *t, struct sync_scratch *s, stru
 			continue;
 		}
 		IOVT_PROBE3(sink_map, m->iova, m->size, m->hva);
-		rc = sink->ops->map(sink->ctx, m);
+		rc = sink_map(sink, m);
 		st->map_calls++;
 		if (rc) {
 			shadow_tree_remove_range(t->tree, m->iova, last, NULL, NULL);

@@ -173,8 +173,11 @@ int iovt_oracle_min_calls(const struct iovt_oracle_input *in, struct iovt_oracle
 			size_t ei = extent_at(b, nb, p);
 			bool in_p = (ei == nb || invalid[ei]) && in->guest(in->guest_arg, p, &g);
 			if (in_p) {
+				/* a run breaks at every 8 TiB-aligned IOVA too, as the
+				 * engine's (sync.h, RUN_BREAK: the record's extent size) */
 				bool cont = have_prev && g.hva == prev.hva + PG && g.gpa == prev.gpa + PG &&
-					    g.perm == prev.perm && g.region == prev.region;
+					    g.perm == prev.perm && g.region == prev.region &&
+					    (p & ((1ull << 43) - 1));
 				if (!cont)
 					maps++;
 				prev = g;

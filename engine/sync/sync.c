@@ -3,6 +3,7 @@
 #include <errno.h>
 
 #include "common/probes.h"
+#include "common/sink_call.h"
 #include "sync/sync.h"
 
 void sync_scratch_free(struct sync_scratch *s)
@@ -513,7 +514,7 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 	int first = 0;
 	if ((sink->caps.flags & IOVT_SINK_UNMAP_ALL) && sink->ops->unmap_all) {
 		uint64_t done = 0;
-		int rc = sink->ops->unmap_all(sink->ctx, &done);
+		int rc = sink_unmap_all(sink, &done);
 		st->unmap_calls++;
 		if (!rc) {
 			st->pages_unmapped += done >> IOVT_PAGE_SHIFT;
@@ -530,7 +531,7 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 		struct whole_span w = { 0 };
 		shadow_tree_iterate_w(t->tree, 0, top, span_each, &w);
 		uint64_t done = 0;
-		int rc = sink->ops->unmap(sink->ctx, w.first, w.last - w.first + 1, &done);
+		int rc = sink_unmap(sink, w.first, w.last - w.first + 1, &done);
 		st->unmap_calls++;
 		if (!rc) {
 			st->pages_unmapped += w.pages;

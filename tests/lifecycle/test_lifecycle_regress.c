@@ -77,9 +77,10 @@
  *  sink-posts         a sink callback that posts an invalidation: from the
  *                     attach's replay and from a locked iovt_fence (the
  *                     thread's first post took the control lock the caller
- *                     held: a hang), and from a worker that is then stopped
+ *                     held: a hang), from a worker that is then stopped
  *                     (its exit took the control lock that iovt_workers_stop
- *                     held while joining it: a hang).
+ *                     held while joining it: a hang), and 5000 of them from
+ *                     an inline fence (its own queue filled: a hang).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -1283,14 +1284,25 @@ static void case_stats_any_thread(void)
 static struct iovt_engine *posts_e;
 static atomic_ulong posts_ok, posts_bad;
 
+static unsigned posts_each = 1; /* PSIs a sink event posts (a DSI when 1) */
+
 static int posting_sink(void *arg, const struct iovt_event *ev)
 {
 	(void)arg;
 	(void)ev;
-	if (iovt_invalidate_dsi(posts_e, DID + 1) == 0)
-		atomic_fetch_add(&posts_ok, 1);
-	else
-		atomic_fetch_add(&posts_bad, 1);
+	if (posts_each == 1) {
+		if (iovt_invalidate_dsi(posts_e, DID + 1) == 0)
+			atomic_fetch_add(&posts_ok, 1);
+		else
+			atomic_fetch_add(&posts_bad, 1);
+		return 0;
+	}
+	/* more than the thread's implicit queue holds (4096): the thread is
+	 * draining that queue for this very fence */
+	for (unsigned i = 0; i < posts_each; i++)
+		if (iovt_invalidate_psi(posts_e, DID + 1, (uint64_t)i * K, 0, false))
+			atomic_fetch_add(&posts_bad, 1);
+	atomic_fetch_add(&posts_ok, 1);
 	return 0;
 }
 
@@ -1371,6 +1383,20 @@ static void case_sink_posts(void)
 	struct iovt_stats st;
 	iovt_domain_stats_get(d2, &st);
 	CHECK_EQ(st.dsi, 3);
+
+	/* 4. A sink that posts 5000 PSIs while its thread drains its own
+	 * implicit queue (a PSI, then iovt_fence alone): the queue would fill
+	 * and wait for a drain only this thread could do (a hang; found by
+	 * the review of the fixes). From a sink, posts go to the pending set. */
+	posts_each = 5000;
+	CHECK_EQ(gs_map(o.gd, (1ull << 30) + 3 * K, g->gpa + 24 * K, K, IOVT_PERM_RW, GS_LEAF_4K), 0);
+	CHECK_EQ(iovt_invalidate_psi(o.e, DID, (1ull << 30) + 3 * K, 0, false), 0);
+	CHECK_EQ(iovt_fence(o.e), 0);
+	CHECK_EQ(atomic_load(&posts_ok), 4);
+	watchdog_progress(0);
+	CHECK_EQ(iovt_fence(o.e), 0);
+	iovt_domain_stats_get(d2, &st);
+	CHECK_EQ(st.psi, 5000);
 	CHECK_EQ(atomic_load(&posts_bad), 0);
 	watchdog_idle(0);
 	watchdog_stop();
@@ -1379,7 +1405,7 @@ static void case_sink_posts(void)
 	CHECK_EQ(iovt_domain_destroy(d2), 0);
 	CHECK_EQ(iovt_domain_destroy(d), 0);
 	one_guest_fini(&o);
-	printf("sink-posts: 3 posts from sink callbacks (attach, locked fence, worker), workers stopped\n");
+	printf("sink-posts: posts from sink callbacks (attach, locked fence, worker, 5000 from an inline fence), workers stopped\n");
 }
 
 /* ---- stats-host-registered ---- */

@@ -220,6 +220,10 @@ refused("--replay-max-work without --replay", ["--replay-max-work", "5"], r"go w
 #     every later PSI scans, a gigabyte of blank lines (4.7 MB gzipped).
 with gzip.open(path("dsiflood.trace.gz"), "wb", compresslevel=1) as f:
     f.write(b"map 1 0x1000 0x0 0x4000000 rw\npsi 1 0 0 0\nwait\n" + b"dsi 1\nwait\n" * 1000000)
+t = write("bypass.trace", "map 1 0x1000 0x0 0x4000000 rw\npsi 1 0 0 0\nwait\n"
+          "unmap 1 100000000 4000000\ndsi 1\nwait\n" + "dsi 1\nwait\n" * 20000)
+refused("DSIs after an unmap of pages never mapped", R + [t],  # it emptied a map-unmap count
+        r"bypass\.trace:\d+: the trace would cost")
 refused("a million DSIs over 64 MiB", R + [path("dsiflood.trace.gz")],
         r"dsiflood\.trace\.gz:\d+: the trace would cost the run more than \d+ steps by this line.*--replay-max-work")
 lines = ["map 1 %x %x 1000 rw" % (0x100000000 + i * 0x2000, i * 0x1000) for i in range(40000)]
