@@ -258,6 +258,9 @@ void engine_destroy_queues(struct iovt_engine *e);
 /* iovt_queue_psi's body: iovt_invalidate_psi posts through it too. */
 int queue_post_psi(struct iovt_queue *q, uint16_t did, uint64_t addr, unsigned am, bool ih);
 int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
+/* An invalidation straight into its domain's pending set (no queue): the
+ * legacy calls without a queue, and a full ring inside a sink callback. */
+int intake_post_direct(struct iovt_engine *e, const struct iovt_inval *v);
 /* The calling thread's implicit queues (queue.c), most recently used first. */
 #define THREAD_QUEUES 4
 struct thread_queue_slot {

@@ -17,6 +17,7 @@
 #include "common/futex.h"
 #include "common/probes.h"
 #include "common/rcu.h"
+#include "common/sink_call.h"
 #include "domain/domain.h"
 #include "glue.h"
 
@@ -253,12 +254,66 @@ static int encode(struct iovt_queue *q, const struct iovt_inval *v, struct intak
 	}
 }
 
+/*
+ * Without memory for the thread's queue, or from inside a sink callback
+ * where a queue would have to be made or a full one waited for
+ * (common/sink_call.h), the invalidation goes straight to the domain's
+ * pending set (a drainer's lock, briefly): never lost; iovt_fence syncs it.
+ */
+int intake_post_direct(struct iovt_engine *e, const struct iovt_inval *v)
+{
+	int rc = 0;
+	iovt_rcu_read_lock();
+	struct iovt_domain *d = domain_find_rcu(e, v->did);
+	if (v->kind == IOVT_INVAL_GLOBAL) {
+		ENGINE_STAT_ADD(e, invalidations, 1);
+		ENGINE_STAT_ADD(e, global, 1);
+		domains_pend_all(e);
+	} else if (!d) {
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_UNKNOWN_DOMAIN], 1);
+		rc = -ENOENT;
+	} else if (v->kind == IOVT_INVAL_DSI) {
+		domain_pend(d, &(struct pend_batch){ .all = true, .dsi = 1 });
+	} else if (v->am > IOVT_PSI_MAX_AM || v->addr > domain_top(d)) {
+		STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1);
+		rc = -EINVAL;
+	} else {
+		struct range b = psi_block(v->addr, v->am, domain_top(d));
+		domain_pend(d, &(struct pend_batch){ .r = &b, .n = 1, .psi = 1, .ih = v->ih != 0 });
+	}
+	iovt_rcu_read_unlock();
+	return rc;
+}
+
+/*
+ * A full ring inside a sink callback: the rest goes to the pending sets
+ * (intake_post_direct). The ring may be the one this very thread is
+ * draining for the fence that called the sink, which only it could drain
+ * (5000 posts from a sink hung so; found by review), and draining another
+ * inline would run syncs inside a sync. A fence item cannot go that way
+ * (iovt.h: a sink callback does not post fences): it waits as before.
+ */
+static unsigned divert_rest(struct iovt_queue *q, const struct intake_item *it, unsigned n,
+			    unsigned done)
+{
+	for (; done < n && it[done].kind != ITEM_FENCE; done++) {
+		const struct intake_item *x = &it[done];
+		struct iovt_inval v = { .addr = x->arg, .did = x->did, .am = x->am, .ih = x->ih,
+					.kind = x->kind == ITEM_PSI ? IOVT_INVAL_PSI :
+						x->kind == ITEM_DSI ? IOVT_INVAL_DSI : IOVT_INVAL_GLOBAL };
+		(void)intake_post_direct(q->engine, &v); /* checked at post: accepted */
+	}
+	return done;
+}
+
 /* push_all's wait, out of line: the ring was full (done < n items went in). */
 static __attribute__((noinline)) void push_rest(struct iovt_queue *q, const struct intake_item *it,
 						unsigned n, unsigned done)
 {
 	struct intake_ring *r = q->ring;
 	ENGINE_STAT_ADD(q->engine, queue_full_waits, 1);
+	if (in_sink_callback() && (done = divert_rest(q, it, n, done)) == n)
+		return;
 	queue_kick(q);
 	for (unsigned spins = 0; done < n; spins++) {
 		if (!q->handoff && queue_try_drain_begin(q)) {
@@ -555,6 +610,10 @@ struct iovt_queue *thread_queue_make(struct iovt_engine *e)
 	struct iovt_queue *found = thread_queue_find_rest(e);
 	if (found)
 		return found;
+	/* No queue is made or evicted inside a sink callback (locks the
+	 * caller may hold; common/sink_call.h): the pending set takes it. */
+	if (in_sink_callback())
+		return NULL;
 	/* This thread's first post to e. The post may come from a sink
 	 * callback of a control call or a locked fence that holds an
 	 * engine's control lock on this very thread (found by review: such
