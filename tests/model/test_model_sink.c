@@ -94,6 +94,9 @@ static void test_type1_rules(void)
 	CHECK_EQ(e.iova, 4 * K4);
 	CHECK_EQ(e.size, 4 * K4);
 	CHECK_EQ(e.hva, ext(4 * K4, 0).hva);
+	CHECK_EQ(e.gpa, ext(4 * K4, 0).gpa);
+	CHECK_EQ(e.perm, ext(4 * K4, 0).perm);
+	CHECK_EQ(e.region, ext(4 * K4, 0).region);
 	CHECK(!iovt_model_sink_find(m, 12 * K4, &e));
 	struct iovt_extent d[4];
 	CHECK_EQ(iovt_model_sink_dump(m, 0, d, 4), 3);
@@ -251,6 +254,27 @@ static int ref_unmap(struct ref *r, uint32_t p, uint32_t n, uint64_t *bytes)
 	return 0;
 }
 
+/* The random MAPs' other fields, derived from their hva (the reference
+ * keeps only that): a sink that copied any field wrong shows (a review
+ * found gpa, perm and region never compared). */
+static struct iovt_extent full(uint64_t iova, uint64_t size, uint64_t hva)
+{
+	return (struct iovt_extent){ .iova = iova, .size = size, .hva = hva,
+				     .gpa = hva ^ 0x5a5a5000ull,
+				     .perm = (hva >> 12) & 1 ? IOVT_PERM_R : IOVT_PERM_RW,
+				     .region = (uint32_t)(hva >> 12) & 0xffff };
+}
+
+static void check_full(const struct iovt_extent *got, const struct iovt_extent *want)
+{
+	CHECK_EQ(got->iova, want->iova);
+	CHECK_EQ(got->size, want->size);
+	CHECK_EQ(got->hva, want->hva);
+	CHECK_EQ(got->gpa, want->gpa);
+	CHECK_EQ(got->perm, want->perm);
+	CHECK_EQ(got->region, want->region);
+}
+
 static void compare_state(struct ref *r, struct iovt_model_sink *m)
 {
 	CHECK_EQ(iovt_model_sink_count(m), r->count);
@@ -263,9 +287,8 @@ static void compare_state(struct ref *r, struct iovt_model_sink *m)
 			while (p < NPAGES && r->owner[p] != p)
 				p++;
 			CHECK(p < NPAGES);
-			CHECK_EQ(d[i].iova, (uint64_t)p * K4);
-			CHECK_EQ(d[i].size, (uint64_t)r->len[p] * K4);
-			CHECK_EQ(d[i].hva, r->hva[p]);
+			struct iovt_extent want = full((uint64_t)p * K4, (uint64_t)r->len[p] * K4, r->hva[p]);
+			check_full(&d[i], &want);
 			p++;
 			seen++;
 		}
@@ -301,8 +324,7 @@ static void test_differential(bool iommufd, uint64_t seed)
 		uint64_t map_pct = (op / 20000) % 2 ? 40 : 80;
 		if (k < map_pct) {
 			uint64_t hva = (rnd() % 1000000) * K4;
-			struct iovt_extent e = {.iova = (uint64_t)p * K4, .size = (uint64_t)n * K4,
-						.hva = hva, .perm = IOVT_PERM_R};
+			struct iovt_extent e = full((uint64_t)p * K4, (uint64_t)n * K4, hva);
 			int want = ref_map(&r, p, n, hva);
 			CHECK_EQ(s.ops->map(s.ctx, &e), want);
 			if (want == 0)
@@ -326,8 +348,11 @@ static void test_differential(bool iommufd, uint64_t seed)
 			struct iovt_extent e;
 			bool hit = iovt_model_sink_find(m, (uint64_t)p * K4 + rnd() % K4, &e);
 			CHECK_EQ(hit, r.owner[p] != NONE);
-			if (hit)
-				CHECK_EQ(e.iova, (uint64_t)r.owner[p] * K4);
+			if (hit) {
+				uint32_t o = r.owner[p];
+				struct iovt_extent want = full((uint64_t)o * K4, (uint64_t)r.len[o] * K4, r.hva[o]);
+				check_full(&e, &want);
+			}
 		}
 		if (op % 2000 == 0)
 			compare_state(&r, m);
