@@ -31,8 +31,9 @@ struct side_result {
 	 * baseline's GTree nodes + DMAMap malloc chunks / tree entries. */
 	uint64_t shadow_bytes, extents;
 	uint64_t bytes_per_extent; /* shadow_bytes / extents (0 when empty) */
-	/* Their highest values, sampled after every fence of the world
-	 * (0: the scenario fences on its own threads, multi-producer). */
+	/* Their highest values, sampled after every fence of the world (the
+	 * multi-producer scenarios fence on their own threads: there, the
+	 * value after the world's one final fence, the end value). */
 	uint64_t peak_shadow_bytes, peak_extents;
 	uint64_t latency_p50_ns;   /* first invalidation after a fence -> fence return */
 	uint64_t latency_p99_ns;
