@@ -27,6 +27,11 @@ void iovt_thread_register(void)
 	}
 }
 
+bool iovt_internal_thread_registered(void)
+{
+	return thread_registered || iovt_rcu_thread_is_reader();
+}
+
 void iovt_thread_unregister(void)
 {
 	thread_queues_release(); /* before leaving RCU: queue destroy waits a grace period */

@@ -45,6 +45,12 @@ IOVT_INTERNAL_API int iovt_internal_pollers_start(struct iovt_engine *e, int (*s
 						  void (*stop)(void *set), void *set);
 /* Stops the recorded pollers (stop(set) under the workers lock); no-op when none. */
 IOVT_INTERNAL_API void iovt_internal_pollers_stop(struct iovt_engine *e);
+/* Whether the calling thread is a registered reader already (through
+ * iovt_thread_register or liburcu itself): a DPDK poller on an lcore the
+ * host registered must neither register it again nor unregister it at its
+ * end (the host's own read-side sections would stop counting; found by
+ * review). */
+IOVT_INTERNAL_API bool iovt_internal_thread_registered(void);
 
 /* The core's view of the registration (NULL fields when nothing registered). */
 const struct iovt_dpdk_glue *dpdk_glue(void);

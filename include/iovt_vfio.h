@@ -117,6 +117,16 @@ struct iovt_vfio_sink_config {
 	 * (defaults: 4 KiB pages, the whole 64-bit space, no unmap-all for type1,
 	 * unmap-all for iommufd). For hosts that already queried, and for tests. */
 	bool no_query;
+	/** DPDK sink only: map an extent the guest grants only reading (or
+	 * only writing) read-write all the same. DPDK's API has no
+	 * permissions (rte_vfio_container_dma_map maps read+write), so
+	 * without this such an extent is refused (-EPERM, counted in
+	 * `refused`, retried by the engine, returned by its fence): the device
+	 * never gets write access the guest did not grant. With it, a device
+	 * may write guest memory the guest made read-only (its TX buffers,
+	 * say): the host's choice. Ignored by the other sinks, which map
+	 * extent->perm exactly. (In the struct's padding: no layout change.) */
+	bool dpdk_upgrade_to_rw;
 	uint64_t page_sizes;   /**< with no_query: 0 = 4 KiB */
 	uint32_t nr_ranges;    /**< with no_query: 0 = [0, 2^64-1] */
 	const struct iovt_vfio_iova_range *ranges; /**< with no_query: nr_ranges ranges, ascending, disjoint */

@@ -44,11 +44,17 @@ static int poller_main(void *arg)
 	running(p);
 	struct dpdk_pollers *set = p->set;
 
-	iovt_thread_register();
+	/* An lcore the host registered stays the host's: registered again,
+	 * liburcu aborts (a host that used liburcu itself); unregistered at
+	 * the end, the host's own read-side sections on it stop counting. */
+	const bool host_registered = iovt_internal_thread_registered();
+	if (!host_registered)
+		iovt_thread_register();
 	while (!atomic_load_explicit(&set->stop, memory_order_acquire))
 		if (!iovt_poll(set->engine, p->idx, set->n, POLL_BUDGET))
 			rte_pause();
-	iovt_thread_unregister();
+	if (!host_registered)
+		iovt_thread_unregister();
 	launched(p); /* its end, to the waiter */
 	return 0;
 }

@@ -14,6 +14,7 @@
  * bisect a remembered mapping is -EINVAL before any call, as type1 would say.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +35,13 @@ struct dpdk_sink {
 	uint32_t cap;
 	uint32_t n;
 	struct dpdk_map *v; /* sorted by iova, disjoint */
+	bool upgrade_to_rw; /* cfg->dpdk_upgrade_to_rw */
 };
+
+/* The new bool sits in the padding before page_sizes: no layout change. */
+_Static_assert(offsetof(struct iovt_vfio_sink_config, dpdk_upgrade_to_rw) == 7 &&
+		       offsetof(struct iovt_vfio_sink_config, page_sizes) == 8,
+	       "iovt_vfio_sink_config's layout moved");
 
 static int rte_err(void)
 {
@@ -66,7 +73,11 @@ static int dpdk_map(void *ctx, const struct iovt_extent *m)
 		return vfio_refuse(&s->base, -EEXIST);
 	if (s->n >= s->cap)
 		return vfio_refuse(&s->base, -ENOSPC);
-	/* rte_vfio maps read+write: DPDK's API has no permissions. */
+	/* rte_vfio maps read+write: DPDK's API has no permissions. A narrower
+	 * grant is refused unless the host allowed the upgrade (a review found
+	 * read-only extents mapped writable, silently). */
+	if (m->perm != IOVT_PERM_RW && !s->upgrade_to_rw)
+		return vfio_refuse(&s->base, -EPERM);
 	uint64_t t0 = vfio_now_ns();
 	rte_errno = 0;
 	rc = rte_vfio_container_dma_map(s->container_fd, m->hva, m->iova, m->size) ? rte_err() : 0;
@@ -156,6 +167,7 @@ int iovt_dpdk_vfio_sink_init(struct iovt_sink *out, int container_fd,
 	if (!s)
 		return -ENOMEM;
 	s->container_fd = container_fd;
+	s->upgrade_to_rw = cfg && cfg->dpdk_upgrade_to_rw;
 	vfio_base_counters(&s->base, cfg);
 	int rc = vfio_base_from_config(&s->base, cfg, !(cfg && cfg->no_unmap_all));
 	s->cap = vfio_max_mappings(DPDK_USER_MAPS, cfg);

@@ -27,6 +27,7 @@
  * A unique --file-prefix per run and --no-shconf keep parallel runs apart;
  * the runtime directory EAL makes is removed after rte_eal_cleanup.
  */
+#define _LGPL_SOURCE /* URCU_TLS: whether an lcore is a registered reader */
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -38,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <urcu/urcu-memb.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -239,6 +241,20 @@ static void cleanup_at_exit(void)
 	remove_runtime_dir(prefix);
 }
 
+/* On lcore 2, as a host that registers its lcores once and keeps them. */
+static int host_register(void *arg)
+{
+	(void)arg;
+	iovt_thread_register();
+	return URCU_TLS(urcu_memb_reader).registered ? 0 : -1;
+}
+
+static int host_still_registered(void *arg)
+{
+	(void)arg;
+	return URCU_TLS(urcu_memb_reader).registered ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -315,10 +331,17 @@ int main(int argc, char **argv)
 		const unsigned lc2[1] = { 2 };
 		CHECK_EQ(iovt_dpdk_pollers_start(e2, &lc_pollers[0], 1), -EBUSY);
 		CHECK_EQ(rte_eal_get_lcore_state(2), WAIT);
+		/* The host registered lcore 2 itself: a poller that ran and
+		 * stopped there leaves it registered (it unregistered the
+		 * host's lcore; found by review). */
+		CHECK_EQ(rte_eal_remote_launch(host_register, NULL, 2), 0);
+		CHECK_EQ(rte_eal_wait_lcore(2), 0);
 		CHECK_EQ(iovt_dpdk_pollers_start(e2, lc2, 1), 0);
 		CHECK(rte_eal_get_lcore_state(2) != WAIT);
 		iovt_dpdk_pollers_stop(e2);
 		CHECK_EQ(rte_eal_get_lcore_state(2), WAIT);
+		CHECK_EQ(rte_eal_remote_launch(host_still_registered, NULL, 2), 0);
+		CHECK_EQ(rte_eal_wait_lcore(2), 0);
 		iovt_engine_destroy(e2); /* stops pollers too (none now) */
 	}
 	iovt_dpdk_pollers_stop(eng);
