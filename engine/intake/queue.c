@@ -32,9 +32,9 @@ static void queue_table_free_rcu(struct rcu_head *h)
 	free(caa_container_of(h, struct queue_table, rcu));
 }
 
-/* Publishes a copy of the table with `add` added or `drop` removed. Control lock. */
-/* A new table: the old one's queues in their order, less `drop`, then
- * `add` at the end (fence_locked walks it by index: drain.c). queues_lock. */
+/* Publishes a new table: the old one's queues in their order, less `drop`,
+ * then `add` at the end (fence_locked walks it by index: drain.c). Under
+ * queues_lock. */
 static int queue_table_replace(struct iovt_engine *e, struct iovt_queue *add, struct iovt_queue *drop)
 {
 	struct queue_table *old = e->queues;
