@@ -350,8 +350,15 @@ bool iovt_domain_alive(const struct iovt_domain *d);
  * already gone answers -ENOENT (set IOVT_SINK_UNMAP_EMPTY_ERR too), and
  * both leave its record. */
 #define IOVT_SINK_PARTIAL_UNCOUNTED (1u << 4)
+/** Sink capability: a successful UNMAP's `*unmapped` is exactly what it
+ * removed, which may be less than what the engine recorded there (VFIO
+ * type1 on kernels before 6.3 stops at a mapping another process made and
+ * still answers 0 with the size it got to). The engine then keeps the rest
+ * in its record, counts a sink_unmap error and retries it (-EBUSY from the
+ * fence). The sinks of iovt_vfio.h set it. */
+#define IOVT_SINK_EXACT_UNMAPPED (1u << 5)
 /** Every IOVT_SINK_* flag this header defines (others: -EINVAL at attach). */
-#define IOVT_SINK_CAPS_KNOWN ((1u << 5) - 1)
+#define IOVT_SINK_CAPS_KNOWN ((1u << 6) - 1)
 
 /** @brief What a sink can do; the engine plans its calls to fit. */
 struct iovt_sink_caps {

@@ -187,7 +187,7 @@ int iovt_dpdk_vfio_sink_init(struct iovt_sink *out, int container_fd,
 		.caps = {
 			.flags = (cfg && cfg->no_multi_unmap ? 0 : IOVT_SINK_MULTI_UNMAP) |
 				 (s->base.info.unmap_all ? IOVT_SINK_UNMAP_ALL : 0) |
-				 IOVT_SINK_PARTIAL_UNMAP,
+				 IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_EXACT_UNMAPPED,
 			.max_mappings = s->cap,
 			.page_sizes = s->base.info.page_sizes,
 		},

@@ -186,7 +186,7 @@ int iovt_iommufd_sink_init(struct iovt_sink *out, int iommufd_fd, uint32_t ioas_
 			.flags = (cfg && cfg->no_multi_unmap ? 0 : IOVT_SINK_MULTI_UNMAP) |
 				 (s->base.info.unmap_all ? IOVT_SINK_UNMAP_ALL : 0) |
 				 IOVT_SINK_UNMAP_EMPTY_ERR | IOVT_SINK_PARTIAL_UNMAP |
-				 IOVT_SINK_PARTIAL_UNCOUNTED,
+				 IOVT_SINK_PARTIAL_UNCOUNTED | IOVT_SINK_EXACT_UNMAPPED,
 			.max_mappings = vfio_max_mappings(0, cfg),
 			.page_sizes = s->base.info.page_sizes,
 		},

@@ -171,7 +171,8 @@ int iovt_vfio_type1_sink_init(struct iovt_sink *out, int container_fd,
 		.ctx = s,
 		.caps = {
 			.flags = (cfg && cfg->no_multi_unmap ? 0 : IOVT_SINK_MULTI_UNMAP) |
-				 (s->base.info.unmap_all ? IOVT_SINK_UNMAP_ALL : 0),
+				 (s->base.info.unmap_all ? IOVT_SINK_UNMAP_ALL : 0) |
+				 IOVT_SINK_EXACT_UNMAPPED,
 			.max_mappings = vfio_max_mappings(s->base.info.dma_avail, cfg),
 			.page_sizes = s->base.info.page_sizes,
 		},

@@ -73,20 +73,20 @@ static void test_caps(void)
 	switch (kind) {
 	case TYPE1:
 		/* Without a query no unmap-all is assumed (it is an extension). */
-		CHECK_EQ(s.caps.flags, IOVT_SINK_MULTI_UNMAP);
+		CHECK_EQ(s.caps.flags, IOVT_SINK_MULTI_UNMAP | IOVT_SINK_EXACT_UNMAPPED);
 		CHECK_EQ(s.caps.max_mappings, 0);
 		CHECK(strcmp(s.name, "vfio-type1") == 0);
 		break;
 	case IOMMUFD:
 		CHECK_EQ(s.caps.flags, IOVT_SINK_MULTI_UNMAP | IOVT_SINK_UNMAP_ALL |
 					       IOVT_SINK_UNMAP_EMPTY_ERR | IOVT_SINK_PARTIAL_UNMAP |
-					       IOVT_SINK_PARTIAL_UNCOUNTED);
+					       IOVT_SINK_PARTIAL_UNCOUNTED | IOVT_SINK_EXACT_UNMAPPED);
 		CHECK_EQ(s.caps.max_mappings, 0);
 		CHECK(strcmp(s.name, "iommufd") == 0);
 		break;
 	case DPDK:
 		CHECK_EQ(s.caps.flags, IOVT_SINK_MULTI_UNMAP | IOVT_SINK_UNMAP_ALL |
-					       IOVT_SINK_PARTIAL_UNMAP);
+					       IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_EXACT_UNMAPPED);
 		CHECK_EQ(s.caps.max_mappings, 256);
 		CHECK(strcmp(s.name, "dpdk-vfio") == 0);
 		break;
