@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Every call into a sink goes through these. While one runs, its thread is
- * inside a sink callback (sink_depth > 0), and an invalidation the callback
- * posts (iovt_invalidate_*, which iovt.h allows there) goes straight to its
- * domain's pending set (engine/invalidate.c) instead of the thread's
- * implicit queue: that queue may be the one this thread is draining (full,
- * the post would wait forever for a drain only this thread can do), and
- * making or evicting one takes locks a thread releasing its queues holds
- * while it waits for an engine lock this thread may hold. Both hung (found
- * by review).
+ * inside a sink callback (sink_depth > 0), and the two slow paths of an
+ * invalidation the callback posts (iovt_invalidate_*, which iovt.h allows
+ * there) look at it (engine/intake/queue.c): no implicit queue is made or
+ * evicted (that takes locks a thread releasing its queues holds while it
+ * waits for an engine lock this thread may hold), and a full ring sends the
+ * rest of the post to the pending sets instead of waiting for a drain (the
+ * ring may be the one this thread is draining, which only it can drain).
+ * Both hung (found by review).
  */
 #ifndef IOVT_COMMON_SINK_CALL_H
 #define IOVT_COMMON_SINK_CALL_H

@@ -126,11 +126,11 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	return 0;
 }
 
-/* iovt_queue_destroy, entered with the control lock held; releases it. */
-static void queue_destroy_unlock(struct iovt_queue *q)
+void iovt_queue_destroy(struct iovt_queue *q)
 {
 	struct iovt_engine *e = q->engine;
 
+	pthread_mutex_lock(&e->control_lock);
 	/* Before q leaves the table: fence_alone must not miss the leftovers
 	 * in between. */
 	bool moving = control_move_begin(e);
@@ -157,21 +157,6 @@ static void queue_destroy_unlock(struct iovt_queue *q)
 	ENGINE_STAT_ADD(e, fences_drained, fd);
 	ENGINE_STAT_ADD(e, queue_items, atomic_load(&c->queue_items));
 	queue_free(q);
-}
-
-void iovt_queue_destroy(struct iovt_queue *q)
-{
-	pthread_mutex_lock(&q->engine->control_lock);
-	queue_destroy_unlock(q);
-}
-
-/* iovt_queue_destroy unless the control lock is held: false, nothing done. */
-static bool queue_destroy_try(struct iovt_queue *q)
-{
-	if (pthread_mutex_trylock(&q->engine->control_lock))
-		return false;
-	queue_destroy_unlock(q);
-	return true;
 }
 
 void engine_destroy_queues(struct iovt_engine *e)
@@ -551,39 +536,29 @@ void engine_live_remove(struct iovt_engine *e)
 	pthread_mutex_unlock(&live_lock);
 }
 
-/* Releases the slot's queue (waiting for its engine's control lock, or,
- * with `try`, not: false then, the slot kept). */
-static bool release_thread_queue(unsigned slot, bool try)
+static void release_thread_queue(unsigned slot)
 {
 	uint64_t id = thread_queues[slot].engine_id;
 	struct iovt_queue *q = thread_queues[slot].q;
+	thread_queues[slot].engine_id = 0;
+	thread_queues[slot].q = NULL;
 	if (!id)
-		return true;
-	bool done = true;
+		return;
 	pthread_mutex_lock(&live_lock);
 	struct cds_list_head *pos;
 	cds_list_for_each(pos, &live_engines) {
 		if (caa_container_of(pos, struct iovt_engine, live_link)->id == id) {
-			/* leftovers go to the pending sets */
-			if (try)
-				done = queue_destroy_try(q);
-			else
-				iovt_queue_destroy(q);
+			iovt_queue_destroy(q); /* leftovers go to the pending sets */
 			break;
 		}
 	}
 	pthread_mutex_unlock(&live_lock);
-	if (done) {
-		thread_queues[slot].engine_id = 0;
-		thread_queues[slot].q = NULL;
-	}
-	return done;
 }
 
 void thread_queues_release(void)
 {
 	for (unsigned i = 0; i < THREAD_QUEUES; i++)
-		(void)release_thread_queue(i, false);
+		release_thread_queue(i);
 }
 
 /* Slots 0..upto-1 move down one; `s` goes first. */
@@ -614,19 +589,13 @@ struct iovt_queue *thread_queue_make(struct iovt_engine *e)
 	 * caller may hold; common/sink_call.h): the pending set takes it. */
 	if (in_sink_callback())
 		return NULL;
-	/* This thread's first post to e. The post may come from a sink
-	 * callback of a control call or a locked fence that holds an
-	 * engine's control lock on this very thread (found by review: such
-	 * a sink deadlocked), so nothing here waits for one: the queue table
-	 * has its own lock (iovt_queue_create), and the least recently used
-	 * slot goes only if its engine's control lock is free; else no queue
-	 * this time, and the caller adds to the pending set directly. */
-	if (!release_thread_queue(THREAD_QUEUES - 1, true))
-		return NULL;
+	/* This thread's first post to e: the least recently used slot goes
+	 * (after the queue exists: a failed create evicts nothing). */
 	struct iovt_queue *q;
 	if (iovt_queue_create(e, NULL, &q))
 		return NULL;
 	q->implicit = true;
+	release_thread_queue(THREAD_QUEUES - 1);
 	to_front(THREAD_QUEUES - 1, (struct thread_queue_slot){ .engine_id = e->id, .q = q });
 	return q;
 }

@@ -68,17 +68,6 @@ static uint64_t forget_prefix(struct shadow_tree *tree, uint64_t first, uint64_t
 	return pages;
 }
 
-/* A success that removed less than `recorded` bytes, from a sink that says
- * exactly what it removed (IOVT_SINK_EXACT_UNMAPPED: type1 before 6.3 stops
- * at another process's mapping and answers 0; found by review): a failure. */
-static inline int short_success(const struct iovt_sink *sink, int rc, uint64_t done,
-				uint64_t recorded)
-{
-	if (__builtin_expect(!rc && done < recorded && (sink->caps.flags & IOVT_SINK_EXACT_UNMAPPED), 0))
-		return -EBUSY;
-	return rc;
-}
-
 int unmap_alone(const struct iovt_sink *sink, const struct iovt_extent *e, struct sync_stats *st,
 		uint64_t *done)
 {

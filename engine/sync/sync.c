@@ -517,11 +517,9 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 		int rc = sink_unmap_all(sink, &done);
 		st->unmap_calls++;
 		if (!rc && (sink->caps.flags & IOVT_SINK_EXACT_UNMAPPED)) {
-			/* a success that stopped short (apply.c, short_success) */
-			struct whole_span w = { 0 };
+			struct whole_span w = { 0 }; /* what it should have removed */
 			shadow_tree_iterate_w(t->tree, 0, top, span_each, &w);
-			if (done < w.pages << IOVT_PAGE_SHIFT)
-				rc = -EBUSY;
+			rc = short_success(sink, rc, done, w.pages << IOVT_PAGE_SHIFT);
 		}
 		if (!rc) {
 			st->pages_unmapped += done >> IOVT_PAGE_SHIFT;
@@ -539,8 +537,7 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 		shadow_tree_iterate_w(t->tree, 0, top, span_each, &w);
 		uint64_t done = 0;
 		int rc = sink_unmap(sink, w.first, w.last - w.first + 1, &done);
-		if (!rc && done < w.pages << IOVT_PAGE_SHIFT && (sink->caps.flags & IOVT_SINK_EXACT_UNMAPPED))
-			rc = -EBUSY; /* a success that stopped short (apply.c, short_success) */
+		rc = short_success(sink, rc, done, w.pages << IOVT_PAGE_SHIFT);
 		st->unmap_calls++;
 		if (!rc) {
 			st->pages_unmapped += w.pages;
