@@ -223,6 +223,7 @@ struct iovt_engine {
 	 * last missed a move that ended between its looks and that read
 	 * (found by review). Written under the control lock. */
 	_Atomic unsigned control_seq;
+	_Atomic uint64_t global_passes; /* domains_pend_all's passes (white-box tests) */
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 
 	void *ext_pollers;              /* glue.c: libiovt-dpdk's lcore pollers (workers_lock) */
@@ -261,6 +262,10 @@ int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
 /* An invalidation straight into its domain's pending set (no queue): the
  * legacy calls without a queue, and a full ring inside a sink callback. */
 int intake_post_direct(struct iovt_engine *e, const struct iovt_inval *v);
+/* An item a full ring refused inside a sink callback, into its domain's
+ * pending set as the drain would gather it (drain.c). */
+struct intake_item;
+void drain_item_direct(struct iovt_engine *e, const struct intake_item *it);
 /* The calling thread's implicit queues (queue.c), most recently used first. */
 #define THREAD_QUEUES 4
 struct thread_queue_slot {

@@ -223,6 +223,38 @@ static void count_stale(struct iovt_engine *e, const struct intake_item *it)
 		ENGINE_STAT_ADD(e, ih, 1);
 }
 
+/*
+ * One item a full ring could not take inside a sink callback (queue.c,
+ * divert_rest), straight into its domain's pending set: what gather_item
+ * and gather_flush would make of it at the drain, counted the same way (a
+ * domain destroyed, or re-created narrower than the PSI, since the post is
+ * stale, not an error of the guest's: the post already checked it), but
+ * joining no queue's list: iovt_fence syncs it (iovt.h). Never a fence.
+ */
+void drain_item_direct(struct iovt_engine *e, const struct intake_item *it)
+{
+	iovt_rcu_read_lock();
+	if (it->kind == ITEM_GLOBAL) {
+		ENGINE_STAT_ADD(e, invalidations, 1);
+		ENGINE_STAT_ADD(e, global, 1);
+		domains_pend_all(e);
+	} else {
+		struct iovt_domain *d = domain_find_rcu(e, it->did);
+		if (!d) {
+			count_stale(e, it);
+		} else if (it->kind == ITEM_DSI) {
+			domain_pend(d, &(struct pend_batch){ .all = true, .dsi = 1 });
+		} else {
+			struct range b = psi_block(it->arg, it->am, domain_top(d));
+			if (b.first > b.last)
+				count_stale(e, it);
+			else
+				domain_pend(d, &(struct pend_batch){ .r = &b, .n = 1, .psi = 1, .ih = it->ih });
+		}
+	}
+	iovt_rcu_read_unlock();
+}
+
 static void gather_item(struct iovt_queue *q, struct gather *g, const struct intake_item *it)
 {
 	if (!g->d || g->did != it->did) {
@@ -265,16 +297,37 @@ void domains_pend_all(struct iovt_engine *e)
 {
 	struct cds_lfht_iter it;
 	struct cds_lfht_node *node;
+	atomic_fetch_add_explicit(&e->global_passes, 1, memory_order_relaxed);
 	cds_lfht_for_each(e->domains, &it, node)
 		domain_add_pending(domain_of_node(node), 0, 0, true);
 }
 
-static void post_global(struct iovt_queue *q)
+/*
+ * A global invalidation at the drain: counted now, its pass over the domains
+ * (a pending-set lock and a dirty mark each) made once per drain pass
+ * (global_flush), however many globals the pass met: a guest's flood of N
+ * globals cost N passes over every domain (the host sets the count) before.
+ * Nothing reads a pending set before the pass ends but a fence, and each
+ * fence item flushes first: the fence that waits for a global still finds
+ * every domain pending, and its IOTLB entries dropped (VT-d: before the wait
+ * completes; a domain created between the global and the flush is synced
+ * once more than needed).
+ */
+static void post_global(struct iovt_queue *q, bool *global)
 {
 	ENGINE_STAT_ADD(q->engine, invalidations, 1);
 	ENGINE_STAT_ADD(q->engine, global, 1);
-	domains_pend_all(q->engine);
+	*global = true;
 	q->drain.touched_all = true;
+}
+
+/* The pass post_global left for later (inside a read-side section). */
+static inline void global_flush(struct iovt_queue *q, bool *global)
+{
+	if (__builtin_expect(*global, 0)) {
+		*global = false;
+		domains_pend_all(q->engine);
+	}
 }
 
 /*
@@ -315,6 +368,7 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 	g.ds = &q->drain;
 	unsigned total = 0;
 	bool inline_fence = q->drain.draining_inline;
+	bool global = false; /* a global met, its pass over the domains not made yet */
 
 	/* A locked iovt_fence drains another thread's queue up to the count
 	 * it read first (all posted before the call): a pop that comes back
@@ -350,9 +404,10 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 				break;
 			case ITEM_GLOBAL:
 				gather_flush(&g);
-				post_global(q);
+				post_global(q, &global);
 				break;
 			case ITEM_FENCE:
+				global_flush(q, &global);
 				fence_in_burst(q, &g, it->arg, inline_fence, false);
 				break;
 			}
@@ -361,6 +416,7 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 		if (final && !counted && n < want)
 			break; /* the poster's own ring: a short burst emptied it */
 	}
+	global_flush(q, &global);
 	if (final) {
 		/* Leaves the section, and g empty: nothing to flush. */
 		int err = fence_in_burst(q, &g, final, inline_fence, true);

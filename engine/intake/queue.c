@@ -281,13 +281,8 @@ int intake_post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 static unsigned divert_rest(struct iovt_queue *q, const struct intake_item *it, unsigned n,
 			    unsigned done)
 {
-	for (; done < n && it[done].kind != ITEM_FENCE; done++) {
-		const struct intake_item *x = &it[done];
-		struct iovt_inval v = { .addr = x->arg, .did = x->did, .am = x->am, .ih = x->ih,
-					.kind = x->kind == ITEM_PSI ? IOVT_INVAL_PSI :
-						x->kind == ITEM_DSI ? IOVT_INVAL_DSI : IOVT_INVAL_GLOBAL };
-		(void)intake_post_direct(q->engine, &v); /* checked at post: accepted */
-	}
+	for (; done < n && it[done].kind != ITEM_FENCE; done++)
+		drain_item_direct(q->engine, &it[done]); /* checked at post: accepted */
 	return done;
 }
 

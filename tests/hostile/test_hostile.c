@@ -958,6 +958,89 @@ static void case_psi_flood(uint64_t *rng)
 	env_fini(&v);
 }
 
+/*
+ * A flood of global invalidations over many domains: each used to cost a
+ * pass over every domain (a pending-set lock and a dirty mark each), so N
+ * globals cost N x domains (found by review, "left as found" in earlier
+ * sessions). A drain pass now makes one pass however many it met; the fence
+ * still finds every domain's edits.
+ */
+static void case_global_flood(uint64_t *rng)
+{
+	enum { EXTRA = 15, LEGACY = 100000, QUEUED = 3000 };
+	struct env v;
+	env_init(&v, NULL, 48, true, true);
+	setup_sentinel(&v);
+	struct gs_domain *gd[EXTRA];
+	struct iovt_domain *d[EXTRA];
+	struct iovt_model_sink *m[EXTRA];
+	for (int i = 0; i < EXTRA; i++) {
+		gd[i] = gs_domain_create(v.gs, 48, true, true);
+		CHECK(gd[i]);
+		struct iovt_domain_config dc = { .did = (uint16_t)(100 + i), .root_gpa = gs_domain_root(gd[i]),
+						 .addr_width = 48, .allow_2m = true, .allow_1g = true };
+		CHECK(iovt_domain_create(v.e, &dc, &d[i]) == 0);
+		struct iovt_model_config mc = { .flavor = IOVT_MODEL_TYPE1, .multi_unmap = true };
+		struct iovt_sink sk;
+		CHECK(iovt_model_sink_create(&mc, &m[i], &sk) == 0);
+		struct iovt_notifier *n;
+		CHECK(iovt_notifier_attach(d[i], IOVT_NOTIFY_IOTLB_EVENTS, &sk, &n) == 0);
+	}
+	/* Legacy posts (the implicit queue; a full ring drains inline): one
+	 * pass per drain, not one per global. */
+	for (int round = 0; round < 2; round++) {
+		const uint64_t iova = HOST_IOVA + (uint64_t)round * M2;
+		CHECK(gs_map(v.gd, iova, DATA_GPA, K, IOVT_PERM_RW, 0) == 0);
+		for (int i = 0; i < EXTRA; i++)
+			CHECK(gs_map(gd[i], iova, DATA_GPA + (uint64_t)i * K, K, IOVT_PERM_R, 0) == 0);
+		struct snap a, b;
+		take(&v, &a);
+		const uint64_t passes = atomic_load(&v.e->global_passes);
+		if (round == 0) {
+			for (int k = 0; k < LEGACY; k++)
+				CHECK_EQ(iovt_invalidate_global(v.e), 0);
+			CHECK_EQ(iovt_fence(v.e), 0);
+		} else {
+			/* An explicit queue that holds them all: exactly one pass. */
+			struct iovt_queue *q;
+			struct iovt_queue_config qc = { .capacity = 2 * QUEUED };
+			CHECK(iovt_queue_create(v.e, &qc, &q) == 0);
+			struct iovt_inval g = { .kind = IOVT_INVAL_GLOBAL };
+			for (int k = 0; k < QUEUED; k++)
+				CHECK_EQ(iovt_queue_post(q, &g, 1), 0);
+			CHECK_EQ(iovt_queue_fence(q), 0);
+			iovt_queue_destroy(q);
+		}
+		const uint64_t made = atomic_load(&v.e->global_passes) - passes;
+		printf("  global flood: %d globals over %d domains -> %llu passes\n",
+		       round ? QUEUED : LEGACY, EXTRA + 1, (unsigned long long)made);
+		if (round)
+			CHECK_EQ(made, 1);
+		else
+			CHECK(made >= 1 && made <= LEGACY / 1024);
+		take(&v, &b);
+		CHECK_EQ(b.e.global - a.e.global, round ? QUEUED : LEGACY);
+		uint64_t want[IOVT_ERR_KIND_COUNT] = { 0 };
+		check_errors(&a, &b, want);
+		/* Every domain's edit reached its sink, and nothing else moved. */
+		struct iovt_extent x;
+		CHECK(iovt_model_sink_find(v.m, iova, &x) && x.gpa == DATA_GPA);
+		for (int i = 0; i < EXTRA; i++) {
+			CHECK(iovt_model_sink_find(m[i], iova, &x));
+			CHECK_EQ(x.gpa, DATA_GPA + (uint64_t)i * K);
+			CHECK_EQ(x.perm, IOVT_PERM_R);
+			CHECK_EQ(iovt_model_sink_count(m[i]), (size_t)round + 1);
+			CHECK(iovt_translate(d[i], iova, &x) == 0);
+		}
+	}
+	check_model_is_truth(&v);
+	check_sentinel(&v);
+	check_consistent(&v, rng);
+	env_fini(&v);
+	for (int i = 0; i < EXTRA; i++)
+		iovt_model_sink_destroy(m[i]);
+}
+
 /* ---- 8. the extent cap ---- */
 static void case_extent_cap(uint64_t *rng)
 {
@@ -1319,6 +1402,7 @@ static const struct {
 	{ "unknown-domain", case_unknown_domain },
 	{ "dsi-flood", case_dsi_flood },
 	{ "psi-flood", case_psi_flood },
+	{ "global-flood", case_global_flood },
 	{ "extent-cap", case_extent_cap },
 	{ "garbage", case_garbage },
 	{ "garbage-concurrent", case_garbage_concurrent },
