@@ -28,6 +28,10 @@ const struct iovt_dpdk_glue *dpdk_glue(void)
 int iovt_internal_pollers_start(struct iovt_engine *e, int (*start)(void *set),
 				void (*stop)(void *set), void *set)
 {
+	if (!start) {
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		return -EINVAL; /* libiovt-dpdk refused the arguments */
+	}
 	pthread_mutex_lock(&e->workers_lock);
 	int rc = -EBUSY;
 	if (!e->ext_pollers && !atomic_load(&e->nworkers)) {

@@ -39,7 +39,8 @@ IOVT_INTERNAL_API int iovt_internal_dpdk_register(const struct iovt_dpdk_glue *g
  * External pollers (DPDK lcores): under the engine's workers lock, -EBUSY if
  * engine workers or other pollers run; else start(set) and, when it returns
  * 0, records set so that iovt_internal_pollers_stop (and engine destroy) can
- * stop(set). start's error is returned as is.
+ * stop(set). start's error is returned as is. start NULL: libiovt-dpdk
+ * refused its caller's arguments; counted (bad_argument), -EINVAL.
  */
 IOVT_INTERNAL_API int iovt_internal_pollers_start(struct iovt_engine *e, int (*start)(void *set),
 						  void (*stop)(void *set), void *set);

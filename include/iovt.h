@@ -42,19 +42,22 @@
  * |---|---|---|
  * | iovt_translate(), iovt_translate_range(), iovt_domain_lookup() / _get() / _put(), iovt_domain_alive(), iovt_queue_fence_done() | any registered thread | nothing (lock-free) |
  * | iovt_queue_post(), iovt_queue_psi(), iovt_queue_dsi(), iovt_queue_fence(), iovt_queue_fence_post(), iovt_queue_fence_wait() | the queue's producer thread | a full queue; the fence's own work |
- * | iovt_invalidate_psi(), iovt_invalidate_dsi(), iovt_invalidate_global() | any registered thread (its implicit queue) | a full queue |
+ * | iovt_invalidate_psi(), iovt_invalidate_dsi(), iovt_invalidate_global() | any registered thread (its implicit queue) | a full queue; a thread's first post to an engine: the queue table lock; a post to a fifth engine: the evicted queue's destroy (that engine's lock) |
  * | iovt_fence() | any registered thread | other iovt_fence() calls and control calls (engine lock) |
  * | iovt_poll() | the host's loop, one caller per poller number | nothing another thread holds (skips busy queues) |
- * | engine, guest RAM, domain, notifier, queue and worker control calls | any registered thread | the engine lock; may call sinks |
+ * | engine, guest RAM, domain, notifier control calls, iovt_queue_destroy() | any registered thread | the engine lock; may call sinks |
+ * | iovt_queue_create() | any registered thread | the engine's queue table lock (not the engine lock) |
+ * | iovt_workers_start() / _stop(), iovt_dpdk_pollers_start() / _stop() | any registered thread | the engine's workers lock (not the engine lock); stop joins the threads |
  * | iovt_stats_get(), iovt_domain_stats_get() | any thread (one liburcu does not know is registered with it for the call) | nothing; on such a thread, liburcu's registry lock (held through a grace period in progress) |
  * | iovt_err_kind_name() | any thread | nothing |
  * Sinks are called from the thread that applies a batch (a fence caller, a
  * worker, a poller, or a control call), one call at a time per domain.
  * Inside a sink callback a thread may post invalidations
  * (iovt_invalidate_psi(), _dsi(), _global(): a bridge forwarding to another
- * domain; there they go straight to the domain's pending set, not through
- * the thread's queue, and the next iovt_fence() applies them) and use the
- * lock-free calls above; it must not post to a queue, call iovt_fence(),
+ * domain; there they never create, evict or wait for a queue: they go into
+ * the thread's implicit queue when it has one with room, else straight to
+ * the domains' pending sets, and the next iovt_fence() applies them) and use
+ * the lock-free calls above; it must not post to a queue, call iovt_fence(),
  * wait on a queue fence or make a control call: the engine lock, a queue's
  * drain or the domain's sync may be held by this very thread (a deadlock).
  */
@@ -132,7 +135,9 @@ struct iovt_config {
 	 * tables): every window a fence syncs for the domain draws on it, so
 	 * a fence's walking, and the plan it builds, are bounded by it however
 	 * many ranges were pending. 0: default 2^24. A sync that spends it
-	 * reports -E2BIG and unmaps what it could not see. */
+	 * reports -E2BIG: the rest of the window it was walking is unmapped
+	 * (unreadable, as a hostile table is); windows it did not reach keep
+	 * what they had and are retried by later fences (retry budget). */
 	uint64_t walk_budget;
 	/** Max extents one domain's shadow may hold. 0: default 2^22. */
 	uint64_t max_extents_per_domain;
@@ -166,7 +171,8 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out);
  * @brief Destroys the engine.
  *
  * Stops workers and pollers, destroys every queue, detaches every notifier
- * (sinks are not called: the host is tearing down the devices too), destroys
+ * (no map or unmap is called: the host is tearing down the devices too;
+ * each sink's destroy() runs), destroys
  * every domain. No other call on this engine may run concurrently or later;
  * domain references still held (iovt_domain_get()) keep only the domain's
  * memory, and must still be put. Guest RAM may be freed after it returns.
@@ -220,8 +226,10 @@ int iovt_guest_ram_add(struct iovt_engine *e, uint64_t gpa, uint64_t size, void 
  * @return 0 or a negative errno.
  * @retval -ENOENT no region starts at gpa (counted as bad_argument).
  * @retval -ENOMEM out of memory.
- * @retval -EBUSY a sink refused an UNMAP; the region is declared again,
- *         still mapped by that sink, and the host must not free it (retry later).
+ * @retval -EBUSY a sink (MAP or UNMAP-only) refused an UNMAP, or the purge
+ *         ran out of memory collecting the region's extents; the region is
+ *         declared again, possibly still mapped, and the host must not free
+ *         it (retry later).
  */
 int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa);
 
@@ -531,8 +539,8 @@ int iovt_notifier_detach(struct iovt_notifier *n);
  * The simple intake: iovt_invalidate_psi(), iovt_invalidate_dsi() and
  * iovt_invalidate_global() post to the calling thread's own implicit queue
  * (created on its first post, released by iovt_thread_unregister(); a thread
- * keeps up to 4, one per engine, and releases the oldest when it posts to a
- * fifth), so concurrent callers never share a lock; iovt_fence() then
+ * keeps up to 4, one per engine, and releases the least recently used one
+ * when it posts to a fifth), so concurrent callers never share a lock; iovt_fence() then
  * applies everything. The thread must be registered.
  *
  * Invalidates the 2^am-page block aligned on 2^am pages that contains addr.
@@ -591,8 +599,9 @@ int iovt_invalidate_global(struct iovt_engine *e);
  * may reuse the IOVAs it unmapped. Coalescing happens here: pending ranges
  * of one domain are merged, a DSI subsumes them. Serialised with other
  * iovt_fence() calls (engine lock) — except when the only work is the
- * calling thread's own: every other queue empty and idle and no domain
- * waiting for a retry. Then it applies this thread's invalidations as
+ * calling thread's own: every other queue empty and idle, no domain with
+ * pending, failed or capped spans, and no control call moving
+ * invalidations. Then it applies this thread's invalidations as
  * iovt_queue_fence() would, without the engine lock, concurrently with
  * other such calls. Runs concurrently with queue fences and workers.
  * Registered thread; calls sinks on this thread.
@@ -616,7 +625,7 @@ int iovt_fence(struct iovt_engine *e);
  * |---|---|
  * | -EFAULT | a table entry with reserved bits set (pt_reserved), a large page where the level or domain forbids it (pt_large_page), a table pointer into a hole of guest RAM (pt_outside_ram), a leaf whose target is not guest RAM (leaf_outside_ram: counted once per leaf, the hole skipped in one step) — e.g. after iovt_guest_ram_remove() while the guest still points there |
  * | -ELOOP | a table that is its own ancestor (pt_loop) |
- * | -E2BIG | the walk budget was spent (walk_budget); the rest of the span is unmapped until the guest invalidates it again |
+ * | -E2BIG | the walk budget was spent (walk_budget); the rest of the window being walked is unmapped until the guest invalidates it again; windows the sync did not reach keep what they had and are retried by later fences (retry budget) |
  * | -ENOSPC | the extent cap was reached (extent_cap): the MAP was not sent. The span waits for room: it is retried (walked again) only when an UNMAP has freed entries, within the retry budget, and every sync of the domain returns -ENOSPC until it is mapped (it walks nothing meanwhile) |
  * | -ENOMEM | the engine's own memory (no_memory); the span is retried |
  * | other | the sink's own errno (sink_map, sink_unmap); retried at the next fences within the retry budget |
@@ -627,7 +636,8 @@ int iovt_fence(struct iovt_engine *e);
  *
  * Permissions AND across levels (R and W of every entry on the path); a
  * path already denied both is not read further. Walk errors are not
- * retried: the span stays unmapped until the guest invalidates it again.
+ * retried: the span stays unmapped until the guest invalidates it again
+ * (a window the budget did not reach is not an error of the walk: above).
  */
 
 /* ------------------------------------------------------------------------ */
@@ -701,7 +711,8 @@ struct iovt_queue_config {
 /**
  * @brief Creates a queue for one producer thread (see @ref intake).
  *
- * Engine lock.
+ * The engine's queue table lock, not the engine lock (a sink callback's
+ * first post makes its thread's queue through it).
  * @param e the engine.
  * @param cfg the configuration; NULL for defaults.
  * @param[out] out the queue; destroy with iovt_queue_destroy() (or the engine's destroy).
@@ -809,7 +820,7 @@ int iovt_queue_fence_wait(struct iovt_queue *q, uint64_t ticket);
  * Worker i drains the queues whose group % n == i; a worker sleeps when its
  * queues are quiet and is woken by an asynchronous fence, a hand-off fence
  * or a queue past half full (plain PSIs are left to coalesce until a
- * fence). Workers call sinks. Engine lock.
+ * fence). Workers call sinks. The engine's workers lock, not the engine lock.
  * @param e the engine.
  * @param n 1..64.
  * @return 0 or a negative errno.
@@ -822,7 +833,7 @@ int iovt_workers_start(struct iovt_engine *e, unsigned n);
 /**
  * @brief Stops and joins the worker threads (their queues are left as they are).
  *
- * Engine lock; no-op when none run.
+ * The engine's workers lock (held while it joins them); no-op when none run.
  * @param e the engine.
  */
 void iovt_workers_stop(struct iovt_engine *e);
@@ -880,7 +891,8 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
  * queue one call_rcu). Safe against concurrent fences, set_root, detach and
  * RAM removal; against a concurrent iovt_domain_destroy() when the caller
  * holds a reference (iovt_domain_lookup() / iovt_domain_get()). Errors are
- * never cached; each is counted in iovt_stats.
+ * never cached; each is counted in iovt_stats but -ENODEV (the domain is
+ * being destroyed: no error of the guest's or the host's).
  * @param d the domain.
  * @param iova the address to translate.
  * @param[out] out the extent that covers iova, on success.
@@ -929,9 +941,10 @@ enum iovt_err_kind {
 	IOVT_ERR_EXTENT_CAP,       /**< extent cap reached (engine config or sink max_mappings): MAP not sent */
 	IOVT_ERR_SINK_MAP,         /**< a sink refused a MAP */
 	IOVT_ERR_SINK_UNMAP,       /**< a sink refused an UNMAP */
-	IOVT_ERR_BAD_ARGUMENT,     /**< a control call refused its arguments: domain create (width, root,
+	IOVT_ERR_BAD_ARGUMENT,     /**< a call refused its arguments: domain create (width, root,
 				    * DID in use), set_root, attach (flags, sink, -EBUSY), guest RAM
-				    * add/remove, queue create, workers start */
+				    * add/remove, queue create, workers start, iovt_dpdk_pollers_start
+				    * (-EINVAL, -EBUSY), iovt_translate_range (-EINVAL) */
 	IOVT_ERR_NO_MEMORY,        /**< the engine's own memory ran out in a sync (a plan, the record):
 				    * nothing of what failed was sent; the span is retried */
 	IOVT_ERR_KIND_COUNT        /**< the number of kinds */

@@ -40,7 +40,7 @@ bool iovt_dpdk_available(void);
  * Poller i of n drains the queues whose group % n == i (iovt_poll(e, i, n,
  * ...) in a loop, registered with iovt_thread_register() on its lcore) and
  * calls the sinks of the fences it applies on that lcore. Do not combine
- * with iovt_workers_start(). Engine lock.
+ * with iovt_workers_start(). The engine's workers lock, not the engine lock.
  * @param e the engine.
  * @param lcore_ids the worker lcores.
  * @param n how many, 1..64.
@@ -55,7 +55,7 @@ int iovt_dpdk_pollers_start(struct iovt_engine *e, const unsigned *lcore_ids, un
  * @brief Stops the pollers and waits for their lcores (rte_eal_wait_lcore).
  *
  * What the queues still hold stays there (the next fence applies it).
- * Engine lock; no-op when none run. iovt_engine_destroy() stops them too.
+ * The engine's workers lock (held while it joins them); no-op when none run. iovt_engine_destroy() stops them too.
  * @param e the engine.
  */
 void iovt_dpdk_pollers_stop(struct iovt_engine *e);

@@ -181,7 +181,9 @@ struct iovt_oracle_result {
  * removed mappings with no kept mapping between them (in IOVA order) go in
  * one UNMAP; and the pages to map — present in the guest view, not covered
  * by a kept mapping — go in one MAP per maximal run that is IOVA-contiguous,
- * host-contiguous, of one permission and one RAM region.
+ * host-contiguous, of one permission and one RAM region, and does not cross
+ * an 8 TiB-aligned IOVA (the engine's runs break there too: an extent's
+ * size stays below the record's 2^44-byte limit).
  * Any thread; no shared state.
  * @param in the question.
  * @param[out] out the answer.

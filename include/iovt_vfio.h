@@ -26,13 +26,20 @@
  *    width). A MAP that fails a check is refused with -EINVAL and no kernel
  *    call (counted in `refused`; the engine counts it as a sink failure,
  *    IOVT_ERR_SINK_MAP, and retries it at the next fence).
- *  - unmap(iova, size): one kernel call over the whole range (the range may
- *    hold several whole mappings, and gaps: IOVT_SINK_MULTI_UNMAP).
- *  - unmap_all: one kernel call (type1 with the VFIO_UNMAP_ALL extension;
- *    iommufd: iova 0, length U64_MAX).
+ *  - unmap(iova, size): type1 and iommufd, one kernel call over the whole
+ *    range (the range may hold several whole mappings, and gaps:
+ *    IOVT_SINK_MULTI_UNMAP); the DPDK sink, one rte call per mapping in it.
+ *  - unmap_all: type1 and iommufd, one kernel call (type1 with the
+ *    VFIO_UNMAP_ALL extension; iommufd: iova 0, length U64_MAX); the DPDK
+ *    sink, one rte call per mapping.
  *  - Errors are the kernel's, negated (-EEXIST, -EINVAL, -ENOSPC, -ENOENT,
  *    -EBADF, -EFAULT, ...). *unmapped is what the kernel says it removed:
- *    the reply's byte count on success, 0 on failure (see iommufd below).
+ *    the reply's byte count on success, 0 on a failed kernel call (see
+ *    iommufd below); the DPDK sink reports the whole mappings it removed
+ *    before a failure.
+ *  - Every sink here sets IOVT_SINK_EXACT_UNMAPPED: a successful UNMAP that
+ *    reports less than the engine recorded (type1 before Linux 6.3 stops at
+ *    a mapping another process made) is taken as a failure, not as whole.
  *
  * The engine keeps its record equal to what the sink reports, so after any
  * failed call the record is what the kernel holds.
@@ -81,8 +88,8 @@ struct iovt_vfio_sink_info {
 /** @brief Per-sink counters (iovt_vfio_sink_counters()).
  *
  * calls count kernel calls made; errors count the kernel calls that failed
- * (the kernel rejected them); refused counts MAPs the sink refused itself
- * without a kernel call; `*_ns` is wall time spent inside the kernel calls
+ * (the kernel rejected them); refused counts calls (MAP or UNMAP) the sink
+ * refused itself without a kernel call; `*_ns` is wall time spent inside the kernel calls
  * (CLOCK_MONOTONIC around each ioctl / rte call). */
 struct iovt_vfio_sink_counters {
 	uint64_t map_calls;        /**< MAP kernel calls */
@@ -91,7 +98,7 @@ struct iovt_vfio_sink_counters {
 	uint64_t map_errors;       /**< MAP kernel calls that failed */
 	uint64_t unmap_errors;     /**< UNMAP kernel calls that failed */
 	uint64_t unmap_all_errors; /**< unmap-all kernel calls that failed */
-	uint64_t refused;          /**< MAPs refused by the sink's own checks, no kernel call */
+	uint64_t refused;          /**< calls (MAP or UNMAP) refused by the sink's own checks, no kernel call */
 	uint64_t map_ns;           /**< ns inside MAP calls */
 	uint64_t unmap_ns;         /**< ns inside UNMAP calls */
 	uint64_t unmap_all_ns;     /**< ns inside unmap-all calls */
@@ -146,7 +153,8 @@ struct iovt_vfio_sink_config {
  * dma_avail). Caps: IOVT_SINK_MULTI_UNMAP (type1v2 removes every whole
  * mapping in the range; an UNMAP that would bisect one fails -EINVAL and
  * removes nothing), IOVT_SINK_UNMAP_ALL when the extension is present,
- * max_mappings from dma_avail, page_sizes from iova_pgsizes.
+ * IOVT_SINK_EXACT_UNMAPPED, max_mappings from dma_avail, page_sizes from
+ * iova_pgsizes.
  * Thread-safety: init is reentrant (any thread).
  * @param[out] out the sink, for iovt_notifier_attach(); free it with
  *        iovt_vfio_sink_free() if it is never attached.
@@ -176,10 +184,10 @@ int iovt_vfio_type1_sink_init(struct iovt_sink *out, int container_fd,
  * length U64_MAX. Caps: MULTI_UNMAP | UNMAP_ALL | UNMAP_EMPTY_ERR (an UNMAP
  * of an empty range is -ENOENT; so is one that bisects a mapping) |
  * PARTIAL_UNMAP (a failing multi-mapping UNMAP may have removed the mappings
- * before the one it failed on). The kernel reports no byte count for a
- * failed UNMAP, so `*unmapped` is 0 then; the engine never sends an UNMAP
- * that bisects a mapping, so a partial removal means the record was already
- * wrong (documented in ARCHITECTURE.md). max_mappings 0 (no kernel limit)
+ * before the one it failed on) | PARTIAL_UNCOUNTED (the kernel reports no
+ * byte count for a failed UNMAP, so `*unmapped` is 0 then: after a failed
+ * multi-mapping UNMAP the engine unmaps each recorded extent of it alone to
+ * learn what was removed) | EXACT_UNMAPPED. max_mappings 0 (no kernel limit)
  * unless cfg says. Thread-safety: init is reentrant (any thread).
  * @param[out] out the sink, for iovt_notifier_attach(); free it with
  *        iovt_vfio_sink_free() if it is never attached.
@@ -206,7 +214,8 @@ int iovt_iommufd_sink_init(struct iovt_sink *out, int iommufd_fd, uint32_t ioas_
  * remembers its mappings (at most max_mappings, default 256 = DPDK's
  * user-mapping table) and sends one rte call per mapping inside an UNMAP
  * range (MULTI_UNMAP and PARTIAL_UNMAP at the sink level: a failing UNMAP
- * reports the whole mappings it removed before the failure). No kernel
+ * reports the whole mappings it removed before the failure; and
+ * EXACT_UNMAPPED). No kernel
  * query (the rte API has none): ranges and page sizes come from cfg
  * (no_query is implied). The rte calls' errors reach the engine as
  * -rte_errno. Thread-safety: init is reentrant (any thread). In

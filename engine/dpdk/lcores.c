@@ -91,12 +91,14 @@ static void halt_all(void *arg)
 
 int iovt_dpdk_pollers_start(struct iovt_engine *e, const unsigned *lcore_ids, unsigned n)
 {
+	/* Refused arguments are counted by the core (bad_argument, as its own
+	 * control calls are): no start function is its "refused". */
 	if (!n || n > MAX_POLLERS || !lcore_ids)
-		return -EINVAL;
+		return iovt_internal_pollers_start(e, NULL, NULL, NULL);
 	for (unsigned i = 0; i < n; i++)
 		if (lcore_ids[i] >= RTE_MAX_LCORE || !rte_lcore_is_enabled(lcore_ids[i]) ||
 		    lcore_ids[i] == rte_get_main_lcore())
-			return -EINVAL;
+			return iovt_internal_pollers_start(e, NULL, NULL, NULL);
 	struct dpdk_pollers *set = calloc(1, sizeof(*set) + n * sizeof(set->p[0]));
 	if (!set)
 		return -ENOMEM;

@@ -304,6 +304,8 @@ int main(int argc, char **argv)
 	const unsigned lc_pollers[2] = { 1, 3 };
 	const unsigned lc_main[1] = { 0 }, lc_off[1] = { 7 }, lc_big[1] = { RTE_MAX_LCORE + 5 };
 	const unsigned lc_mixed[2] = { 1, 0 };
+	struct iovt_stats st0, st1;
+	iovt_stats_get(eng, &st0);
 	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_pollers, 0), -EINVAL);
 	CHECK_EQ(iovt_dpdk_pollers_start(eng, NULL, 1), -EINVAL);
 	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_main, 1), -EINVAL);
@@ -311,6 +313,8 @@ int main(int argc, char **argv)
 	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_big, 1), -EINVAL);
 	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_mixed, 2), -EINVAL);
 	CHECK_EQ(iovt_dpdk_pollers_start(eng, lc_pollers, 65), -EINVAL);
+	iovt_stats_get(eng, &st1); /* each refusal counted, as the core's own are */
+	CHECK_EQ(st1.errors[IOVT_ERR_BAD_ARGUMENT] - st0.errors[IOVT_ERR_BAD_ARGUMENT], 7);
 	CHECK_EQ(rte_eal_get_lcore_state(1), WAIT); /* a refusal launched nothing */
 	iovt_dpdk_pollers_stop(eng); /* none: nothing to do */
 
