@@ -19,9 +19,13 @@
 static __thread bool thread_registered;
 static _Atomic uint64_t last_engine_id;
 
+/* A thread the host registered with liburcu itself (a DPDK host that uses
+ * liburcu too) is left as it is: a second registration aborts in liburcu
+ * (found by review), and iovt_thread_unregister then leaves the host's
+ * registration alone (thread_registered stays false). */
 void iovt_thread_register(void)
 {
-	if (!thread_registered) {
+	if (!thread_registered && !iovt_rcu_thread_is_reader()) {
 		urcu_memb_register_thread();
 		thread_registered = true;
 	}

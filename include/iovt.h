@@ -42,9 +42,9 @@
  * |---|---|---|
  * | iovt_translate(), iovt_translate_range(), iovt_domain_lookup() / _get() / _put(), iovt_domain_alive(), iovt_queue_fence_done() | any registered thread | nothing (lock-free) |
  * | iovt_queue_post(), iovt_queue_psi(), iovt_queue_dsi(), iovt_queue_fence(), iovt_queue_fence_post(), iovt_queue_fence_wait() | the queue's producer thread | a full queue; the fence's own work |
- * | iovt_invalidate_psi(), iovt_invalidate_dsi(), iovt_invalidate_global() | any registered thread (its implicit queue) | a full queue; a thread's first post to an engine: the queue table lock; a post to a fifth engine: the evicted queue's destroy (that engine's lock) |
+ * | iovt_invalidate_psi(), iovt_invalidate_dsi(), iovt_invalidate_global() | any registered thread (its implicit queue) | a full queue; a thread's first post to an engine: the queue table lock; a post to a fifth engine: the evicted queue's destroy (that engine's lock and a grace period: never inside a read-side section of the host's own) |
  * | iovt_fence() | any registered thread | other iovt_fence() calls and control calls (engine lock) |
- * | iovt_poll() | the host's loop, one caller per poller number | nothing another thread holds (skips busy queues) |
+ * | iovt_poll() | the host's loop, one caller per poller number | skips busy queues; a fence it applies takes its domains' sync locks, which control calls and other drainers hold through their sink calls |
  * | engine, guest RAM, domain, notifier control calls, iovt_queue_destroy() | any registered thread | the engine lock; may call sinks |
  * | iovt_queue_create() | any registered thread | the engine's queue table lock (not the engine lock) |
  * | iovt_workers_start() / _stop(), iovt_dpdk_pollers_start() / _stop() | any registered thread | the engine's workers lock (not the engine lock); stop joins the threads |
@@ -112,6 +112,9 @@ struct iovt_notifier;
  * @brief Registers the calling thread as an RCU reader.
  *
  * Required before any other iovt call on that thread; idempotent per thread.
+ * A thread the host already registered with liburcu's memb flavor itself is
+ * left registered as it is (no second registration), and
+ * iovt_thread_unregister() then leaves that registration to the host.
  * Any thread; never fails.
  */
 void iovt_thread_register(void);
@@ -729,7 +732,8 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
  *
  * What it still holds is moved to the domains' pending sets (applied by the
  * next fence), fences in it complete (counted in fences_drained). Engine
- * lock; the producer must not post concurrently.
+ * lock; the producer must not post, nor wait on one of its fences,
+ * concurrently (a waiter woken by the destroy would read the freed queue).
  * @param q the queue; invalid after the call.
  */
 void iovt_queue_destroy(struct iovt_queue *q);

@@ -128,8 +128,14 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 		struct cds_lfht_node *node;
 		ds->touched_all = false;
 		iovt_rcu_read_lock();
-		cds_lfht_for_each(e->domains, &it, node)
-			touch(ds, domain_of_node(node)->did);
+		cds_lfht_for_each(e->domains, &it, node) {
+			/* Not the one the carry synced: listed again, it stayed on
+			 * the list for the next fence (a lock and an empty sync;
+			 * found by review). Its failed spans listed it above. */
+			uint16_t did = domain_of_node(node)->did;
+			if ((int)did != carried)
+				touch(ds, did);
+		}
 		iovt_rcu_read_unlock();
 	}
 	{
@@ -584,10 +590,15 @@ static __attribute__((noinline)) int fence_locked(struct iovt_engine *e)
 		(void)drain(q, posted, FINAL_UNTICKETED, &rc);
 		queue_drain_end(q);
 		/* What was posted after the count (a hand-off producer's fence,
-		 * say) is its worker's: a worker that found the flag held here
-		 * skipped the queue and may be asleep, and that fence waited
-		 * for its idle timeout, 50 ms (found by review). */
-		if (q->handoff && q->ring->ops->count(q->ring))
+		 * or any producer's iovt_queue_fence_post) is its worker's: a
+		 * worker that found the flag held here skipped the queue and may
+		 * be asleep, and that fence waited for its idle timeout, 50 ms
+		 * (found by review: first for hand-off queues, then for the
+		 * others' asynchronous fences). The fence: the flag's release,
+		 * then the count (a worker's last poll may fall between them:
+		 * with store-load reordering each could miss the other). */
+		atomic_thread_fence(memory_order_seq_cst);
+		if (q->ring->ops->count(q->ring))
 			queue_kick(q);
 		if (rc && !first_err)
 			first_err = rc;

@@ -20,6 +20,11 @@
 
 #define WORKER_BUDGET 1024u
 #define IDLE_SLEEP_NS (50 * 1000 * 1000L)
+
+/* Tests only: the idle sleep in ns when nonzero. intake-locked-fence-kick
+ * makes it a minute, so that a fence left to the worker's timeout instead of
+ * a kick hangs (and fails) rather than completing 50 ms late. */
+long workers_test_idle_ns;
 #define IDLE_POLLS 32u
 
 void queue_kick(struct iovt_queue *q)
@@ -96,7 +101,7 @@ static void *worker_main(void *arg)
 		atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
 		if (atomic_load_explicit(&w->seq, memory_order_seq_cst) == seq &&
 		    !atomic_load_explicit(&e->workers_stop, memory_order_acquire))
-			futex_wait_for(&w->seq, seq, IDLE_SLEEP_NS);
+			futex_wait_for(&w->seq, seq, workers_test_idle_ns ? workers_test_idle_ns : IDLE_SLEEP_NS);
 		atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
 	}
 	iovt_thread_unregister();

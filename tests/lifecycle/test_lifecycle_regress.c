@@ -67,7 +67,8 @@
  *                     period waits for registered readers only), and the
  *                     count walked a table a growth had freed (ASan: a
  *                     heap-use-after-free in iotlb_count, some runs).
- *  stats-host-registered  the stats from threads liburcu already knows
+ *  stats-host-registered  the stats (and iovt_thread_register, a post and a
+ *                     fence) from threads liburcu already knows
  *                     without iovt: one the host registered itself (also
  *                     inside its own read-side section) and liburcu's
  *                     call_rcu thread. The first fix registered them again
@@ -1422,6 +1423,13 @@ static void *host_registered(void *p)
 	urcu_memb_read_lock(); /* and inside the host's own section */
 	iovt_stats_get(host_e, &st);
 	urcu_memb_read_unlock();
+	/* iovt_thread_register on it (iovt.h asks it of every thread): no
+	 * second liburcu registration (liburcu asserts; found by review), and
+	 * iovt_thread_unregister leaves the host's registration alone. */
+	iovt_thread_register();
+	CHECK_EQ(iovt_invalidate_global(host_e), 0); /* the thread's implicit queue */
+	CHECK_EQ(iovt_fence(host_e), 0);
+	iovt_thread_unregister();
 	/* still registered: a section and the host's unregistration work */
 	urcu_memb_read_lock();
 	urcu_memb_read_unlock();
