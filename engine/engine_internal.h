@@ -132,6 +132,7 @@ struct drain_state {
 	uint64_t touched_bits[65536 / 64];
 	bool touched_all;               /* a global invalidation: every domain */
 	bool draining_inline;           /* the producer drains at its own fence */
+	bool global_pending;            /* a global drained, its pass over the domains not made yet */
 	struct queue_counters ctr;
 };
 
