@@ -106,11 +106,15 @@ for b in "${builds[@]}"; do
   esac
   echo "=== build $b ==="
   mkdir -p build
-  if [ ! -f "$dir/build.ninja" ]; then
-    env "${env[@]}" meson setup "$dir" "${setup[@]}" >"$dir.setup.log" 2>&1 || true
+  if [ ! -f "$dir/build.ninja" ] &&
+     ! env "${env[@]}" meson setup "$dir" "${setup[@]}" >"$dir.setup.log" 2>&1; then
+    # meson's reason (a missing dependency on a fresh machine), not ninja's
+    # "loading build.ninja" that would follow it (found by review)
+    tail -40 "$dir.setup.log"
+    echo "build $b: setup FAILED"; total_fail=$((total_fail + 1)); continue
   fi
   if ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
-    tail -40 "$dir.build.log" 2>/dev/null || cat "$dir.setup.log"
+    tail -40 "$dir.build.log"
     echo "build $b: FAILED"; total_fail=$((total_fail + 1)); continue
   fi
   rm -f "$dir/meson-logs/testlog.json"
