@@ -257,6 +257,8 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag he
 void queue_drain_fence(struct iovt_queue *q, uint64_t ticket);
 void queue_kick(struct iovt_queue *q);                          /* wake its worker */
 extern long workers_test_idle_ns; /* tests: the workers' idle sleep (0: 50 ms) */
+/* Tests: called by iovt_guest_ram_remove between its grace period and the purge. */
+extern void (*engine_test_ram_purging)(void);
 void engine_destroy_queues(struct iovt_engine *e);
 /* iovt_queue_psi's body: iovt_invalidate_psi posts through it too. */
 int queue_post_psi(struct iovt_queue *q, uint16_t did, uint64_t addr, unsigned am, bool ih);

@@ -216,7 +216,10 @@ int iovt_guest_ram_add(struct iovt_engine *e, uint64_t gpa, uint64_t size, void 
  *  - no walker and no translation is still reading the region or the host
  *    memory behind it (it waited a grace period), so the host may free it;
  *  - every MAP sink of every domain has unmapped every mapping into it, and
- *    iovt_translate() no longer returns one (counted in ram_purged);
+ *    an iovt_translate() that begins now never returns one (counted in
+ *    ram_purged); one that began before may have, and the removal waited a
+ *    second grace period after its purge, so an answer the host used only
+ *    inside its own read-side section (liburcu memb) is no longer in use;
  *  - every UNMAP-only notifier got one UNMAP of its whole domain (it may
  *    cache translations into the region that the engine cannot enumerate).
  *

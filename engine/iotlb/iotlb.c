@@ -376,12 +376,15 @@ static int fill_leaf(void *arg, const struct vtd_leaf *leaf)
 	} else {
 		f->level = leaf->size == (1ull << 21) ? 1 : 2; /* cached whole, alone */
 	}
-	/* Clip to the RAM region holding iova's target. */
-	uint64_t rlo = f->region.gpa, rhi = f->region.gpa + f->region.size;
+	/* Clip to the RAM region holding iova's target. Its last byte, not
+	 * its end: a region may end at 2^64 (guest_ram_add), where the end
+	 * wrapped to 0 and every leaf was "clipped" to a length near 2^64
+	 * (found by review). */
+	uint64_t rlo = f->region.gpa, rlast = f->region.gpa + (f->region.size - 1);
 	if (leaf->gpa + (lo - leaf->iova) < rlo)
 		lo = leaf->iova + (rlo - leaf->gpa);
-	if (leaf->gpa + (hi - leaf->iova) > rhi)
-		hi = leaf->iova + (rhi - leaf->gpa);
+	if (leaf->gpa + (hi - 1 - leaf->iova) > rlast)
+		hi = leaf->iova + (rlast - leaf->gpa) + 1;
 	f->x.iova = lo;
 	f->x.len = hi - lo;
 	f->x.gpa = leaf->gpa + (lo - leaf->iova);

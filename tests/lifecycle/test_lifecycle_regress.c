@@ -101,6 +101,10 @@
 #include "watchdog.h"
 #include <urcu/urcu-memb.h>
 
+/* White box (ram-remove-reader): the hook between remove's grace period
+ * and its purge (engine/engine.c). */
+extern void (*engine_test_ram_purging)(void);
+
 CHECK_SEED_STORAGE;
 
 
@@ -574,6 +578,71 @@ static void case_ram_remove_refused(void)
 	CHECK_EQ(iovt_translate(f.d, M1, &x), -ENOENT);
 	flat_fini(&f);
 	printf("ram-remove-refused: -EBUSY while a sink keeps the mapping\n");
+}
+
+/*
+ * ram-remove-reader: a translate between iovt_guest_ram_remove's grace
+ * period and its purge answers from the shadow or the IOTLB with an address
+ * in the region being removed (found by review). A host that uses an
+ * answer only inside its own read-side section must be done with it when
+ * remove returns 0: remove waits a second grace period after the purge. A
+ * hook runs such a translate there, in a reader that then holds its section
+ * 100 ms; remove must not return before the reader has left it. Both a
+ * domain without a MAP notifier (an IOTLB hit) and one with (the shadow).
+ */
+static struct flat *rr_f;
+static atomic_int rr_go, rr_translated, rr_left;
+
+static void *rr_reader(void *p)
+{
+	(void)p;
+	iovt_thread_register();
+	while (!atomic_load(&rr_go))
+		usleep(100);
+	urcu_memb_read_lock(); /* the host's own section around translate-and-use */
+	struct iovt_extent x;
+	CHECK_EQ(iovt_translate(rr_f->d, M1, &x), 0);
+	CHECK_EQ(x.gpa, rr_f->r1 + M1); /* still the old answer: not purged yet */
+	atomic_store(&rr_translated, 1);
+	usleep(100 * 1000); /* "uses" the host address */
+	atomic_store(&rr_left, 1);
+	urcu_memb_read_unlock();
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void rr_hook(void)
+{
+	atomic_store(&rr_go, 1);
+	while (!atomic_load(&rr_translated))
+		usleep(100);
+}
+
+static void case_ram_remove_reader(void)
+{
+	for (int with_map = 0; with_map < 2; with_map++) {
+		struct flat f;
+		struct iovt_extent x;
+		flat_init(&f);
+		if (with_map)
+			attach_cb(f.d, IOVT_NOTIFY_IOTLB_EVENTS, accept_fn, NULL);
+		CHECK_EQ(iovt_translate(f.d, M1, &x), 0); /* cached (IOTLB) or recorded (shadow) */
+		rr_f = &f;
+		atomic_store(&rr_go, 0);
+		atomic_store(&rr_translated, 0);
+		atomic_store(&rr_left, 0);
+		pthread_t t;
+		CHECK(pthread_create(&t, NULL, rr_reader, NULL) == 0);
+		engine_test_ram_purging = rr_hook;
+		CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), 0);
+		engine_test_ram_purging = NULL;
+		CHECK_EQ(atomic_load(&rr_left), 1); /* the reader's section ended first */
+		CHECK(pthread_join(t, NULL) == 0);
+		/* purged: the shadow no longer has it; the walk meets a hole */
+		CHECK_EQ(iovt_translate(f.d, M1, &x), with_map ? -ENOENT : -EFAULT);
+		flat_fini(&f);
+	}
+	printf("ram-remove-reader: remove returned after the section that translated before the purge\n");
 }
 
 struct reader_arg {
@@ -1476,6 +1545,8 @@ int main(int argc, char **argv)
 		case_ram_remove_purge();
 	else if (!strcmp(c, "ram-remove-refused"))
 		case_ram_remove_refused();
+	else if (!strcmp(c, "ram-remove-reader"))
+		case_ram_remove_reader();
 	else if (!strcmp(c, "translate-destroy"))
 		case_translate_destroy();
 	else if (!strcmp(c, "lookup-alias"))

@@ -749,6 +749,49 @@ static void case_map_detach(uint64_t *rng)
 	env_fini(&v);
 }
 
+/*
+ * A guest RAM region that ends at the top of the address space (gpa + size
+ * == 2^64, which iovt_guest_ram_add allows): the IOTLB fill clipped its run
+ * to the region's end, which wrapped to 0, so a one-page mapping came back
+ * with a length near 2^64 and translate_range granted a terabyte (found by
+ * review). The region's host memory is never touched: translate reads only
+ * the tables, which live in a region of their own.
+ */
+static void case_region_top(uint64_t *rng)
+{
+	(void)rng;
+	enum { M1 = 1 << 20 };
+	struct iovt_engine *e;
+	CHECK(iovt_engine_create(NULL, &e) == 0);
+	uint64_t *tables = aligned_alloc(4096, M1);
+	uint8_t *data = aligned_alloc(4096, M1);
+	CHECK(tables && data);
+	memset(tables, 0, M1);
+	CHECK(iovt_guest_ram_add(e, 0, M1, tables, NULL) == 0);
+	CHECK(iovt_guest_ram_add(e, M1, 0 - (uint64_t)M1, data, NULL) == 0); /* [1 MiB, 2^64) */
+	/* A 4-level table in region 0 mapping IOVA 0 -> GPA 1 MiB only. */
+	tables[0x1000 / 8] = 0x2000 | IOVT_PERM_RW;
+	tables[0x2000 / 8] = 0x3000 | IOVT_PERM_RW;
+	tables[0x3000 / 8] = 0x5000 | IOVT_PERM_RW;
+	tables[0x5000 / 8] = M1 | IOVT_PERM_RW;
+	struct iovt_domain *d;
+	struct iovt_domain_config dc = { .did = 1, .root_gpa = 0x1000, .addr_width = 48 };
+	CHECK(iovt_domain_create(e, &dc, &d) == 0);
+	for (int round = 0; round < 2; round++) { /* the miss, then the hit */
+		struct iovt_extent x;
+		CHECK(iovt_translate(d, 0, &x) == 0);
+		CHECK_EQ(x.iova, 0);
+		CHECK_EQ(x.size, 4096);
+		CHECK_EQ(x.gpa, M1);
+		CHECK_EQ(x.hva, (uint64_t)(uintptr_t)data);
+		CHECK_EQ(iovt_translate_range(d, 0, 1ull << 40, IOVT_PERM_RW, &x), 4096);
+		CHECK(iovt_translate(d, 0x1000, &x) == -ENOENT);
+	}
+	iovt_engine_destroy(e);
+	free(tables);
+	free(data);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(uint64_t *rng);
@@ -760,6 +803,7 @@ static const struct {
 	{ "narrowed", case_narrowed },
 	{ "concurrent", case_concurrent },
 	{ "concurrent-shadow", case_concurrent_shadow },
+	{ "region-top", case_region_top },
 };
 
 int main(int argc, char **argv)
