@@ -174,6 +174,7 @@ struct queue_table {
 struct worker {
 	alignas(64) _Atomic uint32_t seq;      /* bumped by kicks; futex word */
 	_Atomic uint32_t sleeping;
+	_Atomic uint32_t naps;         /* idle sleeps ended (white-box tests: it woke) */
 	pthread_t thread;
 	struct iovt_engine *engine;
 	unsigned idx, count;           /* worker idx of count */

@@ -114,7 +114,9 @@ struct iovt_notifier;
  * Required before any other iovt call on that thread; idempotent per thread.
  * A thread the host already registered with liburcu's memb flavor itself is
  * left registered as it is (no second registration), and
- * iovt_thread_unregister() then leaves that registration to the host.
+ * iovt_thread_unregister() then leaves that registration to the host, which
+ * keeps it until after iovt_thread_unregister() and makes no iovt call
+ * after its own unregistration.
  * Any thread; never fails.
  */
 void iovt_thread_register(void);
@@ -125,7 +127,8 @@ void iovt_thread_register(void);
  * Also releases the thread's implicit queues (iovt_invalidate_psi() and
  * friends): what they still hold goes to the domains' pending sets, applied
  * by the next iovt_fence(). Call it before the thread exits, outside any
- * engine call.
+ * engine call and outside any read-side section of the host's own (the
+ * queues' destroy waits a grace period: it would wait for itself).
  */
 void iovt_thread_unregister(void);
 
@@ -588,7 +591,8 @@ int iovt_invalidate_psi(struct iovt_engine *e, uint16_t did, uint64_t addr, unsi
 int iovt_invalidate_dsi(struct iovt_engine *e, uint16_t did);
 
 /**
- * @brief Global invalidation: every domain (those that exist when it is drained).
+ * @brief Global invalidation: every domain (those that exist when its drain
+ * makes its pass over the domains: at the queue's next fence at the latest).
  *
  * As iovt_invalidate_psi(): the calling thread's implicit queue, pending
  * until the next fence.

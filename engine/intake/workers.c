@@ -103,6 +103,7 @@ static void *worker_main(void *arg)
 		    !atomic_load_explicit(&e->workers_stop, memory_order_acquire))
 			futex_wait_for(&w->seq, seq, workers_test_idle_ns ? workers_test_idle_ns : IDLE_SLEEP_NS);
 		atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+		atomic_fetch_add_explicit(&w->naps, 1, memory_order_relaxed); /* off the data path */
 	}
 	iovt_thread_unregister();
 	return NULL;

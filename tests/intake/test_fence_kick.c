@@ -10,7 +10,7 @@
  * iovt_queue_fence_done, iovt.h's pattern for hosts that complete a guest's
  * wait asynchronously) waited for the worker's 50 ms idle timeout (found by
  * review). The workers' idle sleep is made a minute here (a test hook), so
- * that a missing kick hangs the fence: a watchdog fails the test after 20 s
+ * that a missing kick hangs the fence: a watchdog fails the test after 60 s
  * instead of letting it pass 50 ms late. Both queue kinds are checked.
  */
 #include <pthread.h>
@@ -61,7 +61,7 @@ static void *locked_fence(void *arg)
 static void *watchdog(void *arg)
 {
 	(void)arg;
-	sleep(20);
+	sleep(60);
 	fprintf(stderr, "intake-locked-fence-kick: stalled (a queue fence left to the worker's idle timeout)\n");
 	_exit(1);
 }
@@ -89,15 +89,21 @@ static void one(bool handoff)
 	CHECK(pthread_create(&t, NULL, locked_fence, NULL) == 0);
 	wait_until(&entered); /* the locked fence counted the PSI, holds the flag, in the sink */
 
-	/* Posted after its count: the worker is kicked, finds the flag held,
-	 * and goes back to sleep (its idle polls take microseconds). */
+	/* Posted after its count: the worker is kicked, wakes, finds the flag
+	 * held, and goes back to sleep (its idle polls take microseconds): an
+	 * ended nap, then asleep again. Waited for on the clock, up to 10 s. */
+	const uint32_t naps = atomic_load(&w->naps);
 	uint64_t tk = iovt_queue_fence_post(q);
 	CHECK(tk != 0);
-	uint32_t seq = atomic_load(&w->seq);
-	for (int i = 0; i < 50000 && (atomic_load(&w->seq) == seq || !atomic_load(&w->sleeping)); i++)
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		if (atomic_load(&w->naps) != naps && atomic_load(&w->sleeping))
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		CHECK(t1.tv_sec - t0.tv_sec < 10); /* the kicked worker never slept again */
 		usleep(100);
-	usleep(20 * 1000);
-	CHECK(atomic_load(&w->sleeping));
+	}
 	CHECK(!iovt_queue_fence_done(q, tk)); /* the flag is still held */
 
 	atomic_store(&release_sink, 1);
