@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Composition: the engine object, guest RAM, threads and statistics. */
 #include <errno.h>
+#include <stddef.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,14 @@ void iovt_thread_unregister(void)
 }
 
 _Static_assert(IOVT_ERR_KIND_COUNT <= IOVT_ERR_KIND_SLOTS, "iovt_stats.errors[] has no slot left");
+/* The caller allocates both: their size and where their reserved room
+ * starts are the ABI (README "Versioning": a new field takes a reserved
+ * slot; a change here is a soname change). */
+_Static_assert(sizeof(struct iovt_config) == 96 && offsetof(struct iovt_config, reserved) == 32,
+	       "struct iovt_config's layout is ABI");
+_Static_assert(sizeof(struct iovt_stats) == 656 && offsetof(struct iovt_stats, errors) == 272 &&
+		       offsetof(struct iovt_stats, reserved) == 544,
+	       "struct iovt_stats's layout is ABI");
 
 int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 {

@@ -113,7 +113,8 @@ struct iovt_notifier;
  *
  * Required before any other iovt call on that thread; idempotent per thread.
  * A thread the host already registered with liburcu's memb flavor itself is
- * left registered as it is (no second registration), and
+ * left registered as it is (no second registration; the host registers
+ * first: liburcu aborts on a second registration the other way round), and
  * iovt_thread_unregister() then leaves that registration to the host, which
  * keeps it until after iovt_thread_unregister() and makes no iovt call
  * after its own unregistration.
@@ -179,7 +180,9 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out);
  * Stops workers and pollers, destroys every queue, detaches every notifier
  * (no map or unmap is called: the host is tearing down the devices too;
  * each sink's destroy() runs), destroys
- * every domain. No other call on this engine may run concurrently or later;
+ * every domain, and waits for every pending call_rcu callback (the host's
+ * too): not from a callback, nor inside a read-side section of the host's.
+ * No other call on this engine may run concurrently or later;
  * domain references still held (iovt_domain_get()) keep only the domain's
  * memory, and must still be put. Guest RAM may be freed after it returns.
  * @param e the engine (registered thread).

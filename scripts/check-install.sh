@@ -8,7 +8,8 @@
 #   consumer-shared    a tiny VMM-like program, through pkg-config, against libiovt.so
 #   consumer-static    the same against libiovt.a (pkg-config --static)
 #   dpdk-shared        (with DPDK) a program that calls nothing of iovt-dpdk but
-#                      links it through iovt-dpdk.pc gets rte_ring queues
+#                      links it through iovt-dpdk.pc gets rte_ring queues; the
+#                      library is marked NODELETE (dlclose would unmap its glue)
 #   dpdk-static        the same with the static archives (see README for what
 #                      Debian's libdpdk.pc allows)
 #   subproject         a meson project with iovt as a subproject: dependency('iovt'),
@@ -153,6 +154,8 @@ C
   dpdk_shared() {
     cc -o "$work/d-shared" "$work/dpdk.c" $(pkg-config --cflags --libs iovt-dpdk) \
       -Wl,--as-needed -Wl,-rpath,"$prefix/lib" || return 1
+    # its constructor hands the core pointers into it: never unloaded
+    readelf -d "$prefix"/lib/libiovt-dpdk.so | grep -q NODELETE || { echo "libiovt-dpdk.so: no NODELETE"; return 1; }
     "$work/d-shared"
   }
   dpdk_static() {

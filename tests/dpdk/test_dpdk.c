@@ -281,6 +281,19 @@ int main(int argc, char **argv)
 	char *eal[] = { argv[0], "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
 			"--log-level=error", lcores, fp, NULL };
 	int eal_argc = (int)(sizeof(eal) / sizeof(eal[0])) - 1;
+	{
+		/* Before rte_eal_init: refused (-EINVAL), nothing launched. It
+		 * wrote into fd 0 and waited on it (DPDK's pipes unopened). */
+		iovt_thread_register();
+		struct iovt_engine *e0;
+		CHECK_EQ(iovt_engine_create(NULL, &e0), 0);
+		const unsigned lc1[1] = { 1 };
+		CHECK_EQ(iovt_dpdk_pollers_start(e0, lc1, 1), -EINVAL);
+		struct iovt_stats st;
+		iovt_stats_get(e0, &st);
+		CHECK_EQ(st.errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		iovt_engine_destroy(e0);
+	}
 	int rc = rte_eal_init(eal_argc, eal);
 	if (rc < 0)
 		fprintf(stderr, "dpdk: rte_eal_init: %s\n", strerror(rte_errno));
