@@ -45,7 +45,10 @@ bool iovt_dpdk_available(void);
  * @param lcore_ids the worker lcores.
  * @param n how many, 1..64.
  * @return 0 or a negative errno; on an error no poller is left running.
- * @retval -EINVAL n 0 or > 64, lcore_ids NULL, an lcore that is not a worker lcore.
+ * @retval -EINVAL n 0 or > 64, lcore_ids NULL, an lcore that is not a worker
+ *         lcore, or no EAL initialised (before rte_eal_init(), or a DPDK
+ *         other than the one libiovt-dpdk was built against); counted as
+ *         bad_argument.
  * @retval -EBUSY already started (or workers run), an lcore busy.
  * @retval -ENOMEM out of memory.
  */
