@@ -41,7 +41,7 @@
  * | call | thread | blocks on |
  * |---|---|---|
  * | iovt_translate(), iovt_translate_range(), iovt_domain_lookup() / _get() / _put(), iovt_domain_alive(), iovt_queue_fence_done() | any registered thread | nothing (lock-free) |
- * | iovt_queue_post(), iovt_queue_psi(), iovt_queue_dsi(), iovt_queue_fence(), iovt_queue_fence_post(), iovt_queue_fence_wait() | the queue's producer thread | a full queue; the fence's own work |
+ * | iovt_queue_post(), iovt_queue_psi(), iovt_queue_dsi(), iovt_queue_fence(), iovt_queue_fence_post(), iovt_queue_fence_wait() | the queue's producer: one registered thread at a time (calls serialised by the host when it changes) | a full queue; the fence's own work |
  * | iovt_invalidate_psi(), iovt_invalidate_dsi(), iovt_invalidate_global() | any registered thread (its implicit queue) | a full queue; a thread's first post to an engine: the queue table lock; a post to a fifth engine: the evicted queue's destroy (that engine's lock and a grace period: never inside a read-side section of the host's own) |
  * | iovt_fence() | any registered thread | other iovt_fence() calls and control calls (engine lock) |
  * | iovt_poll() | the host's loop, one caller per poller number | skips busy queues; a fence it applies takes its domains' sync locks, which control calls and other drainers hold through their sink calls |
@@ -474,7 +474,10 @@ int iovt_callback_sink_init(struct iovt_sink *out, iovt_event_fn fn, void *arg,
 #define IOVT_NOTIFY_MAP (1u << 0)
 /** Notifier flag: UNMAP events. */
 #define IOVT_NOTIFY_UNMAP (1u << 1)
-/** Notifier flag: device-IOTLB UNMAPs (raw ranges, no tree). */
+/** Notifier flag: device-IOTLB UNMAPs (raw ranges, no tree): the domain's
+ * IOTLB invalidations, delivered as for IOVT_NOTIFY_UNMAP. Device-TLB
+ * invalidation descriptors are not taken by the engine: the host forwards
+ * them to the device itself. */
 #define IOVT_NOTIFY_DEVIOTLB_UNMAP (1u << 2)
 /** Notifier flags of an accurate shadow: MAP and UNMAP. */
 #define IOVT_NOTIFY_IOTLB_EVENTS (IOVT_NOTIFY_MAP | IOVT_NOTIFY_UNMAP)
@@ -486,7 +489,9 @@ int iovt_callback_sink_init(struct iovt_sink *out, iovt_event_fn fn, void *arg,
  *    engine keeps the domain's tree for it and replays the current guest view
  *    into the sink now (walk + MAP), so the sink starts equal to the guest.
  *    One per domain (-EBUSY otherwise): the tree is the record of what that
- *    one sink holds.
+ *    one sink holds. Two passthrough devices the guest puts in one domain
+ *    share one sink: one VFIO container or iommufd IOAS for both (a sink
+ *    that forwards to two containers must undo one when the other fails).
  *  - IOVT_NOTIFY_UNMAP or IOVT_NOTIFY_DEVIOTLB_UNMAP alone: unmap() gets the
  *    invalidated ranges with no tree and no walk — coalesced per fence (PSI
  *    blocks merged, a DSI as one range over the whole domain) and clipped
@@ -677,7 +682,13 @@ int iovt_fence(struct iovt_engine *e);
  * Ordering: one queue's invalidations apply in the order posted; a fence
  * completes only once everything posted before it on that queue has reached
  * every sink. Nothing is ordered across queues except by iovt_fence()
- * (everything, everywhere). A full queue blocks the poster (it helps drain,
+ * (everything, everywhere). A VT-d wait descriptor covers every descriptor
+ * before it in the guest's invalidation queue, whichever vCPU's tail write
+ * brought it: map one emulated invalidation queue to one iovt queue (the
+ * host serialises its processing anyway: a queue takes one producer at a
+ * time, not one thread for ever), or complete waits with iovt_fence(). A
+ * queue per vCPU is right only when each vCPU's descriptors are waited for
+ * by a wait the same vCPU processes, in order (found by review). A full queue blocks the poster (it helps drain,
  * or waits for the drainer); an invalidation is never dropped; each wait
  * is counted (iovt_stats::queue_full_waits).
  */
@@ -751,8 +762,9 @@ void iovt_queue_destroy(struct iovt_queue *q);
 /**
  * @brief Posts n invalidations (a burst: one ring operation per up to 32).
  *
- * Only the queue's producer thread may post; it must be registered. Each
- * item is checked first: an unknown DID or a bad PSI is counted and
+ * Only the queue's producer may post: one registered thread at a time (a
+ * host that moves production between threads serialises the calls, e.g.
+ * under its invalidation-queue lock). Each item is checked first: an unknown DID or a bad PSI is counted and
  * skipped, the others are posted. Blocks while the queue is full.
  * @param q the queue.
  * @param v the invalidations.
@@ -907,6 +919,11 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
  * holds a reference (iovt_domain_lookup() / iovt_domain_get()). Errors are
  * never cached; each is counted in iovt_stats but -ENODEV (the domain is
  * being destroyed: no error of the guest's or the host's).
+ * With a MAP notifier the answer is the record — what the sink holds —, so
+ * while a sink refuses an UNMAP (its fence returned the error; the engine
+ * retries it) the refused range still translates, as the device behind that
+ * sink can still reach it; a refused MAP translates to -ENOENT until it is
+ * mapped.
  * @param d the domain.
  * @param iova the address to translate.
  * @param[out] out the extent that covers iova, on success.
