@@ -764,8 +764,8 @@ void iovt_queue_destroy(struct iovt_queue *q);
  *
  * Only the queue's producer may post: one registered thread at a time (a
  * host that moves production between threads serialises the calls, e.g.
- * under its invalidation-queue lock). Each item is checked first: an unknown DID or a bad PSI is counted and
- * skipped, the others are posted. Blocks while the queue is full.
+ * under its invalidation-queue lock). Each item is checked first: an
+ * unknown DID or a bad PSI is counted and skipped, the others are posted. Blocks while the queue is full.
  * @param q the queue.
  * @param v the invalidations.
  * @param n how many.
