@@ -1197,6 +1197,77 @@ static void test_pollers(enum iovt_queue_backend b)
 
 /* ------------------------------------------------------------------------ */
 
+/*
+ * One queue, its producer moving between threads (iovt.h: one producer at a
+ * time; a host maps one emulated invalidation queue to one iovt queue and
+ * serialises its processing): four threads take turns under a mutex, each
+ * turn a guest edit, its PSI and an inline fence on the shared queue. Every
+ * fence 0, the sink == the guest after each; under TSan too.
+ */
+enum { HANDOVER_THREADS = 4, HANDOVER_TURNS = 150 };
+struct handover {
+	struct world *w;
+	struct iovt_queue *q;
+	pthread_mutex_t lock;
+	unsigned turn; /* whose turn: turn % HANDOVER_THREADS */
+	pthread_cond_t cv;
+};
+struct handover_arg {
+	struct handover *h;
+	unsigned idx;
+};
+
+static void *handover_main(void *p)
+{
+	struct handover_arg *a = p;
+	struct handover *h = a->h;
+	struct wdom *wd = &h->w->dom[0];
+	iovt_thread_register();
+	for (unsigned t = 0; t < HANDOVER_TURNS; t++) {
+		pthread_mutex_lock(&h->lock);
+		while (h->turn % HANDOVER_THREADS != a->idx)
+			pthread_cond_wait(&h->cv, &h->lock);
+		const uint64_t n = h->turn;
+		const uint64_t iova = (n % 64) * 2 * K; /* IOVAs [0, AREA): gpa = base + iova */
+		if ((n / 64) % 2 == 0)
+			gmap(wd, iova, K, wd->base + iova, IOVT_PERM_RW);
+		else
+			gunmap(wd, iova, K);
+		CHECK_EQ(qpsi(h->q, wd, iova, K), 0);
+		CHECK_EQ(iovt_queue_fence(h->q), 0);
+		check_range(h->w, wd, iova, iova + K);
+		h->turn++;
+		pthread_cond_broadcast(&h->cv);
+		pthread_mutex_unlock(&h->lock);
+	}
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void test_handover(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct handover h = { .w = &w, .lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	struct iovt_queue_config qc = { .backend = b };
+	CHECK(iovt_queue_create(w.e, &qc, &h.q) == 0);
+	pthread_t t[HANDOVER_THREADS];
+	struct handover_arg a[HANDOVER_THREADS];
+	for (unsigned i = 0; i < HANDOVER_THREADS; i++) {
+		a[i] = (struct handover_arg){ &h, i };
+		CHECK(pthread_create(&t[i], NULL, handover_main, &a[i]) == 0);
+	}
+	for (unsigned i = 0; i < HANDOVER_THREADS; i++)
+		CHECK(pthread_join(t[i], NULL) == 0);
+	CHECK_EQ(h.turn, HANDOVER_THREADS * HANDOVER_TURNS);
+	check_range(&w, &w.dom[0], 0, 128 * K);
+	iovt_queue_destroy(h.q);
+	world_destroy(&w);
+	printf("intake handover (%s): %u fences from %u threads taking turns on one queue\n",
+	       b == IOVT_QUEUE_RTE_RING ? "rte_ring" : "wfcq", HANDOVER_THREADS * HANDOVER_TURNS,
+	       HANDOVER_THREADS);
+}
+
 int main(int argc, char **argv)
 {
 	const char *what = argc > 1 ? argv[1] : "all";
@@ -1237,6 +1308,7 @@ int main(int argc, char **argv)
 		if (threads) {
 			test_workers(backends[i]);
 			test_pollers(backends[i]);
+			test_handover(backends[i]);
 		}
 	}
 	if (single) {
