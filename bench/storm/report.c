@@ -30,7 +30,7 @@ struct field {
 static const struct field side_fields[] = {
 	U(invalidations), U(fences), U(ranges), U(ptes_walked), U(sink_calls), U(map_calls),
 	U(unmap_calls), U(oracle_min_calls), U(rejected_calls), U(mismatches), U(errors),
-	D(wall_s), D(cpu_s), D(engine_s), D(sink_s), D(own_s), D(est_sink_s),
+	D(wall_s), D(cpu_s), D(engine_s), D(sink_s), D(own_s), D(deferred_s), D(est_sink_s),
 	U(peak_rss_bytes), U(shadow_bytes), U(extents), U(bytes_per_extent),
 	U(peak_shadow_bytes), U(peak_extents),
 	U(latency_p50_ns), U(latency_p99_ns), U(queue_items), U(queue_full_waits),

@@ -23,6 +23,8 @@ struct side_result {
 	double engine_s;        /* inside iovt_* calls only (sink calls included), less each call's clock read */
 	double sink_s;          /* of which inside the model sink */
 	double own_s;           /* engine_s - sink_s: the side's own CPU; 0 where not measurable */
+	double deferred_s;      /* engine side: liburcu's call_rcu thread's CPU (the engine's deferred
+				 * frees and their grace periods), included in engine_s and own_s */
 	double cpu_s;
 	double est_sink_s;      /* model sink's charged per-call cost */
 	uint64_t peak_rss_bytes;   /* process peak RSS at the end of this side's run */

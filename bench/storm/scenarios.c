@@ -75,7 +75,8 @@ int scenario_finish(struct world *w, struct side_result *out)
 	out->est_sink_s = t.charged_ns / 1e9;
 	for (int k = 0; k < IOVT_ERR_KIND_COUNT; k++)
 		out->errors += st.errors[k];
-	out->engine_s = t.engine_ns / 1e9;
+	out->engine_s = t.engine_ns / 1e9; /* deferred_ns included */
+	out->deferred_s = t.deferred_ns / 1e9;
 	out->sink_s = t.sink_ns / 1e9;
 	out->own_s = out->engine_s > out->sink_s ? out->engine_s - out->sink_s : 0;
 	out->peak_rss_bytes = t.peak_rss_bytes;

@@ -9,7 +9,9 @@
 //          under one mutex; lookup under the lock; a miss unlocks, walks the
 //          guest table, locks and inserts, wiping the whole hash when it
 //          holds 1024 entries; a PSI scans the whole hash under the lock.
-//   Dpdk   DPDK vhost-style IOTLB: a list sorted by IOVA under a rwlock,
+//   Dpdk   DPDK vhost-style IOTLB: a list sorted by IOVA under a rwlock
+//          that spins as rte_rwlock does (a pthread rwlock sleeps: its futex
+//          waits were most of the invalidator rows' time; found by review),
 //          2048 entries, linear lookup (read lock), a miss walks then inserts
 //          in order (write lock), a random entry evicted when full; a PSI
 //          removes the overlapping entries (write lock, linear).
@@ -99,7 +101,10 @@ inline bool guest_walk(Guest *g, uint64_t page, iovt_extent *out)
 	static const vtd_walk_ops ops = { on_leaf, nullptr };
 	WalkOut o = { false, 0, 0, 0 };
 	vtd_walk_stats ws = {};
-	vtd_walk(gs_guest_ram(g->gs), &p, &ops, &o, &ws);
+	// The engine's one-page walk (vtd_walk_block: one descent, the same
+	// checks and leaves as vtd_walk): the baselines' misses and miss/walk
+	// walked with the generic vtd_walk, ~30 against ~17 ns (found by review).
+	vtd_walk_block(gs_guest_ram(g->gs), &p, &ops, &o, &ws);
 	if (!o.found)
 		return false;
 	uint64_t gpa = o.gpa + (page - o.iova);
@@ -150,31 +155,73 @@ struct Qemu {
 	}
 };
 
+static inline void spin_pause()
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+// rte_rwlock's documented behaviour (DPDK 22.11): readers and the writer
+// spin; a waiting writer stops new readers (no writer starvation).
+struct SpinRw {
+	static constexpr int32_t WAIT = 1, WRITE = 2, READ = 4;
+	std::atomic<int32_t> v{ 0 };
+	void rdlock()
+	{
+		for (;;) {
+			while (v.load(std::memory_order_relaxed) & (WAIT | WRITE))
+				spin_pause();
+			int32_t x = v.fetch_add(READ, std::memory_order_acquire);
+			if (!(x & (WAIT | WRITE)))
+				return;
+			v.fetch_sub(READ, std::memory_order_relaxed); // a writer came first
+		}
+	}
+	void rdunlock() { v.fetch_sub(READ, std::memory_order_release); }
+	void wrlock()
+	{
+		for (;;) {
+			int32_t x = v.load(std::memory_order_relaxed);
+			if (x < WRITE) { // no reader, no writer (WAIT may be ours)
+				if (v.compare_exchange_weak(x, WRITE, std::memory_order_acquire))
+					return;
+			} else if (!(x & WAIT)) {
+				v.fetch_or(WAIT, std::memory_order_relaxed);
+			}
+			spin_pause();
+		}
+	}
+	void wrunlock() { v.fetch_sub(WRITE, std::memory_order_release); }
+};
+
 struct Dpdk {
 	static constexpr const char *name = "dpdk";
 	Guest *g;
-	pthread_rwlock_t rw = PTHREAD_RWLOCK_INITIALIZER;
+	SpinRw rw;
 	std::list<iovt_extent> l; // sorted by iova
 	size_t n = 0;
 	uint64_t rnd = 88172645463325252ull;
 	explicit Dpdk(Guest *gg) : g(gg) {}
 	int lookup(uint64_t iova, iovt_extent *out)
 	{
-		pthread_rwlock_rdlock(&rw);
+		rw.rdlock();
 		for (const iovt_extent &x : l) {
 			if (x.iova > iova)
 				break;
 			if (iova - x.iova < x.size) {
 				*out = x;
-				pthread_rwlock_unlock(&rw);
+				rw.rdunlock();
 				return 1;
 			}
 		}
-		pthread_rwlock_unlock(&rw);
+		rw.rdunlock();
 		uint64_t page = iova & ~(K4 - 1);
 		if (!guest_walk(g, page, out))
 			return -1;
-		pthread_rwlock_wrlock(&rw);
+		rw.wrlock();
 		if (n >= 2048) { // random eviction
 			rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
 			auto it = l.begin();
@@ -189,12 +236,12 @@ struct Dpdk {
 			l.insert(it, *out);
 			n++;
 		}
-		pthread_rwlock_unlock(&rw);
+		rw.wrunlock();
 		return 0;
 	}
 	void invalidate(uint64_t first, uint64_t last)
 	{
-		pthread_rwlock_wrlock(&rw);
+		rw.wrlock();
 		for (auto it = l.begin(); it != l.end() && it->iova <= last;) {
 			if (it->iova + it->size - 1 >= first) {
 				it = l.erase(it);
@@ -203,7 +250,7 @@ struct Dpdk {
 				++it;
 			}
 		}
-		pthread_rwlock_unlock(&rw);
+		rw.wrunlock();
 	}
 };
 

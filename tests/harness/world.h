@@ -51,7 +51,11 @@ struct world_totals {
 	uint64_t rejected_calls;
 	uint64_t charged_ns;
 	uint64_t fence_errors;
-	uint64_t engine_ns;               /* time spent inside iovt_* calls (judges excluded), less each call's clock read */
+	uint64_t engine_ns;               /* time spent inside iovt_* calls (judges excluded), less each call's clock read,
+					   * plus deferred_ns */
+	uint64_t deferred_ns;             /* engine side: CPU time of liburcu's call_rcu thread since the world was
+					   * created (the engine's retired nodes and lines freed there, grace periods
+					   * included; the baseline frees inside its calls; found by review) */
 	uint64_t sink_ns;                 /* of which inside the model sinks' calls (each
 					   * with world_clock_read_ns() of its timer added) */
 	/* Invalidation-to-fence latency: per fence that had invalidations, from
