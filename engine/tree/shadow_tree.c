@@ -50,9 +50,7 @@
 #define FAN 31u      /* children per internal node: 512 bytes */
 #define FAN_SMALL 15u /* ... while it has at most this many: 256 bytes */
 #define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
-#define BATCH_N 59u  /* nodes per retirement batch: 512 bytes */
-#define NCLASS (LEAF_MAX + 3) /* node sizes: leaves by capacity, then the two internal sizes */
-#define POOL_N 8u    /* freed nodes a tree keeps per size for reuse (pool_put) */
+#define BATCH_N 61u  /* nodes per retirement batch: 512 bytes */
 #define MAX_SIZE SHADOW_TREE_MAX_SIZE
 #define EDGE_ROOM 3u /* leaf_insert's early edge split: a buffer's ~3.7 pieces (strict-dma) */
 #define RUN_SPLIT_MAX_BYTES 96u /* bytes an extent under which runs split where they are: the QEMU-style GTree's */
@@ -111,8 +109,6 @@ static inline struct node **in_child(const struct inode *in)
 
 struct batch {
 	struct rcu_head rcu;
-	struct shadow_tree *tree; /* whose writer takes the nodes back (batch_back_cb) */
-	struct batch *next;       /* on the tree's list of batches handed back */
 	unsigned n;
 	struct node *p[BATCH_N];
 };
@@ -136,15 +132,6 @@ struct shadow_tree {
 	uint64_t top;      /* last valid IOVA */
 	_Alignas(64) uint64_t count, mem; /* written by the writer, read racily (relaxed) */
 	struct batch *batch; /* retired nodes not yet handed to call_rcu */
-	/* Batches whose grace period has ended, handed back by their callback
-	 * (batch_back_cb) for the writer to reuse or free, and how many are
-	 * still with call_rcu: the tree is freed only once none is. */
-	_Atomic(struct batch *) back;
-	_Atomic unsigned out;
-	/* Freed nodes kept for reuse, per size (the writer's; counted in mem). */
-	struct node *pool[NCLASS];
-	uint8_t pool_n[NCLASS]; /* <= POOL_N */
-	unsigned pooled;        /* their sum: an emptied tree with none drains nothing */
 	struct rcu_head rcu; /* shadow_tree_retire */
 	/* The writer's last descent (descend_w), valid while no node was
 	 * published since: a pivot or a child pointer changes only by
@@ -183,26 +170,14 @@ static void sizes_init(void)
 	g_usable[LEAF_MAX + 2] = iovt_alloc_usable(inode_bytes(FAN_SMALL));
 }
 
-/* The size class of a node of `bytes` (a leaf_bytes or an inode's). */
-static inline unsigned size_class(size_t bytes)
-{
-	if (bytes == inode_bytes(FAN)) /* no leaf size is either */
-		return LEAF_MAX + 1;
-	if (bytes == inode_bytes(FAN_SMALL))
-		return LEAF_MAX + 2;
-	return (unsigned)((bytes - sizeof(struct node)) / sizeof(struct rec));
-}
-
-/* The node size of class c (size_class's inverse). */
-static inline size_t class_bytes(unsigned c)
-{
-	return c <= LEAF_MAX ? leaf_bytes(c) : c == LEAF_MAX + 1 ? inode_bytes(FAN) : inode_bytes(FAN_SMALL);
-}
-
 /* The usable size of a node of `bytes` (a leaf_bytes or an inode's). */
 static inline size_t usable(size_t bytes)
 {
-	return g_usable[size_class(bytes)];
+	if (bytes == inode_bytes(FAN)) /* no leaf size is either */
+		return g_usable[LEAF_MAX + 1];
+	if (bytes == inode_bytes(FAN_SMALL))
+		return g_usable[LEAF_MAX + 2];
+	return g_usable[(bytes - sizeof(struct node)) / sizeof(struct rec)];
 }
 
 /* Identity order words: records 0..m-1 in slots 0..m-1 (m <= 15): the
@@ -347,45 +322,12 @@ static void stat_add(uint64_t *v, int64_t d)
 /* ------------------------------------------------------------------------ */
 /* Allocation and retirement                                                 */
 
-/*
- * Nodes come from the tree's pool first (freed ones of that size, still
- * counted in mem), else the allocator. The pool is filled by the writer
- * from batches handed back after their grace period (take_back): freeing
- * them on liburcu's call_rcu thread, into an allocator cache that never
- * allocates them, was ~70% of that thread's time, which the storm charges
- * to the engine (found by review); freeing them on the writer instead
- * moved that cost into its calls. A pooled node costs a push and a pop.
- */
 static struct node *node_alloc(struct shadow_tree *t, size_t bytes)
 {
-	unsigned c = size_class(bytes);
-	struct node *x = t->pool[c];
-	if (x) {
-		t->pool[c] = *(struct node **)(void *)x;
-		t->pool_n[c]--;
-		t->pooled--;
-		return x; /* its bytes stayed in mem */
-	}
-	x = iovt_alloc(0, bytes);
+	struct node *x = iovt_alloc(0, bytes);
 	if (x)
 		stat_add(&t->mem, (int64_t)usable(bytes));
 	return x;
-}
-
-/* A node no reader can reach any more: into the pool while it has room
- * (its bytes stay in mem), else freed. The writer. */
-static void pool_put(struct shadow_tree *t, struct node *x, size_t bytes)
-{
-	unsigned c = size_class(bytes);
-	if (t->pool_n[c] < POOL_N) {
-		*(struct node **)(void *)x = t->pool[c];
-		t->pool[c] = x;
-		t->pool_n[c]++;
-		t->pooled++;
-		return;
-	}
-	stat_add(&t->mem, -(int64_t)usable(bytes));
-	iovt_free(0, x, bytes);
 }
 
 static struct leaf *leaf_alloc(struct shadow_tree *t, unsigned cap)
@@ -403,69 +345,20 @@ static void node_free(struct node *x)
 	iovt_free(0, x, node_bytes(x));
 }
 
-/* Frees every pooled node (an emptied tree, the tree's end). */
-static void pool_drain(struct shadow_tree *t)
-{
-	if (!t->pooled)
-		return;
-	t->pooled = 0;
-	for (unsigned c = 0; c < NCLASS; c++) {
-		for (struct node *x = t->pool[c], *next; x; x = next) {
-			next = *(struct node **)(void *)x; /* the link overwrote its header */
-			stat_add(&t->mem, -(int64_t)g_usable[c]);
-			iovt_free(0, x, class_bytes(c));
-		}
-		t->pool[c] = NULL;
-		t->pool_n[c] = 0;
-	}
-}
-
-/* A node no reader ever saw (allocated for an update that failed). */
+/* Frees a node no reader ever saw (allocated for an update that failed). */
 static void node_unused(struct shadow_tree *t, struct node *x, size_t bytes)
 {
-	pool_put(t, x, bytes);
+	stat_add(&t->mem, -(int64_t)usable(bytes));
+	iovt_free(0, x, bytes);
 }
 
-/*
- * After a batch's grace period: handed back to its tree, whose writer
- * reuses or frees the nodes (take_back). The count drops last: the tree's
- * end waits for it, so the tree outlives every callback of its batches.
- */
-static void batch_back_cb(struct rcu_head *h)
+static void batch_free_cb(struct rcu_head *h)
 {
 	iovt_rcu_callback_enter();
 	struct batch *b = caa_container_of(h, struct batch, rcu);
-	struct shadow_tree *t = b->tree;
-	struct batch *head = atomic_load_explicit(&t->back, memory_order_relaxed);
-	do
-		b->next = head;
-	while (!atomic_compare_exchange_weak_explicit(&t->back, &head, b, memory_order_release,
-						      memory_order_relaxed));
-	atomic_fetch_sub_explicit(&t->out, 1, memory_order_release);
-}
-
-/* Takes every batch handed back: its nodes into the pool or freed (their
- * bytes left mem at retirement: counted again while pooled). Returns one
- * emptied batch for reuse, NULL when none came back. The writer, or the
- * tree's end. */
-static struct batch *take_back(struct shadow_tree *t)
-{
-	struct batch *b = atomic_exchange_explicit(&t->back, NULL, memory_order_acquire);
-	struct batch *keep = NULL;
-	while (b) {
-		struct batch *next = b->next;
-		for (unsigned i = 0; i < b->n; i++) {
-			size_t bytes = node_bytes(b->p[i]);
-			stat_add(&t->mem, (int64_t)usable(bytes));
-			pool_put(t, b->p[i], bytes);
-		}
-		if (keep)
-			iovt_free(0, b, sizeof(*b));
-		else
-			keep = b;
-		b = next;
-	}
-	return keep;
+	for (unsigned i = 0; i < b->n; i++)
+		node_free(b->p[i]);
+	iovt_free(0, b, sizeof(*b));
 }
 
 void shadow_tree_flush(struct shadow_tree *t)
@@ -474,9 +367,7 @@ void shadow_tree_flush(struct shadow_tree *t)
 	if (!b || !b->n)
 		return;
 	t->batch = NULL;
-	b->tree = t;
-	atomic_fetch_add_explicit(&t->out, 1, memory_order_relaxed);
-	iovt_call_rcu(&b->rcu, batch_back_cb);
+	iovt_call_rcu(&b->rcu, batch_free_cb);
 }
 
 /*
@@ -491,9 +382,7 @@ static int batch_room(struct shadow_tree *t, unsigned k)
 	shadow_tree_flush(t);
 	if (t->batch) /* empty and still too small: cannot happen, k <= BATCH_N */
 		return 0;
-	struct batch *b = atomic_load_explicit(&t->back, memory_order_relaxed) ? take_back(t) : NULL;
-	if (!b)
-		b = iovt_alloc(0, sizeof(*b));
+	struct batch *b = iovt_alloc(0, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	b->n = 0;
@@ -548,10 +437,6 @@ static void tree_free(struct shadow_tree *t)
 			node_free(t->batch->p[i]);
 		iovt_free(0, t->batch, sizeof(*t->batch));
 	}
-	struct batch *b = take_back(t); /* every batch is back: t->out is 0 */
-	if (b)
-		iovt_free(0, b, sizeof(*b));
-	pool_drain(t);
 	free(t);
 }
 
@@ -560,26 +445,13 @@ void shadow_tree_destroy(struct shadow_tree *t)
 	if (!t)
 		return;
 	iovt_synchronize_rcu();
-	/* Batches still with call_rcu name the tree: wait for their callbacks.
-	 * The acquire load that reads 0 orders their last touch before the
-	 * free (what TSan sees: it does not see the barrier's wait). */
-	while (atomic_load_explicit(&t->out, memory_order_acquire))
-		urcu_memb_barrier();
 	tree_free(t);
 }
 
 static void tree_free_cb(struct rcu_head *h)
 {
 	iovt_rcu_callback_enter();
-	struct shadow_tree *t = caa_container_of(h, struct shadow_tree, rcu);
-	/* A batch flushed before the retirement may still be queued: on the
-	 * same call_rcu thread it ran first (liburcu keeps the order), but a
-	 * host may give threads call_rcu threads of their own. Then later. */
-	if (atomic_load_explicit(&t->out, memory_order_acquire)) {
-		iovt_call_rcu(&t->rcu, tree_free_cb);
-		return;
-	}
-	tree_free(t);
+	tree_free(caa_container_of(h, struct shadow_tree, rcu));
 }
 
 void shadow_tree_retire(struct shadow_tree *t)
@@ -1535,7 +1407,6 @@ static void leaf_tidy(struct shadow_tree *t, const struct path *p)
 			return;
 		publish(t, &t->root, NULL);
 		retire(t, &l->h);
-		pool_drain(t); /* an empty domain holds no node, pooled ones included */
 		return;
 	}
 	/* Hysteresis: a leaf grown to cap_for(n + 1) by one insert is not
@@ -1688,19 +1559,6 @@ int shadow_tree_verify(const struct shadow_tree *t)
 		return rc;
 	if (cnt != t->count)
 		return -10;
-	unsigned pooled = 0;
-	for (unsigned c = 0; c < NCLASS; c++) { /* pooled nodes stay counted */
-		unsigned n = 0;
-		for (const struct node *x = t->pool[c]; x; x = *(struct node *const *)(const void *)x) {
-			mem += g_usable[c];
-			n++;
-		}
-		if (n != t->pool_n[c] || n > POOL_N)
-			return -13;
-		pooled += n;
-	}
-	if (pooled != t->pooled)
-		return -13;
 	if (mem != t->mem)
 		return -11;
 	if (t->batch && t->batch->n > BATCH_N)

@@ -17,11 +17,8 @@
  * built node), and a leaf changes in place only by writing an extent into a
  * slot no reader can yet reach and then storing its new order word (one
  * release store). A replaced or emptied node is retired: it joins the
- * tree's batch, handed to ONE call_rcu per batch (shadow_tree_flush, or
- * automatically when the batch is full), whose callback hands the batch
- * back to the tree after the grace period; the writer then reuses its
- * nodes (a pool per size, 8 each, counted in the tree's memory and drained
- * when the tree empties) or frees them.
+ * tree's batch, freed by ONE call_rcu per batch (shadow_tree_flush, or
+ * automatically when the batch is full).
  *
  * Writers: ONE at a time per tree. insert, remove_range and flush must be
  * serialised by the caller; the engine's writer is the domain's sync_lock
@@ -51,10 +48,8 @@ struct shadow_tree;
 struct shadow_tree *shadow_tree_create(unsigned addr_width);
 
 /* Frees the tree and its extents. No concurrent users; waits one grace
- * period so that readers of the last removals have finished, and for the
- * callbacks of its batches still with call_rcu (rcu_barrier: not from a
- * call_rcu callback). Never call it holding a lock a reader or drainer may
- * wait for (use _retire). */
+ * period so that readers of the last removals have finished. Never call it
+ * holding a lock a reader or drainer may wait for (use _retire). */
 void shadow_tree_destroy(struct shadow_tree *t);
 
 /* Frees the tree and its extents after a grace period (call_rcu), without
@@ -96,9 +91,9 @@ long shadow_tree_remove_count(struct shadow_tree *t, uint64_t first, uint64_t la
 			      uint64_t *pages);
 
 /*
- * Hands the nodes retired since the last flush to one call_rcu (they come
- * back to the writer after a grace period). Writer-side; cheap when nothing
- * is pending. The tree flushes by itself when a batch is full (59 nodes), so memory
+ * Hands the nodes retired since the last flush to one call_rcu (they are
+ * freed after a grace period). Writer-side; cheap when nothing is pending.
+ * The tree flushes by itself when a batch is full (61 nodes), so memory
  * stays bounded, and when it is retired or destroyed; the engine does not
  * flush per sync (a call_rcu every few 1-page fences cost 10-25%).
  */

@@ -1,11 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of the shadow tree: every operation, every level, the edges. */
 #include <errno.h>
-#include <pthread.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "check.h"
 #include "common/alloc.h"
@@ -589,79 +587,6 @@ static void test_crossing(void)
 	shadow_tree_destroy(t);
 }
 
-/*
- * Retired batches come back to their tree after their grace period (its
- * writer reuses the nodes: a pool per size, counted in the tree's memory,
- * verified by shadow_tree_verify), and a retired tree is freed only after
- * every batch it flushed has come back — also when a host gives the
- * flushing thread a call_rcu thread of its own, so that the batches' and
- * the tree's callbacks run on two threads in no set order (under ASan a
- * freed tree would be read by a late batch callback). Churn through many
- * batches, then retire; twice as many trees flushed on the other thread.
- */
-static struct call_rcu_data *own_crd[16];
-static struct rcu_head slow_head[16];
-
-/* Holds its call_rcu thread a while: the batch flushed after it comes back
- * late, after the tree's retirement on the default thread. */
-static void slow_cb(struct rcu_head *h)
-{
-	(void)h;
-	struct timespec ts = { 0, 50 * 1000 * 1000 };
-	nanosleep(&ts, NULL);
-}
-
-static void *churn_own_call_rcu(void *arg)
-{
-	struct shadow_tree *t = ((void **)arg)[0];
-	int round = (int)(intptr_t)((void **)arg)[1];
-	iovt_thread_register();
-	own_crd[round] = urcu_memb_create_call_rcu_data(0, -1);
-	CHECK(own_crd[round]);
-	urcu_memb_set_thread_call_rcu_data(own_crd[round]);
-	for (uint64_t i = 0; i < 3000; i++) {
-		uint64_t a = (rnd() % 4096) * 2 * K4;
-		if (ins(t, a, K4) == -EEXIST)
-			CHECK_EQ(shadow_tree_remove_range(t, a, a + K4 - 1, NULL, NULL), 1);
-	}
-	urcu_memb_call_rcu(&slow_head[round], slow_cb);
-	shadow_tree_flush(t); /* the last batch, behind slow_cb on this thread's call_rcu thread */
-	urcu_memb_set_thread_call_rcu_data(NULL);
-	iovt_thread_unregister();
-	return NULL;
-}
-
-static void test_batches_back(void)
-{
-	for (int round = 0; round < 16; round++) {
-		struct shadow_tree *t = shadow_tree_create(48);
-		CHECK(t);
-		for (uint64_t i = 0; i < 20000; i++) {
-			uint64_t a = (rnd() % 8192) * 2 * K4;
-			if (ins(t, a, K4) == -EEXIST)
-				CHECK_EQ(shadow_tree_remove_range(t, a, a + K4 - 1, NULL, NULL), 1);
-			if (i % 5000 == 0)
-				CHECK_EQ(shadow_tree_verify(t), 0); /* pooled nodes counted */
-		}
-		CHECK_EQ(shadow_tree_verify(t), 0);
-		if (round % 2) {
-			pthread_t th;
-			void *arg[2] = { t, (void *)(intptr_t)round };
-			CHECK(pthread_create(&th, NULL, churn_own_call_rcu, arg) == 0);
-			CHECK(pthread_join(th, NULL) == 0);
-		}
-		if (round % 4 == 3)
-			shadow_tree_destroy(t); /* waits for its batches */
-		else
-			shadow_tree_retire(t); /* frees it once they are back */
-	}
-	urcu_memb_barrier();
-	urcu_memb_barrier(); /* a retirement that waited for its batches queued itself again */
-	for (int i = 0; i < 16; i++)
-		if (own_crd[i])
-			urcu_memb_call_rcu_data_free(own_crd[i]);
-}
-
 /* Retirement is batched: no call_rcu per node, a bounded batch, flush. */
 static void test_retire_batch(void)
 {
@@ -871,7 +796,6 @@ int main(void)
 	test_shapes();
 	test_crossing();
 	test_retire_batch();
-	test_batches_back();
 	test_translate_cache();
 	test_strict_churn();
 	test_two_fingers();
