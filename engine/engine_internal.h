@@ -265,7 +265,8 @@ void engine_destroy_queues(struct iovt_engine *e);
 int queue_post_psi(struct iovt_queue *q, uint16_t did, uint64_t addr, unsigned am, bool ih);
 int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
 /* An invalidation straight into its domain's pending set (no queue): the
- * legacy calls without a queue, and a full ring inside a sink callback. */
+ * legacy calls of a thread without a queue (no memory, or inside a sink
+ * callback, where none is made). */
 int intake_post_direct(struct iovt_engine *e, const struct iovt_inval *v);
 /* An item a full ring refused inside a sink callback, into its domain's
  * pending set as the drain would gather it (drain.c). */

@@ -92,11 +92,11 @@ static void halt_all(void *arg)
 int iovt_dpdk_pollers_start(struct iovt_engine *e, const unsigned *lcore_ids, unsigned n)
 {
 	/* Refused arguments are counted by the core (bad_argument, as its own
-	 * control calls are): no start function is its "refused". */
-	/* Before rte_eal_init (or against another DPDK than the host's: a
-	 * second, never initialised EAL) DPDK's tables are zero: every lcore
-	 * reads enabled and the launch wrote into fd 0, its pipes unopened
-	 * (found by review). No lcore is a worker lcore then. */
+	 * control calls are): no start function is its "refused". Before
+	 * rte_eal_init (or against another DPDK than the host's: a second,
+	 * never initialised EAL) DPDK's tables are zero: every lcore read
+	 * enabled and the launch wrote into fd 0, its pipes unopened (found by
+	 * review). No lcore is a worker lcore then. */
 	if (!n || n > MAX_POLLERS || !lcore_ids || rte_lcore_count() == 0)
 		return iovt_internal_pollers_start(e, NULL, NULL, NULL);
 	for (unsigned i = 0; i < n; i++)
