@@ -179,9 +179,9 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out);
  *
  * Stops workers and pollers, destroys every queue, detaches every notifier
  * (no map or unmap is called: the host is tearing down the devices too;
- * each sink's destroy() runs), destroys
- * every domain, and waits for every pending call_rcu callback (the host's
- * too): not from a callback, nor inside a read-side section of the host's.
+ * each sink's destroy() runs), destroys every domain, and waits for every
+ * pending call_rcu callback (the host's too): not from a callback, nor
+ * inside a read-side section of the host's.
  * No other call on this engine may run concurrently or later;
  * domain references still held (iovt_domain_get()) keep only the domain's
  * memory, and must still be put. Guest RAM may be freed after it returns.
@@ -557,7 +557,8 @@ int iovt_notifier_detach(struct iovt_notifier *n);
  * iovt_invalidate_global() post to the calling thread's own implicit queue
  * (created on its first post, released by iovt_thread_unregister(); a thread
  * keeps up to 4, one per engine, and releases the least recently used one
- * when it posts to a fifth), so concurrent callers never share a lock; iovt_fence() then
+ * when it posts to a fifth), so concurrent callers never share a lock;
+ * iovt_fence() then
  * applies everything. The thread must be registered.
  *
  * Invalidates the 2^am-page block aligned on 2^am pages that contains addr.
@@ -688,7 +689,8 @@ int iovt_fence(struct iovt_engine *e);
  * host serialises its processing anyway: a queue takes one producer at a
  * time, not one thread for ever), or complete waits with iovt_fence(). A
  * queue per vCPU is right only when each vCPU's descriptors are waited for
- * by a wait the same vCPU processes, in order (found by review). A full queue blocks the poster (it helps drain,
+ * by a wait the same vCPU processes, in order (found by review). A full
+ * queue blocks the poster (it helps drain,
  * or waits for the drainer); an invalidation is never dropped; each wait
  * is counted (iovt_stats::queue_full_waits).
  */
@@ -765,7 +767,8 @@ void iovt_queue_destroy(struct iovt_queue *q);
  * Only the queue's producer may post: one registered thread at a time (a
  * host that moves production between threads serialises the calls, e.g.
  * under its invalidation-queue lock). Each item is checked first: an
- * unknown DID or a bad PSI is counted and skipped, the others are posted. Blocks while the queue is full.
+ * unknown DID or a bad PSI is counted and skipped, the others are posted.
+ * Blocks while the queue is full.
  * @param q the queue.
  * @param v the invalidations.
  * @param n how many.

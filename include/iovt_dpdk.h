@@ -58,7 +58,8 @@ int iovt_dpdk_pollers_start(struct iovt_engine *e, const unsigned *lcore_ids, un
  * @brief Stops the pollers and waits for their lcores (rte_eal_wait_lcore).
  *
  * What the queues still hold stays there (the next fence applies it).
- * The engine's workers lock (held while it joins them); no-op when none run. iovt_engine_destroy() stops them too.
+ * The engine's workers lock (held while it joins them); no-op when none
+ * run. iovt_engine_destroy() stops them too.
  * @param e the engine.
  */
 void iovt_dpdk_pollers_stop(struct iovt_engine *e);

@@ -89,7 +89,8 @@ struct iovt_vfio_sink_info {
  *
  * calls count kernel calls made; errors count the kernel calls that failed
  * (the kernel rejected them); refused counts calls (MAP or UNMAP) the sink
- * refused itself without a kernel call; `*_ns` is wall time spent inside the kernel calls
+ * refused itself without a kernel call; `*_ns` is wall time spent inside
+ * the kernel calls
  * (CLOCK_MONOTONIC around each ioctl / rte call). */
 struct iovt_vfio_sink_counters {
 	uint64_t map_calls;        /**< MAP kernel calls */
