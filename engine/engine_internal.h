@@ -268,10 +268,11 @@ int engine_fence_all(struct iovt_engine *e);                    /* iovt_fence */
  * legacy calls of a thread without a queue (no memory, or inside a sink
  * callback, where none is made). */
 int intake_post_direct(struct iovt_engine *e, const struct iovt_inval *v);
-/* An item a full ring refused inside a sink callback, into its domain's
- * pending set as the drain would gather it (drain.c). */
+/* An accepted item into its domain's pending set (d, NULL when gone) as the
+ * drain would gather it (drain.c): intake_post_direct's, and a full ring's
+ * rest inside a sink callback. Inside a read-side section. */
 struct intake_item;
-void drain_item_direct(struct iovt_engine *e, const struct intake_item *it);
+void pend_item_direct(struct iovt_engine *e, struct iovt_domain *d, const struct intake_item *it);
 /* The calling thread's implicit queues (queue.c), most recently used first. */
 #define THREAD_QUEUES 4
 struct thread_queue_slot {

@@ -230,35 +230,30 @@ static void count_stale(struct iovt_engine *e, const struct intake_item *it)
 }
 
 /*
- * One item a full ring could not take inside a sink callback (queue.c,
- * divert_rest), straight into its domain's pending set: what gather_item
- * and gather_flush would make of it at the drain, counted the same way (a
- * domain destroyed, or re-created narrower than the PSI, since the post is
- * stale, not an error of the guest's: the post already checked it), but
- * joining no queue's list: iovt_fence syncs it (iovt.h). Never a fence.
+ * One accepted item straight into its domain's pending set (d: its domain
+ * as found now, NULL when gone), as gather_item and gather_flush would make
+ * of it at the drain and counted the same way (a domain destroyed, or
+ * re-created narrower than the PSI, since the post is stale, not an error
+ * of the guest's), but joining no queue's list: iovt_fence syncs it
+ * (iovt.h). Never a fence. Inside a read-side section.
  */
-void drain_item_direct(struct iovt_engine *e, const struct intake_item *it)
+void pend_item_direct(struct iovt_engine *e, struct iovt_domain *d, const struct intake_item *it)
 {
-	iovt_rcu_read_lock();
 	if (it->kind == ITEM_GLOBAL) {
 		ENGINE_STAT_ADD(e, invalidations, 1);
 		ENGINE_STAT_ADD(e, global, 1);
 		domains_pend_all(e);
+	} else if (!d) {
+		count_stale(e, it);
+	} else if (it->kind == ITEM_DSI) {
+		domain_pend(d, &(struct pend_batch){ .all = true, .dsi = 1 });
 	} else {
-		struct iovt_domain *d = domain_find_rcu(e, it->did);
-		if (!d) {
+		struct range b = psi_block(it->arg, it->am, domain_top(d));
+		if (b.first > b.last)
 			count_stale(e, it);
-		} else if (it->kind == ITEM_DSI) {
-			domain_pend(d, &(struct pend_batch){ .all = true, .dsi = 1 });
-		} else {
-			struct range b = psi_block(it->arg, it->am, domain_top(d));
-			if (b.first > b.last)
-				count_stale(e, it);
-			else
-				domain_pend(d, &(struct pend_batch){ .r = &b, .n = 1, .psi = 1, .ih = it->ih });
-		}
+		else
+			domain_pend(d, &(struct pend_batch){ .r = &b, .n = 1, .psi = 1, .ih = it->ih });
 	}
-	iovt_rcu_read_unlock();
 }
 
 static void gather_item(struct iovt_queue *q, struct gather *g, const struct intake_item *it)

@@ -251,20 +251,20 @@ int intake_post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 	iovt_rcu_read_lock();
 	struct iovt_domain *d = domain_find_rcu(e, v->did);
 	if (v->kind == IOVT_INVAL_GLOBAL) {
-		ENGINE_STAT_ADD(e, invalidations, 1);
-		ENGINE_STAT_ADD(e, global, 1);
-		domains_pend_all(e);
+		pend_item_direct(e, NULL, &(struct intake_item){ .kind = ITEM_GLOBAL });
 	} else if (!d) {
 		ENGINE_STAT_ADD(e, errors[IOVT_ERR_UNKNOWN_DOMAIN], 1);
 		rc = -ENOENT;
 	} else if (v->kind == IOVT_INVAL_DSI) {
-		domain_pend(d, &(struct pend_batch){ .all = true, .dsi = 1 });
+		pend_item_direct(e, d, &(struct intake_item){ .did = v->did, .kind = ITEM_DSI });
 	} else if (v->am > IOVT_PSI_MAX_AM || v->addr > domain_top(d)) {
 		STAT_ADD(d, errors[IOVT_ERR_BAD_INVALIDATION], 1);
 		rc = -EINVAL;
 	} else {
-		struct range b = psi_block(v->addr, v->am, domain_top(d));
-		domain_pend(d, &(struct pend_batch){ .r = &b, .n = 1, .psi = 1, .ih = v->ih != 0 });
+		/* encoded as psi_post does: the block's first IOVA */
+		struct intake_item it = { .arg = psi_block(v->addr, v->am, UINT64_MAX).first,
+					  .did = v->did, .kind = ITEM_PSI, .am = v->am, .ih = v->ih != 0 };
+		pend_item_direct(e, d, &it);
 	}
 	iovt_rcu_read_unlock();
 	return rc;
@@ -281,8 +281,10 @@ int intake_post_direct(struct iovt_engine *e, const struct iovt_inval *v)
 static unsigned divert_rest(struct iovt_queue *q, const struct intake_item *it, unsigned n,
 			    unsigned done)
 {
-	for (; done < n && it[done].kind != ITEM_FENCE; done++)
-		drain_item_direct(q->engine, &it[done]); /* checked at post: accepted */
+	iovt_rcu_read_lock();
+	for (; done < n && it[done].kind != ITEM_FENCE; done++) /* checked at post: accepted */
+		pend_item_direct(q->engine, domain_find_rcu(q->engine, it[done].did), &it[done]);
+	iovt_rcu_read_unlock();
 	return done;
 }
 

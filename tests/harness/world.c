@@ -76,11 +76,26 @@ struct world {
 	size_t nlat, caplat;
 };
 
+static inline uint64_t ts_ns(const struct timespec *ts)
+{
+	return (uint64_t)ts->tv_sec * 1000000000ull + (uint64_t)ts->tv_nsec;
+}
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return ts_ns(&ts);
+}
+
+/* Clock clk's time in ns into *ns; false when it cannot be read. */
+static bool clock_ns(clockid_t clk, uint64_t *ns)
+{
+	struct timespec ts;
+	if (clock_gettime(clk, &ts))
+		return false;
+	*ns = ts_ns(&ts);
+	return true;
 }
 
 /*
@@ -209,12 +224,8 @@ static int create_baseline(struct world *w)
 static bool rcu_thread_clock(clockid_t *clk, uint64_t *ns)
 {
 	struct call_rcu_data *crdp = urcu_memb_get_default_call_rcu_data();
-	struct timespec ts;
-	if (!crdp || pthread_getcpuclockid(urcu_memb_get_call_rcu_thread(crdp), clk) ||
-	    clock_gettime(*clk, &ts))
-		return false;
-	*ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	return true;
+	return crdp && !pthread_getcpuclockid(urcu_memb_get_call_rcu_thread(crdp), clk) &&
+	       clock_ns(*clk, ns);
 }
 
 int world_create(const struct world_config *cfg, struct world **out)
@@ -847,9 +858,8 @@ void world_totals(const struct world *w, struct world_totals *out)
 		 * pending, then charge the thread's time since the world began
 		 * (its set-up's few callbacks included). */
 		urcu_memb_barrier();
-		struct timespec ts;
-		if (!clock_gettime(w->rcu_clock, &ts)) {
-			uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+		uint64_t now;
+		if (clock_ns(w->rcu_clock, &now)) {
 			out->deferred_ns = now > w->rcu_cpu0 ? now - w->rcu_cpu0 : 0;
 			out->engine_ns += out->deferred_ns;
 		}
