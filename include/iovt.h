@@ -50,6 +50,11 @@
  * | iovt_workers_start() / _stop(), iovt_dpdk_pollers_start() / _stop() | any registered thread | the engine's workers lock (not the engine lock); stop joins the threads |
  * | iovt_stats_get(), iovt_domain_stats_get() | any thread (one liburcu does not know is registered with it for the call) | nothing; on such a thread, liburcu's registry lock (held through a grace period in progress) |
  * | iovt_err_kind_name() | any thread | nothing |
+ * Inside a read-side section of the host's own (liburcu memb), only the
+ * lock-free calls of the first row may be made: every other call may wait
+ * for a grace period, its own or one a thread holding a lock it needs is
+ * waiting for (a guest RAM removal holds the engine lock through two), and
+ * would wait for the caller's section (a deadlock; found by review).
  * Sinks are called from the thread that applies a batch (a fence caller, a
  * worker, a poller, or a control call), one call at a time per domain.
  * Inside a sink callback a thread may post invalidations
@@ -184,7 +189,8 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out);
  * inside a read-side section of the host's.
  * No other call on this engine may run concurrently or later;
  * domain references still held (iovt_domain_get()) keep only the domain's
- * memory, and must still be put. Guest RAM may be freed after it returns.
+ * memory, and must still be put: iovt_domain_put() is the one call left
+ * for them (another reads the freed engine). Guest RAM may be freed after it returns.
  * @param e the engine (registered thread).
  */
 void iovt_engine_destroy(struct iovt_engine *e);
@@ -1031,7 +1037,12 @@ struct iovt_stats {
 	uint64_t pending_widened;  /**< invalidated ranges merged into a neighbour because a domain's
 				    * set of pending ranges was full (1024): a flood of disjoint PSIs,
 				    * bounded in memory, shows here (each merge syncs a wider window) */
-	uint64_t reserved[14]; /**< written 0: room to grow (README "Versioning") */
+	uint64_t node_pool_bytes;  /**< shadow-tree nodes retired and held by the threads that
+				    * retired them, for reuse after their grace period (process-wide,
+				    * at most ~2 MiB a thread; kept until that thread's next node
+				    * allocations or its exit, also past iovt_engine_destroy(); not in
+				    * shadow_bytes; engine stats only) */
+	uint64_t reserved[13]; /**< written 0: room to grow (README "Versioning") */
 };
 
 /**

@@ -7,24 +7,12 @@
 #include <stdlib.h>
 
 #include "common/alloc.h"
+#include "common/poison.h"
 #include "common/rcu.h"
 #include "iotlb/recycle.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RECYCLE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RECYCLE_ASAN 1
-#endif
-#endif
-#ifdef RECYCLE_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p) ASAN_POISON_MEMORY_REGION((p), 64)
-#define UNPOISON(p) ASAN_UNPOISON_MEMORY_REGION((p), 64)
-#else
-#define POISON(p) ((void)(p))
-#define UNPOISON(p) ((void)(p))
-#endif
+#define POISON(p) IOVT_POISON((p), 64)
+#define UNPOISON(p) IOVT_UNPOISON((p), 64)
 
 #define LINE 64
 #define AHEAD 8 /* lines prefetched ahead of their reuse */

@@ -45,12 +45,13 @@
 #include "common/alloc.h"
 #include "common/rcu.h"
 #include "tree/lookup_cache.h"
+#include "tree/node_pool.h"
 
 #define LEAF_MAX 15u /* records per leaf: 15 nibbles + a 4-bit count = one word */
 #define FAN 31u      /* children per internal node: 512 bytes */
 #define FAN_SMALL 15u /* ... while it has at most this many: 256 bytes */
 #define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
-#define BATCH_N 61u  /* nodes per retirement batch: 512 bytes */
+#define BATCH_N NPOOL_BATCH /* nodes per retirement batch (node_pool.h) */
 #define MAX_SIZE SHADOW_TREE_MAX_SIZE
 #define EDGE_ROOM 3u /* leaf_insert's early edge split: a buffer's ~3.7 pieces (strict-dma) */
 #define RUN_SPLIT_MAX_BYTES 96u /* bytes an extent under which runs split where they are: the QEMU-style GTree's */
@@ -107,13 +108,6 @@ static inline struct node **in_child(const struct inode *in)
 	return (struct node **)(uintptr_t)(in->piv + in->h.cap);
 }
 
-struct batch {
-	struct rcu_head rcu;
-	unsigned n;
-	struct node *p[BATCH_N];
-};
-_Static_assert(sizeof(struct batch) <= 512, "a batch fits 512 bytes");
-
 /* The writer's descent: nodes, child indexes and ranges from the root. */
 struct path {
 	unsigned h; /* n[0] the root .. n[h-1] the leaf */
@@ -131,7 +125,7 @@ struct shadow_tree {
 	struct node *root; /* NULL: no extent (never any, or the last one went) */
 	uint64_t top;      /* last valid IOVA */
 	_Alignas(64) uint64_t count, mem; /* written by the writer, read racily (relaxed) */
-	struct batch *batch; /* retired nodes not yet handed to call_rcu */
+	struct npool_batch *batch; /* retired nodes not yet handed to call_rcu */
 	struct rcu_head rcu; /* shadow_tree_retire */
 	/* The writer's last descent (descend_w), valid while no node was
 	 * published since: a pivot or a child pointer changes only by
@@ -159,25 +153,38 @@ static pthread_once_t g_sizes_once = PTHREAD_ONCE_INIT;
  * internal node): asked once, not per allocation and retirement (nallocx,
  * ~37 instructions, was most of a leaf's accounting). */
 static size_t g_usable[LEAF_MAX + 3];
+_Static_assert(LEAF_MAX + 3 == NPOOL_CLASSES, "a node pool class per node size");
 
 static inline size_t leaf_bytes(unsigned cap);
 
+/* And the node pool's classes: the same sizes, the same indexes. */
 static void sizes_init(void)
 {
+	size_t bytes[NPOOL_CLASSES];
 	for (unsigned cap = 0; cap <= LEAF_MAX; cap++)
-		g_usable[cap] = iovt_alloc_usable(leaf_bytes(cap));
-	g_usable[LEAF_MAX + 1] = iovt_alloc_usable(inode_bytes(FAN));
-	g_usable[LEAF_MAX + 2] = iovt_alloc_usable(inode_bytes(FAN_SMALL));
+		bytes[cap] = leaf_bytes(cap);
+	bytes[LEAF_MAX + 1] = inode_bytes(FAN);
+	bytes[LEAF_MAX + 2] = inode_bytes(FAN_SMALL);
+	for (unsigned c = 0; c < NPOOL_CLASSES; c++)
+		g_usable[c] = iovt_alloc_usable(bytes[c]);
+	npool_init(bytes);
 }
 
-/* The usable size of a node of `bytes` (a leaf_bytes or an inode's). */
-static inline size_t usable(size_t bytes)
+/* The size class of a node of `bytes` (a leaf_bytes or an inode's): its
+ * g_usable index and its node pool class. */
+static inline unsigned size_class(size_t bytes)
 {
 	if (bytes == inode_bytes(FAN)) /* no leaf size is either */
-		return g_usable[LEAF_MAX + 1];
+		return LEAF_MAX + 1;
 	if (bytes == inode_bytes(FAN_SMALL))
-		return g_usable[LEAF_MAX + 2];
-	return g_usable[(bytes - sizeof(struct node)) / sizeof(struct rec)];
+		return LEAF_MAX + 2;
+	return (unsigned)((bytes - sizeof(struct node)) / sizeof(struct rec));
+}
+
+/* The usable size of a node of `bytes`. */
+static inline size_t usable(size_t bytes)
+{
+	return g_usable[size_class(bytes)];
 }
 
 /* Identity order words: records 0..m-1 in slots 0..m-1 (m <= 15): the
@@ -322,9 +329,13 @@ static void stat_add(uint64_t *v, int64_t d)
 /* ------------------------------------------------------------------------ */
 /* Allocation and retirement                                                 */
 
+/* A node this thread retired and got back after its grace period, else a
+ * new one (node_pool.h). */
 static struct node *node_alloc(struct shadow_tree *t, size_t bytes)
 {
-	struct node *x = iovt_alloc(0, bytes);
+	struct node *x = npool_get(size_class(bytes));
+	if (!x)
+		x = iovt_alloc(0, bytes);
 	if (x)
 		stat_add(&t->mem, (int64_t)usable(bytes));
 	return x;
@@ -352,22 +363,13 @@ static void node_unused(struct shadow_tree *t, struct node *x, size_t bytes)
 	iovt_free(0, x, bytes);
 }
 
-static void batch_free_cb(struct rcu_head *h)
-{
-	iovt_rcu_callback_enter();
-	struct batch *b = caa_container_of(h, struct batch, rcu);
-	for (unsigned i = 0; i < b->n; i++)
-		node_free(b->p[i]);
-	iovt_free(0, b, sizeof(*b));
-}
-
 void shadow_tree_flush(struct shadow_tree *t)
 {
-	struct batch *b = t->batch;
+	struct npool_batch *b = t->batch;
 	if (!b || !b->n)
 		return;
 	t->batch = NULL;
-	iovt_call_rcu(&b->rcu, batch_free_cb);
+	npool_batch_flush(b);
 }
 
 /*
@@ -382,10 +384,9 @@ static int batch_room(struct shadow_tree *t, unsigned k)
 	shadow_tree_flush(t);
 	if (t->batch) /* empty and still too small: cannot happen, k <= BATCH_N */
 		return 0;
-	struct batch *b = iovt_alloc(0, sizeof(*b));
+	struct npool_batch *b = npool_batch_new();
 	if (!b)
 		return -ENOMEM;
-	b->n = 0;
 	t->batch = b;
 	return 0;
 }
@@ -393,8 +394,14 @@ static int batch_room(struct shadow_tree *t, unsigned k)
 /* x was unlinked (readers may still hold it): free it after a grace period. */
 static void retire(struct shadow_tree *t, struct node *x)
 {
-	stat_add(&t->mem, -(int64_t)usable(node_bytes(x)));
-	t->batch->p[t->batch->n++] = x; /* room reserved by batch_room */
+	const size_t bytes = node_bytes(x);
+	stat_add(&t->mem, -(int64_t)usable(bytes));
+	npool_batch_add(t->batch, x, size_class(bytes)); /* room reserved by batch_room */
+}
+
+uint64_t shadow_tree_pool_bytes(void)
+{
+	return npool_held_bytes();
 }
 
 /* ------------------------------------------------------------------------ */
@@ -432,11 +439,8 @@ static void tree_free(struct shadow_tree *t)
 	if (t->root)
 		free_subtree(t->root);
 	lc_destroy(&t->lc);
-	if (t->batch) {
-		for (unsigned i = 0; i < t->batch->n; i++)
-			node_free(t->batch->p[i]);
-		iovt_free(0, t->batch, sizeof(*t->batch));
-	}
+	if (t->batch)
+		npool_batch_free(t->batch);
 	free(t);
 }
 

@@ -17,8 +17,10 @@
  * built node), and a leaf changes in place only by writing an extent into a
  * slot no reader can yet reach and then storing its new order word (one
  * release store). A replaced or emptied node is retired: it joins the
- * tree's batch, freed by ONE call_rcu per batch (shadow_tree_flush, or
- * automatically when the batch is full).
+ * tree's batch, handed by ONE call_rcu per batch (shadow_tree_flush, or
+ * automatically when the batch is full) back to the thread that started
+ * the batch, whose next node allocations reuse it (node_pool.h; freed
+ * instead past that thread's bounded allowance).
  *
  * Writers: ONE at a time per tree. insert, remove_range and flush must be
  * serialised by the caller; the engine's writer is the domain's sync_lock
@@ -63,8 +65,12 @@ void shadow_tree_retire(struct shadow_tree *t);
 /*
  * Inserts one extent. iova and size must be 4 KiB aligned, size > 0 and
  * < SHADOW_TREE_MAX_SIZE, iova+size within the width. Any overlap with an existing extent
- * is an error (-EEXIST) and changes nothing. -EINVAL on a bad extent;
- * -ENOMEM when a node cannot be allocated (the tree is then unchanged).
+ * is an error (-EEXIST) and changes no extent. -EINVAL on a bad extent;
+ * -ENOMEM when a node cannot be allocated (no extent changes). Either may
+ * leave the tree reshaped, valid (a leaf boundary moved, an empty leaf
+ * unlinked), and an overlap found only past such a step is -ENOMEM when
+ * that step could not be afforded (found by review; the engine inserts
+ * only where nothing is recorded, and retries on either).
  * Writer-side (one writer at a time, see above).
  */
 int shadow_tree_insert(struct shadow_tree *t, const struct iovt_extent *e);
@@ -93,7 +99,7 @@ long shadow_tree_remove_count(struct shadow_tree *t, uint64_t first, uint64_t la
 /*
  * Hands the nodes retired since the last flush to one call_rcu (they are
  * freed after a grace period). Writer-side; cheap when nothing is pending.
- * The tree flushes by itself when a batch is full (61 nodes), so memory
+ * The tree flushes by itself when a batch is full (56 nodes), so memory
  * stays bounded, and when it is retired or destroyed; the engine does not
  * flush per sync (a call_rcu every few 1-page fences cost 10-25%).
  */
@@ -191,6 +197,10 @@ uint64_t shadow_tree_cache_bytes(struct shadow_tree *t);
  * grace period). Racy snapshots outside the writer; exact when quiescent. */
 uint64_t shadow_tree_count(const struct shadow_tree *t);
 uint64_t shadow_tree_memory_bytes(const struct shadow_tree *t);
+
+/* Bytes of retired nodes all threads hold for reuse (node_pool.h), in no
+ * tree's memory. Any thread; lock-free. */
+uint64_t shadow_tree_pool_bytes(void);
 
 /* Height (0: no node, 1: one leaf) and nodes waiting in the unflushed batch:
  * for tests and benchmarks. Writer-side or quiescent. */
