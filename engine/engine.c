@@ -53,7 +53,7 @@ _Static_assert(IOVT_ERR_KIND_COUNT <= IOVT_ERR_KIND_SLOTS, "iovt_stats.errors[] 
 _Static_assert(sizeof(struct iovt_config) == 96 && offsetof(struct iovt_config, reserved) == 32,
 	       "struct iovt_config's layout is ABI");
 _Static_assert(sizeof(struct iovt_stats) == 656 && offsetof(struct iovt_stats, errors) == 272 &&
-		       offsetof(struct iovt_stats, reserved) == 552,
+		       offsetof(struct iovt_stats, reserved) == 560,
 	       "struct iovt_stats's layout is ABI");
 
 int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
@@ -331,6 +331,7 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 	}
 	out->domain_objects = domain_objects_now();
 	out->node_pool_bytes = shadow_tree_pool_bytes();
+	out->iotlb_pool_bytes = iotlb_pool_bytes();
 	stats_read_unlock(temporary);
 }
 

@@ -1039,10 +1039,14 @@ struct iovt_stats {
 				    * bounded in memory, shows here (each merge syncs a wider window) */
 	uint64_t node_pool_bytes;  /**< shadow-tree nodes retired and held by the threads that
 				    * retired them, for reuse after their grace period (process-wide,
-				    * at most ~2 MiB a thread; kept until that thread's next node
+				    * at most ~2 MiB a thread and 16 MiB in all; kept until that thread's next node
 				    * allocations or its exit, also past iovt_engine_destroy(); not in
 				    * shadow_bytes; engine stats only) */
-	uint64_t reserved[13]; /**< written 0: room to grow (README "Versioning") */
+	uint64_t iotlb_pool_bytes; /**< engine IOTLB entry lines retired and held by the threads that
+				    * retired them, for reuse after their grace period (process-wide,
+				    * counted to the batch of 32 KiB; at most 16 MiB a thread and
+				    * 64 MiB in all; not in iotlb_bytes; engine stats only) */
+	uint64_t reserved[12]; /**< written 0: room to grow (README "Versioning") */
 };
 
 /**

@@ -91,8 +91,8 @@ try:
                 raise ValueError("%s.%s aggregates %r" % (side, k, a))
         if not s["peak_shadow_bytes"] or not s["peak_extents"]:
             raise ValueError("%s: no shadow peak" % side)
-        if side == "baseline" and s["node_pool_bytes"] != 0:
-            raise ValueError("baseline: node_pool_bytes %r" % s["node_pool_bytes"])
+        if side == "baseline" and (s["node_pool_bytes"] or s["iotlb_pool_bytes"]):
+            raise ValueError("baseline: pools %r %r" % (s["node_pool_bytes"], s["iotlb_pool_bytes"]))
     if "translate" in doc:
         raise ValueError("a replay runs no translate section")
 except (ValueError, KeyError, TypeError) as e:

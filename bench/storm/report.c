@@ -32,7 +32,7 @@ static const struct field side_fields[] = {
 	U(unmap_calls), U(oracle_min_calls), U(rejected_calls), U(mismatches), U(errors),
 	D(wall_s), D(cpu_s), D(engine_s), D(sink_s), D(own_s), D(deferred_s), D(est_sink_s),
 	U(peak_rss_bytes), U(shadow_bytes), U(extents), U(bytes_per_extent),
-	U(peak_shadow_bytes), U(peak_extents), U(node_pool_bytes),
+	U(peak_shadow_bytes), U(peak_extents), U(node_pool_bytes), U(iotlb_pool_bytes),
 	U(latency_p50_ns), U(latency_p99_ns), U(queue_items), U(queue_full_waits),
 	U(fences_inline), U(fences_drained),
 };

@@ -88,6 +88,7 @@ int scenario_finish(struct world *w, struct side_result *out)
 	out->peak_shadow_bytes = t.peak_shadow_bytes;
 	out->peak_extents = t.peak_extents;
 	out->node_pool_bytes = st.node_pool_bytes;
+	out->iotlb_pool_bytes = st.iotlb_pool_bytes;
 	out->latency_p50_ns = t.latency_p50_ns;
 	out->latency_p99_ns = t.latency_p99_ns;
 	out->queue_items = st.queue_items;

@@ -781,6 +781,11 @@ uint64_t iotlb_count(struct iotlb *c)
 	return n;
 }
 
+uint64_t iotlb_pool_bytes(void)
+{
+	return recycle_held_bytes();
+}
+
 uint64_t iotlb_memory_bytes(struct iotlb *c)
 {
 	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_acquire));

@@ -179,6 +179,10 @@ uint64_t iotlb_capacity(struct iotlb *c);
 uint64_t iotlb_sets_swept(struct iotlb *c);
 uint64_t iotlb_start_entries(uint64_t entries); /* the first table's size for a capacity */ /* entries the current table holds at most (0: none yet) */
 uint64_t iotlb_count(struct iotlb *c);    /* visible entries now (walks the table) */
+/* Bytes of entry lines retired and held by the threads that retired them
+ * for reuse (recycle.h): process-wide, counted to the batch. Any thread. */
+uint64_t iotlb_pool_bytes(void);
+
 uint64_t iotlb_memory_bytes(struct iotlb *c);
 
 #endif

@@ -40,6 +40,10 @@ struct owner {
 };
 
 static __thread struct owner *me;
+/* Batches handed back and not yet used up, all threads (recycle_held_bytes:
+ * counted to the batch, one RMW per 512 lines), and their bound. */
+static _Atomic uint64_t g_batches;
+static _Atomic uint64_t g_ceil = RECYCLE_GLOBAL_CEIL;
 static pthread_key_t owner_key;
 static pthread_once_t owner_once = PTHREAD_ONCE_INIT;
 
@@ -82,6 +86,7 @@ void *recycle_new(void)
 			else if (b->next)
 				__builtin_prefetch(b->next->line[RECYCLE_BATCH - AHEAD + b->n], 1);
 			if (!b->n) {
+				atomic_fetch_sub_explicit(&g_batches, 1, memory_order_relaxed);
 				o->ready = b->next;
 				if (!o->spare)
 					o->spare = b;
@@ -116,13 +121,20 @@ static void batch_free_lines(struct recycle_batch *b, bool poisoned)
 	iovt_free(0, b, sizeof(*b));
 }
 
+/* A batch that was handed back (counted in g_batches, poisoned), freed. */
+static void batch_free_held(struct recycle_batch *b)
+{
+	atomic_fetch_sub_explicit(&g_batches, 1, memory_order_relaxed);
+	batch_free_lines(b, true);
+}
+
 /* The thread is gone and so is every batch it had in flight. */
 static void owner_free(struct owner *o)
 {
 	struct recycle_batch *b = atomic_exchange_explicit(&o->back, NULL, memory_order_acquire);
 	while (b) {
 		struct recycle_batch *next = b->next;
-		batch_free_lines(b, true);
+		batch_free_held(b);
 		b = next;
 	}
 	iovt_free(0, o, sizeof(*o));
@@ -149,9 +161,12 @@ static void batch_back(struct rcu_head *h)
 	iovt_rcu_callback_enter();
 	struct recycle_batch *b = caa_container_of(h, struct recycle_batch, rcu);
 	struct owner *o = b->owner;
-	if (atomic_load_explicit(&o->held, memory_order_relaxed) <
-	    atomic_load_explicit(&o->allowance, memory_order_relaxed)) {
+	const bool room = atomic_load_explicit(&o->held, memory_order_relaxed) <
+			  atomic_load_explicit(&o->allowance, memory_order_relaxed);
+	if (room && atomic_load_explicit(&g_batches, memory_order_relaxed) <
+			    atomic_load_explicit(&g_ceil, memory_order_relaxed)) {
 		atomic_fetch_add_explicit(&o->held, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&g_batches, 1, memory_order_relaxed);
 		for (uint32_t i = 0; i < b->n; i++)
 			POISON(b->line[i]);
 		struct recycle_batch *top = atomic_load_explicit(&o->back, memory_order_relaxed);
@@ -161,7 +176,8 @@ static void batch_back(struct rcu_head *h)
 							      memory_order_relaxed));
 	} else {
 		batch_free_lines(b, false);
-		if (!atomic_load_explicit(&o->dropped, memory_order_relaxed))
+		/* Only the thread's own bound lets it grow (recycle.h). */
+		if (!room && !atomic_load_explicit(&o->dropped, memory_order_relaxed))
 			atomic_store_explicit(&o->dropped, 1, memory_order_relaxed);
 	}
 	owner_put(o); /* after the push: the last put frees what was pushed */
@@ -179,7 +195,7 @@ static void owner_thread_exit(void *p)
 	}
 	while (o->ready) {
 		struct recycle_batch *next = o->ready->next;
-		batch_free_lines(o->ready, true);
+		batch_free_held(o->ready);
 		o->ready = next;
 	}
 	iovt_free(0, o->spare, sizeof(*o->spare));
@@ -235,6 +251,16 @@ void recycle_retire(struct recycle_batch *b, void *line)
 		atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
 		iovt_call_rcu(&b->rcu, batch_back);
 	}
+}
+
+uint64_t recycle_held_bytes(void)
+{
+	return atomic_load_explicit(&g_batches, memory_order_relaxed) * RECYCLE_BATCH * 64;
+}
+
+void recycle_test_global_ceiling(unsigned batches)
+{
+	atomic_store_explicit(&g_ceil, batches ? batches : RECYCLE_GLOBAL_CEIL, memory_order_relaxed);
 }
 
 unsigned recycle_test_allowance(void)

@@ -35,7 +35,11 @@
  * to what it last needed until it exits. So a thread holds at most 2 x its
  * allowance of batches, 2 x the ceiling at most (those on its list and
  * those it took and has not reused yet), plus the batch it fills and a
- * spare. Reused lines are scattered: a table that
+ * spare. All threads together hold at most RECYCLE_GLOBAL_CEIL batches
+ * handed back and not used up (64 MiB; a callback frees its batch past
+ * it): a VMM's vhost and device threads each fill, and 16 of them at their
+ * ceiling would hold 256 MiB. What is held is iovt_stats::iotlb_pool_bytes
+ * (recycle_held_bytes). Reused lines are scattered: a table that
  * grows fills its first entries from them, and a scan in fill order
  * (vhost/engine/pool:65536 in its plain order) then reads those out of
  * address order. The lines are the process's (the default arena), not an
@@ -60,7 +64,8 @@
  *   recycle_room     any thread; no lock (may allocate the thread's batch)
  *   recycle_retire   read side, or the unlinking writer; call_rcu per 512
  *   recycle_free     a line never published (no reader can hold it)
- *   recycle_test_allowance  the calling thread (tests)
+ *   recycle_held_bytes      any thread; relaxed
+ *   recycle_test_*          tests
  */
 #ifndef IOVT_IOTLB_RECYCLE_H
 #define IOVT_IOTLB_RECYCLE_H
@@ -70,6 +75,7 @@
 #define RECYCLE_BATCH 512
 #define RECYCLE_HOLD_MIN 4
 #define RECYCLE_HOLD_CEIL 512
+#define RECYCLE_GLOBAL_CEIL 2048 /* batches, all threads: 64 MiB */
 
 struct recycle_batch;
 
@@ -91,5 +97,13 @@ void recycle_retire(struct recycle_batch *b, void *line);
 /* The calling thread's allowance of handed-back batches (tests): 0 before
  * its first recycle_room. */
 unsigned recycle_test_allowance(void);
+
+/* Bytes of lines handed back and not yet reused, all threads, counted to
+ * the batch (a batch counts until its last line is reused: up to 32 KiB
+ * over per thread). Any thread; one relaxed load. */
+uint64_t recycle_held_bytes(void);
+
+/* Sets the all-threads bound in batches (tests; 0: RECYCLE_GLOBAL_CEIL). */
+void recycle_test_global_ceiling(unsigned batches);
 
 #endif

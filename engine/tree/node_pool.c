@@ -41,6 +41,8 @@ static pthread_once_t owner_once = PTHREAD_ONCE_INIT;
  * handed out (a per-thread counter and a registry of threads to sum them
  * put a mutex in every stats read, which blocks on nothing). */
 static _Atomic uint64_t g_held;
+/* All threads together hold at most this (npool_test_global_ceiling). */
+static _Atomic uint64_t g_ceil = NPOOL_GLOBAL_CEIL;
 
 void npool_init(const size_t bytes[NPOOL_CLASSES])
 {
@@ -217,13 +219,15 @@ static void batch_back(struct rcu_head *h)
 	struct npool_owner *o = b->owner;
 	uint32_t held = atomic_load_explicit(&o->back_nodes, memory_order_relaxed) +
 			atomic_load_explicit(&o->pooled, memory_order_relaxed);
-	if (atomic_load_explicit(&o->alive, memory_order_relaxed) &&
-	    held + b->n <= atomic_load_explicit(&o->allowance, memory_order_relaxed)) {
-		uint64_t bytes = 0;
-		for (uint32_t i = 0; i < b->n; i++) {
-			bytes += g_bytes[b->cls[i]];
+	const bool room = held + b->n <= atomic_load_explicit(&o->allowance, memory_order_relaxed);
+	uint64_t bytes = 0;
+	for (uint32_t i = 0; i < b->n; i++)
+		bytes += g_bytes[b->cls[i]];
+	if (atomic_load_explicit(&o->alive, memory_order_relaxed) && room &&
+	    atomic_load_explicit(&g_held, memory_order_relaxed) + bytes <=
+		    atomic_load_explicit(&g_ceil, memory_order_relaxed)) {
+		for (uint32_t i = 0; i < b->n; i++)
 			POISON(b->p[i], g_bytes[b->cls[i]]);
-		}
 		atomic_fetch_add_explicit(&o->back_nodes, b->n, memory_order_relaxed);
 		atomic_fetch_add_explicit(&g_held, bytes, memory_order_relaxed);
 		struct npool_batch *top = atomic_load_explicit(&o->back, memory_order_relaxed);
@@ -233,7 +237,9 @@ static void batch_back(struct rcu_head *h)
 							      memory_order_relaxed));
 	} else {
 		batch_free_nodes(b, false);
-		if (!atomic_load_explicit(&o->dropped, memory_order_relaxed))
+		/* Only the thread's own bound lets it grow: past the global
+		 * one a larger allowance would not help. */
+		if (!room && !atomic_load_explicit(&o->dropped, memory_order_relaxed))
 			atomic_store_explicit(&o->dropped, 1, memory_order_relaxed);
 	}
 	owner_put(o); /* after the push: the last put frees what was pushed */
@@ -324,6 +330,11 @@ struct npool_batch *npool_batch_new(void)
 uint64_t npool_held_bytes(void)
 {
 	return atomic_load_explicit(&g_held, memory_order_relaxed);
+}
+
+void npool_test_global_ceiling(uint64_t bytes)
+{
+	atomic_store_explicit(&g_ceil, bytes ? bytes : NPOOL_GLOBAL_CEIL, memory_order_relaxed);
 }
 
 unsigned npool_test_allowance(void)

@@ -27,7 +27,10 @@
  * was freed; liburcu's call_rcu thread returns ~10 ms of retirements at
  * once: strict-dma's writer settles at 2048 nodes, ~600 KB).
  * A thread that retires without allocating (a DSI emptying a domain)
- * never runs dry and keeps NPOOL_HOLD_MIN. The bytes held, process-wide,
+ * never runs dry and keeps NPOOL_HOLD_MIN. All threads together hold at
+ * most NPOOL_GLOBAL_CEIL (16 MiB, a callback frees its batch past it): a
+ * VMM's vCPU threads each drain and write trees, and 64 of them at their
+ * ceiling would otherwise hold 128 MiB. The bytes held, process-wide,
  * are iovt_stats::node_pool_bytes (npool_held_bytes): exact at any quiet
  * moment, never counted in a tree's shadow_bytes (the class arrays, 8
  * bytes a pooled node, are not counted).
@@ -63,6 +66,7 @@
 #define NPOOL_BATCH 56     /* nodes per batch: 528 bytes with its classes */
 #define NPOOL_HOLD_MIN 256u
 #define NPOOL_HOLD_CEIL 4096u
+#define NPOOL_GLOBAL_CEIL (16ull << 20) /* bytes, all threads */
 
 struct npool_owner;
 
@@ -103,5 +107,8 @@ uint64_t npool_held_bytes(void);
 
 /* The calling thread's allowance in nodes (tests): 0 before its first batch. */
 unsigned npool_test_allowance(void);
+
+/* Sets the all-threads bound in bytes (tests; 0: back to NPOOL_GLOBAL_CEIL). */
+void npool_test_global_ceiling(uint64_t bytes);
 
 #endif

@@ -8,6 +8,9 @@
  *    doubles its allowance, up to the ceiling and never past it.
  *  - A thread never holds more handed-back batches than its allowance:
  *    exactly that many batches of fills are reused, the next one is not.
+ *  - What is held is counted (recycle_held_bytes, iovt_stats::
+ *    iotlb_pool_bytes) to the batch, and all threads together hold no more
+ *    than the global bound.
  * Lines are handed back only after their grace period: urcu_memb_barrier
  * waits for every callback. The counts are exact because the engine queues
  * its callbacks on liburcu's one default call_rcu thread (with several, a
@@ -56,9 +59,11 @@ int main(void)
 	CHECK_EQ(recycle_test_allowance(), 0); /* no batch yet */
 	/* A retirer (an invalidator's sweeps): 64 batches, 4 handed back, 60
 	 * freed; it never fills, so never runs dry: 4. */
+	const uint64_t batch_bytes = RECYCLE_BATCH * 64ull;
 	retire(64);
 	urcu_memb_barrier();
 	CHECK_EQ(recycle_test_allowance(), RECYCLE_HOLD_MIN);
+	CHECK_EQ(recycle_held_bytes(), RECYCLE_HOLD_MIN * batch_bytes);
 
 	unsigned a = RECYCLE_HOLD_MIN;
 	for (int round = 0; round < 10; round++) {
@@ -80,6 +85,19 @@ int main(void)
 		a = next;
 	}
 	CHECK_EQ(a, RECYCLE_HOLD_CEIL);
+	CHECK_EQ(recycle_held_bytes(), 0); /* every batch handed back was used up */
+
+	/* The global bound: 3 batches for all threads, whatever this one's
+	 * allowance (512) would admit; counted until used up. */
+	recycle_test_global_ceiling(3);
+	retire(10);
+	urcu_memb_barrier();
+	CHECK_EQ(recycle_held_bytes(), 3 * batch_bytes);
+	recycle_test_global_ceiling(0);
+	take(RECYCLE_BATCH + 1); /* one batch used up, the next begun: still counted */
+	CHECK_EQ(recycle_held_bytes(), 2 * batch_bytes);
+	take(2 * RECYCLE_BATCH - 1);
+	CHECK_EQ(recycle_held_bytes(), 0);
 
 	urcu_memb_unregister_thread();
 	printf("translate-recycle: ok (allowance %u..%u batches of %u lines)\n", RECYCLE_HOLD_MIN,

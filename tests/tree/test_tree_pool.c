@@ -14,7 +14,9 @@
  *   exit    a thread's exit frees what it held (the count returns);
  *   orphan  a batch whose thread exited, flushed or destroyed by another
  *           thread: its nodes are freed, nothing is held for the dead
- *           thread (ASan: no leak, no use after free).
+ *           thread (ASan: no leak, no use after free);
+ *   global  all threads together hold at most the global bound, whatever
+ *           a thread's own allowance would admit.
  * shadow_tree_pool_bytes() is iovt_stats::node_pool_bytes.
  */
 #include <pthread.h>
@@ -97,6 +99,19 @@ static void *orphaner(void *arg)
 	uint64_t pages = 0;
 	CHECK(shadow_tree_remove_count(j->t, 1ull << 41, (1ull << 41) + 2 * K * j->n, &pages) > 0);
 	CHECK(shadow_tree_pending_retired(j->t) > 0);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+/* Empties j->t (filled by another thread) here, then exits. */
+static void *drainer(void *arg)
+{
+	struct job *j = arg;
+	iovt_thread_register();
+	drain(j->t);
+	shadow_tree_flush(j->t);
+	settle();
+	j->held_mid = shadow_tree_pool_bytes();
 	iovt_thread_unregister();
 	return NULL;
 }
@@ -192,6 +207,22 @@ int main(void)
 	run(orphaner, &o);
 	shadow_tree_destroy(t);
 	CHECK_EQ(shadow_tree_pool_bytes(), before);
+
+	/* global: a fresh thread's allowance (256 nodes, ~120 KiB of leaves)
+	 * is more than the global bound lets it keep. */
+	struct shadow_tree *g = shadow_tree_create(48);
+	CHECK(g);
+	struct job gj = { .t = g, .n = 20000 };
+	run(filler, &gj);
+	settle();
+	const uint64_t base = shadow_tree_pool_bytes(), room = 40000;
+	npool_test_global_ceiling(base + room);
+	run(drainer, &gj);
+	npool_test_global_ceiling(0);
+	CHECK(gj.held_mid > base);            /* a batch fitted */
+	CHECK(gj.held_mid <= base + room);    /* no more than the bound */
+	CHECK_EQ(shadow_tree_pool_bytes(), base); /* and it went with the thread */
+	shadow_tree_destroy(g);
 
 	iovt_thread_unregister();
 	printf("tree-pool: held %llu of %llu bytes retired, allowance grew to %u\n",
