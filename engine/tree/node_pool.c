@@ -43,6 +43,7 @@ static pthread_once_t owner_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t g_held;
 /* All threads together hold at most this (npool_test_global_ceiling). */
 static _Atomic uint64_t g_ceil = NPOOL_GLOBAL_CEIL;
+void (*npool_test_before_push)(void);
 
 void npool_init(const size_t bytes[NPOOL_CLASSES])
 {
@@ -176,7 +177,8 @@ void *npool_get(unsigned c)
 /* Frees what was handed back and not taken (poisoned). */
 static void back_free(struct npool_owner *o)
 {
-	struct npool_batch *b = atomic_exchange_explicit(&o->back, NULL, memory_order_acquire);
+	/* seq_cst: the exit's against a late push (batch_back) */
+	struct npool_batch *b = atomic_exchange_explicit(&o->back, NULL, memory_order_seq_cst);
 	while (b) {
 		struct npool_batch *next = b->next;
 		uint64_t bytes = 0;
@@ -226,6 +228,8 @@ static void batch_back(struct rcu_head *h)
 	if (atomic_load_explicit(&o->alive, memory_order_relaxed) && room &&
 	    atomic_load_explicit(&g_held, memory_order_relaxed) + bytes <=
 		    atomic_load_explicit(&g_ceil, memory_order_relaxed)) {
+		if (__builtin_expect(npool_test_before_push != NULL, 0))
+			npool_test_before_push();
 		for (uint32_t i = 0; i < b->n; i++)
 			POISON(b->p[i], g_bytes[b->cls[i]]);
 		atomic_fetch_add_explicit(&o->back_nodes, b->n, memory_order_relaxed);
@@ -233,8 +237,15 @@ static void batch_back(struct rcu_head *h)
 		struct npool_batch *top = atomic_load_explicit(&o->back, memory_order_relaxed);
 		do
 			b->next = top;
-		while (!atomic_compare_exchange_weak_explicit(&o->back, &top, b, memory_order_release,
+		while (!atomic_compare_exchange_weak_explicit(&o->back, &top, b, memory_order_seq_cst,
 							      memory_order_relaxed));
+		/* The thread may have exited since the check above: its exit
+		 * (alive, then back_free, both seq_cst) then missed this push
+		 * unless this load sees it gone; freed here, not held for a dead
+		 * thread until its last batch is done (found by review:
+		 * tree-pool's `late`). */
+		if (!atomic_load_explicit(&o->alive, memory_order_seq_cst))
+			back_free(o);
 	} else {
 		batch_free_nodes(b, false);
 		/* Only the thread's own bound lets it grow: past the global

@@ -63,7 +63,7 @@
 #include "common/rcu.h"
 
 #define NPOOL_CLASSES 18   /* node size classes: the tree's leaf capacities 0..15, two internal sizes */
-#define NPOOL_BATCH 56     /* nodes per batch: 528 bytes with its classes */
+#define NPOOL_BATCH 52     /* nodes per batch: 504 bytes with its classes (jemalloc's 512 class) */
 #define NPOOL_HOLD_MIN 256u
 #define NPOOL_HOLD_CEIL 4096u
 #define NPOOL_GLOBAL_CEIL (16ull << 20) /* bytes, all threads */
@@ -78,6 +78,7 @@ struct npool_batch {
 	uint8_t cls[NPOOL_BATCH];
 	void *p[NPOOL_BATCH];
 };
+_Static_assert(sizeof(struct npool_batch) <= 512, "a batch fits jemalloc's 512-byte class");
 
 /* The bytes of each class (0 for a class never used). */
 void npool_init(const size_t bytes[NPOOL_CLASSES]);
@@ -110,5 +111,9 @@ unsigned npool_test_allowance(void);
 
 /* Sets the all-threads bound in bytes (tests; 0: back to NPOOL_GLOBAL_CEIL). */
 void npool_test_global_ceiling(uint64_t bytes);
+
+/* Tests: when set, called by a callback that hands a batch back (its
+ * thread alive, room for it), just before the push. */
+extern void (*npool_test_before_push)(void);
 
 #endif

@@ -53,6 +53,7 @@
 #define MAX_H 24u    /* levels (a height of 24 needs more than 2^24 leaves) */
 #define BATCH_N NPOOL_BATCH /* nodes per retirement batch (node_pool.h) */
 #define MAX_SIZE SHADOW_TREE_MAX_SIZE
+_Static_assert(2 * MAX_H <= BATCH_N, "the largest batch_room (unlink_empty's, <= 2 * MAX_H) fits a batch");
 #define EDGE_ROOM 3u /* leaf_insert's early edge split: a buffer's ~3.7 pieces (strict-dma) */
 #define RUN_SPLIT_MAX_BYTES 96u /* bytes an extent under which runs split where they are: the QEMU-style GTree's */
 

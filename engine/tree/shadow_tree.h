@@ -99,7 +99,7 @@ long shadow_tree_remove_count(struct shadow_tree *t, uint64_t first, uint64_t la
 /*
  * Hands the nodes retired since the last flush to one call_rcu (they are
  * freed after a grace period). Writer-side; cheap when nothing is pending.
- * The tree flushes by itself when a batch is full (56 nodes), so memory
+ * The tree flushes by itself when a batch is full (52 nodes), so memory
  * stays bounded, and when it is retired or destroyed; the engine does not
  * flush per sync (a call_rcu every few 1-page fences cost 10-25%).
  */

@@ -16,10 +16,16 @@
  *           thread: its nodes are freed, nothing is held for the dead
  *           thread (ASan: no leak, no use after free);
  *   global  all threads together hold at most the global bound, whatever
- *           a thread's own allowance would admit.
+ *           a thread's own allowance would admit;
+ *   late    a callback that found its thread alive and pushes after the
+ *           thread's exit freed what it held (the exit raced it; a test
+ *           hook orders the two): the batch is freed too, not kept on the
+ *           dead thread's list until its last batch is done (found by
+ *           review).
  * shadow_tree_pool_bytes() is iovt_stats::node_pool_bytes.
  */
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -99,6 +105,36 @@ static void *orphaner(void *arg)
 	uint64_t pages = 0;
 	CHECK(shadow_tree_remove_count(j->t, 1ull << 41, (1ull << 41) + 2 * K * j->n, &pages) > 0);
 	CHECK(shadow_tree_pending_retired(j->t) > 0);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+/* late: the hooked callback waits for the main thread, which lets it go
+ * once the batch's thread has exited. */
+static sem_t late_in, late_go;
+static void late_hook(void)
+{
+	npool_test_before_push = NULL; /* one callback */
+	sem_post(&late_in);
+	sem_wait(&late_go);
+}
+
+/* Flushes a batch of its own from j->t, leaves one unflushed in j->t2 (a
+ * reference that keeps its owner), waits for the callback to be past its
+ * alive check, exits. */
+struct late_job {
+	struct shadow_tree *t, *t2;
+};
+static void *late_thread(void *arg)
+{
+	struct late_job *j = arg;
+	iovt_thread_register();
+	fill(j->t, 0, 400);
+	drain(j->t);
+	shadow_tree_flush(j->t);
+	fill(j->t2, 0, 40);
+	CHECK(shadow_tree_pending_retired(j->t2) > 0);
+	sem_wait(&late_in); /* a callback of this thread's is past its check */
 	iovt_thread_unregister();
 	return NULL;
 }
@@ -223,6 +259,23 @@ int main(void)
 	CHECK(gj.held_mid <= base + room);    /* no more than the bound */
 	CHECK_EQ(shadow_tree_pool_bytes(), base); /* and it went with the thread */
 	shadow_tree_destroy(g);
+
+	/* late: the thread exits between a callback's alive check and its push. */
+	const uint64_t before_late = shadow_tree_pool_bytes();
+	struct late_job lj = { shadow_tree_create(48), shadow_tree_create(48) };
+	CHECK(lj.t && lj.t2);
+	CHECK_EQ(sem_init(&late_in, 0, 0), 0);
+	CHECK_EQ(sem_init(&late_go, 0, 0), 0);
+	npool_test_before_push = late_hook;
+	pthread_t lt;
+	CHECK_EQ(pthread_create(&lt, NULL, late_thread, &lj), 0);
+	CHECK_EQ(pthread_join(lt, NULL), 0); /* its exit freed what it held */
+	sem_post(&late_go);                   /* then the callback pushes */
+	settle();
+	CHECK_EQ(shadow_tree_pool_bytes(), before_late); /* nothing held for a dead thread */
+	shadow_tree_destroy(lj.t);
+	shadow_tree_destroy(lj.t2); /* its last batch: the owner goes */
+	CHECK_EQ(shadow_tree_pool_bytes(), before_late);
 
 	iovt_thread_unregister();
 	printf("tree-pool: held %llu of %llu bytes retired, allowance grew to %u\n",
