@@ -50,6 +50,7 @@
 #include <rte_pause.h>
 
 #include "check.h"
+#include "eal_test.h"
 #include "guestsim.h"
 #include "iovt.h"
 #include "iovt_dpdk.h"
@@ -202,45 +203,6 @@ static int producer_main(void *arg)
 	return 0;
 }
 
-/* Removes the runtime directory EAL made for this prefix (files, then itself). */
-static void remove_runtime_dir(const char *prefix)
-{
-	const char *bases[3] = { "/var/run/dpdk", NULL, "/tmp/dpdk" };
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	char xbase[PATH_MAX];
-	if (xdg) {
-		snprintf(xbase, sizeof(xbase), "%s/dpdk", xdg);
-		bases[1] = xbase;
-	}
-	for (unsigned b = 0; b < 3; b++) {
-		if (!bases[b])
-			continue;
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/%s", bases[b], prefix);
-		DIR *dp = opendir(dir);
-		if (!dp)
-			continue;
-		struct dirent *de;
-		while ((de = readdir(dp))) {
-			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-				continue;
-			char f[PATH_MAX + 256];
-			snprintf(f, sizeof(f), "%s/%s", dir, de->d_name);
-			unlink(f);
-		}
-		closedir(dp);
-		rmdir(dir);
-	}
-}
-
-static char prefix[64];
-
-/* Also on a failed CHECK (exit): no leftovers under /var/run/dpdk. */
-static void cleanup_at_exit(void)
-{
-	remove_runtime_dir(prefix);
-}
-
 /* On lcore 2, as a host that registers its lcores once and keeps them. */
 static int host_register(void *arg)
 {
@@ -261,26 +223,10 @@ int main(int argc, char **argv)
 	seed = check_pick_seed("dpdk");
 	CHECK(iovt_dpdk_available());
 
-	char fp[96], lcores[96];
-	snprintf(prefix, sizeof(prefix), "iovt-test-dpdk-%d", (int)getpid());
-	atexit(cleanup_at_exit);
-	snprintf(fp, sizeof(fp), "--file-prefix=%s", prefix);
 	/* Producers on the first CPU we may use, pollers on the second (or all
-	 * on one CPU where there is only one). */
-	cpu_set_t cs;
-	int cpu[2] = { 0, 0 }, ncpu = 0;
-	CHECK(sched_getaffinity(0, sizeof(cs), &cs) == 0);
-	for (int c = 0; c < CPU_SETSIZE && ncpu < 2; c++)
-		if (CPU_ISSET(c, &cs))
-			cpu[ncpu++] = c;
-	CHECK(ncpu >= 1);
-	if (ncpu == 1)
-		cpu[1] = cpu[0];
-	snprintf(lcores, sizeof(lcores), "--lcores=0@%d,1@%d,2@%d,3@%d", cpu[0], cpu[1], cpu[0],
-		 cpu[1]);
-	char *eal[] = { argv[0], "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry",
-			"--log-level=error", lcores, fp, NULL };
-	int eal_argc = (int)(sizeof(eal) / sizeof(eal[0])) - 1;
+	 * on one CPU where there is only one): eal_test.h. */
+	char *eal[9];
+	int eal_argc = eal_test_args("dpdk", argv[0], eal);
 	{
 		/* Before rte_eal_init: refused (-EINVAL), nothing launched. It
 		 * wrote into fd 0 and waited on it (DPDK's pipes unopened). */
