@@ -208,7 +208,8 @@ static void owner_put(struct npool_owner *o)
 }
 
 /* A batch's grace period is over: no reader holds its nodes. The push is a
- * release, the owner's exchange (take_back) an acquire: the owner's writes
+ * release (seq_cst: see its end), the owner's exchange (take_back) an
+ * acquire: the owner's writes
  * into a reused node come after everything this callback saw, which (the
  * grace period, iovt_rcu_callback_enter) includes every read-side section
  * that could have held it. The bound is racy by at most one batch: only
