@@ -392,7 +392,7 @@ static int batch_room(struct shadow_tree *t, unsigned k)
 	return 0;
 }
 
-/* x was unlinked (readers may still hold it): free it after a grace period. */
+/* x was unlinked (readers may still hold it): reused or freed after a grace period. */
 static void retire(struct shadow_tree *t, struct node *x)
 {
 	const size_t bytes = node_bytes(x);
