@@ -258,6 +258,9 @@ unsigned queue_drain(struct iovt_queue *q, unsigned budget);    /* drain flag he
 void queue_drain_fence(struct iovt_queue *q, uint64_t ticket);
 void queue_kick(struct iovt_queue *q);                          /* wake its worker */
 extern long workers_test_idle_ns; /* tests: the workers' idle sleep (0: 50 ms) */
+/* tests: called by iovt_workers_start between the threads' start and the
+ * publication of their number */
+extern void (*workers_test_before_publish)(struct iovt_engine *e);
 /* Tests: called by iovt_guest_ram_remove between its grace period and the purge. */
 extern void (*engine_test_ram_purging)(void);
 void engine_destroy_queues(struct iovt_engine *e);

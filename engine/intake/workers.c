@@ -25,6 +25,7 @@
  * makes it a minute, so that a fence left to the worker's timeout instead of
  * a kick hangs (and fails) rather than completing 50 ms late. */
 long workers_test_idle_ns;
+void (*workers_test_before_publish)(struct iovt_engine *e);
 #define IDLE_POLLS 32u
 
 void queue_kick(struct iovt_queue *q)
@@ -146,7 +147,18 @@ int iovt_workers_start(struct iovt_engine *e, unsigned n)
 			return -EAGAIN;
 		}
 	}
+	if (__builtin_expect(workers_test_before_publish != NULL, 0))
+		workers_test_before_publish(e);
 	atomic_store_explicit(&e->nworkers, n, memory_order_release);
+	/* Each worker kicked once now that kicks reach it: a hand-off fence
+	 * posted before this store kicked no one (queue_kick saw no worker),
+	 * and a worker that had already polled and gone to sleep would leave
+	 * it to its idle timeout (found by review: intake-workers-start-kick). */
+	for (unsigned i = 0; i < n; i++) {
+		atomic_fetch_add_explicit(&e->workers[i].seq, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&e->workers[i].sleeping, memory_order_seq_cst))
+			futex_wake_all(&e->workers[i].seq);
+	}
 	pthread_mutex_unlock(&e->workers_lock);
 	return 0;
 }

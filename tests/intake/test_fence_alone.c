@@ -171,6 +171,44 @@ static void one(bool handoff)
 	iovt_queue_destroy(q);
 }
 
+/* start: a hand-off fence posted while iovt_workers_start has its worker
+ * running and asleep but not yet published (the post's kick reaches no
+ * one) is applied once the start returns, not at the worker's idle
+ * timeout (a minute here). */
+static struct iovt_queue *start_q;
+static uint64_t start_ticket;
+
+static void before_publish(struct iovt_engine *e)
+{
+	struct worker *w = &e->workers[0];
+	while (!atomic_load(&w->sleeping))
+		usleep(100);
+	start_ticket = iovt_queue_fence_post(start_q);
+	CHECK(start_ticket != 0);
+}
+
+static void start_main(void)
+{
+	workers_test_idle_ns = 60L * 1000 * 1000 * 1000;
+	CHECK(iovt_engine_create(NULL, &eng) == 0);
+	struct iovt_queue_config qc = { .handoff = true };
+	CHECK(iovt_queue_create(eng, &qc, &start_q) == 0);
+	workers_test_before_publish = before_publish;
+	CHECK(iovt_workers_start(eng, 1) == 0);
+	workers_test_before_publish = NULL;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!iovt_queue_fence_done(start_q, start_ticket)) {
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		CHECK(t1.tv_sec - t0.tv_sec < 10); /* left to the worker's idle timeout */
+		usleep(100);
+	}
+	printf("intake-workers-start-kick: the fence posted before the workers' publication was applied\n");
+	iovt_queue_destroy(start_q);
+	iovt_workers_stop(eng);
+	iovt_engine_destroy(eng);
+}
+
 static void kick_main(void)
 {
 	workers_test_idle_ns = 60L * 1000 * 1000 * 1000;
@@ -196,6 +234,11 @@ int main(int argc, char **argv)
 	iovt_thread_register();
 	if (argc > 1 && !strcmp(argv[1], "kick")) {
 		kick_main();
+		iovt_thread_unregister();
+		return 0;
+	}
+	if (argc > 1 && !strcmp(argv[1], "start")) {
+		start_main();
 		iovt_thread_unregister();
 		return 0;
 	}
