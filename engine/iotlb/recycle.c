@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "common/alloc.h"
+#include "common/handback.h"
 #include "common/poison.h"
 #include "common/rcu.h"
 #include "iotlb/recycle.h"
@@ -31,9 +32,7 @@ struct recycle_batch {
 struct owner {
 	_Atomic(struct recycle_batch *) back; /* pushed by callbacks after their grace period */
 	_Atomic uint32_t held;          /* batches on back (a bound, not exact) */
-	_Atomic uint32_t allowance;     /* held's bound: written by the thread, read by callbacks */
-	_Atomic uint32_t dropped;       /* batches callbacks freed for want of room, not yet seen */
-	_Atomic uint32_t refs;          /* the thread's + one per batch in flight */
+	struct handback hb;             /* held's bound (in batches), drops, references (one per batch in flight) */
 	struct recycle_batch *cur;      /* being filled by recycle_retire (thread only) */
 	struct recycle_batch *ready;    /* taken from back: lines to reuse (thread only) */
 	struct recycle_batch *spare;    /* an emptied batch, the next cur (thread only) */
@@ -50,16 +49,6 @@ static pthread_once_t owner_once = PTHREAD_ONCE_INIT;
 static void line_free(void *p)
 {
 	iovt_free(0, p, LINE);
-}
-
-/* Nothing to reuse, and a callback freed a batch since the thread last
- * looked: it would have been reused. Relaxed: a heuristic (recycle.h). */
-static __attribute__((noinline)) void ran_dry(struct owner *o)
-{
-	atomic_store_explicit(&o->dropped, 0, memory_order_relaxed);
-	uint32_t a = atomic_load_explicit(&o->allowance, memory_order_relaxed);
-	if (a < RECYCLE_HOLD_CEIL)
-		atomic_store_explicit(&o->allowance, 2 * a, memory_order_relaxed);
 }
 
 void *recycle_new(void)
@@ -97,8 +86,8 @@ void *recycle_new(void)
 			return p;
 		}
 	}
-	if (o && atomic_load_explicit(&o->dropped, memory_order_relaxed))
-		ran_dry(o);
+	if (o)
+		handback_dry(&o->hb, RECYCLE_HOLD_CEIL);
 	/* The plain 64-byte class: 64-aligned regions in page-aligned slabs
 	 * (not mallocx with MALLOCX_ALIGN: its slow path cost ~275
 	 * instructions a miss under callgrind). Plain malloc in sanitizer
@@ -140,11 +129,9 @@ static void owner_free(struct owner *o)
 	iovt_free(0, o, sizeof(*o));
 }
 
-/* acq_rel: the last put sees every push the other holders made before
- * their put (owner_free then frees what they pushed). */
 static void owner_put(struct owner *o)
 {
-	if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
+	if (handback_put(&o->hb))
 		owner_free(o);
 }
 
@@ -162,7 +149,7 @@ static void batch_back(struct rcu_head *h)
 	struct recycle_batch *b = caa_container_of(h, struct recycle_batch, rcu);
 	struct owner *o = b->owner;
 	const bool room = atomic_load_explicit(&o->held, memory_order_relaxed) <
-			  atomic_load_explicit(&o->allowance, memory_order_relaxed);
+			  handback_allowance(&o->hb);
 	if (room && atomic_load_explicit(&g_batches, memory_order_relaxed) <
 			    atomic_load_explicit(&g_ceil, memory_order_relaxed)) {
 		atomic_fetch_add_explicit(&o->held, 1, memory_order_relaxed);
@@ -177,8 +164,8 @@ static void batch_back(struct rcu_head *h)
 	} else {
 		batch_free_lines(b, false);
 		/* Only the thread's own bound lets it grow (recycle.h). */
-		if (!room && !atomic_load_explicit(&o->dropped, memory_order_relaxed))
-			atomic_store_explicit(&o->dropped, 1, memory_order_relaxed);
+		if (!room)
+			handback_dropped(&o->hb);
 	}
 	owner_put(o); /* after the push: the last put frees what was pushed */
 }
@@ -221,9 +208,7 @@ struct recycle_batch *recycle_room(void)
 			return NULL;
 		atomic_init(&o->back, NULL);
 		atomic_init(&o->held, 0);
-		atomic_init(&o->allowance, RECYCLE_HOLD_MIN);
-		atomic_init(&o->dropped, 0);
-		atomic_init(&o->refs, 1);
+		handback_init(&o->hb, RECYCLE_HOLD_MIN);
 		o->cur = o->ready = o->spare = NULL;
 		if (pthread_setspecific(owner_key, o)) {
 			iovt_free(0, o, sizeof(*o));
@@ -248,7 +233,7 @@ void recycle_retire(struct recycle_batch *b, void *line)
 	if (b->n == RECYCLE_BATCH) {
 		struct owner *o = b->owner;
 		o->cur = NULL;
-		atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+		handback_ref(&o->hb);
 		iovt_call_rcu(&b->rcu, batch_back);
 	}
 }
@@ -265,5 +250,5 @@ void recycle_test_global_ceiling(unsigned batches)
 
 unsigned recycle_test_allowance(void)
 {
-	return me ? atomic_load_explicit(&me->allowance, memory_order_relaxed) : 0;
+	return me ? handback_allowance(&me->hb) : 0;
 }

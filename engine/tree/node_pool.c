@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "common/alloc.h"
+#include "common/handback.h"
 #include "common/poison.h"
 #include "tree/node_pool.h"
 
@@ -18,10 +19,8 @@ struct npool_owner {
 	_Atomic(struct npool_batch *) back; /* pushed by callbacks after their grace period */
 	_Atomic uint32_t back_nodes;    /* nodes on back */
 	_Atomic uint32_t pooled;        /* nodes in cls[] (written by the thread only) */
-	_Atomic uint32_t allowance;     /* back_nodes + pooled bound: written by the thread */
-	_Atomic uint32_t dropped;       /* a callback freed a batch for want of room, not yet seen */
+	struct handback hb;             /* back_nodes + pooled bound (nodes), drops, references (one per batch not yet done) */
 	_Atomic bool alive;             /* its thread has not exited */
-	_Atomic uint32_t refs;          /* the thread's + one per batch not yet done */
 	/* Pooled nodes by size class (thread only): pointer arrays, not
 	 * lists linked through the nodes, so a take touches no node line
 	 * (a retired node is cold: a link written into each cost a miss per
@@ -137,16 +136,6 @@ static void take_back(struct npool_owner *o)
 		atomic_fetch_sub_explicit(&g_held, unkept, memory_order_relaxed);
 }
 
-/* Nothing to reuse, and a callback freed a batch since the thread last
- * looked: it would have been reused. */
-static __attribute__((noinline)) void ran_dry(struct npool_owner *o)
-{
-	atomic_store_explicit(&o->dropped, 0, memory_order_relaxed);
-	uint32_t a = atomic_load_explicit(&o->allowance, memory_order_relaxed);
-	if (a < NPOOL_HOLD_CEIL)
-		atomic_store_explicit(&o->allowance, 2 * a, memory_order_relaxed);
-}
-
 void *npool_get(unsigned c)
 {
 	struct npool_owner *o = me;
@@ -158,8 +147,7 @@ void *npool_get(unsigned c)
 		if (atomic_load_explicit(&o->back, memory_order_relaxed))
 			take_back(o);
 		if (!o->cls[c].n) {
-			if (atomic_load_explicit(&o->dropped, memory_order_relaxed))
-				ran_dry(o);
+			handback_dry(&o->hb, NPOOL_HOLD_CEIL);
 			return NULL;
 		}
 	}
@@ -199,20 +187,17 @@ static void owner_free(struct npool_owner *o)
 	iovt_free(0, o, sizeof(*o));
 }
 
-/* acq_rel: the last put sees every push the other holders made before
- * their put (owner_free then frees what they pushed). */
 static void owner_put(struct npool_owner *o)
 {
-	if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
+	if (handback_put(&o->hb))
 		owner_free(o);
 }
 
 /* A batch's grace period is over: no reader holds its nodes. The push is a
  * release (seq_cst: see its end), the owner's exchange (take_back) an
- * acquire: the owner's writes
- * into a reused node come after everything this callback saw, which (the
- * grace period, iovt_rcu_callback_enter) includes every read-side section
- * that could have held it. The bound is racy by at most one batch: only
+ * acquire: the owner's writes into a reused node come after everything
+ * this callback saw, which (the grace period, iovt_rcu_callback_enter)
+ * includes every read-side section that could have held it. The bound is racy by at most one batch: only
  * this callback pushes (liburcu's one default call_rcu thread), the owner
  * only lowers what it reads. */
 static void batch_back(struct rcu_head *h)
@@ -222,7 +207,7 @@ static void batch_back(struct rcu_head *h)
 	struct npool_owner *o = b->owner;
 	uint32_t held = atomic_load_explicit(&o->back_nodes, memory_order_relaxed) +
 			atomic_load_explicit(&o->pooled, memory_order_relaxed);
-	const bool room = held + b->n <= atomic_load_explicit(&o->allowance, memory_order_relaxed);
+	const bool room = held + b->n <= handback_allowance(&o->hb);
 	uint64_t bytes = 0;
 	for (uint32_t i = 0; i < b->n; i++)
 		bytes += g_bytes[b->cls[i]];
@@ -251,8 +236,8 @@ static void batch_back(struct rcu_head *h)
 		batch_free_nodes(b, false);
 		/* Only the thread's own bound lets it grow: past the global
 		 * one a larger allowance would not help. */
-		if (!room && !atomic_load_explicit(&o->dropped, memory_order_relaxed))
-			atomic_store_explicit(&o->dropped, 1, memory_order_relaxed);
+		if (!room)
+			handback_dropped(&o->hb);
 	}
 	owner_put(o); /* after the push: the last put frees what was pushed */
 }
@@ -305,10 +290,8 @@ static struct npool_owner *owner_get(void)
 	atomic_init(&o->back, NULL);
 	atomic_init(&o->back_nodes, 0);
 	atomic_init(&o->pooled, 0);
-	atomic_init(&o->allowance, NPOOL_HOLD_MIN);
-	atomic_init(&o->dropped, 0);
+	handback_init(&o->hb, NPOOL_HOLD_MIN);
 	atomic_init(&o->alive, true);
-	atomic_init(&o->refs, 1);
 	for (unsigned c = 0; c < NPOOL_CLASSES; c++) {
 		o->cls[c].p = NULL;
 		o->cls[c].n = o->cls[c].cap = 0;
@@ -335,7 +318,7 @@ struct npool_batch *npool_batch_new(void)
 		return NULL;
 	b->n = 0;
 	b->owner = o;
-	atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+	handback_ref(&o->hb);
 	return b;
 }
 
@@ -351,5 +334,5 @@ void npool_test_global_ceiling(uint64_t bytes)
 
 unsigned npool_test_allowance(void)
 {
-	return me ? atomic_load_explicit(&me->allowance, memory_order_relaxed) : 0;
+	return me ? handback_allowance(&me->hb) : 0;
 }

@@ -7,6 +7,9 @@
 #ifndef IOVT_TESTS_EAL_TEST_H
 #define IOVT_TESTS_EAL_TEST_H
 
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
 #include <sched.h>
 
 #include <dirent.h>
@@ -80,6 +83,20 @@ static inline int eal_test_args(const char *name, char *argv0, char *eal[9])
 	for (int i = 0; i < 9; i++)
 		eal[i] = args[i];
 	return 8;
+}
+
+#define EAL_TEST_LCORES 4 /* what eal_test_args asks for: lcore 0 (main) and 1..3 */
+
+/* rte_eal_init on eal_test_args' arguments, which must give lcore 0 as
+ * the main one and EAL_TEST_LCORES lcores in all. */
+static inline void eal_test_init(const char *name, int argc, char **eal)
+{
+	int rc = rte_eal_init(argc, eal);
+	if (rc < 0)
+		fprintf(stderr, "%s: rte_eal_init: %s\n", name, strerror(rte_errno));
+	CHECK(rc >= 0);
+	CHECK_EQ(rte_get_main_lcore(), 0);
+	CHECK_EQ(rte_lcore_count(), EAL_TEST_LCORES);
 }
 
 #endif

@@ -44,7 +44,6 @@
 #include <unistd.h>
 
 #include <rte_eal.h>
-#include <rte_errno.h>
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_pause.h>
@@ -240,12 +239,7 @@ int main(int argc, char **argv)
 		CHECK_EQ(st.errors[IOVT_ERR_BAD_ARGUMENT], 1);
 		iovt_engine_destroy(e0);
 	}
-	int rc = rte_eal_init(eal_argc, eal);
-	if (rc < 0)
-		fprintf(stderr, "dpdk: rte_eal_init: %s\n", strerror(rte_errno));
-	CHECK(rc >= 0);
-	CHECK_EQ(rte_get_main_lcore(), 0);
-	CHECK_EQ(rte_lcore_count(), 4);
+	eal_test_init("dpdk", eal_argc, eal);
 	iovt_thread_register();
 
 	gs = gs_create(1, 256 * M1, 32 * M1);

@@ -53,7 +53,6 @@
 #include <unistd.h>
 
 #include <rte_eal.h>
-#include <rte_errno.h>
 #include <rte_lcore.h>
 #include <rte_pause.h>
 
@@ -75,6 +74,7 @@ CHECK_SEED_STORAGE;
 #define GPA_SPAN (64 * M1) /* producer i maps to gpa i * GPA_SPAN + offset (+ ALT) */
 #define ALT (16 * M1)
 #define NPOLL_LCORES 3 /* worker lcores 1..3 */
+_Static_assert(1 + NPOLL_LCORES == EAL_TEST_LCORES, "the pollers' lcores are EAL's workers");
 #define STALL_SECONDS 10.0
 
 enum { SLOT_CTL = 0, SLOT_READ, SLOT_PROD0 };
@@ -558,12 +558,7 @@ int main(int argc, char **argv)
 		seconds = 1.5;
 
 	char *eal[9];
-	int rc = rte_eal_init(eal_test_args("dpdk-churn", argv[0], eal), eal);
-	if (rc < 0)
-		fprintf(stderr, "dpdk-pollers-churn: rte_eal_init: %s\n", strerror(rte_errno));
-	CHECK(rc >= 0);
-	CHECK_EQ(rte_get_main_lcore(), 0);
-	CHECK_EQ(rte_lcore_count(), 1 + NPOLL_LCORES);
+	eal_test_init("dpdk-pollers-churn", eal_test_args("dpdk-churn", argv[0], eal), eal);
 	iovt_thread_register();
 
 	gs = gs_create(1, 256 * M1, 32 * M1);
