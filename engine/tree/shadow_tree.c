@@ -1425,7 +1425,7 @@ static int leaf_merge(struct shadow_tree *t, const struct path *p)
 	const unsigned na = ow_n(wa), nb = ow_n(wb);
 	if (na + nb > MERGE_MAX)
 		return 1;
-	if (batch_room(t, 3 + MAX_H)) /* a, b, the parent; collapse_root's chain */
+	if (batch_room(t, 4)) /* a, b, the parent; the root, when it collapses (the parent is at level 1) */
 		return -ENOMEM;
 	struct leaf *nl = leaf_alloc(t, cap_for(na + nb));
 	struct inode *np = nl ? inode_alloc(t, pn - 1) : NULL;
