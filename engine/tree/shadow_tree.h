@@ -25,6 +25,11 @@
  * Writers: ONE at a time per tree. insert, remove_range and flush must be
  * serialised by the caller; the engine's writer is the domain's sync_lock
  * holder (ARCHITECTURE.md, "Threads, locks and RCU"). The tree takes no lock.
+ * The writer must be a registered liburcu reader thread, as every engine
+ * thread that syncs is: a removal reads the lookup cache's table inside a
+ * read-side section (lookup_cache.h), and a fill on a reader thread may
+ * replace and retire that table meanwhile; an unregistered thread's section
+ * is not one a grace period waits for.
  *
  * Linearisation for readers: an extent is visible from the release store
  * that adds it to its leaf's order word (or publishes the copy of the leaf

@@ -47,6 +47,16 @@ static inline uint64_t check_pick_seed(const char *test)
 	return seed;
 }
 
+/* Sanitizer builds (ASan, TSan: gcc's and clang's spellings) run several
+ * times slower: long tests shorten their runs under them. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CHECK_SLOW_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CHECK_SLOW_BUILD 1
+#endif
+#endif
+
 /* Scale factor for long runs: $IOVT_TEST_SCALE (default 1.0; sanitizer builds use less). */
 static inline double check_scale(void)
 {
