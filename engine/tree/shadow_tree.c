@@ -958,6 +958,24 @@ static struct inode *inode_alloc(struct shadow_tree *t, unsigned n)
 	return (struct inode *)node_alloc(t, inode_bytes(inode_cap(n)));
 }
 
+/* np (inode_alloc(t, n - 1)) as a copy of par (n children) without its
+ * child c and its pivot v: the neighbour on the side of v takes c's range
+ * (unlink_empty), or a merged leaf put in place of the other one
+ * (leaf_merge). */
+static void inode_fill_without(struct inode *np, const struct inode *par, unsigned c, unsigned v)
+{
+	const unsigned n = (unsigned)par->h.word;
+	struct node *ch[FAN];
+	uint64_t pv[FAN];
+	for (unsigned k = 0, m = 0; k < n; k++)
+		if (k != c)
+			ch[m++] = in_child(par)[k];
+	for (unsigned k = 0, m = 0; k + 1 < n; k++)
+		if (k != v)
+			pv[m++] = par->piv[k];
+	inode_fill(np, par->h.level, n - 1, ch, pv);
+}
+
 /* Slack for in-place inserts: half the live records again (at least one
  * slot), in a size class; small domains stay under the GTree's bytes. */
 static unsigned cap_for(unsigned live)
@@ -1028,16 +1046,8 @@ static int unlink_empty(struct shadow_tree *t, const struct path *p, unsigned d)
 	struct inode *np = inode_alloc(t, n - 1);
 	if (!np)
 		return -ENOMEM;
-	struct node *ch[FAN];
-	uint64_t pv[FAN];
-	unsigned drop = i ? i - 1 : 0; /* the left sibling takes the range, or the right */
-	for (unsigned j = 0, m = 0; j < n; j++)
-		if (j != i)
-			ch[m++] = in_child(par)[j];
-	for (unsigned j = 0, m = 0; j + 1 < n; j++)
-		if (j != drop)
-			pv[m++] = par->piv[j];
-	inode_fill(np, par->h.level, n - 1, ch, pv);
+	/* the left sibling takes the range (pivot i - 1 goes), or the right (pivot 0) */
+	inode_fill_without(np, par, i, i ? i - 1 : 0);
 	publish(t, slot_of(t, p, up - 1), &np->h);
 	retire(t, &par->h);
 	for (unsigned k = up; k <= d; k++)
@@ -1439,15 +1449,8 @@ static int leaf_merge(struct shadow_tree *t, const struct path *p)
 	for (unsigned k = 0; k < nb; k++)
 		nl->r[na + k] = b->r[ow_at(wb, k)];
 	leaf_seal(nl, na + nb);
-	struct node *ch[FAN];
-	uint64_t pv[FAN];
-	for (unsigned k = 0, m = 0; k < pn; k++)
-		if (k != j + 1)
-			ch[m++] = k == j ? &nl->h : in_child(par)[k];
-	for (unsigned k = 0, m = 0; k + 1 < pn; k++)
-		if (k != j) /* the pivot between a and b */
-			pv[m++] = par->piv[k];
-	inode_fill(np, par->h.level, pn - 1, ch, pv);
+	inode_fill_without(np, par, j + 1, j); /* b and the pivot between a and b go */
+	in_child(np)[j] = &nl->h; /* not yet published: a plain store */
 	publish(t, slot_of(t, p, d), &np->h);
 	retire(t, &par->h);
 	retire(t, (struct node *)&a->h);
