@@ -19,6 +19,8 @@
 #include "domain/domain.h"
 
 #define BURST 32u
+/* drain_fence's first pop: one item is the strict-mode PSI + wait, two are not */
+#define FIRST_POP 2u
 /* The `final` of iovt_fence's drains: a fence with no ticket (see drain);
  * FINAL_ALONE: the same from fence_alone, which runs without the control
  * lock and so leaves fence_synced (read under it) alone. */
@@ -88,6 +90,50 @@ struct gather {
 };
 
 /*
+ * The queue fence's USDT probes, out of line: a fence is applied in two
+ * places (apply_fence, and drain_fence's one-PSI way), and each probe must
+ * be one note (perf/check-probes.sh). A call each when not traced.
+ */
+static __attribute__((noinline)) void probe_fence_begin(uint64_t ticket)
+{
+	IOVT_PROBE1(queue_fence_begin, ticket);
+}
+
+static __attribute__((noinline)) void probe_fence_end(int err)
+{
+	IOVT_PROBE1(queue_fence_end, err);
+}
+
+/*
+ * A fence's end, its syncs done: its ticket published, its error left for
+ * the queue's producer. Nothing for iovt_fence's (unticketed): its caller
+ * gets the error; no ticket, no count.
+ */
+static inline void fence_publish(struct iovt_queue *q, uint64_t ticket, bool inline_fence, int err)
+{
+	if (unticketed(ticket))
+		return;
+	if (err) {
+		int none = 0;
+		atomic_compare_exchange_strong(&q->err, &none, err);
+	}
+	/* the drain flag owns these (iovt_stats_get: fences = engine + inline + drained) */
+	if (inline_fence)
+		OWNED_ADD(&q->drain.ctr.fences_inline, 1);
+	else
+		OWNED_ADD(&q->drain.ctr.fences_drained, 1);
+	atomic_store_explicit(&q->fences_done, ticket, memory_order_release);
+	/* Only the producer waits on a queue's tickets (iovt.h): when it is
+	 * the drainer, no one sleeps on done_word, and the locked add that
+	 * orders the wake-up against a sleeper is not needed. */
+	if (!inline_fence) {
+		atomic_fetch_add_explicit(&q->done_word, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
+			futex_wake_all(&q->done_word);
+	}
+}
+
+/*
  * A fence item: sync what this queue touched, then publish its ticket.
  * Outside any read-side section. `carry` (may be NULL; its sync_lock held,
  * or a reference when carry->ref): the domain whose invalidations came
@@ -103,7 +149,7 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 	int err = 0;
 	int carried = -1; /* the DID synced with the carry */
 
-	IOVT_PROBE1(queue_fence_begin, ticket);
+	probe_fence_begin(ticket);
 	if (carry && carry->d) {
 		struct iovt_domain *d = carry->d;
 		carry->d = NULL;
@@ -168,28 +214,8 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 		}
 		ds->touched.n = kept;
 	}
-	if (unticketed(ticket))
-		goto out; /* iovt_fence's: its caller gets the error; no ticket, no count */
-	if (err) {
-		int none = 0;
-		atomic_compare_exchange_strong(&q->err, &none, err);
-	}
-	/* the drain flag owns these (iovt_stats_get: fences = engine + inline + drained) */
-	if (inline_fence)
-		OWNED_ADD(&ds->ctr.fences_inline, 1);
-	else
-		OWNED_ADD(&ds->ctr.fences_drained, 1);
-	atomic_store_explicit(&q->fences_done, ticket, memory_order_release);
-	/* Only the producer waits on a queue's tickets (iovt.h): when it is
-	 * the drainer, no one sleeps on done_word, and the locked add that
-	 * orders the wake-up against a sleeper is not needed. */
-	if (!inline_fence) {
-		atomic_fetch_add_explicit(&q->done_word, 1, memory_order_seq_cst);
-		if (atomic_load_explicit(&q->waiters, memory_order_seq_cst))
-			futex_wake_all(&q->done_word);
-	}
-out:
-	IOVT_PROBE1(queue_fence_end, err); /* every queue_fence_begin has its end */
+	fence_publish(q, ticket, inline_fence, err);
+	probe_fence_end(err); /* every queue_fence_begin has its end */
 	return err;
 }
 
@@ -363,7 +389,8 @@ static int fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticke
  * (fence_alone: one section from its look at the queues on); it leaves it.
  * See drain.
  */
-static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, int *final_err)
+static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, int *final_err,
+			 const struct intake_item *pre, unsigned npre)
 {
 	struct intake_item buf[BURST];
 	struct gather g; /* r[] is written before it is read: only the head is set */
@@ -381,8 +408,18 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 	 * producer's next instruction is that store: yield until it lands. */
 	const bool counted = final == FINAL_UNTICKETED;
 	while (total < budget) {
-		unsigned want = budget - total < BURST ? budget - total : BURST;
-		unsigned n = q->ring->ops->pop(q->ring, buf, want);
+		unsigned want, n;
+		const struct intake_item *items = buf;
+		if (pre) {
+			/* drain_fence's pop of FIRST_POP items, taken as the first burst */
+			want = FIRST_POP;
+			n = npre;
+			items = pre;
+			pre = NULL;
+		} else {
+			want = budget - total < BURST ? budget - total : BURST;
+			n = q->ring->ops->pop(q->ring, buf, want);
+		}
 		if (!n && counted && budget != UINT_MAX) {
 			sched_yield();
 			continue;
@@ -396,7 +433,7 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 			iovt_rcu_read_lock();
 		}
 		for (unsigned i = 0; i < n; i++) {
-			const struct intake_item *it = &buf[i];
+			const struct intake_item *it = &items[i];
 			switch (it->kind) {
 			case ITEM_PSI:
 			case ITEM_DSI:
@@ -446,12 +483,66 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 static unsigned drain(struct iovt_queue *q, unsigned budget, uint64_t final, int *final_err)
 {
 	iovt_rcu_read_lock();
-	return drain_in(q, budget, final, final_err);
+	return drain_in(q, budget, final, final_err, NULL, 0);
+}
+
+/*
+ * drain_in for the poster's own fence at the end of its ring (`final`: the
+ * inline queue fence's ticket, or fence_alone's FINAL_ALONE; the producer is
+ * the caller, so a short pop means an empty ring), with the strict-mode
+ * vCPU's PSI + wait taken straight: when nothing else waits for the fence
+ * (no domain listed by an earlier one, no global pass) and the ring holds
+ * that one PSI, its domain's sync_lock free, the PSI is synced as the
+ * fence's carry without the burst loop, the gathering and the fence item's
+ * general steps — what drain_in, fence_in_burst and apply_fence come to for
+ * it; an empty ring, the fence alone, the same way. Anything else goes on
+ * through drain_in with what was popped. Same section rules as drain_in
+ * (entered inside one, leaves it).
+ */
+static inline __attribute__((always_inline)) unsigned drain_fence(struct iovt_queue *q, unsigned budget,
+								   uint64_t final, int *final_err)
+{
+	struct drain_state *ds = &q->drain;
+	if (ds->touched.n || ds->touched_all || ds->global_pending || budget < FIRST_POP)
+		return drain_in(q, budget, final, final_err, NULL, 0);
+	struct intake_item two[FIRST_POP];
+	const unsigned n = q->ring->ops->pop(q->ring, two, FIRST_POP);
+	struct iovt_domain *d = NULL;
+	struct range b = { 1, 0 };
+	if (n == 1 && two[0].kind == ITEM_PSI && (d = domain_find_rcu(q->engine, two[0].did)))
+		b = psi_block(two[0].arg, two[0].am, domain_top(d));
+	if (n && (b.first > b.last || !domain_sync_trylock_rcu(d)))
+		return drain_in(q, budget, final, final_err, two, n);
+	iovt_rcu_read_unlock();
+	/* The fence: after the PSI, or alone (an empty ring: nothing else to do) */
+	probe_fence_begin(final);
+	int err = 0;
+	if (n) {
+		bool retry;
+		const struct pend_batch pb = { .r = &b, .n = 1, .psi = 1, .ih = two[0].ih };
+		err = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, &pb);
+		domain_sync_unlock(d, false);
+		if (retry)
+			touch(ds, two[0].did); /* spans failed: this queue's next fence retries */
+	}
+	fence_publish(q, final, ds->draining_inline, err);
+	probe_fence_end(err);
+	/* counted as drain_in counts: the items, and the fence it would have been */
+	unsigned total = n + (unticketed(final) ? 0 : 1);
+	if (total)
+		OWNED_ADD(&ds->ctr.queue_items, total);
+	if (unticketed(final))
+		*final_err = err;
+	return total;
 }
 
 unsigned queue_drain(struct iovt_queue *q, unsigned budget) { return drain(q, budget, 0, NULL); }
 
-void queue_drain_fence(struct iovt_queue *q, uint64_t ticket) { (void)drain(q, UINT_MAX, ticket, NULL); }
+void queue_drain_fence(struct iovt_queue *q, uint64_t ticket)
+{
+	iovt_rcu_read_lock();
+	(void)drain_fence(q, UINT_MAX, ticket, NULL);
+}
 
 /*
  * iovt_fence without the control lock, when only the caller's own implicit
@@ -509,7 +600,7 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 	 * posts to its implicit queue, and the ring holds no more), and a bound
 	 * if a sink callback of this very fence posts again (a review found the
 	 * unbounded drain). A load, not the ring's count through its ops. */
-	(void)drain_in(mine, mine->ring->capacity, FINAL_ALONE, err); /* sets *err, leaves the section */
+	(void)drain_fence(mine, mine->ring->capacity, FINAL_ALONE, err); /* sets *err, leaves the section */
 	OWNED_ADD(&mine->drain.ctr.fences_alone, 1); /* the drain flag owns it */
 	queue_drain_end(mine);
 	return true;

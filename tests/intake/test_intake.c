@@ -743,6 +743,127 @@ static void test_counters(enum iovt_queue_backend b)
 }
 
 /* ------------------------------------------------------------------------ */
+/* The poster's own fence at the end of its ring, every way                  */
+
+/*
+ * drain_fence (engine/intake/drain.c) takes the strict-mode PSI + wait
+ * straight and an empty ring's fence alone, and hands anything else to the
+ * general drain with what it popped. Every way must count as the general
+ * way counts (the items, and the inline fence as the item it would have
+ * been) and leave the sink equal to the guest: a queue's inline fence after
+ * one PSI, none, two for two domains, a DSI, a PSI whose domain went away
+ * after the post; then the same through the implicit queue and iovt_fence
+ * (whose fence is no item).
+ */
+static void test_fence_ways(enum iovt_queue_backend b)
+{
+	struct world w;
+	world_create(&w);
+	struct wdom *wd = &w.dom[0], *o = &w.dom[1], *gone = &w.dom[3];
+	struct iovt_queue *q;
+	struct iovt_queue_config qc = { .backend = b };
+	CHECK(iovt_queue_create(w.e, &qc, &q) == 0);
+	const uint64_t A = 4 * M1, B = 6 * M1;
+
+	/* One PSI: the straight way. */
+	struct iovt_stats e0 = stats(&w), d0 = dstats(wd), o0 = dstats(o);
+	gmap(wd, A, K, wd->base + A, IOVT_PERM_RW);
+	CHECK(qpsi(q, wd, A, K) == 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	struct iovt_stats e1 = stats(&w), d1 = dstats(wd), o1;
+	CHECK_EQ(e1.queue_items - e0.queue_items, 2); /* the PSI + the fence */
+	CHECK_EQ(e1.fences_inline - e0.fences_inline, 1);
+	CHECK_EQ(e1.fences - e0.fences, 1);
+	CHECK_EQ(d1.psi - d0.psi, 1);
+	CHECK_EQ(d1.invalidations - d0.invalidations, 1);
+	CHECK_EQ(e1.invalidations - e0.invalidations, 1);
+	CHECK_EQ(d1.map_calls - d0.map_calls, 1);
+	check_range(&w, wd, 0, AREA);
+
+	/* An empty ring: the fence alone, still an item and an inline fence. */
+	e0 = e1;
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	e1 = stats(&w);
+	CHECK_EQ(e1.queue_items - e0.queue_items, 1);
+	CHECK_EQ(e1.fences_inline - e0.fences_inline, 1);
+	CHECK_EQ(e1.map_calls + e1.unmap_calls, e0.map_calls + e0.unmap_calls);
+
+	/* Two PSIs for two domains: both popped, the general way. */
+	e0 = e1, d0 = dstats(wd), o0 = dstats(o);
+	gunmap(wd, A, K);
+	gmap(o, B, 2 * K, o->base + B, IOVT_PERM_R);
+	CHECK(qpsi(q, wd, A, K) == 0);
+	CHECK(qpsi(q, o, B, 2 * K) == 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	e1 = stats(&w), d1 = dstats(wd), o1 = dstats(o);
+	CHECK_EQ(e1.queue_items - e0.queue_items, 3);
+	CHECK_EQ(e1.fences_inline - e0.fences_inline, 1);
+	CHECK_EQ(d1.unmap_calls - d0.unmap_calls, 1);
+	CHECK_EQ(o1.map_calls - o0.map_calls, 1);
+	CHECK_EQ(e1.invalidations - e0.invalidations, 2);
+	check_range(&w, wd, 0, AREA);
+	check_range(&w, o, 0, AREA);
+
+	/* A DSI alone: one item popped, not a PSI: the general way. */
+	e0 = e1, d0 = dstats(wd);
+	gmap(wd, A, 3 * K, wd->base + A + ALT, IOVT_PERM_RW);
+	struct iovt_inval dsi = { .did = wd->did, .kind = IOVT_INVAL_DSI };
+	CHECK(iovt_queue_post(q, &dsi, 1) == 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	e1 = stats(&w), d1 = dstats(wd);
+	CHECK_EQ(e1.queue_items - e0.queue_items, 2);
+	CHECK_EQ(d1.dsi - d0.dsi, 1);
+	CHECK_EQ(d1.map_calls - d0.map_calls, 1);
+	check_range(&w, wd, 0, AREA);
+
+	/* One PSI whose domain is destroyed between the post and the fence:
+	 * accepted, stale, not an error; the general way counts it. */
+	gmap(gone, A, K, gone->base + A, IOVT_PERM_RW);
+	CHECK(qpsi(q, gone, A, K) == 0);
+	CHECK(iovt_domain_destroy(gone->d) == 0);
+	gone->d = NULL;
+	e0 = stats(&w);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	e1 = stats(&w);
+	CHECK_EQ(e1.queue_items - e0.queue_items, 2);
+	CHECK_EQ(e1.stale_domain - e0.stale_domain, 1);
+	CHECK_EQ(e1.invalidations - e0.invalidations, 1);
+	CHECK_EQ(e1.map_calls, e0.map_calls);
+
+	/* The implicit queue and iovt_fence: one PSI, none, two. */
+	e0 = stats(&w), d0 = dstats(wd);
+	gunmap(wd, A, 3 * K);
+	CHECK(iovt_invalidate_psi(w.e, wd->did, A, 2, false) == 0);
+	CHECK_EQ(iovt_fence(w.e), 0);
+	e1 = stats(&w), d1 = dstats(wd);
+	CHECK_EQ(e1.queue_items - e0.queue_items, 1); /* iovt_fence's fence is no item */
+	CHECK_EQ(d1.psi - d0.psi, 1);
+	CHECK_EQ(d1.unmap_calls - d0.unmap_calls, 1);
+	check_range(&w, wd, 0, AREA);
+	e0 = e1;
+	CHECK_EQ(iovt_fence(w.e), 0);
+	e1 = stats(&w);
+	CHECK_EQ(e1.queue_items, e0.queue_items);
+	e0 = e1, d0 = dstats(wd), o0 = dstats(o);
+	gmap(wd, B, K, wd->base + B, IOVT_PERM_RW);
+	gunmap(o, B, 2 * K);
+	CHECK(iovt_invalidate_psi(w.e, wd->did, B, 0, false) == 0);
+	CHECK(iovt_invalidate_psi(w.e, o->did, B, 1, false) == 0);
+	CHECK_EQ(iovt_fence(w.e), 0);
+	e1 = stats(&w), d1 = dstats(wd), o1 = dstats(o);
+	CHECK_EQ(e1.queue_items - e0.queue_items, 2);
+	CHECK_EQ(d1.map_calls - d0.map_calls, 1);
+	CHECK_EQ(o1.unmap_calls - o0.unmap_calls, 1);
+	check_range(&w, wd, 0, AREA);
+	check_range(&w, o, 0, AREA);
+
+	iovt_queue_destroy(q);
+	world_destroy(&w);
+	printf("intake: %s: the poster's fence: one PSI, none, two, a DSI, a stale PSI, implicit\n",
+	       backend_name(b));
+}
+
+/* ------------------------------------------------------------------------ */
 /* The coalescing window                                                     */
 
 /*
@@ -1303,6 +1424,7 @@ int main(int argc, char **argv)
 			test_poll_groups(backends[i]);
 			test_destroy_pending(backends[i]);
 			test_counters(backends[i]);
+			test_fence_ways(backends[i]);
 			test_coalescing(backends[i]);
 		}
 		if (threads) {
