@@ -385,6 +385,25 @@ static int fence_in_burst(struct iovt_queue *q, struct gather *g, uint64_t ticke
 }
 
 /*
+ * A drain's end, both ways (drain_in, drain_fence): `total` items popped;
+ * a final fence is counted as the item it would have been when it has a
+ * ticket, and gives its error to iovt_fence's caller when it has none.
+ */
+static inline unsigned drain_done(struct iovt_queue *q, unsigned total, uint64_t final, int err,
+				  int *final_err)
+{
+	if (final) {
+		if (unticketed(final))
+			*final_err = err;
+		else
+			total++;
+	}
+	if (total)
+		OWNED_ADD(&q->drain.ctr.queue_items, total);
+	return total;
+}
+
+/*
  * drain's body, entered inside a read-side section the caller took for it
  * (fence_alone: one section from its look at the queues on); it leaves it.
  * See drain.
@@ -456,20 +475,15 @@ static unsigned drain_in(struct iovt_queue *q, unsigned budget, uint64_t final, 
 			break; /* the poster's own ring: a short burst emptied it */
 	}
 	global_flush(q);
+	int err = 0;
 	if (final) {
 		/* Leaves the section, and g empty: nothing to flush. */
-		int err = fence_in_burst(q, &g, final, inline_fence, true);
-		if (unticketed(final))
-			*final_err = err;
-		else
-			total++; /* counted as the item it would have been */
+		err = fence_in_burst(q, &g, final, inline_fence, true);
 	} else {
 		gather_flush(&g);
 		iovt_rcu_read_unlock();
 	}
-	if (total)
-		OWNED_ADD(&q->drain.ctr.queue_items, total);
-	return total;
+	return drain_done(q, total, final, err, final_err);
 }
 
 /*
@@ -503,7 +517,8 @@ static inline __attribute__((always_inline)) unsigned drain_fence(struct iovt_qu
 								   uint64_t final, int *final_err)
 {
 	struct drain_state *ds = &q->drain;
-	if (ds->touched.n || ds->touched_all || ds->global_pending || budget < FIRST_POP)
+	/* budget >= FIRST_POP: a ring holds at least two items (iovt_queue_create) */
+	if (ds->touched.n || ds->touched_all || ds->global_pending)
 		return drain_in(q, budget, final, final_err, NULL, 0);
 	struct intake_item two[FIRST_POP];
 	const unsigned n = q->ring->ops->pop(q->ring, two, FIRST_POP);
@@ -527,13 +542,7 @@ static inline __attribute__((always_inline)) unsigned drain_fence(struct iovt_qu
 	}
 	fence_publish(q, final, ds->draining_inline, err);
 	probe_fence_end(err);
-	/* counted as drain_in counts: the items, and the fence it would have been */
-	unsigned total = n + (unticketed(final) ? 0 : 1);
-	if (total)
-		OWNED_ADD(&ds->ctr.queue_items, total);
-	if (unticketed(final))
-		*final_err = err;
-	return total;
+	return drain_done(q, n, final, err, final_err);
 }
 
 unsigned queue_drain(struct iovt_queue *q, unsigned budget) { return drain(q, budget, 0, NULL); }
