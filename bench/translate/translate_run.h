@@ -18,6 +18,7 @@ struct translate_figures {
 	double p99_ns;        /* per lookup, 1 lookup pair in 64 timed */
 	double miss_ns;       /* miss run: time per lookup when every lookup misses */
 	double inval_kops;    /* invalidator's unmap+map pairs per second (0: none) */
+	double inval_target_kops; /* the pace it was given (0: none, or flat out) */
 };
 
 /* "engine", "qemu", "dpdk". */
