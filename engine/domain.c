@@ -93,7 +93,7 @@ int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa)
 	domain_lock_control(d);
 	int rc = -ENODEV;
 	if (!atomic_load_explicit(&d->dead, memory_order_relaxed)) {
-		/* Fills load it without a lock (after their set stamps). */
+		/* Fills load it without a lock (after their gen stamp). */
 		__atomic_store_n(&d->root_gpa, root_gpa, __ATOMIC_RELEASE);
 		rc = domain_sync_all_locked(d, &e->scratch, &e->todo);
 	}
@@ -157,8 +157,8 @@ static int retire_map_notifier(struct iovt_domain *d)
 	 * (domain_sync_locked_carry): what it cached before the attach, or
 	 * what a fill that walked before it cached after, may be stale. Once
 	 * the tree is unpublished translate reads the IOTLB again, so it is
-	 * emptied first, while no reader uses it (a fill in flight carries a
-	 * stamp older than this flush: never visible). Flushed after the
+	 * emptied first, while no reader uses it (a fill in flight stamped
+	 * gen before this flush: it never confirms its entry). Flushed after the
 	 * tree went, a translate in between answered from entries that a
 	 * fenced invalidation had made stale (found by review; the
 	 * lifecycle-detach-stale test). */

@@ -18,8 +18,12 @@ struct iotlb_entry {             /* 48 bytes, allocated as one cache line */
 	uint64_t iova, len;         /* [iova, iova + len) */
 	uint64_t gpa, hva;
 	uint32_t perm, region;
-	_Atomic uint64_t seq;       /* visible while == its set's seq */
+	_Atomic uint64_t state;     /* ENTRY_PENDING, ENTRY_LIVE or ENTRY_DEAD */
 };
+
+/* A fill publishes its entry PENDING and confirms it LIVE (iotlb_fill), the
+ * only state a probe accepts; nothing else writes it. */
+enum { ENTRY_PENDING, ENTRY_LIVE };
 
 /* Entries are lines from engine/iotlb/recycle (reused by the thread that
  * retired them after a grace period, else jemalloc's 64-byte class via
@@ -49,9 +53,9 @@ typedef uintptr_t slot_t;
 #define TAG_MASK 0x7fffull
 
 struct iotlb_set {
-	alignas(64) _Atomic uint64_t seq;
-	_Atomic slot_t slot[IOTLB_WAYS];
+	alignas(64) _Atomic slot_t slot[IOTLB_WAYS];
 };
+_Static_assert(sizeof(struct iotlb_set) == 64, "a set is one cache line");
 
 static inline struct iotlb_entry *slot_entry(slot_t v)
 {
@@ -106,11 +110,6 @@ static inline uint64_t tag_of(uint64_t h)
 	return (h >> 16) & TAG_MASK;
 }
 
-static inline uint32_t set_index(const struct iotlb_table *t, uint64_t iova, unsigned level)
-{
-	return set_of(t, key_hash(iova, level));
-}
-
 void iotlb_init(struct iotlb *c, uint64_t entries)
 {
 	if (!entries)
@@ -122,6 +121,7 @@ void iotlb_init(struct iotlb *c, uint64_t entries)
 	for (int k = 0; k < IOTLB_NCOUNT; k++)
 		atomic_init(&c->before[k], 0);
 	atomic_init(&c->grown, 0);
+	atomic_init(&c->dropped_tables, 0);
 	c->entries = entries;
 }
 
@@ -176,14 +176,13 @@ static inline void copy_out(const struct iotlb_entry *e, struct iovt_extent *out
 
 static inline struct iotlb_entry *probe(struct iotlb_set *s, uint64_t iova, uint64_t tag)
 {
-	uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
 	for (int w = 0; w < IOTLB_WAYS; w++) {
 		slot_t v = atomic_load_explicit(&s->slot[w], memory_order_acquire);
 		if (((v >> TAG_SHIFT) & TAG_MASK) != tag || !(v & PTR_MASK))
 			continue;
 		struct iotlb_entry *e = slot_entry(v);
 		if (iova - e->iova < e->len &&
-		    atomic_load_explicit(&e->seq, memory_order_acquire) == seq) {
+		    atomic_load_explicit(&e->state, memory_order_acquire) == ENTRY_LIVE) {
 			/* Second chance: a CAS, so a slot emptied or replaced
 			 * meanwhile is left as it is. */
 			if (!(v & SLOT_REF))
@@ -407,10 +406,10 @@ static int fill_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error wh
 /* Second chance in one set, from the slots alone (no entry line is read):
  * an empty slot, else from a random start the first slot without its
  * referenced bit, clearing the bits it passes (a CAS: a slot replaced
- * meanwhile keeps its own). Dead entries (a stale stamp) are rare: a sweep
- * removes them; the ones a racing fill left age out like the others. A
- * concurrent fill of the same run may leave a duplicate: both are correct,
- * one ages out. */
+ * meanwhile keeps its own). A PENDING entry is replaced like any other (its
+ * fill's confirmation then marks an unlinked line: harmless). A concurrent
+ * fill of the same run may leave a duplicate: both are correct, one ages
+ * out. */
 static int pick_victim(struct iotlb_set *s)
 {
 	slot_t v[IOTLB_WAYS];
@@ -442,28 +441,19 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	 * (no table yet) or an older table (a growth) loaded it before this
 	 * table was published, after its gen bump; this load then reads that
 	 * bump or a later one and synchronizes with it, so the walk below sees
-	 * what the guest wrote before that invalidation. */
+	 * what the guest wrote before that invalidation. It is also the
+	 * fill's stamp: the entry goes live only if gen has not moved when it
+	 * is in its slot (below; see iotlb.h). */
 	uint64_t gen = atomic_load_explicit(&c->gen, memory_order_seq_cst);
-	uint64_t seq[NLEVELS] = { 0 };
 	if (t)
 		count(t, IOTLB_MISSES);
 	else
 		atomic_fetch_add_explicit(&c->before[IOTLB_MISSES], 1, memory_order_relaxed);
 
-	/* Stamps first, then the walk (see iotlb.h). */
-	/* Only the levels in use: a large leaf of a level not in use yet is
-	 * stamped after its walk, once it has published the level, and cached
-	 * only if gen did not move (below): the same argument as for a longer
-	 * run. Two cold set lines fewer per miss when no large page is used. */
-	unsigned early = t ? atomic_load_explicit(&t->levels, memory_order_seq_cst) | 1 : 0;
-	for (unsigned l = 0; l < NLEVELS; l++)
-		if (early & (1u << l))
-			seq[l] = atomic_load_explicit(&t->sets[set_index(t, iova, l)].seq,
-						      memory_order_seq_cst);
-	/* After the stamps: a flush that follows the owner's store of *gone
-	 * either bumped a stamp read here (then this load sees *gone: the bump
-	 * is a release RMW after that store) or kills this entry. Without a
-	 * table no flush swept: table_get's gen load ordered it the same way. */
+	/* After the stamp: iotlb_close flushes (a gen bump) and retires the
+	 * table before the owner stores *gone; a fill that misses *gone here
+	 * inserts, at worst, into that retired table, which no reader loads
+	 * again (c->table is CLOSED). */
 	if (atomic_load_explicit(gone, memory_order_seq_cst))
 		return -ENODEV;
 	if (iova > top)
@@ -485,7 +475,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	if (f.end - 1 > top || f.end < page)
 		f.end = top + 1; /* top + 1 may wrap to 0 at the 64-bit top: never here (57 bits) */
 	struct vtd_walk_params wp = *p;
-	wp.root_gpa = __atomic_load_n(root_gpa, __ATOMIC_ACQUIRE); /* after the stamps */
+	wp.root_gpa = __atomic_load_n(root_gpa, __ATOMIC_ACQUIRE); /* after the stamp */
 	wp.first = page;
 	wp.last = f.end - 1;
 	if (!wp.budget || wp.budget > IOTLB_FILL_BUDGET)
@@ -519,23 +509,16 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	*e = f.x;
 	/* An invalidation sweeps only the sets its range can reach given the
 	 * levels in use and the longest run (read after its gen bump). An entry
-	 * wider than a page, or of a large level, first publishes its extent
-	 * there, then checks that no invalidation began since before its walk:
-	 * one that began earlier and read the old extent missed this set, so
-	 * the answer is not cached; one that begins later sees the new extent
-	 * and kills the stamp. A 4 KiB entry needs neither: every sweep covers
+	 * wider than a page, or of a large level, publishes its extent there
+	 * before its insert: an invalidation that began earlier may have read
+	 * the old extent and missed this set, but it moved gen, so the entry
+	 * is not confirmed (below); one that begins after the confirming load
+	 * reads the new extent. A 4 KiB entry needs neither: every sweep covers
 	 * the page's own set. */
 	if (f.level || f.x.len > IOVT_PAGE_SIZE) {
 		if (f.level) {
 			if (!(atomic_load_explicit(&t->levels, memory_order_seq_cst) & (1u << f.level)))
 				atomic_fetch_or_explicit(&t->levels, 1u << f.level, memory_order_seq_cst);
-			/* Not stamped before the walk: stamped now, after the
-			 * level is published. An invalidation that begins after
-			 * the gen check below sweeps this set after this load
-			 * (it reads the level); one that began before moved gen. */
-			if (!(early & (1u << f.level)))
-				seq[f.level] = atomic_load_explicit(
-					&t->sets[set_index(t, f.x.iova, f.level)].seq, memory_order_seq_cst);
 		} else {
 			uint64_t m = atomic_load_explicit(&t->maxrun, memory_order_seq_cst);
 			while (m < f.x.len &&
@@ -543,12 +526,8 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 								      memory_order_seq_cst, memory_order_seq_cst))
 				;
 		}
-		if (atomic_load_explicit(&c->gen, memory_order_seq_cst) != gen) {
-			entry_free(e);
-			return 0; /* answered, not cached */
-		}
 	}
-	atomic_init(&e->seq, seq[f.level]);
+	atomic_init(&e->state, ENTRY_PENDING);
 	uint64_t h = key_hash(f.level ? f.x.iova : page, f.level);
 	struct iotlb_set *s = &t->sets[set_of(t, h)];
 	struct recycle_batch *b = recycle_room();
@@ -564,17 +543,41 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		entry_free(e); /* never published */
 		return 0;
 	}
-	st->cached = true;
 	struct iotlb_entry *old = slot_entry(ov);
 	if (old) {
 		/* Counted as a live eviction without reading its stamp (a
-		 * cold line): dead ones are rare (see pick_victim). */
+		 * cold line): pending ones are rare (their fill settles them
+		 * within its call). */
 		st->evicted = true;
 		recycle_retire(b, old);
 		count(t, IOTLB_EVICTIONS);
 		count_eviction(c, t);
 	}
-	return 0;
+	/*
+	 * Confirm or withdraw. e is in its slot but invisible (PENDING). This
+	 * load and the insert above are seq_cst, as an invalidation's gen bump
+	 * and its sweep's slot loads are: if gen still equals the stamp here,
+	 * every later bump comes after the insert and its sweep finds e (and
+	 * drops it if it overlaps; it reads the level and the run published
+	 * above); so e goes live. Otherwise an invalidation began after the
+	 * stamp, maybe after a walk that read the old table, and its sweep may
+	 * have passed this slot before the insert: e is withdrawn, never
+	 * having been visible. A sweep or an eviction may have taken e out
+	 * first (they retire it).
+	 */
+	if (atomic_load_explicit(&c->gen, memory_order_seq_cst) == gen) {
+		atomic_store_explicit(&e->state, ENTRY_LIVE, memory_order_release);
+		st->cached = true;
+		return 0;
+	}
+	slot_t mine = (uintptr_t)e | tag_of(h) << TAG_SHIFT;
+	while (slot_entry(mine) == e &&
+	       !atomic_compare_exchange_strong_explicit(&s->slot[w], &mine, 0, memory_order_seq_cst,
+							memory_order_relaxed))
+		; /* the victim choice cleared a ref bit: retry on what is there */
+	if (slot_entry(mine) == e)
+		recycle_retire(b, e);
+	return 0; /* answered, not cached */
 }
 
 static inline bool overlaps(const struct iotlb_entry *e, uint64_t first, uint64_t last)
@@ -582,33 +585,34 @@ static inline bool overlaps(const struct iotlb_entry *e, uint64_t first, uint64_
 	return e->iova <= last && e->iova + e->len - 1 >= first;
 }
 
-/* Bumps one set's sequence, drops the overlapping and the dead entries,
- * re-stamps the others. The single writer (sync_lock). */
-static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
+/* Drops the entries of one set that overlap [first, last], live or pending
+ * (their fills withdraw them anyway: gen moved). Only the slots tagged `tag`
+ * (TAG_ANY: all): an overlapping entry of another key is found from its own
+ * key, which the sweep visits too. Writes nothing that a reader reads
+ * unless it drops an entry: no stamp, no sequence (a sequence bump per set
+ * and a re-stamp per entry kept were most of a sweep, and a miss on each
+ * such line for every translating thread). The single writer (sync_lock),
+ * inside a read-side section. */
+#define TAG_ANY UINT64_MAX
+static uint64_t sweep_set(struct iotlb_set *s, uint64_t tag, uint64_t first, uint64_t last,
+			  bool *full)
 {
 	uint64_t dropped = 0;
-	uint64_t prev = atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
 	for (int w = 0; w < IOTLB_WAYS; w++) {
 		slot_t v = atomic_load_explicit(&s->slot[w], memory_order_seq_cst);
 		struct iotlb_entry *e = slot_entry(v);
-		if (!e)
+		if (!e || (tag != TAG_ANY && ((v >> TAG_SHIFT) & TAG_MASK) != tag) ||
+		    !overlaps(e, first, last))
 			continue;
-		uint64_t es = atomic_load_explicit(&e->seq, memory_order_acquire);
-		if (es == prev && !overlaps(e, first, last)) {
-			/* Not this invalidation's business: stays visible. A
-			 * failed CAS means a fill replaced it meanwhile. */
-			atomic_compare_exchange_strong_explicit(&e->seq, &es, prev + 1,
-								memory_order_release,
-								memory_order_relaxed);
-			continue;
-		}
-		/* Overlapping, or dead (a stale stamp): out. A failed CAS: a fill
-		 * replaced it with an entry stamped before (dead) or after (fresh)
-		 * the bump; either is right as it is.
-		 * No memory for the batch: it stays, dead (its stamp is old). */
+		/* No memory for a batch: the caller drops the whole table
+		 * (table_drop; an entry cannot be killed in place: its fill
+		 * may still be about to confirm it). */
 		struct recycle_batch *b = recycle_room();
-		if (!b)
-			continue;
+		if (!b) {
+			*full = true;
+			return dropped;
+		}
+		bool live_e = atomic_load_explicit(&e->state, memory_order_acquire) == ENTRY_LIVE;
 		bool out = false;
 		while (slot_entry(v) == e &&
 		       !(out = atomic_compare_exchange_strong_explicit(&s->slot[w], &v, 0,
@@ -616,7 +620,7 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t first, uint64_t last)
 								       memory_order_relaxed)))
 			; /* a reader set or the victim choice cleared the ref bit */
 		if (out) {
-			dropped += es == prev;
+			dropped += live_e;
 			recycle_retire(b, e);
 		}
 	}
@@ -656,12 +660,12 @@ static struct sweep sweep_of(const struct iotlb_table *t, uint64_t first, uint64
 }
 
 static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_t first, uint64_t last,
-			   uint64_t *visits)
+			   uint64_t *visits, bool *full)
 {
 	uint64_t dropped = 0;
 	if (sweep_all(t, w)) {
-		for (uint32_t i = 0; i < t->nsets; i++)
-			dropped += sweep_set(&t->sets[i], first, last);
+		for (uint32_t i = 0; i < t->nsets && !*full; i++)
+			dropped += sweep_set(&t->sets[i], TAG_ANY, first, last, full);
 		*visits += t->nsets;
 		return dropped;
 	}
@@ -670,8 +674,10 @@ static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_
 		if (!(w->levels & (1u << l)))
 			continue;
 		uint64_t a = (l ? first : w->lo) >> level_shift[l], b = last >> level_shift[l];
-		for (uint64_t k = a; k <= b; k++)
-			dropped += sweep_set(&t->sets[set_index(t, k << level_shift[l], l)], first, last);
+		for (uint64_t k = a; k <= b && !*full; k++) {
+			uint64_t h = key_hash(k << level_shift[l], l);
+			dropped += sweep_set(&t->sets[set_of(t, h)], tag_of(h), first, last, full);
+		}
 	}
 	return dropped;
 }
@@ -687,16 +693,38 @@ static struct iotlb_table *sweep_table(struct iotlb *c)
 	return live(atomic_load_explicit(&c->table, memory_order_seq_cst));
 }
 
+/*
+ * A sweep that found no memory to retire an entry (recycle_room) drops the
+ * whole table instead: unpublished (the next fill allocates a new one) and
+ * freed with its entries after a grace period, which needs no allocation.
+ * The same argument as a growth's (table_grow): a fill that loads the table
+ * after this loads gen after the bump. Returns NULL, or the table that a
+ * growth put in t's place meanwhile (to be swept in turn). Read side.
+ */
+static struct iotlb_table *table_drop(struct iotlb *c, struct iotlb_table *t)
+{
+	struct iotlb_table *expected = t;
+	if (atomic_compare_exchange_strong_explicit(&c->table, &expected, NULL, memory_order_seq_cst,
+						    memory_order_seq_cst)) {
+		atomic_fetch_add_explicit(&c->dropped_tables, 1, memory_order_relaxed);
+		table_retire(c, t);
+		return NULL;
+	}
+	return live(expected);
+}
+
 uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
 {
 	iovt_rcu_read_lock();
 	struct iotlb_table *t = sweep_table(c);
 	uint64_t dropped = 0, visits = 0;
-	if (t) {
+	while (t) {
+		bool full = false;
 		struct sweep w = sweep_of(t, first, last);
-		dropped = sweep_sets(t, &w, first, last, &visits);
-		atomic_fetch_add_explicit(&c->swept, visits, memory_order_relaxed);
+		dropped += sweep_sets(t, &w, first, last, &visits, &full);
+		t = full ? table_drop(c, t) : NULL;
 	}
+	atomic_fetch_add_explicit(&c->swept, visits, memory_order_relaxed);
 	iovt_rcu_read_unlock();
 	return dropped;
 }
@@ -707,39 +735,41 @@ uint64_t iotlb_invalidate_n(struct iotlb *c, size_t n,
 {
 	iovt_rcu_read_lock();
 	struct iotlb_table *t = sweep_table(c);
-	uint64_t dropped = 0, keys = 0;
-	if (!t)
-		goto out;
-	for (size_t i = 0; i < n && keys <= t->nsets; i++) {
-		uint64_t first, last;
-		span(arg, i, &first, &last);
-		struct sweep w = sweep_of(t, first, last);
-		keys += sweep_all(t, &w) ? (uint64_t)t->nsets + 1 : w.keys;
-	}
-	if (keys > t->nsets) {
-		/* every set once, dropping what overlaps any span: the hull
-		 * (more than the spans: an IOTLB may drop any entry) */
-		uint64_t lo = UINT64_MAX, hi = 0;
-		for (size_t i = 0; i < n; i++) {
+	uint64_t dropped = 0;
+	while (t) {
+		bool full = false;
+		uint64_t keys = 0;
+		for (size_t i = 0; i < n && keys <= t->nsets; i++) {
 			uint64_t first, last;
 			span(arg, i, &first, &last);
-			lo = first < lo ? first : lo;
-			hi = last > hi ? last : hi;
+			struct sweep w = sweep_of(t, first, last);
+			keys += sweep_all(t, &w) ? (uint64_t)t->nsets + 1 : w.keys;
 		}
-		for (uint32_t i = 0; i < t->nsets; i++)
-			dropped += sweep_set(&t->sets[i], lo, hi);
-		atomic_fetch_add_explicit(&c->swept, t->nsets, memory_order_relaxed);
-		goto out;
+		if (keys > t->nsets) {
+			/* every set once, dropping what overlaps any span: the
+			 * hull (more than the spans: an IOTLB may drop any entry) */
+			uint64_t lo = UINT64_MAX, hi = 0;
+			for (size_t i = 0; i < n; i++) {
+				uint64_t first, last;
+				span(arg, i, &first, &last);
+				lo = first < lo ? first : lo;
+				hi = last > hi ? last : hi;
+			}
+			for (uint32_t i = 0; i < t->nsets && !full; i++)
+				dropped += sweep_set(&t->sets[i], TAG_ANY, lo, hi, &full);
+			atomic_fetch_add_explicit(&c->swept, t->nsets, memory_order_relaxed);
+		} else {
+			uint64_t visits = 0;
+			for (size_t i = 0; i < n && !full; i++) {
+				uint64_t first, last;
+				span(arg, i, &first, &last);
+				struct sweep w = sweep_of(t, first, last);
+				dropped += sweep_sets(t, &w, first, last, &visits, &full);
+			}
+			atomic_fetch_add_explicit(&c->swept, visits, memory_order_relaxed);
+		}
+		t = full ? table_drop(c, t) : NULL;
 	}
-	uint64_t visits = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t first, last;
-		span(arg, i, &first, &last);
-		struct sweep w = sweep_of(t, first, last);
-		dropped += sweep_sets(t, &w, first, last, &visits);
-	}
-	atomic_fetch_add_explicit(&c->swept, visits, memory_order_relaxed);
-out:
 	iovt_rcu_read_unlock();
 	return dropped;
 }
@@ -772,10 +802,9 @@ uint64_t iotlb_count(struct iotlb *c)
 		return 0;
 	for (uint32_t i = 0; i < t->nsets; i++) {
 		struct iotlb_set *s = &t->sets[i];
-		uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
 		for (int w = 0; w < IOTLB_WAYS; w++) {
 			struct iotlb_entry *e = slot_entry(atomic_load_explicit(&s->slot[w], memory_order_acquire));
-			n += e && atomic_load_explicit(&e->seq, memory_order_relaxed) == seq;
+			n += e && atomic_load_explicit(&e->state, memory_order_relaxed) == ENTRY_LIVE;
 		}
 	}
 	return n;

@@ -9,8 +9,8 @@
  * destroy, RAM removal). Calls only engine/guest and engine/common; never
  * intake, never the tree or the sinks.
  *
- * Layout: `nsets` sets of IOTLB_WAYS slots, one cache line each: a 64-bit
- * sequence and 7 slots, each an RCU pointer to an immutable entry (one
+ * Layout: `nsets` sets of IOTLB_WAYS slots, one cache line each: 8 slots,
+ * each an RCU pointer to an immutable entry (one
  * cache line: jemalloc's 64-byte class, via engine/common/alloc.h) with a
  * 15-bit tag of its key and a referenced bit in its top 16 bits: a probe
  * dereferences only the ways whose tag matches, the victim
@@ -31,23 +31,30 @@
  * that fits the capacity then stays resident: no cliff at 16x the start.
  *
  * VT-d rule (after a PSI/DSI/global and its wait, no invalidated translation
- * is returned again). An entry is visible only while its `seq` equals its
- * set's `seq`. A filler reads the sequence of the sets it may insert into
- * BEFORE it walks, and stamps its entry with it. An invalidation (one writer:
- * the domain's sync_lock holder) bumps the sequence of every set that may
- * hold an overlapping entry, then removes the overlapping entries and
- * re-stamps the others (seq - 1 -> seq). A fill that walked before the bump
- * and inserts after the sweep passed carries the old stamp: readers never
- * see it, whenever it lands (the classic walk/invalidate/insert race).
- * A fill that read the new sequence walked after the bump, so after the
+ * is returned again). An invalidation (one writer: the domain's sync_lock
+ * holder) bumps c->gen, then unlinks every entry overlapping its range from
+ * the sets such an entry can live in; it writes nothing else (no per-set
+ * sequence, no entry line: re-stamping every entry it kept was most of a
+ * sweep, and cost every translating thread a miss on each such line). A
+ * filler reads gen BEFORE it walks (its stamp) and publishes its entry
+ * PENDING, which no probe accepts; then, with the entry in its slot, it
+ * reads gen again: unchanged, it marks the entry LIVE (every later
+ * invalidation bumps gen after the insert, so its sweep finds the entry);
+ * changed, it unlinks it again: an invalidation began after the stamp,
+ * perhaps after a walk that read the old table, and its sweep may have
+ * passed the slot before the insert (the classic walk/invalidate/insert
+ * race). A fill that read the new gen walked after the bump, so after the
  * guest's write (the invalidation was drained after it was posted).
  * Which sets: those an entry overlapping the range can live in, given the
  * levels in use and the longest run cached (t->maxrun), both read after the
- * invalidation's gen bump. A fill that adds a level or a longer run publishes
- * it after its walk and caches only if gen did not move since before its
- * stamps (an invalidation that read the old extent began before: no cache;
- * one that begins later reads the new extent and kills the stamp). A 4 KiB
- * entry needs no check: every sweep covers its page's own set.
+ * invalidation's gen bump; in each, only the slots whose tag is that key's
+ * (an overlapping entry of another key is found from its own key). A fill
+ * that adds a level or a longer run publishes it after its walk and before
+ * its insert: an invalidation that read the old extent began before, so the
+ * fill does not confirm. A sweep with no memory to retire what it unlinks
+ * (recycle_room) drops the whole table instead (freed after a grace period,
+ * counted in dropped_tables): an entry cannot be killed in place while its
+ * fill may still confirm it.
  *
  * Eviction: second chance inside a set (readers set the slot's referenced
  * bit with a CAS only when it is clear); empty slots first, then from a
@@ -62,7 +69,7 @@
  *
  * Destroy: the owner closes the IOTLB (iotlb_close: c->table becomes a
  * sentinel no fill replaces), then sets *gone; a fill reads *gone after its
- * stamps and fails -ENODEV. A reader that saw *gone finds no table and
+ * stamp and fails -ENODEV. A reader that saw *gone finds no table and
  * misses into that check: a hit needs no check of its own.
  *
  * Synchronization table:
@@ -85,7 +92,7 @@
 #include "guest/guest_ram.h"
 #include "guest/vtd_walk.h"
 
-#define IOTLB_WAYS 7
+#define IOTLB_WAYS 8
 #define IOTLB_RUN_MAX (64ull << 10)   /* longest 4 KiB-started run cached (bytes) */
 #define IOTLB_FILL_BUDGET 256         /* entries one fill walk may read at most */
 #define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: ~19 MiB per domain when full (16 MiB of entries + 2.3 MiB of sets) */
@@ -109,7 +116,8 @@ struct iotlb {
 	uint64_t entries;       /* configured capacity (the largest table) */
 	_Atomic uint64_t before[IOTLB_NCOUNT]; /* counted by tables a growth replaced, or with no table */
 	_Atomic uint64_t grown;       /* growths */
-	char pad_[64 - (3 + IOTLB_NCOUNT) * sizeof(uint64_t)];
+	_Atomic uint64_t dropped_tables; /* tables a sweep without memory dropped whole */
+	char pad_[64 - (4 + IOTLB_NCOUNT) * sizeof(uint64_t)];
 	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
 	_Atomic uint64_t swept; /* sets visited by sweeps (gen's line: the sweep writes it anyway) */
 	char pad2_[64 - 2 * sizeof(uint64_t)];
@@ -130,12 +138,12 @@ int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out);
 
 /*
  * Walks the guest table around iova (p: widths, page sizes, budget; first
- * and last are set here; the root is loaded from *root_gpa after the set
- * stamps, so that a set_root's sweep orders it) and caches the answer. 0 and *out (the
+ * and last are set here; the root is loaded from *root_gpa after the gen
+ * stamp, so that a set_root's sweep orders it) and caches the answer. 0 and *out (the
  * cached run that covers iova), -ENOENT (not present), -EFAULT (reserved
  * bits, a forbidden large page, a table or the leaf outside guest RAM),
  * -ELOOP, -E2BIG (walk budget), -ENODEV when *gone is set (read after the
- * stamps; the owner closes the IOTLB before setting it: iotlb_close).
+ * stamp; the owner closes the IOTLB before setting it: iotlb_close).
  * Errors are not cached.
  */
 int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_walk_params *p,

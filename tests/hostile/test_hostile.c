@@ -524,7 +524,7 @@ static void case_iotlb_sweep_flood(uint64_t *rng)
 	iovt_domain_stats_get(d, &st);
 	const uint64_t swept = st.iotlb_sets_swept - swept0;
 	CHECK(swept > 0);
-	CHECK(swept <= 262144 / 7 + 1); /* iovt_config.iotlb_entries 0: 262144 */
+	CHECK(swept <= 262144 / IOTLB_WAYS + 1); /* iovt_config.iotlb_entries 0: 262144 */
 	CHECK(iovt_translate(d, HOST_IOVA + 5 * K, &x) == 0);
 	CHECK_EQ(x.gpa + (HOST_IOVA + 5 * K - x.iova), DATA_GPA + 3000 * K);
 	/* A few small PSIs (each span its own sets): the page moves back. */

@@ -28,7 +28,13 @@
  *              than any before, or the first 2 MiB leaf, while a PSI of a
  *              page inside it is synced and fenced (run exactly inside the
  *              fill's window by a second thread, iotlb_test_walked). After
- *              that fence the run's stale page must never come back.
+ *              that fence the run's stale page must never come back. And a
+ *              one-page fill raced the same way: it must withdraw the entry
+ *              it inserted after the sweep, not confirm it.
+ *  no-room     a sweep that finds no memory to retire an overlapping entry
+ *              (allocation faults on a thread with no batch yet) drops the
+ *              whole table: after the fence the remapped page translates
+ *              to its new GPA, every other page refills, one table dropped.
  *  map-detach  a translation cached, a MAP notifier attached (syncs then
  *              leave the IOTLB alone), the page remapped and fenced, the
  *              notifier detached: the IOTLB must not return the old page.
@@ -44,6 +50,7 @@
 #include "guestsim.h"
 #include "iovt.h"
 #include "engine_internal.h" /* white box: iotlb_test_walked, the IOTLB's growths */
+#include "common/alloc.h"    /* white box: iovt_alloc_fault (no-room) */
 #include "tree/shadow_tree.h" /* white box: the shadow lookup cache (concurrent-shadow) */
 
 CHECK_SEED_STORAGE;
@@ -696,6 +703,71 @@ static void case_narrowed(uint64_t *rng)
 	 * 2 MiB set. */
 	narrowed_one("first-2m-leaf", 0x400000, 0x600000, M2, GS_LEAF_LARGEST, 0x400000 + 9 * K,
 		     0x400000 + 300 * K);
+	/* One page, remapped while its fill walked: no gen check covers a
+	 * 4 KiB entry; the fill inserts its old answer after the sweep passed
+	 * and must withdraw it (the set's seq moved since its stamp), never
+	 * confirm it. */
+	narrowed_one("one-page", 0x800000, 0xa00000, K, GS_LEAF_4K, 0x800000, 0x800000);
+}
+
+/* ----------------------------------------------------------------- no-room */
+
+static struct env rv;
+#define R_BASE 0x200000ull
+#define R_PAGES 16
+
+static bool fail_every_alloc(size_t size)
+{
+	(void)size;
+	return true;
+}
+
+/* A thread with no recycle batch yet: its sweep has nowhere to put what it
+ * unlinks once every allocation fails. */
+static void *r_invalidator(void *arg)
+{
+	(void)arg;
+	iovt_thread_register();
+	/* Its implicit queue exists before the fault: a PSI over unmapped
+	 * space, fenced (nothing cached overlaps it: no room needed). */
+	CHECK(iovt_invalidate_psi(rv.e, rv.did, 0x40000000, 0, false) == 0);
+	CHECK(iovt_fence(rv.e) == 0);
+	CHECK(gs_map(rv.gd, R_BASE + 5 * K, 0x8000000, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	iovt_alloc_fault = fail_every_alloc;
+	int rc = iovt_invalidate_psi(rv.e, rv.did, R_BASE + 5 * K, 0, false);
+	if (!rc)
+		rc = iovt_fence(rv.e);
+	iovt_alloc_fault = NULL;
+	CHECK_EQ(rc, 0);
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void case_no_room(uint64_t *rng)
+{
+	(void)rng;
+	env_init(&rv, NULL, 48, G1);
+	/* Pages 2 apart in GPA: one entry each. */
+	for (uint64_t i = 0; i < R_PAGES; i++)
+		CHECK(gs_map(rv.gd, R_BASE + i * K, 0x400000 + 2 * i * K, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_dsi(rv.e, rv.did) == 0);
+	CHECK(iovt_fence(rv.e) == 0);
+	for (uint64_t i = 0; i < R_PAGES; i++)
+		judge(&rv, R_BASE + i * K);
+	CHECK_EQ(iotlb_count(&rv.d->iotlb), R_PAGES);
+	uint64_t drops = atomic_load(&rv.d->iotlb.dropped_tables);
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, r_invalidator, NULL) == 0);
+	pthread_join(th, NULL);
+	/* The stale page first: the check that fails when the entry stays. */
+	judge(&rv, R_BASE + 5 * K);
+	CHECK_EQ(atomic_load(&rv.d->iotlb.dropped_tables), drops + 1);
+	CHECK_EQ(iotlb_count(&rv.d->iotlb), 1);
+	for (uint64_t i = 0; i < R_PAGES; i++)
+		judge(&rv, R_BASE + i * K);
+	CHECK_EQ(iotlb_count(&rv.d->iotlb), R_PAGES); /* a new table */
+	printf("  no-room: table dropped, %u pages refilled, page 5 at 0x8000000\n", R_PAGES);
+	env_fini(&rv);
 }
 
 /* Destroyed domain: -ENODEV, also after its IOTLB held entries. */
@@ -801,6 +873,7 @@ static const struct {
 	{ "hostile", case_hostile },
 	{ "destroyed", case_destroyed },
 	{ "narrowed", case_narrowed },
+	{ "no-room", case_no_room },
 	{ "concurrent", case_concurrent },
 	{ "concurrent-shadow", case_concurrent_shadow },
 	{ "region-top", case_region_top },
