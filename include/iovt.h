@@ -160,9 +160,9 @@ struct iovt_config {
 	 * a MAP notifier (the engine IOTLB): its capacity, the memory bound.
 	 * Allocated at the first miss with 4096 entries (a quarter of a smaller
 	 * capacity), it grows 4x at a time under eviction pressure up to this.
-	 * 0: 262144 (at most ~19 MiB per domain: 64 bytes an entry plus 9 of
-	 * sets; the first table is 37 KiB of sets); at most 2^24. Rounded up
-	 * to a multiple of 7 (7-way sets). */
+	 * 0: 262144 (at most 18 MiB per domain: 64 bytes an entry plus 8 of
+	 * sets; the first table is 32 KiB of sets); at most 2^24. Rounded up
+	 * to a multiple of 8 (8-way sets). */
 	uint64_t iotlb_entries;
 	uint64_t reserved[8]; /**< must be 0 (else -EINVAL): room to grow (README "Versioning") */
 };

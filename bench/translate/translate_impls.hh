@@ -61,7 +61,7 @@ constexpr uint16_t DID = 1;
 // The invalidator's pace, unmap+map pairs per second, the same for every
 // side: IOVT_TRANSLATE_INVAL_RATE, default 50000 (a strict-mode guest doing
 // 50 k I/Os a second, each a map and an unmap: 100 k PSI + wait a second);
-// 0 runs it flat out (the rows before the twentieth session).
+// 0 runs it flat out (the rows before the nineteenth session).
 constexpr double INVAL_RATE_DEFAULT = 50000;
 // Pairs between two sleeps of the paced invalidator (a guest's completion
 // handler unmaps a NAPI/blk batch of buffers, not one per wakeup).

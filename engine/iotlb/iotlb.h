@@ -23,7 +23,7 @@
  *
  * Capacity: c->entries (iovt_config.iotlb_entries, default 262144: ~19 MiB
  * when full) bounds the table. The first one, allocated by the first miss,
- * holds iotlb_start_entries() (4096: 37 KiB of sets); when live evictions
+ * holds iotlb_start_entries() (4096: 32 KiB of sets); when live evictions
  * reach a quarter of its capacity (counted per thread, added in chunks of 64) an
  * empty table IOTLB_GROWTH times larger replaces it and the old one, with
  * its entries, is freed after a grace period (table_grow has the VT-d
@@ -50,8 +50,9 @@
  * invalidation's gen bump; in each, only the slots whose tag is that key's
  * (an overlapping entry of another key is found from its own key). A fill
  * that adds a level or a longer run publishes it after its walk and before
- * its insert: an invalidation that read the old extent began before, so the
- * fill does not confirm. A sweep with no memory to retire what it unlinks
+ * its insert: an invalidation that read the old extent bumped gen before
+ * that, so after the stamp (the fill withdraws) or before it (the fill
+ * walked after the guest's write: its entry is right). A sweep with no memory to retire what it unlinks
  * (recycle_room) drops the whole table instead (freed after a grace period,
  * counted in dropped_tables): an entry cannot be killed in place while its
  * fill may still confirm it.
@@ -95,8 +96,8 @@
 #define IOTLB_WAYS 8
 #define IOTLB_RUN_MAX (64ull << 10)   /* longest 4 KiB-started run cached (bytes) */
 #define IOTLB_FILL_BUDGET 256         /* entries one fill walk may read at most */
-#define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: ~19 MiB per domain when full (16 MiB of entries + 2.3 MiB of sets) */
-#define IOTLB_START_ENTRIES 4096      /* the first table (37 KiB of sets) */
+#define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: 18 MiB per domain when full (16 MiB of entries + 2 MiB of sets) */
+#define IOTLB_START_ENTRIES 4096      /* the first table (32 KiB of sets) */
 #define IOTLB_GROWTH 4                /* a growth multiplies the capacity by this */
 #define IOTLB_MAX_ENTRIES (1ull << 24)
 

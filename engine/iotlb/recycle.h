@@ -86,8 +86,10 @@ void *recycle_new(void);
 /* A line from recycle_new that no reader ever saw. */
 void recycle_free(void *line);
 
-/* The thread's batch with room for one more line; NULL: no memory (then
- * the caller must not unlink anything: it has nowhere to put it). */
+/* The thread's batch with room for one more line — one: a second line
+ * needs a second call (a retire that fills the batch hands it over); NULL:
+ * no memory (then the caller must not unlink anything: it has nowhere to
+ * put it). */
 struct recycle_batch *recycle_room(void);
 
 /* An unlinked line (b from recycle_room, taken before the unlink): reused
