@@ -12,6 +12,7 @@
 #include "iotlb/recycle.h"
 
 #define NLEVELS 3
+#define MAXRUN_BUCKETS 16
 #define HIT_STRIPES 16
 
 struct iotlb_entry {             /* 48 bytes, allocated as one cache line */
@@ -65,7 +66,11 @@ static inline struct iotlb_entry *slot_entry(slot_t v)
 struct iotlb_table {
 	uint32_t nsets;
 	_Atomic uint32_t levels;    /* bit L: entries of level L were inserted */
-	_Atomic uint64_t maxrun;    /* longest level-0 run inserted (>= 4 KiB) */
+	/* Longest level-0 run inserted (>= 4 KiB) per bucket of 2 MiB blocks
+	 * (a run never crosses its block: iotlb_fill): a sweep reaches back
+	 * only as far as runs in the first page's block go, so one long run
+	 * (a 4-page ring) does not make every one-page PSI visit 4 sets. */
+	alignas(64) _Atomic uint64_t maxrun[MAXRUN_BUCKETS];
 	_Atomic uint64_t pressure;  /* live entries evicted (in chunks of PRESSURE_CHUNK) */
 	struct rcu_head rcu;        /* retired by a growth */
 	struct {
@@ -76,6 +81,11 @@ struct iotlb_table {
 };
 
 static const unsigned level_shift[NLEVELS] = { 12, 21, 30 };
+
+static inline _Atomic uint64_t *maxrun_of(struct iotlb_table *t, uint64_t iova)
+{
+	return &t->maxrun[(iova >> 21) % MAXRUN_BUCKETS];
+}
 
 /* c->table after iotlb_close: never a table again (NULL and CLOSED are the
  * only values <= 64, so a hit tells both apart from a table with one compare). */
@@ -224,7 +234,8 @@ static struct iotlb_table *table_new(uint64_t entries)
 		return NULL;
 	memset(t, 0, bytes);
 	t->nsets = (uint32_t)nsets;
-	atomic_init(&t->maxrun, IOVT_PAGE_SIZE);
+	for (int i = 0; i < MAXRUN_BUCKETS; i++)
+		atomic_init(&t->maxrun[i], IOVT_PAGE_SIZE);
 	return t;
 }
 
@@ -520,9 +531,10 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 			if (!(atomic_load_explicit(&t->levels, memory_order_seq_cst) & (1u << f.level)))
 				atomic_fetch_or_explicit(&t->levels, 1u << f.level, memory_order_seq_cst);
 		} else {
-			uint64_t m = atomic_load_explicit(&t->maxrun, memory_order_seq_cst);
+			_Atomic uint64_t *mr = maxrun_of(t, f.x.iova);
+			uint64_t m = atomic_load_explicit(mr, memory_order_seq_cst);
 			while (m < f.x.len &&
-			       !atomic_compare_exchange_weak_explicit(&t->maxrun, &m, f.x.len,
+			       !atomic_compare_exchange_weak_explicit(mr, &m, f.x.len,
 								      memory_order_seq_cst, memory_order_seq_cst))
 				;
 		}
@@ -636,8 +648,9 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t tag, uint64_t first, uin
 }
 
 /* Where an entry overlapping [first, last] can sit in t: runs start at most
- * maxrun - 4 KiB before first; large leaves by block, for the levels in use
- * (see iotlb_fill for why reading both here is enough). */
+ * maxrun - 4 KiB before first (the maxrun of first's block's bucket) and
+ * not before first's 2 MiB block; large leaves by block, for the levels in
+ * use (see iotlb_fill for why reading both here is enough). */
 struct sweep {
 	uint64_t lo;     /* first page set key's IOVA (first less the longest run) */
 	unsigned levels; /* levels in use */
@@ -649,12 +662,16 @@ static bool sweep_all(const struct iotlb_table *t, const struct sweep *w)
 	return w->keys > t->nsets || w->keys == 0;
 }
 
-static struct sweep sweep_of(const struct iotlb_table *t, uint64_t first, uint64_t last)
+static struct sweep sweep_of(struct iotlb_table *t, uint64_t first, uint64_t last)
 {
 	struct sweep w;
-	uint64_t run = atomic_load_explicit(&t->maxrun, memory_order_seq_cst) - IOVT_PAGE_SIZE;
+	uint64_t run = atomic_load_explicit(maxrun_of(t, first), memory_order_seq_cst) - IOVT_PAGE_SIZE;
 	w.levels = atomic_load_explicit(&t->levels, memory_order_seq_cst) | 1;
 	w.lo = first > run ? first - run : 0;
+	/* A run overlapping first starts in first's 2 MiB block; runs of the
+	 * later blocks of the range start inside it. */
+	if (w.lo < (first & ~((1ull << 21) - 1)))
+		w.lo = first & ~((1ull << 21) - 1);
 	w.keys = 0;
 	for (unsigned l = 0; l < NLEVELS; l++) {
 		if (!(w.levels & (1u << l)))

@@ -46,7 +46,9 @@
  * race). A fill that read the new gen walked after the bump, so after the
  * guest's write (the invalidation was drained after it was posted).
  * Which sets: those an entry overlapping the range can live in, given the
- * levels in use and the longest run cached (t->maxrun), both read after the
+ * levels in use and the longest run cached in the first page's 2 MiB block
+ * (t->maxrun, 16 buckets of blocks; a run never crosses its block, so the
+ * reach back stops at the block's start too), both read after the
  * invalidation's gen bump; in each, only the slots whose tag is that key's
  * (an overlapping entry of another key is found from its own key). A fill
  * that adds a level or a longer run publishes it after its walk and before

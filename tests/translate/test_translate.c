@@ -35,6 +35,10 @@
  *              (allocation faults on a thread with no batch yet) drops the
  *              whole table: after the fence the remapped page translates
  *              to its new GPA, every other page refills, one table dropped.
+ *  run-reach   a cached run crossing the 1 MiB mark of its 2 MiB block,
+ *              one page of it after the mark remapped: the sweep reaches
+ *              the run's key (the longest run of the PSI's block, back to
+ *              the block's start at most).
  *  evict-withdraw  fills that evict a live entry and then withdraw their
  *              own (gen moved inside the walk) retire two lines each; the
  *              thread's batch must take neither past its end (ASan).
@@ -773,6 +777,37 @@ static void case_no_room(uint64_t *rng)
 	env_fini(&rv);
 }
 
+/* --------------------------------------------------------------- run-reach */
+
+/* How far back a sweep reaches for runs: a 16-page run crossing the 1 MiB
+ * mark inside its 2 MiB block is cached, then one page of it after that
+ * mark is remapped, PSI'd and fenced. The sweep must reach the run's first
+ * page from the PSI's: fails when it reads another block's longest run, or
+ * stops at anything finer than the 2 MiB block. */
+static void case_run_reach(uint64_t *rng)
+{
+	(void)rng;
+	struct env v;
+	env_init(&v, NULL, 48, G1);
+	const uint64_t run = 0x2f8000, edit = 0x304000;
+	CHECK(gs_map(v.gd, run, 0x400000, 16 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_dsi(v.e, v.did) == 0);
+	CHECK(iovt_fence(v.e) == 0);
+	struct iovt_extent x;
+	CHECK(iovt_translate(v.d, run, &x) == 0);
+	CHECK(x.iova == run && x.size == 16 * K); /* cached whole, keyed at its first page */
+	CHECK(gs_map(v.gd, edit, 0x8000000, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_psi(v.e, v.did, edit, 0, false) == 0);
+	CHECK(iovt_fence(v.e) == 0);
+	judge(&v, run);
+	judge(&v, edit);
+	CHECK(iovt_translate(v.d, run, &x) == 0);
+	CHECK(x.iova == run && x.size == edit - run);
+	printf("  run-reach: 0x%" PRIx64 "+0x%" PRIx64 " after the PSI of 0x%" PRIx64 "\n", x.iova,
+	       x.size, edit);
+	env_fini(&v);
+}
+
 /* ---------------------------------------------------------- evict-withdraw */
 
 /* A fill that evicts a live entry and then withdraws its own (gen moved in
@@ -926,6 +961,7 @@ static const struct {
 	{ "destroyed", case_destroyed },
 	{ "narrowed", case_narrowed },
 	{ "no-room", case_no_room },
+	{ "run-reach", case_run_reach },
 	{ "evict-withdraw", case_evict_withdraw },
 	{ "concurrent", case_concurrent },
 	{ "concurrent-shadow", case_concurrent_shadow },
