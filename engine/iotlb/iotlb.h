@@ -63,7 +63,7 @@
  * bit with a CAS only when it is clear); empty slots first, then from a
  * random way the first slot without the bit, clearing the bits it passes.
  * A replaced or dropped entry goes into the calling thread's batch of
- * pointers, handed to one call_rcu per 512 (a call_rcu per entry cost a
+ * pointers, handed to one call_rcu per 4096 (a call_rcu per entry cost a
  * fence and a wakeup of the call_rcu thread per miss; each grace period is
  * a membarrier IPI to the readers' CPUs); after the grace period the batch
  * goes back to that thread, whose next fills reuse its lines (recycle.h);
@@ -78,9 +78,9 @@
  * Synchronization table:
  *   function             read side?  locks held on entry     waits for
  *   iotlb_lookup         required    none                    nothing
- *   iotlb_fill           required    none                    nothing (mallocs; call_rcu per 512 or per growth)
- *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu per 512)
- *   iotlb_flush          no          sync_lock               nothing (call_rcu per 512)
+ *   iotlb_fill           required    none                    nothing (mallocs; call_rcu per 4096 or per growth)
+ *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu per 4096)
+ *   iotlb_flush          no          sync_lock               nothing (call_rcu per 4096)
  *   iotlb_free           no          none: no reader left    nothing
  *   thread exit (TLS)    no          none (thread is done)   a grace period (its batch)
  */

@@ -40,7 +40,7 @@ struct owner {
 
 static __thread struct owner *me;
 /* Batches handed back and not yet used up, all threads (recycle_held_bytes:
- * counted to the batch, one RMW per 512 lines), and their bound. */
+ * counted to the batch, one RMW per 4096 lines), and their bound. */
 static _Atomic uint64_t g_batches;
 static _Atomic uint64_t g_ceil = RECYCLE_GLOBAL_CEIL;
 static pthread_key_t owner_key;

@@ -4,9 +4,19 @@
  * An entry is one 64-byte, 64-aligned line that RCU readers may still hold
  * after it is unlinked, so it is reused only after a grace period.
  *
- * A thread retires unlinked lines into its own batch; a full batch (512)
+ * A thread retires unlinked lines into its own batch; a full batch (4096)
  * goes to one call_rcu, whose callback hands it back to that thread (a
- * lock-free push). The thread's next fills take their lines from the
+ * lock-free push). 4096 lines, not 512 (until the twentieth session): a
+ * strict-mode invalidator drops an entry or two per unmap+map, and each
+ * call_rcu woke liburcu's call_rcu thread into a grace period, whose
+ * membarrier interrupts every CPU running the process's threads: ~100 a
+ * second at 50 k pairs/s, the call_rcu thread ~10% of a CPU on the 2-core
+ * VM, and the translating threads beside it 7% slower (vhost/engine,
+ * pool 256, 2 threads, paced invalidator, 5 alternating rounds: 182 ->
+ * 195 M lookups/s). The lines a thread holds are bounded in the same
+ * bytes as before (below); a batch being filled holds up to 256 KiB of
+ * retired lines and its pointer array is 32 KiB.
+ * The thread's next fills take their lines from the
  * batches it got back, before asking the allocator. So a miss that evicts
  * (the steady state of a full table) costs no allocator call, on either
  * side: perf on miss/engine had a quarter of the process's samples in
@@ -17,19 +27,19 @@
  * Bounded: a callback hands a batch back only while its thread holds
  * fewer than its allowance of batches handed back and not taken yet; past
  * that it frees the batch's lines to the allocator, as before. The
- * allowance starts at RECYCLE_HOLD_MIN (4) and doubles, up to
- * RECYCLE_HOLD_CEIL (512 batches: 16 MiB of lines), each time the thread
+ * allowance starts at RECYCLE_HOLD_MIN (1) and doubles, up to
+ * RECYCLE_HOLD_CEIL (64 batches: 16 MiB of lines), each time the thread
  * runs dry (a fill finds nothing handed back and asks the allocator) after
  * a callback had freed a batch for want of room: the thread needed what
  * was freed. liburcu's call_rcu thread runs callbacks every ~10 ms, so a
  * grace period hands back ~10 ms of the thread's retirements at once; a
- * steady stream of misses needs that many (~300 batches at 15 M misses/s:
- * with 4, 68% of fills fell back to the allocator). A thread that retires
- * without filling (an invalidator's sweeps) never runs dry and keeps 4. A
+ * steady stream of misses needs that many (~150,000 lines at 15 M misses/s:
+ * with 2,048, 68% of fills fell back to the allocator). A thread that retires
+ * without filling (an invalidator's sweeps) never runs dry and keeps 1. A
  * thread runs dry only after its fills used up every batch it held, so
  * each doubling follows fills of the whole allowance since the last
- * handback: 4 + 8 + ... + 256 batches (260 K fills) before it may hold
- * 512. That holds for a thread that both sweeps and fills too: its
+ * handback: 1 + 2 + ... + 32 batches (258 K fills) before it may hold
+ * 64. That holds for a thread that both sweeps and fills too: its
  * sweeps' overflow counts as freed, but it grows only as fast as its fills
  * use up what came back. A thread that filled fast and went idle keeps up
  * to what it last needed until it exits. So a thread holds at most 2 x its
@@ -62,7 +72,7 @@
  * Synchronization:
  *   recycle_new      any thread, read side or not; no lock
  *   recycle_room     any thread; no lock (may allocate the thread's batch)
- *   recycle_retire   read side, or the unlinking writer; call_rcu per 512
+ *   recycle_retire   read side, or the unlinking writer; call_rcu per 4096
  *   recycle_free     a line never published (no reader can hold it)
  *   recycle_held_bytes      any thread; relaxed
  *   recycle_test_*          tests
@@ -72,10 +82,10 @@
 
 #include <stdint.h>
 
-#define RECYCLE_BATCH 512
-#define RECYCLE_HOLD_MIN 4
-#define RECYCLE_HOLD_CEIL 512
-#define RECYCLE_GLOBAL_CEIL 2048 /* batches, all threads: 64 MiB */
+#define RECYCLE_BATCH 4096      /* lines: 256 KiB; one call_rcu each */
+#define RECYCLE_HOLD_MIN 1      /* batches */
+#define RECYCLE_HOLD_CEIL 64    /* batches: 16 MiB of lines */
+#define RECYCLE_GLOBAL_CEIL 256 /* batches, all threads: 64 MiB */
 
 struct recycle_batch;
 
@@ -101,7 +111,7 @@ void recycle_retire(struct recycle_batch *b, void *line);
 unsigned recycle_test_allowance(void);
 
 /* Bytes of lines handed back and not yet reused, all threads, counted to
- * the batch (a batch counts until its last line is reused: up to 32 KiB
+ * the batch (a batch counts until its last line is reused: up to 256 KiB
  * over per thread). Any thread; one relaxed load. */
 uint64_t recycle_held_bytes(void);
 

@@ -57,10 +57,11 @@ int main(void)
 	urcu_memb_register_thread();
 
 	CHECK_EQ(recycle_test_allowance(), 0); /* no batch yet */
-	/* A retirer (an invalidator's sweeps): 64 batches, 4 handed back, 60
-	 * freed; it never fills, so never runs dry: 4. */
+	/* A retirer (an invalidator's sweeps): 16 batches, RECYCLE_HOLD_MIN
+	 * handed back, the rest freed; it never fills, so never runs dry: it
+	 * keeps RECYCLE_HOLD_MIN. */
 	const uint64_t batch_bytes = RECYCLE_BATCH * 64ull;
-	retire(64);
+	retire(16);
 	urcu_memb_barrier();
 	CHECK_EQ(recycle_test_allowance(), RECYCLE_HOLD_MIN);
 	CHECK_EQ(recycle_held_bytes(), RECYCLE_HOLD_MIN * batch_bytes);
@@ -88,7 +89,7 @@ int main(void)
 	CHECK_EQ(recycle_held_bytes(), 0); /* every batch handed back was used up */
 
 	/* The global bound: 3 batches for all threads, whatever this one's
-	 * allowance (512) would admit; counted until used up. */
+	 * allowance (RECYCLE_HOLD_CEIL) would admit; counted until used up. */
 	recycle_test_global_ceiling(3);
 	retire(10);
 	urcu_memb_barrier();
