@@ -727,8 +727,10 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 		if (!l)
 			break;
 		uint64_t w = __atomic_load_n(&l->h.word, __ATOMIC_ACQUIRE);
-		for (unsigned k = 0, n = ow_n(w); k < n; k++) {
-			const struct rec *r = &l->r[ow_at(w, k)];
+		/* the order word consumed a slot at a time: one register for
+		 * the position, the count and the word (w, k and n spilled) */
+		for (uint64_t ow = w >> 4, n = ow_n(w); n; n--, ow >>= 4) {
+			const struct rec *r = &l->r[ow & 15];
 			uint64_t iova = r->iova, size = (uint64_t)r->npages << 12;
 			if (iova > last)
 				break;
