@@ -206,7 +206,7 @@ static json_t *json_context(const struct report_context *ctx)
 #define T(f) { #f, offsetof(struct translate_figures, f), DBL }
 static const struct field translate_fields[] = {
 	T(lookups_per_s), T(hit_rate), T(p99_ns), T(miss_ns), T(inval_kops),
-	T(inval_target_kops),
+	T(inval_target_kops), T(inval_dry),
 };
 #undef T
 #endif

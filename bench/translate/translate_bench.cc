@@ -11,7 +11,9 @@
 //       GPAs), cycling. inval:1 adds a thread doing what a strict-mode guest
 //       does: unmap a pool buffer + PSI + wait, map it back + PSI + wait,
 //       paced to IOVT_TRANSLATE_INVAL_RATE pairs a second (default 50000,
-//       the same on every side; 0: flat out).
+//       the same on every side; 0: flat out). IOVT_TRANSLATE_INVAL_DRY=1:
+//       the same pace and PTE stores, no PSI and no wait (counter
+//       inval_dry): what the pacing alone costs the readers.
 //       items_per_second = lookups/s (all threads); counters: hit_rate,
 //       p99_ns (1 lookup in 64 timed), inval_kops (invalidator's unmap+map
 //       pairs per s), inval_target_kops (its pace), inval_cpu_ns (its own
@@ -107,6 +109,8 @@ template <class Impl, bool Shuffled = false> void BM_vhost(benchmark::State &st)
 			b->inval.join();
 			st.counters["inval_kops"] = benchmark::Counter(b->inval_ops / b->inval_secs / 1e3);
 			st.counters["inval_target_kops"] = benchmark::Counter(b->inval_rate / 1e3);
+			if (b->inval_dry)
+				st.counters["inval_dry"] = benchmark::Counter(1);
 			if (b->inval_ops)
 				st.counters["inval_cpu_ns"] = benchmark::Counter(
 					b->inval_cpu_secs * 1e9 / (double)b->inval_ops);

@@ -88,6 +88,7 @@ int vhost(unsigned pool, unsigned threads, bool inval, double seconds, translate
 	out->p99_ns = lat.empty() ? 0 : lat[(lat.size() - 1) * 99 / 100];
 	out->inval_kops = inval && b->inval_secs > 0 ? b->inval_ops / b->inval_secs / 1e3 : 0;
 	out->inval_target_kops = inval ? b->inval_rate / 1e3 : 0;
+	out->inval_dry = inval && b->inval_dry ? 1 : 0;
 	return 0;
 }
 

@@ -19,6 +19,7 @@ struct translate_figures {
 	double miss_ns;       /* miss run: time per lookup when every lookup misses */
 	double inval_kops;    /* invalidator's unmap+map pairs per second (0: none) */
 	double inval_target_kops; /* the pace it was given (0: none, or flat out) */
+	double inval_dry;     /* 1: IOVT_TRANSLATE_INVAL_DRY (the pace, no invalidation) */
 };
 
 /* "engine", "qemu", "dpdk". */
