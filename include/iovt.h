@@ -1044,8 +1044,9 @@ struct iovt_stats {
 				    * shadow_bytes; engine stats only) */
 	uint64_t iotlb_pool_bytes; /**< engine IOTLB entry lines retired and held by the threads that
 				    * retired them, for reuse after their grace period (process-wide,
-				    * counted to the batch of 32 KiB; at most 32 MiB a thread and
-				    * 64 MiB in all; not in iotlb_bytes; engine stats only) */
+				    * counted to the batch of 256 KiB; at most 32 MiB a thread and
+				    * 64 MiB in all; not counted: each retiring thread's batch still
+				    * filling, up to 256 KiB; not in iotlb_bytes; engine stats only) */
 	uint64_t reserved[12]; /**< written 0: room to grow (README "Versioning") */
 };
 
