@@ -365,6 +365,12 @@ void report_print_translate(FILE *out, const struct translate_point *t, int nt)
 		     "4 KiB buffers; invalidator = strict-mode unmap/map + PSI + wait, paced to "
 		     "inval_target_kops pairs/ms on every side; medians; miss = every lookup a miss, "
 		     "one thread)\n");
+	for (int i = 0; i < nt; i++)
+		if (t[i].reps && t[i].runs[0].inval_dry) {
+			fprintf(out, "IOVT_TRANSLATE_INVAL_DRY: the invalidator kept its pace and sent "
+				     "no invalidation (inval_kops counts its guest PTE stores)\n");
+			break;
+		}
 	fprintf(out, "%-8s %-6s %6s %7s %5s %12s %8s %9s %10s %11s %11s\n", "workload", "impl",
 		"pool", "threads", "inval", "Mlookups/s", "hit", "p99_ns", "miss_ns", "inval_kops",
 		"target_kops");

@@ -149,8 +149,9 @@ typedef int (*shadow_visit_unkept_fn)(void *arg, const struct iovt_extent *e, bo
  * *dropped says whether extents were left out since the last one visited
  * (read at the start, updated at the end: the caller marks a trailing
  * stretch). Returns 0 or fn's nonzero value. Writer only (through the
- * finger); fn must not write the tree, nor read the runs (the one being
- * consumed is written back when the cursor leaves it or the call returns).
+ * finger); fn must not write the tree, nor read or write the runs (the one
+ * being consumed is written back when the cursor leaves it or the call
+ * returns).
  */
 int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t last,
 				 struct iovt_extent *runs, size_t nruns, size_t *ri, bool *dropped,

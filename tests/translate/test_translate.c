@@ -59,6 +59,7 @@
 #include "engine_internal.h" /* white box: iotlb_test_walked, the IOTLB's growths */
 #include "common/alloc.h"    /* white box: iovt_alloc_fault (no-room) */
 #include "tree/shadow_tree.h" /* white box: the shadow lookup cache (concurrent-shadow) */
+#include "iotlb/recycle.h"    /* white box: RECYCLE_BATCH (evict-withdraw) */
 
 CHECK_SEED_STORAGE;
 
@@ -815,8 +816,10 @@ static void case_run_reach(uint64_t *rng)
  * take the second past its end when the first filled it (found by review:
  * ASan, recycle_retire; jemalloc's size class hid it). One set of 8 ways
  * that never grows; each round adds three lines to the thread's batch, so
- * the batch's last slot meets an evicting withdraw every few hundred
- * rounds. The invalidation inside the window is called directly: the only
+ * the batch's last slot meets an evicting withdraw once in three batches:
+ * three batches' worth of rounds and more (RECYCLE_BATCH is not a multiple
+ * of 3, so three consecutive batch ends fall on each of the round's three
+ * retires). The invalidation inside the window is called directly: the only
  * writer here (iotlb_invalidate wants the sync_lock holder). */
 static struct env ov;
 
@@ -832,7 +835,7 @@ static void case_evict_withdraw(uint64_t *rng)
 	(void)rng;
 	struct iovt_config cfg = { .iotlb_entries = 8 };
 	env_init(&ov, &cfg, 48, G1);
-	const uint64_t base = 0x200000ull, npages = 4096;
+	const uint64_t base = 0x200000ull, npages = 3 * RECYCLE_BATCH + 16;
 	for (uint64_t i = 0; i < npages; i++)
 		CHECK(gs_map(ov.gd, base + i * K, 0x400000 + 2 * i * K, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
 	CHECK(iovt_invalidate_dsi(ov.e, ov.did) == 0);
