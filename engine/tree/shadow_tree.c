@@ -661,6 +661,19 @@ int shadow_tree_iterate_w(struct shadow_tree *t, uint64_t first, uint64_t last,
 	return iterate(t, first, last, fn, arg, true);
 }
 
+/* An extent no run holds, handed to fn. The loop below marks the kept
+ * path likely: laid out as equals, the copy and the call kept registers
+ * busy across the kept records' path, which then spilled the run it
+ * advances (map4k-psi2m own ms 24.5 -> 20.8, 3 alternating rounds; out
+ * of line, noinline, 21.6: strict-dma's unkept extents paid the call). */
+static inline int visit_unkept(const struct rec *r, bool before, shadow_visit_unkept_fn fn,
+			       void *arg)
+{
+	struct iovt_extent c;
+	rec_copy(r, &c);
+	return fn(arg, &c, before);
+}
+
 /*
  * The writer's iterate, compared with the runs as it goes (the contract is
  * in shadow_tree.h). The records stay where they are: an extent that a run
@@ -673,19 +686,6 @@ int shadow_tree_iterate_w(struct shadow_tree *t, uint64_t first, uint64_t last,
  * does not change during the call: one version, each extent in one leaf,
  * so no `prev` check as the readers' iterate needs.
  */
-/* An extent no run holds, handed to fn. The loop below marks the kept
- * path likely: laid out as equals, the copy and the call kept registers
- * busy across the kept records' path, which then spilled the run it
- * advances (map4k-psi2m own ms 24.5 -> 20.8, 3 alternating rounds; out
- * of line, noinline, 21.6: strict-dma's unkept extents paid the call). */
-static inline int visit_unkept(const struct rec *r, bool before,
-						  shadow_visit_unkept_fn fn, void *arg)
-{
-	struct iovt_extent c;
-	rec_copy(r, &c);
-	return fn(arg, &c, before);
-}
-
 int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t last,
 				 struct iovt_extent *runs, size_t nruns, size_t *ri, bool *dropped,
 				 shadow_visit_unkept_fn fn, void *arg)
@@ -701,19 +701,21 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 		run += *ri;
 		end += nruns;
 	}
-	/* The current run's moving fields in registers, written back when the
-	 * cursor leaves it and at the end (fn does not read the runs): advanced in memory, the
-	 * next record's compare loaded what the last one had just stored, and
-	 * the compiler stored iova and size as one 16-byte store whose upper
-	 * half an 8-byte load cannot take from the store buffer on this CPU
-	 * (perf: a quarter of map4k-psi2m's samples of this loop on that load). */
+	/* The current run's moving fields in registers, loaded when the cursor
+	 * reaches it, written back when it leaves it and at the end (fn does
+	 * not read the runs). Advanced in memory, the next record's compare
+	 * loaded what the last one had just stored, and the compiler stored
+	 * iova and size as one 16-byte store whose upper half an 8-byte load
+	 * cannot take from the store buffer on this CPU (perf: a quarter of
+	 * map4k-psi2m's samples of this loop on that load). */
 	uint64_t c_iova = 0, c_size = 0, c_gpa = 0, c_hva = 0;
-	if (run < end) {
-		c_iova = run->iova;
-		c_size = run->size;
-		c_gpa = run->gpa;
-		c_hva = run->hva;
-	}
+#define RUN_LOAD()                                                                                 \
+	do {                                                                                       \
+		c_iova = run->iova;                                                                \
+		c_size = run->size;                                                                \
+		c_gpa = run->gpa;                                                                  \
+		c_hva = run->hva;                                                                  \
+	} while (0)
 #define RUN_STORE()                                                                                \
 	do {                                                                                       \
 		run->iova = c_iova;                                                                \
@@ -721,6 +723,8 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 		run->gpa = c_gpa;                                                                  \
 		run->hva = c_hva;                                                                  \
 	} while (0)
+	if (run < end)
+		RUN_LOAD();
 	int rc = 0;
 	for (;;) {
 		const struct leaf *l = leaf_at(t, cur, &hi, true);
@@ -738,12 +742,8 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 				continue;
 			while (run < end && c_iova + c_size <= iova) {
 				RUN_STORE();
-				if (++run < end) {
-					c_iova = run->iova;
-					c_size = run->size;
-					c_gpa = run->gpa;
-					c_hva = run->hva;
-				}
+				if (++run < end)
+					RUN_LOAD();
 			}
 			/* sync.h's still_mapped at offset 0 */
 			if (__builtin_expect(run < end && c_iova == iova && size <= c_size &&
@@ -770,6 +770,7 @@ int shadow_tree_iterate_unkept_w(struct shadow_tree *t, uint64_t first, uint64_t
 out:
 	if (run < end)
 		RUN_STORE();
+#undef RUN_LOAD
 #undef RUN_STORE
 	if (nruns)
 		*ri = (size_t)(run - runs);
