@@ -162,7 +162,7 @@ static int retire_map_notifier(struct iovt_domain *d)
 	 * tree went, a translate in between answered from entries that a
 	 * fenced invalidation had made stale (found by review; the
 	 * lifecycle-detach-stale test). */
-	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
+	domain_iotlb_flush(d);
 	/* Unpublished, then the sink emptied from it: the record stays whole
 	 * until it is freed (sync_unmap_everything), so a translate that
 	 * still holds it finds what the guest maps — emptied as the sink was,

@@ -986,7 +986,10 @@ enum iovt_err_kind {
 				    * add/remove, queue create, workers start, iovt_dpdk_pollers_start
 				    * (-EINVAL, -EBUSY), iovt_translate_range (-EINVAL) */
 	IOVT_ERR_NO_MEMORY,        /**< the engine's own memory ran out in a sync (a plan, the record):
-				    * nothing of what failed was sent; the span is retried */
+				    * nothing of what failed was sent; the span is retried. Also
+				    * one per IOTLB table dropped whole by an invalidation that
+				    * had no room to retire an entry (translations stay right;
+				    * the next lookups walk and refill) */
 	IOVT_ERR_KIND_COUNT        /**< the number of kinds */
 };
 /** Slots of iovt_stats::errors: fixed, room for new kinds. */

@@ -59,6 +59,7 @@ struct cds_wfcq_node *dirty_next(struct __cds_wfcq_head *h, struct cds_wfcq_tail
 /* Sync entry (sync_entry.c). */
 void domain_sync_target(struct iovt_domain *d, struct sync_target *t);
 void domain_fold_stats(struct iovt_domain *d, struct sync_stats *st); /* and zeroes *st */
+void domain_iotlb_flush(struct iovt_domain *d); /* sync_lock held: counted, table drops too */
 void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bool all);
 /* Invalidations accepted for one domain: their ranges (or everything) and
  * their counts, as a drainer gathers them (or one legacy post). */

@@ -769,12 +769,21 @@ static void case_no_room(uint64_t *rng)
 		judge(&rv, R_BASE + i * K);
 	CHECK_EQ(iotlb_count(&rv.d->iotlb), R_PAGES);
 	uint64_t drops = atomic_load(&rv.d->iotlb.dropped_tables);
+	struct iovt_stats es0, ds0, es1, ds1;
+	iovt_stats_get(rv.e, &es0);
+	iovt_domain_stats_get(rv.d, &ds0);
 	pthread_t th;
 	CHECK(pthread_create(&th, NULL, r_invalidator, NULL) == 0);
 	pthread_join(th, NULL);
 	/* The stale page first: the check that fails when the entry stays. */
 	judge(&rv, R_BASE + 5 * K);
 	CHECK_EQ(atomic_load(&rv.d->iotlb.dropped_tables), drops + 1);
+	/* The allocation that failed is counted, on the domain and the engine
+	 * (it went uncounted: found by review). */
+	iovt_stats_get(rv.e, &es1);
+	iovt_domain_stats_get(rv.d, &ds1);
+	CHECK_EQ(es1.errors[IOVT_ERR_NO_MEMORY], es0.errors[IOVT_ERR_NO_MEMORY] + 1);
+	CHECK_EQ(ds1.errors[IOVT_ERR_NO_MEMORY], ds0.errors[IOVT_ERR_NO_MEMORY] + 1);
 	CHECK_EQ(iotlb_count(&rv.d->iotlb), 1);
 	for (uint64_t i = 0; i < R_PAGES; i++)
 		judge(&rv, R_BASE + i * K);
