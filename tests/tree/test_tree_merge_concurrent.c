@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@ CHECK_SEED_STORAGE;
 static struct shadow_tree *T;
 static unsigned npin;
 static int stop;
+static unsigned started; /* readers past their first lookup */
 static uint64_t reads[NREADERS], walks[NREADERS];
 
 static uint64_t rnd(uint64_t *s)
@@ -89,7 +91,8 @@ static void *reader(void *arg)
 			CHECK_EQ(w.pins, npin);
 			nw++;
 		}
-		n++;
+		if (n++ == 0)
+			__atomic_add_fetch(&started, 1, __ATOMIC_RELEASE);
 	}
 	urcu_memb_unregister_thread();
 	reads[id] = n;
@@ -102,6 +105,7 @@ static void phase(unsigned pins, unsigned cycles, uint64_t *r)
 {
 	npin = pins;
 	stop = 0;
+	started = 0;
 	T = shadow_tree_create(48);
 	CHECK(T);
 	for (unsigned k = 0; k < pins; k++) {
@@ -111,6 +115,11 @@ static void phase(unsigned pins, unsigned cycles, uint64_t *r)
 	pthread_t rt[NREADERS];
 	for (unsigned i = 0; i < NREADERS; i++)
 		CHECK(pthread_create(&rt[i], NULL, reader, (void *)(uintptr_t)i) == 0);
+	/* The readers are reading before the writer starts: on a loaded
+	 * machine it once ran all its cycles before either was scheduled, and
+	 * the check that they read anything failed (this session's review). */
+	while (__atomic_load_n(&started, __ATOMIC_ACQUIRE) < NREADERS)
+		sched_yield();
 	const unsigned ng = pins; /* gaps: pages 4k+1..4k+3 after pinned k */
 	unsigned *order = calloc(ng, sizeof(*order));
 	uint8_t *shape = calloc(ng, 1);
