@@ -968,6 +968,48 @@ static void case_region_top(uint64_t *rng)
 	free(data);
 }
 
+/*
+ * A 2 MiB and a 1 GiB leaf are cached once and then hit: every other page
+ * of the leaf is answered from the IOTLB's large-page sets without a walk
+ * (misses stay at one per leaf), with the whole leaf's extent. Broken, a
+ * large entry that is never found goes unnoticed by the judges — each
+ * lookup walks and fills again, answering right, only slower (the
+ * twenty-first session's mutation: lookup_large answering -ENOENT passed
+ * every other case).
+ */
+static void case_large_hits(uint64_t *rng)
+{
+	(void)rng;
+	struct env v;
+	env_init(&v, NULL, 48, G1);
+	const uint64_t i2m = 0x40000000ull, i1g = 0x80000000ull;
+	const uint64_t g2m = gs_region(v.gs, 0)->gpa + 4 * M2, g1g = gs_region(v.gs, 1)->gpa;
+	CHECK(gs_map(v.gd, i2m, g2m, M2, IOVT_PERM_RW, GS_LEAF_LARGEST) == 0);
+	CHECK(gs_map(v.gd, i1g, g1g, G1, IOVT_PERM_R, GS_LEAF_LARGEST) == 0);
+	CHECK(iovt_invalidate_dsi(v.e, v.did) == 0);
+	CHECK(iovt_fence(v.e) == 0);
+	struct iovt_stats a, b;
+	iovt_domain_stats_get(v.d, &a);
+	for (int leaf = 0; leaf < 2; leaf++) {
+		const uint64_t base = leaf ? i1g : i2m, size = leaf ? G1 : M2;
+		const uint64_t gpa = leaf ? g1g : g2m;
+		for (uint64_t k = 0; k < 64; k++) {
+			uint64_t off = (k * 0x9E3779B97F4A7C15ull) % size & ~(K - 1);
+			struct iovt_extent x;
+			CHECK_EQ(iovt_translate(v.d, base + off, &x), 0);
+			CHECK_EQ(x.iova, base);
+			CHECK_EQ(x.size, size);
+			CHECK_EQ(x.gpa, gpa);
+			CHECK_EQ(x.perm, leaf ? IOVT_PERM_R : IOVT_PERM_RW);
+		}
+	}
+	iovt_domain_stats_get(v.d, &b);
+	CHECK_EQ(b.iotlb_misses - a.iotlb_misses, 2); /* one fill per leaf */
+	CHECK_EQ(b.iotlb_hits - a.iotlb_hits, 126);
+	printf("  large-hits: a 2 MiB and a 1 GiB leaf, 64 lookups each, 2 misses\n");
+	env_fini(&v);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(uint64_t *rng);
@@ -983,6 +1025,7 @@ static const struct {
 	{ "concurrent", case_concurrent },
 	{ "concurrent-shadow", case_concurrent_shadow },
 	{ "region-top", case_region_top },
+	{ "large-hits", case_large_hits },
 };
 
 int main(int argc, char **argv)
