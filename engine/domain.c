@@ -7,6 +7,7 @@
 #include "common/rcu.h"
 #include "common/sink_call.h"
 #include "domain/domain.h"
+#include "iotlb/iotlb_hit.h"
 #include "tree/shadow_tree.h"
 
 struct iovt_domain *iovt_domain_lookup(struct iovt_engine *e, uint16_t did)
@@ -318,11 +319,21 @@ int iovt_notifier_detach(struct iovt_notifier *n)
 	return rc;
 }
 
-/* A domain without a MAP notifier: its IOTLB, a walk on a miss. Read side. */
-static int translate_iotlb(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out)
+/* The end of a translate that found nothing in the IOTLB or the shadow
+ * (rc: -ENOENT, a walk's error, -ENODEV): counted. */
+static int translate_failed(struct iovt_domain *d, int rc)
 {
-	if (!iotlb_lookup(&d->iotlb, iova, out))
-		return 0;
+	if (rc == -ENOENT)
+		STAT_ADD(d, translate_noent, 1);
+	else if (rc != -ENODEV)
+		STAT_ADD(d, translate_fault, 1);
+	return rc;
+}
+
+/* An IOTLB miss: a walk, the answer cached (misses and evictions: counted
+ * by the IOTLB, iotlb_counter). Read side. */
+static int translate_fill(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out)
+{
 	struct iovt_engine *e = d->engine;
 	struct vtd_walk_params p = {
 		.addr_width = d->addr_width,
@@ -333,33 +344,77 @@ static int translate_iotlb(struct iovt_domain *d, uint64_t iova, struct iovt_ext
 	};
 	struct iotlb_fill_stats st = { 0 };
 	enum vtd_error why = VTD_ERR_COUNT;
-	int rc = iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, &d->dead, domain_top(d), iova, out,
-			    &st, &why);
-	return rc; /* misses and evictions: counted by the IOTLB (iotlb_counter) */
+	return iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, &d->dead, domain_top(d), iova, out,
+			  &st, &why);
+}
+
+/*
+ * iovt_translate whole, for a domain with a MAP notifier (the shadow: what
+ * the sink holds; its IOTLB if the notifier went meanwhile). Out of line,
+ * so that the IOTLB's hit, inline in iovt_translate, saves fewer
+ * registers, while the shadow's answer costs what it did.
+ */
+static __attribute__((noinline)) int translate_general(struct iovt_domain *d, uint64_t iova,
+						       struct iovt_extent *out)
+{
+	int rc;
+	iovt_rcu_read_lock();
+	struct shadow_tree *t = iovt_rcu_dereference(d->tree);
+	if (t)
+		rc = shadow_tree_translate(t, iova, out, d->iotlb.entries) ? 0 : -ENOENT;
+	else
+		rc = iotlb_lookup(&d->iotlb, iova, out) ? translate_fill(d, iova, out) : 0;
+	iovt_rcu_read_unlock();
+	return rc ? translate_failed(d, rc) : 0;
+}
+
+/* iovt_translate past the IOTLB's 4 KiB set (tab: the table, or NULL):
+ * its large-page sets, then a walk. Entered inside the read-side section,
+ * which it ends. */
+static __attribute__((noinline)) int translate_large_or_miss(struct iovt_domain *d,
+							     struct iotlb_table *tab, uint64_t iova,
+							     struct iovt_extent *out)
+{
+	struct iotlb_entry *hit = tab ? iotlb_find_large(tab, iova) : NULL;
+	int rc = hit ? iotlb_answer(tab, hit, out) : translate_fill(d, iova, out);
+	iovt_rcu_read_unlock();
+	return rc ? translate_failed(d, rc) : 0;
+}
+
+/* iovt_translate for a domain without a MAP notifier: its IOTLB's 4 KiB
+ * set inline, without a call on a hit; the large-page sets and a miss are
+ * tail calls. */
+static __attribute__((noinline)) int translate_iotlb(struct iovt_domain *d, uint64_t iova,
+						     struct iovt_extent *out)
+{
+	iovt_rcu_read_lock();
+	if (__builtin_expect(iovt_rcu_dereference(d->tree) != NULL, 0)) {
+		iovt_rcu_read_unlock(); /* attached since iovt_translate looked */
+		return translate_general(d, iova, out);
+	}
+	struct iotlb_table *tab;
+	struct iotlb_entry *e = iotlb_find_4k(&d->iotlb, iova, &tab);
+	if (!e)
+		return translate_large_or_miss(d, tab, iova, out);
+	iotlb_answer(tab, e, out);
+	iovt_rcu_read_unlock();
+	return 0;
 }
 
 int iovt_translate(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out)
 {
-	int rc;
-
-	iovt_rcu_read_lock();
-	struct shadow_tree *t = iovt_rcu_dereference(d->tree);
-	/* No `dead` check on this path: destroy closes the IOTLB before it
-	 * sets `dead`, so a reader that sees `dead` misses and its fill returns
-	 * -ENODEV (iotlb_close, iotlb_fill); `dead` shares a line with the
-	 * reference count that every drain moves. */
-	if (t)
-		rc = shadow_tree_translate(t, iova, out, d->iotlb.entries) ? 0 : -ENOENT;
-	else
-		rc = translate_iotlb(d, iova, out);
-	iovt_rcu_read_unlock();
-	if (__builtin_expect(rc != 0, 0)) {
-		if (rc == -ENOENT)
-			STAT_ADD(d, translate_noent, 1);
-		else if (rc != -ENODEV)
-			STAT_ADD(d, translate_fault, 1);
-	}
-	return rc;
+	/* A domain with a MAP notifier answers from the shadow (what the sink
+	 * holds), the others from their IOTLB. This look only picks the way:
+	 * each loads the tree again inside its read-side section, where a
+	 * notifier attached or detached meanwhile is seen. Both ways are tail
+	 * calls, so that neither pays for the other's registers. No `dead`
+	 * check on either: destroy closes the IOTLB before it sets `dead`, so
+	 * a reader that sees `dead` misses and its fill returns -ENODEV
+	 * (iotlb_close, iotlb_fill); `dead` shares a line with the reference
+	 * count that every drain moves. */
+	if (__atomic_load_n(&d->tree, __ATOMIC_RELAXED))
+		return translate_general(d, iova, out);
+	return translate_iotlb(d, iova, out);
 }
 
 int iovt_translate_range(struct iovt_domain *d, uint64_t iova, uint64_t len, unsigned access,

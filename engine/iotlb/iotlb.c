@@ -9,22 +9,8 @@
 #include "common/alloc.h"
 #include "common/rcu.h"
 #include "iotlb/iotlb.h"
+#include "iotlb/iotlb_hit.h"
 #include "iotlb/recycle.h"
-
-#define NLEVELS 3
-#define MAXRUN_BUCKETS 16
-#define HIT_STRIPES 16
-
-struct iotlb_entry {             /* 48 bytes, allocated as one cache line */
-	uint64_t iova, len;         /* [iova, iova + len) */
-	uint64_t gpa, hva;
-	uint32_t perm, region;
-	_Atomic uint64_t state;     /* ENTRY_PENDING or ENTRY_LIVE */
-};
-
-/* A fill publishes its entry PENDING and confirms it LIVE (iotlb_fill), the
- * only state a probe accepts; nothing else writes it. */
-enum { ENTRY_PENDING, ENTRY_LIVE };
 
 /* Entries are lines from engine/iotlb/recycle (reused by the thread that
  * retired them after a grace period, else jemalloc's 64-byte class via
@@ -40,85 +26,26 @@ static inline void entry_free(struct iotlb_entry *e)
 	recycle_free(e);
 }
 
-/* A slot: an entry pointer (low 48 bits: user-space pointers fit on x86-64
- * and arm64; an entry whose pointer does not is not cached), a 15-bit tag
- * of its key and the second-chance bit (bit 63, set by readers with a CAS
- * only when clear, cleared by the victim choice). A probe dereferences only
- * the ways whose tag matches: one entry line per hit instead of up to eight
- * (perf: the dereference of every way was 30% of a hit); the victim choice
- * dereferences nothing (it was 40% of a fill: a cold entry line). 0: empty. */
-typedef uintptr_t slot_t;
-#define TAG_SHIFT 48
-#define PTR_MASK ((1ull << TAG_SHIFT) - 1)
-#define SLOT_REF (1ull << 63)
-#define TAG_MASK 0x7fffull
-
-struct iotlb_set {
-	alignas(64) _Atomic slot_t slot[IOTLB_WAYS];
-};
-_Static_assert(sizeof(struct iotlb_set) == 64, "a set is one cache line");
-
-static inline struct iotlb_entry *slot_entry(slot_t v)
-{
-	return (struct iotlb_entry *)(v & PTR_MASK);
-}
-
-struct iotlb_table {
-	uint32_t nsets;
-	_Atomic uint32_t levels;    /* bit L: entries of level L were inserted */
-	/* Longest level-0 run inserted (>= 4 KiB) per bucket of 2 MiB blocks
-	 * (a run never crosses its block: iotlb_fill): a sweep reaches back
-	 * only as far as runs in the first page's block go, so one long run
-	 * (a 4-page ring) does not make every one-page PSI visit 4 sets. */
-	alignas(64) _Atomic uint64_t maxrun[MAXRUN_BUCKETS];
-	_Atomic uint64_t pressure;  /* live entries evicted (in chunks of PRESSURE_CHUNK) */
-	struct rcu_head rcu;        /* retired by a growth */
-	struct {
-		alignas(64) _Atomic uint64_t n[IOTLB_NCOUNT];
-	} stripe[HIT_STRIPES];      /* counters, one writer per stripe (mostly) */
-
-	struct iotlb_set sets[];
-};
-
-static const unsigned level_shift[NLEVELS] = { 12, 21, 30 };
-
 static inline _Atomic uint64_t *maxrun_of(struct iotlb_table *t, uint64_t iova)
 {
-	return &t->maxrun[(iova >> 21) % MAXRUN_BUCKETS];
+	return &t->maxrun[(iova >> 21) % IOTLB_MAXRUN_BUCKETS];
 }
 
-/* c->table after iotlb_close: never a table again (NULL and CLOSED are the
- * only values <= 64, so a hit tells both apart from a table with one compare). */
-#define CLOSED ((struct iotlb_table *)(uintptr_t)64)
-
-static inline struct iotlb_table *live(struct iotlb_table *t)
-{
-	return t == CLOSED ? NULL : t;
-}
-
-void (*iotlb_test_walked)(uint64_t iova);
-
-/* 0: not assigned yet. Initial-exec, as every thread-local of the library
- * (meson.build): no __tls_get_addr call per hit in libiovt.so. */
-static __thread unsigned hit_stripe;
+/* The hit path's thread stripe (iotlb_hit.h): 0 until the thread's first
+ * count. Initial-exec, as every thread-local of the library (meson.build):
+ * no __tls_get_addr call per hit in libiovt.so. */
+__thread unsigned iotlb_hit_stripe;
 static _Atomic unsigned next_stripe;
 static __thread uint32_t clock_rand;
 
-static inline uint64_t key_hash(uint64_t iova, unsigned level)
+void iotlb_stripe_first_add(struct iotlb_table *t, enum iotlb_counter k)
 {
-	return ((iova >> level_shift[level]) + ((uint64_t)level << 40)) * 0x9E3779B97F4A7C15ull;
+	iotlb_hit_stripe = atomic_fetch_add_explicit(&next_stripe, 1, memory_order_relaxed) %
+				   IOTLB_HIT_STRIPES + 1;
+	iotlb_stripe_add(t, k);
 }
 
-static inline uint32_t set_of(const struct iotlb_table *t, uint64_t h)
-{
-	return (uint32_t)(((h >> 32) * (uint64_t)t->nsets) >> 32);
-}
-
-/* The tag: other bits of the same hash than the set index's. */
-static inline uint64_t tag_of(uint64_t h)
-{
-	return (h >> 16) & TAG_MASK;
-}
+void (*iotlb_test_walked)(uint64_t iova);
 
 void iotlb_init(struct iotlb *c, uint64_t entries)
 {
@@ -140,7 +67,7 @@ static void table_free(struct iotlb_table *t)
 {
 	for (uint32_t s = 0; s < t->nsets; s++)
 		for (int w = 0; w < IOTLB_WAYS; w++)
-			entry_free(slot_entry(atomic_load_explicit(&t->sets[s].slot[w], memory_order_acquire)));
+			entry_free(iotlb_slot_entry(atomic_load_explicit(&t->sets[s].slot[w], memory_order_acquire)));
 	free(t);
 }
 
@@ -152,101 +79,13 @@ static void table_free_rcu(struct rcu_head *h)
 
 void iotlb_free(struct iotlb *c)
 {
-	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_acquire));
+	struct iotlb_table *t = iotlb_live(atomic_load_explicit(&c->table, memory_order_acquire));
 	if (!t)
 		return;
 	table_free(t);
 	atomic_store_explicit(&c->table, NULL, memory_order_relaxed);
 }
 
-static inline void count(struct iotlb_table *t, enum iotlb_counter k)
-{
-	unsigned s = hit_stripe;
-	if (__builtin_expect(!s, 0)) {
-		s = atomic_fetch_add_explicit(&next_stripe, 1, memory_order_relaxed) % HIT_STRIPES + 1;
-		hit_stripe = s;
-	}
-	/* One writer per stripe in the common case: a load and a store, not a
-	 * locked add (a shared atomic add per hit would bounce a line between
-	 * translating threads). Two threads sharing a stripe may lose a count. */
-	_Atomic uint64_t *n = &t->stripe[s - 1].n[k];
-	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
-}
-
-static inline void copy_out(const struct iotlb_entry *e, struct iovt_extent *out)
-{
-	out->iova = e->iova;
-	out->size = e->len;
-	out->gpa = e->gpa;
-	out->hva = e->hva;
-	out->perm = e->perm;
-	out->region = e->region;
-}
-
-static inline struct iotlb_entry *probe(struct iotlb_set *s, uint64_t iova, uint64_t tag)
-{
-	for (int w = 0; w < IOTLB_WAYS; w++) {
-		slot_t v = atomic_load_explicit(&s->slot[w], memory_order_acquire);
-		if (((v >> TAG_SHIFT) & TAG_MASK) != tag || !(v & PTR_MASK))
-			continue;
-		struct iotlb_entry *e = slot_entry(v);
-		if (iova - e->iova < e->len &&
-		    atomic_load_explicit(&e->state, memory_order_acquire) == ENTRY_LIVE) {
-			/* Second chance: a CAS, so a slot emptied or replaced
-			 * meanwhile is left as it is. */
-			if (!(v & SLOT_REF))
-				atomic_compare_exchange_strong_explicit(&s->slot[w], &v, v | SLOT_REF,
-									memory_order_relaxed,
-									memory_order_relaxed);
-			return e;
-		}
-	}
-	return NULL;
-}
-
-/* A hit's answer: the entry copied out, the hit counted. */
-static inline int hit(struct iotlb_table *t, const struct iotlb_entry *e, struct iovt_extent *out)
-{
-	copy_out(e, out);
-	count(t, IOTLB_HITS);
-	return 0;
-}
-
-/* iotlb_lookup past the 4 KiB level: the 2 MiB and 1 GiB sets, when such
- * entries were cached in t. Out of line: a domain mapped with 4 KiB pages
- * never gets here, and the loop's state made every hit save six
- * registers. */
-static __attribute__((noinline)) int lookup_large(struct iotlb_table *t, unsigned levels,
-						  uint64_t iova, struct iovt_extent *out)
-{
-	for (unsigned l = 1; l < NLEVELS; l++) {
-		if (!(levels & (1u << l)))
-			continue;
-		uint64_t h = key_hash(iova, l);
-		struct iotlb_entry *e = probe(&t->sets[set_of(t, h)], iova, tag_of(h));
-		if (e)
-			return hit(t, e, out);
-	}
-	return -ENOENT;
-}
-
-int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out)
-{
-	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
-	if ((uintptr_t)t <= (uintptr_t)CLOSED)
-		return -ENOENT;
-	/* The 4 KiB set first (every table has it), then the larger ones in
-	 * use. An entry is found in the set of its own level only. */
-	uint64_t h = key_hash(iova, 0);
-	struct iotlb_entry *e = probe(&t->sets[set_of(t, h)], iova, tag_of(h));
-	if (e)
-		return hit(t, e, out);
-	unsigned levels = atomic_load_explicit(&t->levels, memory_order_relaxed);
-	if (__builtin_expect(!(levels & ~1u), 1))
-		return -ENOENT;
-	return lookup_large(t, levels, iova, out);
-}
 
 static struct iotlb_table *table_new(uint64_t entries)
 {
@@ -257,7 +96,7 @@ static struct iotlb_table *table_new(uint64_t entries)
 		return NULL;
 	memset(t, 0, bytes);
 	t->nsets = (uint32_t)nsets;
-	for (int i = 0; i < MAXRUN_BUCKETS; i++)
+	for (int i = 0; i < IOTLB_MAXRUN_BUCKETS; i++)
 		atomic_init(&t->maxrun[i], IOVT_PAGE_SIZE);
 	return t;
 }
@@ -278,7 +117,7 @@ static struct iotlb_table *table_get(struct iotlb *c)
 {
 	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_seq_cst);
 	if (t)
-		return live(t);
+		return iotlb_live(t);
 	t = table_new(iotlb_start_entries(c->entries));
 	if (!t)
 		return NULL;
@@ -286,7 +125,7 @@ static struct iotlb_table *table_get(struct iotlb *c)
 	if (!atomic_compare_exchange_strong_explicit(&c->table, &expected, t, memory_order_seq_cst,
 						     memory_order_seq_cst)) {
 		free(t);
-		return live(expected); /* another fill installed one, or destroy closed it */
+		return iotlb_live(expected); /* another fill installed one, or destroy closed it */
 	}
 	return t;
 }
@@ -296,7 +135,7 @@ static void table_retire(struct iotlb *c, struct iotlb_table *t)
 {
 	for (int k = 0; k < IOTLB_NCOUNT; k++) {
 		uint64_t h = 0;
-		for (int i = 0; i < HIT_STRIPES; i++)
+		for (int i = 0; i < IOTLB_HIT_STRIPES; i++)
 			h += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
 		atomic_fetch_add_explicit(&c->before[k], h, memory_order_relaxed);
 	}
@@ -446,10 +285,10 @@ static int fill_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error wh
  * out. */
 static int pick_victim(struct iotlb_set *s)
 {
-	slot_t v[IOTLB_WAYS];
+	iotlb_slot_t v[IOTLB_WAYS];
 	for (int w = 0; w < IOTLB_WAYS; w++) {
 		v[w] = atomic_load_explicit(&s->slot[w], memory_order_relaxed);
-		if (!(v[w] & PTR_MASK))
+		if (!(v[w] & IOTLB_PTR_MASK))
 			return w;
 	}
 	uint32_t r = clock_rand;
@@ -458,9 +297,9 @@ static int pick_victim(struct iotlb_set *s)
 	unsigned start = (r >> 16) % IOTLB_WAYS;
 	for (unsigned i = 0; i < IOTLB_WAYS; i++) {
 		int w = (int)((start + i) % IOTLB_WAYS);
-		if (!(v[w] & SLOT_REF))
+		if (!(v[w] & IOTLB_SLOT_REF))
 			return w;
-		atomic_compare_exchange_strong_explicit(&s->slot[w], &v[w], v[w] & ~SLOT_REF,
+		atomic_compare_exchange_strong_explicit(&s->slot[w], &v[w], v[w] & ~IOTLB_SLOT_REF,
 							memory_order_relaxed, memory_order_relaxed);
 	}
 	return (int)start;
@@ -480,14 +319,14 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	 * is in its slot (below; see iotlb.h). */
 	uint64_t gen = atomic_load_explicit(&c->gen, memory_order_seq_cst);
 	if (t)
-		count(t, IOTLB_MISSES);
+		iotlb_stripe_add(t, IOTLB_MISSES);
 	else
 		atomic_fetch_add_explicit(&c->before[IOTLB_MISSES], 1, memory_order_relaxed);
 
 	/* After the stamp: iotlb_close flushes (a gen bump) and retires the
 	 * table before the owner stores *gone; a fill that misses *gone here
 	 * inserts, at worst, into that retired table, which no reader loads
-	 * again (c->table is CLOSED). */
+	 * again (c->table is IOTLB_CLOSED). */
 	if (atomic_load_explicit(gone, memory_order_seq_cst))
 		return -ENODEV;
 	if (iova > top)
@@ -562,30 +401,30 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 				;
 		}
 	}
-	atomic_init(&e->state, ENTRY_PENDING);
-	uint64_t h = key_hash(f.level ? f.x.iova : page, f.level);
-	struct iotlb_set *s = &t->sets[set_of(t, h)];
+	atomic_init(&e->state, IOTLB_ENTRY_PENDING);
+	uint64_t h = iotlb_key_hash(f.level ? f.x.iova : page, f.level);
+	struct iotlb_set *s = &t->sets[iotlb_set_of(t, h)];
 	struct recycle_batch *b = recycle_room();
-	if (!b || ((uintptr_t)e & ~PTR_MASK)) {
+	if (!b || ((uintptr_t)e & ~IOTLB_PTR_MASK)) {
 		entry_free(e);
 		return 0; /* answered, not cached */
 	}
 	int w = pick_victim(s);
-	slot_t ov = atomic_load_explicit(&s->slot[w], memory_order_acquire);
+	iotlb_slot_t ov = atomic_load_explicit(&s->slot[w], memory_order_acquire);
 	if (!atomic_compare_exchange_strong_explicit(&s->slot[w], &ov,
-						     (uintptr_t)e | tag_of(h) << TAG_SHIFT,
+						     (uintptr_t)e | iotlb_tag_of(h) << IOTLB_TAG_SHIFT,
 						     memory_order_seq_cst, memory_order_relaxed)) {
 		entry_free(e); /* never published */
 		return 0;
 	}
-	struct iotlb_entry *old = slot_entry(ov);
+	struct iotlb_entry *old = iotlb_slot_entry(ov);
 	if (old) {
 		/* Counted as a live eviction without reading its stamp (a
 		 * cold line): pending ones are rare (their fill settles them
 		 * within its call). */
 		st->evicted = true;
 		recycle_retire(b, old);
-		count(t, IOTLB_EVICTIONS);
+		iotlb_stripe_add(t, IOTLB_EVICTIONS);
 		count_eviction(c, t);
 	}
 	/*
@@ -601,7 +440,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	 * first (they retire it).
 	 */
 	if (atomic_load_explicit(&c->gen, memory_order_seq_cst) == gen) {
-		atomic_store_explicit(&e->state, ENTRY_LIVE, memory_order_release);
+		atomic_store_explicit(&e->state, IOTLB_ENTRY_LIVE, memory_order_release);
 		st->cached = true;
 		return 0;
 	}
@@ -613,10 +452,10 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	b = recycle_room();
 	if (!b)
 		return 0;
-	/* Readers set SLOT_REF only on LIVE entries, so the slot holds what
+	/* Readers set IOTLB_SLOT_REF only on LIVE entries, so the slot holds what
 	 * the insert wrote unless a sweep or an eviction took e first (they
 	 * retire it). */
-	slot_t mine = (uintptr_t)e | tag_of(h) << TAG_SHIFT;
+	iotlb_slot_t mine = (uintptr_t)e | iotlb_tag_of(h) << IOTLB_TAG_SHIFT;
 	if (atomic_compare_exchange_strong_explicit(&s->slot[w], &mine, 0, memory_order_seq_cst,
 						    memory_order_relaxed))
 		recycle_retire(b, e);
@@ -642,9 +481,9 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t tag, uint64_t first, uin
 {
 	uint64_t dropped = 0;
 	for (int w = 0; w < IOTLB_WAYS; w++) {
-		slot_t v = atomic_load_explicit(&s->slot[w], memory_order_seq_cst);
-		struct iotlb_entry *e = slot_entry(v);
-		if (!e || (tag != TAG_ANY && ((v >> TAG_SHIFT) & TAG_MASK) != tag) ||
+		iotlb_slot_t v = atomic_load_explicit(&s->slot[w], memory_order_seq_cst);
+		struct iotlb_entry *e = iotlb_slot_entry(v);
+		if (!e || (tag != TAG_ANY && ((v >> IOTLB_TAG_SHIFT) & IOTLB_TAG_MASK) != tag) ||
 		    !overlaps(e, first, last))
 			continue;
 		/* No memory for a batch: the caller drops the whole table
@@ -655,9 +494,9 @@ static uint64_t sweep_set(struct iotlb_set *s, uint64_t tag, uint64_t first, uin
 			*full = true;
 			return dropped;
 		}
-		bool live_e = atomic_load_explicit(&e->state, memory_order_acquire) == ENTRY_LIVE;
+		bool live_e = atomic_load_explicit(&e->state, memory_order_acquire) == IOTLB_ENTRY_LIVE;
 		bool out = false;
-		while (slot_entry(v) == e &&
+		while (iotlb_slot_entry(v) == e &&
 		       !(out = atomic_compare_exchange_strong_explicit(&s->slot[w], &v, 0,
 								       memory_order_seq_cst,
 								       memory_order_relaxed)))
@@ -696,10 +535,10 @@ static struct sweep sweep_of(struct iotlb_table *t, uint64_t first, uint64_t las
 	if (w.lo < (first & ~((1ull << 21) - 1)))
 		w.lo = first & ~((1ull << 21) - 1);
 	w.keys = 0;
-	for (unsigned l = 0; l < NLEVELS; l++) {
+	for (unsigned l = 0; l < IOTLB_NLEVELS; l++) {
 		if (!(w.levels & (1u << l)))
 			continue;
-		uint64_t a = (l ? first : w.lo) >> level_shift[l], b = last >> level_shift[l];
+		uint64_t a = (l ? first : w.lo) >> iotlb_level_shift[l], b = last >> iotlb_level_shift[l];
 		w.keys += b - a + 1;
 		if (sweep_all(t, &w))
 			break;
@@ -718,13 +557,13 @@ static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_
 		return dropped;
 	}
 	*visits += w->keys;
-	for (unsigned l = 0; l < NLEVELS; l++) {
+	for (unsigned l = 0; l < IOTLB_NLEVELS; l++) {
 		if (!(w->levels & (1u << l)))
 			continue;
-		uint64_t a = (l ? first : w->lo) >> level_shift[l], b = last >> level_shift[l];
+		uint64_t a = (l ? first : w->lo) >> iotlb_level_shift[l], b = last >> iotlb_level_shift[l];
 		for (uint64_t k = a; k <= b && !*full; k++) {
-			uint64_t h = key_hash(k << level_shift[l], l);
-			dropped += sweep_set(&t->sets[set_of(t, h)], tag_of(h), first, last, full);
+			uint64_t h = iotlb_key_hash(k << iotlb_level_shift[l], l);
+			dropped += sweep_set(&t->sets[iotlb_set_of(t, h)], iotlb_tag_of(h), first, last, full);
 		}
 	}
 	return dropped;
@@ -738,7 +577,7 @@ static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_
 static struct iotlb_table *sweep_table(struct iotlb *c)
 {
 	atomic_fetch_add_explicit(&c->gen, 1, memory_order_seq_cst);
-	return live(atomic_load_explicit(&c->table, memory_order_seq_cst));
+	return iotlb_live(atomic_load_explicit(&c->table, memory_order_seq_cst));
 }
 
 /*
@@ -758,7 +597,7 @@ static struct iotlb_table *table_drop(struct iotlb *c, struct iotlb_table *t)
 		table_retire(c, t);
 		return NULL;
 	}
-	return live(expected);
+	return iotlb_live(expected);
 }
 
 uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
@@ -829,10 +668,10 @@ uint64_t iotlb_flush(struct iotlb *c)
 
 uint64_t iotlb_counter(struct iotlb *c, enum iotlb_counter k)
 {
-	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_acquire));
+	struct iotlb_table *t = iotlb_live(atomic_load_explicit(&c->table, memory_order_acquire));
 	uint64_t n = atomic_load_explicit(&c->before[k], memory_order_relaxed);
 	if (t)
-		for (int i = 0; i < HIT_STRIPES; i++)
+		for (int i = 0; i < IOTLB_HIT_STRIPES; i++)
 			n += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
 	return n;
 }
@@ -844,15 +683,15 @@ uint64_t iotlb_sets_swept(struct iotlb *c)
 
 uint64_t iotlb_count(struct iotlb *c)
 {
-	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_acquire));
+	struct iotlb_table *t = iotlb_live(atomic_load_explicit(&c->table, memory_order_acquire));
 	uint64_t n = 0;
 	if (!t)
 		return 0;
 	for (uint32_t i = 0; i < t->nsets; i++) {
 		struct iotlb_set *s = &t->sets[i];
 		for (int w = 0; w < IOTLB_WAYS; w++) {
-			struct iotlb_entry *e = slot_entry(atomic_load_explicit(&s->slot[w], memory_order_acquire));
-			n += e && atomic_load_explicit(&e->state, memory_order_relaxed) == ENTRY_LIVE;
+			struct iotlb_entry *e = iotlb_slot_entry(atomic_load_explicit(&s->slot[w], memory_order_acquire));
+			n += e && atomic_load_explicit(&e->state, memory_order_relaxed) == IOTLB_ENTRY_LIVE;
 		}
 	}
 	return n;
@@ -865,7 +704,7 @@ uint64_t iotlb_pool_bytes(void)
 
 uint64_t iotlb_memory_bytes(struct iotlb *c)
 {
-	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_acquire));
+	struct iotlb_table *t = iotlb_live(atomic_load_explicit(&c->table, memory_order_acquire));
 	if (!t)
 		return 0;
 	return sizeof(*t) + (uint64_t)t->nsets * sizeof(struct iotlb_set) +
@@ -874,14 +713,14 @@ uint64_t iotlb_memory_bytes(struct iotlb *c)
 
 uint64_t iotlb_capacity(struct iotlb *c)
 {
-	struct iotlb_table *t = live(atomic_load_explicit(&c->table, memory_order_acquire));
+	struct iotlb_table *t = iotlb_live(atomic_load_explicit(&c->table, memory_order_acquire));
 	return t ? table_entries(t) : 0;
 }
 
 uint64_t iotlb_close(struct iotlb *c)
 {
 	uint64_t n = iotlb_flush(c);
-	struct iotlb_table *t = live(atomic_exchange_explicit(&c->table, CLOSED, memory_order_seq_cst));
+	struct iotlb_table *t = iotlb_live(atomic_exchange_explicit(&c->table, IOTLB_CLOSED, memory_order_seq_cst));
 	if (t)
 		table_retire(c, t);
 	atomic_fetch_add_explicit(&c->gen, 1, memory_order_seq_cst);

@@ -136,8 +136,8 @@ struct iotlb_fill_stats {
 void iotlb_init(struct iotlb *c, uint64_t entries); /* 0: default */
 void iotlb_free(struct iotlb *c);                   /* no reader can be left */
 
-/* 0 and *out on a hit; -ENOENT when nothing cached covers iova. */
-int iotlb_lookup(struct iotlb *c, uint64_t iova, struct iovt_extent *out);
+/* iotlb_lookup (0 and *out on a hit; -ENOENT when nothing cached covers
+ * iova) is inline: engine/iotlb/iotlb_hit.h. */
 
 /*
  * Walks the guest table around iova (p: widths, page sizes, budget; first

@@ -336,6 +336,7 @@ static _Atomic uint64_t committed[CP]; /* version a completed fence made current
 static _Atomic uint64_t hist[CP][CNV]; /* mapped versions by slot */
 static atomic_int cstop;
 static _Atomic uint64_t c_checks, c_hits, c_noent, c_spread;
+static _Atomic unsigned c_started; /* readers running (registered, in their loop) */
 static bool cshadow; /* concurrent-shadow (below) */
 /* Pages mapped once, never changed, read by the readers too: their misses
  * evict and grow the IOTLB while the window's invalidations run. */
@@ -367,6 +368,7 @@ static void *creader(void *arg)
 	uint64_t s = (uint64_t)(uintptr_t)arg;
 	uint64_t c[CP], l[CP];
 	iovt_thread_register();
+	atomic_fetch_add_explicit(&c_started, 1, memory_order_release);
 	while (!atomic_load_explicit(&cstop, memory_order_relaxed)) {
 		if (gs_rand_below(&s, 4) == 0) {
 			unsigned i = (unsigned)gs_rand_below(&s, CSPREAD);
@@ -473,14 +475,27 @@ static void case_concurrent(uint64_t *rng)
 	pthread_t th[NR];
 	for (uintptr_t i = 0; i < NR; i++)
 		CHECK(pthread_create(&th[i], NULL, creader, (void *)(gs_rand(rng) | 1)) == 0);
+	/* The readers run before the edits start: on a loaded machine (TSan,
+	 * beside a build) the editor once made its 381 steps while they
+	 * checked 3 translations, and the checks below failed (twenty-first
+	 * session). A reader that never starts fails here after a minute. */
+	for (double tw = now_s(); atomic_load_explicit(&c_started, memory_order_acquire) < NR;)
+		if (now_s() - tw > 60)
+			CHECK(!"the readers never started");
+		else
+			sched_yield();
 	double secs = 3.0 * check_scale(), t0 = now_s();
-	uint64_t ver = 2, steps = 0;
-	/* At least `secs`, and at least 16 steps however loaded the machine:
-	 * CI runs suites side by side, and one TSan run beside a sanitizer
-	 * build made 5 steps in its 1.5 s (859 in the run before, 11,800
-	 * alone). An editor that cannot make 16 steps in 60 s still fails
-	 * the check below. */
-	while (now_s() - t0 < secs || (steps < 16 && now_s() - t0 < 60)) {
+	uint64_t ver = 2, steps = 0, hits0 = atomic_load(&c_hits);
+	/* At least `secs`, and at least 16 steps, 64 checked hits and (the
+	 * IOTLB) one growth however loaded the machine: CI runs suites side by
+	 * side, and one TSan run beside a sanitizer build made 5 steps in its
+	 * 1.5 s (859 in the run before, 11,800 alone). An editor that cannot
+	 * make 16 steps, or readers that cannot hit 64 times or grow the
+	 * table, in 60 s still fail the checks below. */
+	while (now_s() - t0 < secs ||
+	       ((steps < 16 || atomic_load(&c_hits) - hits0 < 64 ||
+		 (!cshadow && !atomic_load(&cv.d->iotlb.grown))) &&
+		now_s() - t0 < 60)) {
 		unsigned p0 = (unsigned)gs_rand_below(rng, CP);
 		unsigned n = 1 + (unsigned)gs_rand_below(rng, gs_rand_below(rng, 4) ? 2 : 8);
 		if (p0 + n > CP)
@@ -549,6 +564,7 @@ static void case_concurrent_shadow(uint64_t *rng)
 	memset(committed, 0, sizeof(committed));
 	memset(hist, 0, sizeof(hist));
 	atomic_store(&cstop, 0);
+	atomic_store(&c_started, 0);
 	case_concurrent(rng);
 	cshadow = false;
 }
