@@ -350,9 +350,9 @@ static int translate_fill(struct iovt_domain *d, uint64_t iova, struct iovt_exte
 
 /*
  * iovt_translate whole, for a domain with a MAP notifier (the shadow: what
- * the sink holds; its IOTLB if the notifier went meanwhile). Out of line,
- * so that the IOTLB's hit, inline in iovt_translate, saves fewer
- * registers, while the shadow's answer costs what it did.
+ * the sink holds; its IOTLB if the notifier went meanwhile). Its own way,
+ * so that the IOTLB's hit (translate_iotlb) does not save the registers
+ * the shadow's call needs, while the shadow's answer costs what it did.
  */
 static __attribute__((noinline)) int translate_general(struct iovt_domain *d, uint64_t iova,
 						       struct iovt_extent *out)

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The IOTLB's hit path (iotlb.h has the design): the table, set and entry
- * layouts a probe reads, and iotlb_lookup itself, inline in its one caller,
- * iovt_translate (engine/domain.c), and in iotlb.c. Out of line, the call
- * and the callee's frame were a seventh of a hit's ~137 instructions
- * (twenty-first session, ARCHITECTURE.md). Nothing here writes but the
- * second-chance bit and the thread's hit stripe.
+ * layouts a probe reads, the probes and iotlb_lookup, inline in
+ * iovt_translate's IOTLB way (translate_iotlb, engine/domain.c) and in
+ * iotlb.c. Out of line, the call and the callee's frame were a fifth of a
+ * hit's instructions (twenty-first session, ARCHITECTURE.md). Nothing here
+ * writes but the second-chance bit and the hit counters.
  */
 #ifndef IOVT_IOTLB_IOTLB_HIT_H
 #define IOVT_IOTLB_IOTLB_HIT_H
@@ -165,10 +165,9 @@ static inline int iotlb_answer(struct iotlb_table *t, const struct iotlb_entry *
 /*
  * The live 4 KiB-level entry covering iova, or NULL (*tp: the table, NULL
  * when there is none). Every table has that level; a domain mapped with
- * 4 KiB pages has no other. No call: inline in iovt_translate, whose hit
- * then saves fewer registers (with the level loop inline too it saved five,
- * out of line six: ~25 of ~140 instructions a hit). Inside an RCU
- * read-side section.
+ * 4 KiB pages has no other. No call: inline in translate_iotlb, whose hit
+ * then makes none (the large-page sets are iotlb_find_large, on the way to
+ * a miss). Inside an RCU read-side section.
  */
 static inline __attribute__((always_inline)) struct iotlb_entry *
 iotlb_find_4k(struct iotlb *c, uint64_t iova, struct iotlb_table **tp)
