@@ -54,6 +54,13 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 	d->allow_1g = cfg->allow_1g;
 	d->root_gpa = cfg->root_gpa;
 	iotlb_init(&d->iotlb, e->cfg.iotlb_entries);
+	d->fill_walk = (struct vtd_walk_params){
+		.addr_width = d->addr_width,
+		.host_width = e->cfg.host_addr_width,
+		.allow_2m = d->allow_2m,
+		.allow_1g = d->allow_1g,
+		.budget = e->cfg.walk_budget,
+	}; /* root_gpa, first and last: iotlb_fill's */
 	CDS_INIT_LIST_HEAD(&d->notifiers);
 	cds_wfcq_node_init(&d->dirty);
 	cds_lfht_node_init(&d->hnode);
@@ -334,18 +341,10 @@ static int translate_failed(struct iovt_domain *d, int rc)
  * by the IOTLB, iotlb_counter). Read side. */
 static int translate_fill(struct iovt_domain *d, uint64_t iova, struct iovt_extent *out)
 {
-	struct iovt_engine *e = d->engine;
-	struct vtd_walk_params p = {
-		.addr_width = d->addr_width,
-		.host_width = e->cfg.host_addr_width,
-		.allow_2m = d->allow_2m,
-		.allow_1g = d->allow_1g,
-		.budget = e->cfg.walk_budget,
-	};
 	struct iotlb_fill_stats st = { 0 };
 	enum vtd_error why = VTD_ERR_COUNT;
-	return iotlb_fill(&d->iotlb, e->ram, &p, &d->root_gpa, &d->dead, domain_top(d), iova, out,
-			  &st, &why);
+	return iotlb_fill(&d->iotlb, d->engine->ram, &d->fill_walk, &d->root_gpa, &d->dead,
+			  domain_top(d), iova, out, &st, &why);
 }
 
 /*

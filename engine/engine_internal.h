@@ -94,6 +94,11 @@ struct iovt_domain {
 	/* Translations for iovt_translate when there is no MAP notifier
 	 * (engine/iotlb): filled by readers, dropped by the sync_lock holder. */
 	struct iotlb iotlb;
+	/* The IOTLB fill's walk parameters but root and range (translate_fill),
+	 * set at create: a copy built on the stack at each miss was read back
+	 * by iotlb_fill with 16-byte loads over its scalar stores, a failed
+	 * store forward per miss. */
+	struct vtd_walk_params fill_walk;
 
 	/* Lock order: engine control_lock > a queue's draining flag > sync_lock
 	 * > pending_lock. Producers take none of them. */

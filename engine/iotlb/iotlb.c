@@ -365,11 +365,24 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		*why = f.why;
 		return f.err;
 	}
-	struct iovt_extent x = {
-		.iova = f.x.iova, .size = f.x.len, .gpa = f.x.gpa, .hva = f.x.hva,
-		.perm = f.x.perm, .region = f.x.region,
+	/* f.x as it was stored (fill_leaf: field by field), one load per
+	 * field: the 16-byte loads a struct copy is made of cannot be
+	 * forwarded from narrower stores, a stall per miss (relaxed atomic
+	 * loads are never paired). */
+	const struct iotlb_entry x = {
+		.iova = __atomic_load_n(&f.x.iova, __ATOMIC_RELAXED),
+		.len = __atomic_load_n(&f.x.len, __ATOMIC_RELAXED),
+		.gpa = __atomic_load_n(&f.x.gpa, __ATOMIC_RELAXED),
+		.hva = __atomic_load_n(&f.x.hva, __ATOMIC_RELAXED),
+		.perm = __atomic_load_n(&f.x.perm, __ATOMIC_RELAXED),
+		.region = __atomic_load_n(&f.x.region, __ATOMIC_RELAXED),
 	};
-	*out = x;
+	out->iova = x.iova;
+	out->size = x.len;
+	out->gpa = x.gpa;
+	out->hva = x.hva;
+	out->perm = x.perm;
+	out->region = x.region;
 	if (!t)
 		return 0; /* no memory for a table: answered, not cached */
 
@@ -379,7 +392,12 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	struct iotlb_entry *e = entry_new();
 	if (!e)
 		return 0;
-	*e = f.x;
+	e->iova = x.iova;
+	e->len = x.len;
+	e->gpa = x.gpa;
+	e->hva = x.hva;
+	e->perm = x.perm;
+	e->region = x.region;
 	/* An invalidation sweeps only the sets its range can reach given the
 	 * levels in use and the longest run (read after its gen bump). An entry
 	 * wider than a page, or of a large level, publishes its extent there
@@ -388,21 +406,21 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	 * is not confirmed (below); one that begins after the confirming load
 	 * reads the new extent. A 4 KiB entry needs neither: every sweep covers
 	 * the page's own set. */
-	if (f.level || f.x.len > IOVT_PAGE_SIZE) {
+	if (f.level || x.len > IOVT_PAGE_SIZE) {
 		if (f.level) {
 			if (!(atomic_load_explicit(&t->levels, memory_order_seq_cst) & (1u << f.level)))
 				atomic_fetch_or_explicit(&t->levels, 1u << f.level, memory_order_seq_cst);
 		} else {
-			_Atomic uint64_t *mr = maxrun_of(t, f.x.iova);
+			_Atomic uint64_t *mr = maxrun_of(t, x.iova);
 			uint64_t m = atomic_load_explicit(mr, memory_order_seq_cst);
-			while (m < f.x.len &&
-			       !atomic_compare_exchange_weak_explicit(mr, &m, f.x.len,
+			while (m < x.len &&
+			       !atomic_compare_exchange_weak_explicit(mr, &m, x.len,
 								      memory_order_seq_cst, memory_order_seq_cst))
 				;
 		}
 	}
 	atomic_init(&e->state, IOTLB_ENTRY_PENDING);
-	uint64_t h = iotlb_key_hash(f.level ? f.x.iova : page, f.level);
+	uint64_t h = iotlb_key_hash(f.level ? x.iova : page, f.level);
 	struct iotlb_set *s = &t->sets[iotlb_set_of(t, h)];
 	struct recycle_batch *b = recycle_room();
 	if (!b || ((uintptr_t)e & ~IOTLB_PTR_MASK)) {
