@@ -82,12 +82,6 @@ int unmap_alone(const struct iovt_sink *sink, const struct iovt_extent *e, struc
 	return rc;
 }
 
-static int collect_each(void *arg, const struct iovt_extent *e)
-{
-	VEC(struct iovt_extent) *v = arg;
-	return vec_push(v, *e) ? -ENOMEM : 0;
-}
-
 /*
  * A failed UNMAP of several extents from a sink that may have removed part
  * of its range without saying how much (IOVT_SINK_PARTIAL_UNCOUNTED:
@@ -95,31 +89,46 @@ static int collect_each(void *arg, const struct iovt_extent *e)
  * and stops at the first it cannot): each extent the record still holds
  * there is unmapped alone. Removed (also a failure that counts all of it),
  * or not held (-ENOENT from a sink with IOVT_SINK_UNMAP_EMPTY_ERR), it
- * leaves the record; refused, it stays (the group's span is retried). Before this the removed prefix stayed in
- * the record: a guest that mapped it again at the same place was told
- * nothing (the diff kept it) and its device faulted, or every retry hit
- * -ENOENT on it (found by review: fault-multi-unmap-prefix).
+ * leaves the record; refused, it stays (the group's span is retried). Before
+ * this the removed prefix stayed in the record: a guest that mapped it again
+ * at the same place was told nothing (the diff kept it) and its device
+ * faulted, or every retry hit -ENOENT on it (found by review:
+ * fault-multi-unmap-prefix). A group of one extent is left as it is: the
+ * sink stopped at its first mapping, so it removed nothing.
+ *
+ * No allocation: the extents are taken RESOLVE_CHUNK at a time into the
+ * stack. A vector here could fail, and the record then kept the mapping
+ * the failed call had removed (found by the twenty-second session's review:
+ * fault-multi-unmap-prefix-enomem).
  */
+#define RESOLVE_CHUNK 16
+
 static void resolve_group(const struct sync_target *t, const struct plan_unmap *g,
-			  struct sync_stats *st, int *first_err)
+			  struct sync_stats *st)
 {
 	const struct iovt_sink *sink = t->sink;
-	VEC(struct iovt_extent) v = { 0 };
-	if (shadow_tree_iterate_w(t->tree, g->first, g->last, collect_each, &v)) {
-		st->errors[IOVT_ERR_NO_MEMORY]++;
-		note(first_err, -ENOMEM);
-		vec_free(&v);
-		return; /* the record keeps them all: the retry resolves them later */
+	struct iovt_extent v[RESOLVE_CHUNK];
+	uint64_t cur = g->first;
+	for (bool first = true;; first = false) {
+		size_t n = shadow_tree_collect_w(t->tree, cur, g->last, v, RESOLVE_CHUNK);
+		const bool more = n > RESOLVE_CHUNK;
+		if (more)
+			n = RESOLVE_CHUNK;
+		if (!n || (first && n == 1 && !more))
+			return;
+		for (size_t i = 0; i < n; i++) {
+			uint64_t done;
+			if (unmap_alone(sink, &v[i], st, &done) < 0 && done < v[i].size)
+				continue; /* still held: the retry unmaps it */
+			/* gone: the group's failed call removed it, and counted nothing */
+			shadow_tree_remove_count(t->tree, v[i].iova, v[i].iova + v[i].size - 1,
+						 &st->pages_unmapped);
+		}
+		const uint64_t last = v[n - 1].iova + (v[n - 1].size - 1);
+		if (!more || last >= g->last)
+			return;
+		cur = last + 1;
 	}
-	for (size_t i = 0; v.n > 1 && i < v.n; i++) {
-		const struct iovt_extent *e = &v.v[i];
-		uint64_t done;
-		if (unmap_alone(sink, e, st, &done) < 0 && done < e->size)
-			continue; /* still held: the retry unmaps it */
-		/* gone: the group's failed call removed it, and counted nothing */
-		shadow_tree_remove_count(t->tree, e->iova, e->iova + e->size - 1, &st->pages_unmapped);
-	}
-	vec_free(&v);
 }
 
 static int apply_unmaps(const struct sync_target *t, struct sync_scratch *s,
@@ -146,7 +155,7 @@ static int apply_unmaps(const struct sync_target *t, struct sync_scratch *s,
 		if ((sink->caps.flags & (IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_EXACT_UNMAPPED)) && done)
 			st->pages_unmapped += forget_prefix(t->tree, g->first, g->last, done);
 		else if ((sink->caps.flags & IOVT_SINK_PARTIAL_UNCOUNTED) && g->pages > 1)
-			resolve_group(t, g, st, first_err);
+			resolve_group(t, g, st);
 		if (range_set_add(retry, g->first, g->last))
 			note(first_err, -ENOMEM);
 	}

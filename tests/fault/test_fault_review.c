@@ -14,6 +14,15 @@
  *                 guest that mapped it again at the same place was told
  *                 nothing (device != guest, fences returning 0), or every
  *                 retry of the span hit -ENOENT.
+ *  multi-unmap-prefix-enomem[-remap]  the same failed UNMAP, and the
+ *                 extent-by-extent resolution that follows it runs out of
+ *                 memory collecting the group (twenty-second session's
+ *                 review): the record kept the removed mapping, so a guest
+ *                 that mapped it again was told nothing (-remap: device !=
+ *                 guest with fences returning 0), or the retry's short
+ *                 UNMAP dropped the wrong extent from the record and every
+ *                 later fence returned -ENOENT. Now the resolution
+ *                 allocates nothing.
  *  map-enomem     the record cannot take a MAP (the tree's allocation
  *                 fails) and the sink refuses the UNMAP that took it back:
  *                 the device held a mapping the record did not, every
@@ -56,11 +65,18 @@ struct wrap {
 	int arm_tree_enomem;    /* after the next successful MAP, the allocator fails */
 	int fail_unmaps;        /* the next n UNMAPs fail (nothing removed, 0 reported) */
 	int iommufd_prefix;     /* the next UNMAP removes its first mapping, fails, reports 0 */
+	int arm_vec_enomem;     /* with iommufd_prefix: the next vector growth fails */
 	int busy_all;           /* the mapping at busy_iova is busy: unmap_all stops there */
 	uint64_t busy_iova;
 };
 
 static __attribute__((unused)) bool always_fail(size_t s)
+{
+	(void)s;
+	return true;
+}
+
+static bool vec_always(size_t s)
 {
 	(void)s;
 	return true;
@@ -81,6 +97,7 @@ static int w_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
 {
 	struct wrap *w = ctx;
 	iovt_alloc_fault = NULL;
+	iovt_vec_fault = NULL;
 	if (w->busy_all && w->busy_iova - iova < size) {
 		*unmapped = 0;
 		return -EBUSY; /* the busy mapping refuses every UNMAP that reaches it */
@@ -97,6 +114,10 @@ static int w_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
 		uint64_t done = 0;
 		CHECK(w->inner.ops->unmap(w->inner.ctx, first.iova, first.size, &done) == 0);
 		*unmapped = 0; /* as engine/sinks/iommufd_sink.c: no reply on failure */
+		if (w->arm_vec_enomem) {
+			w->arm_vec_enomem = 0;
+			iovt_vec_fault = vec_always; /* the resolution's first growth fails */
+		}
 		return -EBUSY;
 	}
 	return w->inner.ops->unmap(w->inner.ctx, iova, size, unmapped);
@@ -364,6 +385,55 @@ static void case_multi_unmap_prefix(void)
 	printf("multi-unmap-prefix: the removed prefix left the record\n");
 }
 
+static void dump(struct world *x, uint64_t lo, uint64_t hi)
+{
+	for (uint64_t a = lo; a < hi; a += 64 * K)
+		show(x, "at", a);
+}
+
+/* iommufd's flags: a multi-mapping UNMAP removes A, then fails reporting
+ * nothing; the resolution that follows finds no memory for a vector. Then
+ * (remap) the guest maps A again, or does nothing; after a few fences the
+ * device, the record and the guest agree, and the last fence returns 0. */
+static void case_multi_unmap_prefix_enomem(int remap)
+{
+	struct world x;
+	world_init(&x, IOVT_MODEL_IOMMUFD, true,
+		   IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED | IOVT_SINK_EXACT_UNMAPPED);
+	CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);      /* A */
+	CHECK(gs_map(x.gd, 64 * K, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* B */
+	psi(&x, 0, 128 * K);
+	CHECK_EQ(iovt_fence(x.e), 0);
+	CHECK(gs_unmap(x.gd, 0, 128 * K) == 0);
+	psi(&x, 0, 128 * K);
+	x.w.iommufd_prefix = 1;
+	x.w.arm_vec_enomem = 1;
+	int rc = iovt_fence(x.e);
+	iovt_vec_fault = NULL;
+	printf("fence after prefix+enomem: %d\n", rc);
+	dump(&x, 0, 128 * K);
+	if (remap) {
+		CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+		psi(&x, 0, K);
+	}
+	for (int i = 0; i < 6; i++)
+		rc = iovt_fence(x.e);
+	printf("after 6 fences: %d\n", rc);
+	dump(&x, 0, 128 * K);
+	device_is_guest(&x, 0, 2 * M1, "multi-unmap-prefix-enomem");
+	for (uint64_t a = 0; a < 128 * K; a += K) {
+		struct iovt_extent t, m;
+		bool held = iovt_model_sink_find(x.model, a, &m);
+		if ((iovt_translate(x.d, a, &t) == 0) != held) {
+			fprintf(stderr, "record != device at 0x%" PRIx64 "\n", a);
+			CHECK(0);
+		}
+	}
+	CHECK_EQ(rc, 0);
+	world_destroy(&x);
+	printf("ok\n");
+}
+
 int main(int argc, char **argv)
 {
 	const char *c = argc > 1 ? argv[1] : "";
@@ -375,6 +445,10 @@ int main(int argc, char **argv)
 		case_capped_retry();
 	else if (!strcmp(c, "multi-unmap-prefix"))
 		case_multi_unmap_prefix();
+	else if (!strcmp(c, "multi-unmap-prefix-enomem"))
+		case_multi_unmap_prefix_enomem(0);
+	else if (!strcmp(c, "multi-unmap-prefix-enomem-remap"))
+		case_multi_unmap_prefix_enomem(1);
 	else if (!strcmp(c, "map-enomem"))
 		case_map_enomem();
 	else if (!strcmp(c, "detach-unmap-all"))
