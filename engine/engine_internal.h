@@ -230,6 +230,17 @@ struct iovt_engine {
 	 * last missed a move that ended between its looks and that read
 	 * (found by review). Written under the control lock. */
 	_Atomic unsigned control_seq;
+	/* Threads inside domain_mark_dirty between its `queued` exchange and
+	 * the enqueue that follows it. A drainer that finds `queued` set
+	 * leaves the domain to the list, and releases its queue's flag: a
+	 * fence that then saw that queue idle and the list empty returned
+	 * without the drainer's ranges (found by review: a marker holding
+	 * no flag and no control lock — a bridge sink's PSI posted from a
+	 * control call's sync — preempted there). Both fences wait for this
+	 * to be 0 before their look at the list: a marker the drainer saw is
+	 * counted here before its exchange, and leaves after its enqueue
+	 * (domain_mark_dirty). */
+	_Atomic uint32_t dirty_marking;
 	_Atomic uint64_t global_passes; /* domains_pend_all's passes (white-box tests) */
 	struct stat_counters stats;     /* engine-wide (also for unknown domains) */
 

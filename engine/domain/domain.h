@@ -50,6 +50,12 @@ uint64_t domain_objects_now(void);             /* iovt_stats.domain_objects */
 /* The last IOVA of the domain's width. */
 static inline uint64_t domain_top(const struct iovt_domain *d) { return (1ull << d->addr_width) - 1; }
 void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence (+1 ref) */
+/* Until no thread is inside domain_mark_dirty on its way to the list (a
+ * fence's wait before it looks at the list; engine_internal.h,
+ * dirty_marking). */
+void engine_wait_dirty_marking(struct iovt_engine *e);
+/* Test hook: called between a mark's `queued` exchange and its enqueue. */
+extern void (*domain_test_mark_dirty_gap)(struct iovt_domain *d);
 void domain_free(struct iovt_domain *d);        /* the memory: never published, or no reader left */
 void domain_unqueue(struct iovt_domain *d);     /* destroy: off the dirty queue (control lock) */
 void dirty_put_all(struct iovt_engine *e);      /* engine destroy: the queue's references */

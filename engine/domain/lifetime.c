@@ -150,20 +150,41 @@ void domain_table_free(struct iovt_engine *e)
  * the domain): a domain destroyed meanwhile stays allocated until iovt_fence
  * or engine destroy takes it off and puts it.
  */
+void (*domain_test_mark_dirty_gap)(struct iovt_domain *d);
+
 void domain_mark_dirty(struct iovt_domain *d)
 {
-	if (atomic_load_explicit(&d->queued, memory_order_relaxed) ||
+	struct iovt_engine *e = d->engine;
+	/* Acquire: `queued` set by a marker still on its way to the list
+	 * (below) is seen with that marker's count in dirty_marking, which
+	 * this drainer's flag release then carries to the fences. */
+	if (atomic_load_explicit(&d->queued, memory_order_acquire) ||
 	    atomic_load_explicit(&d->dead, memory_order_relaxed))
 		return;
 	if (!domain_tryget(d))
 		return; /* being freed: nothing left to apply */
+	/* Counted before the exchange (its release orders the two). */
+	atomic_fetch_add_explicit(&e->dirty_marking, 1, memory_order_relaxed);
 	if (!atomic_exchange_explicit(&d->queued, 1, memory_order_acq_rel)) {
+		if (__builtin_expect(domain_test_mark_dirty_gap != NULL, 0))
+			domain_test_mark_dirty_gap(d); /* a preemption here (test hook) */
 		/* enqueue does not clear `next`: a node dequeued before must be reset. */
 		cds_wfcq_node_init(&d->dirty);
-		cds_wfcq_enqueue(&d->engine->dirty_head, &d->engine->dirty_tail, &d->dirty);
+		cds_wfcq_enqueue(&e->dirty_head, &e->dirty_tail, &d->dirty);
+		/* After the enqueue: a fence that reads 0 here sees the node. */
+		atomic_fetch_sub_explicit(&e->dirty_marking, 1, memory_order_release);
 	} else {
+		atomic_fetch_sub_explicit(&e->dirty_marking, 1, memory_order_release);
 		domain_put(d);
 	}
+}
+
+void engine_wait_dirty_marking(struct iovt_engine *e)
+{
+	/* A marker is a few instructions from its enqueue and takes no lock
+	 * there: only a preemption makes this wait. */
+	while (atomic_load_explicit(&e->dirty_marking, memory_order_acquire))
+		sched_yield();
 }
 
 /*

@@ -594,7 +594,11 @@ static bool fence_alone(struct iovt_engine *e, int *err)
 				  atomic_load_explicit(&q->draining, memory_order_acquire)))
 			alone = false;
 	}
-	if (!alone || !cds_wfcq_empty(&e->dirty_head, &e->dirty_tail))
+	/* A marker on its way to the list, first (engine_internal.h,
+	 * dirty_marking): one that a drainer seen idle above left to it is
+	 * counted here, or has enqueued before it left. */
+	if (!alone || atomic_load_explicit(&e->dirty_marking, memory_order_acquire) ||
+	    !cds_wfcq_empty(&e->dirty_head, &e->dirty_tail))
 		goto locked_way;
 	/* Last: a locked fence that spliced the dirty list (emptying it), a
 	 * queue destroy that took its queue out of the table or a domain
@@ -700,6 +704,9 @@ static __attribute__((noinline)) int fence_locked(struct iovt_engine *e)
 			first_err = rc;
 	}
 
+	/* The queues' drainers have let go: a domain one of them left to a
+	 * marker still on its way is on the list once this returns. */
+	engine_wait_dirty_marking(e);
 	dirty_take_all(e, &h, &t);
 	while ((node = dirty_next(&h, &t))) {
 		struct iovt_domain *d = caa_container_of(node, struct iovt_domain, dirty);

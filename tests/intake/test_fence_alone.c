@@ -27,6 +27,17 @@
  * review). The workers' idle sleep is made a minute (a test hook), so that a
  * missing kick hangs the fence and the watchdog fails the test rather than
  * letting it pass 50 ms late. Both queue kinds.
+ *
+ * intake-fence-alone-dirty-gap (argument `dirty-gap`): a domain marked
+ * dirty by a thread that holds no queue flag and no control lock — here a
+ * bridge sink's PSI, posted from iovt_domain_set_root's sync on a thread
+ * without an implicit queue — preempted between setting `queued` and
+ * putting the domain on the dirty list (held open by a test hook). A
+ * drainer that pends a guest PSI for that domain meanwhile sees `queued`
+ * and leaves it to the list; iovt_fence must still apply that PSI before
+ * it returns. Its lock-free way saw every queue idle and the list empty
+ * and returned without it (found by the twenty-second session's review);
+ * the marker is released 200 ms later, so a fence that waits delivers it.
  */
 #include <iovt.h>
 
@@ -39,6 +50,7 @@
 #include <unistd.h>
 
 #include "engine_internal.h" /* white box (kick): the worker's naps, the idle-sleep hook */
+#include "domain/domain.h" /* white box (dirty-gap): the mark's test hook */
 
 #define CHECK(c)                                                                  \
 	do {                                                                      \
@@ -226,6 +238,106 @@ static void kick_main(void)
 	iovt_engine_destroy(eng);
 }
 
+/* ---- dirty-gap ---- */
+static atomic_int seen_5000, gap_paused, gap_release, bridge_armed;
+static __thread int gap_armed;
+static struct iovt_domain *gap_y;
+
+static int recorder_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	(void)ctx;
+	*unmapped = size;
+	if (iova <= 0x5000 && 0x5000 < iova + size)
+		atomic_fetch_add(&seen_5000, 1);
+	return 0;
+}
+
+/* Y's UNMAP-only sink forwards a PSI to X (a bridge, as iovt.h allows). */
+static int bridge_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	(void)ctx;
+	(void)iova;
+	*unmapped = size;
+	if (atomic_exchange(&bridge_armed, 0))
+		CHECK(iovt_invalidate_psi(eng, 1, 0x9000, 0, false) == 0);
+	return 0;
+}
+
+static const struct iovt_sink_ops recorder_ops = { .unmap = recorder_unmap };
+static const struct iovt_sink_ops bridge_ops = { .unmap = bridge_unmap };
+
+static void mark_gap(struct iovt_domain *d)
+{
+	if (!gap_armed || d->did != 1)
+		return;
+	atomic_store(&gap_paused, 1); /* "preempted" between `queued` and the enqueue */
+	while (!atomic_load(&gap_release))
+		usleep(1000);
+}
+
+static void *gap_releaser(void *arg)
+{
+	(void)arg;
+	usleep(200 * 1000);
+	atomic_store(&gap_release, 1);
+	return NULL;
+}
+
+static void *gap_control(void *arg)
+{
+	(void)arg;
+	iovt_thread_register(); /* no implicit queue on this thread */
+	gap_armed = 1;
+	atomic_store(&bridge_armed, 1);
+	CHECK(iovt_domain_set_root(gap_y, 0) == 0); /* syncs Y: its bridge marks X */
+	gap_armed = 0;
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void dirty_gap_main(void)
+{
+	CHECK(iovt_engine_create(NULL, &eng) == 0);
+	struct iovt_domain *x;
+	struct iovt_domain_config cx = { .did = 1, .addr_width = 39 };
+	struct iovt_domain_config cy = { .did = 2, .addr_width = 39 };
+	CHECK(iovt_domain_create(eng, &cx, &x) == 0);
+	CHECK(iovt_domain_create(eng, &cy, &gap_y) == 0);
+	struct iovt_sink rs = { .ops = &recorder_ops, .name = "recorder" };
+	struct iovt_sink bs = { .ops = &bridge_ops, .name = "bridge" };
+	struct iovt_notifier *n1, *n2;
+	CHECK(iovt_notifier_attach(x, IOVT_NOTIFY_UNMAP, &rs, &n1) == 0);
+	CHECK(iovt_notifier_attach(gap_y, IOVT_NOTIFY_UNMAP, &bs, &n2) == 0);
+	/* This thread's implicit queue exists and is idle; the list is empty. */
+	CHECK(iovt_invalidate_psi(eng, 1, 0x100000, 0, false) == 0);
+	CHECK(iovt_fence(eng) == 0);
+	/* An explicit queue this thread posts to and polls (an I/O thread's). */
+	struct iovt_queue *qa;
+	CHECK(iovt_queue_create(eng, NULL, &qa) == 0);
+
+	domain_test_mark_dirty_gap = mark_gap;
+	pthread_t m, r;
+	CHECK(pthread_create(&m, NULL, gap_control, NULL) == 0);
+	wait_until(&gap_paused);
+	/* The guest's PSI for X, drained without a fence into X's pending set:
+	 * the drainer finds X `queued` and leaves it to the list. */
+	CHECK(iovt_queue_psi(qa, 1, 0x5000, 0, false) == 0);
+	CHECK(iovt_poll(eng, 0, 1, 64) == 1);
+	CHECK(pthread_create(&r, NULL, gap_releaser, NULL) == 0);
+	int rc = iovt_fence(eng); /* must apply the PSI posted above (iovt.h) */
+	int seen = atomic_load(&seen_5000);
+	CHECK(pthread_join(r, NULL) == 0);
+	CHECK(pthread_join(m, NULL) == 0);
+	domain_test_mark_dirty_gap = NULL;
+	printf("intake-fence-alone-dirty-gap: iovt_fence returned %d, the PSI %s\n", rc,
+	       seen ? "delivered first" : "NOT delivered (returned early)");
+	CHECK(rc == 0);
+	CHECK(seen >= 1);
+	CHECK(iovt_fence(eng) == 0);
+	iovt_queue_destroy(qa);
+	iovt_engine_destroy(eng);
+}
+
 int main(int argc, char **argv)
 {
 	pthread_t wd;
@@ -234,6 +346,11 @@ int main(int argc, char **argv)
 	iovt_thread_register();
 	if (argc > 1 && !strcmp(argv[1], "kick")) {
 		kick_main();
+		iovt_thread_unregister();
+		return 0;
+	}
+	if (argc > 1 && !strcmp(argv[1], "dirty-gap")) {
+		dirty_gap_main();
 		iovt_thread_unregister();
 		return 0;
 	}
