@@ -23,6 +23,13 @@
  *                 UNMAP dropped the wrong extent from the record and every
  *                 later fence returned -ENOENT. Now the resolution
  *                 allocates nothing.
+ *  lost-mapping   a mapping the sink lost behind the engine's back (another
+ *                 user of the iommufd IOAS unmapped it; alone, or first of
+ *                 a group): the guest's UNMAP of it answered -ENOENT, the
+ *                 record kept it and every later fence returned -ENOENT
+ *                 (twenty-second session's review). Now an UNMAP that an
+ *                 IOVT_SINK_UNMAP_EMPTY_ERR sink finds empty takes the span
+ *                 out of the record (counted).
  *  map-enomem     the record cannot take a MAP (the tree's allocation
  *                 fails) and the sink refuses the UNMAP that took it back:
  *                 the device held a mapping the record did not, every
@@ -434,6 +441,45 @@ static void case_multi_unmap_prefix_enomem(int remap)
 	printf("ok\n");
 }
 
+/* A mapping the sink lost behind the engine's back (another user of the
+ * iommufd IOAS unmapped it), alone and then first of a group of two: after
+ * the guest unmaps both, a few fences leave the device, the record and the
+ * guest equal, and the last fence returns 0. */
+static void case_lost_mapping(void)
+{
+	for (int two = 0; two < 2; two++) {
+		struct world x;
+		world_init(&x, IOVT_MODEL_IOMMUFD, true,
+			   IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED | IOVT_SINK_EXACT_UNMAPPED);
+		CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* A */
+		if (two)
+			CHECK(gs_map(x.gd, 64 * K, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* B */
+		psi(&x, 0, 128 * K);
+		CHECK_EQ(iovt_fence(x.e), 0);
+		uint64_t done = 0;
+		CHECK(x.w.inner.ops->unmap(x.w.inner.ctx, 0, K, &done) == 0); /* A lost */
+		CHECK(gs_unmap(x.gd, 0, 128 * K) == 0);
+		psi(&x, 0, 128 * K);
+		int rc = 0;
+		for (int i = 0; i < 4; i++) {
+			rc = iovt_fence(x.e);
+			printf("lost-mapping(%d) fence %d: %d\n", two, i, rc);
+		}
+		device_is_guest(&x, 0, 2 * M1, "lost-mapping");
+		for (uint64_t a = 0; a < 128 * K; a += K) {
+			struct iovt_extent t, m;
+			bool held = iovt_model_sink_find(x.model, a, &m);
+			if ((iovt_translate(x.d, a, &t) == 0) != held) {
+				fprintf(stderr, "record != device at 0x%" PRIx64 "\n", a);
+				CHECK(0);
+			}
+		}
+		CHECK_EQ(rc, 0);
+		world_destroy(&x);
+	}
+	printf("ok\n");
+}
+
 int main(int argc, char **argv)
 {
 	const char *c = argc > 1 ? argv[1] : "";
@@ -449,6 +495,8 @@ int main(int argc, char **argv)
 		case_multi_unmap_prefix_enomem(0);
 	else if (!strcmp(c, "multi-unmap-prefix-enomem-remap"))
 		case_multi_unmap_prefix_enomem(1);
+	else if (!strcmp(c, "lost-mapping"))
+		case_lost_mapping();
 	else if (!strcmp(c, "map-enomem"))
 		case_map_enomem();
 	else if (!strcmp(c, "detach-unmap-all"))
