@@ -365,7 +365,10 @@ bool iovt_domain_alive(const struct iovt_domain *d);
 #define IOVT_SINK_MULTI_UNMAP (1u << 0)
 /** Sink capability: iovt_sink_ops::unmap_all exists. */
 #define IOVT_SINK_UNMAP_ALL (1u << 1)
-/** Sink capability: an UNMAP of an empty range fails (-ENOENT, iommufd). */
+/** Sink capability: an UNMAP of an empty range fails (-ENOENT, iommufd). The
+ * engine takes that answer as "nothing held there": the span leaves its
+ * record, counted in errors[IOVT_ERR_SINK_UNMAP] and not retried (a mapping
+ * lost behind the engine's back would otherwise fail at every fence). */
 #define IOVT_SINK_UNMAP_EMPTY_ERR (1u << 2)
 /** Sink capability: a failed UNMAP may have removed part of its range. */
 #define IOVT_SINK_PARTIAL_UNMAP (1u << 3)
