@@ -505,8 +505,9 @@ int iovt_callback_sink_init(struct iovt_sink *out, iovt_event_fn fn, void *arg,
  *    invalidated ranges with no tree and no walk — coalesced per fence (PSI
  *    blocks merged, a DSI as one range over the whole domain) and clipped
  *    to the domain's width, so a range may cover more than what changed and
- *    nothing that was mapped. Their errors are returned by the fence and
- *    not retried (a device IOTLB has nothing to retry).
+ *    nothing that was mapped. Their errors are returned by the fence,
+ *    counted in errors[IOVT_ERR_SINK_UNMAP] and not retried (a device
+ *    IOTLB has nothing to retry).
  *
  * MAP without UNMAP is -EINVAL, and so is MAP with DEVIOTLB_UNMAP (attach
  * a second, UNMAP-only notifier for the device IOTLB), a caps.flags bit
@@ -656,7 +657,7 @@ int iovt_fence(struct iovt_engine *e);
  * | -E2BIG | the walk budget was spent (walk_budget); the rest of the window being walked is unmapped until the guest invalidates it again; windows the sync did not reach keep what they had and are retried by later fences (retry budget) |
  * | -ENOSPC | the extent cap was reached (extent_cap): the MAP was not sent. The span waits for room: it is retried (walked again) only when an UNMAP has freed entries, within the retry budget, and every sync of the domain returns -ENOSPC until it is mapped (it walks nothing meanwhile) |
  * | -ENOMEM | the engine's own memory (no_memory); the span is retried |
- * | other | the sink's own errno (sink_map, sink_unmap); retried at the next fences within the retry budget |
+ * | other | the sink's own errno (sink_map, sink_unmap); retried at the next fences within the retry budget (an UNMAP-only notifier's: counted in sink_unmap, not retried) |
  *
  * The retry budget: a sync retries at most 2^16 pages of span of earlier
  * failures beyond what it was asked (retry_ranges); the rest waits for the

@@ -229,7 +229,14 @@ static int notify_raw(struct iovt_domain *d, const struct range_set *todo)
 			uint64_t done = 0;
 			int rc = sink_unmap(&n->sink, r[i].first, r[i].last - r[i].first + 1, &done);
 			DSTAT_ADD_OWNED(d, raw_unmap_calls, 1);
-			if (rc && !first_err)
+			if (!rc)
+				continue;
+			/* A refusal is counted as any sink's (errors[]; the
+			 * fence or the RAM removal returns it): it was
+			 * returned and counted nowhere (found by review:
+			 * lifecycle-raw-refused-counted). */
+			STAT_ADD(d, errors[IOVT_ERR_SINK_UNMAP], 1);
+			if (!first_err)
 				first_err = rc;
 		}
 	}

@@ -581,6 +581,38 @@ static void case_ram_remove_refused(void)
 }
 
 /*
+ * raw-refused-counted: an UNMAP-only (DEVIOTLB) notifier that refuses its
+ * raw UNMAP fails the fence, and a RAM removal (-EBUSY), with its errno —
+ * and each refusal is counted in errors[IOVT_ERR_SINK_UNMAP], on the
+ * domain and the engine. Nothing was counted before (found by the
+ * twenty-second session's review).
+ */
+static void case_raw_refused_counted(void)
+{
+	struct flat f;
+	atomic_int refuse = 1;
+	struct iovt_stats d0, e0, d1, e1;
+
+	flat_init(&f);
+	attach_cb(f.d, IOVT_NOTIFY_DEVIOTLB_UNMAP, refusing_fn, &refuse);
+	iovt_domain_stats_get(f.d, &d0);
+	iovt_stats_get(f.e, &e0);
+	CHECK_EQ(iovt_invalidate_psi(f.e, DID, M1, 0, false), 0);
+	CHECK_EQ(iovt_fence(f.e), (uint64_t)-EIO);
+	iovt_domain_stats_get(f.d, &d1);
+	iovt_stats_get(f.e, &e1);
+	CHECK_EQ(d1.errors[IOVT_ERR_SINK_UNMAP] - d0.errors[IOVT_ERR_SINK_UNMAP], 1);
+	CHECK_EQ(e1.errors[IOVT_ERR_SINK_UNMAP] - e0.errors[IOVT_ERR_SINK_UNMAP], 1);
+	CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), -EBUSY);
+	iovt_stats_get(f.e, &e0);
+	CHECK(e0.errors[IOVT_ERR_SINK_UNMAP] > e1.errors[IOVT_ERR_SINK_UNMAP]);
+	atomic_store(&refuse, 0);
+	CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), 0);
+	flat_fini(&f);
+	printf("raw-refused-counted: each raw UNMAP refusal counted\n");
+}
+
+/*
  * ram-remove-reader: a translate between iovt_guest_ram_remove's grace
  * period and its purge answers from the shadow or the IOTLB with an address
  * in the region being removed (found by review). A host that uses an
@@ -1545,6 +1577,8 @@ int main(int argc, char **argv)
 		case_ram_remove_purge();
 	else if (!strcmp(c, "ram-remove-refused"))
 		case_ram_remove_refused();
+	else if (!strcmp(c, "raw-refused-counted"))
+		case_raw_refused_counted();
 	else if (!strcmp(c, "ram-remove-reader"))
 		case_ram_remove_reader();
 	else if (!strcmp(c, "translate-destroy"))
