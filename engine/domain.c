@@ -152,7 +152,123 @@ void domain_teardown(struct iovt_domain *d)
 		retire_tree(d);
 }
 
-/* Tells the MAP sink to drop everything, then retires the tree. Control and
+/*
+ * Orphans. A MAP sink that refuses to drop mappings at its notifier's
+ * detach or its domain's destroy still holds them after the call returns
+ * (with the error) — mappings into guest RAM that the host may later
+ * remove. Detached regardless (iovt.h), the notifier is kept on the
+ * engine's orphans with the extents the sink refused (or, without memory
+ * to copy them, the whole retired record: a superset), its sink alive: an
+ * iovt_guest_ram_remove of a region they map into asks the sink again to
+ * unmap them and fails with -EBUSY while it refuses, as for an attached
+ * sink (before, it returned 0 with the device still mapping the freed
+ * memory: found by the twenty-second session's review,
+ * lifecycle-detach-refused-ram). An orphan whose extents are all gone is
+ * freed (its sink's destroy called then); the rest at engine destroy.
+ * Control lock for all of it; an orphan tree has no readers: the retired
+ * record's last ones are gone after the removal's grace period.
+ */
+static void orphan_free(struct iovt_notifier *n)
+{
+	shadow_tree_retire(n->orphan_tree);
+	n->orphan_tree = NULL;
+	free_notifier(n);
+}
+
+/* retire_map_notifier's end: the record `old` retired, or kept as an
+ * orphan's with the notifier (rc: the unmapping's result). */
+static void orphan_keep(struct iovt_domain *d, int rc, struct shadow_tree *old,
+			struct shadow_tree *kept, bool lost)
+{
+	struct iovt_notifier *n = d->map_notifier;
+	if (!rc || (!lost && (!kept || !shadow_tree_count(kept)))) {
+		shadow_tree_retire(kept); /* never published; NULL: none */
+		shadow_tree_retire(old);
+		free_notifier(n);
+		return;
+	}
+	if (lost) {
+		shadow_tree_retire(kept);
+		kept = old; /* everything it held: what it refused is among it */
+	} else {
+		shadow_tree_retire(old);
+	}
+	n->orphan_tree = kept;
+	n->domain = NULL;
+	cds_list_add_tail(&n->link, &d->engine->orphans);
+}
+
+/* One orphan's extents into `region`: each UNMAP that the sink accepts (or
+ * answers -ENOENT: not held) takes it out; 0 or the first refusal. */
+struct orphan_purge {
+	const struct iovt_sink *sink;
+	uint32_t region;
+	uint64_t first, last; /* the extent found, if any */
+	bool found;
+};
+
+static int orphan_find(void *arg, const struct iovt_extent *x)
+{
+	struct orphan_purge *o = arg;
+	if (x->region != o->region)
+		return 0;
+	o->first = x->iova;
+	o->last = x->iova + x->size - 1;
+	o->found = true;
+	return 1;
+}
+
+static int orphan_purge(struct iovt_engine *e, struct iovt_notifier *n, uint32_t region)
+{
+	struct orphan_purge o = { &n->sink, region, 0, 0, false };
+	uint64_t cur = 0;
+	int first_err = 0;
+	for (;;) {
+		o.found = false;
+		shadow_tree_iterate_w(n->orphan_tree, cur, UINT64_MAX, orphan_find, &o);
+		if (!o.found)
+			return first_err;
+		uint64_t done = 0;
+		int rc = sink_unmap(&n->sink, o.first, o.last - o.first + 1, &done);
+		if (!rc || (rc == -ENOENT && (n->sink.caps.flags & IOVT_SINK_UNMAP_EMPTY_ERR)))
+			shadow_tree_remove_count(n->orphan_tree, o.first, o.last, NULL);
+		else {
+			ENGINE_STAT_ADD(e, errors[IOVT_ERR_SINK_UNMAP], 1);
+			if (!first_err)
+				first_err = rc;
+		}
+		if (o.last == UINT64_MAX)
+			return first_err;
+		cur = o.last + 1;
+	}
+}
+
+int engine_orphans_purge(struct iovt_engine *e, uint32_t region)
+{
+	struct iovt_notifier *n, *tmp;
+	int err = 0;
+	cds_list_for_each_entry_safe(n, tmp, &e->orphans, link) {
+		int rc = orphan_purge(e, n, region);
+		if (rc && !err)
+			err = rc;
+		if (!shadow_tree_count(n->orphan_tree)) {
+			cds_list_del(&n->link);
+			orphan_free(n);
+		}
+	}
+	return err;
+}
+
+void engine_orphans_free(struct iovt_engine *e)
+{
+	struct iovt_notifier *n, *tmp;
+	cds_list_for_each_entry_safe(n, tmp, &e->orphans, link)
+		orphan_free(n);
+	CDS_INIT_LIST_HEAD(&e->orphans);
+}
+
+/* Tells the MAP sink to drop everything, then retires the tree (or keeps
+ * what the sink refused, with the notifier: orphans above). Control and
  * sync locks: no grace-period wait here (shadow_tree_retire). */
 static int retire_map_notifier(struct iovt_domain *d)
 {
@@ -177,10 +293,12 @@ static int retire_map_notifier(struct iovt_domain *d)
 	 * it answered -ENOENT for mapped pages (lifecycle-attach-translate);
 	 * one that comes later walks the guest. */
 	iovt_rcu_assign(d->tree, NULL);
-	rc = sync_unmap_everything(&t, &st);
+	/* The extents the sink refuses to drop are kept (orphan_keep). */
+	struct shadow_tree *kept;
+	bool lost;
+	rc = sync_unmap_everything(&t, &st, &kept, &lost);
 	domain_fold_stats(d, &st);
-	shadow_tree_retire(t.tree);
-	free_notifier(d->map_notifier);
+	orphan_keep(d, rc, t.tree, kept, lost);
 	d->map_notifier = NULL;
 	range_set_clear(&d->retry);
 	range_set_clear(&d->capped);

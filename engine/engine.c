@@ -86,6 +86,7 @@ int iovt_engine_create(const struct iovt_config *cfg, struct iovt_engine **out)
 	pthread_mutex_init(&e->workers_lock, NULL);
 	e->id = atomic_fetch_add(&last_engine_id, 1) + 1;
 	CDS_INIT_LIST_HEAD(&e->domain_list);
+	CDS_INIT_LIST_HEAD(&e->orphans);
 	range_set_init(&e->todo, 0);
 	cds_wfcq_init(&e->dirty_head, &e->dirty_tail);
 	e->ram = guest_ram_create();
@@ -120,6 +121,7 @@ void iovt_engine_destroy(struct iovt_engine *e)
 		domain_put(d); /* the creator's handle; references still held keep the memory */
 	}
 	dirty_put_all(e);
+	engine_orphans_free(e);
 	iovt_synchronize_rcu();
 	/* Domains and trees go in call_rcu callbacks that touch nothing of the
 	 * engine; wait for them so that a leak checker at exit sees none. */
@@ -156,6 +158,9 @@ int iovt_guest_ram_add(struct iovt_engine *e, uint64_t gpa, uint64_t size, void 
  *     region, each UNMAP-only notifier is told to drop the whole domain.
  * A sink that refuses an UNMAP keeps its mapping: then the region is put
  * back and the call fails with -EBUSY — the host must not free the memory.
+ * That includes the sinks of MAP notifiers already detached (or of
+ * destroyed domains) that refused to drop mappings into it then (orphans,
+ * domain.c).
  */
 void (*engine_test_ram_purging)(void);
 
@@ -181,6 +186,10 @@ int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa)
 		if (rc && !err)
 			err = rc;
 	}
+	/* And the sinks of notifiers gone, for what they refused to drop then. */
+	rc = engine_orphans_purge(e, reg.id);
+	if (rc && !err)
+		err = rc;
 	if (err) {
 		while (guest_ram_restore(e->ram, &reg) == -ENOMEM)
 			sched_yield(); /* the array of n regions: memory comes back */

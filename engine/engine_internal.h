@@ -53,10 +53,14 @@ struct stat_counters {
 };
 
 struct iovt_notifier {
-	struct cds_list_head link;    /* domain->notifiers */
-	struct iovt_domain *domain;
+	struct cds_list_head link;    /* domain->notifiers; an orphan's: engine->orphans */
+	struct iovt_domain *domain;   /* NULL once an orphan */
 	unsigned flags;
 	struct iovt_sink sink;
+	/* An orphan (a MAP notifier whose sink refused UNMAPs at its detach
+	 * or its domain's destroy): the extents it may still hold (control
+	 * lock). See domain.c, "Orphans". */
+	struct shadow_tree *orphan_tree;
 };
 
 /*
@@ -211,6 +215,10 @@ struct iovt_engine {
 	 * loads instead of a hash lookup on every drained item and fence. */
 	struct iovt_domain *_Atomic *_Atomic did_dir[256];
 	struct cds_list_head domain_list;
+	/* MAP notifiers detached (or of destroyed domains) whose sinks refused
+	 * to drop some mappings: kept, with those extents, until a guest RAM
+	 * removal has them unmapped or engine destroy (control lock). */
+	struct cds_list_head orphans;
 	struct cds_wfcq_head dirty_head;
 	struct cds_wfcq_tail dirty_tail;
 	struct sync_scratch scratch;    /* control lock */

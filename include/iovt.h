@@ -247,7 +247,9 @@ int iovt_guest_ram_add(struct iovt_engine *e, uint64_t gpa, uint64_t size, void 
  * @retval -EBUSY a sink (MAP or UNMAP-only) refused an UNMAP, or the purge
  *         ran out of memory collecting the region's extents; the region is
  *         declared again, possibly still mapped, and the host must not free
- *         it (retry later).
+ *         it (retry later). The MAP sinks asked include those of notifiers
+ *         detached or destroyed with an error, for the mappings they refused
+ *         to drop then (see iovt_notifier_detach()).
  */
 int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa);
 
@@ -310,7 +312,9 @@ int iovt_domain_set_root(struct iovt_domain *d, uint64_t root_gpa);
  * @param d the domain. Consumes the creator's reference (the pointer from
  *        iovt_domain_create()): the memory goes when the last other
  *        reference is put.
- * @return 0, the first sink error (the domain is destroyed all the same), or:
+ * @return 0, the first sink error (the domain is destroyed all the same;
+ *         a MAP sink that refused to drop mappings is kept, with them, as
+ *         after a failed iovt_notifier_detach()), or:
  * @retval -ENODEV it was already destroyed (the caller holds a reference).
  */
 int iovt_domain_destroy(struct iovt_domain *d);
@@ -549,8 +553,13 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
  * a domain without a MAP notifier: never -ENODEV for a live domain).
  * @param n the notifier; invalid after the call. Not after the domain's
  *        destroy (which freed it).
- * @return 0, or the first sink error (detached all the same: the record of
- *         what the sink held is dropped).
+ * @return 0, or the first sink error (detached all the same: the handle is
+ *         gone and the domain no longer uses the sink). A MAP sink that
+ *         refused to drop some mappings still holds them: the engine keeps
+ *         the sink (its destroy() not yet called) with those extents, and an
+ *         iovt_guest_ram_remove() of a region they map into asks it again
+ *         and fails with -EBUSY while it refuses; once none is left the sink
+ *         is destroyed, at the latest with the engine.
  */
 int iovt_notifier_detach(struct iovt_notifier *n);
 

@@ -54,6 +54,12 @@ void domain_mark_dirty(struct iovt_domain *d);  /* queue for the next iovt_fence
  * fence's wait before it looks at the list; engine_internal.h,
  * dirty_marking). */
 void engine_wait_dirty_marking(struct iovt_engine *e);
+/* Orphans (domain.c): unmaps what each still holds into guest RAM region
+ * `region` (iovt_guest_ram_remove, control lock, after its grace period);
+ * 0 or the first refusal's errno. */
+int engine_orphans_purge(struct iovt_engine *e, uint32_t region);
+/* Engine destroy: every orphan freed, its sink's destroy called. */
+void engine_orphans_free(struct iovt_engine *e);
 /* Test hook: called between a mark's `queued` exchange and its enqueue. */
 extern void (*domain_test_mark_dirty_gap)(struct iovt_domain *d);
 void domain_free(struct iovt_domain *d);        /* the memory: never published, or no reader left */

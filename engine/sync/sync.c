@@ -478,6 +478,9 @@ struct unmap_each {
 	const struct iovt_sink *sink;
 	struct sync_stats *st;
 	int rc; /* the first error */
+	struct shadow_tree *kept; /* the refused extents (made at the first) */
+	unsigned width;           /* its address width */
+	bool lost;                /* one of them could not be put in `kept` */
 };
 
 static int unmap_each(void *arg, const struct iovt_extent *e)
@@ -487,8 +490,14 @@ static int unmap_each(void *arg, const struct iovt_extent *e)
 	int rc = unmap_alone(u->sink, e, u->st, &done);
 	if (!rc)
 		u->st->pages_unmapped += e->size >> IOVT_PAGE_SHIFT;
-	else if (rc < 0 && !u->rc)
-		u->rc = rc; /* (1: already gone, a failed call before removed it) */
+	else if (rc < 0) {
+		if (!u->rc)
+			u->rc = rc; /* (1: already gone, a failed call before removed it) */
+		if (!u->kept)
+			u->kept = shadow_tree_create(u->width);
+		if (!u->kept || shadow_tree_insert(u->kept, e))
+			u->lost = true;
+	}
 	return 0;
 }
 
@@ -504,8 +513,11 @@ static int unmap_each(void *arg, const struct iovt_extent *e)
  * nothing; an allocation failure sent no call at all before: found by
  * review). Returns 0 or the first error.
  */
-int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
+int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
+			  struct shadow_tree **kept, bool *lost)
 {
+	*kept = NULL;
+	*lost = false;
 	const struct iovt_sink *sink = t->sink;
 	const uint64_t top = target_top(t);
 
@@ -546,7 +558,9 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st)
 		st->errors[IOVT_ERR_SINK_UNMAP]++;
 		first = rc;
 	}
-	struct unmap_each u = { sink, st, 0 };
+	struct unmap_each u = { sink, st, 0, NULL, t->walk.addr_width, false };
 	shadow_tree_iterate_w(t->tree, 0, top, unmap_each, &u);
+	*kept = u.kept;
+	*lost = u.lost;
 	return first ? first : u.rc;
 }

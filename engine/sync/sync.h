@@ -101,10 +101,14 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 		struct sync_scratch *s, struct sync_stats *st, struct range_set *retry);
 
 /* Tells the sink to drop every extent of the record (detach, domain
- * destroy), allocating nothing. The record itself is left as it is: the
- * caller has unpublished it and retires it. Returns 0 or the first sink
- * error (every extent is tried). */
-int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st);
+ * destroy), allocating nothing while it accepts. The record itself is left
+ * as it is: the caller has unpublished it and retires it. Returns 0 or the
+ * first sink error (every extent is tried). The extents the sink refused
+ * go into *kept, a tree made at the first (NULL: none refused, or no
+ * memory for it; never published: the caller owns it); *lost: one could
+ * not be put there (no memory), so *kept holds less than the sink. */
+int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
+			  struct shadow_tree **kept, bool *lost);
 
 /* Stage entry points (used by sync_ranges and by unit tests). */
 

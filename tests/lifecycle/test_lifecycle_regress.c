@@ -613,6 +613,93 @@ static void case_raw_refused_counted(void)
 }
 
 /*
+ * detach-refused-ram: a MAP sink that refuses to drop its mappings at the
+ * notifier's detach (or the domain's destroy) still holds them after the
+ * call fails; a later iovt_guest_ram_remove of the region they map into
+ * must not return 0 while the sink still maps it (it did: the engine had
+ * forgotten them; found by the twenty-second session's review). It fails
+ * with -EBUSY (the region stays) while the sink refuses, returns 0 once the
+ * sink unmaps them, and only then is the sink destroyed; a sink that never
+ * gives in is destroyed with the engine.
+ */
+static struct iovt_sink dr_inner;
+static int dr_refuse, dr_destroyed;
+
+static int dr_map(void *c, const struct iovt_extent *m)
+{
+	(void)c;
+	return dr_inner.ops->map(dr_inner.ctx, m);
+}
+
+static int dr_unmap(void *c, uint64_t iova, uint64_t size, uint64_t *done)
+{
+	(void)c;
+	if (dr_refuse) {
+		*done = 0;
+		return -EIO;
+	}
+	return dr_inner.ops->unmap(dr_inner.ctx, iova, size, done);
+}
+
+static void dr_destroy(void *c)
+{
+	(void)c;
+	dr_destroyed++;
+}
+
+static void detach_refused_one(int destroy, int gives_in)
+{
+	struct flat f;
+	struct iovt_model_sink *m;
+	struct iovt_extent x;
+	static struct iovt_sink_ops ops;
+
+	flat_init(&f);
+	CHECK_EQ(iovt_model_sink_create(&(struct iovt_model_config){ .multi_unmap = true }, &m,
+					&dr_inner),
+		 0);
+	ops = (struct iovt_sink_ops){ .map = dr_map, .unmap = dr_unmap, .destroy = dr_destroy };
+	struct iovt_sink s = { .ops = &ops, .caps = dr_inner.caps, .name = "refusing" };
+	s.caps.flags &= ~IOVT_SINK_UNMAP_ALL;
+	struct iovt_notifier *n;
+	CHECK_EQ(iovt_notifier_attach(f.d, IOVT_NOTIFY_IOTLB_EVENTS, &s, &n), 0);
+	CHECK_EQ(iovt_model_sink_count(m), 2);
+	dr_refuse = 1;
+	dr_destroyed = 0;
+	CHECK_EQ(destroy ? iovt_domain_destroy(f.d) : iovt_notifier_detach(n), (uint64_t)-EIO);
+	CHECK_EQ(dr_destroyed, 0); /* the sink still holds mappings: kept */
+	CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), -EBUSY);
+	CHECK(iovt_model_sink_find(m, M1, &x));
+	CHECK_EQ(x.gpa, f.r1 + M1);
+	CHECK_EQ(iovt_guest_ram_add(f.e, f.r1, f.r1_size, f.r1_hva, NULL), -EEXIST); /* still declared */
+	if (gives_in) {
+		dr_refuse = 0;
+		CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), 0);
+		CHECK(!iovt_model_sink_find(m, M1, &x));
+		CHECK(!iovt_model_sink_find(m, M1 + 7 * K, &x));
+		/* Region 0's mapping is still held (refused, never asked again):
+		 * the sink lives on until the engine goes. */
+		CHECK_EQ(iovt_model_sink_count(m), 1);
+		CHECK_EQ(dr_destroyed, 0);
+		const struct gs_region *g0 = gs_region(f.gs, 0);
+		CHECK_EQ(iovt_guest_ram_remove(f.e, g0->gpa), 0);
+		CHECK_EQ(iovt_model_sink_count(m), 0);
+		CHECK_EQ(dr_destroyed, 1); /* nothing left: the orphan went */
+	}
+	flat_fini(&f);
+	CHECK_EQ(dr_destroyed, 1);
+	iovt_model_sink_destroy(m);
+}
+
+static void case_detach_refused_ram(void)
+{
+	for (int destroy = 0; destroy < 2; destroy++)
+		for (int gives_in = 0; gives_in < 2; gives_in++)
+			detach_refused_one(destroy, gives_in);
+	printf("detach-refused-ram: a refused detach's mappings keep their RAM declared\n");
+}
+
+/*
  * ram-remove-reader: a translate between iovt_guest_ram_remove's grace
  * period and its purge answers from the shadow or the IOTLB with an address
  * in the region being removed (found by review). A host that uses an
@@ -1579,6 +1666,8 @@ int main(int argc, char **argv)
 		case_ram_remove_refused();
 	else if (!strcmp(c, "raw-refused-counted"))
 		case_raw_refused_counted();
+	else if (!strcmp(c, "detach-refused-ram"))
+		case_detach_refused_ram();
 	else if (!strcmp(c, "ram-remove-reader"))
 		case_ram_remove_reader();
 	else if (!strcmp(c, "translate-destroy"))
