@@ -154,8 +154,13 @@ struct iovt_vfio_sink_config {
  * dma_avail). Caps: IOVT_SINK_MULTI_UNMAP (type1v2 removes every whole
  * mapping in the range; an UNMAP that would bisect one fails -EINVAL and
  * removes nothing), IOVT_SINK_UNMAP_ALL when the extension is present,
- * IOVT_SINK_EXACT_UNMAPPED, max_mappings from dma_avail, page_sizes from
- * iova_pgsizes.
+ * IOVT_SINK_EXACT_UNMAPPED, IOVT_SINK_PARTIAL_UNMAP,
+ * IOVT_SINK_PARTIAL_UNCOUNTED and IOVT_SINK_UNMAP_EMPTY_ERR (for the
+ * /dev/vfio/vfio of iommufd, CONFIG_IOMMUFD_VFIO_CONTAINER, which answers
+ * the same extensions: a failed UNMAP there may have removed whole mappings
+ * up to the one it stopped at, and reports their size; before Linux commit
+ * afb47765f923 an empty range answered -ENOENT), max_mappings from
+ * dma_avail, page_sizes from iova_pgsizes.
  * Thread-safety: init is reentrant (any thread).
  * @param[out] out the sink, for iovt_notifier_attach(); free it with
  *        iovt_vfio_sink_free() if it is never attached.

@@ -61,7 +61,13 @@ static int type1_unmap_call(struct type1_sink *s, uint64_t iova, uint64_t size, 
 	uint64_t t0 = vfio_now_ns();
 	int rc = ioctl(s->fd, VFIO_IOMMU_UNMAP_DMA, &un) ? -errno : 0;
 	if (vfio_call_done(&s->base, k, t0, rc)) {
-		*unmapped = 0; /* type1 checks before it removes: a failure removed nothing */
+		/* vfio_iommu_type1 checks before it removes and writes no reply
+		 * on failure (un.size stays the request: nothing removed). The
+		 * /dev/vfio/vfio of iommufd (CONFIG_IOMMUFD_VFIO_CONTAINER),
+		 * which the sink cannot tell from it, removes whole mappings in
+		 * order up to the first it cannot and writes their size on
+		 * failure too (found by review: vfio-type1-compat-unmap). */
+		*unmapped = (flags & VFIO_DMA_UNMAP_FLAG_ALL) || un.size < size ? un.size : 0;
 		return rc;
 	}
 	*unmapped = un.size;
@@ -172,7 +178,14 @@ int iovt_vfio_type1_sink_init(struct iovt_sink *out, int container_fd,
 		.caps = {
 			.flags = (cfg && cfg->no_multi_unmap ? 0 : IOVT_SINK_MULTI_UNMAP) |
 				 (s->base.info.unmap_all ? IOVT_SINK_UNMAP_ALL : 0) |
-				 IOVT_SINK_EXACT_UNMAPPED,
+				 /* iommufd's compat container: a failed UNMAP may
+				 * have removed a prefix (counted in its reply,
+				 * and if not, one UNMAP per extent follows), and
+				 * an empty range may answer -ENOENT (kernels
+				 * before afb47765f923). Free for vfio_iommu_type1,
+				 * which does neither. */
+				 IOVT_SINK_EXACT_UNMAPPED | IOVT_SINK_PARTIAL_UNMAP |
+				 IOVT_SINK_PARTIAL_UNCOUNTED | IOVT_SINK_UNMAP_EMPTY_ERR,
 			.max_mappings = vfio_max_mappings(s->base.info.dma_avail, cfg),
 			.page_sizes = s->base.info.page_sizes,
 		},

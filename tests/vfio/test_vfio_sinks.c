@@ -73,7 +73,9 @@ static void test_caps(void)
 	switch (kind) {
 	case TYPE1:
 		/* Without a query no unmap-all is assumed (it is an extension). */
-		CHECK_EQ(s.caps.flags, IOVT_SINK_MULTI_UNMAP | IOVT_SINK_EXACT_UNMAPPED);
+		CHECK_EQ(s.caps.flags, IOVT_SINK_MULTI_UNMAP | IOVT_SINK_EXACT_UNMAPPED |
+					       IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED |
+					       IOVT_SINK_UNMAP_EMPTY_ERR);
 		CHECK_EQ(s.caps.max_mappings, 0);
 		CHECK(strcmp(s.name, "vfio-type1") == 0);
 		break;
