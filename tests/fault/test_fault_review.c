@@ -392,6 +392,20 @@ static void case_multi_unmap_prefix(void)
 	printf("multi-unmap-prefix: the removed prefix left the record\n");
 }
 
+/* Every page of [lo, hi): the record (translate, from the shadow) holds it
+ * exactly when the device (the model) does. */
+static void record_is_device(struct world *x, uint64_t lo, uint64_t hi)
+{
+	for (uint64_t a = lo; a < hi; a += K) {
+		struct iovt_extent t, m;
+		bool held = iovt_model_sink_find(x->model, a, &m);
+		if ((iovt_translate(x->d, a, &t) == 0) != held) {
+			fprintf(stderr, "record != device at 0x%" PRIx64 "\n", a);
+			CHECK(0);
+		}
+	}
+}
+
 static void dump(struct world *x, uint64_t lo, uint64_t hi)
 {
 	for (uint64_t a = lo; a < hi; a += 64 * K)
@@ -428,14 +442,7 @@ static void case_multi_unmap_prefix_enomem(int remap)
 	printf("after 6 fences: %d\n", rc);
 	dump(&x, 0, 128 * K);
 	device_is_guest(&x, 0, 2 * M1, "multi-unmap-prefix-enomem");
-	for (uint64_t a = 0; a < 128 * K; a += K) {
-		struct iovt_extent t, m;
-		bool held = iovt_model_sink_find(x.model, a, &m);
-		if ((iovt_translate(x.d, a, &t) == 0) != held) {
-			fprintf(stderr, "record != device at 0x%" PRIx64 "\n", a);
-			CHECK(0);
-		}
-	}
+	record_is_device(&x, 0, 128 * K);
 	CHECK_EQ(rc, 0);
 	world_destroy(&x);
 	printf("ok\n");
@@ -466,14 +473,7 @@ static void case_lost_mapping(void)
 			printf("lost-mapping(%d) fence %d: %d\n", two, i, rc);
 		}
 		device_is_guest(&x, 0, 2 * M1, "lost-mapping");
-		for (uint64_t a = 0; a < 128 * K; a += K) {
-			struct iovt_extent t, m;
-			bool held = iovt_model_sink_find(x.model, a, &m);
-			if ((iovt_translate(x.d, a, &t) == 0) != held) {
-				fprintf(stderr, "record != device at 0x%" PRIx64 "\n", a);
-				CHECK(0);
-			}
-		}
+		record_is_device(&x, 0, 128 * K);
 		CHECK_EQ(rc, 0);
 		world_destroy(&x);
 	}
