@@ -358,17 +358,24 @@ static void case_detach_unmap_all(void)
 	world_destroy(&x);
 }
 
+/* iommufd's flags; A and B mapped and fenced, then both unmapped by the
+ * guest and invalidated (the fence is the case's). */
+static void two_mapped_then_unmapped(struct world *x, uint32_t extra_flags)
+{
+	world_init(x, IOVT_MODEL_IOMMUFD, true, extra_flags);
+	CHECK(gs_map(x->gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);      /* A */
+	CHECK(gs_map(x->gd, 64 * K, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* B */
+	psi(x, 0, 128 * K);
+	CHECK_EQ(iovt_fence(x->e), 0);
+	CHECK(gs_unmap(x->gd, 0, 128 * K) == 0);
+	psi(x, 0, 128 * K);
+}
+
 static void case_multi_unmap_prefix(void)
 {
 	for (int remap_both = 0; remap_both < 2; remap_both++) {
 		struct world x;
-		world_init(&x, IOVT_MODEL_IOMMUFD, true, IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED);
-		CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);      /* A */
-		CHECK(gs_map(x.gd, 64 * K, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* B */
-		psi(&x, 0, 128 * K);
-		CHECK_EQ(iovt_fence(x.e), 0);
-		CHECK(gs_unmap(x.gd, 0, 128 * K) == 0);
-		psi(&x, 0, 128 * K);
+		two_mapped_then_unmapped(&x, IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED);
 		x.w.iommufd_prefix = 1; /* one UNMAP for A..B: A goes, then it fails */
 		CHECK(iovt_fence(x.e) != 0);
 		/* the guest maps B (and A) again, at the same places */
@@ -419,14 +426,8 @@ static void dump(struct world *x, uint64_t lo, uint64_t hi)
 static void case_multi_unmap_prefix_enomem(int remap)
 {
 	struct world x;
-	world_init(&x, IOVT_MODEL_IOMMUFD, true,
-		   IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED | IOVT_SINK_EXACT_UNMAPPED);
-	CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);      /* A */
-	CHECK(gs_map(x.gd, 64 * K, 20 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0); /* B */
-	psi(&x, 0, 128 * K);
-	CHECK_EQ(iovt_fence(x.e), 0);
-	CHECK(gs_unmap(x.gd, 0, 128 * K) == 0);
-	psi(&x, 0, 128 * K);
+	two_mapped_then_unmapped(&x, IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED |
+					     IOVT_SINK_EXACT_UNMAPPED);
 	x.w.iommufd_prefix = 1;
 	x.w.arm_vec_enomem = 1;
 	int rc = iovt_fence(x.e);

@@ -181,14 +181,12 @@ static void world_fini(struct world *w)
 }
 
 /* vfio-type1-short-unmap */
-static void short_main(void)
+static void short_main(struct world *w)
 {
-	struct world w;
-	world_init(&w);
-	struct iovt_engine *e = w.e;
-	struct iovt_domain *d = w.d;
-	struct gs_domain *gd = w.gd;
-	const struct gs_region *g = w.g;
+	struct iovt_engine *e = w->e;
+	struct iovt_domain *d = w->d;
+	struct gs_domain *gd = w->gd;
+	const struct gs_region *g = w->g;
 
 	/* Two mappings made "by another process" (a fork after mapping). */
 	stuck_mode = true;
@@ -226,19 +224,17 @@ static void short_main(void)
 	CHECK_EQ(held(), 1);
 	CHECK_EQ(extents(d), 1);
 
-	world_fini(&w);
+	world_fini(w);
 	printf("vfio-type1-short-unmap: a short successful UNMAP kept in the record, retried: ok\n");
 }
 
 /* vfio-type1-compat-unmap */
-static void compat_main(void)
+static void compat_main(struct world *w)
 {
-	struct world w;
-	world_init(&w);
-	struct iovt_engine *e = w.e;
-	struct iovt_domain *d = w.d;
-	struct gs_domain *gd = w.gd;
-	const struct gs_region *g = w.g;
+	struct iovt_engine *e = w->e;
+	struct iovt_domain *d = w->d;
+	struct gs_domain *gd = w->gd;
+	const struct gs_region *g = w->g;
 	/* Two adjacent extents (HVAs not contiguous: two kernel mappings). */
 	CHECK_EQ(gs_map(gd, 0x100000, g->gpa + 0x200000, 0x1000, IOVT_PERM_RW, GS_LEAF_4K), 0);
 	CHECK_EQ(gs_map(gd, 0x101000, g->gpa + 0x400000, 0x1000, IOVT_PERM_RW, GS_LEAF_4K), 0);
@@ -282,7 +278,7 @@ static void compat_main(void)
 	CHECK_EQ(gs_unmap(gd, 0x101000, 0x1000), 0);
 	CHECK_EQ(iovt_invalidate_psi(e, 1, 0x101000, 0, false), 0);
 	CHECK_EQ(iovt_fence(e), 0);
-	world_fini(&w);
+	world_fini(w);
 	printf("vfio-type1-compat-unmap%s: record == kernel after every fence: ok\n",
 	       kernel == K_COMPAT_OLD ? " (old)" : "");
 }
@@ -291,13 +287,13 @@ int main(int argc, char **argv)
 {
 	const char *m = argc > 1 ? argv[1] : "";
 	iovt_thread_register();
-	if (!strcmp(m, "compat") || !strcmp(m, "compat-old")) {
-		kernel = strcmp(m, "compat") ? K_COMPAT_OLD : K_COMPAT;
-		compat_main();
-	} else {
-		kernel = K_TYPE1;
-		short_main();
-	}
+	struct world w;
+	kernel = !strcmp(m, "compat") ? K_COMPAT : !strcmp(m, "compat-old") ? K_COMPAT_OLD : K_TYPE1;
+	world_init(&w);
+	if (kernel == K_TYPE1)
+		short_main(&w);
+	else
+		compat_main(&w);
 	iovt_thread_unregister();
 	return 0;
 }
