@@ -423,7 +423,12 @@ struct iovt_sink_ops {
 	/** Removes everything (optional, with IOVT_SINK_UNMAP_ALL); `*unmapped`
 	 * as unmap(). */
 	int (*unmap_all)(void *ctx, uint64_t *unmapped);
-	/** Optional: called when the notifier that owns the sink frees it. */
+	/** Optional: called when the notifier that owns the sink frees it:
+	 * from then on the engine never calls the sink again. Until then `ctx`
+	 * and what it uses (a container or IOAS fd) must stay valid — after an
+	 * iovt_notifier_detach() or iovt_domain_destroy() that returned an
+	 * error, that may be later (the sink still held mappings: see
+	 * iovt_notifier_detach()). */
 	void (*destroy)(void *ctx);
 };
 
@@ -559,7 +564,8 @@ int iovt_notifier_attach(struct iovt_domain *d, unsigned flags, const struct iov
  *         the sink (its destroy() not yet called) with those extents, and an
  *         iovt_guest_ram_remove() of a region they map into asks it again
  *         and fails with -EBUSY while it refuses; once none is left the sink
- *         is destroyed, at the latest with the engine.
+ *         is destroyed, at the latest with the engine. Keep what the sink
+ *         uses valid until its destroy() runs.
  */
 int iovt_notifier_detach(struct iovt_notifier *n);
 
