@@ -201,7 +201,6 @@ static void orphan_keep(struct iovt_domain *d, int rc, struct shadow_tree *old,
 /* One orphan's extents into `region`: each UNMAP that the sink accepts (or
  * answers -ENOENT: not held) takes it out; 0 or the first refusal. */
 struct orphan_purge {
-	const struct iovt_sink *sink;
 	uint32_t region;
 	uint64_t first, last; /* the extent found, if any */
 	bool found;
@@ -220,7 +219,7 @@ static int orphan_find(void *arg, const struct iovt_extent *x)
 
 static int orphan_purge(struct iovt_engine *e, struct iovt_notifier *n, uint32_t region)
 {
-	struct orphan_purge o = { &n->sink, region, 0, 0, false };
+	struct orphan_purge o = { region, 0, 0, false };
 	uint64_t cur = 0;
 	int first_err = 0;
 	for (;;) {
