@@ -61,6 +61,7 @@ struct iovt_notifier {
 	 * or its domain's destroy): the extents it may still hold (control
 	 * lock). See domain.c, "Orphans". */
 	struct shadow_tree *orphan_tree;
+	bool orphan_superset; /* orphan_tree is the whole retired record (no memory for a copy) */
 };
 
 /*

@@ -95,6 +95,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "common/alloc.h" /* iovt_alloc_fault (detach-refused-ram) */
 #include "guestsim.h"
 #include "iovt.h"
 #include "iovt_model.h"
@@ -631,14 +632,27 @@ static int dr_map(void *c, const struct iovt_extent *m)
 	return dr_inner.ops->map(dr_inner.ctx, m);
 }
 
+/* How the sink refuses: an error, or (short) type1 before 6.3 at another
+ * process's mapping — 0, having removed nothing (IOVT_SINK_EXACT_UNMAPPED);
+ * nomem: an error, and no memory at the detach for the copy of what it
+ * refused (the orphan keeps the whole record). */
+enum dr_kind { DR_ERROR, DR_SHORT, DR_NOMEM };
+static enum dr_kind dr_kind;
+
 static int dr_unmap(void *c, uint64_t iova, uint64_t size, uint64_t *done)
 {
 	(void)c;
 	if (dr_refuse) {
 		*done = 0;
-		return -EIO;
+		return dr_kind == DR_SHORT ? 0 : -EIO;
 	}
 	return dr_inner.ops->unmap(dr_inner.ctx, iova, size, done);
+}
+
+static bool dr_no_memory(size_t size)
+{
+	(void)size;
+	return true;
 }
 
 static void dr_destroy(void *c)
@@ -661,12 +675,18 @@ static void detach_refused_one(int destroy, int gives_in)
 	ops = (struct iovt_sink_ops){ .map = dr_map, .unmap = dr_unmap, .destroy = dr_destroy };
 	struct iovt_sink s = { .ops = &ops, .caps = dr_inner.caps, .name = "refusing" };
 	s.caps.flags &= ~IOVT_SINK_UNMAP_ALL;
+	if (dr_kind == DR_SHORT)
+		s.caps.flags = (s.caps.flags & ~IOVT_SINK_MULTI_UNMAP) | IOVT_SINK_EXACT_UNMAPPED;
 	struct iovt_notifier *n;
 	CHECK_EQ(iovt_notifier_attach(f.d, IOVT_NOTIFY_IOTLB_EVENTS, &s, &n), 0);
 	CHECK_EQ(iovt_model_sink_count(m), 2);
 	dr_refuse = 1;
 	dr_destroyed = 0;
-	CHECK_EQ(destroy ? iovt_domain_destroy(f.d) : iovt_notifier_detach(n), (uint64_t)-EIO);
+	if (dr_kind == DR_NOMEM)
+		iovt_alloc_fault = dr_no_memory;
+	int rc = destroy ? iovt_domain_destroy(f.d) : iovt_notifier_detach(n);
+	iovt_alloc_fault = NULL;
+	CHECK_EQ(rc, dr_kind == DR_SHORT ? (uint64_t)-EBUSY : (uint64_t)-EIO);
 	CHECK_EQ(dr_destroyed, 0); /* the sink still holds mappings: kept */
 	CHECK_EQ(iovt_guest_ram_remove(f.e, f.r1), -EBUSY);
 	CHECK(iovt_model_sink_find(m, M1, &x));
@@ -693,9 +713,12 @@ static void detach_refused_one(int destroy, int gives_in)
 
 static void case_detach_refused_ram(void)
 {
-	for (int destroy = 0; destroy < 2; destroy++)
-		for (int gives_in = 0; gives_in < 2; gives_in++)
-			detach_refused_one(destroy, gives_in);
+	for (int kind = DR_ERROR; kind <= DR_NOMEM; kind++) {
+		dr_kind = (enum dr_kind)kind;
+		for (int destroy = 0; destroy < 2; destroy++)
+			for (int gives_in = 0; gives_in < 2; gives_in++)
+				detach_refused_one(destroy, gives_in);
+	}
 	printf("detach-refused-ram: a refused detach's mappings keep their RAM declared\n");
 }
 
