@@ -199,11 +199,12 @@ static void orphan_keep(struct iovt_domain *d, int rc, struct shadow_tree *old,
 	cds_list_add_tail(&n->link, &d->engine->orphans);
 }
 
-/* One orphan's extents into `region`: each UNMAP that the sink accepts (or
- * answers -ENOENT: not held) takes it out; 0 or the first refusal. */
+/* One orphan's extents into `region`: each asked alone (unmap_alone: an
+ * UNMAP the sink accepts, or answers -ENOENT — not held — takes it out);
+ * 0 or the first refusal. */
 struct orphan_purge {
 	uint32_t region;
-	uint64_t first, last; /* the extent found, if any */
+	struct iovt_extent x; /* the extent found, if any */
 	bool found;
 };
 
@@ -212,45 +213,46 @@ static int orphan_find(void *arg, const struct iovt_extent *x)
 	struct orphan_purge *o = arg;
 	if (x->region != o->region)
 		return 0;
-	o->first = x->iova;
-	o->last = x->iova + x->size - 1;
+	o->x = *x;
 	o->found = true;
 	return 1;
 }
 
 static int orphan_purge(struct iovt_engine *e, struct iovt_notifier *n, uint32_t region)
 {
-	struct orphan_purge o = { region, 0, 0, false };
+	/* A short answer from an IOVT_SINK_EXACT_UNMAPPED sink is a refusal
+	 * (unmap_alone), as at the detach: type1 before 6.3 stops at another
+	 * process's mapping and answers 0 (taken as success here, the removal
+	 * returned 0 with the mapping held: found by review). Not for a
+	 * superset, asked without that flag: an extent the sink did drop at
+	 * the detach answers 0 having removed nothing, and would keep the
+	 * region busy for good. */
+	struct iovt_sink sink = n->sink;
+	if (n->orphan_superset)
+		sink.caps.flags &= ~IOVT_SINK_EXACT_UNMAPPED;
+	struct sync_stats st = { 0 };
+	struct orphan_purge o = { .region = region };
 	uint64_t cur = 0;
 	int first_err = 0;
 	for (;;) {
 		o.found = false;
 		shadow_tree_iterate_w(n->orphan_tree, cur, UINT64_MAX, orphan_find, &o);
 		if (!o.found)
-			return first_err;
-		const uint64_t size = o.last - o.first + 1;
-		uint64_t done = 0;
-		int rc = sink_unmap(&n->sink, o.first, size, &done);
-		/* A short answer from an IOVT_SINK_EXACT_UNMAPPED sink is a
-		 * refusal, as at the detach (type1 before 6.3 stops at another
-		 * process's mapping and answers 0; taken as success here, the
-		 * removal returned 0 with the mapping held: found by review).
-		 * Not for a superset: an extent the sink did drop at the detach
-		 * answers 0 having removed nothing, and would keep the region
-		 * busy for good. */
-		if (!n->orphan_superset)
-			rc = short_success(&n->sink, rc, done, size);
-		if (!rc || (rc == -ENOENT && (n->sink.caps.flags & IOVT_SINK_UNMAP_EMPTY_ERR)))
-			shadow_tree_remove_count(n->orphan_tree, o.first, o.last, NULL);
-		else {
-			ENGINE_STAT_ADD(e, errors[IOVT_ERR_SINK_UNMAP], 1);
-			if (!first_err)
-				first_err = rc;
-		}
-		if (o.last == UINT64_MAX)
-			return first_err;
-		cur = o.last + 1;
+			break;
+		const uint64_t last = o.x.iova + (o.x.size - 1);
+		uint64_t done;
+		int rc = unmap_alone(&sink, &o.x, &st, &done);
+		if (rc >= 0)
+			shadow_tree_remove_count(n->orphan_tree, o.x.iova, last, NULL);
+		else if (!first_err)
+			first_err = rc;
+		if (last == UINT64_MAX)
+			break;
+		cur = last + 1;
 	}
+	if (st.errors[IOVT_ERR_SINK_UNMAP])
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_SINK_UNMAP], st.errors[IOVT_ERR_SINK_UNMAP]);
+	return first_err;
 }
 
 int engine_orphans_purge(struct iovt_engine *e, uint32_t region)
