@@ -256,6 +256,27 @@ static inline size_t node_bytes(const struct node *x)
  * branchy binary searches: 57 ns a lookup at 1K extents; these: ~32 ns).
  */
 
+/* Whether the record at position k of leaf l (order word w, n >= 1 live) is
+ * <= key; a position past the last counts as > key (its load reads the last
+ * record: live, inside the leaf). */
+static inline __attribute__((always_inline)) bool leaf_le(const struct leaf *l, uint64_t w,
+							unsigned n, unsigned k, uint64_t key)
+{
+	unsigned at = k < n ? k : n - 1;
+	return (k < n) & (l->r[ow_at(w, at)].iova <= key);
+}
+
+/* One step of a leaf's search (leaf_pos; leaf_pos_w's of up to four
+ * records): the count b + step when the record at that count is <= key (a
+ * select). */
+static inline __attribute__((always_inline)) unsigned leaf_step(const struct leaf *l, uint64_t w,
+								    unsigned n, unsigned b, unsigned step,
+								    uint64_t key)
+{
+	unsigned j = b + step;
+	return leaf_le(l, w, n, j - 1, key) ? j : b;
+}
+
 /*
  * Number of records of leaf l (order word w) whose iova <= key: four fixed
  * steps (8, 4, 2, 1), each reading the record at the candidate count,
@@ -268,12 +289,8 @@ static inline unsigned leaf_pos(const struct leaf *l, uint64_t w, uint64_t key)
 	unsigned n = ow_n(w), b = 0;
 	if (!n)
 		return 0;
-	for (unsigned step = 8; step; step >>= 1) {
-		unsigned j = b + step;              /* candidate count */
-		unsigned at = (j <= n ? j : n) - 1; /* in range: n >= 1 */
-		bool ok = j <= n && l->r[ow_at(w, at)].iova <= key;
-		b = ok ? j : b;
-	}
+	for (unsigned step = 8; step; step >>= 1)
+		b = leaf_step(l, w, n, b, step, key);
 	return b;
 }
 
@@ -292,23 +309,6 @@ static inline unsigned leaf_pos(const struct leaf *l, uint64_t w, uint64_t key)
  * readers keep leaf_pos. So does a leaf of up to four records (a strict
  * guest's one-page fence), whose chain is that short.
  */
-static inline __attribute__((always_inline)) bool leaf_le(const struct leaf *l, uint64_t w,
-							unsigned n, unsigned k, uint64_t key)
-{
-	unsigned at = k < n ? k : n - 1;
-	return (k < n) & (l->r[ow_at(w, at)].iova <= key);
-}
-
-/* One step of leaf_pos_w's search of a leaf of n (1..4) records: the count
- * b + step when the record at that count is <= key (a select). */
-static inline __attribute__((always_inline)) unsigned leaf_step_w(const struct leaf *l, uint64_t w,
-								    unsigned n, unsigned b, unsigned step,
-								    uint64_t key)
-{
-	unsigned j = b + step;
-	return leaf_le(l, w, n, j - 1, key) ? j : b;
-}
-
 static inline __attribute__((always_inline)) unsigned leaf_pos_w(const struct leaf *l, uint64_t w,
 								   uint64_t key)
 {
@@ -323,9 +323,9 @@ static inline __attribute__((always_inline)) unsigned leaf_pos_w(const struct le
 		 * tree/shadow_lookup/1024 went 37 -> 64 ns. */
 		if (!n)
 			return 0;
-		unsigned b = leaf_step_w(l, w, n, 0, 4, key);
-		b = leaf_step_w(l, w, n, b, 2, key);
-		return leaf_step_w(l, w, n, b, 1, key);
+		unsigned b = leaf_step(l, w, n, 0, 4, key);
+		b = leaf_step(l, w, n, b, 2, key);
+		return leaf_step(l, w, n, b, 1, key);
 	}
 	unsigned b = 4 * (leaf_le(l, w, n, 3, key) + leaf_le(l, w, n, 7, key) +
 			  leaf_le(l, w, n, 11, key));
