@@ -209,10 +209,13 @@ void iovt_engine_destroy(struct iovt_engine *e);
  * @param e the engine.
  * @param gpa first guest-physical byte, 4 KiB aligned.
  * @param size bytes, 4 KiB multiple, > 0.
- * @param hva host address of gpa.
+ * @param hva host address of gpa: 4 KiB aligned, not NULL, [hva, hva + size)
+ *        not wrapping (the engine reads guest tables through it with 8-byte loads
+ *        and passes it on in every MAP).
  * @param[out] region_id the region's id (as in iovt_extent::region); may be NULL.
  * @return 0 or a negative errno; each error is counted as bad_argument.
- * @retval -EINVAL size 0, gpa or size not 4 KiB aligned, or the range wraps.
+ * @retval -EINVAL size 0, gpa or size not 4 KiB aligned, the range wraps, or hva
+ *         is NULL, not 4 KiB aligned or its range wraps.
  * @retval -EEXIST overlaps a declared region.
  * @retval -ENOSPC 256 regions already.
  * @retval -ENOMEM out of memory.

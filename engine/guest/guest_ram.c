@@ -157,7 +157,14 @@ static int insert_locked(struct guest_ram *ram, struct guest_ram_region r, uint3
 
 int guest_ram_add(struct guest_ram *ram, uint64_t gpa, uint64_t size, void *hva, uint32_t *id_out)
 {
-	if (!size || (gpa | size) & 0xfff || gpa + size - 1 < gpa)
+	/* The host address too: a table is read through it with 8-byte loads
+	 * and every MAP passes it on, so NULL, an address off a page boundary
+	 * (misaligned loads; a VFIO sink refuses every such MAP, forever) or a
+	 * range past the top of the address space is refused here, not met by
+	 * the first walk (a NULL one crashed it; found by review). */
+	const uint64_t h = (uint64_t)(uintptr_t)hva;
+	if (!size || (gpa | size) & 0xfff || gpa + size - 1 < gpa || !h || h & 0xfff ||
+	    h + size - 1 < h)
 		return -EINVAL;
 	/* gpa + size == 0 (a region ending exactly at 2^64) is allowed. */
 	pthread_mutex_lock(&ram->lock);

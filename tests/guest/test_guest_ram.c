@@ -30,6 +30,10 @@ static void test_add_remove(void)
 	CHECK_EQ(guest_ram_add(ram, 0x1000, 0x800, buf[0], NULL), -EINVAL);
 	CHECK_EQ(guest_ram_add(ram, 0x1000, 0, buf[0], NULL), -EINVAL);
 	CHECK_EQ(guest_ram_add(ram, ~0ull - K + 1, 2 * K, buf[0], NULL), -EINVAL); /* wraps */
+	/* The host address: NULL, off a page boundary, or wrapping past the top. */
+	CHECK_EQ(guest_ram_add(ram, 0x1000, K, NULL, NULL), -EINVAL);
+	CHECK_EQ(guest_ram_add(ram, 0x1000, K, (char *)buf[0] + 8, NULL), -EINVAL);
+	CHECK_EQ(guest_ram_add(ram, 0x1000, 2 * K, (void *)(uintptr_t)(~0ull - K + 1), NULL), -EINVAL);
 
 	CHECK_EQ(guest_ram_add(ram, 0x100000, 2 * K, buf[0], &id1), 0);
 	CHECK_EQ(guest_ram_add(ram, 0x300000, 2 * K, buf[2], &id3), 0);
