@@ -139,8 +139,9 @@ struct drain_state {
 	struct sync_scratch scratch;
 	struct range_set todo;
 	VEC(uint16_t) touched;          /* DIDs posted to since the last fence */
-	uint64_t touched_bits[65536 / 64];
+	uint64_t touched_bits[65536 / 64]; /* the same set: always complete */
 	bool touched_all;               /* a global invalidation: every domain */
+	bool touched_overflow;          /* the list missed DIDs (no memory): the bits are the set */
 	bool draining_inline;           /* the producer drains at its own fence */
 	bool global_pending;            /* a global drained, its pass over the domains not made yet */
 	struct queue_counters ctr;

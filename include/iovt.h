@@ -785,7 +785,7 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
  * next fence), fences in it complete (counted in fences_drained). Engine
  * lock; the producer must not post, nor wait on one of its fences,
  * concurrently (a waiter woken by the destroy would read the freed queue).
- * @param q the queue; invalid after the call.
+ * @param q the queue; invalid after the call. NULL: nothing.
  */
 void iovt_queue_destroy(struct iovt_queue *q);
 
@@ -868,6 +868,8 @@ bool iovt_queue_fence_done(const struct iovt_queue *q, uint64_t ticket);
  * @param q the queue.
  * @param ticket from iovt_queue_fence_post().
  * @return as iovt_queue_fence().
+ * @retval -EINVAL a ticket q has not handed out yet (counted as bad_argument;
+ *         waiting for it would never end).
  */
 int iovt_queue_fence_wait(struct iovt_queue *q, uint64_t ticket);
 
@@ -1005,7 +1007,8 @@ enum iovt_err_kind {
 	IOVT_ERR_SINK_UNMAP,       /**< a sink refused an UNMAP */
 	IOVT_ERR_BAD_ARGUMENT,     /**< a call refused its arguments: domain create (width, root,
 				    * DID in use), set_root, attach (flags, sink, -EBUSY), guest RAM
-				    * add/remove, queue create, workers start, iovt_dpdk_pollers_start
+				    * add/remove, queue create, a fence wait for a ticket not handed
+				    * out, workers start, iovt_dpdk_pollers_start
 				    * (-EINVAL, -EBUSY), iovt_translate_range (-EINVAL) */
 	IOVT_ERR_NO_MEMORY,        /**< the engine's own memory ran out in a sync (a plan, the record):
 				    * nothing of what failed was sent; the span is retried. Also

@@ -63,16 +63,46 @@ void queue_drain_end(struct iovt_queue *q)
 	atomic_store_explicit(&q->draining, 0, memory_order_release);
 }
 
+/*
+ * A DID into the queue's set for its next fence. The bit always goes in;
+ * the list (the fence's order, and no scan of 8 KiB of bits) only when it
+ * can grow. Without memory for it the fence walks the bits instead
+ * (touched_overflow), and that is counted. It set touched_all before, which
+ * the fence turned into a pass over every domain through this same touch:
+ * failing again, it synced nothing and published its ticket, the PSI not
+ * applied (found by review: intake-touched-oom).
+ */
 static void touch(struct drain_state *ds, uint16_t did)
 {
 	uint64_t bit = 1ull << (did & 63);
 	if (ds->touched_bits[did >> 6] & bit)
 		return;
-	if (vec_push(&ds->touched, did)) {
-		ds->touched_all = true; /* no memory for the list: sync everything */
-		return;
-	}
 	ds->touched_bits[did >> 6] |= bit;
+	if (__builtin_expect(!ds->touched_overflow && vec_push(&ds->touched, did), 0)) {
+		ds->touched_overflow = true;
+		ENGINE_STAT_ADD(caa_container_of(ds, struct iovt_queue, drain)->engine,
+				errors[IOVT_ERR_NO_MEMORY], 1);
+	}
+}
+
+/* The fence's sync of one listed DID (its bit cleared first; set again
+ * when its spans failed: the next fence retries it). */
+static int fence_sync_did(struct iovt_engine *e, struct drain_state *ds, uint16_t did,
+			  uint64_t ticket)
+{
+	ds->touched_bits[did >> 6] &= ~(1ull << (did & 63));
+	bool ref;
+	struct iovt_domain *d = domain_sync_lock(e, did, &ref);
+	if (!d)
+		return 0;
+	bool retry;
+	int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, NULL);
+	if (ticket == FINAL_UNTICKETED)
+		d->fence_synced = atomic_load_explicit(&e->fence_seq, memory_order_relaxed);
+	domain_sync_unlock(d, ref);
+	if (retry)
+		ds->touched_bits[did >> 6] |= 1ull << (did & 63);
+	return rc;
 }
 
 /*
@@ -184,26 +214,15 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 		}
 		iovt_rcu_read_unlock();
 	}
-	{
+	if (__builtin_expect(!ds->touched_overflow, 1)) {
 		size_t n = ds->touched.n;
 		for (size_t i = 0; i < n; i++) {
 			uint16_t did = ds->touched.v[i];
 			if (did == carried)
 				continue; /* synced above; listed still only if spans failed */
-			ds->touched_bits[did >> 6] &= ~(1ull << (did & 63));
-			bool ref;
-			struct iovt_domain *d = domain_sync_lock(e, did, &ref);
-			if (!d)
-				continue;
-			bool retry;
-			int rc = domain_sync_locked_carry(d, &ds->scratch, &ds->todo, &retry, NULL);
-			if (ticket == FINAL_UNTICKETED)
-				d->fence_synced = atomic_load_explicit(&e->fence_seq, memory_order_relaxed);
-			domain_sync_unlock(d, ref);
+			int rc = fence_sync_did(e, ds, did, ticket);
 			if (rc && !err)
 				err = rc;
-			if (retry)
-				ds->touched_bits[did >> 6] |= 1ull << (did & 63);
 		}
 		/* Keep the DIDs still marked (their spans failed) for the next fence. */
 		size_t kept = 0;
@@ -213,6 +232,28 @@ static int apply_fence(struct iovt_queue *q, uint64_t ticket, bool inline_fence,
 				ds->touched.v[kept++] = did;
 		}
 		ds->touched.n = kept;
+	} else {
+		/* The list missed DIDs: the bits are the set. Each word as it
+		 * was, so that a DID marked again (its spans failed) waits for
+		 * the next fence; then the list is made again from the bits. */
+		for (unsigned w = 0; w < 65536 / 64; w++) {
+			for (uint64_t bits = ds->touched_bits[w]; bits; bits &= bits - 1) {
+				uint16_t did = (uint16_t)(w * 64 + (unsigned)__builtin_ctzll(bits));
+				if (did == carried)
+					continue;
+				int rc = fence_sync_did(e, ds, did, ticket);
+				if (rc && !err)
+					err = rc;
+			}
+		}
+		ds->touched.n = 0;
+		ds->touched_overflow = false;
+		for (unsigned w = 0; w < 65536 / 64 && !ds->touched_overflow; w++)
+			for (uint64_t bits = ds->touched_bits[w]; bits; bits &= bits - 1)
+				if (vec_push(&ds->touched, (uint16_t)(w * 64 + (unsigned)__builtin_ctzll(bits)))) {
+					ds->touched_overflow = true; /* counted when it first failed */
+					break;
+				}
 	}
 	fence_publish(q, ticket, inline_fence, err);
 	probe_fence_end(err); /* every queue_fence_begin has its end */
@@ -518,7 +559,7 @@ static inline __attribute__((always_inline)) unsigned drain_fence(struct iovt_qu
 {
 	struct drain_state *ds = &q->drain;
 	/* budget >= FIRST_POP: a ring holds at least two items (iovt_queue_create) */
-	if (ds->touched.n || ds->touched_all || ds->global_pending)
+	if (ds->touched.n || ds->touched_all || ds->global_pending || ds->touched_overflow)
 		return drain_in(q, budget, final, final_err, NULL, 0);
 	struct intake_item two[FIRST_POP];
 	const unsigned n = q->ring->ops->pop(q->ring, two, FIRST_POP);

@@ -126,8 +126,39 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	return 0;
 }
 
+/* A queue's counters as folded into the engine's so far. */
+struct queue_counters_snap {
+	uint64_t fences_inline, fences_drained, fences_alone, queue_items;
+};
+
+/* Adds c's counters, less what `since` already added (NULL: nothing), to
+ * the engine's; *now (may be NULL) gets the values added up to. */
+static void queue_counters_fold(struct iovt_engine *e, const struct queue_counters *c,
+				const struct queue_counters_snap *since, struct queue_counters_snap *now)
+{
+	struct queue_counters_snap v = {
+		atomic_load(&c->fences_inline), atomic_load(&c->fences_drained),
+		atomic_load(&c->fences_alone), atomic_load(&c->queue_items),
+	};
+	struct queue_counters_snap d = v;
+	if (since) {
+		d.fences_inline -= since->fences_inline;
+		d.fences_drained -= since->fences_drained;
+		d.fences_alone -= since->fences_alone;
+		d.queue_items -= since->queue_items;
+	}
+	ENGINE_STAT_ADD(e, fences, d.fences_inline + d.fences_drained + d.fences_alone);
+	ENGINE_STAT_ADD(e, fences_inline, d.fences_inline);
+	ENGINE_STAT_ADD(e, fences_drained, d.fences_drained);
+	ENGINE_STAT_ADD(e, queue_items, d.queue_items);
+	if (now)
+		*now = v;
+}
+
 void iovt_queue_destroy(struct iovt_queue *q)
 {
+	if (!q)
+		return; /* as iovt_engine_destroy(NULL) */
 	struct iovt_engine *e = q->engine;
 
 	pthread_mutex_lock(&e->control_lock);
@@ -137,6 +168,14 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	pthread_mutex_lock(&e->queues_lock);
 	while (queue_table_replace(e, NULL, q))
 		sched_yield(); /* a table of n - 1 pointers: memory comes back */
+	/* Out of the table, iovt_stats_get no longer sums its counters: they
+	 * become the engine's now, and what they gain until the end of this
+	 * call later (folded at the end only, the engine's fences and
+	 * queue_items went back by the queue's whole history while this call
+	 * waited for its drainers: found by review). */
+	struct queue_counters *c = &q->drain.ctr;
+	struct queue_counters_snap folded;
+	queue_counters_fold(e, c, NULL, &folded);
 	pthread_mutex_unlock(&e->queues_lock);
 	/* Leftovers go to the domains' pending sets; fences in it complete. */
 	queue_drain_begin_wait(q);
@@ -149,13 +188,9 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	iovt_synchronize_rcu();
 	while (atomic_load(&q->draining))
 		sched_yield();
-	/* Its counters become the engine's (it left the table: stats_get no longer sums it). */
-	struct queue_counters *c = &q->drain.ctr;
-	uint64_t fi = atomic_load(&c->fences_inline), fd = atomic_load(&c->fences_drained);
-	ENGINE_STAT_ADD(e, fences, fi + fd + atomic_load(&c->fences_alone));
-	ENGINE_STAT_ADD(e, fences_inline, fi);
-	ENGINE_STAT_ADD(e, fences_drained, fd);
-	ENGINE_STAT_ADD(e, queue_items, atomic_load(&c->queue_items));
+	/* What its counters gained since they were folded (the drain above, a
+	 * poller that still held it): no drainer is left. */
+	queue_counters_fold(e, c, &folded, NULL);
 	queue_free(q);
 }
 
@@ -501,6 +536,12 @@ uint64_t iovt_queue_fence_post(struct iovt_queue *q)
 
 int iovt_queue_fence_wait(struct iovt_queue *q, uint64_t ticket)
 {
+	/* A ticket not handed out yet would be waited for forever (found by
+	 * review). fences_posted is the producer's, and so is this call. */
+	if (__builtin_expect(ticket > q->fences_posted, 0)) {
+		ENGINE_STAT_ADD(q->engine, errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		return -EINVAL;
+	}
 	return wait_ticket(q, ticket, !q->handoff);
 }
 
