@@ -157,40 +157,49 @@ void domain_teardown(struct iovt_domain *d)
  * detach or its domain's destroy still holds them after the call returns
  * (with the error) — mappings into guest RAM that the host may later
  * remove. Detached regardless (iovt.h), the notifier is kept on the
- * engine's orphans with the extents the sink refused (or, without memory
- * to copy them, the whole retired record: a superset), its sink alive: an
+ * engine's orphans with exactly the extents its sink still holds: those it
+ * refused, copied into a tree of its own; and, when a refusal found no
+ * memory there, every extent of the retired record from that one on (no
+ * more were asked: they are all still held). Its sink stays alive: an
  * iovt_guest_ram_remove of a region they map into asks the sink again to
  * unmap them and fails with -EBUSY while it refuses, as for an attached
  * sink (before, it returned 0 with the device still mapping the freed
  * memory: found by the twenty-second session's review,
- * lifecycle-detach-refused-ram). An orphan whose extents are all gone is
- * freed (its sink's destroy called then); the rest at engine destroy.
- * Control lock for all of it; an orphan tree has no readers: the retired
- * record's last ones are gone after the removal's grace period.
+ * lifecycle-detach-refused-ram). Exact, never a superset: a superset (the
+ * whole record, when the copy had no memory) was asked without the sink's
+ * exact-count flag, and a type1-style refusal (0, nothing removed) then
+ * passed for success, the removal returning 0 with the region mapped
+ * (found by the twenty-third session's review, lifecycle-orphan-superset-
+ * short). An orphan whose extents are all gone is freed (its sink's
+ * destroy called then); the rest at engine destroy. Control lock for all
+ * of it; an orphan tree has no readers: the retired record's last ones are
+ * gone after the removal's grace period.
  */
 static void orphan_free(struct iovt_notifier *n)
 {
 	shadow_tree_retire(n->orphan_tree);
-	n->orphan_tree = NULL;
+	shadow_tree_retire(n->orphan_rest);
+	n->orphan_tree = n->orphan_rest = NULL;
 	free_notifier(n);
 }
 
 /* retire_map_notifier's end: the record `old` retired, or kept as an
- * orphan's with the notifier (rc: the unmapping's result). */
+ * orphan's with the notifier (rc: the unmapping's result; kept, stopped,
+ * from: sync_unmap_everything's). */
 static void orphan_keep(struct iovt_domain *d, int rc, struct shadow_tree *old,
-			struct shadow_tree *kept, bool lost)
+			struct shadow_tree *kept, bool stopped, uint64_t from)
 {
 	struct iovt_notifier *n = d->map_notifier;
-	if (!rc || (!lost && (!kept || !shadow_tree_count(kept)))) {
+	if (!rc || (!stopped && (!kept || !shadow_tree_count(kept)))) {
 		shadow_tree_retire(kept); /* never published; NULL: none */
 		shadow_tree_retire(old);
 		free_notifier(n);
 		return;
 	}
-	n->orphan_superset = lost;
-	if (lost) {
-		shadow_tree_retire(kept);
-		kept = old; /* everything it held: what it refused is among it */
+	if (stopped) {
+		n->orphan_rest = old; /* from `from` on: still held */
+		n->orphan_from = from;
+		n->orphan_trim = from > 0;
 	} else {
 		shadow_tree_retire(old);
 	}
@@ -218,41 +227,61 @@ static int orphan_find(void *arg, const struct iovt_extent *x)
 	return 1;
 }
 
-static int orphan_purge(struct iovt_engine *e, struct iovt_notifier *n, uint32_t region)
+static int orphan_purge_tree(const struct iovt_sink *sink, struct shadow_tree *tree,
+			     uint32_t region, struct sync_stats *st)
 {
-	/* A short answer from an IOVT_SINK_EXACT_UNMAPPED sink is a refusal
-	 * (unmap_alone), as at the detach: type1 before 6.3 stops at another
-	 * process's mapping and answers 0 (taken as success here, the removal
-	 * returned 0 with the mapping held: found by review). Not for a
-	 * superset, asked without that flag: an extent the sink did drop at
-	 * the detach answers 0 having removed nothing, and would keep the
-	 * region busy for good. */
-	struct iovt_sink sink = n->sink;
-	if (n->orphan_superset)
-		sink.caps.flags &= ~IOVT_SINK_EXACT_UNMAPPED;
-	struct sync_stats st = { 0 };
 	struct orphan_purge o = { .region = region };
 	uint64_t cur = 0;
 	int first_err = 0;
+	if (!tree)
+		return 0;
 	for (;;) {
 		o.found = false;
-		shadow_tree_iterate_w(n->orphan_tree, cur, UINT64_MAX, orphan_find, &o);
+		shadow_tree_iterate_w(tree, cur, UINT64_MAX, orphan_find, &o);
 		if (!o.found)
 			break;
 		const uint64_t last = o.x.iova + (o.x.size - 1);
 		uint64_t done;
-		int rc = unmap_alone(&sink, &o.x, &st, &done);
+		int rc = unmap_alone(sink, &o.x, st, &done);
 		if (rc >= 0)
-			shadow_tree_remove_count(n->orphan_tree, o.x.iova, last, NULL);
+			shadow_tree_remove_count(tree, o.x.iova, last, NULL);
 		else if (!first_err)
 			first_err = rc;
 		if (last == UINT64_MAX)
 			break;
 		cur = last + 1;
 	}
+	return first_err;
+}
+
+static int orphan_purge(struct iovt_engine *e, struct iovt_notifier *n, uint32_t region)
+{
+	/* A short answer from an IOVT_SINK_EXACT_UNMAPPED sink is a refusal
+	 * (unmap_alone), as at the detach: type1 before 6.3 stops at another
+	 * process's mapping and answers 0 (taken as success here, the removal
+	 * returned 0 with the mapping held: found by review). Every extent
+	 * asked is one the sink holds (the orphan is exact), so such an
+	 * answer is never an extent already dropped. */
+	if (n->orphan_trim) {
+		/* below orphan_from: dropped at the detach, or refused and in
+		 * orphan_tree; the removal's grace period has passed (no reader) */
+		shadow_tree_remove_count(n->orphan_rest, 0, n->orphan_from - 1, NULL);
+		n->orphan_trim = false;
+	}
+	struct sync_stats st = { 0 };
+	int first_err = orphan_purge_tree(&n->sink, n->orphan_tree, region, &st);
+	int rc = orphan_purge_tree(&n->sink, n->orphan_rest, region, &st);
+	if (rc && !first_err)
+		first_err = rc;
 	if (st.errors[IOVT_ERR_SINK_UNMAP])
 		ENGINE_STAT_ADD(e, errors[IOVT_ERR_SINK_UNMAP], st.errors[IOVT_ERR_SINK_UNMAP]);
 	return first_err;
+}
+
+static bool orphan_empty(const struct iovt_notifier *n)
+{
+	return (!n->orphan_tree || !shadow_tree_count(n->orphan_tree)) &&
+	       (!n->orphan_rest || (!n->orphan_trim && !shadow_tree_count(n->orphan_rest)));
 }
 
 int engine_orphans_purge(struct iovt_engine *e, uint32_t region)
@@ -263,7 +292,7 @@ int engine_orphans_purge(struct iovt_engine *e, uint32_t region)
 		int rc = orphan_purge(e, n, region);
 		if (rc && !err)
 			err = rc;
-		if (!shadow_tree_count(n->orphan_tree)) {
+		if (orphan_empty(n)) {
 			cds_list_del(&n->link);
 			orphan_free(n);
 		}
@@ -307,10 +336,11 @@ static int retire_map_notifier(struct iovt_domain *d)
 	iovt_rcu_assign(d->tree, NULL);
 	/* The extents the sink refuses to drop are kept (orphan_keep). */
 	struct shadow_tree *kept;
-	bool lost;
-	rc = sync_unmap_everything(&t, &st, &kept, &lost);
+	bool stopped;
+	uint64_t from;
+	rc = sync_unmap_everything(&t, &st, &kept, &stopped, &from);
 	domain_fold_stats(d, &st);
-	orphan_keep(d, rc, t.tree, kept, lost);
+	orphan_keep(d, rc, t.tree, kept, stopped, from);
 	d->map_notifier = NULL;
 	range_set_clear(&d->retry);
 	range_set_clear(&d->capped);

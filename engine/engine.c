@@ -176,6 +176,8 @@ int iovt_guest_ram_remove(struct iovt_engine *e, uint64_t gpa)
 		pthread_mutex_unlock(&e->control_lock);
 		if (rc == -ENOENT)
 			ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		else /* -ENOMEM: the region array's copy (uncounted until a review) */
+			ENGINE_STAT_ADD(e, errors[IOVT_ERR_NO_MEMORY], 1);
 		return rc;
 	}
 	iovt_synchronize_rcu();

@@ -60,8 +60,14 @@ struct iovt_notifier {
 	/* An orphan (a MAP notifier whose sink refused UNMAPs at its detach
 	 * or its domain's destroy): the extents it may still hold (control
 	 * lock). See domain.c, "Orphans". */
-	struct shadow_tree *orphan_tree;
-	bool orphan_superset; /* orphan_tree is the whole retired record (no memory for a copy) */
+	struct shadow_tree *orphan_tree;  /* the extents it refused (NULL: none) */
+	/* Without memory to record a refusal, nothing more was asked: the
+	 * retired record, whose extents from orphan_from on it still holds
+	 * (those below it are gone, or in orphan_tree: removed from this one
+	 * at the first purge, once no reader can hold it). NULL: none. */
+	struct shadow_tree *orphan_rest;
+	uint64_t orphan_from;
+	bool orphan_trim;                 /* orphan_rest below orphan_from not removed yet */
 };
 
 /*

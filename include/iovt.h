@@ -1014,7 +1014,11 @@ enum iovt_err_kind {
 				    * nothing of what failed was sent; the span is retried. Also
 				    * one per IOTLB table dropped whole by an invalidation that
 				    * had no room to retire an entry (translations stay right;
-				    * the next lookups walk and refill) */
+				    * the next lookups walk and refill), one per queue fence
+				    * whose list of touched domains could not grow, and one per
+				    * iovt_guest_ram_remove() that failed for memory (-ENOMEM,
+				    * or -EBUSY when a domain's extents there could not be
+				    * listed) */
 	IOVT_ERR_KIND_COUNT        /**< the number of kinds */
 };
 /** Slots of iovt_stats::errors: fixed, room for new kinds. */

@@ -619,6 +619,9 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 	void *arg[2] = { s, &region };
 	int r = shadow_tree_iterate(d->tree, 0, domain_top(d), push_region_extent, arg);
 	if (r) {
+		/* no memory to list the region's extents: nothing was asked, the
+		 * removal fails (-EBUSY) — counted (it was not: review) */
+		STAT_ADD(d, errors[IOVT_ERR_NO_MEMORY], 1);
 		vec_clear(&s->unmaps);
 		if (!rc)
 			rc = r;
@@ -640,6 +643,9 @@ int domain_ram_purge(struct iovt_domain *d, uint32_t region, struct sync_scratch
 		rc = r;
 	range_set_free(&failed);
 out:
+	/* its UNMAP list may have grown with the region's extents: a one-page
+	 * sync on this scratch does not trim (sync_ranges) */
+	sync_scratch_trim(s);
 	sync_lock_release(&d->sync_lock);
 	return rc;
 }

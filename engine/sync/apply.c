@@ -79,6 +79,12 @@ int unmap_alone(const struct iovt_sink *sink, const struct iovt_extent *e, struc
 		return 1;
 	if (rc)
 		st->errors[IOVT_ERR_SINK_UNMAP]++;
+	/* A failure that counts all of it removed (a sink whose count on
+	 * failure apply_unmaps trusts): gone, as resolve_group reads it; kept
+	 * as refused, an orphan's region stayed busy for good (review). */
+	if (rc < 0 && *done >= e->size &&
+	    (sink->caps.flags & (IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_EXACT_UNMAPPED)))
+		return 0;
 	return rc;
 }
 

@@ -431,7 +431,7 @@ static int sync_ranges_in(const struct sync_target *t, const struct range *range
  * its 1.3 GiB of runs allocated). */
 #define SCRATCH_KEEP (1u << 14)
 
-static void scratch_trim(struct sync_scratch *s)
+void sync_scratch_trim(struct sync_scratch *s)
 {
 	if (__builtin_expect(s->runs.cap > SCRATCH_KEEP, 0))
 		vec_free(&s->runs);
@@ -452,14 +452,15 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 	s->walk_left = t->walk.budget ? t->walk.budget : UINT64_MAX;
 	int rc;
 	/* A one-page range without the trim: sync_page pushes one element at
-	 * most, and a vector grown past SCRATCH_KEEP by an earlier sync was
-	 * trimmed at its end (~15 of a one-page PSI + wait's instructions). */
+	 * most, and a vector grown past SCRATCH_KEEP by an earlier sync, or a
+	 * RAM removal's purge (domain_ram_purge), was trimmed at its end (~15
+	 * of a one-page PSI + wait's instructions). */
 	if (n == 1 && !(ranges[0].first & (IOVT_PAGE_SIZE - 1)) &&
 	    ranges[0].last == ranges[0].first + IOVT_PAGE_SIZE - 1 &&
 	    sync_page(t, ranges[0].first, s, st, retry, &rc))
 		return rc;
 	rc = sync_ranges_in(t, ranges, n, s, st, retry);
-	scratch_trim(s);
+	sync_scratch_trim(s);
 	return rc;
 }
 
@@ -488,12 +489,27 @@ struct unmap_each {
 	int rc; /* the first error */
 	struct shadow_tree *kept; /* the refused extents (made at the first) */
 	unsigned width;           /* its address width */
-	bool lost;                /* one of them could not be put in `kept` */
+	uint64_t prefix;          /* bytes a failed merged call reported removed */
+	bool stopped;             /* a refused extent found no room in `kept` */
+	uint64_t from;            /* then: it, and every extent from it on, still held */
 };
 
 static int unmap_each(void *arg, const struct iovt_extent *e)
 {
 	struct unmap_each *u = arg;
+	if (u->prefix) {
+		/* Whole extents inside the prefix a failed merged call reported
+		 * removed (in IOVA order, as forget_prefix reads it): gone.
+		 * Asked again, an exact-count sink answers 0 having removed
+		 * nothing — a refusal — and the region stayed busy for good
+		 * (found by review: lifecycle-orphan-prefix). */
+		if (e->size <= u->prefix) {
+			u->prefix -= e->size;
+			u->st->pages_unmapped += e->size >> IOVT_PAGE_SHIFT;
+			return 0;
+		}
+		u->prefix = 0;
+	}
 	uint64_t done;
 	int rc = unmap_alone(u->sink, e, u->st, &done);
 	if (!rc)
@@ -503,8 +519,13 @@ static int unmap_each(void *arg, const struct iovt_extent *e)
 			u->rc = rc; /* (1: already gone, a failed call before removed it) */
 		if (!u->kept)
 			u->kept = shadow_tree_create(u->width);
-		if (!u->kept || shadow_tree_insert(u->kept, e))
-			u->lost = true;
+		if (!u->kept || shadow_tree_insert(u->kept, e)) {
+			/* No room to say what it refused: nothing more is asked,
+			 * so the record from here on is exactly what it holds. */
+			u->stopped = true;
+			u->from = e->iova;
+			return 1;
+		}
 	}
 	return 0;
 }
@@ -522,16 +543,21 @@ static int unmap_each(void *arg, const struct iovt_extent *e)
  * review). Returns 0 or the first error.
  */
 int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
-			  struct shadow_tree **kept, bool *lost)
+			  struct shadow_tree **kept, bool *stopped, uint64_t *from)
 {
 	*kept = NULL;
-	*lost = false;
+	*stopped = false;
+	*from = 0;
 	const struct iovt_sink *sink = t->sink;
 	const uint64_t top = target_top(t);
 
 	if (shadow_tree_count(t->tree) == 0)
 		return 0;
 	int first = 0;
+	/* What a failed merged call removed, in IOVA order, when the sink says
+	 * (as apply_unmaps trusts it: forget_prefix). */
+	uint64_t prefix = 0;
+	const bool counted = sink->caps.flags & (IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_EXACT_UNMAPPED);
 	if ((sink->caps.flags & IOVT_SINK_UNMAP_ALL) && sink->ops->unmap_all) {
 		uint64_t done = 0;
 		int rc = sink_unmap_all(sink, &done);
@@ -551,6 +577,7 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
 		 * mapping stayed mapped). */
 		st->errors[IOVT_ERR_SINK_UNMAP]++;
 		first = rc;
+		prefix = counted ? done : 0;
 	} else if ((sink->caps.flags & IOVT_SINK_MULTI_UNMAP) && shadow_tree_count(t->tree) > 1) {
 		/* One call from the first extent to the last: it bisects nothing. */
 		struct whole_span w = { 0 };
@@ -565,10 +592,12 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
 		}
 		st->errors[IOVT_ERR_SINK_UNMAP]++;
 		first = rc;
+		prefix = counted ? done : 0;
 	}
-	struct unmap_each u = { sink, st, 0, NULL, t->walk.addr_width, false };
+	struct unmap_each u = { sink, st, 0, NULL, t->walk.addr_width, prefix, false, 0 };
 	shadow_tree_iterate_w(t->tree, 0, top, unmap_each, &u);
 	*kept = u.kept;
-	*lost = u.lost;
+	*stopped = u.stopped;
+	*from = u.from;
 	return first ? first : u.rc;
 }

@@ -83,6 +83,9 @@ struct sync_scratch {
 };
 
 void sync_scratch_free(struct sync_scratch *s);
+/* Frees the vectors one sync grew past what a scratch keeps between syncs
+ * (sync_ranges does it at its end; a caller that fills them itself too). */
+void sync_scratch_trim(struct sync_scratch *s);
 
 /* Tests only (single-threaded ones: the counts are plain adds): when set,
  * sync.c's small path counts its plans by way — [0] nothing recorded in
@@ -103,12 +106,13 @@ int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t 
 /* Tells the sink to drop every extent of the record (detach, domain
  * destroy), allocating nothing while it accepts. The record itself is left
  * as it is: the caller has unpublished it and retires it. Returns 0 or the
- * first sink error (every extent is tried). The extents the sink refused
- * go into *kept, a tree made at the first (NULL: none refused, or no
- * memory for it; never published: the caller owns it); *lost: one could
- * not be put there (no memory), so *kept holds less than the sink. */
+ * first sink error. The extents the sink refused go into *kept, a tree
+ * made at the first (NULL: none refused; never published: the caller owns
+ * it). When one of them finds no room there (no memory), nothing more is
+ * asked: *stopped, and the sink holds exactly *kept plus every extent of
+ * the record from IOVA *from on (that one included). */
 int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
-			  struct shadow_tree **kept, bool *lost);
+			  struct shadow_tree **kept, bool *stopped, uint64_t *from);
 
 /* Stage entry points (used by sync_ranges and by unit tests). */
 
@@ -196,9 +200,10 @@ static inline uint64_t target_top(const struct sync_target *t)
 /*
  * One extent's UNMAP alone, after a failed call over it may already have
  * removed it (apply.c's resolve_group, sync_unmap_everything). Counts the
- * call, and a refusal. Returns 0 (removed now), 1 (already gone: -ENOENT
- * from a sink with IOVT_SINK_UNMAP_EMPTY_ERR) or the refusal; *done: the
- * bytes the sink says it removed.
+ * call, and a refusal. Returns 0 (removed now: also a failed call that
+ * says it removed all of it, from a sink that counts on failure), 1
+ * (already gone: -ENOENT from a sink with IOVT_SINK_UNMAP_EMPTY_ERR) or the
+ * refusal; *done: the bytes the sink says it removed.
  */
 int unmap_alone(const struct iovt_sink *sink, const struct iovt_extent *e, struct sync_stats *st,
 		uint64_t *done);

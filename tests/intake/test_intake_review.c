@@ -211,9 +211,17 @@ static void destroy_stats(void)
 		usleep(100);
 	struct iovt_stats before, during, after;
 	iovt_stats_get(sb_e, &before);
+	CHECK(before.queues == 1);
 	CHECK(pthread_create(&dt, NULL, sb_destroyer, NULL) == 0);
-	usleep(100 * 1000); /* the destroy has left the table and waits for the flag */
+	/* until the destroy has taken the queue out of the table (it then waits
+	 * for the poller's flag): a sample before that could not fail */
+	do {
+		usleep(1000);
+		iovt_stats_get(sb_e, &during);
+	} while (during.queues != 0);
+	usleep(20 * 1000);
 	iovt_stats_get(sb_e, &during);
+	CHECK(!atomic_load(&sb_release) && during.queues == 0);
 	atomic_store(&sb_release, 1);
 	CHECK(pthread_join(p, NULL) == 0);
 	CHECK(pthread_join(dt, NULL) == 0);
