@@ -53,41 +53,7 @@ CHECK_SEED_STORAGE;
 #define M1 0x100000ull
 #define DID 1
 
-struct flat {
-	struct guestsim *gs;
-	struct gs_domain *gd;
-	struct iovt_engine *e;
-	struct iovt_domain *d;
-	uint64_t r0, r1;
-};
-
-static void flat_init(struct flat *f)
-{
-	memset(f, 0, sizeof(*f));
-	f->gs = gs_create(2, 32 * M1, 4 * M1);
-	CHECK(f->gs);
-	CHECK_EQ(iovt_engine_create(NULL, &f->e), 0);
-	for (unsigned i = 0; i < 2; i++) {
-		const struct gs_region *g = gs_region(f->gs, i);
-		CHECK_EQ(iovt_guest_ram_add(f->e, g->gpa, g->size, g->hva, NULL), 0);
-	}
-	f->r0 = gs_region(f->gs, 0)->gpa;
-	f->r1 = gs_region(f->gs, 1)->gpa;
-	f->gd = gs_domain_create(f->gs, 48, false, false);
-	CHECK(f->gd);
-	/* IOVA [0, 8 pages): region 0; [1 MiB, +8 pages): region 1 */
-	CHECK_EQ(gs_map(f->gd, 0, M1, 8 * K, IOVT_PERM_RW, 0), 0);
-	CHECK_EQ(gs_map(f->gd, M1, f->r1 + M1, 8 * K, IOVT_PERM_R, 0), 0);
-	struct iovt_domain_config dc = { .did = DID, .root_gpa = gs_domain_root(f->gd),
-					 .addr_width = 48 };
-	CHECK_EQ(iovt_domain_create(f->e, &dc, &f->d), 0);
-}
-
-static void flat_fini(struct flat *f)
-{
-	iovt_engine_destroy(f->e);
-	gs_destroy(f->gs);
-}
+#include "flat_fixture.h"
 
 /* ---- a type1-like sink over the model: mappings at IOVA >= 1 MiB are
  * "pinned" (another process's) while `pin` is set ---- */
