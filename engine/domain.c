@@ -169,7 +169,7 @@ void domain_teardown(struct iovt_domain *d)
  * whole record, when the copy had no memory) was asked without the sink's
  * exact-count flag, and a type1-style refusal (0, nothing removed) then
  * passed for success, the removal returning 0 with the region mapped
- * (found by the twenty-third session's review, lifecycle-orphan-superset-
+ * (found by the twenty-third session's review, lifecycle-orphan-nomem-
  * short). An orphan whose extents are all gone is freed (its sink's
  * destroy called then); the rest at engine destroy. Control lock for all
  * of it; an orphan tree has no readers: the retired record's last ones are
@@ -199,7 +199,6 @@ static void orphan_keep(struct iovt_domain *d, int rc, struct shadow_tree *old,
 	if (stopped) {
 		n->orphan_rest = old; /* from `from` on: still held */
 		n->orphan_from = from;
-		n->orphan_trim = from > 0;
 	} else {
 		shadow_tree_retire(old);
 	}
@@ -262,11 +261,11 @@ static int orphan_purge(struct iovt_engine *e, struct iovt_notifier *n, uint32_t
 	 * returned 0 with the mapping held: found by review). Every extent
 	 * asked is one the sink holds (the orphan is exact), so such an
 	 * answer is never an extent already dropped. */
-	if (n->orphan_trim) {
+	if (n->orphan_from) {
 		/* below orphan_from: dropped at the detach, or refused and in
 		 * orphan_tree; the removal's grace period has passed (no reader) */
 		shadow_tree_remove_count(n->orphan_rest, 0, n->orphan_from - 1, NULL);
-		n->orphan_trim = false;
+		n->orphan_from = 0;
 	}
 	struct sync_stats st = { 0 };
 	int first_err = orphan_purge_tree(&n->sink, n->orphan_tree, region, &st);
@@ -281,7 +280,7 @@ static int orphan_purge(struct iovt_engine *e, struct iovt_notifier *n, uint32_t
 static bool orphan_empty(const struct iovt_notifier *n)
 {
 	return (!n->orphan_tree || !shadow_tree_count(n->orphan_tree)) &&
-	       (!n->orphan_rest || (!n->orphan_trim && !shadow_tree_count(n->orphan_rest)));
+	       (!n->orphan_rest || (!n->orphan_from && !shadow_tree_count(n->orphan_rest)));
 }
 
 int engine_orphans_purge(struct iovt_engine *e, uint32_t region)

@@ -64,10 +64,10 @@ struct iovt_notifier {
 	/* Without memory to record a refusal, nothing more was asked: the
 	 * retired record, whose extents from orphan_from on it still holds
 	 * (those below it are gone, or in orphan_tree: removed from this one
-	 * at the first purge, once no reader can hold it). NULL: none. */
+	 * at the first purge, once no reader can hold it, and orphan_from
+	 * then 0). NULL: none. */
 	struct shadow_tree *orphan_rest;
 	uint64_t orphan_from;
-	bool orphan_trim;                 /* orphan_rest below orphan_from not removed yet */
 };
 
 /*

@@ -131,28 +131,22 @@ struct queue_counters_snap {
 	uint64_t fences_inline, fences_drained, fences_alone, queue_items;
 };
 
-/* Adds c's counters, less what `since` already added (NULL: nothing), to
- * the engine's; *now (may be NULL) gets the values added up to. */
+/* Adds what c's counters gained since *folded (zero at first) to the
+ * engine's, and moves *folded up to them. */
 static void queue_counters_fold(struct iovt_engine *e, const struct queue_counters *c,
-				const struct queue_counters_snap *since, struct queue_counters_snap *now)
+				struct queue_counters_snap *folded)
 {
-	struct queue_counters_snap v = {
+	const struct queue_counters_snap v = {
 		atomic_load(&c->fences_inline), atomic_load(&c->fences_drained),
 		atomic_load(&c->fences_alone), atomic_load(&c->queue_items),
 	};
-	struct queue_counters_snap d = v;
-	if (since) {
-		d.fences_inline -= since->fences_inline;
-		d.fences_drained -= since->fences_drained;
-		d.fences_alone -= since->fences_alone;
-		d.queue_items -= since->queue_items;
-	}
-	ENGINE_STAT_ADD(e, fences, d.fences_inline + d.fences_drained + d.fences_alone);
-	ENGINE_STAT_ADD(e, fences_inline, d.fences_inline);
-	ENGINE_STAT_ADD(e, fences_drained, d.fences_drained);
-	ENGINE_STAT_ADD(e, queue_items, d.queue_items);
-	if (now)
-		*now = v;
+	const uint64_t fi = v.fences_inline - folded->fences_inline;
+	const uint64_t fd = v.fences_drained - folded->fences_drained;
+	ENGINE_STAT_ADD(e, fences, fi + fd + (v.fences_alone - folded->fences_alone));
+	ENGINE_STAT_ADD(e, fences_inline, fi);
+	ENGINE_STAT_ADD(e, fences_drained, fd);
+	ENGINE_STAT_ADD(e, queue_items, v.queue_items - folded->queue_items);
+	*folded = v;
 }
 
 void iovt_queue_destroy(struct iovt_queue *q)
@@ -174,8 +168,8 @@ void iovt_queue_destroy(struct iovt_queue *q)
 	 * queue_items went back by the queue's whole history while this call
 	 * waited for its drainers: found by review). */
 	struct queue_counters *c = &q->drain.ctr;
-	struct queue_counters_snap folded;
-	queue_counters_fold(e, c, NULL, &folded);
+	struct queue_counters_snap folded = { 0 };
+	queue_counters_fold(e, c, &folded);
 	pthread_mutex_unlock(&e->queues_lock);
 	/* Leftovers go to the domains' pending sets; fences in it complete. */
 	queue_drain_begin_wait(q);
@@ -190,7 +184,7 @@ void iovt_queue_destroy(struct iovt_queue *q)
 		sched_yield();
 	/* What its counters gained since they were folded (the drain above, a
 	 * poller that still held it): no drainer is left. */
-	queue_counters_fold(e, c, &folded, NULL);
+	queue_counters_fold(e, c, &folded);
 	queue_free(q);
 }
 

@@ -124,9 +124,11 @@ static void resolve_group(const struct sync_target *t, const struct plan_unmap *
 			return;
 		for (size_t i = 0; i < n; i++) {
 			uint64_t done;
-			if (unmap_alone(sink, &v[i], st, &done) < 0 && done < v[i].size)
+			if (unmap_alone(sink, &v[i], st, &done) < 0)
 				continue; /* still held: the retry unmaps it */
-			/* gone: the group's failed call removed it, and counted nothing */
+			/* gone: the group's failed call removed it and counted nothing,
+			 * or this one failed having removed all of it (unmap_alone:
+			 * this sink has IOVT_SINK_PARTIAL_UNMAP, attach checks it) */
 			shadow_tree_remove_count(t->tree, v[i].iova, v[i].iova + v[i].size - 1,
 						 &st->pages_unmapped);
 		}
