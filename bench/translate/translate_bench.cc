@@ -29,7 +29,7 @@
 //   ref/lines/pool:<P>/shuffled:<0|1>
 //                  the hardware's share: the vhost lookup pattern over
 //                  plain memory laid out like the engine's IOTLB at that
-//                  pool (a hashed set line naming an entry line), nothing
+//                  pool (a set line naming an entry line), nothing
 //                  else; lookups/s as vhost/*.
 //   miss/walk      the same scan, only the guest walk of each page (the
 //                  walker all three use): what a miss costs at least.
@@ -157,7 +157,7 @@ template <class Impl> void BM_miss(benchmark::State &st)
 // The hardware's share of the pool-size gap: the same lookup pattern as
 // vhost/* (4 ring pages + the next pool buffer, plain or permuted order)
 // over plain memory laid out as the engine's IOTLB is at that pool — a set
-// line (hashed) that names an entry line (allocated in fill order) — with
+// line (iotlb_set_at's index) that names an entry line (allocated in fill order) — with
 // nothing else: two dependent cache lines per lookup. Sets: as many as the
 // engine's table has once grown for that pool (4096 entries for 256, 262144
 // for 64K). What ref/lines loses from 256 to 64K, the engine cannot avoid
@@ -166,10 +166,14 @@ void BM_ref_lines(benchmark::State &st)
 {
 	const uint64_t pool = (uint64_t)st.range(0);
 	const bool shuffled = st.range(1) != 0;
-	const uint64_t nsets = (pool > 4096 ? 262144 : 4096) / 7;
+	const uint64_t nsets = (pool > 4096 ? 262144 : 4096) / 8, shift = 64 - __builtin_ctzll(nsets);
 	struct alignas(64) Line { uint64_t key, idx, pad[6]; };
 	std::vector<Line> sets(nsets, Line{}), ents(pool + 4, Line{});
-	auto set_of = [&](uint64_t page) { return ((page * 0x9E3779B97F4A7C15ull) >> 32) * nsets >> 32; };
+	// The engine's set index (engine/iotlb/iotlb_hit.h, iotlb_set_at):
+	// groups of 64 consecutive pages on consecutive sets from a hashed base.
+	auto set_of = [&](uint64_t page) {
+		return (((page >> 6) * 0x9E3779B97F4A7C15ull >> shift) + page) & (nsets - 1);
+	};
 	for (uint64_t i = 0; i < pool + 4; i++) { // fill order: ring, then the pool
 		uint64_t page = i < 4 ? (RING_IOVA >> 12) + i : (POOL_IOVA >> 12) + 2 * (i - 4);
 		ents[i].key = page;

@@ -53,6 +53,11 @@ void iotlb_init(struct iotlb *c, uint64_t entries)
 		entries = IOTLB_DEFAULT_ENTRIES;
 	if (entries > IOTLB_MAX_ENTRIES)
 		entries = IOTLB_MAX_ENTRIES;
+	/* A power of two of 8-way sets (iotlb_set_at masks); the growth and
+	 * the first table (quarters) stay powers of two too. */
+	if (entries < IOTLB_WAYS)
+		entries = IOTLB_WAYS;
+	entries = 1ull << (64 - __builtin_clzll(entries - 1));
 	atomic_init(&c->table, NULL);
 	atomic_init(&c->gen, 0);
 	for (int k = 0; k < IOTLB_NCOUNT; k++)
@@ -90,12 +95,14 @@ void iotlb_free(struct iotlb *c)
 static struct iotlb_table *table_new(uint64_t entries)
 {
 	uint64_t nsets = (entries + IOTLB_WAYS - 1) / IOTLB_WAYS;
+	if (nsets & (nsets - 1)) /* not from iotlb_init's capacity: a power of two */
+		nsets = 1ull << (64 - __builtin_clzll(nsets));
 	size_t bytes = sizeof(struct iotlb_table) + nsets * sizeof(struct iotlb_set);
 	struct iotlb_table *t = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
 	if (!t)
 		return NULL;
 	memset(t, 0, bytes);
-	t->nsets = (uint32_t)nsets;
+	iotlb_table_shape(t, nsets);
 	for (int i = 0; i < IOTLB_MAXRUN_BUCKETS; i++)
 		atomic_init(&t->maxrun[i], IOVT_PAGE_SIZE);
 	return t;
@@ -415,8 +422,8 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		}
 	}
 	atomic_init(&e->state, IOTLB_ENTRY_PENDING);
-	uint64_t h = iotlb_key_hash(f.level ? x.iova : page, f.level);
-	struct iotlb_set *s = &t->sets[iotlb_set_of(t, h)];
+	uint64_t tag;
+	struct iotlb_set *s = &t->sets[iotlb_set_at(t, f.level ? x.iova : page, f.level, &tag)];
 	struct recycle_batch *b = recycle_room();
 	if (!b || ((uintptr_t)e & ~IOTLB_PTR_MASK)) {
 		entry_free(e);
@@ -425,7 +432,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	int w = pick_victim(s);
 	iotlb_slot_t ov = atomic_load_explicit(&s->slot[w], memory_order_acquire);
 	if (!atomic_compare_exchange_strong_explicit(&s->slot[w], &ov,
-						     (uintptr_t)e | iotlb_tag_of(h) << IOTLB_TAG_SHIFT,
+						     (uintptr_t)e | tag << IOTLB_TAG_SHIFT,
 						     memory_order_seq_cst, memory_order_relaxed)) {
 		entry_free(e); /* never published */
 		return 0;
@@ -468,7 +475,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	/* Readers set IOTLB_SLOT_REF only on LIVE entries, so the slot holds what
 	 * the insert wrote unless a sweep or an eviction took e first (they
 	 * retire it). */
-	iotlb_slot_t mine = (uintptr_t)e | iotlb_tag_of(h) << IOTLB_TAG_SHIFT;
+	iotlb_slot_t mine = (uintptr_t)e | tag << IOTLB_TAG_SHIFT;
 	if (atomic_compare_exchange_strong_explicit(&s->slot[w], &mine, 0, memory_order_seq_cst,
 						    memory_order_relaxed))
 		recycle_retire(b, e);
@@ -575,8 +582,9 @@ static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_
 			continue;
 		uint64_t a = (l ? first : w->lo) >> iotlb_level_shift[l], b = last >> iotlb_level_shift[l];
 		for (uint64_t k = a; k <= b && !*full; k++) {
-			uint64_t h = iotlb_key_hash(k << iotlb_level_shift[l], l);
-			dropped += sweep_set(&t->sets[iotlb_set_of(t, h)], iotlb_tag_of(h), first, last, full);
+			uint64_t tag;
+			uint32_t set = iotlb_set_at(t, k << iotlb_level_shift[l], l, &tag);
+			dropped += sweep_set(&t->sets[set], tag, first, last, full);
 		}
 	}
 	return dropped;

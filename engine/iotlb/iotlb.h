@@ -18,8 +18,10 @@
  * IOVA (a 4 KiB-started run of at most IOTLB_RUN_MAX bytes, or a whole
  * 2 MiB / 1 GiB leaf) mapping host-contiguously, one permission, one RAM
  * region. It lives in the set of its key: (level, the 4 KiB page a run
- * starts at / the 2 MiB or 1 GiB block of a large leaf). A lookup probes one
- * set per level in use: cost independent of the number of entries.
+ * starts at / the 2 MiB or 1 GiB block of a large leaf; iotlb_set_at puts
+ * 64 consecutive keys on consecutive sets from a hashed base, nsets a power
+ * of two). A lookup probes one set per level in use: cost independent of
+ * the number of entries.
  *
  * Capacity: c->entries (iovt_config.iotlb_entries, default 262144: ~19 MiB
  * when full) bounds the table. The first one, allocated by the first miss,

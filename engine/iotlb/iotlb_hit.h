@@ -59,6 +59,9 @@ static inline struct iotlb_entry *iotlb_slot_entry(iotlb_slot_t v)
 struct iotlb_table {
 	uint32_t nsets;
 	_Atomic uint32_t levels;    /* bit L: entries of level L were inserted */
+	uint32_t mask;              /* nsets - 1 (a power of two) */
+	uint8_t shift;              /* 64 - log2(nsets): a group's base (iotlb_set_at) */
+	uint8_t gshift;             /* log2 of a group's keys: min(6, log2(nsets)) */
 	/* Longest level-0 run inserted (>= 4 KiB) per bucket of 2 MiB blocks
 	 * (a run never crosses its block: iotlb_fill): a sweep reaches back
 	 * only as far as runs in the first page's block go, so one long run
@@ -87,20 +90,38 @@ static inline struct iotlb_table *iotlb_live(struct iotlb_table *t)
 /* The thread's counter stripe (1-based, 0: not yet picked): iotlb.c. */
 extern __thread unsigned iotlb_hit_stripe;
 
-static inline uint64_t iotlb_key_hash(uint64_t iova, unsigned level)
+/*
+ * The set of iova's key at a level (its page number there) and its tag.
+ * Keys go in groups of 64 consecutive ones (as many as there are sets in a
+ * smaller table) to as many consecutive sets, wrapping at the table's end,
+ * from a base the high bits of a Fibonacci hash of the group number pick.
+ * Pages a vhost pool cycles through in IOVA order then read set lines in
+ * address order, which the hardware prefetcher follows (a hash of each key
+ * made every hit past the L2 a demand miss on its set line: pool 64K,
+ * ARCHITECTURE.md "Twenty-fourth session"), and a stride spreads over the
+ * sets at least as evenly as it did under a hash of each key (the
+ * set-spread case of translate-service). One multiply, two shifts, an add
+ * and a mask (nsets is a power of two): a shorter chain than the hash and
+ * multiply-shift range it replaced. The tag is the key plus other bits of
+ * the group's hash (keys of one group never share a set).
+ */
+static inline uint32_t iotlb_set_at(const struct iotlb_table *t, uint64_t iova, unsigned level,
+				    uint64_t *tag)
 {
-	return ((iova >> iotlb_level_shift[level]) + ((uint64_t)level << 40)) * 0x9E3779B97F4A7C15ull;
+	uint64_t key = iova >> iotlb_level_shift[level];
+	uint64_t g = ((key >> t->gshift) + ((uint64_t)level << 40)) * 0x9E3779B97F4A7C15ull;
+	*tag = (key + (g >> 20)) & IOTLB_TAG_MASK;
+	return (uint32_t)((g >> t->shift) + key) & t->mask;
 }
 
-static inline uint32_t iotlb_set_of(const struct iotlb_table *t, uint64_t h)
+/* A table's geometry for nsets sets (a power of two). */
+static inline void iotlb_table_shape(struct iotlb_table *t, uint64_t nsets)
 {
-	return (uint32_t)(((h >> 32) * (uint64_t)t->nsets) >> 32);
-}
-
-/* The tag: other bits of the same hash than the set index's. */
-static inline uint64_t iotlb_tag_of(uint64_t h)
-{
-	return (h >> 16) & IOTLB_TAG_MASK;
+	unsigned k = (unsigned)__builtin_ctzll(nsets);
+	t->nsets = (uint32_t)nsets;
+	t->mask = (uint32_t)nsets - 1;
+	t->shift = (uint8_t)(k ? 64 - k : 63); /* one set: any shift (the mask is 0; 64 is undefined) */
+	t->gshift = (uint8_t)(k < 6 ? k : 6);
 }
 
 /* The first count of a thread: picks its stripe, then adds (iotlb.c). Out
@@ -178,8 +199,9 @@ iotlb_find_4k(struct iotlb *c, uint64_t iova, struct iotlb_table **tp)
 		return NULL;
 	}
 	*tp = t;
-	uint64_t h = iotlb_key_hash(iova, 0);
-	return iotlb_probe(&t->sets[iotlb_set_of(t, h)], iova, iotlb_tag_of(h));
+	uint64_t tag;
+	uint32_t set = iotlb_set_at(t, iova, 0, &tag);
+	return iotlb_probe(&t->sets[set], iova, tag);
 }
 
 /* The 2 MiB and 1 GiB sets of t in use (iotlb_find_4k missed): the live
@@ -190,8 +212,9 @@ static inline struct iotlb_entry *iotlb_find_large(struct iotlb_table *t, uint64
 	for (unsigned l = 1; l < IOTLB_NLEVELS; l++) {
 		if (!(levels & (1u << l)))
 			continue;
-		uint64_t h = iotlb_key_hash(iova, l);
-		struct iotlb_entry *e = iotlb_probe(&t->sets[iotlb_set_of(t, h)], iova, iotlb_tag_of(h));
+		uint64_t tag;
+		uint32_t set = iotlb_set_at(t, iova, l, &tag);
+		struct iotlb_entry *e = iotlb_probe(&t->sets[set], iova, tag);
 		if (e)
 			return e;
 	}
