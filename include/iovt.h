@@ -162,7 +162,8 @@ struct iovt_config {
 	 * capacity), it grows 4x at a time under eviction pressure up to this.
 	 * 0: 262144 (at most 18 MiB per domain: 64 bytes an entry plus 8 of
 	 * sets; the first table is 32 KiB of sets); at most 2^24. Rounded up
-	 * to a power of two, at least 8 (8-way sets, a power of two of them). */
+	 * to a power of two, at least 8 (8-way sets, a power of two of them):
+	 * the bound is that power of two. */
 	uint64_t iotlb_entries;
 	uint64_t reserved[8]; /**< must be 0 (else -EINVAL): room to grow (README "Versioning") */
 };

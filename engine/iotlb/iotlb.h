@@ -23,7 +23,7 @@
  * of two). A lookup probes one set per level in use: cost independent of
  * the number of entries.
  *
- * Capacity: c->entries (iovt_config.iotlb_entries, default 262144: ~19 MiB
+ * Capacity: c->entries (iovt_config.iotlb_entries, default 262144: ~18 MiB
  * when full) bounds the table. The first one, allocated by the first miss,
  * holds iotlb_start_entries() (4096: 32 KiB of sets); when live evictions
  * reach a quarter of its capacity (counted per thread, added in chunks of 64) an

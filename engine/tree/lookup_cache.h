@@ -14,8 +14,8 @@
  * value for a reader. A hit reads that line and the epoch (beside the table
  * pointer), nothing of the tree. The table is allocated by the first fill,
  * sized from the tree's extent count (two slots an extent, at least 64
- * sets, at most the domain's translation capacity, iovt_config.iotlb_entries
- * slots), and replaced by one four times larger when the tree outgrows it
+ * sets, at most the domain's translation capacity: iovt_config.iotlb_entries
+ * rounded up to a power of two, in slots), and replaced by one four times larger when the tree outgrows it
  * (the old one goes after a grace period).
  *
  * Validity: the writer kills exactly what it removes. After it unlinks an
