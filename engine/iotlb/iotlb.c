@@ -92,11 +92,11 @@ void iotlb_free(struct iotlb *c)
 }
 
 
+/* entries: a power of two, at least IOTLB_WAYS (iotlb_init's capacity, its
+ * quarters and iotlb_start_entries' value are), so nsets is one too. */
 static struct iotlb_table *table_new(uint64_t entries)
 {
-	uint64_t nsets = (entries + IOTLB_WAYS - 1) / IOTLB_WAYS;
-	if (nsets & (nsets - 1)) /* not from iotlb_init's capacity: a power of two */
-		nsets = 1ull << (64 - __builtin_clzll(nsets));
+	uint64_t nsets = entries / IOTLB_WAYS;
 	size_t bytes = sizeof(struct iotlb_table) + nsets * sizeof(struct iotlb_set);
 	struct iotlb_table *t = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
 	if (!t)
