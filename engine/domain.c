@@ -533,8 +533,13 @@ static __attribute__((noinline)) int translate_large_or_miss(struct iovt_domain 
 							     struct iotlb_table *tab, uint64_t iova,
 							     struct iovt_extent *out)
 {
-	struct iotlb_entry *hit = tab ? iotlb_find_large(tab, iova) : NULL;
-	int rc = hit ? iotlb_answer(tab, hit, out) : translate_fill(d, iova, out);
+	int rc;
+	if (tab && iotlb_find_large(tab, iova, out)) {
+		iotlb_hit(tab);
+		rc = 0;
+	} else {
+		rc = translate_fill(d, iova, out);
+	}
 	iovt_rcu_read_unlock();
 	return rc ? translate_failed(d, rc) : 0;
 }
@@ -551,10 +556,9 @@ static __attribute__((noinline)) int translate_iotlb(struct iovt_domain *d, uint
 		return translate_general(d, iova, out);
 	}
 	struct iotlb_table *tab;
-	struct iotlb_entry *e = iotlb_find_4k(&d->iotlb, iova, &tab);
-	if (!e)
+	if (!iotlb_find_4k(&d->iotlb, iova, &tab, out))
 		return translate_large_or_miss(d, tab, iova, out);
-	iotlb_answer(tab, e, out);
+	iotlb_hit(tab);
 	iovt_rcu_read_unlock();
 	return 0;
 }

@@ -342,7 +342,7 @@ void iovt_stats_get(struct iovt_engine *e, struct iovt_stats *out)
 	}
 	out->domain_objects = domain_objects_now();
 	out->node_pool_bytes = shadow_tree_pool_bytes();
-	out->iotlb_pool_bytes = iotlb_pool_bytes();
+	out->iotlb_pool_bytes = 0; /* entry lines live in their tables (engine/iotlb/iotlb_hit.h) */
 	stats_read_unlock(temporary);
 }
 

@@ -161,7 +161,8 @@ struct iovt_config {
 	 * Allocated at the first miss with 4096 entries (a quarter of a smaller
 	 * capacity), it grows 4x at a time under eviction pressure up to this.
 	 * 0: 262144 (at most 18 MiB per domain: 64 bytes an entry plus 8 of
-	 * sets; the first table is 32 KiB of sets); at most 2^24. Rounded up
+	 * sets, allocated with each table; the first table is 288 KiB, whose
+	 * entry lines get pages only as they are used); at most 2^24. Rounded up
 	 * to a power of two, at least 8 (8-way sets, a power of two of them):
 	 * the bound is that power of two. */
 	uint64_t iotlb_entries;
@@ -947,8 +948,10 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
  * return. Raw UNMAP ranges still go to UNMAP-only (DEVIOTLB) notifiers: a
  * device that caches what translate returned drops it on that UNMAP.
  *
- * Threads: any registered thread; lock-free (a miss mallocs once and may
- * queue one call_rcu). Safe against concurrent fences, set_root, detach and
+ * Threads: any registered thread; lock-free (a miss allocates nothing but
+ * the domain's first table, or a larger one when eviction pressure grows it,
+ * which queues one call_rcu for the old one; a miss whose entry line a
+ * concurrent fill is rewriting answers from the guest table). Safe against concurrent fences, set_root, detach and
  * RAM removal; against a concurrent iovt_domain_destroy() when the caller
  * holds a reference (iovt_domain_lookup() / iovt_domain_get()). Errors are
  * never cached; each is counted in iovt_stats but -ENODEV (the domain is
@@ -1056,7 +1059,10 @@ struct iovt_stats {
 	uint64_t iotlb_evictions;  /**< live IOTLB entries replaced to make room (engine: live domains) */
 	uint64_t iotlb_invalidated;/**< IOTLB entries dropped by invalidations, set_root, RAM removal */
 	uint64_t iotlb_entries;    /**< IOTLB entries cached now */
-	uint64_t iotlb_bytes;      /**< memory the translation caches hold now: the IOTLBs and the shadows' lookup caches (iovt_translate on a domain with a MAP notifier) */
+	uint64_t iotlb_bytes;      /**< memory the translation caches hold now: the IOTLBs (each table's
+				    * allocation, its sets and its entry lines: lines no fill has used
+				    * yet may have no pages behind them) and the shadows' lookup caches
+				    * (iovt_translate on a domain with a MAP notifier) */
 	uint64_t translate_noent;  /**< translations of an unmapped IOVA (-ENOENT) */
 	uint64_t translate_eacces; /**< iovt_translate_range refused for the permission (-EACCES) */
 	uint64_t translate_fault;  /**< translations a walk error answered (-EFAULT, -ELOOP, -E2BIG) */
@@ -1075,11 +1081,11 @@ struct iovt_stats {
 				    * at most ~2 MiB a thread and 16 MiB in all; kept until that thread's next node
 				    * allocations or its exit, also past iovt_engine_destroy(); not in
 				    * shadow_bytes; engine stats only) */
-	uint64_t iotlb_pool_bytes; /**< engine IOTLB entry lines retired and held by the threads that
-				    * retired them, for reuse after their grace period (process-wide,
-				    * counted to the batch of 256 KiB; at most 32 MiB a thread and
-				    * 64 MiB in all; not counted: each retiring thread's batch still
-				    * filling, up to 256 KiB; not in iotlb_bytes; engine stats only) */
+	uint64_t iotlb_pool_bytes; /**< always 0 (since the twenty-fifth session): engine IOTLB
+				    * entry lines live in their tables (in iotlb_bytes) and are
+				    * rewritten in place, so no thread holds retired lines for reuse
+				    * any more; kept so that the struct and the storm JSON keep their
+				    * layout and keys */
 	uint64_t reserved[12]; /**< written 0: room to grow (README "Versioning") */
 };
 

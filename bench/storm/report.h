@@ -39,8 +39,9 @@ struct side_result {
 	uint64_t peak_shadow_bytes, peak_extents;
 	/* Engine: retired tree nodes held for reuse when the side ended
 	 * (iovt_stats::node_pool_bytes: process-wide, not in shadow_bytes).
-	 * Baseline: 0. The same for the engine IOTLB's entry lines
-	 * (iovt_stats::iotlb_pool_bytes). */
+	 * Baseline: 0. iotlb_pool_bytes: iovt_stats::iotlb_pool_bytes, 0 on
+	 * both sides since the IOTLB's lines live in its tables (kept: a
+	 * JSON key). */
 	uint64_t node_pool_bytes, iotlb_pool_bytes;
 	uint64_t latency_p50_ns;   /* first invalidation after a fence -> fence return */
 	uint64_t latency_p99_ns;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the two reusers of retired memory share (engine/iotlb/recycle.c's
- * IOTLB lines, engine/tree/node_pool.c's tree nodes): a per-thread owner
+ * What a reuser of retired memory needs (engine/tree/node_pool.c's tree
+ * nodes; the IOTLB's line recycler shared it until its lines moved into
+ * its tables, the twenty-fifth session): a per-thread owner
  * whose batches come back from their call_rcu callbacks, the owner's bound
  * on what it keeps and how that bound grows, and the owner's references.
  * Each keeps its own batch type, back list and count of what it holds.

@@ -179,24 +179,9 @@ static void todo_span(const void *arg, size_t i, uint64_t *first, uint64_t *last
 	*last = todo->r[i].last;
 }
 
-/*
- * A sweep with no memory to retire an entry drops the IOTLB's whole table
- * (iotlb.h): translations stay right (the next fills walk), but an
- * allocation failed, and that is counted as one (errors[NO_MEMORY]); it
- * went uncounted (found by review). Every sweep holds sync_lock, so the
- * table count read before the sweep moves only by this one's drops.
- */
-static void count_table_drops(struct iovt_domain *d, uint64_t before)
-{
-	uint64_t now = atomic_load_explicit(&d->iotlb.dropped_tables, memory_order_relaxed);
-	if (__builtin_expect(now != before, 0))
-		STAT_ADD(d, errors[IOVT_ERR_NO_MEMORY], now - before);
-}
-
 static void iotlb_drop(struct iovt_domain *d, const struct range_set *todo)
 {
 	uint64_t n = 0;
-	const uint64_t drops = atomic_load_explicit(&d->iotlb.dropped_tables, memory_order_relaxed);
 	if (todo->all)
 		n = iotlb_flush(&d->iotlb);
 	else if (todo->n == 1)
@@ -205,14 +190,11 @@ static void iotlb_drop(struct iovt_domain *d, const struct range_set *todo)
 		n = iotlb_invalidate_n(&d->iotlb, todo->n, todo_span, todo); /* one full sweep at most */
 	if (n)
 		DSTAT_ADD_OWNED(d, iotlb_invalidated, n);
-	count_table_drops(d, drops);
 }
 
 void domain_iotlb_flush(struct iovt_domain *d)
 {
-	const uint64_t drops = atomic_load_explicit(&d->iotlb.dropped_tables, memory_order_relaxed);
 	DSTAT_ADD_OWNED(d, iotlb_invalidated, iotlb_flush(&d->iotlb));
-	count_table_drops(d, drops);
 }
 
 /* Sends the raw (coalesced, possibly oversized) ranges to UNMAP-only notifiers. */

@@ -10,21 +10,6 @@
 #include "common/rcu.h"
 #include "iotlb/iotlb.h"
 #include "iotlb/iotlb_hit.h"
-#include "iotlb/recycle.h"
-
-/* Entries are lines from engine/iotlb/recycle (reused by the thread that
- * retired them after a grace period, else jemalloc's 64-byte class via
- * engine/common/alloc.h: one line per entry). Not zeroed: a fill writes
- * every field. */
-static inline struct iotlb_entry *entry_new(void)
-{
-	return recycle_new();
-}
-
-static inline void entry_free(struct iotlb_entry *e)
-{
-	recycle_free(e);
-}
 
 static inline _Atomic uint64_t *maxrun_of(struct iotlb_table *t, uint64_t iova)
 {
@@ -46,6 +31,7 @@ void iotlb_stripe_first_add(struct iotlb_table *t, enum iotlb_counter k)
 }
 
 void (*iotlb_test_walked)(uint64_t iova);
+void (*iotlb_test_claimed)(uint64_t iova);
 
 void iotlb_init(struct iotlb *c, uint64_t entries)
 {
@@ -63,16 +49,12 @@ void iotlb_init(struct iotlb *c, uint64_t entries)
 	for (int k = 0; k < IOTLB_NCOUNT; k++)
 		atomic_init(&c->before[k], 0);
 	atomic_init(&c->grown, 0);
-	atomic_init(&c->dropped_tables, 0);
 	c->entries = entries;
 }
 
-/* A table and the entries still in its slots (no reader left). */
+/* A table, its entry lines with it (no reader left). */
 static void table_free(struct iotlb_table *t)
 {
-	for (uint32_t s = 0; s < t->nsets; s++)
-		for (int w = 0; w < IOTLB_WAYS; w++)
-			entry_free(iotlb_slot_entry(atomic_load_explicit(&t->sets[s].slot[w], memory_order_acquire)));
 	free(t);
 }
 
@@ -98,10 +80,20 @@ static struct iotlb_table *table_new(uint64_t entries)
 {
 	uint64_t nsets = entries / IOTLB_WAYS;
 	size_t bytes = sizeof(struct iotlb_table) + nsets * sizeof(struct iotlb_set);
-	struct iotlb_table *t = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+	struct iotlb_table *t = aligned_alloc(64, bytes + (entries + 1) * sizeof(struct iotlb_entry));
 	if (!t)
 		return NULL;
+	/* The header and the sets only (every slot EMPTY). A line is read
+	 * only through a slot that a fill published after writing it, its seq
+	 * included (a fill bumps whatever seq it finds): the lines stay
+	 * untouched, and a large allocation's pages unbacked, until a fill
+	 * uses them. */
 	memset(t, 0, bytes);
+	/* One line past the sets: a set and its way-0 line then differ in
+	 * their cache-line parity, so keys of an even stride (pool buffers
+	 * 8 KiB apart use every other set) put their sets and their lines on
+	 * disjoint halves of the L1's sets instead of the same half. */
+	t->lines = (struct iotlb_entry *)((char *)t + bytes + sizeof(struct iotlb_entry));
 	iotlb_table_shape(t, nsets);
 	for (int i = 0; i < IOTLB_MAXRUN_BUCKETS; i++)
 		atomic_init(&t->maxrun[i], IOVT_PAGE_SIZE);
@@ -286,30 +278,39 @@ static int fill_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error wh
 /* Second chance in one set, from the slots alone (no entry line is read):
  * an empty slot, else from a random start the first slot without its
  * referenced bit, clearing the bits it passes (a CAS: a slot replaced
- * meanwhile keeps its own). A PENDING entry is replaced like any other (its
- * fill's confirmation then marks an unlinked line: harmless). A concurrent
- * fill of the same run may leave a duplicate: both are correct, one ages
- * out. */
+ * meanwhile keeps its own). Never a slot a fill owns (BUSY or KILLED: it
+ * is writing that line). A concurrent fill of the same run may leave a
+ * duplicate: both are correct, one ages out. -1: every slot owned. */
+static inline bool slot_owned(iotlb_slot_t v)
+{
+	return (v & IOTLB_STATE_MASK) == IOTLB_SLOT_BUSY || (v & IOTLB_STATE_MASK) == IOTLB_SLOT_KILLED;
+}
+
 static int pick_victim(struct iotlb_set *s)
 {
 	iotlb_slot_t v[IOTLB_WAYS];
 	for (int w = 0; w < IOTLB_WAYS; w++) {
 		v[w] = atomic_load_explicit(&s->slot[w], memory_order_relaxed);
-		if (!(v[w] & IOTLB_PTR_MASK))
+		if (!(v[w] & IOTLB_STATE_MASK))
 			return w;
 	}
 	uint32_t r = clock_rand;
 	r = r * 1664525u + 1013904223u;
 	clock_rand = r;
 	unsigned start = (r >> 16) % IOTLB_WAYS;
+	int any = -1;
 	for (unsigned i = 0; i < IOTLB_WAYS; i++) {
 		int w = (int)((start + i) % IOTLB_WAYS);
+		if (slot_owned(v[w]))
+			continue;
 		if (!(v[w] & IOTLB_SLOT_REF))
 			return w;
+		if (any < 0)
+			any = w;
 		atomic_compare_exchange_strong_explicit(&s->slot[w], &v[w], v[w] & ~IOTLB_SLOT_REF,
 							memory_order_relaxed, memory_order_relaxed);
 	}
-	return (int)start;
+	return any;
 }
 
 int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_walk_params *p,
@@ -384,22 +385,15 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		.perm = __atomic_load_n(&f.x.perm, __ATOMIC_RELAXED),
 		.region = __atomic_load_n(&f.x.region, __ATOMIC_RELAXED),
 	};
-	iotlb_copy_out(&x, out);
+	out->iova = x.iova;
+	out->size = x.len;
+	out->gpa = x.gpa;
+	out->hva = x.hva;
+	out->perm = x.perm;
+	out->region = x.region;
 	if (!t)
 		return 0; /* no memory for a table: answered, not cached */
 
-	/* One cache line each: a 48-byte entry from a 48-byte size class
-	 * straddles two lines two times in three (measured: hits 1.7x slower,
-	 * depending on where the entries fell). */
-	struct iotlb_entry *e = entry_new();
-	if (!e)
-		return 0;
-	e->iova = x.iova;
-	e->len = x.len;
-	e->gpa = x.gpa;
-	e->hva = x.hva;
-	e->perm = x.perm;
-	e->region = x.region;
 	/* An invalidation sweeps only the sets its range can reach given the
 	 * levels in use and the longest run (read after its gen bump). An entry
 	 * wider than a page, or of a large level, publishes its extent there
@@ -421,109 +415,117 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 				;
 		}
 	}
-	atomic_init(&e->state, IOTLB_ENTRY_PENDING);
 	uint64_t tag;
-	struct iotlb_set *s = &t->sets[iotlb_set_at(t, f.level ? x.iova : page, f.level, &tag)];
-	struct recycle_batch *b = recycle_room();
-	if (!b || ((uintptr_t)e & ~IOTLB_PTR_MASK)) {
-		entry_free(e);
-		return 0; /* answered, not cached */
-	}
+	uint32_t set = iotlb_set_at(t, f.level ? x.iova : page, f.level, &tag);
+	struct iotlb_set *s = &t->sets[set];
 	int w = pick_victim(s);
-	iotlb_slot_t ov = atomic_load_explicit(&s->slot[w], memory_order_acquire);
-	if (!atomic_compare_exchange_strong_explicit(&s->slot[w], &ov,
-						     (uintptr_t)e | tag << IOTLB_TAG_SHIFT,
-						     memory_order_seq_cst, memory_order_relaxed)) {
-		entry_free(e); /* never published */
+	if (w < 0)
+		return 0; /* answered, not cached */
+	/* The slot BUSY, with the key's tag (a sweep of that key kills it): its
+	 * line is this fill's until it publishes or gives the slot up. */
+	const iotlb_slot_t busy = IOTLB_SLOT_BUSY | tag << IOTLB_TAG_SHIFT;
+	iotlb_slot_t ov = atomic_load_explicit(&s->slot[w], memory_order_relaxed);
+	if (slot_owned(ov) ||
+	    !atomic_compare_exchange_strong_explicit(&s->slot[w], &ov, busy, memory_order_seq_cst,
+						     memory_order_relaxed))
 		return 0;
-	}
-	struct iotlb_entry *old = iotlb_slot_entry(ov);
-	if (old) {
-		/* Counted as a live eviction without reading its stamp (a
-		 * cold line): pending ones are rare (their fill settles them
-		 * within its call). */
+	if ((ov & IOTLB_STATE_MASK) == IOTLB_SLOT_LIVE) {
 		st->evicted = true;
-		recycle_retire(b, old);
 		iotlb_stripe_add(t, IOTLB_EVICTIONS);
 		count_eviction(c, t);
 	}
 	/*
-	 * Confirm or withdraw. e is in its slot but invisible (PENDING). This
-	 * load and the insert above are seq_cst, as an invalidation's gen bump
-	 * and its sweep's slot loads are: if gen still equals the stamp here,
-	 * every later bump comes after the insert and its sweep finds e (and
-	 * drops it if it overlaps; it reads the level and the run published
-	 * above); so e goes live. Otherwise an invalidation began after the
-	 * stamp, maybe after a walk that read the old table, and its sweep may
-	 * have passed this slot before the insert: e is withdrawn, never
-	 * having been visible. A sweep or an eviction may have taken e out
-	 * first (they retire it).
+	 * The stamp again, after the claim (both seq_cst, as an invalidation's
+	 * gen bump and its sweep's slot loads are). Moved: an invalidation
+	 * began after the stamp, maybe after a walk that read the old table,
+	 * and its sweep may have passed this set before the claim: the slot
+	 * is given up, the answer not cached. Unmoved: every later bump comes
+	 * after the claim, so its sweep finds the slot BUSY and kills it (the
+	 * publication below then fails) or finds the entry LIVE and drops it
+	 * (it reads the level and the run published above). Two locked
+	 * instructions a fill, not three (a PENDING state published, then
+	 * confirmed, drained the store buffer once more: the claim-kill
+	 * protocol made miss/engine 7-13% faster).
 	 */
-	if (atomic_load_explicit(&c->gen, memory_order_seq_cst) == gen) {
-		atomic_store_explicit(&e->state, IOTLB_ENTRY_LIVE, memory_order_release);
+	if (atomic_load_explicit(&c->gen, memory_order_seq_cst) != gen) {
+		atomic_store_explicit(&s->slot[w], 0, memory_order_release); /* BUSY or KILLED: ours */
+		return 0; /* answered, not cached */
+	}
+	if (__builtin_expect(iotlb_test_claimed != NULL, 0))
+		iotlb_test_claimed(iova);
+	/* The seqlock's write side: the new seq, then (a release fence) the
+	 * fields. A reader that read any new field then reads this seq or a
+	 * later one, which its slot word does not carry (iotlb_probe). */
+	struct iotlb_entry *e = iotlb_line(t, set, (unsigned)w);
+	uint64_t seq = (atomic_load_explicit(&e->seq, memory_order_relaxed) + 1) & IOTLB_SEQ_MASK;
+	atomic_store_explicit(&e->seq, seq, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	__atomic_store_n(&e->iova, x.iova, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->len, x.len, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->gpa, x.gpa, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->hva, x.hva, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->perm, x.perm, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->region, x.region, __ATOMIC_RELAXED);
+	/* LIVE, unless a sweep killed the claim meanwhile: then given up. */
+	iotlb_slot_t cur = busy;
+	if (atomic_compare_exchange_strong_explicit(&s->slot[w], &cur, IOTLB_SLOT_LIVE | tag << IOTLB_TAG_SHIFT | seq,
+						    memory_order_release, memory_order_relaxed)) {
 		st->cached = true;
 		return 0;
 	}
-	/* Room again: b had room for one line, and the eviction above may
-	 * have filled it (then handed to call_rcu: a second line went past
-	 * its end; found by review, ASan). No room: e stays in its slot
-	 * PENDING, never visible, until a sweep, an eviction or the table's
-	 * free takes it. */
-	b = recycle_room();
-	if (!b)
-		return 0;
-	/* Readers set IOTLB_SLOT_REF only on LIVE entries, so the slot holds what
-	 * the insert wrote unless a sweep or an eviction took e first (they
-	 * retire it). */
-	iotlb_slot_t mine = (uintptr_t)e | tag << IOTLB_TAG_SHIFT;
-	if (atomic_compare_exchange_strong_explicit(&s->slot[w], &mine, 0, memory_order_seq_cst,
-						    memory_order_relaxed))
-		recycle_retire(b, e);
+	atomic_store_explicit(&s->slot[w], 0, memory_order_release); /* KILLED: still ours */
 	return 0; /* answered, not cached */
-}
-
-static inline bool overlaps(const struct iotlb_entry *e, uint64_t first, uint64_t last)
-{
-	return e->iova <= last && e->iova + e->len - 1 >= first;
 }
 
 /* Drops the entries of one set that overlap [first, last], live or pending
  * (their fills withdraw them anyway: gen moved). Only the slots tagged `tag`
  * (TAG_ANY: all): an overlapping entry of another key is found from its own
- * key, which the sweep visits too. Writes nothing that a reader reads
- * unless it drops an entry: no stamp, no sequence (a sequence bump per set
- * and a re-stamp per entry kept were most of a sweep, and a miss on each
- * such line for every translating thread). The single writer (sync_lock),
- * inside a read-side section. */
+ * key, which the sweep visits too. A BUSY slot is left alone: its fill
+ * publishes, then loads gen, after this sweep's bump (it read BUSY after
+ * the bump), and withdraws. Writes nothing that a reader reads unless it
+ * drops an entry: no stamp, no sequence (a sequence bump per set and a
+ * re-stamp per entry kept were most of a sweep, and a miss on each such
+ * line for every translating thread). Needs no memory. The single writer
+ * (sync_lock), inside a read-side section. */
 #define TAG_ANY UINT64_MAX
-static uint64_t sweep_set(struct iotlb_set *s, uint64_t tag, uint64_t first, uint64_t last,
-			  bool *full)
+static uint64_t sweep_set(struct iotlb_table *t, uint32_t set, uint64_t tag, uint64_t first,
+			  uint64_t last)
 {
+	struct iotlb_set *s = &t->sets[set];
 	uint64_t dropped = 0;
 	for (int w = 0; w < IOTLB_WAYS; w++) {
 		iotlb_slot_t v = atomic_load_explicit(&s->slot[w], memory_order_seq_cst);
-		struct iotlb_entry *e = iotlb_slot_entry(v);
-		if (!e || (tag != TAG_ANY && ((v >> IOTLB_TAG_SHIFT) & IOTLB_TAG_MASK) != tag) ||
-		    !overlaps(e, first, last))
-			continue;
-		/* No memory for a batch: the caller drops the whole table
-		 * (table_drop; an entry cannot be killed in place: its fill
-		 * may still be about to confirm it). */
-		struct recycle_batch *b = recycle_room();
-		if (!b) {
-			*full = true;
-			return dropped;
-		}
-		bool live_e = atomic_load_explicit(&e->state, memory_order_acquire) == IOTLB_ENTRY_LIVE;
-		bool out = false;
-		while (iotlb_slot_entry(v) == e &&
-		       !(out = atomic_compare_exchange_strong_explicit(&s->slot[w], &v, 0,
-								       memory_order_seq_cst,
-								       memory_order_relaxed)))
-			; /* a reader set or the victim choice cleared the ref bit */
-		if (out) {
-			dropped += live_e;
-			recycle_retire(b, e);
+		const struct iotlb_entry *e = iotlb_line(t, set, (unsigned)w);
+		for (;;) {
+			if (!(v & IOTLB_STATE_MASK) || (v & IOTLB_STATE_MASK) == IOTLB_SLOT_KILLED ||
+			    (tag != TAG_ANY && ((v >> IOTLB_TAG_SHIFT) & IOTLB_TAG_MASK) != tag))
+				break;
+			if ((v & IOTLB_STATE_MASK) == IOTLB_SLOT_BUSY) {
+				/* A fill of this key between its claim and its
+				 * publication, its line unreadable: killed, so
+				 * that it does not publish (iotlb_fill). */
+				if (atomic_compare_exchange_strong_explicit(
+					    &s->slot[w], &v, (v & ~IOTLB_STATE_MASK) | IOTLB_SLOT_KILLED,
+					    memory_order_seq_cst, memory_order_seq_cst))
+					break;
+				continue; /* published or given up meanwhile: v is the slot's word now */
+			}
+			uint64_t lo = IOTLB_RD(e->iova), len = IOTLB_RD(e->len);
+			atomic_thread_fence(memory_order_acquire);
+			if (!iotlb_seq_is(atomic_load_explicit(&e->seq, memory_order_relaxed), v)) {
+				/* rewritten since v: look at the slot again */
+				v = atomic_load_explicit(&s->slot[w], memory_order_seq_cst);
+				continue;
+			}
+			if (lo > last || lo + len - 1 < first)
+				break;
+			if (atomic_compare_exchange_strong_explicit(&s->slot[w], &v, 0, memory_order_seq_cst,
+								    memory_order_seq_cst)) {
+				dropped++;
+				break;
+			}
+			/* a reader set the ref bit, the victim choice cleared it,
+			 * or an eviction took the slot: v is the slot's word now */
 		}
 	}
 	return dropped;
@@ -567,12 +569,12 @@ static struct sweep sweep_of(struct iotlb_table *t, uint64_t first, uint64_t las
 }
 
 static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_t first, uint64_t last,
-			   uint64_t *visits, bool *full)
+			   uint64_t *visits)
 {
 	uint64_t dropped = 0;
 	if (sweep_all(t, w)) {
-		for (uint32_t i = 0; i < t->nsets && !*full; i++)
-			dropped += sweep_set(&t->sets[i], TAG_ANY, first, last, full);
+		for (uint32_t i = 0; i < t->nsets; i++)
+			dropped += sweep_set(t, i, TAG_ANY, first, last);
 		*visits += t->nsets;
 		return dropped;
 	}
@@ -581,10 +583,10 @@ static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_
 		if (!(w->levels & (1u << l)))
 			continue;
 		uint64_t a = (l ? first : w->lo) >> iotlb_level_shift[l], b = last >> iotlb_level_shift[l];
-		for (uint64_t k = a; k <= b && !*full; k++) {
+		for (uint64_t k = a; k <= b; k++) {
 			uint64_t tag;
 			uint32_t set = iotlb_set_at(t, k << iotlb_level_shift[l], l, &tag);
-			dropped += sweep_set(&t->sets[set], tag, first, last, full);
+			dropped += sweep_set(t, set, tag, first, last);
 		}
 	}
 	return dropped;
@@ -592,33 +594,13 @@ static uint64_t sweep_sets(struct iotlb_table *t, const struct sweep *w, uint64_
 
 /* The table, loaded inside the read-side section the caller entered: a
  * growth retires the one it replaces with call_rcu, and a sweep that loaded
- * it before entering could walk it after it was freed (and retire its
- * entries twice). Callers sweep outside any section (a sync, close,
- * set_root, RAM purge); found by review. After the gen bump (seq_cst). */
+ * it before entering could walk it after it was freed. Callers sweep
+ * outside any section (a sync, close, set_root, RAM purge); found by
+ * review. After the gen bump (seq_cst). */
 static struct iotlb_table *sweep_table(struct iotlb *c)
 {
 	atomic_fetch_add_explicit(&c->gen, 1, memory_order_seq_cst);
 	return iotlb_live(atomic_load_explicit(&c->table, memory_order_seq_cst));
-}
-
-/*
- * A sweep that found no memory to retire an entry (recycle_room) drops the
- * whole table instead: unpublished (the next fill allocates a new one) and
- * freed with its entries after a grace period, which needs no allocation.
- * The same argument as a growth's (table_grow): a fill that loads the table
- * after this loads gen after the bump. Returns NULL, or the table that a
- * growth put in t's place meanwhile (to be swept in turn). Read side.
- */
-static struct iotlb_table *table_drop(struct iotlb *c, struct iotlb_table *t)
-{
-	struct iotlb_table *expected = t;
-	if (atomic_compare_exchange_strong_explicit(&c->table, &expected, NULL, memory_order_seq_cst,
-						    memory_order_seq_cst)) {
-		atomic_fetch_add_explicit(&c->dropped_tables, 1, memory_order_relaxed);
-		table_retire(c, t);
-		return NULL;
-	}
-	return iotlb_live(expected);
 }
 
 uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
@@ -626,11 +608,9 @@ uint64_t iotlb_invalidate(struct iotlb *c, uint64_t first, uint64_t last)
 	iovt_rcu_read_lock();
 	struct iotlb_table *t = sweep_table(c);
 	uint64_t dropped = 0, visits = 0;
-	while (t) {
-		bool full = false;
+	if (t) {
 		struct sweep w = sweep_of(t, first, last);
-		dropped += sweep_sets(t, &w, first, last, &visits, &full);
-		t = full ? table_drop(c, t) : NULL;
+		dropped = sweep_sets(t, &w, first, last, &visits);
 	}
 	atomic_fetch_add_explicit(&c->swept, visits, memory_order_relaxed);
 	iovt_rcu_read_unlock();
@@ -644,8 +624,7 @@ uint64_t iotlb_invalidate_n(struct iotlb *c, size_t n,
 	iovt_rcu_read_lock();
 	struct iotlb_table *t = sweep_table(c);
 	uint64_t dropped = 0;
-	while (t) {
-		bool full = false;
+	if (t) {
 		uint64_t keys = 0;
 		for (size_t i = 0; i < n && keys <= t->nsets; i++) {
 			uint64_t first, last;
@@ -663,20 +642,19 @@ uint64_t iotlb_invalidate_n(struct iotlb *c, size_t n,
 				lo = first < lo ? first : lo;
 				hi = last > hi ? last : hi;
 			}
-			for (uint32_t i = 0; i < t->nsets && !full; i++)
-				dropped += sweep_set(&t->sets[i], TAG_ANY, lo, hi, &full);
+			for (uint32_t i = 0; i < t->nsets; i++)
+				dropped += sweep_set(t, i, TAG_ANY, lo, hi);
 			atomic_fetch_add_explicit(&c->swept, t->nsets, memory_order_relaxed);
 		} else {
 			uint64_t visits = 0;
-			for (size_t i = 0; i < n && !full; i++) {
+			for (size_t i = 0; i < n; i++) {
 				uint64_t first, last;
 				span(arg, i, &first, &last);
 				struct sweep w = sweep_of(t, first, last);
-				dropped += sweep_sets(t, &w, first, last, &visits, &full);
+				dropped += sweep_sets(t, &w, first, last, &visits);
 			}
 			atomic_fetch_add_explicit(&c->swept, visits, memory_order_relaxed);
 		}
-		t = full ? table_drop(c, t) : NULL;
 	}
 	iovt_rcu_read_unlock();
 	return dropped;
@@ -710,17 +688,11 @@ uint64_t iotlb_count(struct iotlb *c)
 		return 0;
 	for (uint32_t i = 0; i < t->nsets; i++) {
 		struct iotlb_set *s = &t->sets[i];
-		for (int w = 0; w < IOTLB_WAYS; w++) {
-			struct iotlb_entry *e = iotlb_slot_entry(atomic_load_explicit(&s->slot[w], memory_order_acquire));
-			n += e && atomic_load_explicit(&e->state, memory_order_relaxed) == IOTLB_ENTRY_LIVE;
-		}
+		for (int w = 0; w < IOTLB_WAYS; w++)
+			n += (atomic_load_explicit(&s->slot[w], memory_order_relaxed) & IOTLB_STATE_MASK) ==
+			     IOTLB_SLOT_LIVE;
 	}
 	return n;
-}
-
-uint64_t iotlb_pool_bytes(void)
-{
-	return recycle_held_bytes();
 }
 
 uint64_t iotlb_memory_bytes(struct iotlb *c)
@@ -728,8 +700,9 @@ uint64_t iotlb_memory_bytes(struct iotlb *c)
 	struct iotlb_table *t = iotlb_live(atomic_load_explicit(&c->table, memory_order_acquire));
 	if (!t)
 		return 0;
-	return sizeof(*t) + (uint64_t)t->nsets * sizeof(struct iotlb_set) +
-	       iotlb_count(c) * 64; /* an entry takes its whole 64-byte class */
+	/* Allocated, not resident: lines no fill has used may be unbacked. */
+	return sizeof(*t) + (uint64_t)t->nsets * (sizeof(struct iotlb_set) +
+						  IOTLB_WAYS * sizeof(struct iotlb_entry));
 }
 
 uint64_t iotlb_capacity(struct iotlb *c)

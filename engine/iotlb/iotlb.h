@@ -9,68 +9,75 @@
  * destroy, RAM removal). Calls only engine/guest and engine/common; never
  * intake, never the tree or the sinks.
  *
- * Layout: `nsets` sets of IOTLB_WAYS slots, one cache line each: 8 slots,
- * each an RCU pointer to an immutable entry (one
- * cache line: jemalloc's 64-byte class, via engine/common/alloc.h) with a
- * 15-bit tag of its key and a referenced bit in its top 16 bits: a probe
- * dereferences only the ways whose tag matches, the victim
- * choice dereferences nothing. An entry is a run of
- * IOVA (a 4 KiB-started run of at most IOTLB_RUN_MAX bytes, or a whole
- * 2 MiB / 1 GiB leaf) mapping host-contiguously, one permission, one RAM
- * region. It lives in the set of its key: (level, the 4 KiB page a run
- * starts at / the 2 MiB or 1 GiB block of a large leaf; iotlb_set_at puts
- * 64 consecutive keys on consecutive sets from a hashed base, nsets a power
- * of two). A lookup probes one set per level in use: cost independent of
- * the number of entries.
+ * Layout: `nsets` sets of IOTLB_WAYS slots, one cache line each, then one
+ * 64-byte entry line per slot (iotlb_hit.h: iotlb_line, way-major). A slot
+ * is a word: a state (EMPTY, BUSY, KILLED, LIVE), a 15-bit tag of its key,
+ * a referenced bit and the seq its line had when it was published: a probe
+ * reads a line only for a LIVE slot whose tag matches, the victim choice
+ * reads none. An entry is a run of IOVA (a 4 KiB-started run of at most
+ * IOTLB_RUN_MAX bytes, or a whole 2 MiB / 1 GiB leaf) mapping
+ * host-contiguously, one permission, one RAM region. It lives in the set of
+ * its key: (level, the 4 KiB page a run starts at / the 2 MiB or 1 GiB
+ * block of a large leaf; iotlb_set_at puts 64 consecutive keys on
+ * consecutive sets from a hashed base, nsets a power of two). A lookup
+ * probes one set per level in use: cost independent of the number of
+ * entries.
  *
- * Capacity: c->entries (iovt_config.iotlb_entries, default 262144: ~18 MiB
- * when full) bounds the table. The first one, allocated by the first miss,
- * holds iotlb_start_entries() (4096: 32 KiB of sets); when live evictions
- * reach a quarter of its capacity (counted per thread, added in chunks of 64) an
- * empty table IOTLB_GROWTH times larger replaces it and the old one, with
- * its entries, is freed after a grace period (table_grow has the VT-d
- * argument: every sweep and fill works on the table it loaded). A hot set
- * that fits the capacity then stays resident: no cliff at 16x the start.
+ * Lines are rewritten in place, a seqlock per line (iotlb_hit.h): a fill
+ * owns its slot (BUSY) while it writes the line, bumping the line's seq
+ * first; a reader that copied a line out checks that its seq is still the
+ * one its slot word carried, and misses otherwise. So an entry needs no
+ * grace period of its own: no allocation, retirement or recycling on a
+ * miss (until the twenty-fifth session each entry was an immutable line
+ * behind an RCU pointer, retired in batches of 4096 to call_rcu and reused
+ * by the retiring thread: a third of a miss, and a refill landed in a
+ * recycled line far from its neighbours, which cost a 64K pool with an
+ * invalidator 1.5x its lookups). Only whole tables wait for grace periods.
+ *
+ * Capacity: c->entries (iovt_config.iotlb_entries, default 262144: 18 MiB
+ * of lines and sets in the largest table) bounds the table. The first
+ * table, allocated by the first miss, holds iotlb_start_entries() (4096:
+ * 288 KiB allocated, its lines' pages touched only as fills use them);
+ * when live evictions reach a quarter of its capacity (counted per thread,
+ * added in chunks of 64) an empty table IOTLB_GROWTH times larger replaces
+ * it and the old one is freed after a grace period (table_grow has the
+ * VT-d argument: every sweep and fill works on the table it loaded). A hot
+ * set that fits the capacity then stays resident: no cliff at 16x the
+ * start.
  *
  * VT-d rule (after a PSI/DSI/global and its wait, no invalidated translation
  * is returned again). An invalidation (one writer: the domain's sync_lock
- * holder) bumps c->gen, then unlinks every entry overlapping its range from
- * the sets such an entry can live in; it writes nothing else (no per-set
- * sequence, no entry line: re-stamping every entry it kept was most of a
- * sweep, and cost every translating thread a miss on each such line). A
- * filler reads gen BEFORE it walks (its stamp) and publishes its entry
- * PENDING, which no probe accepts; then, with the entry in its slot, it
- * reads gen again: unchanged, it marks the entry LIVE (every later
- * invalidation bumps gen after the insert, so its sweep finds the entry);
- * changed, it unlinks it again: an invalidation began after the stamp,
- * perhaps after a walk that read the old table, and its sweep may have
- * passed the slot before the insert (the classic walk/invalidate/insert
- * race). A fill that read the new gen walked after the bump, so after the
- * guest's write (the invalidation was drained after it was posted).
- * Which sets: those an entry overlapping the range can live in, given the
- * levels in use and the longest run cached in the first page's 2 MiB block
- * (t->maxrun, 16 buckets of blocks; a run never crosses its block, so the
- * reach back stops at the block's start too), both read after the
- * invalidation's gen bump; in each, only the slots whose tag is that key's
- * (an overlapping entry of another key is found from its own key). A fill
- * that adds a level or a longer run publishes it after its walk and before
- * its insert: an invalidation that read the old extent bumped gen before
- * that, so after the stamp (the fill withdraws) or before it (the fill
- * walked after the guest's write: its entry is right). A sweep with no memory to retire what it unlinks
- * (recycle_room) drops the whole table instead (freed after a grace period,
- * counted in dropped_tables): an entry cannot be killed in place while its
- * fill may still confirm it.
+ * holder) bumps c->gen, then empties every slot whose entry overlaps its
+ * range in the sets such an entry can live in, and kills every BUSY slot
+ * of those keys; it writes nothing else (no per-set sequence, no entry
+ * line: re-stamping every entry it kept was most of a sweep, and cost
+ * every translating thread a miss on each such line). A filler reads gen
+ * BEFORE it walks (its stamp); after its walk it claims a slot (BUSY, a
+ * seq_cst CAS) and reads gen again: moved, it gives the slot up (an
+ * invalidation began after the stamp, perhaps after a walk that read the
+ * old table, and its sweep may have passed the set before the claim: the
+ * classic walk/invalidate/insert race); unmoved, every later invalidation
+ * bumps gen after the claim, so its sweep finds the slot BUSY and kills it
+ * (the fill's publication, a CAS from BUSY to LIVE, then fails) or finds
+ * the entry LIVE and drops it. A fill that read the new gen walked after
+ * the bump, so after the guest's write (the invalidation was drained after
+ * it was posted). Which sets: those an entry overlapping the range can
+ * live in, given the levels in use and the longest run cached in the first
+ * page's 2 MiB block (t->maxrun, 16 buckets of blocks; a run never crosses
+ * its block, so the reach back stops at the block's start too), both read
+ * after the invalidation's gen bump; in each, only the slots whose tag is
+ * that key's (an overlapping entry of another key is found from its own
+ * key). A fill that adds a level or a longer run publishes it after its
+ * walk and before its claim: an invalidation that read the old extent
+ * bumped gen before that, so after the stamp (the fill gives up) or before
+ * it (the fill walked after the guest's write: its entry is right). A
+ * sweep needs no memory.
  *
  * Eviction: second chance inside a set (readers set the slot's referenced
  * bit with a CAS only when it is clear); empty slots first, then from a
- * random way the first slot without the bit, clearing the bits it passes.
- * A replaced or dropped entry goes into the calling thread's batch of
- * pointers, handed to one call_rcu per 4096 (a call_rcu per entry cost a
- * fence and a wakeup of the call_rcu thread per miss; each grace period is
- * a membarrier IPI to the readers' CPUs); after the grace period the batch
- * goes back to that thread, whose next fills reuse its lines (recycle.h);
- * a thread's exit frees its partial batch after a grace period. A retired
- * table goes to call_rcu whole.
+ * random way the first slot without the bit, clearing the bits it passes;
+ * never a slot a fill owns. A retired table (a growth, close) goes to
+ * call_rcu whole, its lines with it.
  *
  * Destroy: the owner closes the IOTLB (iotlb_close: c->table becomes a
  * sentinel no fill replaces), then sets *gone; a fill reads *gone after its
@@ -80,11 +87,11 @@
  * Synchronization table:
  *   function             read side?  locks held on entry     waits for
  *   iotlb_lookup         required    none                    nothing
- *   iotlb_fill           required    none                    nothing (mallocs; call_rcu per 4096 or per growth)
- *   iotlb_invalidate     no          sync_lock (one writer)  nothing (call_rcu per 4096)
- *   iotlb_flush          no          sync_lock               nothing (call_rcu per 4096)
+ *   iotlb_fill           required    none                    nothing (a table's malloc on the first miss and per growth, its call_rcu per growth)
+ *   iotlb_invalidate     no          sync_lock (one writer)  nothing (no memory)
+ *   iotlb_flush          no          sync_lock               nothing (no memory)
+ *   iotlb_close          no          sync_lock, or no sweeper left (teardown)  nothing (call_rcu of the table)
  *   iotlb_free           no          none: no reader left    nothing
- *   thread exit (TLS)    no          none (thread is done)   a grace period (its batch)
  */
 #ifndef IOVT_IOTLB_IOTLB_H
 #define IOVT_IOTLB_IOTLB_H
@@ -100,7 +107,7 @@
 #define IOTLB_WAYS 8
 #define IOTLB_RUN_MAX (64ull << 10)   /* longest 4 KiB-started run cached (bytes) */
 #define IOTLB_FILL_BUDGET 256         /* entries one fill walk may read at most */
-#define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: 18 MiB per domain when full (16 MiB of entries + 2 MiB of sets) */
+#define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: 18 MiB per domain at the largest table (16 MiB of lines + 2 MiB of sets) */
 #define IOTLB_START_ENTRIES 4096      /* the first table (32 KiB of sets) */
 #define IOTLB_GROWTH 4                /* a growth multiplies the capacity by this */
 #define IOTLB_MAX_ENTRIES (1ull << 24)
@@ -121,8 +128,7 @@ struct iotlb {
 	uint64_t entries;       /* configured capacity (the largest table) */
 	_Atomic uint64_t before[IOTLB_NCOUNT]; /* counted by tables a growth replaced, or with no table */
 	_Atomic uint64_t grown;       /* growths */
-	_Atomic uint64_t dropped_tables; /* tables a sweep without memory dropped whole */
-	char pad_[64 - (4 + IOTLB_NCOUNT) * sizeof(uint64_t)];
+	char pad_[64 - (3 + IOTLB_NCOUNT) * sizeof(uint64_t)];
 	_Atomic uint64_t gen;   /* bumped by every invalidation, table or not */
 	_Atomic uint64_t swept; /* sets visited by sweeps (gen's line: the sweep writes it anyway) */
 	char pad2_[64 - 2 * sizeof(uint64_t)];
@@ -181,6 +187,10 @@ uint64_t iotlb_close(struct iotlb *c);
  * can run an invalidation exactly inside the fill's window. NULL otherwise
  * (one load on the miss path). */
 extern void (*iotlb_test_walked)(uint64_t iova);
+/* Tests only (translate-service-narrowed-sweep's "claimed" cases): called
+ * with the slot claimed BUSY and the gen check passed, before the line is
+ * written and published: an invalidation run there must kill the claim. */
+extern void (*iotlb_test_claimed)(uint64_t iova);
 
 /* Racy sum of the stripes (a growth may lose the counts of threads still
  * on the old table). Misses: fills, errors included; evictions: live
@@ -192,9 +202,6 @@ uint64_t iotlb_capacity(struct iotlb *c);
 uint64_t iotlb_sets_swept(struct iotlb *c);
 uint64_t iotlb_start_entries(uint64_t entries); /* the first table's size for a capacity */ /* entries the current table holds at most (0: none yet) */
 uint64_t iotlb_count(struct iotlb *c);    /* visible entries now (walks the table) */
-/* Bytes of entry lines retired and held by the threads that retired them
- * for reuse (recycle.h): process-wide, counted to the batch. Any thread. */
-uint64_t iotlb_pool_bytes(void);
 
 uint64_t iotlb_memory_bytes(struct iotlb *c);
 
