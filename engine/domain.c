@@ -44,8 +44,10 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 		return -EINVAL;
 	}
 	struct iovt_domain *d = calloc(1, sizeof(*d));
-	if (!d)
+	if (!d) {
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_NO_MEMORY], 1);
 		return -ENOMEM;
+	}
 	atomic_init(&d->refs, 1); /* the creator's handle, consumed by destroy */
 	d->engine = e;
 	d->did = cfg->did;
@@ -77,6 +79,8 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 		domain_free(d); /* never published */
 		if (trc == -EEXIST)
 			ENGINE_STAT_ADD(e, errors[IOVT_ERR_BAD_ARGUMENT], 1);
+		else if (trc == -ENOMEM)
+			ENGINE_STAT_ADD(e, errors[IOVT_ERR_NO_MEMORY], 1);
 		return trc;
 	}
 	cds_list_add_tail(&d->link, &e->domain_list);

@@ -19,9 +19,10 @@
 //       pairs per s), inval_target_kops (its pace), inval_cpu_ns (its own
 //       CPU time per pair: the guest edits, two PSIs and two waits).
 //   vhost_shuffled/<impl>/pool:<P>/inval:0/real_time/threads:1
-//       the same with the pool visited in a fixed permuted order: the
-//       plain order is the warm-up's fill order, so the engine's entries
-//       (allocated in that order) are read sequentially there.
+//       the same with the pool visited in a fixed permuted order: in the
+//       plain order the engine's set and entry lines are read in address
+//       order (iotlb_set_at keeps IOVA order; each slot's entry line sits
+//       at its set's place in the table's line array).
 //   miss/<impl>    every lookup a miss (a cyclic scan of 64K pages; the
 //                  engine's capacity fixed at 4096, as its default grows
 //                  to hold the scan): time per op = the cost of a miss
@@ -157,7 +158,8 @@ template <class Impl> void BM_miss(benchmark::State &st)
 // The hardware's share of the pool-size gap: the same lookup pattern as
 // vhost/* (4 ring pages + the next pool buffer, plain or permuted order)
 // over plain memory laid out as the engine's IOTLB is at that pool — a set
-// line (iotlb_set_at's index) that names an entry line (allocated in fill order) — with
+// line (iotlb_set_at's index), then its way 0's entry line in the table's
+// line array (iotlb_line: way-major, one line past the sets' parity) — with
 // nothing else: two dependent cache lines per lookup. Sets: as many as the
 // engine's table has once grown for that pool (4096 entries for 256, 262144
 // for 64K). What ref/lines loses from 256 to 64K, the engine cannot avoid
@@ -168,7 +170,7 @@ void BM_ref_lines(benchmark::State &st)
 	const bool shuffled = st.range(1) != 0;
 	const uint64_t nsets = (pool > 4096 ? 262144 : 4096) / 8, shift = 64 - __builtin_ctzll(nsets);
 	struct alignas(64) Line { uint64_t key, idx, pad[6]; };
-	std::vector<Line> sets(nsets, Line{}), ents(pool + 4, Line{});
+	std::vector<Line> sets(nsets, Line{}), ents(nsets + 1, Line{});
 	// The engine's set index (engine/iotlb/iotlb_hit.h, iotlb_set_at):
 	// groups of 64 consecutive pages on consecutive sets from a hashed base.
 	auto set_of = [&](uint64_t page) {
@@ -176,8 +178,9 @@ void BM_ref_lines(benchmark::State &st)
 	};
 	for (uint64_t i = 0; i < pool + 4; i++) { // fill order: ring, then the pool
 		uint64_t page = i < 4 ? (RING_IOVA >> 12) + i : (POOL_IOVA >> 12) + 2 * (i - 4);
-		ents[i].key = page;
-		sets[set_of(page)].idx = i; // collisions overwrite: a miss reads a wrong key, as dear
+		uint64_t set = set_of(page);
+		ents[1 + set].key = page;
+		sets[set].idx = 1 + set; // collisions overwrite: a miss reads a wrong key, as dear
 	}
 	// Each lookup waits for the one before (dep: always 0, but loaded from
 	// the entry): latency, not overlapped misses, as a lookup behind a call,

@@ -79,9 +79,15 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	if (b == IOVT_QUEUE_DEFAULT)
 		b = rte_create ? IOVT_QUEUE_RTE_RING : IOVT_QUEUE_WFCQ;
 
+	/* Every -ENOMEM below is counted (errors[NO_MEMORY]): a thread's
+	 * first post creates its implicit queue here and reports the failure
+	 * to a guest path that may not log it (uncounted until the
+	 * twenty-fifth session). */
 	struct iovt_queue *q = iovt_aligned_alloc(64, sizeof(*q));
-	if (!q)
+	if (!q) {
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_NO_MEMORY], 1);
 		return -ENOMEM;
+	}
 	memset(q, 0, sizeof(*q));
 	switch (b) {
 	case IOVT_QUEUE_WFCQ:
@@ -102,6 +108,7 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	}
 	if (!q->ring) {
 		free(q);
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_NO_MEMORY], 1);
 		return -ENOMEM;
 	}
 	q->engine = e;
@@ -120,6 +127,7 @@ int iovt_queue_create(struct iovt_engine *e, const struct iovt_queue_config *cfg
 	pthread_mutex_unlock(&e->queues_lock);
 	if (rc) {
 		queue_free(q);
+		ENGINE_STAT_ADD(e, errors[IOVT_ERR_NO_MEMORY], 1); /* the table's copy */
 		return rc;
 	}
 	*out = q;

@@ -41,6 +41,12 @@
  *                 iommufd and DPDK do): every mapping after it stayed in
  *                 the device after the notifier was gone. Now one UNMAP per
  *                 extent follows, and only the busy one stays.
+ *  queue-enomem   a queue whose allocation fails (the queue, or its ring;
+ *                 a thread's first post creates its implicit queue the
+ *                 same way): -ENOMEM was returned but counted nowhere
+ *                 (noticed in the twenty-fourth session). Now each is one
+ *                 errors[NO_MEMORY] of the engine; a post after the fault
+ *                 still works.
  *  capped-retry   capped spans (past the sink's cap) inside a span retried
  *                 after a failed multi-UNMAP: the retry mapped them but
  *                 they stayed "capped", and once the cap was full again
@@ -337,6 +343,46 @@ static void case_map_enomem(void)
 	world_destroy(&x);
 }
 
+static unsigned allocs_left;
+static bool fail_after(size_t s)
+{
+	(void)s;
+	if (!allocs_left)
+		return true;
+	allocs_left--;
+	return false;
+}
+
+static void case_queue_enomem(void)
+{
+	struct world x;
+	world_init(&x, IOVT_MODEL_TYPE1, false, 0);
+	struct iovt_stats a, b;
+	struct iovt_queue *q = NULL;
+	/* The engine's own ring (rte_ring's memory is DPDK's glue's, outside
+	 * the fault hook). */
+	const struct iovt_queue_config qc = { .backend = IOVT_QUEUE_WFCQ };
+	for (unsigned ok = 0; ok < 2; ok++) { /* the queue's allocation, then its ring's */
+		iovt_stats_get(x.e, &a);
+		allocs_left = ok;
+		iovt_alloc_fault = fail_after;
+		int rc = iovt_queue_create(x.e, &qc, &q);
+		iovt_alloc_fault = NULL;
+		CHECK_EQ(rc, (uint64_t)-ENOMEM);
+		iovt_stats_get(x.e, &b);
+		CHECK_EQ(b.errors[IOVT_ERR_NO_MEMORY], a.errors[IOVT_ERR_NO_MEMORY] + 1);
+	}
+	CHECK_EQ(iovt_queue_create(x.e, &qc, &q), 0); /* memory again: it works */
+	CHECK(gs_map(x.gd, 16 * K, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK_EQ(iovt_queue_psi(q, 3, 16 * K, 0, false), 0);
+	CHECK_EQ(iovt_queue_fence(q), 0);
+	struct iovt_extent m;
+	CHECK(iovt_model_sink_find(x.model, 16 * K, &m));
+	iovt_queue_destroy(q);
+	printf("queue-enomem: both failures counted, the next queue works\n");
+	world_destroy(&x);
+}
+
 static void case_detach_unmap_all(void)
 {
 	struct world x;
@@ -502,6 +548,8 @@ int main(int argc, char **argv)
 		case_map_enomem();
 	else if (!strcmp(c, "detach-unmap-all"))
 		case_detach_unmap_all();
+	else if (!strcmp(c, "queue-enomem"))
+		case_queue_enomem();
 	else {
 		fprintf(stderr, "usage: %s CASE (see the file's head)\n", argv[0]);
 		return 2;
