@@ -326,7 +326,7 @@ static int retire_map_notifier(struct iovt_domain *d)
 	 * what a fill that walked before it cached after, may be stale. Once
 	 * the tree is unpublished translate reads the IOTLB again, so it is
 	 * emptied first, while no reader uses it (a fill in flight stamped
-	 * gen before this flush: it never confirms its entry). Flushed after the
+	 * gen before this flush: it never publishes its entry). Flushed after the
 	 * tree went, a translate in between answered from entries that a
 	 * fenced invalidation had made stale (found by review; the
 	 * lifecycle-detach-stale test). */

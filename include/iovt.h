@@ -963,7 +963,8 @@ unsigned iovt_poll(struct iovt_engine *e, unsigned poller, unsigned npollers, un
  * mapped.
  * @param d the domain.
  * @param iova the address to translate.
- * @param[out] out the extent that covers iova, on success.
+ * @param[out] out the extent that covers iova, on success; its contents are unspecified
+ *         after an error (a lookup may have written it before it missed).
  * @return 0 or a negative errno.
  * @retval -ENOENT not mapped, or iova beyond the domain's width (translate_noent).
  * @retval -EFAULT a reserved bit, a large page the domain does not allow, a
@@ -1016,9 +1017,8 @@ enum iovt_err_kind {
 				    * (-EINVAL, -EBUSY), iovt_translate_range (-EINVAL) */
 	IOVT_ERR_NO_MEMORY,        /**< the engine's own memory ran out in a sync (a plan, the record):
 				    * nothing of what failed was sent; the span is retried. Also
-				    * one per IOTLB table dropped whole by an invalidation that
-				    * had no room to retire an entry (translations stay right;
-				    * the next lookups walk and refill), one per queue fence
+				    * one per queue or domain that could not be created (-ENOMEM),
+				    * one per queue fence
 				    * whose list of touched domains could not grow, and one per
 				    * iovt_guest_ram_remove() that failed for memory (-ENOMEM,
 				    * or -EBUSY when a domain's extents there could not be

@@ -169,7 +169,7 @@ void domain_add_pending(struct iovt_domain *d, uint64_t first, uint64_t last, bo
 /*
  * Drops the IOTLB's translations over what the guest invalidated, before the
  * fence that waits for it can complete (engine/iotlb: a fill that walked
- * before this and inserts after it is never visible). Only the guest's
+ * before this never publishes after it: it gives its slot up or is killed). Only the guest's
  * ranges: the retried spans are the sink's business, not the guest's.
  */
 static void todo_span(const void *arg, size_t i, uint64_t *first, uint64_t *last)

@@ -397,10 +397,10 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	/* An invalidation sweeps only the sets its range can reach given the
 	 * levels in use and the longest run (read after its gen bump). An entry
 	 * wider than a page, or of a large level, publishes its extent there
-	 * before its insert: an invalidation that began earlier may have read
-	 * the old extent and missed this set, but it moved gen, so the entry
-	 * is not confirmed (below); one that begins after the confirming load
-	 * reads the new extent. A 4 KiB entry needs neither: every sweep covers
+	 * before its claim: an invalidation that began earlier may have read
+	 * the old extent and missed this set, but it moved gen, so the fill
+	 * gives its slot up (below); one that begins after the fill's second
+	 * gen load reads the new extent. A 4 KiB entry needs neither: every sweep covers
 	 * the page's own set. */
 	if (f.level || x.len > IOVT_PAGE_SIZE) {
 		if (f.level) {
@@ -477,12 +477,12 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 	return 0; /* answered, not cached */
 }
 
-/* Drops the entries of one set that overlap [first, last], live or pending
- * (their fills withdraw them anyway: gen moved). Only the slots tagged `tag`
- * (TAG_ANY: all): an overlapping entry of another key is found from its own
- * key, which the sweep visits too. A BUSY slot is left alone: its fill
- * publishes, then loads gen, after this sweep's bump (it read BUSY after
- * the bump), and withdraws. Writes nothing that a reader reads unless it
+/* Drops the LIVE entries of one set that overlap [first, last] and kills
+ * the BUSY slots of the swept key (a fill between its claim and its
+ * publication, whose line cannot be read yet: it then gives the slot up,
+ * iotlb_fill). Only the slots tagged `tag` (TAG_ANY: all): an overlapping
+ * entry of another key is found from its own key, which the sweep visits
+ * too. Writes nothing that a reader reads unless it
  * drops an entry: no stamp, no sequence (a sequence bump per set and a
  * re-stamp per entry kept were most of a sweep, and a miss on each such
  * line for every translating thread). Needs no memory. The single writer
@@ -701,8 +701,8 @@ uint64_t iotlb_memory_bytes(struct iotlb *c)
 	if (!t)
 		return 0;
 	/* Allocated, not resident: lines no fill has used may be unbacked. */
-	return sizeof(*t) + (uint64_t)t->nsets * (sizeof(struct iotlb_set) +
-						  IOTLB_WAYS * sizeof(struct iotlb_entry));
+	return sizeof(*t) + sizeof(struct iotlb_entry) /* the parity line */ +
+	       (uint64_t)t->nsets * (sizeof(struct iotlb_set) + IOTLB_WAYS * sizeof(struct iotlb_entry));
 }
 
 uint64_t iotlb_capacity(struct iotlb *c)

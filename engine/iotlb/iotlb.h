@@ -108,7 +108,7 @@
 #define IOTLB_RUN_MAX (64ull << 10)   /* longest 4 KiB-started run cached (bytes) */
 #define IOTLB_FILL_BUDGET 256         /* entries one fill walk may read at most */
 #define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: 18 MiB per domain at the largest table (16 MiB of lines + 2 MiB of sets) */
-#define IOTLB_START_ENTRIES 4096      /* the first table (32 KiB of sets) */
+#define IOTLB_START_ENTRIES 4096      /* the first table (288 KiB: 32 KiB of sets, 256 KiB of lines) */
 #define IOTLB_GROWTH 4                /* a growth multiplies the capacity by this */
 #define IOTLB_MAX_ENTRIES (1ull << 24)
 

@@ -34,8 +34,10 @@
  * lookup misses (the walk answers). No grace period per entry, so no line
  * to allocate, retire or recycle on a miss, and a refill after an
  * invalidation lands in the same line as before: a pool's entries stay in
- * IOVA order (ARCHITECTURE.md, "Twenty-fifth session"). Fields are relaxed
- * atomics: a reader may read them while a fill writes them.
+ * IOVA order (ARCHITECTURE.md, "Twenty-fifth session"). A fill stores the
+ * fields with relaxed atomic stores; a reader loads them plainly
+ * (iotlb_copy_out: relaxed atomic loads under TSan) while a fill may be
+ * rewriting them, and trusts them only once the seq check passed.
  */
 struct iotlb_entry {
 	alignas(64) uint64_t iova;  /* [iova, iova + len) */

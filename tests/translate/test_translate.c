@@ -29,8 +29,11 @@
  *              page inside it is synced and fenced (run exactly inside the
  *              fill's window by a second thread, iotlb_test_walked). After
  *              that fence the run's stale page must never come back. And a
- *              one-page fill raced the same way: it must withdraw the entry
- *              it inserted after the sweep, not confirm it.
+ *              one-page fill raced the same way: it must give its slot up
+ *              (gen moved since its stamp), not publish. The "claimed"
+ *              cases run the PSI and fence between a fill's claim of its
+ *              slot and its publication (iotlb_test_claimed): the sweep
+ *              must kill the claim.
  *  no-room     a sweep on a thread whose every allocation fails still
  *              drops the overlapping entry (it needs no memory): after the
  *              fence the remapped page translates to its new GPA, the
@@ -39,9 +42,12 @@
  *              one page of it after the mark remapped: the sweep reaches
  *              the run's key (the longest run of the PSI's block, back to
  *              the block's start at most).
- *  evict-withdraw  fills that evict a live entry and then withdraw their
- *              own (gen moved inside the walk) retire two lines each; the
- *              thread's batch must take neither past its end (ASan).
+ *  evict-withdraw  fills that evict a live entry and then give their slot
+ *              up (gen moved inside the walk): each eviction counted, the
+ *              slot emptied.
+ *  tear        one set rewritten in place by nearly every translate while
+ *              others read it and PSIs kill claims: every field of every
+ *              answer from one fill, no slot left a fill's.
  *  set-spread  the set index: consecutive keys on consecutive sets, and
  *              every stride spread over the sets (white box).
  *  map-detach  a translation cached, a MAP notifier attached (syncs then
@@ -52,8 +58,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "guestsim.h"
@@ -379,6 +387,8 @@ static void *creader(void *arg)
 			if (iovt_translate(cv.d, a, &x) || x.gpa + (a - x.iova) != spread_gpa(i) ||
 			    x.size != K)
 				cfail("a page mapped throughout, never changed", i, 0, 0, x.gpa);
+			if (x.hva != (uint64_t)(uintptr_t)gs_hva(cv.gs, x.gpa))
+				cfail("an hva that is not its gpa's", i, 0, 0, x.hva);
 			atomic_fetch_add_explicit(&c_spread, 1, memory_order_relaxed);
 			continue;
 		}
@@ -408,6 +418,11 @@ static void *creader(void *arg)
 		if (x.iova < CBASE || x.iova + x.size > CBASE + CP * K || x.iova > iova ||
 		    iova - x.iova >= x.size)
 			cfail("a run outside the window", page, c[page], l[page], x.iova);
+		/* Every field from one fill (an IOTLB line is rewritten in place:
+		 * a reader that mixed two fills would pair one's gpa with
+		 * another's hva; found missing by review). */
+		if (x.hva != (uint64_t)(uintptr_t)gs_hva(cv.gs, x.gpa))
+			cfail("an hva that is not its gpa's", page, c[page], l[page], x.hva);
 		for (uint64_t a = x.iova; a < x.iova + x.size; a += K) {
 			unsigned p = (unsigned)((a - CBASE) / K);
 			uint64_t g = x.gpa + (a - x.iova);
@@ -1107,6 +1122,113 @@ static void case_set_spread(uint64_t *seed_rng)
 	       checked, worst_over, worst_n);
 }
 
+/* -------------------------------------------------------------------- tear */
+
+/* One set of 8 ways that never grows (iotlb_entries 8) and 64 one-page
+ * entries, each its own GPA and permission: nearly every translate misses
+ * and rewrites a line in place (iotlb_hit.h's seqlock) while the other
+ * readers copy lines out, and an invalidator PSIs random pages (no change)
+ * and fences, killing claims and emptying slots meanwhile. Every field of
+ * every answer is checked: an answer mixing two fills fails. At the end no
+ * slot is left a fill's (BUSY or KILLED). Written by the review of the
+ * twenty-fifth session's IOTLB; fails with the probe's seq check removed. */
+#define T_PAGES 64
+#define T_IOVA 0x40000000ull
+#define T_READERS 3
+static struct env tv;
+static atomic_int t_stop;
+static _Atomic uint64_t t_checks;
+
+static uint64_t t_gpa(unsigned i)
+{
+	return 0x2000000 + (uint64_t)((i * 37u) % T_PAGES) * 3 * K;
+}
+
+static uint32_t t_perm(unsigned i)
+{
+	return 1 + i % 3;
+}
+
+static void t_fail(const char *what, unsigned i, const struct iovt_extent *x)
+{
+	fprintf(stderr, "torn: %s: page %u iova 0x%" PRIx64 " size 0x%" PRIx64 " gpa 0x%" PRIx64
+		" hva 0x%" PRIx64 " perm %u (want gpa 0x%" PRIx64 " perm %u; seed %" PRIu64 ")\n", what, i,
+		x->iova, x->size, x->gpa, x->hva, x->perm, t_gpa(i), t_perm(i), check_seed);
+	exit(1);
+}
+
+static void *t_reader(void *arg)
+{
+	uint64_t s = (uint64_t)(uintptr_t)arg;
+	iovt_thread_register();
+	while (!atomic_load_explicit(&t_stop, memory_order_relaxed)) {
+		unsigned i = (unsigned)gs_rand_below(&s, T_PAGES);
+		uint64_t a = T_IOVA + 2 * i * K + gs_rand_below(&s, K);
+		struct iovt_extent x;
+		int rc = iovt_translate(tv.d, a, &x);
+		atomic_fetch_add_explicit(&t_checks, 1, memory_order_relaxed);
+		if (rc)
+			t_fail("an error", i, &x);
+		if (x.iova != T_IOVA + 2 * i * K || x.size != K)
+			t_fail("extent", i, &x);
+		if (x.gpa != t_gpa(i))
+			t_fail("gpa", i, &x);
+		if (x.hva != (uint64_t)(uintptr_t)gs_hva(tv.gs, t_gpa(i)))
+			t_fail("hva", i, &x);
+		if (x.perm != t_perm(i))
+			t_fail("perm", i, &x);
+	}
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void *t_invalidator(void *arg)
+{
+	uint64_t s = (uint64_t)(uintptr_t)arg;
+	iovt_thread_register();
+	while (!atomic_load_explicit(&t_stop, memory_order_relaxed)) {
+		unsigned i = (unsigned)gs_rand_below(&s, T_PAGES);
+		CHECK(iovt_invalidate_psi(tv.e, tv.did, T_IOVA + 2 * i * K, 0, false) == 0);
+		CHECK(iovt_fence(tv.e) == 0);
+	}
+	iovt_thread_unregister();
+	return NULL;
+}
+
+static void case_tear(uint64_t *rng)
+{
+	struct iovt_config cfg = { .iotlb_entries = 8 };
+	env_init(&tv, &cfg, 48, G1);
+	for (unsigned i = 0; i < T_PAGES; i++)
+		CHECK(gs_map(tv.gd, T_IOVA + 2 * i * K, t_gpa(i), K, t_perm(i), GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_dsi(tv.e, tv.did) == 0);
+	CHECK(iovt_fence(tv.e) == 0);
+	pthread_t th[T_READERS + 1];
+	for (unsigned i = 0; i < T_READERS; i++)
+		CHECK(pthread_create(&th[i], NULL, t_reader, (void *)(uintptr_t)(gs_rand(rng) | 1)) == 0);
+	CHECK(pthread_create(&th[T_READERS], NULL, t_invalidator, (void *)(uintptr_t)(gs_rand(rng) | 1)) == 0);
+	double t0 = now_s();
+	while (now_s() - t0 < 2.0 || atomic_load(&t_checks) < 100000)
+		usleep(10000);
+	atomic_store(&t_stop, 1);
+	for (unsigned i = 0; i <= T_READERS; i++)
+		pthread_join(th[i], NULL);
+	struct iovt_stats st;
+	iovt_domain_stats_get(tv.d, &st);
+	printf("  tear: %" PRIu64 " answers checked; iotlb hits %" PRIu64 " misses %" PRIu64
+	       " evictions %" PRIu64 " invalidated %" PRIu64 "\n", atomic_load(&t_checks), st.iotlb_hits,
+	       st.iotlb_misses, st.iotlb_evictions, st.iotlb_invalidated);
+	CHECK(st.iotlb_hits > 0 && st.iotlb_evictions > 0 && st.iotlb_invalidated > 0);
+	CHECK(iotlb_count(&tv.d->iotlb) <= 8);
+	struct iotlb_table *t = iotlb_live(atomic_load(&tv.d->iotlb.table));
+	CHECK(t != NULL);
+	for (unsigned w = 0; w < IOTLB_WAYS; w++) {
+		uint64_t v = atomic_load(&t->sets[0].slot[w]);
+		CHECK((v & IOTLB_STATE_MASK) == 0 || (v & IOTLB_STATE_MASK) == IOTLB_SLOT_LIVE);
+	}
+	env_fini(&tv);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(uint64_t *rng);
@@ -1124,6 +1246,7 @@ static const struct {
 	{ "region-top", case_region_top },
 	{ "large-hits", case_large_hits },
 	{ "set-spread", case_set_spread },
+	{ "tear", case_tear },
 };
 
 int main(int argc, char **argv)
