@@ -159,7 +159,7 @@ template <class Impl> void BM_miss(benchmark::State &st)
 // vhost/* (4 ring pages + the next pool buffer, plain or permuted order)
 // over plain memory laid out as the engine's IOTLB is at that pool — a set
 // line (iotlb_set_at's index), then its way 0's entry line in the table's
-// line array (iotlb_line: way-major, one line past the sets' parity) — with
+// line array (iotlb_line: way-major) — with
 // nothing else: two dependent cache lines per lookup. Sets: as many as the
 // engine's table has once grown for that pool (4096 entries for 256, 262144
 // for 64K). What ref/lines loses from 256 to 64K, the engine cannot avoid
@@ -170,7 +170,7 @@ void BM_ref_lines(benchmark::State &st)
 	const bool shuffled = st.range(1) != 0;
 	const uint64_t nsets = (pool > 4096 ? 262144 : 4096) / 8, shift = 64 - __builtin_ctzll(nsets);
 	struct alignas(64) Line { uint64_t key, idx, pad[6]; };
-	std::vector<Line> sets(nsets, Line{}), ents(nsets + 1, Line{});
+	std::vector<Line> sets(nsets, Line{}), ents(nsets, Line{});
 	// The engine's set index (engine/iotlb/iotlb_hit.h, iotlb_set_at):
 	// groups of 64 consecutive pages on consecutive sets from a hashed base.
 	auto set_of = [&](uint64_t page) {
@@ -179,8 +179,8 @@ void BM_ref_lines(benchmark::State &st)
 	for (uint64_t i = 0; i < pool + 4; i++) { // fill order: ring, then the pool
 		uint64_t page = i < 4 ? (RING_IOVA >> 12) + i : (POOL_IOVA >> 12) + 2 * (i - 4);
 		uint64_t set = set_of(page);
-		ents[1 + set].key = page;
-		sets[set].idx = 1 + set; // collisions overwrite: a miss reads a wrong key, as dear
+		ents[set].key = page;
+		sets[set].idx = set; // collisions overwrite: a miss reads a wrong key, as dear
 	}
 	// Each lookup waits for the one before (dep: always 0, but loaded from
 	// the entry): latency, not overlapped misses, as a lookup behind a call,

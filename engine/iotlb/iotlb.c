@@ -80,7 +80,7 @@ static struct iotlb_table *table_new(uint64_t entries)
 {
 	uint64_t nsets = entries / IOTLB_WAYS;
 	size_t bytes = sizeof(struct iotlb_table) + nsets * sizeof(struct iotlb_set);
-	struct iotlb_table *t = aligned_alloc(64, bytes + (entries + 1) * sizeof(struct iotlb_entry));
+	struct iotlb_table *t = aligned_alloc(64, bytes + entries * sizeof(struct iotlb_entry));
 	if (!t)
 		return NULL;
 	/* The header and the sets only (every slot EMPTY). A line is read
@@ -89,11 +89,7 @@ static struct iotlb_table *table_new(uint64_t entries)
 	 * untouched, and a large allocation's pages unbacked, until a fill
 	 * uses them. */
 	memset(t, 0, bytes);
-	/* One line past the sets: a set and its way-0 line then differ in
-	 * their cache-line parity, so keys of an even stride (pool buffers
-	 * 8 KiB apart use every other set) put their sets and their lines on
-	 * disjoint halves of the L1's sets instead of the same half. */
-	t->lines = (struct iotlb_entry *)((char *)t + bytes + sizeof(struct iotlb_entry));
+	t->lines = (struct iotlb_entry *)((char *)t + bytes);
 	iotlb_table_shape(t, nsets);
 	for (int i = 0; i < IOTLB_MAXRUN_BUCKETS; i++)
 		atomic_init(&t->maxrun[i], IOVT_PAGE_SIZE);
@@ -701,7 +697,7 @@ uint64_t iotlb_memory_bytes(struct iotlb *c)
 	if (!t)
 		return 0;
 	/* Allocated, not resident: lines no fill has used may be unbacked. */
-	return sizeof(*t) + sizeof(struct iotlb_entry) /* the parity line */ +
+	return sizeof(*t) +
 	       (uint64_t)t->nsets * (sizeof(struct iotlb_set) + IOTLB_WAYS * sizeof(struct iotlb_entry));
 }
 
