@@ -185,6 +185,27 @@ static __thread struct {
 	uint32_t n;
 } my_pressure;
 
+static uint64_t stripes_sum(const struct iotlb_table *t, enum iotlb_counter k)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < IOTLB_HIT_STRIPES; i++)
+		n += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
+	return n;
+}
+
+/*
+ * Growth is judged each time the live evictions since the last judgement
+ * reach a quarter of the table: it grows unless, over the same span,
+ * misses were under 1/IOTLB_GROW_MISS_RATIO of the lookups. Then the hot
+ * set hits and the evictions are its cold tail's (a working set that drifts
+ * over hours: buffers the guest keeps mapped and the device uses once);
+ * the count starts again. Counted without a window, such evictions grew
+ * every long-lived domain's table to the configured capacity in the end
+ * (18 MiB by default), whatever its hit rate. A scan larger than the table,
+ * a pool that does not fit, or hot entries that conflict in a set miss far
+ * more often and still grow it. Racy (relaxed loads of the stripes, two
+ * threads may judge at once): a heuristic, never a correctness matter.
+ */
 static void count_eviction(struct iotlb *c, struct iotlb_table *t)
 {
 	if (my_pressure.t != t) {
@@ -196,8 +217,16 @@ static void count_eviction(struct iotlb *c, struct iotlb_table *t)
 	my_pressure.n = 0;
 	uint64_t p = atomic_fetch_add_explicit(&t->pressure, PRESSURE_CHUNK, memory_order_relaxed) +
 		     PRESSURE_CHUNK;
-	if (p >= table_entries(t) / 4)
-		table_grow(c, t);
+	if (p < table_entries(t) / 4)
+		return;
+	uint64_t h = stripes_sum(t, IOTLB_HITS), m = stripes_sum(t, IOTLB_MISSES);
+	uint64_t dh = h - atomic_exchange_explicit(&t->judged[0], h, memory_order_relaxed);
+	uint64_t dm = m - atomic_exchange_explicit(&t->judged[1], m, memory_order_relaxed);
+	if (dm * IOTLB_GROW_MISS_RATIO < dh + dm) {
+		atomic_store_explicit(&t->pressure, 0, memory_order_relaxed);
+		return;
+	}
+	table_grow(c, t);
 }
 
 /* Walk state of a fill. */

@@ -39,7 +39,9 @@
  * table, allocated by the first miss, holds iotlb_start_entries() (4096:
  * 288 KiB allocated, its lines' pages touched only as fills use them);
  * when live evictions reach a quarter of its capacity (counted per thread,
- * added in chunks of 64) an empty table IOTLB_GROWTH times larger replaces
+ * added in chunks of 64) and at least 1/IOTLB_GROW_MISS_RATIO of the
+ * lookups since the last such count missed (else the count starts again:
+ * count_eviction), an empty table IOTLB_GROWTH times larger replaces
  * it and the old one is freed after a grace period (table_grow has the
  * VT-d argument: every sweep and fill works on the table it loaded). A hot
  * set that fits the capacity then stays resident: no cliff at 16x the
@@ -110,6 +112,7 @@
 #define IOTLB_DEFAULT_ENTRIES 262144 /* capacity: 18 MiB per domain at the largest table (16 MiB of lines + 2 MiB of sets) */
 #define IOTLB_START_ENTRIES 4096      /* the first table (288 KiB: 32 KiB of sets, 256 KiB of lines) */
 #define IOTLB_GROWTH 4                /* a growth multiplies the capacity by this */
+#define IOTLB_GROW_MISS_RATIO 100     /* no growth while misses are under 1/this of lookups */
 #define IOTLB_MAX_ENTRIES (1ull << 24)
 
 struct iotlb_table;

@@ -98,7 +98,8 @@ struct iotlb_table {
 	 * only as far as runs in the first page's block go, so one long run
 	 * (a 4-page ring) does not make every one-page PSI visit 4 sets. */
 	alignas(64) _Atomic uint64_t maxrun[IOTLB_MAXRUN_BUCKETS];
-	_Atomic uint64_t pressure;  /* live entries evicted (in chunks of PRESSURE_CHUNK) */
+	_Atomic uint64_t pressure;  /* live entries evicted (in chunks of PRESSURE_CHUNK) since the last judgement */
+	_Atomic uint64_t judged[2]; /* hits and misses counted at the last judgement (count_eviction) */
 	struct rcu_head rcu;        /* retired by a growth */
 	struct {
 		alignas(64) _Atomic uint64_t n[IOTLB_NCOUNT];

@@ -45,6 +45,8 @@
  *  evict-withdraw  fills that evict a live entry and then give their slot
  *              up (gen moved inside the walk): each eviction counted, the
  *              slot emptied.
+ *  grow-judged  a hot set that hits while a trickle of new pages evicts:
+ *              no growth (misses under 1%); a scan: growth.
  *  tear        one set rewritten in place by nearly every translate while
  *              others read it and PSIs kill claims: every field of every
  *              answer from one fill, no slot left a fill's.
@@ -1122,6 +1124,53 @@ static void case_set_spread(uint64_t *seed_rng)
 	       checked, worst_over, worst_n);
 }
 
+/* ------------------------------------------------------------- grow-judged */
+
+/* Growth judged by the hit rate (engine/iotlb, count_eviction): a table of
+ * 16 entries (capacity 64) whose 8 hot pages hit 400 times a round while
+ * one new page a round misses and evicts a cold entry; 400 rounds, so
+ * hundreds of live evictions (each one past a quarter of the table grew it
+ * before the twenty-fifth session, whatever the hit rate). Misses stay
+ * under 1%: the table must not grow. Then a scan of new pages with no
+ * hits in between: it must grow. Every answer judged against the guest. */
+static void case_grow_judged(uint64_t *rng)
+{
+	(void)rng;
+	struct iovt_config cfg = { .iotlb_entries = 64 };
+	struct env v;
+	env_init(&v, &cfg, 48, G1);
+	const uint64_t hot = 0x10000000ull, cold = 0x20000000ull;
+	const unsigned rounds = 400, scan = 4096;
+	for (uint64_t i = 0; i < 8; i++)
+		CHECK(gs_map(v.gd, hot + i * K, 0x400000 + 2 * i * K, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	for (uint64_t i = 0; i < rounds + scan; i++) /* 2 apart in GPA: one entry each */
+		CHECK(gs_map(v.gd, cold + i * K, 0x1000000 + 2 * i * K, K, IOVT_PERM_R, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_dsi(v.e, v.did) == 0);
+	CHECK(iovt_fence(v.e) == 0);
+	CHECK_EQ(iotlb_start_entries(64), 16);
+	uint64_t c = 0;
+	for (unsigned r = 0; r < rounds; r++) {
+		for (unsigned k = 0; k < 400; k++)
+			judge(&v, hot + (k % 8) * K);
+		judge(&v, cold + c++ * K);
+	}
+	uint64_t ev = iotlb_counter(&v.d->iotlb, IOTLB_EVICTIONS);
+	uint64_t hits = iotlb_counter(&v.d->iotlb, IOTLB_HITS), misses = iotlb_counter(&v.d->iotlb, IOTLB_MISSES);
+	printf("  grow-judged: hot set: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
+	       " live evictions, capacity %" PRIu64 "\n", hits, misses, ev, iotlb_capacity(&v.d->iotlb));
+	CHECK(ev >= 256); /* four judgements' worth (chunks of 64 a thread) */
+	CHECK(misses * 100 < hits + misses);
+	CHECK_EQ(atomic_load(&v.d->iotlb.grown), 0);
+	CHECK_EQ(iotlb_capacity(&v.d->iotlb), 16);
+	for (unsigned k = 0; k < scan; k++)
+		judge(&v, cold + c++ * K);
+	printf("  grow-judged: scan of %u pages: capacity %" PRIu64 ", %" PRIu64 " growths\n", scan,
+	       iotlb_capacity(&v.d->iotlb), (uint64_t)atomic_load(&v.d->iotlb.grown));
+	CHECK(atomic_load(&v.d->iotlb.grown) > 0);
+	CHECK(iotlb_capacity(&v.d->iotlb) > 16);
+	env_fini(&v);
+}
+
 /* -------------------------------------------------------------------- tear */
 
 /* One set of 8 ways that never grows (iotlb_entries 8) and 64 one-page
@@ -1247,6 +1296,7 @@ static const struct {
 	{ "large-hits", case_large_hits },
 	{ "set-spread", case_set_spread },
 	{ "tear", case_tear },
+	{ "grow-judged", case_grow_judged },
 };
 
 int main(int argc, char **argv)
