@@ -410,12 +410,7 @@ int iotlb_fill(struct iotlb *c, const struct guest_ram *ram, const struct vtd_wa
 		.perm = __atomic_load_n(&f.x.perm, __ATOMIC_RELAXED),
 		.region = __atomic_load_n(&f.x.region, __ATOMIC_RELAXED),
 	};
-	out->iova = x.iova;
-	out->size = x.len;
-	out->gpa = x.gpa;
-	out->hva = x.hva;
-	out->perm = x.perm;
-	out->region = x.region;
+	iotlb_copy_out(&x, out);
 	if (!t)
 		return 0; /* no memory for a table: answered, not cached */
 
