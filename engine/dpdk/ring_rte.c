@@ -15,7 +15,6 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
-#include "common/alloc.h"
 #include "intake/ring.h"
 
 struct ring_rte {

@@ -74,13 +74,33 @@ void iotlb_free(struct iotlb *c)
 }
 
 
+/* The bytes before a table's lines (its header and sets), and all of it. */
+static size_t table_head_bytes(uint64_t nsets)
+{
+	return sizeof(struct iotlb_table) + nsets * sizeof(struct iotlb_set);
+}
+
+static size_t table_bytes(uint64_t nsets)
+{
+	return table_head_bytes(nsets) + nsets * IOTLB_WAYS * sizeof(struct iotlb_entry);
+}
+
+/* The counts of one kind on table t, its stripes summed (racy). */
+static uint64_t stripes_sum(const struct iotlb_table *t, enum iotlb_counter k)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < IOTLB_HIT_STRIPES; i++)
+		n += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
+	return n;
+}
+
 /* entries: a power of two, at least IOTLB_WAYS (iotlb_init's capacity, its
  * quarters and iotlb_start_entries' value are), so nsets is one too. */
 static struct iotlb_table *table_new(uint64_t entries)
 {
 	uint64_t nsets = entries / IOTLB_WAYS;
-	size_t bytes = sizeof(struct iotlb_table) + nsets * sizeof(struct iotlb_set);
-	struct iotlb_table *t = aligned_alloc(64, bytes + entries * sizeof(struct iotlb_entry));
+	size_t bytes = table_head_bytes(nsets);
+	struct iotlb_table *t = aligned_alloc(64, table_bytes(nsets));
 	if (!t)
 		return NULL;
 	/* The header and the sets only (every slot EMPTY). A line is read
@@ -128,12 +148,8 @@ static struct iotlb_table *table_get(struct iotlb *c)
 /* t, unpublished: its counts carried to c, freed after a grace period. */
 static void table_retire(struct iotlb *c, struct iotlb_table *t)
 {
-	for (int k = 0; k < IOTLB_NCOUNT; k++) {
-		uint64_t h = 0;
-		for (int i = 0; i < IOTLB_HIT_STRIPES; i++)
-			h += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
-		atomic_fetch_add_explicit(&c->before[k], h, memory_order_relaxed);
-	}
+	for (int k = 0; k < IOTLB_NCOUNT; k++)
+		atomic_fetch_add_explicit(&c->before[k], stripes_sum(t, k), memory_order_relaxed);
 	iovt_call_rcu(&t->rcu, table_free_rcu);
 }
 
@@ -184,14 +200,6 @@ static __thread struct {
 	const struct iotlb_table *t;
 	uint32_t n;
 } my_pressure;
-
-static uint64_t stripes_sum(const struct iotlb_table *t, enum iotlb_counter k)
-{
-	uint64_t n = 0;
-	for (int i = 0; i < IOTLB_HIT_STRIPES; i++)
-		n += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
-	return n;
-}
 
 /*
  * Growth is judged each time the live evictions since the last judgement
@@ -689,10 +697,7 @@ uint64_t iotlb_counter(struct iotlb *c, enum iotlb_counter k)
 {
 	struct iotlb_table *t = iotlb_live(atomic_load_explicit(&c->table, memory_order_acquire));
 	uint64_t n = atomic_load_explicit(&c->before[k], memory_order_relaxed);
-	if (t)
-		for (int i = 0; i < IOTLB_HIT_STRIPES; i++)
-			n += atomic_load_explicit(&t->stripe[i].n[k], memory_order_relaxed);
-	return n;
+	return t ? n + stripes_sum(t, k) : n;
 }
 
 uint64_t iotlb_sets_swept(struct iotlb *c)
@@ -721,8 +726,7 @@ uint64_t iotlb_memory_bytes(struct iotlb *c)
 	if (!t)
 		return 0;
 	/* Allocated, not resident: lines no fill has used may be unbacked. */
-	return sizeof(*t) +
-	       (uint64_t)t->nsets * (sizeof(struct iotlb_set) + IOTLB_WAYS * sizeof(struct iotlb_entry));
+	return table_bytes(t->nsets);
 }
 
 uint64_t iotlb_capacity(struct iotlb *c)

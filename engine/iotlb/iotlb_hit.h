@@ -277,11 +277,11 @@ static inline __attribute__((always_inline)) bool
 iotlb_find_4k(struct iotlb *c, uint64_t iova, struct iotlb_table **tp, struct iovt_extent *out)
 {
 	struct iotlb_table *t = atomic_load_explicit(&c->table, memory_order_acquire);
-	*tp = t;
 	if ((uintptr_t)t <= (uintptr_t)IOTLB_CLOSED) {
 		*tp = NULL;
 		return false;
 	}
+	*tp = t;
 	uint64_t tag;
 	uint32_t set = iotlb_set_at(t, iova, 0, &tag);
 	return iotlb_probe(t, set, iova, tag, out);
