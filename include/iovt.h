@@ -677,7 +677,7 @@ int iovt_fence(struct iovt_engine *e);
  * | -EFAULT | a table entry with reserved bits set (pt_reserved), a large page where the level or domain forbids it (pt_large_page), a table pointer into a hole of guest RAM (pt_outside_ram), a leaf whose target is not guest RAM (leaf_outside_ram: counted once per leaf, the hole skipped in one step) — e.g. after iovt_guest_ram_remove() while the guest still points there |
  * | -ELOOP | a table that is its own ancestor (pt_loop) |
  * | -E2BIG | the walk budget was spent (walk_budget); the rest of the window being walked is unmapped until the guest invalidates it again; windows the sync did not reach keep what they had and are retried by later fences (retry budget) |
- * | -ENOSPC | the extent cap was reached (extent_cap): the MAP was not sent. The span waits for room: it is retried (walked again) only when an UNMAP has freed entries, within the retry budget, and every sync of the domain returns -ENOSPC until it is mapped (it walks nothing meanwhile) |
+ * | -ENOSPC | the extent cap was reached (extent_cap): the MAP was not sent. The span waits for room: it is retried (walked again) only when an UNMAP has freed entries, within the retry budget and what is left of the sync's walk budget (a span that budget cut short is retried by the next fences), and every sync of the domain returns -ENOSPC until it is mapped (it walks nothing meanwhile) |
  * | -ENOMEM | the engine's own memory (no_memory); the span is retried |
  * | other | the sink's own errno (sink_map, sink_unmap); retried at the next fences within the retry budget (an UNMAP-only notifier's: counted in sink_unmap, not retried) |
  *

@@ -114,7 +114,13 @@ static void count_batch(struct iovt_domain *d, const struct pend_batch *c, bool 
 	if (!(c->psi | c->dsi))
 		return; /* a control path's ranges: nothing to count */
 	if (folded) {
+		/* d was destroyed after the post: the batch does nothing (the
+		 * destroy unmapped everything) and is stale, as count_stale
+		 * counts an item whose domain left the table before its drain
+		 * (iovt.h: "counted in stale_domain"; lifecycle-stale-during-
+		 * destroy). */
 		struct iovt_engine *e = d->engine;
+		ENGINE_STAT_ADD(e, stale_domain, c->psi + c->dsi);
 		ENGINE_STAT_ADD(e, invalidations, c->psi + c->dsi);
 		ENGINE_STAT_ADD(e, psi, c->psi);
 		ENGINE_STAT_ADD(e, dsi, c->dsi);
@@ -491,8 +497,15 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 		}
 	}
 	/* Two passes at most: the second only when this sync's UNMAPs made
-	 * room under the cap for spans it had kept out. */
+	 * room under the cap for spans it had kept out. One walk budget for
+	 * both (iovt.h, walk_budget: the entries one sync reads): the second
+	 * pass gets what the first left, and none left leaves the capped
+	 * spans in their set (a fresh budget let one fence read up to twice
+	 * walk_budget; found by review, hostile-budget-cap-passes). */
+	uint64_t walk_left = 0;
 	for (int pass = 0; pass < 2; pass++) {
+		if (pass && !walk_left)
+			break;
 		if (!todo->all && !range_set_empty(&d->capped) && cap_has_room(d))
 			budget -= take_budget(todo, &d->capped, &d->capped_cursor, budget, d);
 		if (range_set_empty(todo))
@@ -501,8 +514,17 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 			struct sync_target t;
 			struct range all = { 0, top };
 			domain_sync_target(d, &t);
+			if (pass)
+				t.walk.budget = walk_left;
 			int src = todo->all ? sync_ranges(&t, &all, 1, s, &s->st, &d->retry)
 					    : sync_ranges(&t, todo->r, todo->n, s, &s->st, &d->retry);
+			walk_left = s->walk_left;
+			/* Spent inside the capped spans: the window it was
+			 * walking would stay unmapped until the guest invalidates
+			 * it again, which it already did. They are retried by
+			 * later fences instead (what was mapped is found kept). */
+			for (size_t i = 0; pass && !walk_left && i < todo->n; i++)
+				range_set_add(&d->retry, todo->r[i].first, todo->r[i].last);
 			domain_fold_stats(d, &s->st);
 			if (src && !rc)
 				rc = src;
