@@ -44,6 +44,17 @@
  * The engine keeps its record equal to what the sink reports, so after any
  * failed call the record is what the kernel holds.
  *
+ * @par A host map shared with mappings the engine did not make
+ * By default the type1 and iommufd sinks assume their container or IOAS
+ * holds only what the engine mapped through them: a multi-mapping UNMAP spans the gaps between recorded
+ * extents, and detach (or destroy) sends one unmap-all, and either removes a
+ * mapping the host made there itself (an MSI doorbell, another device
+ * model's DMA window). A host that shares the space sets both
+ * `no_multi_unmap` and `no_unmap_all`: then every UNMAP covers exactly one
+ * recorded extent, and nothing else is ever touched (an engine MAP over a
+ * host mapping fails -EEXIST in the kernel, counted as IOVT_ERR_SINK_MAP).
+ * The DPDK sink unmaps only the mappings in its own table, one call each.
+ *
  * @par Threads
  * The engine calls one sink from one thread at a time (the thread applying
  * the batch). The counters may be read from any thread at any time (each
@@ -104,7 +115,7 @@ struct iovt_vfio_sink_counters {
 	uint64_t unmap_ns;         /**< ns inside UNMAP calls */
 	uint64_t unmap_all_ns;     /**< ns inside unmap-all calls */
 	uint64_t bytes_mapped;    /**< by successful MAPs */
-	uint64_t bytes_unmapped;  /**< reported by successful UNMAPs (unmap_all included) */
+	uint64_t bytes_unmapped;  /**< reported by successful UNMAP kernel calls (unmap_all included; the DPDK sink's one call per mapping, each counted when it succeeds) */
 	uint64_t unmap_all_bytes; /**< reported by successful unmap_all calls */
 	int64_t last_errno;       /**< positive errno of the last failure (refusals too); 0: none */
 };
