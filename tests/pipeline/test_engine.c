@@ -47,6 +47,15 @@ int main(void)
 	CHECK(gs);
 	const struct gs_region *r = gs_region(gs, 0);
 	struct iovt_engine *e;
+	/* iovt_config.host_addr_width: 32..52, else -EINVAL (0: 48). */
+	for (unsigned haw = 31; haw <= 53; haw++) {
+		struct iovt_config hc = { .host_addr_width = haw };
+		struct iovt_engine *he = NULL;
+		int hrc = iovt_engine_create(&hc, &he);
+		CHECK_EQ(hrc, haw >= 32 && haw <= 52 ? 0 : -EINVAL);
+		if (!hrc)
+			iovt_engine_destroy(he);
+	}
 	CHECK(iovt_engine_create(NULL, &e) == 0);
 	iovt_thread_register();
 	uint32_t rid;
@@ -58,7 +67,13 @@ int main(void)
 	struct iovt_domain_config dc = { .did = 7, .root_gpa = gs_domain_root(gd), .addr_width = 48,
 					 .allow_2m = true, .allow_1g = true };
 	CHECK(iovt_domain_create(e, &dc, &d) == 0);
-	CHECK(iovt_domain_create(e, &dc, &d) == -EEXIST);
+	struct iovt_stats objs0, objs1;
+	iovt_stats_get(e, &objs0);
+	struct iovt_domain *dup_d = NULL;
+	CHECK(iovt_domain_create(e, &dc, &dup_d) == -EEXIST);
+	CHECK(dup_d == NULL);
+	iovt_stats_get(e, &objs1);
+	CHECK_EQ(objs1.domain_objects, objs0.domain_objects); /* the refused one freed, not leaked */
 	dc.addr_width = 40;
 	CHECK(iovt_domain_create(e, &dc, &d) == -EINVAL);
 	struct iovt_domain *ref = iovt_domain_lookup(e, 7);
@@ -101,8 +116,12 @@ int main(void)
 	/* An oversized PSI: the raw notifier gets the whole block, the MAP sink
 	 * only what changed. */
 	CHECK(gs_map(gd, 0x100000 + 16 * K, 0x200000 + 16 * K, K, IOVT_PERM_RW, 0) == 0);
+	struct iovt_stats raw0, raw1;
+	iovt_domain_stats_get(d, &raw0);
 	CHECK(iovt_invalidate_psi(e, 7, 0x100000, 9, false) == 0);
 	CHECK(iovt_fence(e) == 0);
+	iovt_domain_stats_get(d, &raw1);
+	CHECK_EQ(raw1.raw_unmap_calls - raw0.raw_unmap_calls, 1); /* the one raw range */
 	CHECK_EQ(map_log.maps, 2);
 	CHECK_EQ(map_log.last.extent.iova, 0x100000 + 16 * K);
 	CHECK_EQ(raw_log.unmaps, 1);

@@ -175,6 +175,9 @@ static void judge(struct env *v, uint64_t iova)
 		CHECK_EQ(n, (uint64_t)-EACCES);
 	n = iovt_translate_range(v->d, iova, 1, IOVT_PERM_W, &x);
 	CHECK_EQ(n, (tp & IOVT_PERM_W) ? 1 : (uint64_t)-EACCES);
+	/* Both bits wanted: -EACCES unless both are granted. */
+	n = iovt_translate_range(v->d, iova, 1, IOVT_PERM_RW, &x);
+	CHECK_EQ(n, (tp & IOVT_PERM_RW) == IOVT_PERM_RW ? 1 : (uint64_t)-EACCES);
 }
 
 struct touched {
@@ -1278,6 +1281,63 @@ static void case_tear(uint64_t *rng)
 	env_fini(&tv);
 }
 
+static int range_edges_sink(void *arg, const struct iovt_event *ev)
+{
+	(void)arg;
+	(void)ev;
+	return 0;
+}
+
+/*
+ * iovt_translate_range's documented edges, from the shadow (a MAP
+ * notifier): a 3 GiB extent (three contiguous 1 GiB leaves, one extent in
+ * the record) returns INT32_MAX, not a length that overflows the int into
+ * a negative errno; an access of both bits on a read-only page is -EACCES
+ * and counted (a test of either bit alone passed before; found by a
+ * mutation audit). The leaves' host memory is a made-up address, never
+ * dereferenced: only the tables are read.
+ */
+static void case_range_edges(uint64_t *rng)
+{
+	(void)rng;
+	enum { M1 = 1 << 20 };
+	struct iovt_engine *e;
+	CHECK(iovt_engine_create(NULL, &e) == 0);
+	uint64_t *tables = aligned_alloc(4096, M1);
+	CHECK(tables);
+	memset(tables, 0, M1);
+	CHECK(iovt_guest_ram_add(e, 0, M1, tables, NULL) == 0);
+	CHECK(iovt_guest_ram_add(e, G1, 5 * G1, (void *)(uintptr_t)0x1000, NULL) == 0);
+	/* PML4[0] -> PDPT at 0x2000; PDPT[1..3]: 1 GiB leaves at GPA 1-3 GiB,
+	 * RW; PDPT[4]: GPA 5 GiB, read-only (not contiguous: its own extent). */
+	tables[0x1000 / 8] = 0x2000 | IOVT_PERM_RW;
+	for (unsigned i = 1; i <= 3; i++)
+		tables[0x2000 / 8 + i] = (i * G1) | VTD_PTE_PS | IOVT_PERM_RW;
+	tables[0x2000 / 8 + 4] = (5 * G1) | VTD_PTE_PS | IOVT_PERM_R;
+	struct iovt_domain *d;
+	struct iovt_domain_config dc = { .did = 1, .root_gpa = 0x1000, .addr_width = 48, .allow_1g = true };
+	CHECK(iovt_domain_create(e, &dc, &d) == 0);
+	struct iovt_sink sink;
+	struct iovt_notifier *n;
+	CHECK(iovt_callback_sink_init(&sink, range_edges_sink, NULL, NULL) == 0);
+	CHECK(iovt_notifier_attach(d, IOVT_NOTIFY_IOTLB_EVENTS, &sink, &n) == 0); /* replays */
+	struct iovt_extent x;
+	CHECK(iovt_translate(d, G1 + 5 * K, &x) == 0);
+	CHECK_EQ(x.iova, G1);
+	CHECK_EQ(x.size, 3 * G1);
+	CHECK_EQ(iovt_translate_range(d, G1, 4 * G1, IOVT_PERM_RW, &x), INT32_MAX);
+	CHECK_EQ(iovt_translate_range(d, 3 * G1, 4 * G1, IOVT_PERM_R, &x), G1);
+	struct iovt_stats a, b;
+	iovt_domain_stats_get(d, &a);
+	CHECK_EQ(iovt_translate_range(d, 4 * G1, 1, IOVT_PERM_R, &x), 1);
+	CHECK_EQ(iovt_translate_range(d, 4 * G1, 1, IOVT_PERM_RW, &x), (uint64_t)-EACCES);
+	CHECK_EQ(iovt_translate_range(d, 4 * G1, 1, IOVT_PERM_W, &x), (uint64_t)-EACCES);
+	iovt_domain_stats_get(d, &b);
+	CHECK_EQ(b.translate_eacces - a.translate_eacces, 2);
+	iovt_engine_destroy(e);
+	free(tables);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(uint64_t *rng);
@@ -1293,6 +1353,7 @@ static const struct {
 	{ "concurrent", case_concurrent },
 	{ "concurrent-shadow", case_concurrent_shadow },
 	{ "region-top", case_region_top },
+	{ "range-edges", case_range_edges },
 	{ "large-hits", case_large_hits },
 	{ "set-spread", case_set_spread },
 	{ "tear", case_tear },
