@@ -41,6 +41,10 @@
  *                 iommufd and DPDK do): every mapping after it stayed in
  *                 the device after the notifier was gone. Now one UNMAP per
  *                 extent follows, and only the busy one stays.
+ *  detach-multi-unmap  a detach (or destroy) through one multi-UNMAP of a
+ *                 sink without unmap_all: its pages, calls and errors are
+ *                 counted exactly (a counter check, added by a mutation
+ *                 audit; no defect of its own).
  *  queue-enomem   a queue whose allocation fails (the queue, or its ring;
  *                 a thread's first post creates its implicit queue the
  *                 same way): -ENOMEM was returned but counted nowhere
@@ -81,6 +85,7 @@ struct wrap {
 	int arm_vec_enomem;     /* with iommufd_prefix: the next vector growth fails */
 	int busy_all;           /* the mapping at busy_iova is busy: unmap_all stops there */
 	uint64_t busy_iova;
+	uint64_t unmap_calls;   /* unmap() and unmap_all() calls received (iovt_stats::unmap_calls) */
 };
 
 static __attribute__((unused)) bool always_fail(size_t s)
@@ -109,6 +114,7 @@ static int w_map(void *ctx, const struct iovt_extent *m)
 static int w_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped)
 {
 	struct wrap *w = ctx;
+	w->unmap_calls++;
 	iovt_alloc_fault = NULL;
 	iovt_vec_fault = NULL;
 	if (w->busy_all && w->busy_iova - iova < size) {
@@ -142,6 +148,7 @@ static int w_unmap_all(void *ctx, uint64_t *unmapped)
 {
 	struct wrap *w = ctx;
 	struct iovt_extent e[64];
+	w->unmap_calls++;
 	size_t n = iovt_model_sink_dump(w->model, 0, e, 64);
 	*unmapped = 0;
 	for (size_t i = 0; i < n && i < 64; i++) {
@@ -394,14 +401,66 @@ static void case_detach_unmap_all(void)
 	CHECK_EQ(iovt_model_sink_count(x.model), 8);
 	x.w.busy_all = 1;
 	x.w.busy_iova = 64 * K; /* the second */
+	struct iovt_stats a, b;
+	iovt_domain_stats_get(x.d, &a);
 	CHECK(iovt_notifier_detach(x.n) != 0);
 	x.n = NULL;
+	iovt_domain_stats_get(x.d, &b);
+	/* counted: the failed unmap-all, and the busy mapping's own UNMAP */
+	CHECK_EQ(b.errors[IOVT_ERR_SINK_UNMAP] - a.errors[IOVT_ERR_SINK_UNMAP], 2);
+	/* unmap-all, then one UNMAP for each of the 8 extents */
+	CHECK_EQ(b.unmap_calls - a.unmap_calls, 9);
+	/* the first (by unmap-all) and the six after the busy one: one page each */
+	CHECK_EQ(b.pages_unmapped - a.pages_unmapped, 7);
 	/* the first went with unmap-all, the second is busy, the rest went one by one */
 	CHECK_EQ(iovt_model_sink_count(x.model), 1);
 	struct iovt_extent m;
 	CHECK(iovt_model_sink_find(x.model, 64 * K, &m));
 	printf("detach-unmap-all: a failed unmap-all is followed by one UNMAP per extent\n");
 	world_destroy(&x);
+}
+
+/* A multi-UNMAP sink without unmap_all holding three extents (9 pages, with
+ * gaps between them), detached (or its domain destroyed): one UNMAP from
+ * the first to the last removes them all, and the counters say so (the
+ * detached domain's, or after a destroy the engine's, into which it folded). */
+static void case_detach_multi_unmap(void)
+{
+	for (int destroy = 0; destroy < 2; destroy++) {
+		struct world x;
+		world_init(&x, IOVT_MODEL_TYPE1, true, 0); /* MULTI_UNMAP, no UNMAP_ALL */
+		CHECK(!(x.sink.caps.flags & IOVT_SINK_UNMAP_ALL));
+		CHECK(x.sink.caps.flags & IOVT_SINK_MULTI_UNMAP);
+		CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+		CHECK(gs_map(x.gd, 64 * K, 20 * M1, 3 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+		CHECK(gs_map(x.gd, 256 * K, 24 * M1, 5 * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+		psi(&x, 0, 512 * K);
+		CHECK_EQ(iovt_fence(x.e), 0);
+		CHECK_EQ(iovt_model_sink_count(x.model), 3);
+		struct iovt_stats a, b, ea, eb;
+		iovt_domain_stats_get(x.d, &a);
+		iovt_stats_get(x.e, &ea);
+		const uint64_t calls0 = x.w.unmap_calls;
+		if (destroy) {
+			CHECK_EQ(iovt_domain_destroy(x.d), 0);
+			x.d = NULL;
+		} else {
+			CHECK_EQ(iovt_notifier_detach(x.n), 0);
+			iovt_domain_stats_get(x.d, &b);
+			CHECK_EQ(b.pages_unmapped - a.pages_unmapped, 9);
+			CHECK_EQ(b.unmap_calls - a.unmap_calls, 1);
+			CHECK_EQ(b.errors[IOVT_ERR_SINK_UNMAP] - a.errors[IOVT_ERR_SINK_UNMAP], 0);
+		}
+		x.n = NULL;
+		iovt_stats_get(x.e, &eb);
+		CHECK_EQ(eb.pages_unmapped - ea.pages_unmapped, 9);
+		CHECK_EQ(eb.unmap_calls - ea.unmap_calls, 1);
+		CHECK_EQ(eb.errors[IOVT_ERR_SINK_UNMAP] - ea.errors[IOVT_ERR_SINK_UNMAP], 0);
+		CHECK_EQ(x.w.unmap_calls - calls0, 1); /* one call for all three */
+		CHECK_EQ(iovt_model_sink_count(x.model), 0);
+		world_destroy(&x);
+	}
+	printf("detach-multi-unmap: one multi-UNMAP, its pages counted\n");
 }
 
 /* iommufd's flags; A and B mapped and fenced, then both unmapped by the
@@ -422,8 +481,17 @@ static void case_multi_unmap_prefix(void)
 	for (int remap_both = 0; remap_both < 2; remap_both++) {
 		struct world x;
 		two_mapped_then_unmapped(&x, IOVT_SINK_PARTIAL_UNMAP | IOVT_SINK_PARTIAL_UNCOUNTED);
+		struct iovt_stats a, b;
+		iovt_domain_stats_get(x.d, &a);
+		const uint64_t calls0 = x.w.unmap_calls;
 		x.w.iommufd_prefix = 1; /* one UNMAP for A..B: A goes, then it fails */
 		CHECK(iovt_fence(x.e) != 0);
+		iovt_domain_stats_get(x.d, &b);
+		/* the group's call, then one per extent: A (-ENOENT: gone) and B */
+		CHECK_EQ(x.w.unmap_calls - calls0, 3);
+		CHECK_EQ(b.unmap_calls - a.unmap_calls, x.w.unmap_calls - calls0);
+		CHECK_EQ(b.errors[IOVT_ERR_SINK_UNMAP] - a.errors[IOVT_ERR_SINK_UNMAP], 1);
+		CHECK_EQ(b.pages_unmapped - a.pages_unmapped, 2);
 		/* the guest maps B (and A) again, at the same places */
 		if (remap_both)
 			CHECK(gs_map(x.gd, 0, 16 * M1, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
@@ -433,6 +501,8 @@ static void case_multi_unmap_prefix(void)
 		for (int i = 0; i < 3; i++)
 			rc = iovt_fence(x.e);
 		CHECK_EQ(rc, 0);
+		iovt_domain_stats_get(x.d, &b);
+		CHECK_EQ(b.unmap_calls - a.unmap_calls, x.w.unmap_calls - calls0); /* no more UNMAPs */
 		device_is_guest(&x, 0, 2 * M1, "multi-unmap-prefix");
 		/* the record is the device: translate answers what it holds */
 		for (uint64_t a = 0; a < 128 * K; a += K) {
@@ -513,12 +583,25 @@ static void case_lost_mapping(void)
 		uint64_t done = 0;
 		CHECK(x.w.inner.ops->unmap(x.w.inner.ctx, 0, K, &done) == 0); /* A lost */
 		CHECK(gs_unmap(x.gd, 0, 128 * K) == 0);
+		struct iovt_stats a, b;
+		iovt_domain_stats_get(x.d, &a);
 		psi(&x, 0, 128 * K);
 		int rc = 0;
 		for (int i = 0; i < 4; i++) {
 			rc = iovt_fence(x.e);
 			printf("lost-mapping(%d) fence %d: %d\n", two, i, rc);
 		}
+		iovt_domain_stats_get(x.d, &b);
+		printf("lost-mapping(%d): sink_unmap errors +%llu, unmap calls +%llu, pages unmapped +%llu\n",
+		       two, (unsigned long long)(b.errors[IOVT_ERR_SINK_UNMAP] - a.errors[IOVT_ERR_SINK_UNMAP]),
+		       (unsigned long long)(b.unmap_calls - a.unmap_calls),
+		       (unsigned long long)(b.pages_unmapped - a.pages_unmapped));
+		/* Alone: A's UNMAP answers -ENOENT, counted once. Two: the group's
+		 * call removes B only (short: counted, A taken as its prefix), and
+		 * the retry's UNMAP of B answers -ENOENT (counted). */
+		CHECK_EQ(b.errors[IOVT_ERR_SINK_UNMAP] - a.errors[IOVT_ERR_SINK_UNMAP], two ? 2 : 1);
+		CHECK_EQ(b.unmap_calls - a.unmap_calls, two ? 2 : 1);
+		CHECK_EQ(b.pages_unmapped - a.pages_unmapped, two ? 2 : 1);
 		device_is_guest(&x, 0, 2 * M1, "lost-mapping");
 		record_is_device(&x, 0, 128 * K);
 		CHECK_EQ(rc, 0);
@@ -548,6 +631,8 @@ int main(int argc, char **argv)
 		case_map_enomem();
 	else if (!strcmp(c, "detach-unmap-all"))
 		case_detach_unmap_all();
+	else if (!strcmp(c, "detach-multi-unmap"))
+		case_detach_multi_unmap();
 	else if (!strcmp(c, "queue-enomem"))
 		case_queue_enomem();
 	else {
