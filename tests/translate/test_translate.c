@@ -973,6 +973,20 @@ static void case_map_detach(uint64_t *rng)
 	env_fini(&v);
 }
 
+/* An engine whose guest RAM region 0 is 1 MiB of zeroed tables at GPA 0,
+ * written by hand (the cases below): the tables the walker reads, apart
+ * from the made-up host memory of the leaves' region. Returns the tables
+ * (free() them after iovt_engine_destroy). */
+static uint64_t *hand_tables_engine(struct iovt_engine **e)
+{
+	CHECK(iovt_engine_create(NULL, e) == 0);
+	uint64_t *tables = aligned_alloc(4096, 1 << 20);
+	CHECK(tables);
+	memset(tables, 0, 1 << 20);
+	CHECK(iovt_guest_ram_add(*e, 0, 1 << 20, tables, NULL) == 0);
+	return tables;
+}
+
 /*
  * A guest RAM region that ends at the top of the address space (gpa + size
  * == 2^64, which iovt_guest_ram_add allows): the IOTLB fill clipped its run
@@ -987,12 +1001,8 @@ static void case_region_top(uint64_t *rng)
 	(void)rng;
 	enum { M1 = 1 << 20 };
 	struct iovt_engine *e;
-	CHECK(iovt_engine_create(NULL, &e) == 0);
-	uint64_t *tables = aligned_alloc(4096, M1);
+	uint64_t *tables = hand_tables_engine(&e);
 	void *data = (void *)(uintptr_t)0x1000; /* never dereferenced */
-	CHECK(tables);
-	memset(tables, 0, M1);
-	CHECK(iovt_guest_ram_add(e, 0, M1, tables, NULL) == 0);
 	CHECK(iovt_guest_ram_add(e, M1, 0 - (uint64_t)M1, data, NULL) == 0); /* [1 MiB, 2^64) */
 	/* A 4-level table in region 0 mapping IOVA 0 -> GPA 1 MiB only. */
 	tables[0x1000 / 8] = 0x2000 | IOVT_PERM_RW;
@@ -1300,13 +1310,8 @@ static int range_edges_sink(void *arg, const struct iovt_event *ev)
 static void case_range_edges(uint64_t *rng)
 {
 	(void)rng;
-	enum { M1 = 1 << 20 };
 	struct iovt_engine *e;
-	CHECK(iovt_engine_create(NULL, &e) == 0);
-	uint64_t *tables = aligned_alloc(4096, M1);
-	CHECK(tables);
-	memset(tables, 0, M1);
-	CHECK(iovt_guest_ram_add(e, 0, M1, tables, NULL) == 0);
+	uint64_t *tables = hand_tables_engine(&e);
 	CHECK(iovt_guest_ram_add(e, G1, 5 * G1, (void *)(uintptr_t)0x1000, NULL) == 0);
 	/* PML4[0] -> PDPT at 0x2000; PDPT[1..3]: 1 GiB leaves at GPA 1-3 GiB,
 	 * RW; PDPT[4]: GPA 5 GiB, read-only (not contiguous: its own extent). */
