@@ -147,9 +147,11 @@ struct iovt_config {
 	 * tables): every window a fence syncs for the domain draws on it, so
 	 * a fence's walking, and the plan it builds, are bounded by it however
 	 * many ranges were pending. 0: default 2^24. A sync that spends it
-	 * reports -E2BIG: the rest of the window it was walking is unmapped
-	 * (unreadable, as a hostile table is); windows it did not reach keep
-	 * what they had and are retried by later fences (retry budget). */
+	 * reports -E2BIG. A window whose walk had the whole budget and still
+	 * ran out (a table too large or hostile for one sync) has the rest of
+	 * it unmapped, unreadable as a hostile table is; every other window it
+	 * cut short or did not reach keeps what it had and is retried by later
+	 * fences (retry budget). */
 	uint64_t walk_budget;
 	/** Max extents one domain's shadow may hold. 0: default 2^22. */
 	uint64_t max_extents_per_domain;
@@ -676,7 +678,7 @@ int iovt_fence(struct iovt_engine *e);
  * |---|---|
  * | -EFAULT | a table entry with reserved bits set (pt_reserved), a large page where the level or domain forbids it (pt_large_page), a table pointer into a hole of guest RAM (pt_outside_ram), a leaf whose target is not guest RAM (leaf_outside_ram: counted once per leaf, the hole skipped in one step) — e.g. after iovt_guest_ram_remove() while the guest still points there |
  * | -ELOOP | a table that is its own ancestor (pt_loop) |
- * | -E2BIG | the walk budget was spent (walk_budget); the rest of the window being walked is unmapped until the guest invalidates it again; windows the sync did not reach keep what they had and are retried by later fences (retry budget) |
+ * | -E2BIG | the walk budget was spent (walk_budget). A window whose walk had the whole budget and still ran out has the rest of it unmapped until the guest invalidates it again; every other window the budget cut short or did not reach keeps what it had and is retried by later fences (retry budget) |
  * | -ENOSPC | the extent cap was reached (extent_cap): the MAP was not sent. The span waits for room: it is retried (walked again) only when an UNMAP has freed entries, within the retry budget and what is left of the sync's walk budget (a span that budget cut short is retried by the next fences), and every sync of the domain returns -ENOSPC until it is mapped (it walks nothing meanwhile) |
  * | -ENOMEM | the engine's own memory (no_memory); the span is retried |
  * | other | the sink's own errno (sink_map, sink_unmap); retried at the next fences within the retry budget (an UNMAP-only notifier's: counted in sink_unmap, not retried) |
@@ -688,7 +690,8 @@ int iovt_fence(struct iovt_engine *e);
  * Permissions AND across levels (R and W of every entry on the path); a
  * path already denied both is not read further. Walk errors are not
  * retried: the span stays unmapped until the guest invalidates it again
- * (a window the budget did not reach is not an error of the walk: above).
+ * (a window the budget cut short after other windows spent part of it, or
+ * did not reach, is not an error of the walk: above).
  */
 
 /* ------------------------------------------------------------------------ */

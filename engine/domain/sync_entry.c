@@ -37,6 +37,7 @@ void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
 	t->walk.first = 0; /* set per window */
 	t->walk.last = 0;
 	t->walk.budget = e->cfg.walk_budget;
+	t->walk_spent = 0;
 	t->max_extents = e->cfg.max_extents_per_domain;
 	t->capped = &d->capped;
 }
@@ -501,7 +502,9 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 	 * both (iovt.h, walk_budget: the entries one sync reads): the second
 	 * pass gets what the first left, and none left leaves the capped
 	 * spans in their set (a fresh budget let one fence read up to twice
-	 * walk_budget; found by review, hostile-budget-cap-passes). */
+	 * walk_budget; found by review, hostile-budget-cap-passes). A window
+	 * of either pass that the budget cuts short goes to the retry set
+	 * (guest_view_runs: every window but a first pass's first one). */
 	uint64_t walk_left = 0;
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass && !walk_left)
@@ -514,17 +517,11 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 			struct sync_target t;
 			struct range all = { 0, top };
 			domain_sync_target(d, &t);
-			if (pass)
-				t.walk.budget = walk_left;
+			if (pass && t.walk.budget) /* 0: no bound */
+				t.walk_spent = t.walk.budget - walk_left;
 			int src = todo->all ? sync_ranges(&t, &all, 1, s, &s->st, &d->retry)
 					    : sync_ranges(&t, todo->r, todo->n, s, &s->st, &d->retry);
 			walk_left = s->walk_left;
-			/* Spent inside the capped spans: the window it was
-			 * walking would stay unmapped until the guest invalidates
-			 * it again, which it already did. They are retried by
-			 * later fences instead (what was mapped is found kept). */
-			for (size_t i = 0; pass && !walk_left && i < todo->n; i++)
-				range_set_add(&d->retry, todo->r[i].first, todo->r[i].last);
 			domain_fold_stats(d, &s->st);
 			if (src && !rc)
 				rc = src;

@@ -198,7 +198,14 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 		return false; /* the extent is wider than the page: so is the window */
 	probe_window(iova, iova + IOVT_PAGE_SIZE - 1);
 	int walk_err = 0;
-	bool have = guest_view_page(t, iova, &run, s, st, &walk_err) > 0;
+	int seen = guest_view_page(t, iova, &run, s, st, &walk_err);
+	if (__builtin_expect(seen == GUEST_VIEW_SKIPPED, 0)) {
+		/* a later pass's budget ran out: kept as recorded, retried */
+		st->windows++;
+		*rcp = range_set_add(retry, iova, iova + IOVT_PAGE_SIZE - 1) ? -ENOMEM : walk_err;
+		return true;
+	}
+	bool have = seen > 0;
 	/* Nothing to change: the page is kept as recorded, or neither recorded
 	 * nor mapped (an oversized PSI's tail, a strict guest's PSI over space
 	 * it left unmapped): no plan to apply (apply_plan's call and its two
@@ -352,8 +359,12 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	vec_clear(&s->runs);
 	int walk_err = 0;
 	int rc = guest_view_runs(t, first, last, s, st, &walk_err);
-	if (rc == GUEST_VIEW_SKIPPED) /* a sync's first walk: never (sync.h) */
-		rc = -E2BIG;
+	if (rc == GUEST_VIEW_SKIPPED) {
+		/* a later pass's budget ran out (sync.h): kept as recorded, retried */
+		st->windows++;
+		*rcp = range_set_add(retry, first, last) ? -ENOMEM : walk_err;
+		return true;
+	}
 	if (!rc)
 		rc = plan_small(s, k, multi);
 	if (rc) { /* out of memory mid-plan */
@@ -394,8 +405,9 @@ static int sync_ranges_in(const struct sync_target *t, const struct range *range
 		vec_clear(&s->old);
 		rc = guest_view_runs(t, w->first, w->last, s, st, &walk_err);
 		if (rc == GUEST_VIEW_SKIPPED) {
-			/* The sync's walk budget is spent (earlier windows): this
-			 * one keeps its record and is retried at the next fence,
+			/* The sync's walk budget ran out before this window was
+			 * done, earlier windows having spent part of it (sync.h):
+			 * it keeps its record and is retried at the next fence,
 			 * within the retry budget — a span taken from the retry or
 			 * capped sets is not lost, and nothing is unmapped unseen
 			 * (found by review). An UNMAP group cannot span it. */
@@ -448,8 +460,11 @@ void sync_scratch_trim(struct sync_scratch *s)
 int sync_ranges(const struct sync_target *t, const struct range *ranges, size_t n,
 		struct sync_scratch *s, struct sync_stats *st, struct range_set *retry)
 {
-	/* One budget of page-table entries for the whole sync (sync.h). */
-	s->walk_left = t->walk.budget ? t->walk.budget : UINT64_MAX;
+	/* One budget of page-table entries for the whole sync, less what its
+	 * earlier passes read (sync.h). */
+	s->walk_left = !t->walk.budget ? UINT64_MAX
+		       : t->walk_spent < t->walk.budget ? t->walk.budget - t->walk_spent
+							: 0;
 	int rc;
 	/* A one-page range without the trim: sync_page pushes one element at
 	 * most, and a vector grown past SCRATCH_KEEP by an earlier sync, or a

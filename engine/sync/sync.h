@@ -46,6 +46,11 @@ struct sync_target {
 	struct shadow_tree *tree;
 	const struct iovt_sink *sink;
 	struct vtd_walk_params walk; /* root, widths, page sizes, budget; range set per window */
+	/* Entries this sync's earlier passes read (sync_entry.c: a second pass
+	 * gets what the first left). walk.budget stays the whole budget: a
+	 * window the budget cuts short is retried unless its walk had all of
+	 * it (guest_view_runs). */
+	uint64_t walk_spent;
 	uint64_t max_extents;
 	/* Spans a MAP was not sent for because of the extent cap (retried only
 	 * when the cap has room); NULL: with the other failures in `retry`. */
@@ -118,18 +123,24 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
 
 /* Appends the runs of the guest view over [first, last] to s->runs. Both
  * walks read at most s->walk_left entries and take what they read from it.
- * With none left the window is not walked: a budget error (counted, -E2BIG
- * in *walk_err); guest_view_runs then returns GUEST_VIEW_SKIPPED (the
- * caller keeps the window's record and retries it), guest_view_page 0 (a
- * sync's first walk: never happens). */
-#define GUEST_VIEW_SKIPPED 1
+ * A budget error (counted, -E2BIG in *walk_err) with earlier walks of the
+ * sync having spent part of the budget — none left for this window, or it
+ * ran out inside it — returns GUEST_VIEW_SKIPPED: nothing of the window is
+ * kept, and the caller keeps its record and retries it (a span taken from
+ * the retry or capped sets, or the guest's own window, is not lost to what
+ * other windows read). Only a window whose walk had the whole budget and
+ * still ran out is the walk's error: what it read is synced, the rest is
+ * unmapped until the guest invalidates it again (a table too large or
+ * hostile for one sync must not cost every later fence its budget). */
+#define GUEST_VIEW_SKIPPED 2
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
 
 /*
  * The guest view over the one page at `iova` (page aligned): 1 and *run set
  * when a leaf maps it into guest RAM, 0 when it is not mapped (or the walk
- * failed: counted in st, the first error in *walk_err as guest_view_runs).
+ * failed: counted in st, the first error in *walk_err as guest_view_runs),
+ * GUEST_VIEW_SKIPPED as guest_view_runs.
  */
 int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_extent *run,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
