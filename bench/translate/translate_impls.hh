@@ -445,13 +445,19 @@ template <class Impl> struct Bench {
 // Every lookup a miss: a cyclic scan of 64K pool pages, larger than every
 // cache. The engine's capacity is fixed at 4096 here: by default it would
 // grow to hold the scan and this would measure hits.
-template <class Impl> Bench<Impl> *miss_bench()
+template <class Impl> Bench<Impl> *miss_bench(uint64_t pool = 65536)
 {
 	if constexpr (std::is_same<Impl, Engine>::value)
-		return new Bench<Impl>(65536, (uint64_t)4096);
+		return new Bench<Impl>(pool, (uint64_t)4096);
 	else
-		return new Bench<Impl>(65536);
+		return new Bench<Impl>(pool);
 }
+
+// miss_scattered/*: a pool whose leaf tables (16 MiB) are four times this
+// machine's L2, visited in a fixed permuted order: each walk's leaf entry
+// is a cache miss, as a device's first touch of a buffer is.
+constexpr uint64_t SCATTERED_POOL = 1ull << 20;
+inline uint64_t scattered(uint64_t i) { return i * 2654435761ull; }
 
 // One step of the workload: a ring lookup and a buffer lookup (step i).
 // Returns the hits (0..2).
