@@ -238,6 +238,13 @@ t = write("held.trace", "\n".join(lines) + "\n")
 # allowed under ASan)
 refused("40k held edits, 40k PSIs elsewhere", R + [t, "--replay-max-work", "16777216"],
         r"held\.trace:\d+: the trace would cost")
+# One 16 GiB map never invalidated, 10,000 PSIs elsewhere: the run holds it
+# as 16 edits (split at the 1 GiB fold) that every PSI scans; the estimate
+# held one, 2 steps a PSI against the run's 5 (found by review: the dry run
+# did not fold). 30,000 steps: refused only when the estimate folds too.
+t = write("fold.trace", "map 1 0 0 400000000 rw\n" + "psi 1 ffff00000000 0 0\nwait\n" * 10000)
+refused("a 16 GiB map held, PSIs elsewhere", R + [t, "--replay-max-work", "30000"],
+        r"fold\.trace:\d+: the trace would cost")
 refused("the same, a lower work bound", R + [os.path.join(src, "sample.trace"), "--replay-max-work", "1"],
         r"sample\.trace:\d+: the trace would cost")
 with gzip.open(path("blank.trace.gz"), "wb", compresslevel=1) as f:
