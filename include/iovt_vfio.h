@@ -164,7 +164,13 @@ struct iovt_vfio_sink_config {
  * and VFIO_IOMMU_GET_INFO with its capability chain (IOVA ranges,
  * dma_avail). Caps: IOVT_SINK_MULTI_UNMAP (type1v2 removes every whole
  * mapping in the range; an UNMAP that would bisect one fails -EINVAL and
- * removes nothing), IOVT_SINK_UNMAP_ALL when the extension is present,
+ * removes nothing) only when VFIO_UNMAP_ALL is present too — Linux 5.12's
+ * series, from which the kernel removes them in ascending order: 5.10 and
+ * 5.11 took them in their tree's search order and could stop at another
+ * process's mapping with success, so a short answer was not a prefix and
+ * the engine's record could not follow it; there every UNMAP covers one
+ * mapping (with no_query, which cannot ask, a host on such a kernel sets
+ * no_multi_unmap) —, IOVT_SINK_UNMAP_ALL when the extension is present,
  * IOVT_SINK_EXACT_UNMAPPED, IOVT_SINK_PARTIAL_UNMAP,
  * IOVT_SINK_PARTIAL_UNCOUNTED and IOVT_SINK_UNMAP_EMPTY_ERR (for the
  * /dev/vfio/vfio of iommufd, CONFIG_IOMMUFD_VFIO_CONTAINER, which answers

@@ -152,6 +152,18 @@ int iovt_vfio_type1_sink_init(struct iovt_sink *out, int container_fd,
 	s->fd = container_fd;
 	vfio_base_counters(&s->base, cfg);
 	int rc;
+	/* One UNMAP over several mappings only where the kernel removes them
+	 * in ascending order and a short answer's size is the bytes of that
+	 * prefix (apply.c's forget_prefix): vfio_iommu_type1 since Linux 5.12,
+	 * the series that also brought VFIO_UNMAP_ALL, which is how it is told
+	 * apart. Before it (5.10, Debian 11's kernel) vfio_dma_do_unmap took the
+	 * mappings in the order of its tree's search from the root, and stopped
+	 * at another process's with success: the record then dropped a mapping
+	 * the kernel still held and kept one it had removed (found by a review
+	 * of the kernel's history; vfio-type1-short-unmap-5.10). One call per
+	 * mapping is exact there: a 0-byte answer means that mapping is held.
+	 * With no_query the host, which queried, says so (no_multi_unmap). */
+	bool multi = !(cfg && cfg->no_multi_unmap);
 	if (cfg && cfg->no_query) {
 		rc = vfio_base_from_config(&s->base, cfg, false);
 	} else {
@@ -165,6 +177,7 @@ int iovt_vfio_type1_sink_init(struct iovt_sink *out, int container_fd,
 		if (!rc)
 			s->base.info.unmap_all =
 				ioctl(container_fd, VFIO_CHECK_EXTENSION, VFIO_UNMAP_ALL) > 0;
+		multi &= s->base.info.unmap_all;
 	}
 	if (rc) {
 		free(s);
@@ -176,7 +189,7 @@ int iovt_vfio_type1_sink_init(struct iovt_sink *out, int container_fd,
 		.ops = &vfio_type1_sink_ops,
 		.ctx = s,
 		.caps = {
-			.flags = (cfg && cfg->no_multi_unmap ? 0 : IOVT_SINK_MULTI_UNMAP) |
+			.flags = (multi ? IOVT_SINK_MULTI_UNMAP : 0) |
 				 (s->base.info.unmap_all ? IOVT_SINK_UNMAP_ALL : 0) |
 				 /* iommufd's compat container: a failed UNMAP may
 				 * have removed a prefix (counted in its reply,

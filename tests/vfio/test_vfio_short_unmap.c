@@ -26,6 +26,19 @@
  * record kept the removed first mapping, the retry's short UNMAP made the
  * engine drop the wrong one, and every later fence failed (found by the
  * twenty-second session's review).
+ *
+ * `vfio-type1-short-unmap-5.10` (argument `5.10`): vfio_iommu_type1 as in
+ * Linux 5.10 and 5.11 (Debian 11), found by reading the kernel's history:
+ * vfio_dma_do_unmap takes the mappings of the range in the order its tree
+ * search from the root meets them, not ascending, and still stops at
+ * another process's with success. One UNMAP over own A, foreign F and own
+ * B (B met first) removed B and answered 4 KiB: read as an ascending
+ * prefix, the record dropped A, which the kernel still held, and kept B,
+ * which it had removed. This fake removes in descending order and, as
+ * those kernels, lacks VFIO_UNMAP_ALL (5.12's series), which is how the
+ * sink, now asking the kernel (no no_query here), knows to unmap one
+ * mapping per call. After every fence the record must be what the kernel
+ * holds.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -51,7 +64,7 @@ static struct fmap {
 static bool stuck_mode;
 /* The kernel behind /dev/vfio/vfio: vfio_iommu_type1 before 6.3, or
  * iommufd's compat container (since afb47765f923, or before it). */
-static enum { K_TYPE1, K_COMPAT, K_COMPAT_OLD } kernel;
+static enum { K_TYPE1, K_COMPAT, K_COMPAT_OLD, K_TYPE1_510 } kernel;
 
 static int held(void)
 {
@@ -76,15 +89,16 @@ static int fake_unmap(struct vfio_iommu_type1_dma_unmap *u)
 	}
 	for (;;) {
 		int best = -1;
+		const bool down = kernel == K_TYPE1_510; /* not ascending: descending here */
 		for (int i = 0; i < MAX_MAPS; i++)
 			if (km[i].used && km[i].iova <= last && km[i].iova + km[i].size - 1 >= first &&
-			    (kernel != K_TYPE1 || km[i].iova >= first) &&
-			    (best < 0 || km[i].iova < km[best].iova))
+			    ((kernel != K_TYPE1 && !down) || km[i].iova >= first) &&
+			    (best < 0 || (down ? km[i].iova > km[best].iova : km[i].iova < km[best].iova)))
 				best = i;
 		if (best < 0)
 			break;
 		if (km[best].stuck) {
-			rc = kernel == K_TYPE1 ? 0 : EBUSY;
+			rc = kernel == K_TYPE1 || down ? 0 : EBUSY;
 			break;
 		}
 		if (km[best].iova < first || km[best].iova + km[best].size - 1 > last) {
@@ -132,6 +146,18 @@ int ioctl(int fd, unsigned long req, ...)
 	}
 	if (req == VFIO_IOMMU_UNMAP_DMA)
 		return fake_unmap(arg);
+	if (req == VFIO_CHECK_EXTENSION) { /* only the 5.10 world queries */
+		unsigned long ext = (unsigned long)(uintptr_t)arg;
+		return ext == VFIO_TYPE1v2_IOMMU ? 1 : ext == VFIO_UNMAP_ALL ? kernel != K_TYPE1_510 : 0;
+	}
+	if (req == VFIO_IOMMU_GET_INFO) { /* 4 KiB pages, no capability chain */
+		struct vfio_iommu_type1_info *in = arg;
+		in->argsz = sizeof(*in);
+		in->flags = VFIO_IOMMU_INFO_PGSIZES;
+		in->iova_pgsizes = 0x1000;
+		in->cap_offset = 0;
+		return 0;
+	}
 	errno = ENOTTY;
 	return -1;
 }
@@ -163,7 +189,7 @@ static void world_init(struct world *w)
 	CHECK(w->gd);
 	struct iovt_domain_config dc = { .did = 1, .root_gpa = gs_domain_root(w->gd), .addr_width = 48 };
 	CHECK_EQ(iovt_domain_create(w->e, &dc, &w->d), 0);
-	struct iovt_vfio_sink_config cfg = { .no_query = true };
+	struct iovt_vfio_sink_config cfg = { .no_query = kernel != K_TYPE1_510 };
 	struct iovt_sink s;
 	CHECK_EQ(iovt_vfio_type1_sink_init(&s, FAKE_FD, &cfg), 0);
 	CHECK(s.caps.flags & IOVT_SINK_EXACT_UNMAPPED);
@@ -283,15 +309,69 @@ static void compat_main(struct world *w)
 	       kernel == K_COMPAT_OLD ? " (old)" : "");
 }
 
+/* Does the record say iova is mapped exactly when the fake kernel holds it? */
+static void check_same(struct iovt_domain *d, const uint64_t *iova, int n, const char *when)
+{
+	for (int k = 0; k < n; k++) {
+		bool kern = false;
+		for (int i = 0; i < MAX_MAPS; i++)
+			kern |= km[i].used && iova[k] - km[i].iova < km[i].size;
+		struct iovt_extent x;
+		bool rec = iovt_translate(d, iova[k], &x) == 0;
+		printf("  %s: 0x%llx kernel %d record %d\n", when, (unsigned long long)iova[k], kern, rec);
+		CHECK_EQ(rec, kern);
+	}
+}
+
+/* vfio-type1-short-unmap-5.10 */
+static void old_main(struct world *w)
+{
+	struct iovt_engine *e = w->e;
+	struct iovt_domain *d = w->d;
+	struct gs_domain *gd = w->gd;
+	const struct gs_region *g = w->g;
+	const uint64_t iova[3] = { 0x100000, 0x101000, 0x102000 }; /* A, F (foreign), B */
+	for (int k = 0; k < 3; k++) {
+		stuck_mode = k == 1;
+		CHECK_EQ(gs_map(gd, iova[k], g->gpa + 0x200000 * (k + 1), 0x1000, IOVT_PERM_RW,
+				GS_LEAF_4K), 0);
+		CHECK_EQ(iovt_invalidate_psi(e, 1, iova[k], 0, false), 0);
+		CHECK_EQ(iovt_fence(e), 0);
+	}
+	stuck_mode = false;
+	CHECK_EQ(held(), 3);
+	CHECK_EQ(extents(d), 3);
+	/* The guest unmaps all three: F stays (another process's). */
+	CHECK_EQ(gs_unmap(gd, iova[0], 0x3000), 0);
+	CHECK_EQ(iovt_invalidate_dsi(e, 1), 0);
+	int rc = iovt_fence(e);
+	printf("fence: %d; kernel holds %d, record %llu\n", rc, held(), (unsigned long long)extents(d));
+	check_same(d, iova, 3, "F held");
+	CHECK_EQ(rc, -EBUSY);
+	/* F let go: the retry empties both. */
+	for (int i = 0; i < MAX_MAPS; i++)
+		km[i].stuck = false;
+	CHECK_EQ(iovt_fence(e), 0);
+	check_same(d, iova, 3, "let go");
+	CHECK_EQ(held(), 0);
+	world_fini(w);
+	printf("vfio-type1-short-unmap-5.10: record == kernel after every fence: ok\n");
+}
+
 int main(int argc, char **argv)
 {
 	const char *m = argc > 1 ? argv[1] : "";
 	iovt_thread_register();
 	struct world w;
-	kernel = !strcmp(m, "compat") ? K_COMPAT : !strcmp(m, "compat-old") ? K_COMPAT_OLD : K_TYPE1;
+	kernel = !strcmp(m, "compat")	   ? K_COMPAT
+		 : !strcmp(m, "compat-old") ? K_COMPAT_OLD
+		 : !strcmp(m, "5.10")	   ? K_TYPE1_510
+					   : K_TYPE1;
 	world_init(&w);
 	if (kernel == K_TYPE1)
 		short_main(&w);
+	else if (kernel == K_TYPE1_510)
+		old_main(&w);
 	else
 		compat_main(&w);
 	iovt_thread_unregister();
