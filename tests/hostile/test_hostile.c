@@ -1395,39 +1395,64 @@ static void case_garbage_concurrent(uint64_t *rng)
  * and spans it could not finish go to the retry set, so a later fence maps
  * them: the capped run here is 600 pages, the first pass leaves ~40.
  */
-static void case_budget_cap_passes(uint64_t *rng)
+/* 8 extents: 2 scattered pages in each of 4 blocks at A (their tables stay) */
+static void budget_cap_extents(struct env *v, uint64_t A, bool map)
 {
-	(void)rng;
-	struct iovt_config cfg = { .walk_budget = 2100, .max_extents_per_domain = 8 };
+	for (unsigned b = 0; b < 4; b++)
+		for (unsigned k = 0; k < 2; k++) {
+			uint64_t iova = A + b * M2 + k * 0x10000;
+			CHECK((map ? gs_map(v->gd, iova, DATA_GPA + (b * 2 + k) * 0x3000, K, IOVT_PERM_RW,
+					    GS_LEAF_4K)
+				   : gs_unmap(v->gd, iova, K)) == 0);
+		}
+}
+
+/* The entries the sync that unmaps budget_cap_extents reads (its first
+ * pass), measured in a domain of its own. */
+static uint64_t budget_cap_first_pass_cost(uint64_t A)
+{
+	struct iovt_config cfg = { .max_extents_per_domain = 8 };
+	struct env v;
+	env_init(&v, &cfg, 48, true, true);
+	budget_cap_extents(&v, A, true);
+	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
+	CHECK_EQ(iovt_fence(v.e), 0);
+	budget_cap_extents(&v, A, false);
+	struct iovt_stats a, b;
+	iovt_domain_stats_get(v.d, &a);
+	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
+	CHECK_EQ(iovt_fence(v.e), 0);
+	iovt_domain_stats_get(v.d, &b);
+	env_fini(&v);
+	return b.ptes_walked - a.ptes_walked;
+}
+
+static void budget_cap_passes(uint64_t *rng, unsigned cpages, uint64_t budget, const char *name)
+{
+	struct iovt_config cfg = { .walk_budget = budget, .max_extents_per_domain = 8 };
 	struct env v;
 	env_init(&v, &cfg, 48, true, true);
 	const uint64_t A = 16 * M2, C = G1;
-	const unsigned cpages = 600;
-	/* 8 extents: 2 scattered pages in each of 4 blocks (their tables stay) */
-	for (unsigned b = 0; b < 4; b++)
-		for (unsigned k = 0; k < 2; k++)
-			CHECK(gs_map(v.gd, A + b * M2 + k * 0x10000, DATA_GPA + (b * 2 + k) * 0x3000, K,
-				     IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	budget_cap_extents(&v, A, true);
 	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
 	CHECK_EQ(iovt_fence(v.e), 0);
-	/* One run of 600 pages (contiguous GPAs: one MAP): the cap refuses it. */
+	/* One run of cpages pages (contiguous GPAs: one MAP): the cap refuses it. */
 	CHECK(gs_map(v.gd, C, DATA_GPA + M2, cpages * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
 	CHECK(iovt_invalidate_psi(v.e, v.did, C, 10, false) == 0);
 	CHECK_EQ(iovt_fence(v.e), -ENOSPC);
 	/* The guest unmaps A: that sync's UNMAPs make room, and the capped run
 	 * follows in the same sync, on what is left of its budget. */
-	for (unsigned b = 0; b < 4; b++)
-		for (unsigned k = 0; k < 2; k++)
-			CHECK(gs_unmap(v.gd, A + b * M2 + k * 0x10000, K) == 0);
+	budget_cap_extents(&v, A, false);
 	struct iovt_stats a, b;
 	iovt_domain_stats_get(v.d, &a);
 	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
 	int rc = iovt_fence(v.e);
 	iovt_domain_stats_get(v.d, &b);
-	printf("budget-cap-passes: fence %d, %llu entries read (walk_budget %llu)\n", rc,
-	       (unsigned long long)(b.ptes_walked - a.ptes_walked),
+	printf("%s: %u capped pages, fence %d, %llu entries read (walk_budget %llu)\n", name, cpages,
+	       rc, (unsigned long long)(b.ptes_walked - a.ptes_walked),
 	       (unsigned long long)cfg.walk_budget);
 	CHECK(b.ptes_walked - a.ptes_walked <= cfg.walk_budget);
+	CHECK_EQ(rc, -E2BIG); /* the second pass was cut short */
 	/* Nothing lost: later fences (no new invalidation) map the rest. */
 	for (int i = 0; i < 4 && rc; i++)
 		rc = iovt_fence(v.e);
@@ -1439,6 +1464,24 @@ static void case_budget_cap_passes(uint64_t *rng)
 	}
 	check_consistent(&v, rng);
 	env_fini(&v);
+}
+
+static void case_budget_cap_passes(uint64_t *rng)
+{
+	budget_cap_passes(rng, 600, 2100, "budget-cap-passes");
+}
+
+/*
+ * The second pass's two short ways, each cut by the budget: a capped span
+ * under 64 pages (sync_small: 60 pages, ~46 entries left) and one of a
+ * single page (sync_page: 2 entries left, the budget set from the first
+ * pass's measured cost). Both returned -E2BIG "a sync's first walk: never"
+ * paths until the twenty-seventh session made a cut window a retried one.
+ */
+static void case_budget_cap_passes_short(uint64_t *rng)
+{
+	budget_cap_passes(rng, 60, 2100, "budget-cap-passes-short");
+	budget_cap_passes(rng, 1, budget_cap_first_pass_cost(16 * M2) + 2, "budget-cap-passes-short");
 }
 
 /*
@@ -1535,6 +1578,7 @@ static const struct {
 	{ "extent-cap", case_extent_cap },
 	{ "budget-cap-passes", case_budget_cap_passes },
 	{ "budget-cap-first-pass", case_budget_cap_first_pass },
+	{ "budget-cap-passes-short", case_budget_cap_passes_short },
 	{ "garbage", case_garbage },
 	{ "garbage-concurrent", case_garbage_concurrent },
 };
