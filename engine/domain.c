@@ -71,6 +71,8 @@ int iovt_domain_create(struct iovt_engine *e, const struct iovt_domain_config *c
 	range_set_init(&d->pending, 0);
 	range_set_init(&d->retry, 0);
 	range_set_init(&d->capped, 0);
+	range_set_init(&d->cut, 0);
+	range_set_init(&d->cut_prev, 0);
 
 	pthread_mutex_lock(&e->control_lock);
 	int trc = domain_table_add(e, d);

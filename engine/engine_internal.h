@@ -124,6 +124,11 @@ struct iovt_domain {
 	_Atomic bool pending_any;
 	struct range_set retry;         /* spans whose sink calls failed (sync_lock) */
 	struct range_set capped;        /* spans not mapped for the extent cap (sync_lock) */
+	/* Windows the walk budget cut short and a sync put in `retry` (not its
+	 * error: earlier windows had spent part of the budget): those of the
+	 * last sync (cut_prev) and of this one (cut). One cut again by the next
+	 * sync is the walk's error (sync.h, walk_cut_retried; sync_lock). */
+	struct range_set cut, cut_prev;
 	uint64_t retry_cursor, capped_cursor; /* where the next retry starts (sync_lock) */
 	/* The iovt_fence (engine fence_seq) whose queue drains last synced it:
 	 * written and read only by iovt_fence callers (control_lock). */

@@ -94,9 +94,6 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 /* Destroy: moves d's counters into the engine's (sync_lock held, d dead). */
 void domain_fold_into_engine(struct iovt_domain *d);
 
-/* Span of earlier failures a sync retries beyond what it was asked (pages). */
-#define IOVT_RETRY_BUDGET_PAGES (1ull << 16)
-
 /* sync_lock held, and a reference when *ref */
 struct iovt_domain *domain_sync_lock(struct iovt_engine *e, uint16_t did, bool *ref);
 void domain_sync_unlock(struct iovt_domain *d, bool ref); /* unlock; -1 ref when ref */

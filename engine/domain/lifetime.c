@@ -68,6 +68,8 @@ void domain_free(struct iovt_domain *d)
 	range_set_free(&d->pending);
 	range_set_free(&d->retry);
 	range_set_free(&d->capped);
+	range_set_free(&d->cut);
+	range_set_free(&d->cut_prev);
 	iotlb_free(&d->iotlb);
 	pthread_mutex_destroy(&d->pending_lock);
 	free(d);

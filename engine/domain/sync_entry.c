@@ -38,6 +38,8 @@ void domain_sync_target(struct iovt_domain *d, struct sync_target *t)
 	t->walk.last = 0;
 	t->walk.budget = e->cfg.walk_budget;
 	t->walk_spent = 0;
+	t->cut_before = NULL;
+	t->cut_now = NULL;
 	t->max_extents = e->cfg.max_extents_per_domain;
 	t->capped = &d->capped;
 }
@@ -506,6 +508,11 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 	 * of either pass that the budget cuts short goes to the retry set
 	 * (guest_view_runs: every window but a first pass's first one). */
 	uint64_t walk_left = 0;
+	/* The previous sync's cut windows; this sync records its own. */
+	struct range_set cut_tmp = d->cut_prev;
+	d->cut_prev = d->cut;
+	d->cut = cut_tmp;
+	range_set_clear(&d->cut);
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass && !walk_left)
 			break;
@@ -519,6 +526,8 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 			domain_sync_target(d, &t);
 			if (pass && t.walk.budget) /* 0: no bound */
 				t.walk_spent = t.walk.budget - walk_left;
+			t.cut_before = &d->cut_prev;
+			t.cut_now = &d->cut;
 			int src = todo->all ? sync_ranges(&t, &all, 1, s, &s->st, &d->retry)
 					    : sync_ranges(&t, todo->r, todo->n, s, &s->st, &d->retry);
 			walk_left = s->walk_left;

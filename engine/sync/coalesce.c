@@ -58,6 +58,21 @@ static size_t lower_touching(const struct range_set *s, uint64_t first)
 	return lo;
 }
 
+bool range_set_overlaps(const struct range_set *s, uint64_t first, uint64_t last)
+{
+	if (s->all)
+		return true;
+	size_t lo = 0, hi = s->n; /* the first range ending at or after `first` */
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (s->r[mid].last < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < s->n && s->r[lo].first <= last;
+}
+
 int range_set_add(struct range_set *s, uint64_t first, uint64_t last)
 {
 	if (s->all)

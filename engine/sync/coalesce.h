@@ -36,6 +36,8 @@ void range_set_remove(struct range_set *s, uint64_t first, uint64_t last);
  * (the set then holds two touching ranges until the next add merges them).
  * 0, or -ENOMEM (nothing changed). Ignores `max`: one split is transient. */
 int range_set_split_at(struct range_set *s, uint64_t addr);
+/* Whether any of [first, last] is in the set (`all`: always). */
+bool range_set_overlaps(const struct range_set *s, uint64_t first, uint64_t last);
 /* Empties the set (keeps its memory). */
 void range_set_clear(struct range_set *s);
 /* Moves the contents of *from into *to (which must be empty); *from is emptied. */

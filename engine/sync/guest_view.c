@@ -192,9 +192,33 @@ static void walk_budget_spent(struct sync_scratch *s, uint64_t read)
  * it left ~40 entries for was cut, unmapped past the cut and never retried
  * (found by the twenty-sixth session's read: 557 of 600 pages; hostile
  * budget-cap-first-pass). */
-static bool walk_cut_retried(const struct sync_target *t, const struct walk_errors *e, uint64_t had)
+static bool walk_cut_retried(const struct sync_target *t, const struct walk_errors *e, uint64_t had,
+			     uint64_t first, uint64_t last)
 {
-	return __builtin_expect(e->cut, 0) && had < t->walk.budget;
+	if (__builtin_expect(!e->cut, 1) || had >= t->walk.budget)
+		return false;
+	/* Longer than one sync's retry budget: it would come back in slices
+	 * over up to 2^20 fences (a PSI of half a 48-bit domain behind one
+	 * page; found by review: budget-cut-huge). The walk's error. */
+	if ((last - first) >> IOVT_PAGE_SHIFT >= IOVT_RETRY_BUDGET_PAGES)
+		return false;
+	/* Cut short by the previous sync too: the walk's error. Retried again,
+	 * a window the guest's windows below it always leave too little for
+	 * was never synced and every fence read the whole budget (found by
+	 * review: budget-cut-starved). */
+	if (t->cut_before && range_set_overlaps(t->cut_before, first, last))
+		return false;
+	if (t->cut_now)
+		(void)range_set_add(t->cut_now, first, last); /* ENOMEM: `all`, every window's second */
+	return true;
+}
+
+/* A window the sync's budget did not reach: retried; one cut short by the
+ * previous sync keeps that mark for the sync that walks it. */
+static void unreached(const struct sync_target *t, uint64_t first, uint64_t last)
+{
+	if (t->cut_before && t->cut_now && range_set_overlaps(t->cut_before, first, last))
+		(void)range_set_add(t->cut_now, first, last);
 }
 
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
@@ -206,8 +230,10 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 	struct vtd_walk_stats ws = { 0 };
 	size_t runs_before = s->runs.n;
 
-	if (!walk_budget_take(s, &p, st, walk_err))
+	if (!walk_budget_take(s, &p, st, walk_err)) {
+		unreached(t, first, last);
 		return GUEST_VIEW_SKIPPED;
+	}
 	const uint64_t had = p.budget;
 	p.first = first;
 	p.last = last;
@@ -224,7 +250,7 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		return rc; /* -ENOMEM from a visitor */
 	if (walk_done(&w.e, rc, walk_err))
 		s->runs.n = runs_before; /* nothing trustworthy was seen */
-	else if (walk_cut_retried(t, &w.e, had)) {
+	else if (walk_cut_retried(t, &w.e, had, first, last)) {
 		s->runs.n = runs_before;
 		return GUEST_VIEW_SKIPPED;
 	}
@@ -275,8 +301,10 @@ int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_exte
 	struct vtd_walk_params p = t->walk;
 	struct vtd_walk_stats ws = { 0 };
 
-	if (!walk_budget_take(s, &p, st, walk_err))
+	if (!walk_budget_take(s, &p, st, walk_err)) {
+		unreached(t, iova, iova + IOVT_PAGE_SIZE - 1);
 		return GUEST_VIEW_SKIPPED;
+	}
 	const uint64_t had = p.budget;
 	p.first = iova;
 	p.last = iova + IOVT_PAGE_SIZE - 1;
@@ -287,7 +315,7 @@ int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_exte
 	walk_budget_spent(s, ws.entries_read);
 	if (walk_done(&pv.e, rc, walk_err))
 		pv.have = false; /* nothing trustworthy was seen */
-	else if (walk_cut_retried(t, &pv.e, had))
+	else if (walk_cut_retried(t, &pv.e, had, iova, iova + IOVT_PAGE_SIZE - 1))
 		return GUEST_VIEW_SKIPPED;
 	return pv.have;
 }

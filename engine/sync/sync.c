@@ -189,6 +189,19 @@ static int retry_all(const struct sync_target *t, struct sync_scratch *s, struct
  * path allocates nothing, where build_windows could fail with -ENOMEM and
  * retry the range.
  */
+/* A window guest_view skipped (GUEST_VIEW_SKIPPED) into the retry set: the
+ * walk's error, or -ENOMEM counted as retry_all counts it (iovt.h) when the
+ * set cannot grow (it then becomes `all`: a whole-domain retry). */
+static int retry_skipped(struct range_set *retry, uint64_t first, uint64_t last,
+			 struct sync_stats *st, int walk_err)
+{
+	if (__builtin_expect(range_set_add(retry, first, last) != 0, 0)) {
+		st->errors[IOVT_ERR_NO_MEMORY]++;
+		return -ENOMEM;
+	}
+	return walk_err;
+}
+
 static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_scratch *s,
 		      struct sync_stats *st, struct range_set *retry, int *rcp)
 {
@@ -202,7 +215,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 	if (__builtin_expect(seen == GUEST_VIEW_SKIPPED, 0)) {
 		/* a later pass's budget ran out: kept as recorded, retried */
 		st->windows++;
-		*rcp = range_set_add(retry, iova, iova + IOVT_PAGE_SIZE - 1) ? -ENOMEM : walk_err;
+		*rcp = retry_skipped(retry, iova, iova + IOVT_PAGE_SIZE - 1, st, walk_err);
 		return true;
 	}
 	bool have = seen > 0;
@@ -362,7 +375,7 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	if (rc == GUEST_VIEW_SKIPPED) {
 		/* a later pass's budget ran out (sync.h): kept as recorded, retried */
 		st->windows++;
-		*rcp = range_set_add(retry, first, last) ? -ENOMEM : walk_err;
+		*rcp = retry_skipped(retry, first, last, st, walk_err);
 		return true;
 	}
 	if (!rc)

@@ -51,11 +51,25 @@ struct sync_target {
 	 * window the budget cuts short is retried unless its walk had all of
 	 * it (guest_view_runs). */
 	uint64_t walk_spent;
+	/* Windows the previous sync retried for a cut (cut_before: cut again,
+	 * they are the walk's error, so that a window cannot be retried at
+	 * every fence behind the guest's other windows, each fence reading the
+	 * whole budget) and where this sync records its own (cut_now, which
+	 * also keeps the mark of a cut_before window it did not reach). NULL:
+	 * none (a one-window sync: its walk has the whole budget). */
+	const struct range_set *cut_before;
+	struct range_set *cut_now;
 	uint64_t max_extents;
 	/* Spans a MAP was not sent for because of the extent cap (retried only
 	 * when the cap has room); NULL: with the other failures in `retry`. */
 	struct range_set *capped;
 };
+
+/* Span of earlier failures a sync retries beyond what it was asked (pages;
+ * engine/domain/sync_entry.c). A window longer than this that the walk
+ * budget cuts short is the walk's error, not retried (guest_view.c): the
+ * retry set would hand it back 2^16 pages a sync, up to 2^20 syncs. */
+#define IOVT_RETRY_BUDGET_PAGES (1ull << 16)
 
 struct plan_unmap {
 	uint64_t first, last; /* inclusive; begins and ends on extent boundaries */
@@ -131,7 +145,9 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
  * other windows read). Only a window whose walk had the whole budget and
  * still ran out is the walk's error: what it read is synced, the rest is
  * unmapped until the guest invalidates it again (a table too large or
- * hostile for one sync must not cost every later fence its budget). */
+ * hostile for one sync must not cost every later fence its budget) — and
+ * so is one the previous sync had already retried for a cut (cut_before),
+ * or one longer than IOVT_RETRY_BUDGET_PAGES. */
 #define GUEST_VIEW_SKIPPED 2
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
