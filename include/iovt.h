@@ -149,10 +149,11 @@ struct iovt_config {
 	 * many ranges were pending. 0: default 2^24. A sync that spends it
 	 * reports -E2BIG. A window whose walk had the whole budget and still
 	 * ran out (a table too large or hostile for one sync) has the rest of
-	 * it unmapped, unreadable as a hostile table is, and so has one cut
-	 * short twice in a row or longer than the retry budget (2^16 pages);
-	 * every other window it cut short or did not reach keeps what it had
-	 * and is retried by later fences (retry budget). */
+	 * it unmapped, unreadable as a hostile table is, and so has one longer
+	 * than the retry budget (2^16 pages); one cut short twice in a row is
+	 * synced up to the cut, the rest unmapped and retried; every other
+	 * window it cut short or did not reach keeps what it had and is
+	 * retried by later fences (retry budget). */
 	uint64_t walk_budget;
 	/** Max extents one domain's shadow may hold. 0: default 2^22. */
 	uint64_t max_extents_per_domain;
@@ -679,7 +680,7 @@ int iovt_fence(struct iovt_engine *e);
  * |---|---|
  * | -EFAULT | a table entry with reserved bits set (pt_reserved), a large page where the level or domain forbids it (pt_large_page), a table pointer into a hole of guest RAM (pt_outside_ram), a leaf whose target is not guest RAM (leaf_outside_ram: counted once per leaf, the hole skipped in one step) — e.g. after iovt_guest_ram_remove() while the guest still points there |
  * | -ELOOP | a table that is its own ancestor (pt_loop) |
- * | -E2BIG | the walk budget was spent (walk_budget). A window whose walk had the whole budget and still ran out, one cut short by two syncs in a row, or one longer than 2^16 pages, has the rest of it unmapped until the guest invalidates it again; every other window the budget cut short or did not reach keeps what it had and is retried by later fences (retry budget) |
+ * | -E2BIG | the walk budget was spent (walk_budget). A window whose walk had the whole budget and still ran out, or one longer than 2^16 pages, has the rest of it unmapped until the guest invalidates it again; one cut short by two syncs in a row is synced up to the cut, the rest unmapped and retried; every other window the budget cut short or did not reach keeps what it had and is retried by later fences (retry budget) |
  * | -ENOSPC | the extent cap was reached (extent_cap): the MAP was not sent. The span waits for room: it is retried (walked again) only when an UNMAP has freed entries, within the retry budget and what is left of the sync's walk budget (a span that budget cut short is retried by the next fences), and every sync of the domain returns -ENOSPC until it is mapped (it walks nothing meanwhile) |
  * | -ENOMEM | the engine's own memory (no_memory); the span is retried |
  * | other | the sink's own errno (sink_map, sink_unmap); retried at the next fences within the retry budget (an UNMAP-only notifier's: counted in sink_unmap, not retried) |

@@ -12,6 +12,7 @@ struct walk_errors {
 	struct sync_stats *st;
 	int err;  /* the first error of the walk */
 	bool cut; /* the walk budget ran out inside the walk */
+	uint64_t cut_at; /* ...at this IOVA: nothing from it on was read */
 };
 
 struct view_walk {
@@ -138,7 +139,10 @@ static int on_error(void *arg, uint64_t iova, uint64_t size, enum vtd_error why)
 	(void)size;
 	e->st->errors[walk_error_kind(why)]++;
 	keep_first(&e->err, walk_error_to_errno(why));
-	e->cut |= why == VTD_ERR_BUDGET;
+	if (why == VTD_ERR_BUDGET && !e->cut) {
+		e->cut = true;
+		e->cut_at = iova; /* report() clamps it into the window */
+	}
 	return 0;
 }
 
@@ -192,25 +196,36 @@ static void walk_budget_spent(struct sync_scratch *s, uint64_t read)
  * it left ~40 entries for was cut, unmapped past the cut and never retried
  * (found by the twenty-sixth session's read: 557 of 600 pages; hostile
  * budget-cap-first-pass). */
-static bool walk_cut_retried(const struct sync_target *t, const struct walk_errors *e, uint64_t had,
-			     uint64_t first, uint64_t last)
+enum cut_way {
+	CUT_NONE,  /* not cut, or the walk's error: what was read is synced */
+	CUT_WHOLE, /* retried whole: nothing of it kept (GUEST_VIEW_SKIPPED) */
+	CUT_REST,  /* what was read is synced, the rest retried (s->rest) */
+};
+
+static enum cut_way walk_cut_way(const struct sync_target *t, const struct walk_errors *e,
+				 uint64_t had, uint64_t first, uint64_t last)
 {
 	if (__builtin_expect(!e->cut, 1) || had >= t->walk.budget)
-		return false;
+		return CUT_NONE;
 	/* Longer than one sync's retry budget: it would come back in slices
 	 * over up to 2^20 fences (a PSI of half a 48-bit domain behind one
 	 * page; found by review: budget-cut-huge). The walk's error. */
 	if ((last - first) >> IOVT_PAGE_SHIFT >= IOVT_RETRY_BUDGET_PAGES)
-		return false;
-	/* Cut short by the previous sync too: the walk's error. Retried again,
-	 * a window the guest's windows below it always leave too little for
-	 * was never synced and every fence read the whole budget (found by
-	 * review: budget-cut-starved). */
-	if (t->cut_before && range_set_overlaps(t->cut_before, first, last))
-		return false;
+		return CUT_NONE;
+	/* Cut short by the previous sync too. Retried whole again, a window
+	 * the guest's windows below it always leave too little for was never
+	 * synced (its old mappings stayed) and every fence read the whole
+	 * budget (found by review: budget-cut-starved). Dropped past the cut
+	 * as the walk's error, a capped span lost its rest for good, nothing
+	 * in the record there for the guest to invalidate again (budget-cut-
+	 * twice). So what was read is synced, the rest is unmapped and retried
+	 * — the rest alone, marked again: each further cut maps a little more,
+	 * and nothing stale is kept meanwhile. */
+	bool again = t->cut_before && range_set_overlaps(t->cut_before, first, last);
+	uint64_t from = again ? e->cut_at : first;
 	if (t->cut_now)
-		(void)range_set_add(t->cut_now, first, last); /* ENOMEM: `all`, every window's second */
-	return true;
+		(void)range_set_add(t->cut_now, from, last); /* ENOMEM: `all`, every window's second */
+	return again ? CUT_REST : CUT_WHOLE;
 }
 
 /* A window the sync's budget did not reach: retried; one cut short by the
@@ -248,13 +263,20 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 	walk_budget_spent(s, ws.entries_read);
 	if (rc < 0 && rc != -EINVAL)
 		return rc; /* -ENOMEM from a visitor */
-	if (walk_done(&w.e, rc, walk_err))
+	if (walk_done(&w.e, rc, walk_err)) {
 		s->runs.n = runs_before; /* nothing trustworthy was seen */
-	else if (walk_cut_retried(t, &w.e, had, first, last)) {
+		return 0;
+	}
+	switch (walk_cut_way(t, &w.e, had, first, last)) {
+	case CUT_WHOLE:
 		s->runs.n = runs_before;
 		return GUEST_VIEW_SKIPPED;
+	case CUT_REST:
+		s->rest = (struct range){ w.e.cut_at, last };
+		return GUEST_VIEW_REST;
+	default:
+		return 0;
 	}
-	return 0;
 }
 
 /*
@@ -315,7 +337,15 @@ int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_exte
 	walk_budget_spent(s, ws.entries_read);
 	if (walk_done(&pv.e, rc, walk_err))
 		pv.have = false; /* nothing trustworthy was seen */
-	else if (walk_cut_retried(t, &pv.e, had, iova, iova + IOVT_PAGE_SIZE - 1))
-		return GUEST_VIEW_SKIPPED;
+	else
+		switch (walk_cut_way(t, &pv.e, had, iova, iova + IOVT_PAGE_SIZE - 1)) {
+		case CUT_WHOLE:
+			return GUEST_VIEW_SKIPPED;
+		case CUT_REST: /* nothing of the page was read: not mapped, retried */
+			s->rest = (struct range){ iova, iova + IOVT_PAGE_SIZE - 1 };
+			return GUEST_VIEW_REST;
+		default:
+			break;
+		}
 	return pv.have;
 }

@@ -218,14 +218,16 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 		*rcp = retry_skipped(retry, iova, iova + IOVT_PAGE_SIZE - 1, st, walk_err);
 		return true;
 	}
-	bool have = seen > 0;
+	const bool rest = seen == GUEST_VIEW_REST; /* cut again: unmapped, retried */
+	bool have = seen == 1;
 	/* Nothing to change: the page is kept as recorded, or neither recorded
 	 * nor mapped (an oversized PSI's tail, a strict guest's PSI over space
 	 * it left unmapped): no plan to apply (apply_plan's call and its two
 	 * empty passes were ~30 of psi_unmapped's ~1,070 instructions). */
 	if (found ? have && still_mapped(&run, &old) : !have) {
 		st->windows++;
-		*rcp = walk_err;
+		*rcp = rest ? retry_skipped(retry, iova, iova + IOVT_PAGE_SIZE - 1, st, walk_err)
+			    : walk_err;
 		return true;
 	}
 	if (found) {
@@ -238,6 +240,8 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 	st->windows++; /* as sync_ranges: a window whose plan could be made */
 	int rc = apply_plan(t, s, st, retry);
 	*rcp = walk_err ? walk_err : rc; /* the walk came first */
+	if (rest && retry_skipped(retry, iova, iova + IOVT_PAGE_SIZE - 1, st, 0))
+		*rcp = -ENOMEM;
 	return true;
 nomem:
 	*rcp = retry_all(t, s, st, retry, &(struct range){ iova, iova + IOVT_PAGE_SIZE - 1 }, 1, -ENOMEM);
@@ -378,6 +382,9 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 		*rcp = retry_skipped(retry, first, last, st, walk_err);
 		return true;
 	}
+	const bool rest = rc == GUEST_VIEW_REST; /* cut again: synced to the cut, the rest retried */
+	if (rest)
+		rc = 0;
 	if (!rc)
 		rc = plan_small(s, k, multi);
 	if (rc) { /* out of memory mid-plan */
@@ -387,6 +394,8 @@ static bool sync_small(const struct sync_target *t, const struct range *r, struc
 	st->windows++;
 	rc = apply_plan(t, s, st, retry);
 	*rcp = walk_err ? walk_err : rc; /* the walk came first */
+	if (rest && retry_skipped(retry, s->rest.first, s->rest.last, st, 0))
+		*rcp = -ENOMEM;
 	return true;
 }
 
@@ -429,6 +438,13 @@ static int sync_ranges_in(const struct sync_target *t, const struct range *range
 			group_open = false;
 			st->windows++;
 			continue;
+		}
+		if (rc == GUEST_VIEW_REST) {
+			/* Cut again (sync.h): synced up to the cut, the rest of
+			 * its record unmapped by the diff below, the rest retried. */
+			if (range_set_add(retry, s->rest.first, s->rest.last))
+				return retry_all(t, s, st, retry, ranges, n, -ENOMEM);
+			rc = 0;
 		}
 		s->old_ri = 0;
 		s->old_dropped = false;

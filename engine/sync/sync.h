@@ -99,6 +99,8 @@ struct sync_scratch {
 	 * windows (UINT64_MAX: no bound): the walk budget is the sync's, not
 	 * each window's (sync_ranges). */
 	uint64_t walk_left;
+	/* GUEST_VIEW_REST's part of the window not read, for the retry set. */
+	struct range rest;
 };
 
 void sync_scratch_free(struct sync_scratch *s);
@@ -145,10 +147,13 @@ int sync_unmap_everything(const struct sync_target *t, struct sync_stats *st,
  * other windows read). Only a window whose walk had the whole budget and
  * still ran out is the walk's error: what it read is synced, the rest is
  * unmapped until the guest invalidates it again (a table too large or
- * hostile for one sync must not cost every later fence its budget) — and
- * so is one the previous sync had already retried for a cut (cut_before),
- * or one longer than IOVT_RETRY_BUDGET_PAGES. */
+ * hostile for one sync must not cost every later fence its budget), and so
+ * is one longer than IOVT_RETRY_BUDGET_PAGES. One the previous sync had
+ * already retried for a cut (cut_before) and cut again returns
+ * GUEST_VIEW_REST: its runs up to the cut are kept (synced: the rest of its
+ * record is unmapped) and the caller retries s->rest, the part not read. */
 #define GUEST_VIEW_SKIPPED 2
+#define GUEST_VIEW_REST 3
 int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
 
@@ -156,7 +161,8 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
  * The guest view over the one page at `iova` (page aligned): 1 and *run set
  * when a leaf maps it into guest RAM, 0 when it is not mapped (or the walk
  * failed: counted in st, the first error in *walk_err as guest_view_runs),
- * GUEST_VIEW_SKIPPED as guest_view_runs.
+ * GUEST_VIEW_SKIPPED or GUEST_VIEW_REST (nothing of the page read: it is
+ * not mapped, and retried) as guest_view_runs.
  */
 int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_extent *run,
 		    struct sync_scratch *s, struct sync_stats *st, int *walk_err);
