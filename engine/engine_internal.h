@@ -127,7 +127,8 @@ struct iovt_domain {
 	/* Windows the walk budget cut short and a sync put in `retry` (not its
 	 * error: earlier windows had spent part of the budget): those of the
 	 * last sync (cut_prev) and of this one (cut). One cut again by the next
-	 * sync is the walk's error (sync.h, walk_cut_retried; sync_lock). */
+	 * sync is synced up to the cut and only its rest retried, marked again
+	 * (sync.h, GUEST_VIEW_REST; guest_view.c walk_cut_way; sync_lock). */
 	struct range_set cut, cut_prev;
 	uint64_t retry_cursor, capped_cursor; /* where the next retry starts (sync_lock) */
 	/* The iovt_fence (engine fence_seq) whose queue drains last synced it:

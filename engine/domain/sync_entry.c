@@ -506,7 +506,8 @@ int domain_sync_locked_carry(struct iovt_domain *d, struct sync_scratch *s, stru
 	 * spans in their set (a fresh budget let one fence read up to twice
 	 * walk_budget; found by review, hostile-budget-cap-passes). A window
 	 * of either pass that the budget cuts short goes to the retry set
-	 * (guest_view_runs: every window but a first pass's first one). */
+	 * (guest_view_runs: every window but a first pass's first one and one
+	 * longer than IOVT_RETRY_BUDGET_PAGES; cut again, only its rest). */
 	uint64_t walk_left = 0;
 	/* The previous sync's cut windows; this sync records its own. */
 	struct range_set cut_tmp = d->cut_prev;

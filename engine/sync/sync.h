@@ -52,9 +52,10 @@ struct sync_target {
 	 * it (guest_view_runs). */
 	uint64_t walk_spent;
 	/* Windows the previous sync retried for a cut (cut_before: cut again,
-	 * they are the walk's error, so that a window cannot be retried at
-	 * every fence behind the guest's other windows, each fence reading the
-	 * whole budget) and where this sync records its own (cut_now, which
+	 * they are synced up to the cut and only the rest is retried,
+	 * GUEST_VIEW_REST, so that a window cannot be retried whole at every
+	 * fence behind the guest's other windows, never synced, each fence
+	 * reading the whole budget) and where this sync records its own (cut_now, which
 	 * also keeps the mark of a cut_before window it did not reach). NULL:
 	 * none (a one-window sync: its walk has the whole budget). */
 	const struct range_set *cut_before;
