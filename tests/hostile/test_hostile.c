@@ -1484,6 +1484,50 @@ static void case_budget_cap_passes_short(uint64_t *rng)
 	budget_cap_passes(rng, 1, budget_cap_first_pass_cost(16 * M2) + 2, "budget-cap-passes-short");
 }
 
+/* budget-cap-first-pass and budget-cut-twice: a 600-page run at C capped
+ * while the cap (8) has room, after a sync whose walk budget was spent. */
+#define CAPPED_A (16 * M2)
+#define CAPPED_C G1
+#define CAPPED_PAGES 600u
+
+/* Steps 1-3 of budget-cap-first-pass; the last fence's code. */
+static int capped_with_room(struct env *v)
+{
+	const uint64_t A = CAPPED_A, C = CAPPED_C, B = 2 * G1;
+	for (unsigned i = 0; i < 7; i++)
+		CHECK(gs_map(v->gd, A + (i / 2) * M2 + (i % 2) * 0x10000, DATA_GPA + i * 0x3000, K,
+			     IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(gs_map(v->gd, B, DATA_GPA + 0x30000, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_psi(v->e, v->did, A, 11, false) == 0);
+	CHECK(iovt_invalidate_psi(v->e, v->did, B, 0, false) == 0);
+	CHECK_EQ(iovt_fence(v->e), 0);
+	CHECK(gs_map(v->gd, C, DATA_GPA + M2, CAPPED_PAGES * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
+	CHECK(iovt_invalidate_psi(v->e, v->did, C, 10, false) == 0);
+	CHECK_EQ(iovt_fence(v->e), -ENOSPC);
+	for (unsigned i = 0; i < 7; i++)
+		CHECK(gs_unmap(v->gd, A + (i / 2) * M2 + (i % 2) * 0x10000, K) == 0);
+	CHECK(iovt_invalidate_psi(v->e, v->did, A, 11, false) == 0);
+	CHECK(iovt_invalidate_psi(v->e, v->did, B, 9, false) == 0);
+	return iovt_fence(v->e);
+}
+
+/* Pages of the capped run the device cannot reach (each one it can must
+ * reach the guest's target). */
+static unsigned capped_missing(struct env *v)
+{
+	unsigned missing = 0;
+	for (unsigned i = 0; i < CAPPED_PAGES; i++) {
+		const uint64_t iova = CAPPED_C + i * K;
+		struct iovt_extent x;
+		if (iovt_translate(v->d, iova, &x) != 0) {
+			missing++;
+			continue;
+		}
+		CHECK_EQ(x.gpa + (iova - x.iova), DATA_GPA + M2 + i * K);
+	}
+	return missing;
+}
+
 /*
  * The same loss in a sync's FIRST pass (the known gap the twenty-sixth
  * session wrote down): a sync takes a capped span in its first pass when
@@ -1507,23 +1551,7 @@ static void case_budget_cap_first_pass(uint64_t *rng)
 	struct iovt_config cfg = { .walk_budget = 2100, .max_extents_per_domain = 8 };
 	struct env v;
 	env_init(&v, &cfg, 48, true, true);
-	const uint64_t A = 16 * M2, C = G1, B = 2 * G1;
-	const unsigned cpages = 600;
-	for (unsigned i = 0; i < 7; i++)
-		CHECK(gs_map(v.gd, A + (i / 2) * M2 + (i % 2) * 0x10000, DATA_GPA + i * 0x3000, K,
-			     IOVT_PERM_RW, GS_LEAF_4K) == 0);
-	CHECK(gs_map(v.gd, B, DATA_GPA + 0x30000, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, B, 0, false) == 0);
-	CHECK_EQ(iovt_fence(v.e), 0);
-	CHECK(gs_map(v.gd, C, DATA_GPA + M2, cpages * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, C, 10, false) == 0);
-	CHECK_EQ(iovt_fence(v.e), -ENOSPC);
-	for (unsigned i = 0; i < 7; i++)
-		CHECK(gs_unmap(v.gd, A + (i / 2) * M2 + (i % 2) * 0x10000, K) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, B, 9, false) == 0);
-	int rc = iovt_fence(v.e);
+	int rc = capped_with_room(&v);
 	struct iovt_stats st;
 	iovt_domain_stats_get(v.d, &st);
 	printf("budget-cap-first-pass: room made, fence %d, %llu extents\n", rc,
@@ -1533,7 +1561,7 @@ static void case_budget_cap_first_pass(uint64_t *rng)
 	/* C's first pass, after A's window */
 	struct iovt_stats a, b;
 	iovt_domain_stats_get(v.d, &a);
-	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
+	CHECK(iovt_invalidate_psi(v.e, v.did, CAPPED_A, 11, false) == 0);
 	rc = iovt_fence(v.e);
 	iovt_domain_stats_get(v.d, &b);
 	printf("budget-cap-first-pass: fence %d, %llu entries read\n", rc,
@@ -1543,15 +1571,7 @@ static void case_budget_cap_first_pass(uint64_t *rng)
 	for (int i = 0; i < 4 && rc; i++)
 		rc = iovt_fence(v.e);
 	CHECK_EQ(rc, 0);
-	unsigned missing = 0;
-	for (unsigned i = 0; i < cpages; i++) {
-		struct iovt_extent x;
-		if (iovt_translate(v.d, C + i * K, &x) != 0) {
-			missing++;
-			continue;
-		}
-		CHECK_EQ(x.gpa + (C + i * K - x.iova), DATA_GPA + M2 + i * K);
-	}
+	const unsigned cpages = CAPPED_PAGES, missing = capped_missing(&v);
 	printf("budget-cap-first-pass: %u of %u pages of C missing\n", missing, cpages);
 	CHECK_EQ(missing, 0u);
 	check_consistent(&v, rng);
@@ -1682,23 +1702,8 @@ static void case_budget_cut_twice(uint64_t *rng)
 	struct iovt_config cfg = { .walk_budget = 2100, .max_extents_per_domain = 8 };
 	struct env v;
 	env_init(&v, &cfg, 48, true, true);
-	const uint64_t A = 16 * M2, C = G1, B = 2 * G1;
-	const unsigned cpages = 600;
-	for (unsigned i = 0; i < 7; i++)
-		CHECK(gs_map(v.gd, A + (i / 2) * M2 + (i % 2) * 0x10000, DATA_GPA + i * 0x3000, K,
-			     IOVT_PERM_RW, GS_LEAF_4K) == 0);
-	CHECK(gs_map(v.gd, B, DATA_GPA + 0x30000, K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, B, 0, false) == 0);
-	CHECK_EQ(iovt_fence(v.e), 0);
-	CHECK(gs_map(v.gd, C, DATA_GPA + M2, cpages * K, IOVT_PERM_RW, GS_LEAF_4K) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, C, 10, false) == 0);
-	CHECK_EQ(iovt_fence(v.e), -ENOSPC);
-	for (unsigned i = 0; i < 7; i++)
-		CHECK(gs_unmap(v.gd, A + (i / 2) * M2 + (i % 2) * 0x10000, K) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
-	CHECK(iovt_invalidate_psi(v.e, v.did, B, 9, false) == 0);
-	(void)iovt_fence(v.e); /* room made, C still capped (budget-cap-first-pass) */
+	const uint64_t A = CAPPED_A;
+	(void)capped_with_room(&v); /* room made, C still capped (budget-cap-first-pass) */
 	/* Two fences in a row, each with A invalidated again: C is cut by both
 	 * (and by any further one while the guest keeps at it). */
 	int rc = 0;
@@ -1711,15 +1716,7 @@ static void case_budget_cut_twice(uint64_t *rng)
 	for (int i = 0; i < 8 && rc; i++)
 		rc = iovt_fence(v.e);
 	CHECK_EQ(rc, 0);
-	unsigned missing = 0;
-	for (unsigned i = 0; i < cpages; i++) {
-		struct iovt_extent x;
-		if (iovt_translate(v.d, C + i * K, &x) != 0) {
-			missing++;
-			continue;
-		}
-		CHECK_EQ(x.gpa + (C + i * K - x.iova), DATA_GPA + M2 + i * K);
-	}
+	const unsigned cpages = CAPPED_PAGES, missing = capped_missing(&v);
 	printf("budget-cut-twice: %u of %u pages of C missing\n", missing, cpages);
 	CHECK_EQ(missing, 0u);
 	check_consistent(&v, rng);
