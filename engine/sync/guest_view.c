@@ -189,6 +189,12 @@ static void walk_budget_spent(struct sync_scratch *s, uint64_t read)
 		s->walk_left -= read < s->walk_left ? read : s->walk_left;
 }
 
+enum cut_way {
+	CUT_NONE,  /* not cut, or the walk's error: what was read is synced */
+	CUT_WHOLE, /* retried whole: nothing of it kept (GUEST_VIEW_SKIPPED) */
+	CUT_REST,  /* what was read is synced, the rest retried (s->rest) */
+};
+
 /* A walk the budget cut short, begun on `had` entries: retried (the window
  * kept as recorded) when earlier walks of the sync had spent part of the
  * budget; the walk's own error when it had all of it (sync.h). Before, a
@@ -196,12 +202,6 @@ static void walk_budget_spent(struct sync_scratch *s, uint64_t read)
  * it left ~40 entries for was cut, unmapped past the cut and never retried
  * (found by the twenty-sixth session's read: 557 of 600 pages; hostile
  * budget-cap-first-pass). */
-enum cut_way {
-	CUT_NONE,  /* not cut, or the walk's error: what was read is synced */
-	CUT_WHOLE, /* retried whole: nothing of it kept (GUEST_VIEW_SKIPPED) */
-	CUT_REST,  /* what was read is synced, the rest retried (s->rest) */
-};
-
 static enum cut_way walk_cut_way(const struct sync_target *t, const struct walk_errors *e,
 				 uint64_t had, uint64_t first, uint64_t last)
 {

@@ -177,18 +177,6 @@ static int retry_all(const struct sync_target *t, struct sync_scratch *s, struct
 	return rc;
 }
 
-/*
- * One range of exactly one page whose extent, if any, is that page: the
- * window is the page, so the plan is at most one UNMAP (the old extent,
- * unless the page still maps the same) and one MAP (the page, if the guest
- * maps it) — decided here without the windows, runs, old-extent list and
- * diff of the general path, which give the same plan (the differential
- * tests run both: every one-page PSI comes this way). The strict guest's
- * PSI + wait: those stages were ~300 of ~2,470 instructions (callgrind).
- * One difference, under memory pressure only: with nothing to change this
- * path allocates nothing, where build_windows could fail with -ENOMEM and
- * retry the range.
- */
 /* A window guest_view skipped (GUEST_VIEW_SKIPPED) into the retry set: the
  * walk's error, or -ENOMEM counted as retry_all counts it (iovt.h) when the
  * set cannot grow (it then becomes `all`: a whole-domain retry). */
@@ -202,6 +190,18 @@ static int retry_skipped(struct range_set *retry, uint64_t first, uint64_t last,
 	return walk_err;
 }
 
+/*
+ * One range of exactly one page whose extent, if any, is that page: the
+ * window is the page, so the plan is at most one UNMAP (the old extent,
+ * unless the page still maps the same) and one MAP (the page, if the guest
+ * maps it) — decided here without the windows, runs, old-extent list and
+ * diff of the general path, which give the same plan (the differential
+ * tests run both: every one-page PSI comes this way). The strict guest's
+ * PSI + wait: those stages were ~300 of ~2,470 instructions (callgrind).
+ * One difference, under memory pressure only: with nothing to change this
+ * path allocates nothing, where build_windows could fail with -ENOMEM and
+ * retry the range.
+ */
 static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_scratch *s,
 		      struct sync_stats *st, struct range_set *retry, int *rcp)
 {
