@@ -154,9 +154,14 @@ struct drain_state {
 	uint64_t touched_bits[65536 / 64]; /* the same set: always complete */
 	bool touched_all;               /* a global invalidation: every domain */
 	bool touched_overflow;          /* the list missed DIDs (no memory): the bits are the set */
-	bool draining_inline;           /* the producer drains at its own fence */
 	bool global_pending;            /* a global drained, its pass over the domains not made yet */
 	struct queue_counters ctr;
+	/* The producer drains at its own fence. Apart from the three flags
+	 * above: the fence's fast path tests those in one 4-byte load just
+	 * after the poster stored this byte, and a load over a narrower
+	 * store still in the store buffer waits for it to reach the cache
+	 * (perf: ~3% of fence/map_unmap_1 on that load). */
+	bool draining_inline;
 };
 
 struct iovt_queue {

@@ -422,8 +422,8 @@ static __attribute__((noinline)) int psi_post(struct iovt_queue *q, uint16_t did
 	}
 	/* Address bits below the mask are ignored, as the hardware does: an
 	 * unaligned PSI is served as the aligned block containing addr. */
-	struct intake_item it = { .arg = psi_block(addr, am, UINT64_MAX).first, .did = did,
-				  .kind = ITEM_PSI, .am = (uint8_t)am, .ih = ih ? 1 : 0 };
+	struct intake_item it;
+	intake_item_set(&it, psi_block(addr, am, UINT64_MAX).first, did, ITEM_PSI, (uint8_t)am, ih ? 1 : 0);
 	IOVT_PROBE3(psi, did, it.arg, am);
 	if (out) {
 		*out = it;

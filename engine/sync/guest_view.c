@@ -228,6 +228,26 @@ static enum cut_way walk_cut_way(const struct sync_target *t, const struct walk_
 	return again ? CUT_REST : CUT_WHOLE;
 }
 
+/*
+ * The domain's walk parameters for one walk, field by field, each a scalar
+ * load: domain_sync_target has just stored them one by one (8-, 4- and
+ * 1-byte stores), and the 16-byte loads a struct copy is compiled into
+ * cannot be forwarded from narrower stores still in the store buffer: each
+ * waits for them to reach the cache (perf, fence/map_unmap_1: the copy's
+ * loads; the IOTLB fill had the same stall, ARCHITECTURE.md). first, last
+ * and budget are set by the caller.
+ */
+static inline __attribute__((always_inline)) void walk_params_of(struct vtd_walk_params *p,
+								 const struct vtd_walk_params *w)
+{
+	p->root_gpa = __atomic_load_n(&w->root_gpa, __ATOMIC_RELAXED);
+	p->addr_width = __atomic_load_n(&w->addr_width, __ATOMIC_RELAXED);
+	p->host_width = __atomic_load_n(&w->host_width, __ATOMIC_RELAXED);
+	p->allow_2m = __atomic_load_n(&w->allow_2m, __ATOMIC_RELAXED);
+	p->allow_1g = __atomic_load_n(&w->allow_1g, __ATOMIC_RELAXED);
+	p->merge_4k = false;
+}
+
 /* A window the sync's budget did not reach: retried; one cut short by the
  * previous sync keeps that mark for the sync that walks it. */
 static void unreached(const struct sync_target *t, uint64_t first, uint64_t last)
@@ -241,7 +261,8 @@ int guest_view_runs(const struct sync_target *t, uint64_t first, uint64_t last,
 {
 	static const struct vtd_walk_ops ops = { .leaf = on_leaf, .error = on_error };
 	struct view_walk w = { .e = { .st = st }, .t = t, .s = s, .first = first, .last = last };
-	struct vtd_walk_params p = t->walk;
+	struct vtd_walk_params p;
+	walk_params_of(&p, &t->walk);
 	struct vtd_walk_stats ws = { 0 };
 	size_t runs_before = s->runs.n;
 
@@ -320,7 +341,8 @@ int guest_view_page(const struct sync_target *t, uint64_t iova, struct iovt_exte
 {
 	static const struct vtd_walk_ops ops = { .leaf = on_page_leaf, .error = on_error };
 	struct page_view pv = { .e = { .st = st }, .ram = t->ram, .run = run, .iova = iova };
-	struct vtd_walk_params p = t->walk;
+	struct vtd_walk_params p;
+	walk_params_of(&p, &t->walk);
 	struct vtd_walk_stats ws = { 0 };
 
 	if (!walk_budget_take(s, &p, st, walk_err)) {

@@ -235,8 +235,20 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 		if (vec_push(&s->unmaps, g))
 			goto nomem;
 	}
-	if (have && vec_push(&s->maps, run))
-		goto nomem;
+	if (have) {
+		if (vec_reserve1(&s->maps))
+			goto nomem;
+		/* Field by field: on_page_leaf has just stored run a field at
+		 * a time, and the struct copy's 16-byte loads would wait for
+		 * those stores to reach the cache (a failed store forward). */
+		struct iovt_extent *m = &s->maps.v[s->maps.n++];
+		m->iova = __atomic_load_n(&run.iova, __ATOMIC_RELAXED);
+		m->size = __atomic_load_n(&run.size, __ATOMIC_RELAXED);
+		m->gpa = __atomic_load_n(&run.gpa, __ATOMIC_RELAXED);
+		m->hva = __atomic_load_n(&run.hva, __ATOMIC_RELAXED);
+		m->perm = __atomic_load_n(&run.perm, __ATOMIC_RELAXED);
+		m->region = __atomic_load_n(&run.region, __ATOMIC_RELAXED);
+	}
 	st->windows++; /* as sync_ranges: a window whose plan could be made */
 	int rc = apply_plan(t, s, st, retry);
 	*rcp = walk_err ? walk_err : rc; /* the walk came first */
