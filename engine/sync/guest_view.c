@@ -240,6 +240,8 @@ static enum cut_way walk_cut_way(const struct sync_target *t, const struct walk_
 static inline __attribute__((always_inline)) void walk_params_of(struct vtd_walk_params *p,
 								 const struct vtd_walk_params *w)
 {
+	_Static_assert(sizeof(struct vtd_walk_params) == 48,
+		       "a field added to vtd_walk_params is copied here too");
 	p->root_gpa = __atomic_load_n(&w->root_gpa, __ATOMIC_RELAXED);
 	p->addr_width = __atomic_load_n(&w->addr_width, __ATOMIC_RELAXED);
 	p->host_width = __atomic_load_n(&w->host_width, __ATOMIC_RELAXED);

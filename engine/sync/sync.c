@@ -241,6 +241,7 @@ static bool sync_page(const struct sync_target *t, uint64_t iova, struct sync_sc
 		/* Field by field: on_page_leaf has just stored run a field at
 		 * a time, and the struct copy's 16-byte loads would wait for
 		 * those stores to reach the cache (a failed store forward). */
+		_Static_assert(sizeof(struct iovt_extent) == 40, "every field of the run is copied");
 		struct iovt_extent *m = &s->maps.v[s->maps.n++];
 		m->iova = __atomic_load_n(&run.iova, __ATOMIC_RELAXED);
 		m->size = __atomic_load_n(&run.size, __ATOMIC_RELAXED);
