@@ -159,8 +159,20 @@ static void one(bool handoff)
 
 	/* Posted after its count: the worker is kicked, wakes, finds the flag
 	 * held, and goes back to sleep (its idle polls take microseconds): an
-	 * ended nap, then asleep again. Waited for on the clock, up to 10 s. */
-	const uint32_t naps = atomic_load(&w->naps);
+	 * ended nap, then asleep again. Waited for on the clock, up to 10 s.
+	 * The count of naps is read while the worker is in one (`sleeping`
+	 * read after it): that nap then ends after the read, and `naps` moves.
+	 * Read while it was awake instead (anything may have woken it since
+	 * the look above), the kick landed in its idle polls, which found the
+	 * flag held and slept again without an ended nap: the wait timed out
+	 * (once in ~700 TSan runs on a loaded 2-core machine). */
+	uint32_t naps;
+	for (;;) {
+		naps = atomic_load(&w->naps);
+		if (atomic_load(&w->sleeping))
+			break;
+		usleep(100);
+	}
 	uint64_t tk = iovt_queue_fence_post(q);
 	CHECK(tk != 0);
 	struct timespec t0, t1;
