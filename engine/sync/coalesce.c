@@ -62,15 +62,10 @@ bool range_set_overlaps(const struct range_set *s, uint64_t first, uint64_t last
 {
 	if (s->all)
 		return true;
-	size_t lo = 0, hi = s->n; /* the first range ending at or after `first` */
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (s->r[mid].last < first)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < s->n && s->r[lo].first <= last;
+	size_t i = lower_touching(s, first);
+	if (i < s->n && s->r[i].last < first)
+		i++; /* it ends at first - 1: the next one ends at or after first */
+	return i < s->n && s->r[i].first <= last;
 }
 
 int range_set_add(struct range_set *s, uint64_t first, uint64_t last)
