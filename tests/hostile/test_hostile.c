@@ -1395,6 +1395,18 @@ static void case_garbage_concurrent(uint64_t *rng)
  * and spans it could not finish go to the retry set, so a later fence maps
  * them: the capped run here is 600 pages, the first pass leaves ~40.
  */
+/* One PSI and its fence: the fence's code in *rc, and the page-table
+ * entries the domain's syncs read meanwhile. */
+static uint64_t psi_fence_read(struct env *v, uint64_t iova, unsigned am, int *rc)
+{
+	struct iovt_stats a, b;
+	iovt_domain_stats_get(v->d, &a);
+	CHECK(iovt_invalidate_psi(v->e, v->did, iova, am, false) == 0);
+	*rc = iovt_fence(v->e);
+	iovt_domain_stats_get(v->d, &b);
+	return b.ptes_walked - a.ptes_walked;
+}
+
 /* 8 extents: 2 scattered pages in each of 4 blocks at A (their tables stay) */
 static void budget_cap_extents(struct env *v, uint64_t A, bool map)
 {
@@ -1418,13 +1430,11 @@ static uint64_t budget_cap_first_pass_cost(uint64_t A)
 	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
 	CHECK_EQ(iovt_fence(v.e), 0);
 	budget_cap_extents(&v, A, false);
-	struct iovt_stats a, b;
-	iovt_domain_stats_get(v.d, &a);
-	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
-	CHECK_EQ(iovt_fence(v.e), 0);
-	iovt_domain_stats_get(v.d, &b);
+	int rc;
+	const uint64_t read = psi_fence_read(&v, A, 11, &rc);
+	CHECK_EQ(rc, 0);
 	env_fini(&v);
-	return b.ptes_walked - a.ptes_walked;
+	return read;
 }
 
 static void budget_cap_passes(uint64_t *rng, unsigned cpages, uint64_t budget, const char *name)
@@ -1443,15 +1453,11 @@ static void budget_cap_passes(uint64_t *rng, unsigned cpages, uint64_t budget, c
 	/* The guest unmaps A: that sync's UNMAPs make room, and the capped run
 	 * follows in the same sync, on what is left of its budget. */
 	budget_cap_extents(&v, A, false);
-	struct iovt_stats a, b;
-	iovt_domain_stats_get(v.d, &a);
-	CHECK(iovt_invalidate_psi(v.e, v.did, A, 11, false) == 0);
-	int rc = iovt_fence(v.e);
-	iovt_domain_stats_get(v.d, &b);
+	int rc;
+	const uint64_t read = psi_fence_read(&v, A, 11, &rc);
 	printf("%s: %u capped pages, fence %d, %llu entries read (walk_budget %llu)\n", name, cpages,
-	       rc, (unsigned long long)(b.ptes_walked - a.ptes_walked),
-	       (unsigned long long)cfg.walk_budget);
-	CHECK(b.ptes_walked - a.ptes_walked <= cfg.walk_budget);
+	       rc, (unsigned long long)read, (unsigned long long)cfg.walk_budget);
+	CHECK(read <= cfg.walk_budget);
 	CHECK_EQ(rc, -E2BIG); /* the second pass was cut short */
 	/* Nothing lost: later fences (no new invalidation) map the rest. */
 	for (int i = 0; i < 4 && rc; i++)
@@ -1559,14 +1565,9 @@ static void case_budget_cap_first_pass(uint64_t *rng)
 	CHECK(st.extents < 8); /* room, and C still capped */
 	CHECK(rc == -E2BIG || rc == -ENOSPC);
 	/* C's first pass, after A's window */
-	struct iovt_stats a, b;
-	iovt_domain_stats_get(v.d, &a);
-	CHECK(iovt_invalidate_psi(v.e, v.did, CAPPED_A, 11, false) == 0);
-	rc = iovt_fence(v.e);
-	iovt_domain_stats_get(v.d, &b);
-	printf("budget-cap-first-pass: fence %d, %llu entries read\n", rc,
-	       (unsigned long long)(b.ptes_walked - a.ptes_walked));
-	CHECK(b.ptes_walked - a.ptes_walked <= cfg.walk_budget);
+	const uint64_t read = psi_fence_read(&v, CAPPED_A, 11, &rc);
+	printf("budget-cap-first-pass: fence %d, %llu entries read\n", rc, (unsigned long long)read);
+	CHECK(read <= cfg.walk_budget);
 	/* Nothing lost: later fences (no new invalidation) map all of C. */
 	for (int i = 0; i < 4 && rc; i++)
 		rc = iovt_fence(v.e);
@@ -1622,12 +1623,7 @@ static void case_budget_cut_starved(uint64_t *rng)
 	/* Later fences: the guest invalidates L only. */
 	uint64_t last_read = 0;
 	for (int i = 0; i < 8; i++) {
-		struct iovt_stats a, b;
-		iovt_domain_stats_get(v.d, &a);
-		CHECK(iovt_invalidate_psi(v.e, v.did, L, 10, false) == 0);
-		rc = iovt_fence(v.e);
-		iovt_domain_stats_get(v.d, &b);
-		last_read = b.ptes_walked - a.ptes_walked;
+		last_read = psi_fence_read(&v, L, 10, &rc);
 		printf("budget-cut-starved: fence %d: %d, %llu entries read\n", i, rc,
 		       (unsigned long long)last_read);
 		CHECK(last_read <= cfg.walk_budget);
